@@ -1,0 +1,62 @@
+# One command runs the service, one runs the tests; both install what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help install run test test-unit test-integration test-template test-e2e lint bench requirements build clean
+
+help:
+	@echo "make run     serve the API on http://127.0.0.1:$${PORT:-3000}/v1 (embedded S3 + upstream simulator)"
+	@echo "make test    lint + unit, integration, template and end-to-end tests"
+	@echo "make bench   handler overhead and memory benchmark"
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock layers/imagecore/pyproject.toml
+	$(UV) sync --frozen --all-groups
+	@touch $@
+
+install: $(VENV)/.synced
+
+run: install
+	$(VENV)/bin/python -m local
+
+test: install lint
+	$(VENV)/bin/python -m pytest
+
+test-unit: install
+	$(VENV)/bin/python -m pytest tests/unit
+
+test-integration: install
+	$(VENV)/bin/python -m pytest tests/integration
+
+test-template: install
+	$(VENV)/bin/python -m pytest tests/template
+
+test-e2e: install
+	$(VENV)/bin/python -m pytest tests/e2e
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install
+	$(VENV)/bin/python scripts/bench.py
+
+# The layer's requirements.txt is what `sam build` installs; it is exported from uv.lock, never edited.
+requirements: install
+	$(UV) export --frozen --package imagecore --no-emit-package imagecore --no-hashes --no-header \
+		--no-annotate --no-dev -o layers/imagecore/requirements.txt >/dev/null
+
+build: install
+	$(VENV)/bin/sam build
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .ruff_cache

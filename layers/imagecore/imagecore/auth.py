@@ -1,0 +1,95 @@
+"""Bearer API keys: stored only as SHA-256 hashes, compared in constant time, identified by a key id that is
+safe to log. The key itself is never logged, stored or returned."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from imagecore.settings import AuthorizerSettings
+
+KEY_PREFIX = "isk-"
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    sha256: str
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def key_id_for_hash(digest: str) -> str:
+    return f"key_{digest[:12]}"
+
+
+def new_api_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def bearer_token(headers: Mapping[str, str] | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (header name and scheme case-insensitive)."""
+    for name, value in (headers or {}).items():
+        if name.lower() == "authorization" and isinstance(value, str):
+            scheme, _, token = value.strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() == "bearer" and token:
+                return token
+    return None
+
+
+class Keyring:
+    def __init__(self, records: Iterable[KeyRecord]) -> None:
+        self._records = tuple(records)
+
+    @classmethod
+    def from_plain_keys(cls, keys: Iterable[str]) -> Keyring:
+        digests = [hash_key(k.strip()) for k in keys if k.strip()]
+        return cls(KeyRecord(key_id_for_hash(d), d) for d in digests)
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Keyring:
+        """``{"keys": [{"id": "ios-app", "sha256": "<hex>"}]}``, the secret's format."""
+        records = []
+        for entry in document.get("keys", []):
+            digest = str(entry["sha256"]).lower()
+            records.append(KeyRecord(str(entry.get("id") or key_id_for_hash(digest)), digest))
+        return cls(records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def identify(self, key: str | None) -> KeyRecord | None:
+        if not key:
+            return None
+        digest = hash_key(key)
+        found = None
+        for record in self._records:  # no early exit: the time taken does not depend on which key matched
+            if hmac.compare_digest(record.sha256, digest):
+                found = record
+        return found
+
+
+def keyring_loader(settings: AuthorizerSettings) -> Callable[[], Keyring]:
+    """Where the keys come from: a Secrets Manager document (cached by Powertools) in AWS, API_KEYS locally."""
+    if settings.api_keys is not None:
+        ring = Keyring.from_plain_keys(settings.api_keys.get_secret_value().split(","))
+        return lambda: ring
+    secret_id = settings.api_keys_secret_id
+    assert secret_id is not None
+    max_age = settings.keys_cache_seconds
+
+    def load() -> Keyring:
+        from aws_lambda_powertools.utilities import parameters
+
+        document = parameters.get_secret(secret_id, max_age=max_age)
+        return Keyring.from_document(json.loads(str(document)))
+
+    return load

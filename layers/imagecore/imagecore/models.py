@@ -1,0 +1,222 @@
+"""Request and response models: the upstream contract's rules live here, so the OpenAPI spec shows
+exactly what the code enforces."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+MODELS = ("gpt-image-2", "gpt-image-2-2026-04-21")
+PROMPT_MAX_CHARS = 32_000
+MAX_EDGE = 3840
+EDGE_MULTIPLE = 16
+MAX_ASPECT_RATIO = 3
+MIN_PIXELS = 655_360
+MAX_PIXELS = 8_294_400
+# The contract calls outputs larger than 2560x1440 high-latency: they get the long upstream timeout.
+LARGE_IMAGE_PIXELS = 2560 * 1440
+
+ImageModel = Literal["gpt-image-2", "gpt-image-2-2026-04-21"]
+Quality = Literal["low", "medium", "high", "auto"]
+OutputFormat = Literal["png", "jpeg", "webp"]
+Background = Literal["auto", "opaque"]
+Moderation = Literal["auto", "low"]
+ResponseFormat = Literal["url", "b64_json"]
+
+CONTENT_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+_SIZE_RE = re.compile(r"^([1-9][0-9]{0,5})x([1-9][0-9]{0,5})$")
+
+
+@dataclass(frozen=True)
+class ImageSize:
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+def _size_error(message: str) -> PydanticCustomError:
+    return PydanticCustomError("invalid_size", message)
+
+
+def parse_size(value: str) -> ImageSize:
+    """Parse ``WxH`` and apply every gpt-image-2 size rule, each with its own message."""
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise _size_error("size must be 'auto' or WIDTHxHEIGHT in pixels, for example '1536x1024'")
+    size = ImageSize(int(match.group(1)), int(match.group(2)))
+    long_edge, short_edge = max(size.width, size.height), min(size.width, size.height)
+    if long_edge > MAX_EDGE:
+        raise _size_error(f"size {value}: the longest edge must be at most {MAX_EDGE} pixels")
+    if size.width % EDGE_MULTIPLE or size.height % EDGE_MULTIPLE:
+        raise _size_error(f"size {value}: both edges must be multiples of {EDGE_MULTIPLE} pixels")
+    if long_edge > MAX_ASPECT_RATIO * short_edge:
+        raise _size_error(f"size {value}: the long edge may be at most {MAX_ASPECT_RATIO} times the short edge")
+    if not MIN_PIXELS <= size.pixels <= MAX_PIXELS:
+        raise _size_error(
+            f"size {value}: the image must have between {MIN_PIXELS:,} and {MAX_PIXELS:,} pixels "
+            f"(it has {size.pixels:,})"
+        )
+    return size
+
+
+class GenerationRequest(BaseModel):
+    """Body of ``POST /v1/images/generations``: the OpenAI Images API, restricted to what gpt-image-2 takes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    prompt: Annotated[
+        str,
+        Field(min_length=1, max_length=PROMPT_MAX_CHARS, description="What to draw. At most 32,000 characters."),
+    ]
+    model: Annotated[ImageModel, Field(description="The image model.")] = "gpt-image-2"
+    n: Annotated[int, Field(ge=1, le=10, description="How many images, 1 to 10.")] = 1
+    size: Annotated[
+        str,
+        Field(
+            description=(
+                "'auto' or WIDTHxHEIGHT: longest edge at most 3840, both edges multiples of 16, long/short ratio "
+                "at most 3, total pixels between 655,360 and 8,294,400."
+            ),
+            examples=["1024x1024", "1536x1024", "1024x1536", "3840x2160", "auto"],
+        ),
+    ] = "auto"
+    quality: Quality = "auto"
+    output_format: OutputFormat = "png"
+    output_compression: Annotated[
+        int | None, Field(ge=0, le=100, description="0-100, only with output_format jpeg or webp.")
+    ] = None
+    background: Annotated[
+        Background | None,
+        Field(description="'auto' or 'opaque'; gpt-image-2 cannot make transparent images."),
+    ] = None
+    moderation: Moderation | None = None
+    stream: Annotated[bool, Field(description="Server-sent events: not available yet on this service.")] = False
+    partial_images: Annotated[int | None, Field(ge=0, le=3, description="0-3 partial images, only with stream.")] = None
+    user: Annotated[str | None, Field(description="End-user identifier for abuse monitoring.")] = None
+    response_format: Annotated[
+        ResponseFormat,
+        Field(description="'url' (default): presigned download links. 'b64_json': inline, only while it fits 6 MB."),
+    ] = "url"
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError("blank_prompt", "prompt must not be empty or only whitespace")
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _size_rules(cls, value: str) -> str:
+        if value != "auto":
+            parse_size(value)
+        return value
+
+    @field_validator("output_compression")
+    @classmethod
+    def _compression_needs_lossy_format(cls, value: int | None, info: ValidationInfo) -> int | None:
+        output_format = info.data.get("output_format", "png")
+        if value is not None and output_format not in ("jpeg", "webp"):
+            raise PydanticCustomError(
+                "compression_needs_lossy_format",
+                "output_compression applies only to output_format 'jpeg' or 'webp', not '{output_format}'",
+                {"output_format": output_format},
+            )
+        return value
+
+    @field_validator("background", mode="before")
+    @classmethod
+    def _no_transparency(cls, value: Any) -> Any:
+        if value == "transparent":
+            raise PydanticCustomError(
+                "transparent_unsupported",
+                "gpt-image-2 does not support transparent backgrounds; use 'auto' or 'opaque'",
+            )
+        return value
+
+    @field_validator("stream")
+    @classmethod
+    def _no_streaming_yet(cls, value: bool) -> bool:
+        if value:
+            raise PydanticCustomError(
+                "stream_unsupported",
+                "streaming (stream: true) is not available on this service yet; send the request without "
+                "stream and read the images from data[].url",
+            )
+        return value
+
+    @field_validator("partial_images")
+    @classmethod
+    def _partials_need_stream(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("stream", False):
+            raise PydanticCustomError("partial_images_need_stream", "partial_images applies only with stream: true")
+        return value
+
+    @property
+    def image_size(self) -> ImageSize | None:
+        return None if self.size == "auto" else parse_size(self.size)
+
+    @property
+    def is_large(self) -> bool:
+        size = self.image_size
+        return size is not None and size.pixels > LARGE_IMAGE_PIXELS
+
+    def upstream_body(self) -> dict[str, Any]:
+        """What goes to the upstream: the same fields, without ours (response_format: we always take b64)."""
+        body = self.model_dump(exclude_none=True, exclude={"response_format", "stream"})
+        return body
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ImageData(BaseModel):
+    url: Annotated[str | None, Field(description="Presigned S3 GET URL of the image.")] = None
+    b64_json: Annotated[str | None, Field(description="The image, base64, when response_format is b64_json.")] = None
+    revised_prompt: str | None = None
+
+
+class GenerationResponse(BaseModel):
+    """What OpenAI's Images API answers, with presigned S3 URLs in ``data[].url``."""
+
+    created: int
+    data: list[ImageData]
+    model: str
+    size: str | None = None
+    quality: str | None = None
+    output_format: str | None = None
+    background: str | None = None
+    usage: Usage | None = None
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str

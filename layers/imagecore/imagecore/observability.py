@@ -1,0 +1,123 @@
+"""Logger, Metrics and Tracer, configured from the environment (the template's ``Globals``), and the one
+structured line each request writes.
+
+The line is built up while the request runs (``current_record()``) and written exactly once when it ends,
+whatever the outcome. It never holds a key or the prompt text: the prompt goes in as length + hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+
+REQUEST_LOG_MESSAGE = "image request"
+
+
+@dataclass
+class RequestRecord:
+    operation: str
+    api_request_id: str | None = None
+    lambda_request_id: str | None = None
+    api_key_id: str | None = None
+    model: str | None = None
+    size: str | None = None
+    quality: str | None = None
+    output_format: str | None = None
+    n: int | None = None
+    response_format: str | None = None
+    prompt_chars: int | None = None
+    prompt_sha256: str | None = None
+    prompt: str | None = None  # only when LOG_PROMPTS is on
+    images_returned: int | None = None
+    sizes_returned: list[str] | None = None
+    formats_returned: list[str] | None = None
+    bytes_returned: int | None = None
+    usage: dict[str, Any] | None = None
+    upstream_latency_ms: float | None = None
+    upstream_request_id: str | None = None
+    account_id: str | None = None
+    attempts: int = 0
+    attempt_errors: list[str] = field(default_factory=list)
+    storage: str | None = None
+    status: int | None = None
+    outcome: str = "unknown"
+    error_code: str | None = None
+    total_latency_ms: float | None = None
+
+    def describe_prompt(self, prompt: str, *, include_text: bool) -> None:
+        self.prompt_chars = len(prompt)
+        self.prompt_sha256 = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+        if include_text:
+            self.prompt = prompt
+
+    def fail(self, outcome: str, code: str | None) -> None:
+        self.outcome = outcome
+        self.error_code = code
+
+
+_current: ContextVar[RequestRecord | None] = ContextVar("request_record", default=None)
+
+
+def current_record() -> RequestRecord:
+    """The record of the request being handled (a throwaway one outside a request, e.g. in a unit test)."""
+    record = _current.get()
+    return record if record is not None else RequestRecord(operation="none")
+
+
+@contextmanager
+def request_record(operation: str, event: dict[str, Any], lambda_request_id: str | None) -> Iterator[RequestRecord]:
+    """Collect the request's record and write it once, with its outcome, when the request ends."""
+    context = event.get("requestContext") or {}
+    authorizer = context.get("authorizer") or {}
+    record = RequestRecord(
+        operation=operation,
+        api_request_id=context.get("requestId"),
+        lambda_request_id=lambda_request_id,
+        api_key_id=authorizer.get("keyId"),
+    )
+    started = time.perf_counter()
+    token = _current.set(record)
+    try:
+        yield record
+    except Exception:
+        record.status = 500
+        record.fail("error", "internal_error")
+        raise
+    finally:
+        _current.reset(token)
+        record.total_latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        if record.outcome == "unknown":
+            record.outcome = "success" if record.status is not None and record.status < 400 else "error"
+        _emit(record)
+
+
+def _emit(record: RequestRecord) -> None:
+    fields = {k: v for k, v in asdict(record).items() if k != "prompt" or v is not None}
+    level = logger.error if (record.status or 500) >= 500 else logger.info
+    level(REQUEST_LOG_MESSAGE, extra={"request": fields})
+    metrics.add_dimension(name="operation", value=record.operation)
+    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="RequestLatency", unit=MetricUnit.Milliseconds, value=record.total_latency_ms or 0)
+    if record.outcome == "success":
+        metrics.add_metric(name="ImagesGenerated", unit=MetricUnit.Count, value=record.images_returned or 0)
+    else:
+        metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=1)
+    if record.upstream_latency_ms is not None:
+        metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=record.upstream_latency_ms)
+        metrics.add_metric(name="UpstreamAttempts", unit=MetricUnit.Count, value=record.attempts)
+    if record.usage:
+        total = record.usage.get("total_tokens")
+        if isinstance(total, int):
+            metrics.add_metric(name="TotalTokens", unit=MetricUnit.Count, value=total)

@@ -1,0 +1,87 @@
+"""Configuration: one pydantic-settings model per function, read from the environment once at cold start.
+
+The field names are the environment variables (case-insensitive); ``tests/template`` checks that every
+variable the template sets is a field here, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Lambda's synchronous response limit is 6 MB (6,291,456 bytes) for the whole JSON document.
+LAMBDA_RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024
+
+
+class _Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+
+    aws_region: Annotated[str, Field(validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))] = "us-east-1"
+
+
+class GenerationSettings(_Settings):
+    """Settings of the image functions (generations, and later edits)."""
+
+    images_bucket: Annotated[str, Field(min_length=3, description="Bucket the images are written to.")]
+    s3_endpoint_url: Annotated[
+        HttpUrl | None,
+        Field(description="Only for the local stack: the embedded S3. Unset in AWS (regional endpoint)."),
+    ] = None
+    presign_expiry_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
+
+    upstream_base_url: Annotated[HttpUrl, Field(description="sub2api base URL, ending in /v1.")]
+    upstream_api_key: Annotated[SecretStr | None, Field(description="Local only: the upstream key itself.")] = None
+    upstream_api_key_secret_id: Annotated[
+        str | None,
+        Field(description="In AWS: Secrets Manager secret holding the upstream key (read cached)."),
+    ] = None
+    upstream_timeout_seconds: Annotated[float, Field(gt=0, le=900)] = 120.0
+    upstream_large_timeout_seconds: Annotated[float, Field(gt=0, le=900)] = 300.0
+    upstream_max_attempts: Annotated[int, Field(ge=1, le=3)] = 3
+    upstream_account_id_header: Annotated[
+        str,
+        Field(description="Response header that carries the upstream account id, when the upstream sends one."),
+    ] = "x-account-id"
+
+    integration_timeout_ms: Annotated[
+        int, Field(ge=50, le=300_000, description="API Gateway integration timeout: we never work past it.")
+    ] = 29_000
+    storage_margin_seconds: Annotated[
+        float, Field(ge=0, le=60, description="Time kept back from the upstream call to store and answer.")
+    ] = 4.0
+    log_prompts: Annotated[bool, Field(description="Log prompt text (off: only its length and hash).")] = False
+    max_inline_response_bytes: Annotated[int, Field(gt=0, le=LAMBDA_RESPONSE_LIMIT_BYTES)] = (
+        LAMBDA_RESPONSE_LIMIT_BYTES - 64 * 1024
+    )
+
+    @model_validator(mode="after")
+    def _one_upstream_key_source(self) -> GenerationSettings:
+        if self.upstream_api_key is None and not self.upstream_api_key_secret_id:
+            raise ValueError("set UPSTREAM_API_KEY_SECRET_ID (AWS) or UPSTREAM_API_KEY (local)")
+        return self
+
+    @property
+    def upstream_url(self) -> str:
+        return str(self.upstream_base_url).rstrip("/")
+
+
+class AuthorizerSettings(_Settings):
+    """Settings of the bearer-key authorizer."""
+
+    api_keys_secret_id: Annotated[
+        str | None,
+        Field(description='Secrets Manager secret: {"keys": [{"id": ..., "sha256": ...}]} (hashes only).'),
+    ] = None
+    api_keys: Annotated[
+        SecretStr | None,
+        Field(description="Local only: comma-separated plain keys.", validation_alias=AliasChoices("API_KEYS")),
+    ] = None
+    keys_cache_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> AuthorizerSettings:
+        if self.api_keys is None and not self.api_keys_secret_id:
+            raise ValueError("set API_KEYS_SECRET_ID (AWS) or API_KEYS (local)")
+        return self
