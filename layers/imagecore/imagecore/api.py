@@ -14,7 +14,15 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ResponseValidationError
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.errors import ImageServiceError, InvalidRequest, NotFound, UnsupportedMediaType
+from imagecore.errors import (
+    ImageServiceError,
+    InvalidRequest,
+    NotFound,
+    UnsupportedMediaType,
+    UpstreamFailed,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
 from imagecore.observability import current_record, logger, request_record
 from imagecore.upstream import Deadline
 
@@ -82,9 +90,11 @@ def _internal_error() -> Response:
 
 
 def _outcome_of(error: ImageServiceError) -> str:
-    if error.status < 500:
-        return "rejected" if error.type != "upstream_error" else "upstream_rejected"
-    return "upstream_failed" if error.type == "upstream_error" else "error"
+    if isinstance(error, UpstreamRejected):
+        return "upstream_rejected"
+    if isinstance(error, UpstreamFailed | UpstreamTimeout):
+        return "upstream_failed"
+    return "rejected" if error.status < 500 else "error"
 
 
 def validation_error(errors: Iterable[dict[str, Any]]) -> ImageServiceError:
@@ -194,7 +204,10 @@ def serve(
 def _as_proxy(response: Response) -> dict[str, Any]:
     return {
         "statusCode": response.status_code,
-        "headers": {"Content-Type": JSON, **{k: v for k, v in response.headers.items() if isinstance(v, str)}},
+        "multiValueHeaders": {
+            "Content-Type": [JSON],
+            **{k: [v] for k, v in response.headers.items() if k != "Content-Type"},
+        },
         "body": response.body,
         "isBase64Encoded": False,
     }

@@ -52,7 +52,7 @@ def _size_error(message: str) -> PydanticCustomError:
 
 def parse_size(value: str) -> ImageSize:
     """Parse ``WxH`` and apply every gpt-image-2 size rule, each with its own message."""
-    match = _SIZE_RE.match(value)
+    match = _SIZE_RE.fullmatch(value)
     if not match:
         raise _size_error("size must be 'auto' or WIDTHxHEIGHT in pixels, for example '1536x1024'")
     size = ImageSize(int(match.group(1)), int(match.group(2)))

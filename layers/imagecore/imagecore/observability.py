@@ -8,6 +8,7 @@ whatever the outcome. It never holds a key or the prompt text: the prompt goes i
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,9 +19,12 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
-logger = Logger()
-metrics = Metrics()
-tracer = Tracer()
+SERVICE = os.getenv("POWERTOOLS_SERVICE_NAME", "image-service")
+# Powertools reads these from the environment the template sets; the defaults keep a missing variable from
+# turning into a failed request (Metrics refuses to flush without a namespace).
+logger = Logger(service=SERVICE)
+metrics = Metrics(service=SERVICE, namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", "ImageService"))
+tracer = Tracer(service=SERVICE)
 
 REQUEST_LOG_MESSAGE = "image request"
 

@@ -1,0 +1,1 @@
+"""The embedded local stack: API Gateway emulation, moto, and an upstream simulator."""

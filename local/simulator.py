@@ -1,0 +1,242 @@
+"""A stand-in for sub2api serving gpt-image-2, for the local stack, the tests and the benchmark.
+
+It renders real images of the requested size and format with Pillow, answers in the upstream's shape with
+realistic usage figures, and can be told to misbehave the way the real one does: latency, sub2api's
+whitespace keep-alive before the JSON, errors under a 200, 5xx, 429 with Retry-After, garbage.
+
+Control endpoints (not part of the upstream API):
+- ``POST /_simulator/faults`` ``{"responses": [{"status": 503}, ...]}`` queues scripted answers, one per call;
+- ``GET /_simulator/stats`` counts calls and shows the last request received (headers and JSON body);
+- ``POST /_simulator/reset`` clears both.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from PIL import Image, ImageDraw
+from werkzeug.wrappers import Request, Response
+
+from imagecore.models import MODELS, parse_size
+
+# Output tokens per image at 1024x1024 for each quality (OpenAI's published table for GPT image models).
+_TOKENS_1M = {"low": 272, "medium": 1056, "high": 4160}
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+
+
+@dataclass
+class SimulatorOptions:
+    api_key: str | None = None  # when set, requests must carry it as a bearer token
+    latency_ms: int = 0  # how long "generation" takes
+    keepalive_ms: int = 0  # while generating, write " \n" this often (sub2api's keep-alive)
+    account_id: str | None = "acct-local-simulator"
+
+
+@dataclass
+class _State:
+    faults: deque[dict[str, Any]] = field(default_factory=deque)
+    calls: int = 0
+    last_request: dict[str, Any] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def estimate_usage(prompt: str, size: str, quality: str, n: int) -> dict[str, Any]:
+    width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
+    per_image = _TOKENS_1M.get(quality, _TOKENS_1M["medium"]) * (width * height) / (1024 * 1024)
+    input_tokens = max(1, math.ceil(len(prompt) / 4))
+    output_tokens = round(per_image) * n
+    return {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+        "input_tokens_details": {"text_tokens": input_tokens, "image_tokens": 0},
+    }
+
+
+@lru_cache(maxsize=32)
+def render_image(width: int, height: int, output_format: str, compression: int | None, seed: str) -> bytes:
+    """A real picture: colour gradients, shapes and grain decided by ``seed`` (the prompt), so different prompts
+    give different images and the files compress like photographs rather than flat colour."""
+    digest = hashlib.sha256(seed.encode("utf-8")).digest()
+    gradient = Image.linear_gradient("L")
+    red = gradient.resize((width, height))
+    green = gradient.rotate(90).resize((width, height))
+    blue = Image.radial_gradient("L").resize((width, height))
+    image = Image.merge("RGB", (red, green, blue))
+    tint = Image.new("RGB", (width, height), (digest[0], digest[1], digest[2]))
+    image = Image.blend(image, tint, 0.35)
+    draw = ImageDraw.Draw(image)
+    for i in range(6):
+        x, y = digest[3 + i] / 255 * width, digest[9 + i] / 255 * height
+        r = (0.05 + digest[15 + i] / 255 * 0.2) * min(width, height)
+        colour = (digest[21 + i % 8], digest[(22 + i) % 32], digest[(23 + i) % 32])
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour, outline=(255, 255, 255), width=max(2, width // 400))
+    grain = Image.effect_noise((width, height), 24).convert("RGB")
+    image = Image.blend(image, grain, 0.12)
+    out = io.BytesIO()
+    options: dict[str, Any] = {}
+    if output_format == "png":
+        options["compress_level"] = 1
+    else:
+        options["quality"] = 85 if compression is None else max(1, 100 - compression)
+    image.save(out, _PIL_FORMATS[output_format], **options)
+    return out.getvalue()
+
+
+class UpstreamSimulator:
+    """A WSGI app; ``werkzeug.serving.make_server(host, port, simulator)`` serves it."""
+
+    def __init__(self, options: SimulatorOptions | None = None) -> None:
+        self.options = options or SimulatorOptions()
+        self._state = _State()
+
+    # --- control -------------------------------------------------------------------------------------------
+    def queue_faults(self, *responses: dict[str, Any]) -> None:
+        with self._state.lock:
+            self._state.faults.extend(responses)
+
+    def reset(self) -> None:
+        with self._state.lock:
+            self._state.faults.clear()
+            self._state.calls = 0
+            self._state.last_request = None
+
+    @property
+    def calls(self) -> int:
+        return self._state.calls
+
+    @property
+    def last_request(self) -> dict[str, Any] | None:
+        return self._state.last_request
+
+    # --- WSGI ----------------------------------------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        return self._dispatch(request)(environ, start_response)
+
+    def _dispatch(self, request: Request) -> Response:
+        path = request.path.rstrip("/")
+        if path == "/_simulator/faults" and request.method == "POST":
+            self.queue_faults(*(request.get_json(force=True) or {}).get("responses", []))
+            return _json(200, {"queued": len(self._state.faults)})
+        if path == "/_simulator/stats":
+            return _json(200, {"calls": self.calls, "last_request": self.last_request})
+        if path == "/_simulator/reset" and request.method == "POST":
+            self.reset()
+            return _json(200, {"reset": True})
+        if path.endswith("/images/generations") and request.method == "POST":
+            return self._generations(request)
+        return _json(404, _error("Not found", "invalid_request_error", "not_found"))
+
+    def _generations(self, request: Request) -> Response:
+        try:
+            body = json.loads(request.get_data() or b"null")
+        except ValueError:
+            body = None
+        with self._state.lock:
+            self._state.calls += 1
+            self._state.last_request = {
+                "path": request.path,
+                "headers": {k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"},
+                "authorization_ok": self._authorized(request),
+                "json": body,
+            }
+            fault = self._state.faults.popleft() if self._state.faults else None
+
+        headers = {"x-request-id": f"req_{secrets.token_hex(12)}"}
+        if self.options.account_id:
+            headers["x-account-id"] = self.options.account_id
+        if not self._authorized(request):
+            return _json(401, _error("Invalid API key", "authentication_error", "invalid_api_key"), headers)
+        if fault is not None:
+            return self._fault(fault, headers)
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
+            return _json(400, _error("prompt is required", "invalid_request_error", "missing_required_parameter"))
+        if body.get("model") not in MODELS:
+            return _json(400, _error("Unsupported model", "invalid_request_error", "invalid_value"), headers)
+        size = str(body.get("size") or "auto")
+        try:
+            width, height = (1024, 1024) if size == "auto" else (parse_size(size).width, parse_size(size).height)
+        except ValueError as exc:
+            return _json(400, _error(str(exc), "invalid_request_error", "invalid_value"), headers)
+        output_format = str(body.get("output_format") or "png")
+        quality = str(body.get("quality") or "auto")
+        n = int(body.get("n") or 1)
+        prompt = body["prompt"]
+        images = [
+            render_image(width, height, output_format, body.get("output_compression"), f"{prompt}#{i}")
+            for i in range(n)
+        ]
+        payload = {
+            "created": int(time.time()),
+            "data": [
+                {"b64_json": base64.b64encode(data).decode("ascii"), "revised_prompt": f"{prompt} (as drawn)"}
+                for data in images
+            ],
+            "model": body["model"],
+            "size": f"{width}x{height}",
+            "quality": "medium" if quality == "auto" else quality,
+            "output_format": output_format,
+            "background": body.get("background") or "opaque",
+            "usage": estimate_usage(prompt, size, "medium" if quality == "auto" else quality, n),
+        }
+        return self._respond(200, payload, headers, self.options.latency_ms, self.options.keepalive_ms)
+
+    def _fault(self, fault: dict[str, Any], headers: dict[str, str]) -> Response:
+        status = int(fault.get("status", 500))
+        if "retry_after" in fault:
+            headers["Retry-After"] = str(fault["retry_after"])
+        if fault.get("garbage"):
+            return Response(b"<html>bad gateway</html>", status=status, headers=headers, content_type="text/html")
+        error = fault.get("error") or _error(f"simulated upstream fault {status}", "upstream_error", None)["error"]
+        return self._respond(
+            status,
+            {"error": error},
+            headers,
+            int(fault.get("latency_ms", self.options.latency_ms)),
+            int(fault.get("keepalive_ms", self.options.keepalive_ms)),
+        )
+
+    def _authorized(self, request: Request) -> bool:
+        if not self.options.api_key:
+            return True
+        return request.headers.get("Authorization", "") == f"Bearer {self.options.api_key}"
+
+    @staticmethod
+    def _respond(
+        status: int, payload: dict[str, Any], headers: dict[str, str], latency_ms: int, keepalive_ms: int
+    ) -> Response:
+        body = json.dumps(payload).encode("utf-8")
+        if keepalive_ms <= 0:
+            time.sleep(latency_ms / 1000)
+            return Response(body, status=status, headers=headers, content_type="application/json")
+
+        def stream() -> Iterator[bytes]:
+            # sub2api's keep-alive: whitespace commits the status line, the JSON (or an error) comes last.
+            deadline = time.monotonic() + latency_ms / 1000
+            while time.monotonic() < deadline:
+                yield b" \n"
+                time.sleep(min(keepalive_ms / 1000, max(0.0, deadline - time.monotonic())))
+            yield body
+
+        return Response(stream(), status=status, headers=headers, content_type="application/json")
+
+
+def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload), status=status, headers=headers or {}, content_type="application/json")
+
+
+def _error(message: str, type_: str, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": None, "code": code}}

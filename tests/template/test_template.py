@@ -1,0 +1,745 @@
+"""template.yaml, checked offline: cfn-lint, `sam validate --lint`, the SAM transform (routes, timeouts,
+authorizer, gateway responses, IAM, bucket), the environment each function gets against its settings model,
+and the layer's requirements.txt against uv.lock.
+
+Nothing here needs AWS credentials or the network.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import annotated_types
+import pytest
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
+
+from imagecore.auth import Keyring
+from imagecore.settings import AuthorizerSettings, GenerationSettings
+from imagecore.storage import image_key
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+REQUIREMENTS = ROOT / "layers" / "imagecore" / "requirements.txt"
+
+REGION = "us-east-1"
+UPSTREAM_BASE_URL = "https://sub2api.example.com/v1"
+# Stand-ins for what CloudFormation resolves at deploy time.
+REF_VALUES = {
+    "ImagesBucket": "image-service-imagesbucket-1a2b3c4d5e6f",
+    "UpstreamApiKeySecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:UpstreamApiKeySecret-AbCdEf",
+    "ApiKeysSecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ApiKeysSecret-GhIjKl",
+}
+
+GENERATIONS_ROUTE = ("POST", "/v1/images/generations")
+HEALTH_ROUTE = ("GET", "/v1/health")
+UPSTREAM_BUDGET_SECONDS = 300  # the longest upstream call (sizes over 2560x1440)
+
+# Which settings model each function reads; None: the function reads no settings of its own.
+SETTINGS_OF = {
+    "GenerationsFunction": GenerationSettings,
+    "AuthorizerFunction": AuthorizerSettings,
+    "HealthFunction": None,
+}
+
+# cfn-lint findings we accept, and why. Anything else (error, warning or informational) fails the test.
+ACCEPTED_LINT_RULES = {
+    # Experimental informational rule asking for a Metadata.com.aws.cloudformation.Context block (architecture
+    # notes for tooling): documentation, not a defect; the design lives in README/DESIGN.md.
+    "I4010",
+}
+
+
+# --- fixtures -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _offline_aws_env() -> Iterator[None]:
+    """A region and fake credentials, so nothing reaches for a profile or the instance metadata service."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+            mp.delenv(name, raising=False)
+        mp.setenv("AWS_DEFAULT_REGION", REGION)
+        mp.setenv("AWS_REGION", REGION)
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        mp.setenv("SAM_CLI_TELEMETRY", "0")
+        yield
+
+
+@pytest.fixture(scope="module")
+def sam() -> dict[str, Any]:
+    """template.yaml as a plain dict (short-form intrinsics expanded)."""
+    from cfnlint.decode import decode_str
+
+    template, errors = decode_str(TEMPLATE.read_text())
+    assert not errors, errors
+    return json.loads(json.dumps(template))
+
+
+@pytest.fixture(scope="module")
+def cfn(sam: dict[str, Any]) -> dict[str, Any]:
+    """The CloudFormation that the SAM transform makes of the template (default parameters)."""
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.public.translator import Translator
+
+    template = copy.deepcopy(sam)
+    for resource in template["Resources"].values():
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):  # `sam package` would upload these and write S3 URIs
+            if isinstance(props.get(key), str):
+                props[key] = f"s3://artifacts/{props[key].strip('/')}"
+    translator = Translator({}, Parser(), boto_session=boto3.Session(region_name=REGION))
+    return translator.translate(template, parameter_values={"UpstreamBaseUrl": UPSTREAM_BASE_URL})
+
+
+@pytest.fixture(scope="module")
+def api_body(cfn: dict[str, Any]) -> dict[str, Any]:
+    (api,) = resources_of_type(cfn, "AWS::ApiGateway::RestApi").values()
+    return api["Properties"]["Body"]
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+
+def resources_of_type(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in template["Resources"].items() if res["Type"] == type_}
+
+
+def parameter(sam: dict[str, Any], name: str) -> dict[str, Any]:
+    assert name in sam["Parameters"], f"template parameter {name} is missing"
+    return sam["Parameters"][name]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def sub_string(value: Any) -> str:
+    """The format string of an Fn::Sub (short or long form)."""
+    assert isinstance(value, dict) and "Fn::Sub" in value, value
+    sub = value["Fn::Sub"]
+    return sub[0] if isinstance(sub, list) else sub
+
+
+def integration_function(operation: dict[str, Any]) -> str:
+    uri = sub_string(operation["x-amazon-apigateway-integration"]["uri"])
+    match = re.search(r"\$\{(\w+)\.Arn\}", uri)
+    assert match, uri
+    return match.group(1)
+
+
+def routes(api_body: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method.upper(), path): operation
+        for path, operations in api_body["paths"].items()
+        for method, operation in operations.items()
+    }
+
+
+def security_schemes(api_body: dict[str, Any]) -> dict[str, Any]:
+    if "components" in api_body:  # OpenAPI 3
+        return api_body["components"]["securitySchemes"]
+    return api_body["securityDefinitions"]
+
+
+def role_statements(cfn: dict[str, Any], function: str) -> list[dict[str, Any]]:
+    role_name = cfn["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    role = cfn["Resources"][role_name]["Properties"]
+    return [st for policy in role.get("Policies", []) for st in as_list(policy["PolicyDocument"]["Statement"])]
+
+
+def role_managed_policies(cfn: dict[str, Any], function: str) -> set[str]:
+    role_name = cfn["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    return {str(arn).rsplit("/", 1)[-1] for arn in cfn["Resources"][role_name]["Properties"]["ManagedPolicyArns"]}
+
+
+def resolve(value: Any, sam: dict[str, Any], overrides: dict[str, Any] | None = None) -> str:
+    """What CloudFormation would put in an environment variable: parameters from their defaults (or
+    ``overrides``), resources from REF_VALUES."""
+    overrides = {"UpstreamBaseUrl": UPSTREAM_BASE_URL, **(overrides or {})}
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        name = value["Ref"]
+        if name in overrides:
+            return str(overrides[name])
+        if name in sam["Parameters"]:
+            return str(sam["Parameters"][name]["Default"])
+        return REF_VALUES[name]
+    assert isinstance(value, str | int | float | bool), f"cannot resolve {value!r}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def env_names(model: type[BaseSettings]) -> set[str]:
+    """The environment variables a settings model reads: field names (case-insensitive) and aliases."""
+    names = set()
+    for field_name, field in model.model_fields.items():
+        names.add(field_name.upper())
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", [alias]) if alias is not None else []
+        names.update(choice.upper() for choice in choices if isinstance(choice, str))
+        if field.alias:
+            names.add(field.alias.upper())
+    return names
+
+
+def exempt(variable: str, function: str) -> bool:
+    """Read by Powertools itself, or the shared LOG_PROMPTS global that only the image functions use."""
+    if variable.startswith("POWERTOOLS_"):
+        return True
+    return variable == "LOG_PROMPTS" and SETTINGS_OF[function] is not GenerationSettings
+
+
+def bound(field: FieldInfo, kind: type) -> Any:
+    values = [getattr(m, next(iter(m.__dataclass_fields__))) for m in field.metadata if isinstance(m, kind)]
+    assert values, f"{field} has no {kind.__name__} constraint"
+    return values[0]
+
+
+def function_env(cfn: dict[str, Any], function: str) -> dict[str, Any]:
+    return cfn["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {})
+
+
+def settings_from_env(
+    monkeypatch: pytest.MonkeyPatch, model: type[BaseSettings], environment: dict[str, str]
+) -> BaseSettings:
+    for name in env_names(model):  # nothing from the developer's shell may fill a gap in the template
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return model()
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# --- 1. cfn-lint and sam validate -----------------------------------------------------------------------------
+
+
+def test_cfn_lint_finds_nothing_in_any_region() -> None:
+    from cfnlint.api import lint_all
+
+    findings = [m for m in lint_all(TEMPLATE.read_text()) if m.rule.id not in ACCEPTED_LINT_RULES]
+
+    assert [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in findings] == []
+
+
+def test_sam_validate_lint_passes() -> None:
+    sam_cli = Path(sys.executable).with_name("sam")
+    assert sam_cli.exists(), f"aws-sam-cli is not installed next to {sys.executable}"
+    env = {**os.environ, "AWS_DEFAULT_REGION": REGION, "SAM_CLI_TELEMETRY": "0"}
+
+    result = subprocess.run(  # noqa: S603 - fixed argv, our own venv's sam
+        [str(sam_cli), "validate", "--lint", "--template-file", str(TEMPLATE)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+def test_samconfig_deploys_this_template_with_known_parameters(sam: dict[str, Any]) -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    deploy = config["default"]["deploy"]["parameters"]
+
+    assert config["version"] == 0.1
+    assert config["default"]["global"]["parameters"]["stack_name"] == "image-service"
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["resolve_s3"] is True
+    assert deploy["confirm_changeset"] is True
+    assert config["default"]["validate"]["parameters"]["lint"] is True
+    assert config["default"]["build"]["parameters"] == {"cached": True, "parallel": True}
+    overrides = dict(re.findall(r'(\w+)="([^"]*)"', deploy["parameter_overrides"]))
+    assert "UpstreamBaseUrl" in overrides
+    assert set(overrides) <= set(sam["Parameters"]), "samconfig overrides a parameter the template lacks"
+
+
+# --- 3. the transformed template: routes, integration timeout, authorizer -------------------------------------
+
+
+def test_routes_are_exactly_generations_and_health(api_body: dict[str, Any]) -> None:
+    wired = {route: integration_function(op) for route, op in routes(api_body).items()}
+
+    assert wired == {GENERATIONS_ROUTE: "GenerationsFunction", HEALTH_ROUTE: "HealthFunction"}
+    for operation in routes(api_body).values():
+        assert operation["x-amazon-apigateway-integration"]["type"] == "aws_proxy"
+
+
+def test_generations_integration_timeout_is_the_parameter(sam: dict[str, Any], api_body: dict[str, Any]) -> None:
+    integration = routes(api_body)[GENERATIONS_ROUTE]["x-amazon-apigateway-integration"]
+    timeout = parameter(sam, "IntegrationTimeoutMs")
+
+    assert integration["timeoutInMillis"] == {"Ref": "IntegrationTimeoutMs"}
+    assert (timeout["Type"], timeout["Default"], timeout["MinValue"], timeout["MaxValue"]) == (
+        "Number",
+        29000,
+        50,
+        300000,
+    )
+    assert "Service Quotas" in timeout["Description"]
+    assert "29000" in timeout["Description"]
+
+
+def test_generations_function_is_told_the_integration_timeout(cfn: dict[str, Any]) -> None:
+    env = function_env(cfn, "GenerationsFunction")
+
+    assert env["INTEGRATION_TIMEOUT_MS"] == {"Ref": "IntegrationTimeoutMs"}
+
+
+def test_integration_timeout_bounds_match_the_settings_model(sam: dict[str, Any]) -> None:
+    timeout = parameter(sam, "IntegrationTimeoutMs")
+    field = GenerationSettings.model_fields["integration_timeout_ms"]
+
+    assert timeout["MinValue"] == bound(field, annotated_types.Ge)
+    assert timeout["MaxValue"] == bound(field, annotated_types.Le)
+    assert timeout["Default"] == field.default
+
+
+def test_generations_requires_the_bearer_key_authorizer(api_body: dict[str, Any], cfn: dict[str, Any]) -> None:
+    operation = routes(api_body)[GENERATIONS_ROUTE]
+    scheme = security_schemes(api_body)["BearerKeyAuthorizer"]
+    authorizer = scheme["x-amazon-apigateway-authorizer"]
+
+    assert operation["security"] == [{"BearerKeyAuthorizer": []}]
+    assert authorizer["type"] == "request"
+    assert authorizer["identitySource"] == "method.request.header.Authorization"
+    assert authorizer["authorizerResultTtlInSeconds"] == 300
+    assert authorizer["authorizerUri"]["Fn::Sub"][1]["__FunctionArn__"] == {
+        "Fn::GetAtt": ["AuthorizerFunction", "Arn"]
+    }
+    invokers = [
+        p["Properties"]
+        for p in resources_of_type(cfn, "AWS::Lambda::Permission").values()
+        if p["Properties"]["FunctionName"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
+    ]
+    assert [p["Principal"] for p in invokers] == ["apigateway.amazonaws.com"]
+
+
+def test_health_needs_no_key(api_body: dict[str, Any]) -> None:
+    operation = routes(api_body)[HEALTH_ROUTE]
+
+    assert operation.get("security", [{"NONE": []}]) == [{"NONE": []}]
+
+
+def test_api_is_regional_with_multipart_as_binary(cfn: dict[str, Any], api_body: dict[str, Any]) -> None:
+    (api,) = resources_of_type(cfn, "AWS::ApiGateway::RestApi").values()
+    props = api["Properties"]
+
+    assert props["EndpointConfiguration"]["Types"] == ["REGIONAL"]
+    assert "multipart/form-data" in api_body["x-amazon-apigateway-binary-media-types"]
+    assert "multipart/form-data" in [t.replace("~1", "/") for t in props["BinaryMediaTypes"]]
+    assert "application/json" not in api_body["x-amazon-apigateway-binary-media-types"]
+
+
+def test_one_stage_named_by_parameter_with_tracing_and_throttling(cfn: dict[str, Any], sam: dict[str, Any]) -> None:
+    stages = resources_of_type(cfn, "AWS::ApiGateway::Stage")
+
+    assert len(stages) == 1, f"expected one stage, got {sorted(stages)}"
+    (stage,) = stages.values()
+    props = stage["Properties"]
+    assert props["StageName"] == {"Ref": "StageName"}
+    assert parameter(sam, "StageName")["Default"] == "prod"  # the routes carry /v1 themselves
+    assert props["TracingEnabled"] is True
+    (settings,) = props["MethodSettings"]
+    assert (settings["ResourcePath"], settings["HttpMethod"]) == ("/*", "*")
+    assert settings["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
+    assert settings["ThrottlingBurstLimit"] == {"Ref": "ApiThrottlingBurstLimit"}
+    assert settings["DataTraceEnabled"] is False  # bodies (prompts) never go to execution logs
+    assert parameter(sam, "ApiLoggingLevel")["Default"] == "OFF"
+
+
+# --- 3. gateway responses in the OpenAI error shape -----------------------------------------------------------
+
+EXPECTED_GATEWAY_RESPONSES = {
+    # type: (status or None to keep API Gateway's, error.type, error.code)
+    "UNAUTHORIZED": ("401", "invalid_request_error", "invalid_api_key"),
+    "ACCESS_DENIED": ("403", "invalid_request_error", "access_denied"),
+    "MISSING_AUTHENTICATION_TOKEN": ("404", "invalid_request_error", "unknown_route"),
+    "THROTTLED": ("429", "rate_limit_error", "rate_limit_exceeded"),
+    "REQUEST_TOO_LARGE": ("413", "invalid_request_error", "payload_too_large"),
+    "INTEGRATION_TIMEOUT": ("504", "upstream_error", "upstream_timeout"),
+    "DEFAULT_4XX": (None, "invalid_request_error", None),
+    "DEFAULT_5XX": (None, "server_error", None),
+}
+
+
+def render_gateway_template(template: str) -> Any:
+    """What API Gateway would send: $context.error.messageString is a quoted string, other $context
+    variables are substituted raw (so they must sit inside a JSON string)."""
+    rendered = template.replace("$context.error.messageString", json.dumps("Sample API Gateway message"))
+    rendered = re.sub(r"\$context\.[A-Za-z.]+", "sample", rendered)
+    return json.loads(rendered)
+
+
+@pytest.mark.parametrize("response_type", sorted(EXPECTED_GATEWAY_RESPONSES))
+def test_gateway_response_is_an_openai_error(api_body: dict[str, Any], response_type: str) -> None:
+    status, error_type, code = EXPECTED_GATEWAY_RESPONSES[response_type]
+    response = api_body["x-amazon-apigateway-gateway-responses"][response_type]
+
+    assert response.get("statusCode") == status
+    assert set(response["responseTemplates"]) == {"application/json"}
+    body = render_gateway_template(response["responseTemplates"]["application/json"])
+    assert list(body) == ["error"]
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"].strip()
+    assert body["error"]["param"] is None
+    assert (body["error"]["type"], body["error"]["code"]) == (error_type, code)
+
+
+def test_unauthorized_tells_how_to_authenticate(api_body: dict[str, Any]) -> None:
+    response = api_body["x-amazon-apigateway-gateway-responses"]["UNAUTHORIZED"]
+    body = render_gateway_template(response["responseTemplates"]["application/json"])
+
+    assert "Authorization: Bearer" in body["error"]["message"]
+    assert response["responseParameters"]["gatewayresponse.header.WWW-Authenticate"] == "'Bearer'"
+
+
+def test_default_responses_carry_api_gateways_message(api_body: dict[str, Any]) -> None:
+    for response_type in ("DEFAULT_4XX", "DEFAULT_5XX"):
+        template = api_body["x-amazon-apigateway-gateway-responses"][response_type]["responseTemplates"]
+        assert render_gateway_template(template["application/json"])["error"]["message"] == (
+            "Sample API Gateway message"
+        )
+
+
+# --- 3. functions ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", sorted(SETTINGS_OF))
+def test_function_runtime_architecture_tracing_and_layer(cfn: dict[str, Any], sam: dict[str, Any], function: str) -> None:
+    props = cfn["Resources"][function]["Properties"]
+    (layer_name,) = resources_of_type(cfn, "AWS::Lambda::LayerVersion")
+    layer = cfn["Resources"][layer_name]["Properties"]
+
+    assert props["Runtime"] == "python3.13"
+    assert props["Architectures"] == ["arm64"]
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props["Handler"] == "app.lambda_handler"
+    assert {"Ref": layer_name} in props["Layers"]
+    assert props["Runtime"] in layer["CompatibleRuntimes"]
+    assert props["Architectures"][0] in layer["CompatibleArchitectures"]
+    code_dir = ROOT / sam["Resources"][function]["Properties"]["CodeUri"]
+    module = ast.parse((code_dir / "app.py").read_text())
+    assert "lambda_handler" in {n.name for n in module.body if isinstance(n, ast.FunctionDef)}
+
+
+def test_generations_function_outlives_the_upstream_budget(cfn: dict[str, Any], sam: dict[str, Any]) -> None:
+    props = cfn["Resources"]["GenerationsFunction"]["Properties"]
+    margin = GenerationSettings.model_fields["storage_margin_seconds"].default
+    longest_integration = parameter(sam, "IntegrationTimeoutMs")["MaxValue"] / 1000
+
+    assert props["Timeout"] == 330
+    assert props["Timeout"] > UPSTREAM_BUDGET_SECONDS + margin
+    assert props["Timeout"] >= longest_integration
+    assert props["MemorySize"] == 1024
+
+
+def test_authorizer_and_health_are_small_and_quick(cfn: dict[str, Any]) -> None:
+    authorizer = cfn["Resources"]["AuthorizerFunction"]["Properties"]
+    health = cfn["Resources"]["HealthFunction"]["Properties"]
+
+    assert (authorizer["MemorySize"], authorizer["Timeout"]) == (256, 10)
+    assert health["MemorySize"] <= 256
+    assert health["Timeout"] <= 10
+
+
+def test_layer_is_built_by_sam_for_the_runtime(sam: dict[str, Any]) -> None:
+    layer = sam["Resources"]["CoreLayer"]
+
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Properties"]["ContentUri"].rstrip("/") == "layers/imagecore"
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert (ROOT / "layers" / "imagecore" / "imagecore" / "__init__.py").exists()
+    assert REQUIREMENTS.exists()
+
+
+@pytest.mark.parametrize("function", sorted(SETTINGS_OF))
+def test_every_function_has_a_log_group_with_retention(cfn: dict[str, Any], function: str) -> None:
+    groups = [
+        g["Properties"]
+        for g in resources_of_type(cfn, "AWS::Logs::LogGroup").values()
+        if g["Properties"].get("LogGroupName") == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
+    ]
+
+    assert [g["RetentionInDays"] for g in groups] == [30]
+
+
+def test_globals_set_powertools_and_log_prompts(sam: dict[str, Any]) -> None:
+    env = sam["Globals"]["Function"]["Environment"]["Variables"]
+
+    assert env["POWERTOOLS_SERVICE_NAME"] == "image-service"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "ImageService"
+    assert env["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+    assert parameter(sam, "LogLevel")["Default"] == "INFO"
+    assert env["LOG_PROMPTS"] == {"Ref": "LogPrompts"}
+    assert parameter(sam, "LogPrompts")["Default"] == "false"
+    assert sorted(parameter(sam, "LogPrompts")["AllowedValues"]) == ["false", "true"]
+
+
+# --- 3. least-privilege IAM -----------------------------------------------------------------------------------
+
+
+def test_generations_may_only_put_and_get_objects_under_images(cfn: dict[str, Any]) -> None:
+    statements = role_statements(cfn, "GenerationsFunction")
+    s3 = [st for st in statements if any(str(a).startswith("s3:") for a in as_list(st["Action"]))]
+
+    assert s3, "the generations function cannot write its images"
+    for statement in s3:
+        assert statement["Effect"] == "Allow"
+        assert sorted(as_list(statement["Action"])) == ["s3:GetObject", "s3:PutObject"]
+        for resource in as_list(statement["Resource"]):
+            assert sub_string(resource) == "${ImagesBucket.Arn}/images/*"
+    assert image_key(datetime(2026, 1, 2, tzinfo=UTC), "abc", 0, "png").startswith("images/")
+
+
+@pytest.mark.parametrize(
+    ("function", "secret"),
+    [("GenerationsFunction", "UpstreamApiKeySecret"), ("AuthorizerFunction", "ApiKeysSecret"), ("HealthFunction", None)],
+)
+def test_roles_are_least_privilege(cfn: dict[str, Any], function: str, secret: str | None) -> None:
+    statements = role_statements(cfn, function)
+
+    for statement in statements:
+        actions = [str(a) for a in as_list(statement["Action"])]
+        assert "*" not in actions
+        assert not any(a.endswith(":*") for a in actions), actions
+        assert "*" not in as_list(statement["Resource"])
+    secret_statements = [st for st in statements if any(str(a).startswith("secretsmanager:") for a in as_list(st["Action"]))]
+    if secret is None:
+        assert statements == []
+    else:
+        assert [(as_list(st["Action"]), as_list(st["Resource"])) for st in secret_statements] == [
+            (["secretsmanager:GetSecretValue"], [{"Ref": secret}])
+        ]
+    if function != "GenerationsFunction":
+        assert not any(str(a).startswith("s3:") for st in statements for a in as_list(st["Action"]))
+    assert role_managed_policies(cfn, function) <= {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
+
+
+# --- 3. the bucket and the secrets ----------------------------------------------------------------------------
+
+
+def test_bucket_is_private_encrypted_and_expires_images(cfn: dict[str, Any], sam: dict[str, Any]) -> None:
+    bucket = cfn["Resources"]["ImagesBucket"]
+    props = bucket["Properties"]
+
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    (encryption,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    algorithm = encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"]
+    assert algorithm in {"AES256", "aws:kms"}
+    if algorithm == "aws:kms":
+        assert encryption["BucketKeyEnabled"] is True
+    rules = props["LifecycleConfiguration"]["Rules"]
+    expiring = [r for r in rules if r.get("ExpirationInDays") == {"Ref": "ImageRetentionDays"}]
+    assert [(r["Status"], r.get("Prefix") or r.get("Filter", {}).get("Prefix")) for r in expiring] == [
+        ("Enabled", "images/")
+    ]
+    assert parameter(sam, "ImageRetentionDays")["Default"] == 30
+    assert any(r["Status"] == "Enabled" and "AbortIncompleteMultipartUpload" in r for r in rules)
+    assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
+
+
+def test_bucket_policy_refuses_anything_but_tls(cfn: dict[str, Any]) -> None:
+    (policy,) = resources_of_type(cfn, "AWS::S3::BucketPolicy").values()
+    statements = as_list(policy["Properties"]["PolicyDocument"]["Statement"])
+
+    assert policy["Properties"]["Bucket"] == {"Ref": "ImagesBucket"}
+    assert all(st["Effect"] == "Deny" for st in statements), "the bucket policy must not grant anything"
+    (tls_only,) = [st for st in statements if "aws:SecureTransport" in st.get("Condition", {}).get("Bool", {})]
+    assert tls_only["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+    assert tls_only["Principal"] == "*"
+    assert as_list(tls_only["Action"]) == ["s3:*"]
+    assert as_list(tls_only["Resource"]) == [
+        {"Fn::GetAtt": ["ImagesBucket", "Arn"]},
+        {"Fn::Sub": "${ImagesBucket.Arn}/*"},
+    ]
+
+
+def test_secrets_hold_no_real_value(cfn: dict[str, Any]) -> None:
+    upstream = cfn["Resources"]["UpstreamApiKeySecret"]["Properties"]
+    api_keys = cfn["Resources"]["ApiKeysSecret"]["Properties"]
+
+    assert "SecretString" not in upstream
+    assert "GenerateSecretString" in upstream
+    assert "put-secret-value" in upstream["Description"]
+    document = json.loads(api_keys["SecretString"])
+    assert document == {"keys": []}
+    assert len(Keyring.from_document(document)) == 0
+
+
+def test_outputs(sam: dict[str, Any]) -> None:
+    outputs = sam["Outputs"]
+
+    assert sub_string(outputs["ApiUrl"]["Value"]) == (
+        "https://${ImageApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}/v1"
+    )
+    assert outputs["ImagesBucketName"]["Value"] == {"Ref": "ImagesBucket"}
+    assert outputs["UpstreamApiKeySecretArn"]["Value"] == {"Ref": "UpstreamApiKeySecret"}
+    assert outputs["ApiKeysSecretArn"]["Value"] == {"Ref": "ApiKeysSecret"}
+
+
+# --- 4. environment variables == settings fields --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", sorted(SETTINGS_OF))
+def test_every_environment_variable_is_a_settings_field(cfn: dict[str, Any], function: str) -> None:
+    model = SETTINGS_OF[function]
+    known = env_names(model) if model is not None else set()
+
+    unknown = {name for name in function_env(cfn, function) if not exempt(name, function) and name not in known}
+
+    assert unknown == set(), f"{function} gets variables its settings model does not read"
+
+
+@pytest.mark.parametrize("function", ["GenerationsFunction", "AuthorizerFunction"])
+def test_every_required_settings_field_is_set(cfn: dict[str, Any], function: str) -> None:
+    model = SETTINGS_OF[function]
+    assert model is not None
+    env = set(function_env(cfn, function))
+
+    missing = [name for name, field in model.model_fields.items() if field.is_required() and name.upper() not in env]
+
+    assert missing == []
+
+
+def test_generations_settings_load_from_the_template_env(
+    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: resolve(v, sam) for k, v in function_env(cfn, "GenerationsFunction").items()}
+
+    settings = settings_from_env(monkeypatch, GenerationSettings, env)
+
+    assert isinstance(settings, GenerationSettings)
+    assert settings.images_bucket == REF_VALUES["ImagesBucket"]
+    assert settings.upstream_url == UPSTREAM_BASE_URL
+    assert settings.upstream_api_key is None
+    assert settings.upstream_api_key_secret_id == REF_VALUES["UpstreamApiKeySecret"]
+    assert settings.integration_timeout_ms == 29000
+    assert settings.presign_expiry_seconds == 3600
+    assert settings.log_prompts is False
+    assert settings.s3_endpoint_url is None
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"IntegrationTimeoutMs": 300000, "PresignExpirySeconds": 604800, "LogPrompts": "true"},
+        {"IntegrationTimeoutMs": 50, "PresignExpirySeconds": 60},
+    ],
+)
+def test_generations_settings_accept_every_parameter_extreme(
+    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any]
+) -> None:
+    env = {k: resolve(v, sam, overrides) for k, v in function_env(cfn, "GenerationsFunction").items()}
+
+    settings = settings_from_env(monkeypatch, GenerationSettings, env)
+
+    assert isinstance(settings, GenerationSettings)
+    assert settings.integration_timeout_ms == overrides["IntegrationTimeoutMs"]
+    assert settings.presign_expiry_seconds == overrides["PresignExpirySeconds"]
+
+
+def test_presign_expiry_bounds_match_the_settings_model(sam: dict[str, Any]) -> None:
+    expiry = parameter(sam, "PresignExpirySeconds")
+    field = GenerationSettings.model_fields["presign_expiry_seconds"]
+
+    assert (expiry["MinValue"], expiry["MaxValue"], expiry["Default"]) == (
+        bound(field, annotated_types.Ge),
+        bound(field, annotated_types.Le),
+        field.default,
+    )
+
+
+def test_authorizer_settings_load_from_the_template_env(
+    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: resolve(v, sam) for k, v in function_env(cfn, "AuthorizerFunction").items()}
+
+    settings = settings_from_env(monkeypatch, AuthorizerSettings, env)
+
+    assert isinstance(settings, AuthorizerSettings)
+    assert settings.api_keys is None  # plain keys are for the local stack only
+    assert settings.api_keys_secret_id == REF_VALUES["ApiKeysSecret"]
+
+
+# --- 5. the layer's requirements.txt == uv.lock ---------------------------------------------------------------
+
+
+def locked_closure(lock: dict[str, Any], root: str) -> dict[str, set[str]]:
+    """Every package ``root`` needs (extras followed), by normalised name, with its locked versions."""
+    packages: dict[str, list[dict[str, Any]]] = {}
+    for package in lock["package"]:
+        packages.setdefault(normalise(package["name"]), []).append(package)
+    found: dict[str, set[str]] = {}
+    todo = [(normalise(root), ())]
+    seen = set()
+    while todo:
+        name, extras = todo.pop()
+        if (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        for package in packages[name]:
+            if "version" in package:
+                found.setdefault(name, set()).add(package["version"])
+            deps = list(package.get("dependencies", []))
+            for extra in extras:
+                deps += package.get("optional-dependencies", {}).get(extra, [])
+            todo.extend((normalise(d["name"]), tuple(d.get("extra", ()))) for d in deps)
+    return found
+
+
+def test_layer_requirements_are_the_locked_closure_of_imagecore() -> None:
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    expected = locked_closure(lock, "imagecore")
+    expected.pop("imagecore")
+    lines = [line.strip() for line in REQUIREMENTS.read_text().splitlines()]
+    pins = {}
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)(\s*;.*)?", line)
+        assert match, f"not a pinned requirement: {line!r}"
+        pins[normalise(match.group(1))] = match.group(2)
+
+    assert set(pins) == set(expected), "regenerate it: make requirements"
+    for name, version in pins.items():
+        assert version in expected[name], f"{name}=={version} but uv.lock has {sorted(expected[name])}"
+    assert {"aws-lambda-powertools", "httpx", "pydantic", "pydantic-settings", "pillow"} <= set(pins)
+    assert not {"boto3", "imagecore", "moto"} & set(pins)
+
+
+def test_layer_requirements_keep_the_declared_pins() -> None:
+    declared = tomllib.loads((ROOT / "layers" / "imagecore" / "pyproject.toml").read_text())["project"]
+    pins = dict(
+        line.split(";")[0].strip().split("==") for line in REQUIREMENTS.read_text().splitlines() if "==" in line
+    )
+    pins = {normalise(k): v for k, v in pins.items()}
+
+    for requirement in declared["dependencies"]:
+        name, _, version = requirement.partition("==")
+        assert pins[normalise(name.split("[")[0])] == version, requirement

@@ -1,0 +1,59 @@
+"""Shared fixtures of the unit tests: no network at all, a fake Lambda context, real image bytes."""
+
+from __future__ import annotations
+
+import io
+import socket
+from dataclasses import dataclass
+
+import pytest
+from PIL import Image
+
+
+class NetworkBlocked(RuntimeError):
+    """A unit test tried to open a real network connection."""
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests never touch the network: any real socket connection fails loudly."""
+
+    def refuse(self: socket.socket, address: object, *args: object) -> None:
+        raise NetworkBlocked(f"unit tests must not open network connections (tried {address!r})")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(None, address))  # type: ignore[arg-type]
+
+
+@dataclass
+class FakeLambdaContext:
+    """What Powertools' ``inject_lambda_context`` and our handlers read from a Lambda context."""
+
+    function_name: str = "image-service-test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:image-service-test"
+    aws_request_id: str = "11111111-2222-3333-4444-555555555555"
+    remaining_ms: int = 330_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    return FakeLambdaContext()
+
+
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48), mode: str = "RGB") -> bytes:
+    """A real, tiny image encoded by Pillow."""
+    buffer = io.BytesIO()
+    color = (10, 120, 200, 128) if mode == "RGBA" else (10, 120, 200)
+    Image.new(mode, size, color=color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def make_image():
+    """``make_image(fmt="PNG", size=(64, 48), mode="RGB")`` -> the bytes of a real image."""
+    return image_bytes

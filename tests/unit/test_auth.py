@@ -1,0 +1,221 @@
+"""Bearer keys: only hashes are kept, a key is identified by a loggable id, and the REQUEST authorizer
+allows a known key on every route and refuses anything else with exactly 'Unauthorized'."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from typing import Any
+
+import pytest
+
+from imagecore.auth import KeyRecord, Keyring, bearer_token, hash_key, key_id_for_hash, new_api_key
+
+GOOD_KEY = "isk-test-good-key-0123456789"
+OTHER_KEY = "isk-test-other-key-9876543210"
+METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:abcdef123/prod/POST/v1/images/generations"
+
+
+def sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class TestKeyring:
+    def test_a_plain_key_is_identified_by_a_key_id_derived_from_its_hash(self) -> None:
+        ring = Keyring.from_plain_keys([GOOD_KEY])
+        record = ring.identify(GOOD_KEY)
+        assert record == KeyRecord(id=f"key_{sha256(GOOD_KEY)[:12]}", sha256=sha256(GOOD_KEY))
+        assert re.fullmatch(r"key_[0-9a-f]{12}", record.id)
+        assert GOOD_KEY not in record.id
+
+    @pytest.mark.parametrize("key", [OTHER_KEY, GOOD_KEY + "x", GOOD_KEY[:-1], GOOD_KEY.upper(), None, ""])
+    def test_anything_else_is_not_identified(self, key: str | None) -> None:
+        assert Keyring.from_plain_keys([GOOD_KEY]).identify(key) is None
+
+    def test_several_keys_have_distinct_ids(self) -> None:
+        ring = Keyring.from_plain_keys([GOOD_KEY, OTHER_KEY])
+        assert len(ring) == 2
+        first, second = ring.identify(GOOD_KEY), ring.identify(OTHER_KEY)
+        assert first is not None and second is not None
+        assert first.id != second.id
+
+    def test_blank_entries_and_surrounding_spaces_are_ignored(self) -> None:
+        ring = Keyring.from_plain_keys(f" {GOOD_KEY} ,, ,{OTHER_KEY}".split(","))
+        assert len(ring) == 2
+        assert ring.identify(GOOD_KEY) is not None
+        assert ring.identify(OTHER_KEY) is not None
+
+    def test_an_empty_keyring_identifies_nobody(self) -> None:
+        assert Keyring.from_plain_keys([]).identify(GOOD_KEY) is None
+
+    def test_from_document_keeps_explicit_ids(self) -> None:
+        ring = Keyring.from_document(
+            {"keys": [{"id": "ios-app", "sha256": sha256(GOOD_KEY)}, {"id": "web", "sha256": sha256(OTHER_KEY)}]}
+        )
+        assert ring.identify(GOOD_KEY) == KeyRecord("ios-app", sha256(GOOD_KEY))
+        assert ring.identify(OTHER_KEY) == KeyRecord("web", sha256(OTHER_KEY))
+        assert ring.identify("isk-unknown") is None
+
+    def test_from_document_derives_missing_ids_and_accepts_upper_case_hashes(self) -> None:
+        ring = Keyring.from_document({"keys": [{"sha256": sha256(GOOD_KEY).upper()}]})
+        record = ring.identify(GOOD_KEY)
+        assert record is not None
+        assert record.id == key_id_for_hash(sha256(GOOD_KEY))
+
+    def test_an_empty_document_identifies_nobody(self) -> None:
+        assert len(Keyring.from_document({})) == 0
+
+    def test_hash_key_is_sha256_hex(self) -> None:
+        assert hash_key(GOOD_KEY) == sha256(GOOD_KEY)
+
+    def test_new_api_keys_are_random_and_prefixed(self) -> None:
+        keys = {new_api_key() for _ in range(20)}
+        assert len(keys) == 20
+        assert all(key.startswith("isk-") and len(key) >= 40 for key in keys)
+
+
+class TestBearerToken:
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"Authorization": f"Bearer {GOOD_KEY}"},
+            {"authorization": f"Bearer {GOOD_KEY}"},
+            {"AUTHORIZATION": f"bearer {GOOD_KEY}"},
+            {"Authorization": f"BEARER {GOOD_KEY}"},
+            {"Authorization": f"  Bearer   {GOOD_KEY}  "},
+            {"Content-Type": "application/json", "Authorization": f"Bearer {GOOD_KEY}"},
+        ],
+    )
+    def test_reads_the_token(self, headers: dict[str, str]) -> None:
+        assert bearer_token(headers) == GOOD_KEY
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            None,
+            {},
+            {"Content-Type": "application/json"},
+            {"Authorization": ""},
+            {"Authorization": "Bearer"},
+            {"Authorization": "Bearer "},
+            {"Authorization": "Bearer    "},
+            {"Authorization": f"Basic {GOOD_KEY}"},
+            {"Authorization": GOOD_KEY},
+            {"X-Api-Key": GOOD_KEY},
+        ],
+    )
+    def test_no_token_otherwise(self, headers: dict[str, str] | None) -> None:
+        assert bearer_token(headers) is None
+
+
+# --- the REQUEST authorizer Lambda --------------------------------------------------------------------------
+
+
+def authorizer_event(authorization: str | None) -> dict[str, Any]:
+    """A REST API REQUEST authorizer event as API Gateway sends it."""
+    headers = {
+        "Accept": "application/json",
+        "Content-Type": "application/json",
+        "Host": "abcdef123.execute-api.us-east-1.amazonaws.com",
+        "User-Agent": "OpenAI/Python 3.51.0",
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Proto": "https",
+    }
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    return {
+        "type": "REQUEST",
+        "methodArn": METHOD_ARN,
+        "resource": "/v1/images/generations",
+        "path": "/v1/images/generations",
+        "httpMethod": "POST",
+        "headers": headers,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": {},
+        "multiValueQueryStringParameters": {},
+        "pathParameters": {},
+        "stageVariables": {},
+        "requestContext": {
+            "resourcePath": "/v1/images/generations",
+            "httpMethod": "POST",
+            "path": "/prod/v1/images/generations",
+            "accountId": "123456789012",
+            "stage": "prod",
+            "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+            "apiId": "abcdef123",
+            "protocol": "HTTP/1.1",
+            "requestTimeEpoch": 1_760_000_000_000,
+            "identity": {"sourceIp": "203.0.113.7", "userAgent": "OpenAI/Python 3.51.0"},
+        },
+    }
+
+
+@pytest.fixture
+def authorizer(monkeypatch: pytest.MonkeyPatch):
+    """functions/authorizer/app.py with API_KEYS holding the good and the other key."""
+    monkeypatch.delenv("API_KEYS_SECRET_ID", raising=False)
+    monkeypatch.setenv("API_KEYS", f"{GOOD_KEY},{OTHER_KEY}")
+    from functions.authorizer import app
+
+    app.keyring.cache_clear()
+    yield app
+    app.keyring.cache_clear()
+
+
+class TestAuthorizer:
+    def test_a_known_key_is_allowed_on_every_route(self, authorizer, lambda_context) -> None:
+        policy = authorizer.lambda_handler(authorizer_event(f"Bearer {GOOD_KEY}"), lambda_context)
+        key_id = f"key_{sha256(GOOD_KEY)[:12]}"
+        assert policy["principalId"] == key_id
+        assert policy["context"] == {"keyId": key_id}
+        statements = policy["policyDocument"]["Statement"]
+        assert len(statements) == 1
+        statement = statements[0]
+        assert statement["Effect"] == "Allow"
+        assert statement["Action"] == "execute-api:Invoke"
+        resources = statement["Resource"]
+        assert resources == ["arn:aws:execute-api:us-east-1:123456789012:abcdef123/prod/*/*"]
+
+    def test_the_scheme_and_header_name_are_case_insensitive(self, authorizer, lambda_context) -> None:
+        event = authorizer_event(None)
+        event["headers"]["authorization"] = f"bearer {OTHER_KEY}"
+        policy = authorizer.lambda_handler(event, lambda_context)
+        assert policy["context"]["keyId"] == f"key_{sha256(OTHER_KEY)[:12]}"
+
+    @pytest.mark.parametrize(
+        "authorization",
+        [None, "", "Bearer ", f"Bearer {GOOD_KEY}x", "Bearer isk-nobody", f"Basic {GOOD_KEY}", GOOD_KEY],
+    )
+    def test_anything_else_is_exactly_unauthorized(self, authorizer, lambda_context, authorization) -> None:
+        with pytest.raises(Exception) as caught:
+            authorizer.lambda_handler(authorizer_event(authorization), lambda_context)
+        assert str(caught.value) == "Unauthorized"
+
+    def test_the_key_never_reaches_the_logs(self, authorizer, lambda_context, capsys) -> None:
+        from imagecore.observability import logger
+
+        handler = logger.registered_handler
+        original = handler.setStream(sys.stdout)  # the handler kept the stdout of import time; use capsys'
+        try:
+            authorizer.lambda_handler(authorizer_event(f"Bearer {GOOD_KEY}"), lambda_context)
+            for bad in (f"Bearer {OTHER_KEY}x", "Bearer "):
+                with pytest.raises(Exception, match=r"^Unauthorized$"):
+                    authorizer.lambda_handler(authorizer_event(bad), lambda_context)
+        finally:
+            handler.setStream(original)
+        out = capsys.readouterr()
+        logged = out.out + out.err
+        assert "api key refused" in logged  # the refusals were logged ...
+        assert GOOD_KEY not in logged  # ... without any key
+        assert OTHER_KEY not in logged
+        assert sha256(GOOD_KEY) not in logged
+
+    def test_an_event_without_headers_is_unauthorized_not_a_crash(self, authorizer, lambda_context) -> None:
+        event = authorizer_event(None)
+        event["headers"] = None
+        event["multiValueHeaders"] = None
+        with pytest.raises(Exception) as caught:
+            authorizer.lambda_handler(event, lambda_context)
+        assert str(caught.value) == "Unauthorized"
