@@ -186,15 +186,20 @@ def main() -> None:
     except OSError as exc:
         print(f"cannot start the local stack: {exc} (is PORT {config.port} or AWS_PORT {config.aws_port} taken?)")
         sys.exit(1)
-    upstream = "built-in simulator" if stack.simulator is not None else stack.upstream_url
+    upstream = f"built-in simulator at {stack.upstream_url}" if stack.simulator is not None else stack.upstream_url
+    # A key the user chose is theirs to know: only a generated one is printed.
+    key = stack.keys[0] if stack.generated_key else "$API_KEY"
+    shown = (
+        f"{key}   (generated; set API_KEYS to choose)" if stack.generated_key else f"{len(stack.keys)} from API_KEYS"
+    )
     lines = [
         "image service (local stack)",
         f"  API          {stack.api_url}   (GET {stack.api_url}/health)",
         f"  AWS (moto)   {stack.aws_url}   bucket {LOCAL_BUCKET}",
         f"  upstream     {upstream}",
-        f"  API key      {stack.keys[0]}" + ("   (generated; set API_KEYS to choose)" if stack.generated_key else ""),
+        f"  API key      {shown}",
         "",
-        f"  curl -sS {stack.api_url}/images/generations -H 'Authorization: Bearer {stack.keys[0]}' \\",
+        f"  curl -sS {stack.api_url}/images/generations -H 'Authorization: Bearer {key}' \\",
         '    -H \'Content-Type: application/json\' -d \'{"prompt": "a lighthouse at dawn", "size": "1536x1024"}\'',
         "",
     ]
