@@ -8,7 +8,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install run test test-unit test-integration test-template test-e2e lint bench requirements build clean
+.PHONY: openapi help install run test test-unit test-integration test-template test-e2e lint bench requirements build clean
 
 help:
 	@echo "make run     serve the API on http://127.0.0.1:$${PORT:-3000}/v1 (embedded S3 + upstream simulator)"
@@ -60,3 +60,7 @@ build: install
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .aws-sam .pytest_cache .ruff_cache
+
+# The merged OpenAPI document the health function serves; a test fails when it is stale.
+openapi: install
+	$(VENV)/bin/python -m imagecore.openapi

@@ -24,9 +24,18 @@ def download(url: str) -> tuple[Image.Image, httpx.Response]:
     return image, response
 
 
-def test_health_needs_no_key(stack):
+def test_health_and_the_api_document_need_no_key(stack):
     response = httpx.get(stack.api_url + "/health")
     assert (response.status_code, response.json()["status"]) == (200, "ok")
+    document = httpx.get(stack.api_url + "/openapi.json").json()
+    assert "/v1/images/generations" in document["paths"]
+    assert "swagger-ui" in httpx.get(stack.api_url + "/docs").text
+
+
+def test_unknown_route_is_a_404_in_the_openai_shape(stack):
+    response = httpx.get(stack.api_url + "/images/variations", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "unknown_route"
 
 
 def test_sdk_generates_a_jpeg_that_downloads_from_the_presigned_url(stack, openai_client):

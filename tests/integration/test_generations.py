@@ -382,3 +382,18 @@ def test_unknown_route_is_a_404_in_the_openai_shape(generations, api_event, lamb
     response = generations.lambda_handler(event, lambda_context)
     assert response["statusCode"] == 404
     assert json.loads(response["body"])["error"]["type"] == "invalid_request_error"
+
+
+def test_openapi_document_and_docs_are_public(api_event, lambda_context):
+    from functions.health import app as health
+
+    event = api_event("health")
+    event["path"] = event["resource"] = "/v1/openapi.json"
+    response = health.lambda_handler(event, lambda_context)
+    assert response["statusCode"] == 200
+    assert "/v1/images/generations" in json.loads(response["body"])["paths"]
+
+    event["path"] = event["resource"] = "/v1/docs"
+    response = health.lambda_handler(event, lambda_context)
+    assert response["statusCode"] == 200
+    assert "swagger-ui" in response["body"]

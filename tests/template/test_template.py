@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import annotated_types
 import pytest
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
@@ -44,6 +43,7 @@ REF_VALUES = {
 
 GENERATIONS_ROUTE = ("POST", "/v1/images/generations")
 HEALTH_ROUTE = ("GET", "/v1/health")
+PUBLIC_ROUTES = (HEALTH_ROUTE, ("GET", "/v1/openapi.json"), ("GET", "/v1/docs"))
 UPSTREAM_BUDGET_SECONDS = 300  # the longest upstream call (sizes over 2560x1440)
 
 # Which settings model each function reads; None: the function reads no settings of its own.
@@ -202,9 +202,10 @@ def exempt(variable: str, function: str) -> bool:
     return variable == "LOG_PROMPTS" and SETTINGS_OF[function] is not GenerationSettings
 
 
-def bound(field: FieldInfo, kind: type) -> Any:
-    values = [getattr(m, next(iter(m.__dataclass_fields__))) for m in field.metadata if isinstance(m, kind)]
-    assert values, f"{field} has no {kind.__name__} constraint"
+def bound(field: FieldInfo, constraint: str) -> Any:
+    """A numeric constraint (``ge``, ``le``...) of a settings field, as pydantic keeps it in the metadata."""
+    values = [getattr(m, constraint) for m in field.metadata if hasattr(m, constraint)]
+    assert values, f"{field} has no {constraint} constraint"
     return values[0]
 
 
@@ -275,10 +276,13 @@ def test_samconfig_deploys_this_template_with_known_parameters(sam: dict[str, An
 # --- 3. the transformed template: routes, integration timeout, authorizer -------------------------------------
 
 
-def test_routes_are_exactly_generations_and_health(api_body: dict[str, Any]) -> None:
+def test_routes_are_exactly_generations_and_the_public_ones(api_body: dict[str, Any]) -> None:
     wired = {route: integration_function(op) for route, op in routes(api_body).items()}
 
-    assert wired == {GENERATIONS_ROUTE: "GenerationsFunction", HEALTH_ROUTE: "HealthFunction"}
+    assert wired == {
+        GENERATIONS_ROUTE: "GenerationsFunction",
+        **{route: "HealthFunction" for route in PUBLIC_ROUTES},
+    }
     for operation in routes(api_body).values():
         assert operation["x-amazon-apigateway-integration"]["type"] == "aws_proxy"
 
@@ -308,8 +312,8 @@ def test_integration_timeout_bounds_match_the_settings_model(sam: dict[str, Any]
     timeout = parameter(sam, "IntegrationTimeoutMs")
     field = GenerationSettings.model_fields["integration_timeout_ms"]
 
-    assert timeout["MinValue"] == bound(field, annotated_types.Ge)
-    assert timeout["MaxValue"] == bound(field, annotated_types.Le)
+    assert timeout["MinValue"] == bound(field, "ge")
+    assert timeout["MaxValue"] == bound(field, "le")
     assert timeout["Default"] == field.default
 
 
@@ -322,9 +326,7 @@ def test_generations_requires_the_bearer_key_authorizer(api_body: dict[str, Any]
     assert authorizer["type"] == "request"
     assert authorizer["identitySource"] == "method.request.header.Authorization"
     assert authorizer["authorizerResultTtlInSeconds"] == 300
-    assert authorizer["authorizerUri"]["Fn::Sub"][1]["__FunctionArn__"] == {
-        "Fn::GetAtt": ["AuthorizerFunction", "Arn"]
-    }
+    assert authorizer["authorizerUri"]["Fn::Sub"][1]["__FunctionArn__"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
     invokers = [
         p["Properties"]
         for p in resources_of_type(cfn, "AWS::Lambda::Permission").values()
@@ -333,10 +335,18 @@ def test_generations_requires_the_bearer_key_authorizer(api_body: dict[str, Any]
     assert [p["Principal"] for p in invokers] == ["apigateway.amazonaws.com"]
 
 
-def test_health_needs_no_key(api_body: dict[str, Any]) -> None:
-    operation = routes(api_body)[HEALTH_ROUTE]
+def test_public_routes_need_no_key(api_body: dict[str, Any]) -> None:
+    for route in PUBLIC_ROUTES:
+        assert routes(api_body)[route].get("security", [{"NONE": []}]) == [{"NONE": []}], route
 
-    assert operation.get("security", [{"NONE": []}]) == [{"NONE": []}]
+
+def test_deployed_routes_are_the_routes_the_code_serves(api_body: dict[str, Any]) -> None:
+    from imagecore.openapi import build_document
+
+    documented = {
+        (method.upper(), path) for path, operations in build_document()["paths"].items() for method in operations
+    }
+    assert set(routes(api_body)) == documented
 
 
 def test_api_is_regional_with_multipart_as_binary(cfn: dict[str, Any], api_body: dict[str, Any]) -> None:
@@ -425,7 +435,9 @@ def test_default_responses_carry_api_gateways_message(api_body: dict[str, Any]) 
 
 
 @pytest.mark.parametrize("function", sorted(SETTINGS_OF))
-def test_function_runtime_architecture_tracing_and_layer(cfn: dict[str, Any], sam: dict[str, Any], function: str) -> None:
+def test_function_runtime_architecture_tracing_and_layer(
+    cfn: dict[str, Any], sam: dict[str, Any], function: str
+) -> None:
     props = cfn["Resources"][function]["Properties"]
     (layer_name,) = resources_of_type(cfn, "AWS::Lambda::LayerVersion")
     layer = cfn["Resources"][layer_name]["Properties"]
@@ -513,7 +525,11 @@ def test_generations_may_only_put_and_get_objects_under_images(cfn: dict[str, An
 
 @pytest.mark.parametrize(
     ("function", "secret"),
-    [("GenerationsFunction", "UpstreamApiKeySecret"), ("AuthorizerFunction", "ApiKeysSecret"), ("HealthFunction", None)],
+    [
+        ("GenerationsFunction", "UpstreamApiKeySecret"),
+        ("AuthorizerFunction", "ApiKeysSecret"),
+        ("HealthFunction", None),
+    ],
 )
 def test_roles_are_least_privilege(cfn: dict[str, Any], function: str, secret: str | None) -> None:
     statements = role_statements(cfn, function)
@@ -523,7 +539,9 @@ def test_roles_are_least_privilege(cfn: dict[str, Any], function: str, secret: s
         assert "*" not in actions
         assert not any(a.endswith(":*") for a in actions), actions
         assert "*" not in as_list(statement["Resource"])
-    secret_statements = [st for st in statements if any(str(a).startswith("secretsmanager:") for a in as_list(st["Action"]))]
+    secret_statements = [
+        st for st in statements if any(str(a).startswith("secretsmanager:") for a in as_list(st["Action"]))
+    ]
     if secret is None:
         assert statements == []
     else:
@@ -669,8 +687,8 @@ def test_presign_expiry_bounds_match_the_settings_model(sam: dict[str, Any]) -> 
     field = GenerationSettings.model_fields["presign_expiry_seconds"]
 
     assert (expiry["MinValue"], expiry["MaxValue"], expiry["Default"]) == (
-        bound(field, annotated_types.Ge),
-        bound(field, annotated_types.Le),
+        bound(field, "ge"),
+        bound(field, "le"),
         field.default,
     )
 
@@ -730,7 +748,8 @@ def test_layer_requirements_are_the_locked_closure_of_imagecore() -> None:
     for name, version in pins.items():
         assert version in expected[name], f"{name}=={version} but uv.lock has {sorted(expected[name])}"
     assert {"aws-lambda-powertools", "httpx", "pydantic", "pydantic-settings", "pillow"} <= set(pins)
-    assert not {"boto3", "imagecore", "moto"} & set(pins)
+    assert not {"imagecore", "moto"} & set(pins)
+    assert "boto3" in pins  # matched to the botocore that aws-xray-sdk brings into the layer
 
 
 def test_layer_requirements_keep_the_declared_pins() -> None:
