@@ -1,12 +1,15 @@
 """A stand-in for sub2api serving gpt-image-2, for the local stack, the tests and the benchmark.
 
-It renders real images of the requested size and format with Pillow, answers in the upstream's shape with
-realistic usage figures, and can be told to misbehave the way the real one does: latency, sub2api's
-whitespace keep-alive before the JSON, errors under a 200, 5xx, 429 with Retry-After, garbage.
+It serves ``/v1/images/generations`` and ``/v1/images/edits`` (multipart, like sub2api: ``image``, ``image[]``
+or ``image[N]`` file parts and ``mask``). It renders real images of the requested size and format with
+Pillow, answers in the upstream's shape with realistic usage figures, and can be told to misbehave the way the
+real one does: latency, sub2api's whitespace keep-alive before the JSON, errors under a 200, 5xx, 429 with
+Retry-After, garbage.
 
 Control endpoints (not part of the upstream API):
 - ``POST /_simulator/faults`` ``{"responses": [{"status": 503}, ...]}`` queues scripted answers, one per call;
-- ``GET /_simulator/stats`` counts calls and shows the last request received (headers and JSON body);
+- ``GET /_simulator/stats`` counts calls and shows the last request received (headers, and the JSON body or the
+  form fields and file parts with their names, sizes and SHA-256);
 - ``POST /_simulator/reset`` clears both.
 """
 
@@ -52,16 +55,16 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def estimate_usage(prompt: str, size: str, quality: str, n: int) -> dict[str, Any]:
+def estimate_usage(prompt: str, size: str, quality: str, n: int, image_tokens: int = 0) -> dict[str, Any]:
     width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
     per_image = _TOKENS_1M.get(quality, _TOKENS_1M["medium"]) * (width * height) / (1024 * 1024)
-    input_tokens = max(1, math.ceil(len(prompt) / 4))
+    text_tokens = max(1, math.ceil(len(prompt) / 4))
     output_tokens = round(per_image) * n
     return {
-        "input_tokens": input_tokens,
+        "input_tokens": text_tokens + image_tokens,
         "output_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
-        "input_tokens_details": {"text_tokens": input_tokens, "image_tokens": 0},
+        "total_tokens": text_tokens + image_tokens + output_tokens,
+        "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_tokens},
     }
 
 
@@ -138,6 +141,8 @@ class UpstreamSimulator:
             return _json(200, {"reset": True})
         if path.endswith("/images/generations") and request.method == "POST":
             return self._generations(request)
+        if path.endswith("/images/edits") and request.method == "POST":
+            return self._edits(request)
         return _json(404, _error("Not found", "invalid_request_error", "not_found"))
 
     def _generations(self, request: Request) -> Response:
@@ -145,23 +150,65 @@ class UpstreamSimulator:
             body = json.loads(request.get_data() or b"null")
         except ValueError:
             body = None
+        early = self._receive(request, {"json": body})
+        if early is not None:
+            return early
+        return self._images(body, self._headers())
+
+    def _edits(self, request: Request) -> Response:
+        """Multipart like sub2api's: image / image[] / image[N] file parts and an optional mask; 400 without a file."""
+        fields = {name: request.form.get(name) for name in request.form}
+        parts = [
+            {
+                "name": name,
+                "filename": storage.filename,
+                "content_type": storage.mimetype,
+                "bytes": len(data := storage.read()),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+            for name, storage in request.files.items(multi=True)
+        ]
+        early = self._receive(request, {"form": fields, "files": parts})
+        if early is not None:
+            return early
+        headers = self._headers()
+        images = [p for p in parts if p["name"] in ("image", "image[]") or p["name"].startswith("image[")]
+        if not images:
+            return _json(400, _error("image is required", "invalid_request_error", "missing_required_parameter"))
+        body: dict[str, Any] = dict(fields)
+        if "n" in body:
+            body["n"] = int(body["n"])
+        if "output_compression" in body:
+            body["output_compression"] = int(body["output_compression"])
+        body.setdefault("model", "gpt-image-2")
+        # Edit input tokens: the prompt plus each reference image (a flat 765 per image here).
+        return self._images(body, headers, extra_input_tokens=765 * len(images))
+
+    def _receive(self, request: Request, summary: dict[str, Any]) -> Response | None:
+        """Count the call, remember what came, and answer early when a fault is queued or the key is wrong."""
         with self._state.lock:
             self._state.calls += 1
             self._state.last_request = {
                 "path": request.path,
                 "headers": {k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"},
                 "authorization_ok": self._authorized(request),
-                "json": body,
+                **summary,
             }
             fault = self._state.faults.popleft() if self._state.faults else None
-
-        headers = {"x-request-id": f"req_{secrets.token_hex(12)}"}
-        if self.options.account_id:
-            headers["x-account-id"] = self.options.account_id
+        headers = self._headers()
         if not self._authorized(request):
             return _json(401, _error("Invalid API key", "authentication_error", "invalid_api_key"), headers)
         if fault is not None:
             return self._fault(fault, headers)
+        return None
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"x-request-id": f"req_{secrets.token_hex(12)}"}
+        if self.options.account_id:
+            headers["x-account-id"] = self.options.account_id
+        return headers
+
+    def _images(self, body: Any, headers: dict[str, str], extra_input_tokens: int = 0) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
             return _json(400, _error("prompt is required", "invalid_request_error", "missing_required_parameter"))
         if body.get("model") not in MODELS:
@@ -190,7 +237,7 @@ class UpstreamSimulator:
             "quality": "medium" if quality == "auto" else quality,
             "output_format": output_format,
             "background": body.get("background") or "opaque",
-            "usage": estimate_usage(prompt, size, "medium" if quality == "auto" else quality, n),
+            "usage": estimate_usage(prompt, size, "medium" if quality == "auto" else quality, n, extra_input_tokens),
         }
         return self._respond(200, payload, headers, self.options.latency_ms, self.options.keepalive_ms)
 

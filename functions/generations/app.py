@@ -13,16 +13,16 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagecore.api import caller_of, create_resolver, request_deadline, serve
 from imagecore.models import ErrorResponse, GenerationRequest, GenerationResponse
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.service import GenerationService
+from imagecore.service import ImageService
 from imagecore.settings import GenerationSettings
 
 app = create_resolver()
 
 
 @cache
-def generation_service() -> GenerationService:
+def generation_service() -> ImageService:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return GenerationService.from_settings(GenerationSettings())
+    return ImageService.from_settings(GenerationSettings())
 
 
 @app.post(
@@ -43,7 +43,7 @@ def generation_service() -> GenerationService:
 )
 def create_images(
     request: Annotated[GenerationRequest, Body()],
-    service: Annotated[GenerationService, Depends(generation_service)],
+    service: Annotated[ImageService, Depends(generation_service)],
 ) -> GenerationResponse:
     event = app.current_event.raw_event
     record = current_record()

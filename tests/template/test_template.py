@@ -25,8 +25,16 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from imagecore.auth import Keyring
-from imagecore.settings import AuthorizerSettings, GenerationSettings
-from imagecore.storage import image_key
+from imagecore.edits import MAX_IMAGES
+from imagecore.models import EditUploadRequest, UploadRef
+from imagecore.settings import (
+    MAX_INLINE_REQUEST_BYTES,
+    AuthorizerSettings,
+    EditSettings,
+    GenerationSettings,
+    UploadSettings,
+)
+from imagecore.storage import image_key, owner_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -42,15 +50,46 @@ REF_VALUES = {
 }
 
 GENERATIONS_ROUTE = ("POST", "/v1/images/generations")
+EDITS_ROUTE = ("POST", "/v1/images/edits")
+UPLOADS_ROUTE = ("POST", "/v1/uploads")
 HEALTH_ROUTE = ("GET", "/v1/health")
 PUBLIC_ROUTES = (HEALTH_ROUTE, ("GET", "/v1/openapi.json"), ("GET", "/v1/docs"))
+# The routes behind the bearer-key authorizer, and the function each one reaches.
+AUTHORIZED_ROUTES = {
+    GENERATIONS_ROUTE: "GenerationsFunction",
+    EDITS_ROUTE: "EditsFunction",
+    UPLOADS_ROUTE: "UploadsFunction",
+}
+# The routes that call the upstream: their integration timeout is IntegrationTimeoutMs, and their function
+# outlives the upstream budget.
+IMAGE_ROUTES = {GENERATIONS_ROUTE: "GenerationsFunction", EDITS_ROUTE: "EditsFunction"}
 UPSTREAM_BUDGET_SECONDS = 300  # the longest upstream call (sizes over 2560x1440)
+API_GATEWAY_DEFAULT_TIMEOUT_MS = 29000  # a route without TimeoutInMillis
 
 # Which settings model each function reads; None: the function reads no settings of its own.
 SETTINGS_OF = {
     "GenerationsFunction": GenerationSettings,
+    "EditsFunction": EditSettings,
+    "UploadsFunction": UploadSettings,
     "AuthorizerFunction": AuthorizerSettings,
     "HealthFunction": None,
+}
+
+# The S3 object keys each function's role may act on: (action, resource) pairs, nothing else.
+IMAGES_OBJECTS = "${ImagesBucket.Arn}/images/*"
+UPLOADS_OBJECTS = "${ImagesBucket.Arn}/uploads/*"
+S3_GRANTS = {
+    "GenerationsFunction": {("s3:GetObject", IMAGES_OBJECTS), ("s3:PutObject", IMAGES_OBJECTS)},
+    # writes and presigns its results under images/, reads the caller's uploaded inputs
+    "EditsFunction": {
+        ("s3:GetObject", IMAGES_OBJECTS),
+        ("s3:PutObject", IMAGES_OBJECTS),
+        ("s3:GetObject", UPLOADS_OBJECTS),
+    },
+    # a presigned POST carries the role's right to write, and only that
+    "UploadsFunction": {("s3:PutObject", UPLOADS_OBJECTS)},
+    "AuthorizerFunction": set(),
+    "HealthFunction": set(),
 }
 
 # cfn-lint findings we accept, and why. Anything else (error, warning or informational) fails the test.
@@ -162,6 +201,19 @@ def role_statements(cfn: dict[str, Any], function: str) -> list[dict[str, Any]]:
     return [st for policy in role.get("Policies", []) for st in as_list(policy["PolicyDocument"]["Statement"])]
 
 
+def s3_grants(cfn: dict[str, Any], function: str) -> set[tuple[str, str]]:
+    """Every (S3 action, resource) pair a function's role is allowed; resources as their Fn::Sub strings."""
+    grants = set()
+    for statement in role_statements(cfn, function):
+        assert statement["Effect"] == "Allow", statement
+        assert "Condition" not in statement, statement  # would make the pairs below a loose upper bound
+        actions = [str(a) for a in as_list(statement["Action"]) if str(a).startswith("s3:")]
+        for action in actions:
+            for resource in as_list(statement["Resource"]):
+                grants.add((action, resource if isinstance(resource, str) else sub_string(resource)))
+    return grants
+
+
 def role_managed_policies(cfn: dict[str, Any], function: str) -> set[str]:
     role_name = cfn["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
     return {str(arn).rsplit("/", 1)[-1] for arn in cfn["Resources"][role_name]["Properties"]["ManagedPolicyArns"]}
@@ -199,7 +251,8 @@ def exempt(variable: str, function: str) -> bool:
     """Read by Powertools itself, or the shared LOG_PROMPTS global that only the image functions use."""
     if variable.startswith("POWERTOOLS_"):
         return True
-    return variable == "LOG_PROMPTS" and SETTINGS_OF[function] is not GenerationSettings
+    model = SETTINGS_OF[function]
+    return variable == "LOG_PROMPTS" and (model is None or "log_prompts" not in model.model_fields)
 
 
 def bound(field: FieldInfo, constraint: str) -> Any:
@@ -221,6 +274,19 @@ def settings_from_env(
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     return model()
+
+
+def lifecycle_expirations(bucket: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(prefix, ExpirationInDays) of every enabled expiring lifecycle rule, sorted by prefix."""
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    return sorted(
+        (
+            (r.get("Prefix") or r.get("Filter", {}).get("Prefix"), r["ExpirationInDays"])
+            for r in rules
+            if r["Status"] == "Enabled" and "ExpirationInDays" in r
+        ),
+        key=lambda rule: str(rule[0]),
+    )
 
 
 def normalise(name: str) -> str:
@@ -276,19 +342,22 @@ def test_samconfig_deploys_this_template_with_known_parameters(sam: dict[str, An
 # --- 3. the transformed template: routes, integration timeout, authorizer -------------------------------------
 
 
-def test_routes_are_exactly_generations_and_the_public_ones(api_body: dict[str, Any]) -> None:
+def test_routes_are_exactly_generations_edits_uploads_and_the_public_ones(api_body: dict[str, Any]) -> None:
     wired = {route: integration_function(op) for route, op in routes(api_body).items()}
 
     assert wired == {
-        GENERATIONS_ROUTE: "GenerationsFunction",
+        **AUTHORIZED_ROUTES,
         **{route: "HealthFunction" for route in PUBLIC_ROUTES},
     }
     for operation in routes(api_body).values():
         assert operation["x-amazon-apigateway-integration"]["type"] == "aws_proxy"
 
 
-def test_generations_integration_timeout_is_the_parameter(sam: dict[str, Any], api_body: dict[str, Any]) -> None:
-    integration = routes(api_body)[GENERATIONS_ROUTE]["x-amazon-apigateway-integration"]
+@pytest.mark.parametrize("route", sorted(IMAGE_ROUTES), ids=" ".join)
+def test_image_route_integration_timeout_is_the_parameter(
+    sam: dict[str, Any], api_body: dict[str, Any], route: tuple[str, str]
+) -> None:
+    integration = routes(api_body)[route]["x-amazon-apigateway-integration"]
     timeout = parameter(sam, "IntegrationTimeoutMs")
 
     assert integration["timeoutInMillis"] == {"Ref": "IntegrationTimeoutMs"}
@@ -302,23 +371,37 @@ def test_generations_integration_timeout_is_the_parameter(sam: dict[str, Any], a
     assert "29000" in timeout["Description"]
 
 
-def test_generations_function_is_told_the_integration_timeout(cfn: dict[str, Any]) -> None:
-    env = function_env(cfn, "GenerationsFunction")
+def test_uploads_route_answers_within_the_default_integration_timeout(
+    api_body: dict[str, Any], cfn: dict[str, Any]
+) -> None:
+    integration = routes(api_body)[UPLOADS_ROUTE]["x-amazon-apigateway-integration"]
+    # Presigning takes milliseconds: the route keeps API Gateway's default and needs no raised quota.
+    assert integration.get("timeoutInMillis", API_GATEWAY_DEFAULT_TIMEOUT_MS) <= API_GATEWAY_DEFAULT_TIMEOUT_MS
+    assert cfn["Resources"]["UploadsFunction"]["Properties"]["Timeout"] * 1000 < API_GATEWAY_DEFAULT_TIMEOUT_MS
+
+
+@pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
+def test_image_function_is_told_the_integration_timeout(cfn: dict[str, Any], function: str) -> None:
+    env = function_env(cfn, function)
 
     assert env["INTEGRATION_TIMEOUT_MS"] == {"Ref": "IntegrationTimeoutMs"}
 
 
-def test_integration_timeout_bounds_match_the_settings_model(sam: dict[str, Any]) -> None:
+@pytest.mark.parametrize("model", [GenerationSettings, EditSettings], ids=lambda m: m.__name__)
+def test_integration_timeout_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseSettings]) -> None:
     timeout = parameter(sam, "IntegrationTimeoutMs")
-    field = GenerationSettings.model_fields["integration_timeout_ms"]
+    field = model.model_fields["integration_timeout_ms"]
 
     assert timeout["MinValue"] == bound(field, "ge")
     assert timeout["MaxValue"] == bound(field, "le")
     assert timeout["Default"] == field.default
 
 
-def test_generations_requires_the_bearer_key_authorizer(api_body: dict[str, Any], cfn: dict[str, Any]) -> None:
-    operation = routes(api_body)[GENERATIONS_ROUTE]
+@pytest.mark.parametrize("route", sorted(AUTHORIZED_ROUTES), ids=" ".join)
+def test_route_requires_the_bearer_key_authorizer(
+    api_body: dict[str, Any], cfn: dict[str, Any], route: tuple[str, str]
+) -> None:
+    operation = routes(api_body)[route]
     scheme = security_schemes(api_body)["BearerKeyAuthorizer"]
     authorizer = scheme["x-amazon-apigateway-authorizer"]
 
@@ -431,6 +514,23 @@ def test_default_responses_carry_api_gateways_message(api_body: dict[str, Any]) 
         )
 
 
+def test_request_too_large_tells_how_to_upload_instead(api_body: dict[str, Any]) -> None:
+    response = api_body["x-amazon-apigateway-gateway-responses"]["REQUEST_TOO_LARGE"]
+    message = render_gateway_template(response["responseTemplates"]["application/json"])["error"]["message"]
+
+    assert "POST /v1/uploads" in message
+    assert "/v1/images/edits" in message
+    assert UPLOADS_ROUTE in routes(api_body)
+    assert EDITS_ROUTE in routes(api_body)
+    # the JSON it shows is the body the edits function takes for uploaded inputs
+    assert '{"images": [{"upload_id": ...}]' in message
+    assert {"images", "prompt"} <= set(EditUploadRequest.model_fields)
+    assert set(UploadRef.model_fields) == {"upload_id"}
+    # the limit it names is the one the edits function enforces
+    assert f"about {MAX_INLINE_REQUEST_BYTES / 1e6:.1f} MB of multipart" in message
+    assert EditSettings.model_fields["max_request_bytes"].default == MAX_INLINE_REQUEST_BYTES
+
+
 # --- 3. functions ---------------------------------------------------------------------------------------------
 
 
@@ -454,22 +554,58 @@ def test_function_runtime_architecture_tracing_and_layer(
     assert "lambda_handler" in {n.name for n in module.body if isinstance(n, ast.FunctionDef)}
 
 
-def test_generations_function_outlives_the_upstream_budget(cfn: dict[str, Any], sam: dict[str, Any]) -> None:
-    props = cfn["Resources"]["GenerationsFunction"]["Properties"]
-    margin = GenerationSettings.model_fields["storage_margin_seconds"].default
+@pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
+def test_image_function_outlives_the_upstream_budget(cfn: dict[str, Any], sam: dict[str, Any], function: str) -> None:
+    props = cfn["Resources"][function]["Properties"]
+    model = SETTINGS_OF[function]
+    assert model is not None
+    margin = model.model_fields["storage_margin_seconds"].default
     longest_integration = parameter(sam, "IntegrationTimeoutMs")["MaxValue"] / 1000
 
     assert props["Timeout"] == 330
     assert props["Timeout"] > UPSTREAM_BUDGET_SECONDS + margin
     assert props["Timeout"] >= longest_integration
-    assert props["MemorySize"] == 1024
 
 
-def test_authorizer_and_health_are_small_and_quick(cfn: dict[str, Any]) -> None:
-    authorizer = cfn["Resources"]["AuthorizerFunction"]["Properties"]
+def test_generations_function_memory(cfn: dict[str, Any]) -> None:
+    assert cfn["Resources"]["GenerationsFunction"]["Properties"]["MemorySize"] == 1024
+
+
+def test_edits_function_has_room_for_sixteen_inputs(cfn: dict[str, Any]) -> None:
+    props = cfn["Resources"]["EditsFunction"]["Properties"]
+    largest_input = EditSettings.model_fields["max_input_image_bytes"].default
+
+    assert props["MemorySize"] >= 2048
+    assert props["MemorySize"] <= 10240  # Lambda's ceiling
+    # every input at its cap is held at once, plus the multipart body forwarded upstream that is built from them
+    assert props["MemorySize"] * 1024 * 1024 >= 2 * MAX_IMAGES * largest_input
+    assert bound(EditUploadRequest.model_fields["images"], "max_length") == MAX_IMAGES
+
+
+@pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
+def test_image_functions_share_the_optional_reserved_concurrency(sam: dict[str, Any], function: str) -> None:
+    props = sam["Resources"][function]["Properties"]
+
+    assert props["ReservedConcurrentExecutions"] == {
+        "Fn::If": [
+            "HasGenerationsReservedConcurrency",
+            {"Ref": "GenerationsReservedConcurrency"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert parameter(sam, "GenerationsReservedConcurrency")["Default"] == 0  # unreserved unless asked
+
+
+@pytest.mark.parametrize("function", ["AuthorizerFunction", "UploadsFunction"])
+def test_authorizer_and_uploads_are_small_and_quick(cfn: dict[str, Any], function: str) -> None:
+    props = cfn["Resources"][function]["Properties"]
+
+    assert (props["MemorySize"], props["Timeout"]) == (256, 10)
+
+
+def test_health_is_small_and_quick(cfn: dict[str, Any]) -> None:
     health = cfn["Resources"]["HealthFunction"]["Properties"]
 
-    assert (authorizer["MemorySize"], authorizer["Timeout"]) == (256, 10)
     assert health["MemorySize"] <= 256
     assert health["Timeout"] <= 10
 
@@ -510,6 +646,11 @@ def test_globals_set_powertools_and_log_prompts(sam: dict[str, Any]) -> None:
 # --- 3. least-privilege IAM -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("function", sorted(S3_GRANTS))
+def test_s3_access_is_exactly_what_the_function_needs(cfn: dict[str, Any], function: str) -> None:
+    assert s3_grants(cfn, function) == S3_GRANTS[function]
+
+
 def test_generations_may_only_put_and_get_objects_under_images(cfn: dict[str, Any]) -> None:
     statements = role_statements(cfn, "GenerationsFunction")
     s3 = [st for st in statements if any(str(a).startswith("s3:") for a in as_list(st["Action"]))]
@@ -519,14 +660,40 @@ def test_generations_may_only_put_and_get_objects_under_images(cfn: dict[str, An
         assert statement["Effect"] == "Allow"
         assert sorted(as_list(statement["Action"])) == ["s3:GetObject", "s3:PutObject"]
         for resource in as_list(statement["Resource"]):
-            assert sub_string(resource) == "${ImagesBucket.Arn}/images/*"
+            assert sub_string(resource) == IMAGES_OBJECTS
+
+
+def test_edits_reads_uploads_but_writes_only_images(cfn: dict[str, Any]) -> None:
+    grants = s3_grants(cfn, "EditsFunction")
+
+    assert {resource for _, resource in grants} == {IMAGES_OBJECTS, UPLOADS_OBJECTS}, "nothing outside the two"
+    assert {action for action, resource in grants if resource == UPLOADS_OBJECTS} == {"s3:GetObject"}
+    assert ("s3:PutObject", UPLOADS_OBJECTS) not in grants, "edits must not write (or forge) an upload"
+    assert {action for action, resource in grants if resource == IMAGES_OBJECTS} == {"s3:GetObject", "s3:PutObject"}
+
+
+def test_uploads_can_only_put_objects_under_uploads(cfn: dict[str, Any]) -> None:
+    grants = s3_grants(cfn, "UploadsFunction")
+
+    assert grants == {("s3:PutObject", UPLOADS_OBJECTS)}
+    assert not any(action == "s3:GetObject" for action, _ in grants), "a presigned POST must not carry reads"
+    assert not any(resource == IMAGES_OBJECTS for _, resource in grants), "callers must not upload over images"
+
+
+def test_the_code_writes_under_the_granted_prefixes() -> None:
     assert image_key(datetime(2026, 1, 2, tzinfo=UTC), "abc", 0, "png").startswith("images/")
+    for key_id in ("key_1", "../images/x", "*", ""):
+        prefix = owner_prefix(key_id)
+        assert prefix.startswith("uploads/"), prefix
+        assert "/" not in prefix.removeprefix("uploads/").rstrip("/"), prefix  # one folder level, no escape
 
 
 @pytest.mark.parametrize(
     ("function", "secret"),
     [
         ("GenerationsFunction", "UpstreamApiKeySecret"),
+        ("EditsFunction", "UpstreamApiKeySecret"),
+        ("UploadsFunction", None),
         ("AuthorizerFunction", "ApiKeysSecret"),
         ("HealthFunction", None),
     ],
@@ -535,6 +702,7 @@ def test_roles_are_least_privilege(cfn: dict[str, Any], function: str, secret: s
     statements = role_statements(cfn, function)
 
     for statement in statements:
+        assert not {"NotAction", "NotResource", "NotPrincipal"} & set(statement), statement
         actions = [str(a) for a in as_list(statement["Action"])]
         assert "*" not in actions
         assert not any(a.endswith(":*") for a in actions), actions
@@ -543,20 +711,21 @@ def test_roles_are_least_privilege(cfn: dict[str, Any], function: str, secret: s
         st for st in statements if any(str(a).startswith("secretsmanager:") for a in as_list(st["Action"]))
     ]
     if secret is None:
-        assert statements == []
+        assert secret_statements == []
     else:
         assert [(as_list(st["Action"]), as_list(st["Resource"])) for st in secret_statements] == [
             (["secretsmanager:GetSecretValue"], [{"Ref": secret}])
         ]
-    if function != "GenerationsFunction":
-        assert not any(str(a).startswith("s3:") for st in statements for a in as_list(st["Action"]))
+    services = {str(a).split(":", 1)[0] for st in statements for a in as_list(st["Action"])}
+    expected = ({"s3"} if S3_GRANTS[function] else set()) | ({"secretsmanager"} if secret else set())
+    assert services == expected, f"{function} may use services it does not need"
     assert role_managed_policies(cfn, function) <= {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
 
 
 # --- 3. the bucket and the secrets ----------------------------------------------------------------------------
 
 
-def test_bucket_is_private_encrypted_and_expires_images(cfn: dict[str, Any], sam: dict[str, Any]) -> None:
+def test_bucket_is_private_encrypted_and_expires_images_and_uploads(cfn: dict[str, Any], sam: dict[str, Any]) -> None:
     bucket = cfn["Resources"]["ImagesBucket"]
     props = bucket["Properties"]
 
@@ -573,11 +742,11 @@ def test_bucket_is_private_encrypted_and_expires_images(cfn: dict[str, Any], sam
     if algorithm == "aws:kms":
         assert encryption["BucketKeyEnabled"] is True
     rules = props["LifecycleConfiguration"]["Rules"]
-    expiring = [r for r in rules if r.get("ExpirationInDays") == {"Ref": "ImageRetentionDays"}]
-    assert [(r["Status"], r.get("Prefix") or r.get("Filter", {}).get("Prefix")) for r in expiring] == [
-        ("Enabled", "images/")
-    ]
+    # generated images after ImageRetentionDays, uploaded edit inputs after a day, nothing else
+    assert lifecycle_expirations(bucket) == [("images/", {"Ref": "ImageRetentionDays"}), ("uploads/", 1)]
     assert parameter(sam, "ImageRetentionDays")["Default"] == 30
+    # an upload ticket is used up long before its object expires
+    assert bound(UploadSettings.model_fields["upload_expiry_seconds"], "le") < 24 * 3600
     assert any(r["Status"] == "Enabled" and "AbortIncompleteMultipartUpload" in r for r in rules)
     assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
 
@@ -634,7 +803,7 @@ def test_every_environment_variable_is_a_settings_field(cfn: dict[str, Any], fun
     assert unknown == set(), f"{function} gets variables its settings model does not read"
 
 
-@pytest.mark.parametrize("function", ["GenerationsFunction", "AuthorizerFunction"])
+@pytest.mark.parametrize("function", sorted(f for f, model in SETTINGS_OF.items() if model is not None))
 def test_every_required_settings_field_is_set(cfn: dict[str, Any], function: str) -> None:
     model = SETTINGS_OF[function]
     assert model is not None
@@ -645,14 +814,18 @@ def test_every_required_settings_field_is_set(cfn: dict[str, Any], function: str
     assert missing == []
 
 
-def test_generations_settings_load_from_the_template_env(
-    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
+def test_image_settings_load_from_the_template_env(
+    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch, function: str
 ) -> None:
-    env = {k: resolve(v, sam) for k, v in function_env(cfn, "GenerationsFunction").items()}
+    model = SETTINGS_OF[function]
+    assert model is not None
+    env = {k: resolve(v, sam) for k, v in function_env(cfn, function).items()}
 
-    settings = settings_from_env(monkeypatch, GenerationSettings, env)
+    settings = settings_from_env(monkeypatch, model, env)
 
     assert isinstance(settings, GenerationSettings)
+    assert type(settings) is model
     assert settings.images_bucket == REF_VALUES["ImagesBucket"]
     assert settings.upstream_url == UPSTREAM_BASE_URL
     assert settings.upstream_api_key is None
@@ -663,6 +836,35 @@ def test_generations_settings_load_from_the_template_env(
     assert settings.s3_endpoint_url is None
 
 
+def test_edit_settings_load_their_input_limits_from_the_template_env(
+    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: resolve(v, sam) for k, v in function_env(cfn, "EditsFunction").items()}
+
+    settings = settings_from_env(monkeypatch, EditSettings, env)
+
+    assert isinstance(settings, EditSettings)
+    assert settings.max_input_image_bytes == 50 * 1024 * 1024
+    assert settings.max_request_bytes == MAX_INLINE_REQUEST_BYTES
+
+
+def test_upload_settings_load_from_the_template_env(
+    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: resolve(v, sam) for k, v in function_env(cfn, "UploadsFunction").items()}
+
+    settings = settings_from_env(monkeypatch, UploadSettings, env)
+
+    assert isinstance(settings, UploadSettings)
+    assert settings.images_bucket == REF_VALUES["ImagesBucket"]
+    assert settings.s3_endpoint_url is None
+    assert settings.upload_expiry_seconds == 900
+    # an upload may be as large as the edits function accepts, no larger
+    assert settings.max_input_image_bytes == EditSettings.model_fields["max_input_image_bytes"].default
+    assert settings.aws_region == REGION
+
+
+@pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -670,21 +872,28 @@ def test_generations_settings_load_from_the_template_env(
         {"IntegrationTimeoutMs": 50, "PresignExpirySeconds": 60},
     ],
 )
-def test_generations_settings_accept_every_parameter_extreme(
-    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch, overrides: dict[str, Any]
+def test_image_settings_accept_every_parameter_extreme(
+    cfn: dict[str, Any],
+    sam: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    overrides: dict[str, Any],
+    function: str,
 ) -> None:
-    env = {k: resolve(v, sam, overrides) for k, v in function_env(cfn, "GenerationsFunction").items()}
+    model = SETTINGS_OF[function]
+    assert model is not None
+    env = {k: resolve(v, sam, overrides) for k, v in function_env(cfn, function).items()}
 
-    settings = settings_from_env(monkeypatch, GenerationSettings, env)
+    settings = settings_from_env(monkeypatch, model, env)
 
-    assert isinstance(settings, GenerationSettings)
+    assert isinstance(settings, model)
     assert settings.integration_timeout_ms == overrides["IntegrationTimeoutMs"]
     assert settings.presign_expiry_seconds == overrides["PresignExpirySeconds"]
 
 
-def test_presign_expiry_bounds_match_the_settings_model(sam: dict[str, Any]) -> None:
+@pytest.mark.parametrize("model", [GenerationSettings, EditSettings], ids=lambda m: m.__name__)
+def test_presign_expiry_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseSettings]) -> None:
     expiry = parameter(sam, "PresignExpirySeconds")
-    field = GenerationSettings.model_fields["presign_expiry_seconds"]
+    field = model.model_fields["presign_expiry_seconds"]
 
     assert (expiry["MinValue"], expiry["MaxValue"], expiry["Default"]) == (
         bound(field, "ge"),

@@ -3,6 +3,8 @@ responses, content-type checks, and what a route may know about its caller and i
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -27,6 +29,7 @@ from imagecore.observability import current_record, logger, request_record
 from imagecore.upstream import Deadline
 
 JSON = "application/json"
+MULTIPART = "multipart/form-data"
 
 # OpenAI's own wording and codes for the common validation failures.
 _PYDANTIC_CODES = {
@@ -103,7 +106,7 @@ def validation_error(errors: Iterable[dict[str, Any]]) -> ImageServiceError:
     first = errors[0] if errors else {"type": "value_error", "loc": ("body",), "msg": "invalid request"}
     kind = first.get("type", "")
     loc = [part for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(str(part) for part in loc if isinstance(part, str | int)) or None
+    param = _param_path(loc)
     if kind == "unsupported_content_type":
         return UnsupportedMediaType(
             "Content-Type must be application/json for this route "
@@ -126,6 +129,17 @@ def validation_error(errors: Iterable[dict[str, Any]]) -> ImageServiceError:
     return InvalidRequest(message, param=param, code=code)
 
 
+def _param_path(loc: list[Any]) -> str | None:
+    """('images', 0, 'upload_id') -> 'images[0].upload_id', the way the fields are written in requests."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif isinstance(part, str):
+            path += f".{part}" if path else part
+    return path or None
+
+
 def _safe_errors(errors: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"type": e.get("type"), "loc": e.get("loc")} for e in errors]
 
@@ -144,6 +158,22 @@ def require_content_type(event: dict[str, Any], accepted: tuple[str, ...]) -> No
             f"Unsupported Content-Type '{shown}': this route takes {' or '.join(accepted)}.",
             param="Content-Type",
         )
+
+
+def body_bytes(event: dict[str, Any]) -> bytes:
+    """The request body as bytes (API Gateway base64-encodes the binary media types, multipart among them)."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("The request body is not valid base64.", code="invalid_body") from None
+    return body.encode("utf-8")
+
+
+def content_type_of(event: dict[str, Any]) -> str:
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    return str(headers.get("content-type") or "")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -71,8 +71,8 @@ def parse_size(value: str) -> ImageSize:
     return size
 
 
-class GenerationRequest(BaseModel):
-    """Body of ``POST /v1/images/generations``: the OpenAI Images API, restricted to what gpt-image-2 takes."""
+class ImageRequest(BaseModel):
+    """The parameters generations and edits share: the OpenAI Images API, restricted to what gpt-image-2 takes."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -175,8 +175,69 @@ class GenerationRequest(BaseModel):
 
     def upstream_body(self) -> dict[str, Any]:
         """What goes to the upstream: the same fields, without ours (response_format: we always take b64)."""
-        body = self.model_dump(exclude_none=True, exclude={"response_format", "stream"})
-        return body
+        return self.model_dump(exclude_none=True, exclude={"response_format", "stream", *self._not_forwarded})
+
+    _not_forwarded: ClassVar[frozenset[str]] = frozenset()
+
+
+class GenerationRequest(ImageRequest):
+    """Body of ``POST /v1/images/generations``."""
+
+
+UPLOAD_ID_PATTERN = r"^upl_[A-Za-z0-9]{20,64}$"
+
+
+class EditParameters(ImageRequest):
+    """The non-file fields of ``POST /v1/images/edits`` (multipart form fields, or the JSON body's)."""
+
+    input_fidelity: Annotated[
+        Literal["low", "high"] | None,
+        Field(description="Accepted for compatibility and not forwarded: gpt-image-2 does not take it."),
+    ] = None
+
+    _not_forwarded: ClassVar[frozenset[str]] = frozenset({"input_fidelity"})
+
+
+class UploadRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    upload_id: Annotated[str, Field(pattern=UPLOAD_ID_PATTERN, description="An id from POST /v1/uploads.")]
+
+
+class EditUploadRequest(EditParameters):
+    """JSON body of ``POST /v1/images/edits`` for inputs uploaded first through ``POST /v1/uploads``."""
+
+    images: Annotated[
+        list[UploadRef], Field(min_length=1, max_length=16, description="1 to 16 uploaded reference images.")
+    ]
+    mask: Annotated[UploadRef | None, Field(description="An uploaded mask (same format and size as images[0]).")] = None
+
+    _not_forwarded: ClassVar[frozenset[str]] = frozenset({"input_fidelity", "images", "mask"})
+
+
+class UploadRequest(BaseModel):
+    """Body of ``POST /v1/uploads``: what the caller is about to upload."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    content_type: Annotated[
+        Literal["image/png", "image/jpeg", "image/webp"], Field(description="The file's type; S3 enforces it.")
+    ]
+    bytes: Annotated[int, Field(ge=1, le=50 * 1024 * 1024, description="The file's size in bytes (at most 50 MB).")]
+    filename: Annotated[str | None, Field(max_length=255, description="Kept for the upstream request.")] = None
+    purpose: Annotated[Literal["image", "mask"], Field(description="A reference image or a mask.")] = "image"
+
+
+class UploadResponse(BaseModel):
+    """A presigned S3 POST: send ``fields`` plus the file (as the last part, named ``file``) to ``url``."""
+
+    id: str
+    object: Literal["upload"] = "upload"
+    url: str
+    fields: dict[str, str]
+    expires_at: int
+    max_bytes: int
+    content_type: str
 
 
 class Usage(BaseModel):

@@ -44,6 +44,10 @@ class RequestRecord:
     prompt_chars: int | None = None
     prompt_sha256: str | None = None
     prompt: str | None = None  # only when LOG_PROMPTS is on
+    images_in: int | None = None  # edits: reference images received
+    input_bytes: int | None = None
+    mask: bool | None = None
+    dropped_params: list[str] | None = None  # accepted but not forwarded (input_fidelity)
     images_returned: int | None = None
     sizes_returned: list[str] | None = None
     formats_returned: list[str] | None = None

@@ -16,8 +16,14 @@ from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Server
 
 import imagecore
+from imagecore.models import EditParameters, EditUploadRequest, UploadRef
 
-FUNCTION_MODULES = ("functions.generations.app", "functions.health.app")
+FUNCTION_MODULES = (
+    "functions.generations.app",
+    "functions.edits.app",
+    "functions.uploads.app",
+    "functions.health.app",
+)
 TITLE = "image-service"
 DESCRIPTION = (
     "OpenAI-compatible image generation (gpt-image-2 through sub2api). Images are stored in S3 and returned as "
@@ -46,10 +52,47 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
     schemas = document.get("components", {}).get("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    _document_edit_bodies(document)
     for path in PUBLIC_PATHS:
         for operation in document.get("paths", {}).get(path, {}).values():
             operation["security"] = []
     return document
+
+
+def _document_edit_bodies(document: dict[str, Any]) -> None:
+    """The edits route reads its body itself (repeated and indexed file fields do not fit a function signature),
+    so its two request bodies are described here, from the same models that validate them."""
+    operation = document.get("paths", {}).get("/v1/images/edits", {}).get("post")
+    if operation is None:
+        return
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in (EditParameters, EditUploadRequest, UploadRef):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    form = json.loads(json.dumps(schemas["EditParameters"]))
+    form["title"] = "EditForm"
+    binary = {"type": "string", "format": "binary"}
+    form["properties"] = {
+        "image[]": {
+            "type": "array",
+            "items": binary,
+            "minItems": 1,
+            "maxItems": 16,
+            "description": "1 to 16 PNG, JPEG or WebP images, each under 50 MB (also: image, image[N]).",
+        },
+        "mask": {**binary, "description": "Optional: same format and size as the first image, with alpha."},
+        **form["properties"],
+    }
+    form["required"] = ["image[]", *form.get("required", [])]
+    schemas["EditForm"] = form
+    operation["requestBody"] = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/EditForm"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/EditUploadRequest"}},
+        },
+    }
 
 
 def render(document: dict[str, Any]) -> str:

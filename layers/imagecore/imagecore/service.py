@@ -1,4 +1,4 @@
-"""The generation use case: validated request in, stored images and presigned URLs out."""
+"""The use cases, generation and edit: validated request in, stored images and presigned URLs out."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 
 import httpx
 
+from imagecore.edits import EditInput
 from imagecore.errors import InvalidRequest, StorageUnavailable
-from imagecore.models import GenerationRequest, GenerationResponse, ImageData, Usage
+from imagecore.models import GenerationRequest, GenerationResponse, ImageData, ImageRequest, Usage
 from imagecore.observability import RequestRecord, logger, tracer
 from imagecore.settings import GenerationSettings
 from imagecore.storage import ImageStore, ImageToStore, StorageError, make_s3_client
@@ -22,13 +23,15 @@ _INLINE_OVERHEAD_BYTES = 2048
 
 
 @dataclass
-class GenerationService:
+class ImageService:
+    """Generates or edits through the upstream, stores what comes back, answers presigned URLs."""
+
     upstream: UpstreamClient
     store: ImageStore
     settings: GenerationSettings
 
     @classmethod
-    def from_settings(cls, settings: GenerationSettings) -> GenerationService:
+    def from_settings(cls, settings: GenerationSettings) -> ImageService:
         upstream = UpstreamClient(
             settings.upstream_url,
             upstream_key_reader(settings),
@@ -42,7 +45,7 @@ class GenerationService:
         )
         return cls(upstream=upstream, store=store, settings=settings)
 
-    def timeout_for(self, request: GenerationRequest) -> float:
+    def timeout_for(self, request: ImageRequest) -> float:
         if request.is_large:
             return self.settings.upstream_large_timeout_seconds
         return self.settings.upstream_timeout_seconds
@@ -56,15 +59,33 @@ class GenerationService:
                 request.upstream_body(), timeout=self.timeout_for(request), deadline=deadline, trace=trace
             )
         finally:
-            record.attempts = trace.attempts
-            record.attempt_errors = trace.errors
-            record.upstream_request_id = trace.request_id
-            record.account_id = trace.account_id
-            record.upstream_latency_ms = trace.latency_ms
+            _describe_call(record, trace)
         _describe_result(record, result)
         return self._deliver(request, result, record)
 
-    def _deliver(self, request: GenerationRequest, result: UpstreamResult, record: RequestRecord) -> GenerationResponse:
+    @tracer.capture_method(capture_response=False)
+    def edit(self, edit: EditInput, deadline: Deadline, record: RequestRecord) -> GenerationResponse:
+        request = edit.parameters
+        _describe(record, request, include_prompt=self.settings.log_prompts)
+        record.images_in = len(edit.images)
+        record.input_bytes = edit.input_bytes
+        record.mask = edit.mask is not None
+        if request.input_fidelity is not None:
+            record.dropped_params = ["input_fidelity"]
+        files = [("image[]", (image.filename, image.data, image.content_type)) for image in edit.images]
+        if edit.mask is not None:
+            files.append(("mask", (edit.mask.filename, edit.mask.data, edit.mask.content_type)))
+        trace = CallTrace()
+        try:
+            result = self.upstream.edit(
+                request.upstream_body(), files, timeout=self.timeout_for(request), deadline=deadline, trace=trace
+            )
+        finally:
+            _describe_call(record, trace)
+        _describe_result(record, result)
+        return self._deliver(request, result, record)
+
+    def _deliver(self, request: ImageRequest, result: UpstreamResult, record: RequestRecord) -> GenerationResponse:
         """Store first, always: an image that was paid for is never lost, whatever the answer looks like."""
         body = result.body
         created = body.get("created") if isinstance(body.get("created"), int) else int(time.time())
@@ -138,7 +159,15 @@ def upstream_key_reader(settings: GenerationSettings) -> Callable[[], str]:
     return read
 
 
-def _describe(record: RequestRecord, request: GenerationRequest, *, include_prompt: bool) -> None:
+def _describe_call(record: RequestRecord, trace: CallTrace) -> None:
+    record.attempts = trace.attempts
+    record.attempt_errors = trace.errors
+    record.upstream_request_id = trace.request_id
+    record.account_id = trace.account_id
+    record.upstream_latency_ms = trace.latency_ms
+
+
+def _describe(record: RequestRecord, request: ImageRequest, *, include_prompt: bool) -> None:
     record.model = request.model
     record.size = request.size
     record.quality = request.quality
@@ -157,7 +186,7 @@ def _describe_result(record: RequestRecord, result: UpstreamResult) -> None:
     record.usage = result.usage
 
 
-def _metadata(request: GenerationRequest, result: UpstreamResult, record: RequestRecord) -> dict[str, str]:
+def _metadata(request: ImageRequest, result: UpstreamResult, record: RequestRecord) -> dict[str, str]:
     usage = result.usage or {}
     return {
         "model": str(result.body.get("model") or request.model),

@@ -67,6 +67,29 @@ class GenerationSettings(_Settings):
         return str(self.upstream_base_url).rstrip("/")
 
 
+MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024
+# API Gateway + Lambda: a 6 MB event holds about 4.4 MB of multipart once API Gateway has base64-encoded it.
+MAX_INLINE_REQUEST_BYTES = 4_400_000
+
+
+class EditSettings(GenerationSettings):
+    """Settings of the edits function: the generation settings plus its input limits."""
+
+    max_input_image_bytes: Annotated[int, Field(gt=0, le=MAX_INPUT_IMAGE_BYTES)] = MAX_INPUT_IMAGE_BYTES
+    max_request_bytes: Annotated[
+        int, Field(gt=0, le=6 * 1024 * 1024, description="Largest multipart body taken inline.")
+    ] = MAX_INLINE_REQUEST_BYTES
+
+
+class UploadSettings(_Settings):
+    """Settings of the uploads function (presigned S3 POSTs for large edit inputs)."""
+
+    images_bucket: Annotated[str, Field(min_length=3)]
+    s3_endpoint_url: HttpUrl | None = None
+    upload_expiry_seconds: Annotated[int, Field(ge=60, le=3600, description="Lifetime of an upload's POST.")] = 900
+    max_input_image_bytes: Annotated[int, Field(gt=0, le=MAX_INPUT_IMAGE_BYTES)] = MAX_INPUT_IMAGE_BYTES
+
+
 class AuthorizerSettings(_Settings):
     """Settings of the bearer-key authorizer."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +81,10 @@ class ImageStore:
     def bucket(self) -> str:
         return self._bucket
 
+    @property
+    def s3(self) -> S3Client:
+        return self._s3
+
     def save(
         self,
         images: Sequence[ImageToStore],
@@ -133,3 +139,97 @@ class ImageStore:
 
 def _ascii(value: str) -> str:
     return str(value).encode("ascii", "replace").decode("ascii")[:_MAX_METADATA_VALUE]
+
+
+class UploadNotFound(Exception):
+    """No upload with that id under the caller's prefix (whether it exists elsewhere is not said)."""
+
+
+class UploadTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class UploadTicket:
+    upload_id: str
+    url: str
+    fields: dict[str, str]
+    expires_at: int
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    upload_id: str
+    data: bytes
+    content_type: str
+    filename: str
+
+
+def new_upload_id() -> str:
+    return "upl_" + secrets.token_hex(16)
+
+
+def owner_prefix(key_id: str) -> str:
+    """The caller's folder: a hash of the key id, so no id can reach outside it or name another caller's."""
+    return "uploads/" + hashlib.sha256(key_id.encode("utf-8")).hexdigest()[:32] + "/"
+
+
+def _safe_filename(name: str | None, upload_id: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", (name or "").strip())[:100].strip("._")
+    return cleaned or upload_id
+
+
+class UploadStore:
+    """Large edit inputs: the caller POSTs them straight to S3, then names them by upload id."""
+
+    def __init__(self, s3: S3Client, bucket: str, expiry_seconds: int = 900) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+        self._expiry = expiry_seconds
+
+    def presign(
+        self, key_id: str, *, content_type: str, max_bytes: int, filename: str | None, purpose: str
+    ) -> UploadTicket:
+        upload_id = new_upload_id()
+        key = owner_prefix(key_id) + upload_id
+        meta = {"x-amz-meta-filename": _safe_filename(filename, upload_id), "x-amz-meta-purpose": purpose}
+        fields = {"Content-Type": content_type, **meta}
+        conditions: list[Any] = [
+            {"Content-Type": content_type},
+            ["content-length-range", 1, max_bytes],
+            *({name: value} for name, value in meta.items()),
+        ]
+        post = self._s3.generate_presigned_post(
+            Bucket=self._bucket, Key=key, Fields=fields, Conditions=conditions, ExpiresIn=self._expiry
+        )
+        return UploadTicket(
+            upload_id=upload_id,
+            url=post["url"],
+            fields={k: str(v) for k, v in post["fields"].items()},
+            expires_at=int(datetime.now(UTC).timestamp()) + self._expiry,
+            max_bytes=max_bytes,
+        )
+
+    def read(self, key_id: str, upload_id: str, *, max_bytes: int) -> UploadedFile:
+        key = owner_prefix(key_id) + upload_id
+        try:
+            head = self._s3.head_object(Bucket=self._bucket, Key=key)
+            if head["ContentLength"] > max_bytes:
+                raise UploadTooLarge(upload_id)
+            obj = self._s3.get_object(Bucket=self._bucket, Key=key)
+            data = obj["Body"].read()
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied"):
+                raise UploadNotFound(upload_id) from None
+            raise StorageError(f"get {key} failed: {code}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
+        metadata = obj.get("Metadata") or {}
+        return UploadedFile(
+            upload_id=upload_id,
+            data=data,
+            content_type=str(obj.get("ContentType") or "application/octet-stream"),
+            filename=_safe_filename(metadata.get("filename"), upload_id),
+        )

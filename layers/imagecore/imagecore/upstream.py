@@ -130,21 +130,43 @@ class UpstreamClient:
         self, body: dict[str, Any], *, timeout: float, deadline: Deadline, trace: CallTrace | None = None
     ) -> UpstreamResult:
         """POST /images/generations; returns the decoded images or raises an ``ImageServiceError``."""
-        return self._call("/images/generations", body, timeout=timeout, deadline=deadline, trace=trace or CallTrace())
+        return self._call(
+            "/images/generations", {"json": body}, timeout=timeout, deadline=deadline, trace=trace or CallTrace()
+        )
+
+    def edit(
+        self,
+        fields: dict[str, Any],
+        files: list[tuple[str, tuple[str, bytes, str]]],
+        *,
+        timeout: float,
+        deadline: Deadline,
+        trace: CallTrace | None = None,
+    ) -> UpstreamResult:
+        """POST /images/edits as multipart: ``files`` are ``(part name, (filename, bytes, content type))``.
+        Every attempt sends the whole body again."""
+        data = {name: _form_value(value) for name, value in fields.items()}
+        return self._call(
+            "/images/edits",
+            {"data": data, "files": files},
+            timeout=timeout,
+            deadline=deadline,
+            trace=trace or CallTrace(),
+        )
 
     def _call(
-        self, path: str, json_body: dict[str, Any], *, timeout: float, deadline: Deadline, trace: CallTrace
+        self, path: str, content: dict[str, Any], *, timeout: float, deadline: Deadline, trace: CallTrace
     ) -> UpstreamResult:
         started = deadline.clock()
         try:
-            return self._attempts(path, json_body, timeout=timeout, deadline=deadline, trace=trace)
+            return self._attempts(path, content, timeout=timeout, deadline=deadline, trace=trace)
         finally:
             # Decoding what came back is our work, not the upstream's: it is not in this figure.
             ended = trace.last_byte_at if trace.last_byte_at is not None else deadline.clock()
             trace.latency_ms = round((ended - started) * 1000, 1)
 
     def _attempts(
-        self, path: str, json_body: dict[str, Any], *, timeout: float, deadline: Deadline, trace: CallTrace
+        self, path: str, content: dict[str, Any], *, timeout: float, deadline: Deadline, trace: CallTrace
     ) -> UpstreamResult:
         last: _Attempt | None = None
         while trace.attempts < self._retry.max_attempts:
@@ -153,7 +175,7 @@ class UpstreamClient:
                 raise self._out_of_time(last)
             trace.attempts += 1
             trace.last_byte_at = None
-            outcome = self._attempt(path, json_body, attempt_deadline, trace)
+            outcome = self._attempt(path, content, attempt_deadline, trace)
             if isinstance(outcome, UpstreamResult):
                 return outcome
             last = outcome
@@ -176,7 +198,7 @@ class UpstreamClient:
         return UpstreamTimeout("The image service ran out of time waiting for the upstream image API.")
 
     def _attempt(
-        self, path: str, json_body: dict[str, Any], attempt_deadline: Deadline, trace: CallTrace
+        self, path: str, content: dict[str, Any], attempt_deadline: Deadline, trace: CallTrace
     ) -> UpstreamResult | _Attempt:
         budget = attempt_deadline.remaining()
         headers = {
@@ -187,7 +209,7 @@ class UpstreamClient:
             with self._http.stream(
                 "POST",
                 self._base_url + path,
-                json=json_body,
+                **content,
                 headers=headers,
                 timeout=httpx.Timeout(budget, connect=min(10.0, budget)),
             ) as response:
@@ -304,6 +326,12 @@ class UpstreamClient:
 
 class _BudgetSpent(Exception):
     pass
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _json_object(text: bytes) -> dict[str, Any] | None:

@@ -1,0 +1,104 @@
+"""POST /v1/images/edits: reference images (multipart, or uploads named in JSON) checked for real, forwarded
+intact to the upstream's edits, results stored in S3 and answered as presigned URLs."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagecore.api import (
+    JSON,
+    MULTIPART,
+    body_bytes,
+    caller_of,
+    content_type_of,
+    create_resolver,
+    request_deadline,
+    serve,
+)
+from imagecore.edits import EditInput, edit_from_multipart, edit_from_uploads
+from imagecore.errors import PayloadTooLarge
+from imagecore.models import ErrorResponse, GenerationResponse
+from imagecore.observability import current_record, logger, metrics, tracer
+from imagecore.service import ImageService
+from imagecore.settings import EditSettings
+from imagecore.storage import UploadStore
+
+app = create_resolver()
+
+_ERROR = {"application/json": {"model": ErrorResponse}}
+
+
+@cache
+def image_service() -> ImageService:
+    """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
+    return ImageService.from_settings(EditSettings())
+
+
+@cache
+def upload_store() -> UploadStore:
+    service = image_service()
+    return UploadStore(service.store.s3, service.settings.images_bucket)
+
+
+def read_edit(event: dict[str, Any], key_id: str, service: ImageService, uploads: UploadStore) -> EditInput:
+    settings: EditSettings = service.settings  # type: ignore[assignment]
+    if content_type_of(event).lower().startswith(JSON):
+        return edit_from_uploads(
+            event.get("body") or "",
+            lambda upload_id: uploads.read(key_id, upload_id, max_bytes=settings.max_input_image_bytes),
+            max_image_bytes=settings.max_input_image_bytes,
+        )
+    body = body_bytes(event)
+    if len(body) > settings.max_request_bytes:
+        raise PayloadTooLarge(
+            f"The request body is {len(body) / 1_000_000:.1f} MB; API Gateway and Lambda take about "
+            f"{settings.max_request_bytes / 1_000_000:.1f} MB of multipart. Upload each image with POST /v1/uploads "
+            'and send {"images": [{"upload_id": ...}], "prompt": ...} as JSON to /v1/images/edits instead.',
+        )
+    return edit_from_multipart(body, content_type_of(event), max_image_bytes=settings.max_input_image_bytes)
+
+
+@app.post(
+    "/v1/images/edits",
+    summary="Edit or combine images",
+    description=(
+        "multipart/form-data: prompt and the generation parameters as fields, 1 to 16 reference images as image, "
+        "image[] or image[N], an optional mask. Or application/json naming images uploaded through /v1/uploads."
+    ),
+    responses={
+        200: {"description": "The edited images, as presigned S3 URLs (or inline base64 when asked)."},
+        400: {"description": "Invalid request or images, or refused by the upstream's policy", "content": _ERROR},
+        404: {"description": "An upload id this key does not own", "content": _ERROR},
+        413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": _ERROR},
+        415: {"description": "Neither multipart/form-data nor application/json", "content": _ERROR},
+        502: {"description": "The upstream failed", "content": _ERROR},
+        504: {"description": "The upstream did not answer in time", "content": _ERROR},
+    },
+)
+def edit_images(
+    service: Annotated[ImageService, Depends(image_service)],
+    uploads: Annotated[UploadStore, Depends(upload_store)],
+) -> GenerationResponse:
+    event = app.current_event.raw_event
+    record = current_record()
+    caller = caller_of(event)
+    edit = read_edit(event, caller.key_id, service, uploads)
+    deadline = request_deadline(
+        event,
+        app.lambda_context,
+        integration_timeout_ms=service.settings.integration_timeout_ms,
+        margin_seconds=service.settings.storage_margin_seconds,
+    )
+    return service.edit(edit, deadline, record)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return serve(app, event, context, operation="edits", accepted_content_types=(MULTIPART, JSON))
