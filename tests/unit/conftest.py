@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import socket
-from dataclasses import dataclass
 
 import pytest
 from PIL import Image
@@ -24,25 +23,6 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(None, address))  # type: ignore[arg-type]
-
-
-@dataclass
-class FakeLambdaContext:
-    """What Powertools' ``inject_lambda_context`` and our handlers read from a Lambda context."""
-
-    function_name: str = "image-service-test"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:image-service-test"
-    aws_request_id: str = "11111111-2222-3333-4444-555555555555"
-    remaining_ms: int = 330_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
-
-
-@pytest.fixture
-def lambda_context() -> FakeLambdaContext:
-    return FakeLambdaContext()
 
 
 def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (64, 48), mode: str = "RGB") -> bytes:
