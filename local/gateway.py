@@ -97,7 +97,9 @@ class ApiDefinition:
 
 
 def _path_pattern(path: str) -> re.Pattern[str]:
-    regex = re.sub(r"\\\{(\w+)\\\+?\\\}", r"(?P<\1>[^/]+)", re.escape(path))
+    """``/v1/images/tasks/{task_id}`` -> a regex with a named group per path parameter."""
+    parts = re.split(r"\{(\w+)\+?\}", path)
+    regex = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts))
     return re.compile(regex)
 
 
@@ -268,6 +270,11 @@ class LocalApiGateway:
         for name, value in request.headers.items():
             headers[name] = value
             multi_headers.setdefault(name, []).append(value)
+        # API Gateway adds these; the functions build absolute URLs (a task's poll_url) from them.
+        for name, value in (("X-Forwarded-Proto", request.scheme), ("X-Forwarded-For", request.remote_addr or "")):
+            if name not in headers:
+                headers[name] = value
+                multi_headers[name] = [value]
         content_type = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         binary = content_type in self.api.binary_media_types
         query = {k: v for k, v in request.args.items()}
@@ -288,7 +295,8 @@ class LocalApiGateway:
                 "httpMethod": request.method,
                 "extendedRequestId": secrets.token_urlsafe(12),
                 "requestTime": datetime.fromtimestamp(started_ms / 1000, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
-                "path": f"/{STAGE}{request.path}",
+                # Locally the stage is not part of the URL, so the full path is the request's own.
+                "path": request.path,
                 "accountId": ACCOUNT_ID,
                 "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
                 "stage": STAGE,

@@ -1,7 +1,8 @@
 """The embedded local stack: ``make run``.
 
-- an embedded moto server (S3 today; one endpoint for every AWS service the functions use) on
-  ``127.0.0.1:${AWS_PORT:-4566}``, so presigned URLs download with any HTTP client;
+- an embedded moto server on ``127.0.0.1:${AWS_PORT:-4566}``, one endpoint for every AWS service the functions
+  use (S3, so presigned URLs download with any HTTP client; DynamoDB; SQS; EventBridge), with the template's
+  resources made on it, and a poller that feeds the worker from the jobs queue like Lambda's event source;
 - the upstream simulator on a free port, unless ``UPSTREAM_BASE_URL`` (+ ``UPSTREAM_API_KEY``) names a real one;
 - the API on ``http://127.0.0.1:${PORT:-3000}/v1``: API Gateway emulation in front of the real handlers,
   authorizer included, with the routes and limits of template.yaml.
@@ -21,12 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 from werkzeug.serving import BaseWSGIServer, make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_REGION = "us-east-1"
-LOCAL_BUCKET = "image-service-local"
 
 
 @dataclass
@@ -85,6 +84,8 @@ class LocalStack:
         self.keys = config.api_keys or [f"isk-local-{secrets.token_urlsafe(18)}"]
         self.generated_key = not config.api_keys
         self.simulator: Any = None
+        self.resources: Any = None
+        self._poller: Any = None
         self._moto: Any = None
         self._servers: list[_Serving] = []
         self.api_url = ""
@@ -99,7 +100,11 @@ class LocalStack:
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.aws_url = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=self.aws_url, region_name=LOCAL_REGION).create_bucket(Bucket=LOCAL_BUCKET)
+        from local.gateway import load_template
+        from local.resources import create_resources
+
+        template = load_template(ROOT / "template.yaml")
+        self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
 
         upstream_key = self.config.upstream_api_key
         if self.config.upstream_base_url:
@@ -130,9 +135,28 @@ class LocalStack:
         api = _Serving(make_server(self.config.host, self.config.port, gateway, threaded=True))
         self._servers.append(api)
         self.api_url = api.url + "/v1"
+        self._start_worker(template)
         return self
 
+    def _start_worker(self, template: dict[str, Any]) -> None:
+        from local.gateway import load_handler
+        from local.poller import JobPoller
+
+        worker = template["Resources"]["WorkerFunction"]["Properties"]
+        jobs = worker["Events"]["Jobs"]["Properties"]
+        self._poller = JobPoller(
+            endpoint=self.aws_url,
+            region=LOCAL_REGION,
+            queue_url=self.resources.jobs_queue_url,
+            handler=load_handler(ROOT, worker["CodeUri"], worker["Handler"]),
+            function_timeout_s=float(worker["Timeout"]),
+            batch_size=int(jobs.get("BatchSize", 1)),
+        ).start()
+
     def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
         for serving in reversed(self._servers):
             serving.stop()
         self._servers.clear()
@@ -165,8 +189,15 @@ class LocalStack:
                 "POWERTOOLS_METRICS_NAMESPACE": "ImageService",
                 "POWERTOOLS_TRACE_DISABLED": "true",
                 "POWERTOOLS_LOG_LEVEL": self.config.log_level,
-                "IMAGES_BUCKET": LOCAL_BUCKET,
+                "IMAGES_BUCKET": self.resources.bucket,
                 "S3_ENDPOINT_URL": self.aws_url,
+                # Every other AWS client (DynamoDB, SQS, EventBridge) talks to the embedded moto server too.
+                "AWS_ENDPOINT_URL": self.aws_url,
+                "TASKS_TABLE": self.resources.tasks_table,
+                "IDEMPOTENCY_TABLE": self.resources.idempotency_table,
+                "JOBS_QUEUE_URL": self.resources.jobs_queue_url,
+                "DEAD_LETTER_QUEUE_URL": self.resources.dead_letter_queue_url,
+                "EVENT_BUS_NAME": self.resources.event_bus_name,
                 "UPSTREAM_BASE_URL": self.upstream_url,
                 "UPSTREAM_API_KEY": upstream_key,
                 "INTEGRATION_TIMEOUT_MS": str(self.config.integration_timeout_ms),
@@ -195,7 +226,12 @@ def main() -> None:
     lines = [
         "image service (local stack)",
         f"  API          {stack.api_url}   (GET {stack.api_url}/health)",
-        f"  AWS (moto)   {stack.aws_url}   bucket {LOCAL_BUCKET}",
+        f"  AWS (moto)   {stack.aws_url}   (S3, DynamoDB, SQS, EventBridge: --endpoint-url {stack.aws_url})",
+        f"  bucket       {stack.resources.bucket}",
+        f"  event bus    {stack.resources.event_bus_name}   (put ImageGenerationRequested events here)",
+        f"  jobs queue   {stack.resources.jobs_queue_url}",
+        f"  completions  {stack.resources.completions_queue_url}   (ImageGeneration* events, copied)",
+        f"  dead letters {stack.resources.dead_letter_queue_url}",
         f"  upstream     {upstream}",
         f"  API key      {shown}",
         "",

@@ -390,7 +390,7 @@ def _scenario(job: dict[str, Any]) -> dict[str, Any]:
     from functions.generations import app as function
     from imagecore.observability import REQUEST_LOG_MESSAGE, logger
 
-    service = function.generation_service()
+    service = function.runtime().service
     cold_start_ms = (time.perf_counter() - started) * 1000
     rss_base = _maxrss_mib()
 

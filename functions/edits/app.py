@@ -1,5 +1,6 @@
-"""POST /v1/images/edits: reference images (multipart, or uploads named in JSON) checked for real, forwarded
-intact to the upstream's edits, results stored in S3 and answered as presigned URLs."""
+"""POST /v1/images/edits (answered when the images are ready) and POST /v1/images/edits/async (a task to
+poll): reference images (multipart, or uploads named in JSON) checked for real, forwarded intact to the
+upstream's edits, results stored in S3 and answered as presigned URLs."""
 
 from __future__ import annotations
 
@@ -20,33 +21,40 @@ from imagecore.api import (
     request_deadline,
     serve,
 )
-from imagecore.edits import EditInput, edit_from_multipart, edit_from_uploads
+from imagecore.edits import EditInput, edit_fingerprint, edit_from_multipart, edit_from_uploads
 from imagecore.errors import PayloadTooLarge
-from imagecore.models import ErrorResponse, GenerationResponse
+from imagecore.models import ErrorResponse, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.service import ImageService
+from imagecore.runtime import ImageRuntime, task_folder
+from imagecore.service import describe_request
 from imagecore.settings import EditSettings
 from imagecore.storage import UploadStore
+from imagecore.tasks import new_task_id
 
 app = create_resolver()
 
 _ERROR = {"application/json": {"model": ErrorResponse}}
+_EDIT_ERRORS = {
+    400: {"description": "Invalid request or images, or refused by the upstream's policy", "content": _ERROR},
+    404: {"description": "An upload id this key does not own", "content": _ERROR},
+    413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": _ERROR},
+    415: {"description": "Neither multipart/form-data nor application/json", "content": _ERROR},
+}
 
 
 @cache
-def image_service() -> ImageService:
+def runtime() -> ImageRuntime:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return ImageService.from_settings(EditSettings())
+    return ImageRuntime.from_settings(EditSettings())
 
 
 @cache
 def upload_store() -> UploadStore:
-    service = image_service()
+    service = runtime().service
     return UploadStore(service.store.s3, service.settings.images_bucket)
 
 
-def read_edit(event: dict[str, Any], key_id: str, service: ImageService, uploads: UploadStore) -> EditInput:
-    settings: EditSettings = service.settings  # type: ignore[assignment]
+def read_edit(event: dict[str, Any], key_id: str, settings: EditSettings, uploads: UploadStore) -> EditInput:
     if content_type_of(event).lower().startswith(JSON):
         return edit_from_uploads(
             event.get("body") or "",
@@ -72,29 +80,69 @@ def read_edit(event: dict[str, Any], key_id: str, service: ImageService, uploads
     ),
     responses={
         200: {"description": "The edited images, as presigned S3 URLs (or inline base64 when asked)."},
-        400: {"description": "Invalid request or images, or refused by the upstream's policy", "content": _ERROR},
-        404: {"description": "An upload id this key does not own", "content": _ERROR},
-        413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": _ERROR},
-        415: {"description": "Neither multipart/form-data nor application/json", "content": _ERROR},
+        **_EDIT_ERRORS,
         502: {"description": "The upstream failed", "content": _ERROR},
         504: {"description": "The upstream did not answer in time", "content": _ERROR},
     },
 )
 def edit_images(
-    service: Annotated[ImageService, Depends(image_service)],
+    runtime: Annotated[ImageRuntime, Depends(runtime)],
     uploads: Annotated[UploadStore, Depends(upload_store)],
 ) -> GenerationResponse:
-    event = app.current_event.raw_event
-    record = current_record()
-    caller = caller_of(event)
-    edit = read_edit(event, caller.key_id, service, uploads)
+    event, context = app.current_event.raw_event, app.lambda_context
+    service = runtime.service
+    edit = read_edit(event, caller_of(event).key_id, service.settings, uploads)  # type: ignore[arg-type]
     deadline = request_deadline(
         event,
-        app.lambda_context,
+        context,
         integration_timeout_ms=service.settings.integration_timeout_ms,
         margin_seconds=service.settings.storage_margin_seconds,
     )
-    return service.edit(edit, deadline, record)
+    delivery = runtime.deliver(
+        event,
+        context,
+        scope="edits",
+        payload=edit_fingerprint(edit),
+        produce=lambda: service.edit(edit, deadline, current_record()),
+    )
+    return service.respond(delivery, edit.parameters.response_format)
+
+
+@app.post(
+    "/v1/images/edits/async",
+    summary="Edit or combine images, as a task to poll",
+    description="The same bodies as /v1/images/edits; the inputs are checked now and kept for the task.",
+    responses={
+        202: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
+        **_EDIT_ERRORS,
+    },
+)
+def edit_images_async(
+    runtime: Annotated[ImageRuntime, Depends(runtime)],
+    uploads: Annotated[UploadStore, Depends(upload_store)],
+):  # a Response: status and headers of its own
+    event, context = app.current_event.raw_event, app.lambda_context
+    owner = caller_of(event).key_id
+    service = runtime.service
+    edit = read_edit(event, owner, service.settings, uploads)  # type: ignore[arg-type]
+    record = current_record()
+    record.operation = "edits.async"
+    describe_request(record, edit.parameters, include_prompt=service.settings.log_prompts)
+    record.images_in = len(edit.images)
+    task_id = new_task_id()
+
+    def make_task(submitter: Any) -> Any:
+        inputs = uploads.keep_inputs(owner, task_id, edit.files())
+        return submitter.submit(
+            task_id=task_id,
+            owner=owner,
+            kind="edit",
+            request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask"}),
+            folder=task_folder(task_id),
+            inputs=inputs,
+        )
+
+    return runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -1,4 +1,5 @@
-"""POST /v1/images/generations: validate, generate upstream, store in S3, answer presigned URLs."""
+"""POST /v1/images/generations (answered when the images are ready) and POST /v1/images/generations/async
+(a task to poll): validate, generate upstream, store in S3, answer presigned URLs."""
 
 from __future__ import annotations
 
@@ -11,18 +12,22 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.api import caller_of, create_resolver, request_deadline, serve
-from imagecore.models import ErrorResponse, GenerationRequest, GenerationResponse
+from imagecore.models import ErrorResponse, GenerationRequest, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.service import ImageService
+from imagecore.runtime import ImageRuntime, task_folder
+from imagecore.service import describe_request
 from imagecore.settings import GenerationSettings
+from imagecore.tasks import new_task_id
 
 app = create_resolver()
 
+_ERROR = {"application/json": {"model": ErrorResponse}}
+
 
 @cache
-def generation_service() -> ImageService:
+def runtime() -> ImageRuntime:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return ImageService.from_settings(GenerationSettings())
+    return ImageRuntime.from_settings(GenerationSettings())
 
 
 @app.post(
@@ -30,31 +35,67 @@ def generation_service() -> ImageService:
     summary="Create images from a prompt",
     responses={
         200: {"description": "The images, as presigned S3 URLs (or inline base64 when asked)."},
-        400: {
-            "description": "Invalid request or refused by the upstream's policy",
-            "content": {"application/json": {"model": ErrorResponse}},
-        },
-        502: {"description": "The upstream failed", "content": {"application/json": {"model": ErrorResponse}}},
-        504: {
-            "description": "The upstream did not answer in time",
-            "content": {"application/json": {"model": ErrorResponse}},
-        },
+        400: {"description": "Invalid request or refused by the upstream's policy", "content": _ERROR},
+        409: {"description": "The same Idempotency-Key is still running", "content": _ERROR},
+        422: {"description": "The Idempotency-Key was used with another request", "content": _ERROR},
+        502: {"description": "The upstream failed", "content": _ERROR},
+        504: {"description": "The upstream did not answer in time", "content": _ERROR},
     },
 )
 def create_images(
     request: Annotated[GenerationRequest, Body()],
-    service: Annotated[ImageService, Depends(generation_service)],
+    runtime: Annotated[ImageRuntime, Depends(runtime)],
 ) -> GenerationResponse:
-    event = app.current_event.raw_event
-    record = current_record()
-    record.api_key_id = caller_of(event).key_id
+    event, context = app.current_event.raw_event, app.lambda_context
+    caller_of(event)
+    service = runtime.service
     deadline = request_deadline(
         event,
-        app.lambda_context,
+        context,
         integration_timeout_ms=service.settings.integration_timeout_ms,
         margin_seconds=service.settings.storage_margin_seconds,
     )
-    return service.generate(request, deadline, record)
+    delivery = runtime.deliver(
+        event,
+        context,
+        scope="generations",
+        payload=request.model_dump(),
+        produce=lambda: service.generate(request, deadline, current_record()),
+    )
+    return service.respond(delivery, request.response_format)
+
+
+@app.post(
+    "/v1/images/generations/async",
+    summary="Create images from a prompt, as a task to poll",
+    responses={
+        202: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
+        400: {"description": "Invalid request (no task is made)", "content": _ERROR},
+    },
+)
+def create_images_async(
+    request: Annotated[GenerationRequest, Body()],
+    runtime: Annotated[ImageRuntime, Depends(runtime)],
+):  # a Response: status and headers of its own
+    event, context = app.current_event.raw_event, app.lambda_context
+    owner = caller_of(event).key_id
+    record = current_record()
+    record.operation = "generations.async"
+    describe_request(record, request, include_prompt=runtime.service.settings.log_prompts)
+    task_id = new_task_id()
+    return runtime.submit(
+        event,
+        context,
+        scope="generations/async",
+        payload=request.model_dump(),
+        make_task=lambda submitter: submitter.submit(
+            task_id=task_id,
+            owner=owner,
+            kind="generation",
+            request=request.model_dump(exclude_none=True),
+            folder=task_folder(task_id),
+        ),
+    )
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -11,6 +11,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.api import caller_of, create_resolver, serve
+from imagecore.idempotency import Idempotency, idempotency_key
 from imagecore.models import ErrorResponse, UploadRequest, UploadResponse
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.settings import UploadSettings
@@ -22,6 +23,12 @@ app = create_resolver()
 @cache
 def settings() -> UploadSettings:
     return UploadSettings()
+
+
+@cache
+def idempotency() -> Idempotency | None:
+    config = settings()
+    return Idempotency(config.idempotency_table, region=config.aws_region) if config.idempotency_table else None
 
 
 @cache
@@ -44,24 +51,38 @@ def create_upload(
     request: Annotated[UploadRequest, Body()],
     store: Annotated[UploadStore, Depends(upload_store)],
 ) -> UploadResponse:
-    caller = caller_of(app.current_event.raw_event)
-    max_bytes = min(request.bytes, settings().max_input_image_bytes)
-    ticket = store.presign(
-        caller.key_id,
-        content_type=request.content_type,
-        max_bytes=max_bytes,
-        filename=request.filename,
-        purpose=request.purpose,
-    )
-    record = current_record()
-    record.input_bytes = request.bytes
-    return UploadResponse(
-        id=ticket.upload_id,
-        url=ticket.url,
-        fields=ticket.fields,
-        expires_at=ticket.expires_at,
-        max_bytes=ticket.max_bytes,
-        content_type=request.content_type,
+    event = app.current_event.raw_event
+    caller = caller_of(event)
+    current_record().input_bytes = request.bytes
+
+    def presign() -> UploadResponse:
+        ticket = store.presign(
+            caller.key_id,
+            content_type=request.content_type,
+            max_bytes=min(request.bytes, settings().max_input_image_bytes),
+            filename=request.filename,
+            purpose=request.purpose,
+        )
+        return UploadResponse(
+            id=ticket.upload_id,
+            url=ticket.url,
+            fields=ticket.fields,
+            expires_at=ticket.expires_at,
+            max_bytes=ticket.max_bytes,
+            content_type=request.content_type,
+        )
+
+    guard = idempotency()
+    if guard is None:
+        return presign()
+    return guard.once(
+        key=idempotency_key(event),
+        scope=f"{caller.key_id}#uploads",
+        payload=request.model_dump(),
+        context=app.lambda_context,
+        produce=presign,
+        encode=lambda answer: answer.model_dump(),
+        decode=UploadResponse.model_validate,
     )
 
 

@@ -47,11 +47,11 @@ def configure(monkeypatch: pytest.MonkeyPatch, simulator: Any, aws: Any):
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("S3_ENDPOINT_URL", raising=False)
         monkeypatch.delenv("UPSTREAM_API_KEY_SECRET_ID", raising=False)
-        generations.generation_service.cache_clear()
+        generations.runtime.cache_clear()
         return generations
 
     yield apply
-    generations.generation_service.cache_clear()
+    generations.runtime.cache_clear()
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def configure_edits(monkeypatch: pytest.MonkeyPatch, simulator: Any, aws: Any) -
     from functions.uploads import app as uploads
 
     def clear() -> None:
-        edits.image_service.cache_clear()
+        edits.runtime.cache_clear()
         edits.upload_store.cache_clear()
         uploads.settings.cache_clear()
         uploads.upload_store.cache_clear()

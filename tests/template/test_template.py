@@ -1,6 +1,6 @@
 """template.yaml, checked offline: cfn-lint, `sam validate --lint`, the SAM transform (routes, timeouts,
-authorizer, gateway responses, IAM, bucket), the environment each function gets against its settings model,
-and the layer's requirements.txt against uv.lock.
+authorizer, gateway responses, IAM, bucket, the async side: tables, jobs queue, worker, event bus and rule), the
+environment each function gets against its settings model, and the layer's requirements.txt against uv.lock.
 
 Nothing here needs AWS credentials or the network.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import inspect
 import json
 import os
 import re
@@ -18,23 +19,31 @@ import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
 from imagecore.auth import Keyring
 from imagecore.edits import MAX_IMAGES
+from imagecore.idempotency import Idempotency
 from imagecore.models import EditUploadRequest, UploadRef
+from imagecore.runtime import task_folder
 from imagecore.settings import (
     MAX_INLINE_REQUEST_BYTES,
     AuthorizerSettings,
     EditSettings,
     GenerationSettings,
+    TaskReadSettings,
     UploadSettings,
+    WorkerSettings,
 )
-from imagecore.storage import image_key, owner_prefix
+from imagecore.storage import UploadStore, image_key, owner_prefix
+from imagecore.tasks import TASK_TTL_SECONDS, Task
+from imagecore.worker import REQUESTED, GenerationJob, parse_job
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -47,22 +56,36 @@ REF_VALUES = {
     "ImagesBucket": "image-service-imagesbucket-1a2b3c4d5e6f",
     "UpstreamApiKeySecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:UpstreamApiKeySecret-AbCdEf",
     "ApiKeysSecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ApiKeysSecret-GhIjKl",
+    "TasksTable": "image-service-TasksTable-1A2B3C4D5E6F",
+    "IdempotencyTable": "image-service-IdempotencyTable-6F5E4D3C2B1A",
+    "JobsQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/image-service-JobsQueue-AbCdEfGhIjKl",
+    "JobsDeadLetterQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/image-service-JobsDeadLetterQueue-MnOp",
+    "ImageEventsBus": "image-service-images",
 }
 
 GENERATIONS_ROUTE = ("POST", "/v1/images/generations")
 EDITS_ROUTE = ("POST", "/v1/images/edits")
+GENERATIONS_ASYNC_ROUTE = ("POST", "/v1/images/generations/async")
+EDITS_ASYNC_ROUTE = ("POST", "/v1/images/edits/async")
+TASK_ROUTE = ("GET", "/v1/images/tasks/{task_id}")
 UPLOADS_ROUTE = ("POST", "/v1/uploads")
 HEALTH_ROUTE = ("GET", "/v1/health")
 PUBLIC_ROUTES = (HEALTH_ROUTE, ("GET", "/v1/openapi.json"), ("GET", "/v1/docs"))
+PATH_PARAMETER = re.compile(r"\{(\w+)\}")  # {task_id}
 # The routes behind the bearer-key authorizer, and the function each one reaches.
 AUTHORIZED_ROUTES = {
     GENERATIONS_ROUTE: "GenerationsFunction",
     EDITS_ROUTE: "EditsFunction",
+    GENERATIONS_ASYNC_ROUTE: "GenerationsFunction",
+    EDITS_ASYNC_ROUTE: "EditsFunction",
+    TASK_ROUTE: "TasksFunction",
     UPLOADS_ROUTE: "UploadsFunction",
 }
 # The routes that call the upstream: their integration timeout is IntegrationTimeoutMs, and their function
 # outlives the upstream budget.
 IMAGE_ROUTES = {GENERATIONS_ROUTE: "GenerationsFunction", EDITS_ROUTE: "EditsFunction"}
+# The routes that answer at once (submit a task, read one, presign an upload): API Gateway's default timeout.
+QUICK_ROUTES = sorted(set(AUTHORIZED_ROUTES) - set(IMAGE_ROUTES))
 UPSTREAM_BUDGET_SECONDS = 300  # the longest upstream call (sizes over 2560x1440)
 API_GATEWAY_DEFAULT_TIMEOUT_MS = 29000  # a route without TimeoutInMillis
 
@@ -71,6 +94,8 @@ SETTINGS_OF = {
     "GenerationsFunction": GenerationSettings,
     "EditsFunction": EditSettings,
     "UploadsFunction": UploadSettings,
+    "TasksFunction": TaskReadSettings,
+    "WorkerFunction": WorkerSettings,
     "AuthorizerFunction": AuthorizerSettings,
     "HealthFunction": None,
 }
@@ -80,17 +105,87 @@ IMAGES_OBJECTS = "${ImagesBucket.Arn}/images/*"
 UPLOADS_OBJECTS = "${ImagesBucket.Arn}/uploads/*"
 S3_GRANTS = {
     "GenerationsFunction": {("s3:GetObject", IMAGES_OBJECTS), ("s3:PutObject", IMAGES_OBJECTS)},
-    # writes and presigns its results under images/, reads the caller's uploaded inputs
+    # writes and presigns its results under images/, reads the caller's uploaded inputs and keeps an async
+    # task's checked inputs under the caller's uploads/ folder for the worker
     "EditsFunction": {
         ("s3:GetObject", IMAGES_OBJECTS),
         ("s3:PutObject", IMAGES_OBJECTS),
         ("s3:GetObject", UPLOADS_OBJECTS),
+        ("s3:PutObject", UPLOADS_OBJECTS),
     },
     # a presigned POST carries the role's right to write, and only that
     "UploadsFunction": {("s3:PutObject", UPLOADS_OBJECTS)},
+    # presigns a completed task's images, nothing else
+    "TasksFunction": {("s3:GetObject", IMAGES_OBJECTS)},
+    # stores (and finds again, on a redelivery) its images under images/, reads an edit task's kept inputs
+    "WorkerFunction": {
+        ("s3:GetObject", IMAGES_OBJECTS),
+        ("s3:PutObject", IMAGES_OBJECTS),
+        ("s3:GetObject", UPLOADS_OBJECTS),
+    },
     "AuthorizerFunction": set(),
     "HealthFunction": set(),
 }
+# s3:ListBucket, there only so that a missing object reads as 404 and not 403: on the bucket, and limited by an
+# s3:prefix condition to these patterns (unconditioned, it would list every caller's keys).
+LIST_PREFIXES = {
+    "GenerationsFunction": set(),
+    "EditsFunction": {"uploads/*"},  # a missing upload id is a 404 for the caller
+    "UploadsFunction": set(),
+    "TasksFunction": set(),
+    "WorkerFunction": {"images/*", "uploads/*"},  # a first run finds no result.json: a 404, not a 403
+    "AuthorizerFunction": set(),
+    "HealthFunction": set(),
+}
+LISTABLE_PREFIXES = {"images/*", "uploads/*"}
+
+# The tables, queues and bus each role may use: (action, logical id of the resource whose Arn it is on).
+TASK_SUBMISSION = {("dynamodb:PutItem", "TasksTable"), ("dynamodb:UpdateItem", "TasksTable")}
+IDEMPOTENCY_RECORDS = {
+    (f"dynamodb:{action}", "IdempotencyTable") for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")
+}
+DYNAMODB_GRANTS = {
+    "GenerationsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS,
+    "EditsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS,
+    "UploadsFunction": IDEMPOTENCY_RECORDS,
+    "TasksFunction": {("dynamodb:GetItem", "TasksTable")},  # reads; a task past its limit reads as failed
+    "WorkerFunction": {("dynamodb:GetItem", "TasksTable"), ("dynamodb:UpdateItem", "TasksTable")},
+    "AuthorizerFunction": set(),
+    "HealthFunction": set(),
+}
+SQS_GRANTS = {
+    "GenerationsFunction": {("sqs:SendMessage", "JobsQueue")},
+    "EditsFunction": {("sqs:SendMessage", "JobsQueue")},
+    "UploadsFunction": set(),
+    "TasksFunction": set(),
+    # receives through its event source mapping; sends only the jobs that can never run, with the reason
+    "WorkerFunction": {("sqs:SendMessage", "JobsDeadLetterQueue")},
+    "AuthorizerFunction": set(),
+    "HealthFunction": set(),
+}
+EVENTS_GRANTS = {
+    "GenerationsFunction": set(),
+    "EditsFunction": set(),
+    "UploadsFunction": set(),
+    "TasksFunction": set(),
+    "WorkerFunction": {("events:PutEvents", "ImageEventsBus")},  # ImageGenerationCompleted / Failed
+    "AuthorizerFunction": set(),
+    "HealthFunction": set(),
+}
+ARN_GRANTS = {"dynamodb": DYNAMODB_GRANTS, "sqs": SQS_GRANTS, "events": EVENTS_GRANTS}
+# The variable that names each table, queue and bus to a function (a Ref: name or URL), by logical id.
+RESOURCE_VARIABLES = {
+    "TASKS_TABLE": "TasksTable",
+    "IDEMPOTENCY_TABLE": "IdempotencyTable",
+    "JOBS_QUEUE_URL": "JobsQueue",
+    "DEAD_LETTER_QUEUE_URL": "JobsDeadLetterQueue",
+    "EVENT_BUS_NAME": "ImageEventsBus",
+}
+# Managed policies SAM attaches: logs and X-Ray for all; the worker's SQS event source adds the poller's rights.
+BASE_MANAGED_POLICIES = {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
+SQS_POLLER_POLICY = "AWSLambdaSQSQueueExecutionRole"
+
+LAMBDA_MAX_TIMEOUT_SECONDS = 900
 
 # cfn-lint findings we accept, and why. Anything else (error, warning or informational) fails the test.
 ACCEPTED_LINT_RULES = {
@@ -201,17 +296,76 @@ def role_statements(cfn: dict[str, Any], function: str) -> list[dict[str, Any]]:
     return [st for policy in role.get("Policies", []) for st in as_list(policy["PolicyDocument"]["Statement"])]
 
 
+def is_list_bucket(statement: dict[str, Any]) -> bool:
+    return "s3:ListBucket" in as_list(statement["Action"])
+
+
 def s3_grants(cfn: dict[str, Any], function: str) -> set[tuple[str, str]]:
-    """Every (S3 action, resource) pair a function's role is allowed; resources as their Fn::Sub strings."""
+    """Every (S3 action, resource) pair a function's role is allowed on objects; resources as their Fn::Sub
+    strings. s3:ListBucket statements are left to ``list_bucket_prefixes``."""
     grants = set()
     for statement in role_statements(cfn, function):
         assert statement["Effect"] == "Allow", statement
+        if is_list_bucket(statement):
+            continue
         assert "Condition" not in statement, statement  # would make the pairs below a loose upper bound
         actions = [str(a) for a in as_list(statement["Action"]) if str(a).startswith("s3:")]
         for action in actions:
             for resource in as_list(statement["Resource"]):
                 grants.add((action, resource if isinstance(resource, str) else sub_string(resource)))
     return grants
+
+
+def list_bucket_prefixes(cfn: dict[str, Any], function: str) -> set[str]:
+    """The s3:prefix patterns a function's role may list the bucket under. Every s3:ListBucket grant must be a
+    statement of its own, on the bucket, with exactly a StringLike condition on s3:prefix (no IfExists: a
+    request without a prefix would then list everything)."""
+    prefixes: set[str] = set()
+    for statement in role_statements(cfn, function):
+        if not is_list_bucket(statement):
+            continue
+        assert statement["Effect"] == "Allow", statement
+        assert as_list(statement["Action"]) == ["s3:ListBucket"], statement
+        assert as_list(statement["Resource"]) == [{"Fn::GetAtt": ["ImagesBucket", "Arn"]}], statement
+        assert set(statement.get("Condition", {})) == {"StringLike"}, statement
+        assert set(statement["Condition"]["StringLike"]) == {"s3:prefix"}, statement
+        prefixes.update(as_list(statement["Condition"]["StringLike"]["s3:prefix"]))
+    return prefixes
+
+
+def arn_grants(cfn: dict[str, Any], function: str, service: str) -> set[tuple[str, str]]:
+    """Every (action, resource) pair of one service a function's role is allowed, the resource as the logical
+    id whose own Arn it is (no index ARNs, no wildcards, no conditions)."""
+    grants = set()
+    for statement in role_statements(cfn, function):
+        actions = [str(a) for a in as_list(statement["Action"]) if str(a).startswith(f"{service}:")]
+        if not actions:
+            continue
+        assert statement["Effect"] == "Allow", statement
+        assert "Condition" not in statement, statement
+        for resource in as_list(statement["Resource"]):
+            assert isinstance(resource, dict) and set(resource) == {"Fn::GetAtt"}, resource
+            name, attribute = resource["Fn::GetAtt"]
+            assert attribute == "Arn", resource
+            grants.update((action, name) for action in actions)
+    return grants
+
+
+def invoked_routes(cfn: dict[str, Any], function: str) -> set[str]:
+    """The "METHOD /path" source ARNs (stage and API wildcarded away) API Gateway may invoke a function for."""
+    found = set()
+    for permission in resources_of_type(cfn, "AWS::Lambda::Permission").values():
+        props = permission["Properties"]
+        if props["FunctionName"] != {"Ref": function}:
+            continue
+        assert props["Principal"] == "apigateway.amazonaws.com", props
+        assert props["Action"] == "lambda:InvokeFunction", props
+        source = sub_string(props["SourceArn"])
+        prefix = "arn:aws:execute-api:${AWS::Region}:${AWS::AccountId}:${__ApiId__}/${__Stage__}/"
+        assert source.startswith(prefix), source
+        method, _, path = source.removeprefix(prefix).partition("/")
+        found.add(f"{method} /{path}")
+    return found
 
 
 def role_managed_policies(cfn: dict[str, Any], function: str) -> set[str]:
@@ -342,7 +496,7 @@ def test_samconfig_deploys_this_template_with_known_parameters(sam: dict[str, An
 # --- 3. the transformed template: routes, integration timeout, authorizer -------------------------------------
 
 
-def test_routes_are_exactly_generations_edits_uploads_and_the_public_ones(api_body: dict[str, Any]) -> None:
+def test_routes_are_exactly_the_image_task_upload_and_public_ones(api_body: dict[str, Any]) -> None:
     wired = {route: integration_function(op) for route, op in routes(api_body).items()}
 
     assert wired == {
@@ -371,13 +525,18 @@ def test_image_route_integration_timeout_is_the_parameter(
     assert "29000" in timeout["Description"]
 
 
-def test_uploads_route_answers_within_the_default_integration_timeout(
-    api_body: dict[str, Any], cfn: dict[str, Any]
+@pytest.mark.parametrize("route", QUICK_ROUTES, ids=" ".join)
+def test_quick_route_answers_within_the_default_integration_timeout(
+    api_body: dict[str, Any], cfn: dict[str, Any], route: tuple[str, str]
 ) -> None:
-    integration = routes(api_body)[UPLOADS_ROUTE]["x-amazon-apigateway-integration"]
-    # Presigning takes milliseconds: the route keeps API Gateway's default and needs no raised quota.
+    integration = routes(api_body)[route]["x-amazon-apigateway-integration"]
+    function = AUTHORIZED_ROUTES[route]
+
+    # Presigning, submitting or reading a task takes milliseconds: the route keeps API Gateway's default and
+    # needs no raised quota (an async route exists precisely so that the client need not wait).
     assert integration.get("timeoutInMillis", API_GATEWAY_DEFAULT_TIMEOUT_MS) <= API_GATEWAY_DEFAULT_TIMEOUT_MS
-    assert cfn["Resources"]["UploadsFunction"]["Properties"]["Timeout"] * 1000 < API_GATEWAY_DEFAULT_TIMEOUT_MS
+    if function not in IMAGE_ROUTES.values():  # the image functions also serve their synchronous route
+        assert cfn["Resources"][function]["Properties"]["Timeout"] * 1000 < API_GATEWAY_DEFAULT_TIMEOUT_MS
 
 
 @pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
@@ -416,6 +575,33 @@ def test_route_requires_the_bearer_key_authorizer(
         if p["Properties"]["FunctionName"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
     ]
     assert [p["Principal"] for p in invokers] == ["apigateway.amazonaws.com"]
+
+
+def test_task_route_takes_the_task_id_from_its_path(api_body: dict[str, Any], sam: dict[str, Any]) -> None:
+    operation = routes(api_body)[TASK_ROUTE]
+    event = sam["Resources"]["TasksFunction"]["Properties"]["Events"]["GetTask"]["Properties"]
+    resolver_source = (ROOT / "functions" / "tasks" / "app.py").read_text()
+
+    assert operation["security"] == [{"BearerKeyAuthorizer": []}]  # only the submitting key may read a task
+    assert (event["Method"].upper(), event["Path"]) == TASK_ROUTE
+    assert PATH_PARAMETER.findall(TASK_ROUTE[1]) == ["task_id"]
+    # the function's resolver names the same parameter, so the id reaches it
+    assert '"/v1/images/tasks/<task_id>"' in resolver_source
+
+
+@pytest.mark.parametrize("function", sorted(SETTINGS_OF))
+def test_api_gateway_may_invoke_a_function_for_its_own_routes_only(
+    api_body: dict[str, Any], cfn: dict[str, Any], function: str
+) -> None:
+    expected = {
+        f"{method} {PATH_PARAMETER.sub('*', path)}"  # a path parameter is a wildcard in the source ARN
+        for (method, path), op in routes(api_body).items()
+        if integration_function(op) == function
+    }
+
+    assert invoked_routes(cfn, function) == expected
+    if function in {"WorkerFunction", "AuthorizerFunction"}:
+        assert expected == set()  # the worker is fed by its queue, the authorizer invoked as one
 
 
 def test_public_routes_need_no_key(api_body: dict[str, Any]) -> None:
@@ -596,8 +782,8 @@ def test_image_functions_share_the_optional_reserved_concurrency(sam: dict[str, 
     assert parameter(sam, "GenerationsReservedConcurrency")["Default"] == 0  # unreserved unless asked
 
 
-@pytest.mark.parametrize("function", ["AuthorizerFunction", "UploadsFunction"])
-def test_authorizer_and_uploads_are_small_and_quick(cfn: dict[str, Any], function: str) -> None:
+@pytest.mark.parametrize("function", ["AuthorizerFunction", "UploadsFunction", "TasksFunction"])
+def test_authorizer_uploads_and_tasks_are_small_and_quick(cfn: dict[str, Any], function: str) -> None:
     props = cfn["Resources"][function]["Properties"]
 
     assert (props["MemorySize"], props["Timeout"]) == (256, 10)
@@ -608,6 +794,29 @@ def test_health_is_small_and_quick(cfn: dict[str, Any]) -> None:
 
     assert health["MemorySize"] <= 256
     assert health["Timeout"] <= 10
+
+
+def test_worker_outlives_the_upstream_budget_and_storing(cfn: dict[str, Any]) -> None:
+    props = cfn["Resources"]["WorkerFunction"]["Properties"]
+    # the worker stops the upstream call this long before its own end, to store the images and the result
+    widest_margin = bound(WorkerSettings.model_fields["storage_margin_seconds"], "le")
+
+    assert props["Timeout"] == 600
+    assert props["Timeout"] >= UPSTREAM_BUDGET_SECONDS + widest_margin  # the full 300 s even at the widest margin
+    assert props["Timeout"] <= LAMBDA_MAX_TIMEOUT_SECONDS
+    assert WorkerSettings.model_fields["upstream_large_timeout_seconds"].default == UPSTREAM_BUDGET_SECONDS
+    assert "ReservedConcurrentExecutions" not in props  # its event source's maximum concurrency caps it
+
+
+def test_worker_has_room_for_an_edit_task(cfn: dict[str, Any]) -> None:
+    worker = cfn["Resources"]["WorkerFunction"]["Properties"]
+    edits = cfn["Resources"]["EditsFunction"]["Properties"]
+
+    # it runs edit tasks with up to sixteen inputs, like the edits function
+    assert worker["MemorySize"] >= edits["MemorySize"]
+    assert WorkerSettings.model_fields["max_input_image_bytes"].default == (
+        EditSettings.model_fields["max_input_image_bytes"].default
+    )
 
 
 def test_layer_is_built_by_sam_for_the_runtime(sam: dict[str, Any]) -> None:
@@ -663,13 +872,38 @@ def test_generations_may_only_put_and_get_objects_under_images(cfn: dict[str, An
             assert sub_string(resource) == IMAGES_OBJECTS
 
 
-def test_edits_reads_uploads_but_writes_only_images(cfn: dict[str, Any]) -> None:
+def test_edits_reads_and_keeps_inputs_under_uploads_and_writes_images(cfn: dict[str, Any]) -> None:
     grants = s3_grants(cfn, "EditsFunction")
 
     assert {resource for _, resource in grants} == {IMAGES_OBJECTS, UPLOADS_OBJECTS}, "nothing outside the two"
-    assert {action for action, resource in grants if resource == UPLOADS_OBJECTS} == {"s3:GetObject"}
-    assert ("s3:PutObject", UPLOADS_OBJECTS) not in grants, "edits must not write (or forge) an upload"
+    # it writes under uploads/ only an async task's inputs, in the caller's folder under the task's id
+    assert {action for action, resource in grants if resource == UPLOADS_OBJECTS} == {"s3:GetObject", "s3:PutObject"}
     assert {action for action, resource in grants if resource == IMAGES_OBJECTS} == {"s3:GetObject", "s3:PutObject"}
+
+
+def test_worker_writes_only_images_and_reads_kept_inputs(cfn: dict[str, Any]) -> None:
+    grants = s3_grants(cfn, "WorkerFunction")
+
+    assert {action for action, resource in grants if resource == IMAGES_OBJECTS} == {"s3:GetObject", "s3:PutObject"}
+    assert {action for action, resource in grants if resource == UPLOADS_OBJECTS} == {"s3:GetObject"}
+    assert ("s3:PutObject", UPLOADS_OBJECTS) not in grants, "the worker must not write (or forge) an upload"
+
+
+def test_tasks_function_only_presigns_images(cfn: dict[str, Any]) -> None:
+    assert s3_grants(cfn, "TasksFunction") == {("s3:GetObject", IMAGES_OBJECTS)}
+    assert list_bucket_prefixes(cfn, "TasksFunction") == set()
+
+
+@pytest.mark.parametrize("function", sorted(LIST_PREFIXES))
+def test_list_bucket_only_under_a_prefix_the_function_reads(cfn: dict[str, Any], function: str) -> None:
+    prefixes = list_bucket_prefixes(cfn, function)
+    readable = {resource for action, resource in s3_grants(cfn, function) if action == "s3:GetObject"}
+
+    assert prefixes == LIST_PREFIXES[function]
+    assert prefixes <= LISTABLE_PREFIXES
+    # listing is there to make a missing object a 404 rather than a 403: only where the function reads objects
+    for prefix in prefixes:
+        assert f"${{ImagesBucket.Arn}}/{prefix}" in readable, prefix
 
 
 def test_uploads_can_only_put_objects_under_uploads(cfn: dict[str, Any]) -> None:
@@ -680,12 +914,32 @@ def test_uploads_can_only_put_objects_under_uploads(cfn: dict[str, Any]) -> None
     assert not any(resource == IMAGES_OBJECTS for _, resource in grants), "callers must not upload over images"
 
 
+class _RecordingS3:
+    """Just enough of an S3 client to see where UploadStore.keep_inputs writes."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def put_object(self, **kwargs: Any) -> None:
+        self.keys.append(kwargs["Key"])
+
+
 def test_the_code_writes_under_the_granted_prefixes() -> None:
     assert image_key(datetime(2026, 1, 2, tzinfo=UTC), "abc", 0, "png").startswith("images/")
     for key_id in ("key_1", "../images/x", "*", ""):
         prefix = owner_prefix(key_id)
         assert prefix.startswith("uploads/"), prefix
         assert "/" not in prefix.removeprefix("uploads/").rstrip("/"), prefix  # one folder level, no escape
+    # async tasks and event jobs store their images (and result.json) under images/
+    assert task_folder("task_0123").startswith("images/")
+    for output_prefix in (None, "team-a/batch.1"):
+        job = GenerationJob("job-1", None, None, output_prefix, "eventbridge")
+        assert job.folder.startswith("images/"), job.folder
+    # an edit task's inputs are kept in the caller's own uploads/ folder
+    s3 = _RecordingS3()
+    image = SimpleNamespace(data=b"png", content_type="image/png", filename="a.png")
+    UploadStore(s3, "bucket").keep_inputs("key_1", "task_0123", [("image", image), ("mask", image)])
+    assert s3.keys and all(key.startswith(owner_prefix("key_1") + "task_0123/") for key in s3.keys), s3.keys
 
 
 @pytest.mark.parametrize(
@@ -694,6 +948,8 @@ def test_the_code_writes_under_the_granted_prefixes() -> None:
         ("GenerationsFunction", "UpstreamApiKeySecret"),
         ("EditsFunction", "UpstreamApiKeySecret"),
         ("UploadsFunction", None),
+        ("TasksFunction", None),
+        ("WorkerFunction", "UpstreamApiKeySecret"),
         ("AuthorizerFunction", "ApiKeysSecret"),
         ("HealthFunction", None),
     ],
@@ -704,9 +960,10 @@ def test_roles_are_least_privilege(cfn: dict[str, Any], function: str, secret: s
     for statement in statements:
         assert not {"NotAction", "NotResource", "NotPrincipal"} & set(statement), statement
         actions = [str(a) for a in as_list(statement["Action"])]
-        assert "*" not in actions
-        assert not any(a.endswith(":*") for a in actions), actions
+        assert not any("*" in a for a in actions), actions  # neither "*", "s3:*" nor "s3:List*"
         assert "*" not in as_list(statement["Resource"])
+        # the only conditional grant is the prefix-limited s3:ListBucket (list_bucket_prefixes checks it)
+        assert "Condition" not in statement or actions == ["s3:ListBucket"], statement
     secret_statements = [
         st for st in statements if any(str(a).startswith("secretsmanager:") for a in as_list(st["Action"]))
     ]
@@ -717,9 +974,47 @@ def test_roles_are_least_privilege(cfn: dict[str, Any], function: str, secret: s
             (["secretsmanager:GetSecretValue"], [{"Ref": secret}])
         ]
     services = {str(a).split(":", 1)[0] for st in statements for a in as_list(st["Action"])}
-    expected = ({"s3"} if S3_GRANTS[function] else set()) | ({"secretsmanager"} if secret else set())
+    expected = (
+        ({"s3"} if S3_GRANTS[function] or LIST_PREFIXES[function] else set())
+        | ({"secretsmanager"} if secret else set())
+        | {service for service, grants in ARN_GRANTS.items() if grants[function]}
+    )
     assert services == expected, f"{function} may use services it does not need"
-    assert role_managed_policies(cfn, function) <= {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
+    list_bucket_prefixes(cfn, function)  # every s3:ListBucket is prefix-limited
+    # SAM gives the worker the poller's rights on its queue (AWSLambdaSQSQueueExecutionRole), no one else
+    poller = {SQS_POLLER_POLICY} if function == "WorkerFunction" else set()
+    assert role_managed_policies(cfn, function) == BASE_MANAGED_POLICIES | poller
+
+
+@pytest.mark.parametrize("service", sorted(ARN_GRANTS))
+@pytest.mark.parametrize("function", sorted(SETTINGS_OF))
+def test_tables_queues_and_bus_access_is_exactly_what_the_function_needs(
+    cfn: dict[str, Any], function: str, service: str
+) -> None:
+    assert arn_grants(cfn, function, service) == ARN_GRANTS[service][function]
+
+
+def test_only_the_submitting_functions_queue_jobs_and_only_the_worker_publishes(cfn: dict[str, Any]) -> None:
+    senders = {
+        function: {queue for action, queue in arn_grants(cfn, function, "sqs") if action == "sqs:SendMessage"}
+        for function in SETTINGS_OF
+    }
+
+    assert {f for f, queues in senders.items() if "JobsQueue" in queues} == {"GenerationsFunction", "EditsFunction"}
+    assert {f for f, queues in senders.items() if "JobsDeadLetterQueue" in queues} == {"WorkerFunction"}
+    assert {f for f in SETTINGS_OF if arn_grants(cfn, f, "events")} == {"WorkerFunction"}
+
+
+@pytest.mark.parametrize("function", sorted(SETTINGS_OF))
+def test_a_function_is_told_of_exactly_the_tables_queues_and_bus_it_may_use(cfn: dict[str, Any], function: str) -> None:
+    env = function_env(cfn, function)
+    told = {resource for variable, resource in RESOURCE_VARIABLES.items() if variable in env}
+    allowed = {resource for service in ARN_GRANTS for _, resource in arn_grants(cfn, function, service)}
+
+    for variable, resource in RESOURCE_VARIABLES.items():
+        if variable in env:
+            assert env[variable] == {"Ref": resource}, variable  # a table's name, a queue's URL, a bus's name
+    assert told == allowed
 
 
 # --- 3. the bucket and the secrets ----------------------------------------------------------------------------
@@ -782,12 +1077,175 @@ def test_secrets_hold_no_real_value(cfn: dict[str, Any]) -> None:
 def test_outputs(sam: dict[str, Any]) -> None:
     outputs = sam["Outputs"]
 
+    assert set(outputs) == {
+        "ApiUrl",
+        "ImagesBucketName",
+        "UpstreamApiKeySecretArn",
+        "ApiKeysSecretArn",
+        "EventBusName",
+        "JobsQueueUrl",
+        "DeadLetterQueueUrl",
+    }
     assert sub_string(outputs["ApiUrl"]["Value"]) == (
         "https://${ImageApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}/v1"
     )
     assert outputs["ImagesBucketName"]["Value"] == {"Ref": "ImagesBucket"}
     assert outputs["UpstreamApiKeySecretArn"]["Value"] == {"Ref": "UpstreamApiKeySecret"}
     assert outputs["ApiKeysSecretArn"]["Value"] == {"Ref": "ApiKeysSecret"}
+    # where a backend puts ImageGenerationRequested events (and reads the completions), sends jobs, and finds
+    # the ones that could not run: the bus's name and the queues' URLs, as boto3 and the AWS CLI take them
+    assert outputs["EventBusName"]["Value"] == {"Ref": "ImageEventsBus"}
+    assert outputs["JobsQueueUrl"]["Value"] == {"Ref": "JobsQueue"}
+    assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": "JobsDeadLetterQueue"}
+
+
+# --- 3. the async side: worker event source, jobs queue, tables, event bus and rule ---------------------------
+
+
+def test_worker_takes_one_job_at_a_time_from_the_jobs_queue_with_partial_failures(
+    cfn: dict[str, Any], sam: dict[str, Any]
+) -> None:
+    (mapping,) = resources_of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
+    props = mapping["Properties"]
+    concurrency = parameter(sam, "WorkerMaximumConcurrency")
+    handler = (ROOT / "functions" / "worker" / "app.py").read_text()
+
+    assert props["FunctionName"] == {"Ref": "WorkerFunction"}
+    assert props["EventSourceArn"] == {"Fn::GetAtt": ["JobsQueue", "Arn"]}  # never the dead-letter queue
+    assert props["BatchSize"] == 1  # a job may take 300 s: one per invocation, each with the full budget
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert "process_partial_response" in handler  # the handler answers batchItemFailures (Powertools Batch)
+    assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaximumConcurrency"}}
+    # Lambda's range for an SQS event source's maximum concurrency is 2 to 1000
+    assert (concurrency["Type"], concurrency["Default"], concurrency["MinValue"], concurrency["MaxValue"]) == (
+        "Number",
+        10,
+        2,
+        1000,
+    )
+    assert props.get("Enabled", True) is True
+
+
+def test_jobs_queue_outwaits_the_worker_and_dead_letters_after_five_receives(cfn: dict[str, Any]) -> None:
+    queue = cfn["Resources"]["JobsQueue"]
+    dead_letters = cfn["Resources"]["JobsDeadLetterQueue"]["Properties"]
+    props = queue["Properties"]
+    worker_timeout = cfn["Resources"]["WorkerFunction"]["Properties"]["Timeout"]
+
+    # A running job must never become visible to a second worker; AWS advises 6x the function's timeout for
+    # an event source mapping (its retries of throttled invocations happen within the visibility timeout).
+    assert props["VisibilityTimeout"] == 3600
+    assert props["VisibilityTimeout"] >= 5 * worker_timeout
+    assert props["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": 5,
+    }
+    # every receive can happen before the message expires, and a dead letter outlives its source queue's
+    # retention (a standard queue keeps the original enqueue time when it moves a message)
+    assert props["MessageRetentionPeriod"] >= props["RedrivePolicy"]["maxReceiveCount"] * props["VisibilityTimeout"]
+    assert dead_letters["MessageRetentionPeriod"] == 14 * 24 * 3600  # SQS's longest
+    assert dead_letters["MessageRetentionPeriod"] > props["MessageRetentionPeriod"]
+    assert "RedrivePolicy" not in dead_letters
+    assert props["SqsManagedSseEnabled"] is True  # SSE-SQS: EventBridge can still send, no KMS grants needed
+    assert dead_letters["SqsManagedSseEnabled"] is True
+    assert "FifoQueue" not in props
+
+
+@pytest.mark.parametrize("queue", ["JobsQueue", "JobsDeadLetterQueue"])
+def test_only_the_rule_may_send_to_the_queue_from_eventbridge(cfn: dict[str, Any], queue: str) -> None:
+    (policy,) = [
+        p["Properties"]
+        for p in resources_of_type(cfn, "AWS::SQS::QueuePolicy").values()
+        if {"Ref": queue} in p["Properties"]["Queues"]
+    ]
+    (statement,) = as_list(policy["PolicyDocument"]["Statement"])
+
+    assert policy["Queues"] == [{"Ref": queue}]
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert as_list(statement["Action"]) == ["sqs:SendMessage"]
+    assert as_list(statement["Resource"]) == [{"Fn::GetAtt": [queue, "Arn"]}]
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["ImageGenerationRequestedRule", "Arn"]}}
+    }
+
+
+def test_requested_events_and_only_those_become_jobs(cfn: dict[str, Any]) -> None:
+    rule = cfn["Resources"]["ImageGenerationRequestedRule"]["Properties"]
+    bus = cfn["Resources"]["ImageEventsBus"]["Properties"]
+
+    assert bus["Name"] == {"Fn::Sub": "${AWS::StackName}-images"}
+    assert rule["EventBusName"] == {"Ref": "ImageEventsBus"}
+    assert rule["State"] == "ENABLED"
+    assert rule["EventPattern"] == {"detail-type": [REQUESTED]}
+    assert REQUESTED == "ImageGenerationRequested"
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["JobsQueue", "Arn"]}
+    # the whole event goes to the queue: the worker reads detail-type, id and detail from it
+    assert not {"Input", "InputPath", "InputTransformer"} & set(target)
+    # an event EventBridge cannot deliver is dead-lettered, never dropped
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]}}
+    retry = target["RetryPolicy"]
+    assert retry["MaximumRetryAttempts"] >= 1
+    assert 60 <= retry["MaximumEventAgeInSeconds"] <= 24 * 3600
+    event = {
+        "version": "0",
+        "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+        "detail-type": REQUESTED,
+        "source": "my.backend",
+        "detail": {"prompt": "a lighthouse at dawn", "correlation_id": "order-42"},
+    }
+    job = parse_job(json.dumps(event), "message-1")
+    assert isinstance(job, GenerationJob)
+    assert (job.job_id, job.correlation_id, job.source) == (event["id"], "order-42", "eventbridge")
+
+
+@pytest.mark.parametrize("table", ["TasksTable", "IdempotencyTable"])
+def test_table_is_on_demand_encrypted_and_keyed_by_a_string_id(cfn: dict[str, Any], table: str) -> None:
+    resource = cfn["Resources"][table]
+    props = resource["Properties"]
+
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["SSESpecification"] == {"SSEEnabled": True}
+    assert props["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
+    assert props["TimeToLiveSpecification"]["Enabled"] is True
+    assert not {"GlobalSecondaryIndexes", "LocalSecondaryIndexes", "ProvisionedThroughput"} & set(props)
+
+
+def test_tasks_table_keys_and_ttl_are_what_the_task_records_carry(cfn: dict[str, Any]) -> None:
+    props = cfn["Resources"]["TasksTable"]["Properties"]
+    (key,) = props["KeySchema"]
+    task = Task(
+        id="task_0123",
+        owner="key_1",
+        kind="generation",
+        request={"prompt": "a cat"},
+        folder="images/2026/01/02/task_0123",
+        created_at=1_767_312_000,
+        updated_at=1_767_312_060,
+    )
+    item = task.to_item()
+    ttl = props["TimeToLiveSpecification"]["AttributeName"]
+
+    assert item[key["AttributeName"]] == task.id
+    assert isinstance(item[key["AttributeName"]], str)  # AttributeType S
+    assert ttl == "expires_at"
+    # DynamoDB TTL reads epoch seconds: 24 h after the task's last update
+    assert item[ttl] == task.updated_at + TASK_TTL_SECONDS
+    assert isinstance(item[ttl], int)
+    assert TASK_TTL_SECONDS == 24 * 3600
+
+
+def test_idempotency_table_is_what_powertools_reads_and_writes(cfn: dict[str, Any]) -> None:
+    props = cfn["Resources"]["IdempotencyTable"]["Properties"]
+    defaults = inspect.signature(DynamoDBPersistenceLayer.__init__).parameters
+    layer = Idempotency(REF_VALUES["IdempotencyTable"], region=REGION)._store  # what the functions build
+
+    assert (defaults["key_attr"].default, defaults["expiry_attr"].default) == ("id", "expiration")
+    assert (layer.key_attr, layer.expiry_attr, layer.sort_key_attr) == ("id", "expiration", None)
+    assert props["KeySchema"] == [{"AttributeName": layer.key_attr, "KeyType": "HASH"}]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": layer.expiry_attr, "Enabled": True}
 
 
 # --- 4. environment variables == settings fields --------------------------------------------------------------
@@ -834,6 +1292,10 @@ def test_image_settings_load_from_the_template_env(
     assert settings.presign_expiry_seconds == 3600
     assert settings.log_prompts is False
     assert settings.s3_endpoint_url is None
+    # async submission and Idempotency-Key are on in AWS: both need all three set
+    assert settings.tasks_table == REF_VALUES["TasksTable"]
+    assert settings.jobs_queue_url == REF_VALUES["JobsQueue"]
+    assert settings.idempotency_table == REF_VALUES["IdempotencyTable"]
 
 
 def test_edit_settings_load_their_input_limits_from_the_template_env(
@@ -862,6 +1324,59 @@ def test_upload_settings_load_from_the_template_env(
     # an upload may be as large as the edits function accepts, no larger
     assert settings.max_input_image_bytes == EditSettings.model_fields["max_input_image_bytes"].default
     assert settings.aws_region == REGION
+    assert settings.idempotency_table == REF_VALUES["IdempotencyTable"]
+
+
+def test_task_read_settings_load_from_the_template_env(
+    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: resolve(v, sam) for k, v in function_env(cfn, "TasksFunction").items()}
+
+    settings = settings_from_env(monkeypatch, TaskReadSettings, env)
+
+    assert isinstance(settings, TaskReadSettings)
+    assert settings.images_bucket == REF_VALUES["ImagesBucket"]
+    assert settings.tasks_table == REF_VALUES["TasksTable"]
+    assert settings.presign_expiry_seconds == 3600
+    assert settings.s3_endpoint_url is None
+    assert settings.aws_region == REGION
+
+
+def test_worker_settings_load_from_the_template_env(
+    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {k: resolve(v, sam) for k, v in function_env(cfn, "WorkerFunction").items()}
+
+    settings = settings_from_env(monkeypatch, WorkerSettings, env)
+
+    assert isinstance(settings, WorkerSettings)
+    assert settings.images_bucket == REF_VALUES["ImagesBucket"]
+    assert settings.upstream_url == UPSTREAM_BASE_URL
+    assert settings.upstream_api_key is None
+    assert settings.upstream_api_key_secret_id == REF_VALUES["UpstreamApiKeySecret"]
+    assert settings.presign_expiry_seconds == 3600
+    assert settings.tasks_table == REF_VALUES["TasksTable"]  # optional in the model, needed by the worker
+    assert settings.event_bus_name == REF_VALUES["ImageEventsBus"]
+    assert settings.dead_letter_queue_url == REF_VALUES["JobsDeadLetterQueue"]
+    assert settings.jobs_queue_url is None  # it never queues jobs itself
+    assert settings.idempotency_table is None
+    assert settings.log_prompts is False
+    assert settings.s3_endpoint_url is None
+    assert "INTEGRATION_TIMEOUT_MS" not in env  # no API Gateway in front: its deadline is its own Timeout
+
+
+@pytest.mark.parametrize("function", ["TasksFunction", "WorkerFunction"])
+@pytest.mark.parametrize("expiry", [60, 604800])
+def test_async_settings_accept_every_presign_expiry(
+    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch, expiry: int, function: str
+) -> None:
+    model = SETTINGS_OF[function]
+    assert model is not None
+    env = {k: resolve(v, sam, {"PresignExpirySeconds": expiry}) for k, v in function_env(cfn, function).items()}
+
+    settings = settings_from_env(monkeypatch, model, env)
+
+    assert settings.presign_expiry_seconds == expiry
 
 
 @pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
@@ -890,7 +1405,9 @@ def test_image_settings_accept_every_parameter_extreme(
     assert settings.presign_expiry_seconds == overrides["PresignExpirySeconds"]
 
 
-@pytest.mark.parametrize("model", [GenerationSettings, EditSettings], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "model", [GenerationSettings, EditSettings, TaskReadSettings, WorkerSettings], ids=lambda m: m.__name__
+)
 def test_presign_expiry_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseSettings]) -> None:
     expiry = parameter(sam, "PresignExpirySeconds")
     field = model.model_fields["presign_expiry_seconds"]

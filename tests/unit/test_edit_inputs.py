@@ -13,7 +13,7 @@ import urllib3
 from PIL import Image
 from pydantic import ValidationError
 
-from imagecore.edits import MAX_IMAGES, _RawFile, check_images, edit_from_multipart, edit_from_uploads
+from imagecore.edits import MAX_IMAGES, RawFile, check_images, edit_from_multipart, edit_from_uploads
 from imagecore.errors import ImageServiceError, InvalidRequest, NotFound
 from imagecore.models import EditParameters, EditUploadRequest, UploadRef
 from imagecore.storage import UploadedFile, UploadNotFound, UploadTooLarge
@@ -68,8 +68,8 @@ def rejected(call: Any, *args: Any, **kwargs: Any) -> ImageServiceError:
     return caught.value
 
 
-def raw(param: str, data: bytes, filename: str | None = None) -> _RawFile:
-    return _RawFile(param, data, filename)
+def raw(param: str, data: bytes, filename: str | None = None) -> RawFile:
+    return RawFile(param, data, filename)
 
 
 # --- how many images ---------------------------------------------------------------------------------------

@@ -211,6 +211,17 @@ def request_deadline(
     return Deadline(clock() + remaining - margin_seconds, clock)
 
 
+def poll_url(event: dict[str, Any], task_id: str) -> str:
+    """Where the caller polls a task, on the host and base path it called (stage or custom-domain mapping)."""
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    context = event.get("requestContext") or {}
+    host = context.get("domainName") or headers.get("host") or "localhost"
+    scheme = (headers.get("x-forwarded-proto") or "https").split(",")[0].strip()
+    full_path, route_path = str(context.get("path") or ""), str(event.get("path") or "")
+    base = full_path[: -len(route_path)] if route_path and full_path.endswith(route_path) else ""
+    return f"{scheme}://{host}{base}/v1/images/tasks/{task_id}"
+
+
 def serve(
     app: APIGatewayRestResolver,
     event: dict[str, Any],
@@ -228,6 +239,9 @@ def serve(
         else:
             response = app.resolve(event, context)
         record.status = response["statusCode"]
+        # Answers carry presigned URLs, task states or errors: no shared cache may keep them.
+        headers = response.setdefault("multiValueHeaders", {})
+        headers.setdefault("Cache-Control", ["no-store"])
         return response
 
 

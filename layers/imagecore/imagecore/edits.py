@@ -3,11 +3,13 @@ is sent upstream. Every failure is a 400 naming the field."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 from werkzeug.datastructures import FileStorage, MultiDict
@@ -50,9 +52,33 @@ class EditInput:
     def input_bytes(self) -> int:
         return sum(len(i.data) for i in self.images) + (len(self.mask.data) if self.mask else 0)
 
+    def files(self) -> list[tuple[str, InputImage]]:
+        """(role, image) for every input: the references in order, then the mask."""
+        return [("image", image) for image in self.images] + ([("mask", self.mask)] if self.mask else [])
+
+
+def edit_fingerprint(edit: EditInput) -> dict[str, Any]:
+    """What makes two edit requests the same: the parameters and the bytes of every input (not the multipart
+    boundary, which a client draws anew on each retry, nor whether inputs came inline or as uploads)."""
+    return {
+        "parameters": edit.parameters.model_dump(exclude={"images", "mask"}),
+        "inputs": [(role, hashlib.sha256(image.data).hexdigest()) for role, image in edit.files()],
+    }
+
+
+def edit_from_kept(
+    parameters: dict[str, Any], inputs: list[dict[str, str]], read: Callable[[str], bytes], *, max_image_bytes: int
+) -> EditInput:
+    """An edit task's inputs, as its submission kept them in S3, checked again."""
+    raw = [RawFile(f"{entry['role']}", read(entry["key"]), entry.get("filename")) for entry in inputs]
+    images = [item for item, entry in zip(raw, inputs, strict=True) if entry["role"] == "image"]
+    masks = [item for item, entry in zip(raw, inputs, strict=True) if entry["role"] == "mask"]
+    checked, mask = check_images(images, masks[0] if masks else None, max_image_bytes=max_image_bytes)
+    return EditInput(EditParameters.model_validate(parameters), checked, mask)
+
 
 @dataclass(frozen=True)
-class _RawFile:
+class RawFile:
     param: str
     data: bytes
     filename: str | None
@@ -88,7 +114,7 @@ def edit_from_uploads(
     if request.mask is not None:
         refs.append(("mask", request.mask.upload_id))
 
-    def fetch(ref: tuple[str, str]) -> _RawFile:
+    def fetch(ref: tuple[str, str]) -> RawFile:
         param, upload_id = ref
         try:
             upload = read_upload(upload_id)
@@ -100,7 +126,7 @@ def edit_from_uploads(
             ) from None
         except UploadTooLarge:
             raise _too_large(param, max_image_bytes) from None
-        return _RawFile(param, upload.data, upload.filename)
+        return RawFile(param, upload.data, upload.filename)
 
     with ThreadPoolExecutor(max_workers=min(len(refs), 8)) as pool:
         raw = list(pool.map(fetch, refs))
@@ -110,7 +136,7 @@ def edit_from_uploads(
 
 
 def check_images(
-    images: Sequence[_RawFile], mask: _RawFile | None, *, max_image_bytes: int
+    images: Sequence[RawFile], mask: RawFile | None, *, max_image_bytes: int
 ) -> tuple[list[InputImage], InputImage | None]:
     """The contract's rules for edit inputs, each decided from the bytes (never the name or declared type)."""
     if not images:
@@ -151,7 +177,7 @@ def check_images(
     return checked, checked_mask
 
 
-def _checked(raw: _RawFile, max_image_bytes: int) -> InputImage:
+def _checked(raw: RawFile, max_image_bytes: int) -> InputImage:
     if len(raw.data) > max_image_bytes:
         raise _too_large(raw.param, max_image_bytes)
     try:
@@ -194,19 +220,19 @@ def _parse_multipart(body: bytes, content_type: str) -> tuple[MultiDict[str, str
     return form, files
 
 
-def _files_of(files: MultiDict[str, FileStorage]) -> tuple[list[_RawFile], _RawFile | None]:
-    plain: list[_RawFile] = []
-    indexed: list[tuple[int, _RawFile]] = []
+def _files_of(files: MultiDict[str, FileStorage]) -> tuple[list[RawFile], RawFile | None]:
+    plain: list[RawFile] = []
+    indexed: list[tuple[int, RawFile]] = []
     mask = None
     for name, storage in files.items(multi=True):
         if name == "mask":
             if mask is not None:
                 raise InvalidRequest("Send at most one mask.", param="mask")
-            mask = _RawFile("mask", storage.read(), storage.filename)
+            mask = RawFile("mask", storage.read(), storage.filename)
         elif name in ("image", "image[]"):
-            plain.append(_RawFile(f"image[{len(plain)}]", storage.read(), storage.filename))
+            plain.append(RawFile(f"image[{len(plain)}]", storage.read(), storage.filename))
         elif match := _INDEXED_IMAGE.match(name):
-            indexed.append((int(match.group(1)), _RawFile(name, storage.read(), storage.filename)))
+            indexed.append((int(match.group(1)), RawFile(name, storage.read(), storage.filename)))
         else:
             raise InvalidRequest(
                 f"Unrecognized file field: {name} (images go in image, image[] or image[N]; the mask in mask).",

@@ -281,3 +281,20 @@ class ErrorResponse(BaseModel):
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
+
+
+class TaskObject(BaseModel):
+    """An async task, as sub2api answers it (submit: 202; poll: GET /v1/images/tasks/{id})."""
+
+    id: str
+    task_id: str
+    object: Literal["image.generation.task"] = "image.generation.task"
+    status: Literal["processing", "completed", "failed"]
+    created_at: int
+    expires_at: int
+    poll_url: str | None = None
+    http_status: int | None = None
+    image_url: str | None = None
+    result: GenerationResponse | None = None
+    error: dict[str, Any] | None = None
+    completed_at: int | None = None

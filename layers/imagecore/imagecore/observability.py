@@ -27,6 +27,7 @@ metrics = Metrics(service=SERVICE, namespace=os.getenv("POWERTOOLS_METRICS_NAMES
 tracer = Tracer(service=SERVICE)
 
 REQUEST_LOG_MESSAGE = "image request"
+JOB_LOG_MESSAGE = "image job"
 
 
 @dataclass
@@ -59,6 +60,10 @@ class RequestRecord:
     attempts: int = 0
     attempt_errors: list[str] = field(default_factory=list)
     storage: str | None = None
+    idempotent_replay: bool | None = None
+    task_id: str | None = None
+    job_id: str | None = None
+    correlation_id: str | None = None
     status: int | None = None
     outcome: str = "unknown"
     error_code: str | None = None
@@ -86,7 +91,7 @@ def current_record() -> RequestRecord:
 
 @contextmanager
 def request_record(operation: str, event: dict[str, Any], lambda_request_id: str | None) -> Iterator[RequestRecord]:
-    """Collect the request's record and write it once, with its outcome, when the request ends."""
+    """Collect an API request's record and write it once, with its outcome, when the request ends."""
     context = event.get("requestContext") or {}
     authorizer = context.get("authorizer") or {}
     record = RequestRecord(
@@ -95,26 +100,34 @@ def request_record(operation: str, event: dict[str, Any], lambda_request_id: str
         lambda_request_id=lambda_request_id,
         api_key_id=authorizer.get("keyId"),
     )
+    with recording(record) as current:
+        yield current
+
+
+@contextmanager
+def recording(record: RequestRecord, message: str = REQUEST_LOG_MESSAGE) -> Iterator[RequestRecord]:
+    """Make ``record`` the current one and write it once when the block ends, whatever happens in it."""
     started = time.perf_counter()
     token = _current.set(record)
     try:
         yield record
     except Exception:
-        record.status = 500
-        record.fail("error", "internal_error")
+        if record.outcome == "unknown":  # an expected exception may have said what it means first
+            record.status = 500
+            record.fail("error", "internal_error")
         raise
     finally:
         _current.reset(token)
         record.total_latency_ms = round((time.perf_counter() - started) * 1000, 1)
         if record.outcome == "unknown":
             record.outcome = "success" if record.status is not None and record.status < 400 else "error"
-        _emit(record)
+        _emit(record, message)
 
 
-def _emit(record: RequestRecord) -> None:
+def _emit(record: RequestRecord, message: str) -> None:
     fields = {k: v for k, v in asdict(record).items() if k != "prompt" or v is not None}
     level = logger.error if (record.status or 500) >= 500 else logger.info
-    level(REQUEST_LOG_MESSAGE, extra={"request": fields})
+    level(message, extra={"request": fields})
     metrics.add_dimension(name="operation", value=record.operation)
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="RequestLatency", unit=MetricUnit.Milliseconds, value=record.total_latency_ms or 0)

@@ -22,6 +22,7 @@ FUNCTION_MODULES = (
     "functions.generations.app",
     "functions.edits.app",
     "functions.uploads.app",
+    "functions.tasks.app",
     "functions.health.app",
 )
 TITLE = "image-service"

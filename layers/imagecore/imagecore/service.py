@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -22,6 +23,58 @@ from imagecore.upstream import CallTrace, Deadline, GeneratedImage, RetryPolicy,
 _INLINE_OVERHEAD_BYTES = 2048
 
 
+@dataclass(frozen=True)
+class StoredImageRef:
+    key: str
+    revised_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """What a finished generation or edit left in S3: enough to answer again later (an idempotent replay, a task
+    poll, a completion event) without the upstream. Plain data, so it is kept as JSON."""
+
+    bucket: str
+    images: list[StoredImageRef]
+    created: int
+    model: str
+    size: str
+    quality: str
+    output_format: str
+    background: str | None = None
+    usage: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StoredResult:
+        fields = dict(data)
+        fields["images"] = [StoredImageRef(**ref) for ref in fields["images"]]
+        return cls(**fields)
+
+    @property
+    def keys(self) -> list[str]:
+        return [ref.key for ref in self.images]
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k not in ("bucket", "images")}
+
+
+@dataclass
+class Delivery:
+    """The outcome of one generation or edit: what was stored (None if S3 refused it) and, when it was just made,
+    the images themselves."""
+
+    stored: StoredResult | None
+    images: list[GeneratedImage]
+    summary: dict[str, Any]
+
+    @classmethod
+    def replay(cls, stored: StoredResult) -> Delivery:
+        return cls(stored=stored, images=[], summary=stored.summary())
+
+
 @dataclass
 class ImageService:
     """Generates or edits through the upstream, stores what comes back, answers presigned URLs."""
@@ -29,6 +82,8 @@ class ImageService:
     upstream: UpstreamClient
     store: ImageStore
     settings: GenerationSettings
+    store_attempts: int = 1  # beyond botocore's own retries; the worker, which has time, tries harder
+    sleep: Callable[[float], None] = time.sleep
 
     @classmethod
     def from_settings(cls, settings: GenerationSettings) -> ImageService:
@@ -51,8 +106,12 @@ class ImageService:
         return self.settings.upstream_timeout_seconds
 
     @tracer.capture_method(capture_response=False)
-    def generate(self, request: GenerationRequest, deadline: Deadline, record: RequestRecord) -> GenerationResponse:
-        _describe(record, request, include_prompt=self.settings.log_prompts)
+    def generate(
+        self, request: GenerationRequest, deadline: Deadline, record: RequestRecord, folder: str | None = None
+    ) -> Delivery:
+        """Generate and store. ``folder``: where the images go (a task's or an event's own, so a second run
+        finds them); a new random one by default."""
+        describe_request(record, request, include_prompt=self.settings.log_prompts)
         trace = CallTrace()
         try:
             result = self.upstream.generate(
@@ -61,12 +120,12 @@ class ImageService:
         finally:
             _describe_call(record, trace)
         _describe_result(record, result)
-        return self._deliver(request, result, record)
+        return self._store(request, result, record, folder)
 
     @tracer.capture_method(capture_response=False)
-    def edit(self, edit: EditInput, deadline: Deadline, record: RequestRecord) -> GenerationResponse:
+    def edit(self, edit: EditInput, deadline: Deadline, record: RequestRecord, folder: str | None = None) -> Delivery:
         request = edit.parameters
-        _describe(record, request, include_prompt=self.settings.log_prompts)
+        describe_request(record, request, include_prompt=self.settings.log_prompts)
         record.images_in = len(edit.images)
         record.input_bytes = edit.input_bytes
         record.mask = edit.mask is not None
@@ -83,63 +142,97 @@ class ImageService:
         finally:
             _describe_call(record, trace)
         _describe_result(record, result)
-        return self._deliver(request, result, record)
+        return self._store(request, result, record, folder)
 
-    def _deliver(self, request: ImageRequest, result: UpstreamResult, record: RequestRecord) -> GenerationResponse:
+    def _store(
+        self, request: ImageRequest, result: UpstreamResult, record: RequestRecord, folder: str | None
+    ) -> Delivery:
         """Store first, always: an image that was paid for is never lost, whatever the answer looks like."""
         body = result.body
         created = body.get("created") if isinstance(body.get("created"), int) else int(time.time())
-        usage = Usage.model_validate(result.usage) if result.usage else None
-        response_format = request.response_format
-        try:
-            stored = self.store.save(
-                [ImageToStore(image.data, image.info.format) for image in result.images],
-                created=datetime.fromtimestamp(created, UTC),
-                metadata=_metadata(request, result, record),
-            )
-        except StorageError:
-            logger.exception("images not stored", extra={"bucket": self.store.bucket})
-            record.storage = "failed"
-            if _inline_bytes(result.images) > self.settings.max_inline_response_bytes:
-                raise StorageUnavailable(
-                    "The images were generated but could not be stored; try again later."
-                ) from None
-            response_format = "b64_json"  # the images still reach the caller
-            urls: list[str | None] = [None] * len(result.images)
-        else:
-            record.storage = "s3"
-            urls = [self.store.presign(item.key) for item in stored]
-
-        if response_format == "b64_json":
-            inline = _inline_bytes(result.images)
-            if inline > self.settings.max_inline_response_bytes:
-                raise InvalidRequest(
-                    f"The images are {inline / 1_000_000:.1f} MB as base64, over the "
-                    f"{self.settings.max_inline_response_bytes / 1_000_000:.1f} MB an inline answer can carry. "
-                    "Ask with response_format 'url' (the default) and download them from data[].url.",
-                    param="response_format",
-                    code="response_too_large",
-                )
-            data = [
-                ImageData(b64_json=base64.b64encode(image.data).decode("ascii"), revised_prompt=image.revised_prompt)
-                for image in result.images
-            ]
-        else:
-            data = [
-                ImageData(url=url, revised_prompt=image.revised_prompt)
-                for url, image in zip(urls, result.images, strict=True)
-            ]
         first = result.images[0].info
+        summary = {
+            "created": created,
+            "model": str(body.get("model") or request.model),
+            "size": str(body.get("size") or first.size),
+            "quality": str(body.get("quality") or request.quality),
+            "output_format": str(body.get("output_format") or first.format),
+            "background": body.get("background") if isinstance(body.get("background"), str) else None,
+            "usage": result.usage,
+        }
+        images = [ImageToStore(image.data, image.info.format) for image in result.images]
+        stored = None
+        for attempt in range(1, self.store_attempts + 1):
+            try:
+                items = self.store.save(
+                    images,
+                    created=datetime.fromtimestamp(created, UTC),
+                    metadata=_metadata(request, result, record),
+                    folder=folder,
+                )
+            except StorageError:
+                logger.exception("images not stored", extra={"bucket": self.store.bucket, "attempt": attempt})
+                if attempt < self.store_attempts:
+                    self.sleep(min(8.0, 0.5 * 2**attempt))
+                continue
+            stored = StoredResult(
+                bucket=self.store.bucket,
+                images=[
+                    StoredImageRef(item.key, image.revised_prompt)
+                    for item, image in zip(items, result.images, strict=True)
+                ],
+                **summary,
+            )
+            break
+        record.storage = "s3" if stored is not None else "failed"
+        return Delivery(stored=stored, images=result.images, summary=summary)
+
+    def respond(self, delivery: Delivery, response_format: str) -> GenerationResponse:
+        """The OpenAI-shaped answer: fresh presigned URLs, or the images inline when asked (or when S3 refused
+        them and they fit)."""
+        stored = delivery.stored
+        if stored is None:
+            if _inline_bytes([len(image.data) for image in delivery.images]) > self.settings.max_inline_response_bytes:
+                raise StorageUnavailable("The images were generated but could not be stored; try again later.")
+            response_format = "b64_json"  # the images still reach the caller
+        if response_format == "b64_json":
+            data = self._inline(delivery)
+        else:
+            assert stored is not None
+            data = [
+                ImageData(url=self.store.presign(ref.key), revised_prompt=ref.revised_prompt) for ref in stored.images
+            ]
+        summary = delivery.summary
         return GenerationResponse(
-            created=created,
+            created=summary["created"],
             data=data,
-            model=str(body.get("model") or request.model),
-            size=str(body.get("size") or first.size),
-            quality=str(body.get("quality") or request.quality),
-            output_format=str(body.get("output_format") or first.format),
-            background=body.get("background") if isinstance(body.get("background"), str) else None,
-            usage=usage,
+            model=summary["model"],
+            size=summary["size"],
+            quality=summary["quality"],
+            output_format=summary["output_format"],
+            background=summary["background"],
+            usage=Usage.model_validate(summary["usage"]) if summary["usage"] else None,
         )
+
+    def _inline(self, delivery: Delivery) -> list[ImageData]:
+        if delivery.images:
+            blobs = [(image.data, image.revised_prompt) for image in delivery.images]
+        else:  # a replay: the images are read back from S3
+            assert delivery.stored is not None
+            blobs = [(self.store.read(ref.key), ref.revised_prompt) for ref in delivery.stored.images]
+        inline = _inline_bytes([len(data) for data, _ in blobs])
+        if inline > self.settings.max_inline_response_bytes:
+            raise InvalidRequest(
+                f"The images are {inline / 1_000_000:.1f} MB as base64, over the "
+                f"{self.settings.max_inline_response_bytes / 1_000_000:.1f} MB an inline answer can carry. "
+                "Ask with response_format 'url' (the default) and download them from data[].url.",
+                param="response_format",
+                code="response_too_large",
+            )
+        return [
+            ImageData(b64_json=base64.b64encode(data).decode("ascii"), revised_prompt=revised)
+            for data, revised in blobs
+        ]
 
 
 def upstream_key_reader(settings: GenerationSettings) -> Callable[[], str]:
@@ -167,7 +260,7 @@ def _describe_call(record: RequestRecord, trace: CallTrace) -> None:
     record.upstream_latency_ms = trace.latency_ms
 
 
-def _describe(record: RequestRecord, request: ImageRequest, *, include_prompt: bool) -> None:
+def describe_request(record: RequestRecord, request: ImageRequest, *, include_prompt: bool) -> None:
     record.model = request.model
     record.size = request.size
     record.quality = request.quality
@@ -199,5 +292,5 @@ def _metadata(request: ImageRequest, result: UpstreamResult, record: RequestReco
     }
 
 
-def _inline_bytes(images: list[GeneratedImage]) -> int:
-    return sum(4 * ((len(image.data) + 2) // 3) for image in images) + _INLINE_OVERHEAD_BYTES
+def _inline_bytes(sizes: list[int]) -> int:
+    return sum(4 * ((size + 2) // 3) for size in sizes) + _INLINE_OVERHEAD_BYTES

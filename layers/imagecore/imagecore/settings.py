@@ -56,6 +56,12 @@ class GenerationSettings(_Settings):
         LAMBDA_RESPONSE_LIMIT_BYTES - 64 * 1024
     )
 
+    tasks_table: Annotated[str | None, Field(description="DynamoDB table of async tasks.")] = None
+    jobs_queue_url: Annotated[str | None, Field(description="SQS queue the async tasks are sent to.")] = None
+    idempotency_table: Annotated[
+        str | None, Field(description="DynamoDB table of Idempotency-Key records (unset: keys are ignored).")
+    ] = None
+
     @model_validator(mode="after")
     def _one_upstream_key_source(self) -> GenerationSettings:
         if self.upstream_api_key is None and not self.upstream_api_key_secret_id:
@@ -81,11 +87,30 @@ class EditSettings(GenerationSettings):
     ] = MAX_INLINE_REQUEST_BYTES
 
 
+class WorkerSettings(EditSettings):
+    """Settings of the worker: runs async tasks and event-triggered generations from the jobs queue."""
+
+    event_bus_name: Annotated[str, Field(min_length=1, description="EventBridge bus for completion events.")]
+    dead_letter_queue_url: Annotated[str, Field(description="Where jobs that can never run are put, with why.")]
+    store_attempts: Annotated[int, Field(ge=1, le=10, description="Attempts to store images after S3 faults.")] = 5
+    storage_margin_seconds: Annotated[float, Field(ge=0, le=120)] = 20.0
+
+
+class TaskReadSettings(_Settings):
+    """Settings of the tasks function (GET /v1/images/tasks/{id})."""
+
+    images_bucket: Annotated[str, Field(min_length=3)]
+    s3_endpoint_url: HttpUrl | None = None
+    presign_expiry_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
+    tasks_table: Annotated[str, Field(min_length=3)]
+
+
 class UploadSettings(_Settings):
     """Settings of the uploads function (presigned S3 POSTs for large edit inputs)."""
 
     images_bucket: Annotated[str, Field(min_length=3)]
     s3_endpoint_url: HttpUrl | None = None
+    idempotency_table: str | None = None
     upload_expiry_seconds: Annotated[int, Field(ge=60, le=3600, description="Lifetime of an upload's POST.")] = 900
     max_input_image_bytes: Annotated[int, Field(gt=0, le=MAX_INPUT_IMAGE_BYTES)] = MAX_INPUT_IMAGE_BYTES
 

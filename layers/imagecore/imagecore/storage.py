@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 from collections.abc import Sequence
@@ -48,8 +49,12 @@ def new_image_id() -> str:
     return secrets.token_hex(16)
 
 
+def image_folder(created: datetime, image_id: str) -> str:
+    return f"images/{created:%Y/%m/%d}/{image_id}"
+
+
 def image_key(created: datetime, image_id: str, index: int, output_format: str) -> str:
-    return f"images/{created:%Y/%m/%d}/{image_id}/{index}.{EXTENSIONS[output_format]}"
+    return f"{image_folder(created, image_id)}/{index}.{EXTENSIONS[output_format]}"
 
 
 def make_s3_client(region: str, endpoint_url: str | None = None, max_attempts: int = 5) -> S3Client:
@@ -91,14 +96,16 @@ class ImageStore:
         *,
         created: datetime | None = None,
         metadata: dict[str, str] | None = None,
+        folder: str | None = None,
     ) -> list[StoredImage]:
-        """Write every image (in parallel when there are several) under one new id."""
+        """Write every image (in parallel when there are several) into ``folder``, by default
+        ``images/<yyyy>/<mm>/<dd>/<new random id>``."""
         created = created or datetime.now(UTC)
-        image_id = new_image_id()
+        folder = folder or image_folder(created, new_image_id())
         meta = {k: _ascii(v) for k, v in (metadata or {}).items() if v is not None}
         jobs = [
             StoredImage(
-                image_key(created, image_id, index, image.output_format),
+                f"{folder}/{index}.{EXTENSIONS[image.output_format]}",
                 CONTENT_TYPES[image.output_format],
                 len(image.data),
             )
@@ -127,6 +134,28 @@ class ImageStore:
             )
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"put {key} failed: {type(exc).__name__}") from exc
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
+
+    def write_json(self, key: str, document: dict[str, Any]) -> None:
+        self._put(key, json.dumps(document).encode("utf-8"), "application/json", {})
+
+    def read_json(self, key: str) -> dict[str, Any] | None:
+        """The JSON document at ``key``, or None when there is none."""
+        try:
+            body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            # Without s3:ListBucket S3 answers a missing key with 403, not 404: both mean "nothing there" here.
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound", "403", "AccessDenied"):
+                return None
+            raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
+        return json.loads(body)
 
     def presign(self, key: str) -> str:
         """A SigV4 presigned GET; it also dies when the signing credentials expire (Lambda role: hours)."""
@@ -210,6 +239,18 @@ class UploadStore:
             expires_at=int(datetime.now(UTC).timestamp()) + self._expiry,
             max_bytes=max_bytes,
         )
+
+    def keep_inputs(self, key_id: str, task_id: str, files: Any) -> list[dict[str, str]]:
+        """Keep an edit task's checked inputs (``edit.files()``) under the caller's prefix for the worker."""
+        kept = []
+        for index, (role, image) in enumerate(files):
+            key = f"{owner_prefix(key_id)}{task_id}/{index}-{role}"
+            try:
+                self._s3.put_object(Bucket=self._bucket, Key=key, Body=image.data, ContentType=image.content_type)
+            except (BotoCoreError, ClientError) as exc:
+                raise StorageError(f"put {key} failed: {type(exc).__name__}") from exc
+            kept.append({"key": key, "filename": image.filename, "role": role})
+        return kept
 
     def read(self, key_id: str, upload_id: str, *, max_bytes: int) -> UploadedFile:
         key = owner_prefix(key_id) + upload_id

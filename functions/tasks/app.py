@@ -1,0 +1,65 @@
+"""GET /v1/images/tasks/{id}: an async task as sub2api shows it, with fresh presigned URLs once completed.
+Only the key that submitted a task may read it: any other key, like an unknown id, gets a 404."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Depends, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagecore.api import caller_of, create_resolver, serve
+from imagecore.errors import NotFound
+from imagecore.models import ErrorResponse, TaskObject
+from imagecore.observability import current_record, logger, metrics, tracer
+from imagecore.runtime import NO_STORE, TasksUnavailable
+from imagecore.settings import TaskReadSettings
+from imagecore.storage import ImageStore, make_s3_client
+from imagecore.tasks import TaskStore, TaskStoreError, task_view
+
+app = create_resolver()
+
+
+@cache
+def stores() -> tuple[TaskStore, ImageStore]:
+    settings = TaskReadSettings()
+    endpoint = str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
+    images = ImageStore(
+        make_s3_client(settings.aws_region, endpoint), settings.images_bucket, settings.presign_expiry_seconds
+    )
+    return TaskStore(settings.tasks_table, region=settings.aws_region), images
+
+
+@app.get(
+    "/v1/images/tasks/<task_id>",
+    summary="Read an async task",
+    responses={
+        200: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
+        404: {"description": "No such task for this key", "content": {"application/json": {"model": ErrorResponse}}},
+    },
+)
+def get_task(
+    task_id: str, stores: Annotated[tuple[TaskStore, ImageStore], Depends(stores)]
+):  # a Response: status and headers of its own
+    tasks, images = stores
+    owner = caller_of(app.current_event.raw_event).key_id
+    record = current_record()
+    record.task_id = task_id
+    try:
+        task = tasks.get(task_id) if task_id.startswith("task_") and len(task_id) <= 64 else None
+    except TaskStoreError:
+        raise TasksUnavailable("Tasks cannot be read right now; try again.") from None
+    if task is None or task.owner != owner:
+        raise NotFound(f"No task '{task_id[:64]}'.", param="id", code="task_not_found", headers=dict(NO_STORE))
+    view = task_view(task, tasks.now(), presign=images.presign)
+    return Response(200, content_types.APPLICATION_JSON, json.dumps(view), headers=dict(NO_STORE))
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return serve(app, event, context, operation="tasks")

@@ -1,0 +1,152 @@
+"""``Idempotency-Key`` on POSTs, with Powertools Idempotency on DynamoDB.
+
+A retry with the same key (same caller, same route) gets the first answer back for 24 hours: the same S3
+objects (with fresh URLs), no second upstream call, no second bill. The same key with a different request is a
+422; a retry while the first is still running is a 409. Failures are not remembered, so a retry after one runs
+again. What is remembered is plain JSON (S3 keys and figures, never images), well under DynamoDB's item limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import boto3
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyValidationError,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from imagecore.errors import ImageServiceError, InvalidRequest
+from imagecore.observability import current_record
+
+HEADER = "idempotency-key"
+EXPIRES_AFTER_SECONDS = 24 * 3600
+MAX_KEY_LENGTH = 255
+
+T = TypeVar("T")
+
+
+class IdempotencyConflict(ImageServiceError):
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_request_in_progress"
+
+
+class IdempotencyKeyReused(ImageServiceError):
+    status = 422
+    type = "invalid_request_error"
+    code = "idempotency_key_reused"
+
+
+class IdempotencyUnavailable(ImageServiceError):
+    status = 503
+    type = "server_error"
+    code = "idempotency_unavailable"
+
+
+class _NotRemembered(Exception):
+    """Carries a result that must reach the caller but not be remembered (e.g. images S3 refused)."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__("not remembered")
+        self.value = value
+
+
+def idempotency_key(event: dict[str, Any]) -> str | None:
+    """The ``Idempotency-Key`` header, whatever its case; None when absent."""
+    for name, value in (event.get("headers") or {}).items():
+        if name.lower() == HEADER and isinstance(value, str):
+            key = value.strip()
+            if not key:
+                return None
+            if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+                raise InvalidRequest(
+                    f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.", param="Idempotency-Key"
+                )
+            return key
+    return None
+
+
+def digest(payload: Any) -> str:
+    """A stable fingerprint of a request: the same content gives the same digest (multipart boundaries and
+    JSON key order do not matter, because callers pass the parsed request)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+class Idempotency:
+    def __init__(self, table_name: str, *, region: str) -> None:
+        client = boto3.client("dynamodb", region_name=region)
+        self._store = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=client)
+
+    def once(
+        self,
+        *,
+        key: str | None,
+        scope: str,
+        payload: Any,
+        context: LambdaContext,
+        produce: Callable[[], T],
+        encode: Callable[[T], dict[str, Any] | None],
+        decode: Callable[[dict[str, Any]], T],
+    ) -> T:
+        """``produce()`` once per (scope, key); a replay returns ``decode(<the remembered encode(first)>)``.
+        When ``encode`` answers None the result goes to the caller but is not remembered."""
+        if key is None:
+            return produce()
+        fresh: list[T] = []
+        replayed: list[bool] = []
+
+        def mark_replay(response: Any, _record: Any) -> Any:
+            replayed.append(True)
+            return response
+
+        config = IdempotencyConfig(
+            event_key_jmespath="key",
+            payload_validation_jmespath="payload",
+            expires_after_seconds=EXPIRES_AFTER_SECONDS,
+            response_hook=mark_replay,
+        )
+        config.register_lambda_context(context)
+
+        @idempotent_function(data_keyword_argument="request", persistence_store=self._store, config=config)
+        def run(request: dict[str, Any]) -> dict[str, Any]:
+            value = produce()
+            encoded = encode(value)
+            if encoded is None:
+                raise _NotRemembered(value)
+            fresh.append(value)
+            return encoded
+
+        try:
+            remembered = run(request={"key": f"{scope}#{key}", "payload": digest(payload)})
+        except _NotRemembered as kept:
+            return kept.value
+        except IdempotencyValidationError:
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was already used with a different request. Use a new key for a new request.",
+                param="Idempotency-Key",
+            ) from None
+        except IdempotencyAlreadyInProgressError:
+            raise IdempotencyConflict(
+                "A request with this Idempotency-Key is still running; retry in a few seconds.",
+                param="Idempotency-Key",
+                headers={"Retry-After": "5"},
+            ) from None
+        except IdempotencyPersistenceLayerError:
+            raise IdempotencyUnavailable(
+                "The idempotency store did not answer; the request was not run. Try again.",
+            ) from None
+        current_record().idempotent_replay = bool(replayed)
+        if fresh and not replayed:
+            return fresh[0]
+        return decode(remembered)

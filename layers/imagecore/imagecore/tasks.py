@@ -1,0 +1,298 @@
+"""Asynchronous tasks, shaped exactly like sub2api's (``docs/ASYNC_IMAGE_TASKS.md``): the record in DynamoDB,
+the job on SQS, and the task object a client polls.
+
+A task is ``processing`` until the worker completes or fails it. It expires 24 hours after its last update
+(DynamoDB TTL) and may run 30 minutes at most: past that it reads as failed even if a worker never wrote so.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import boto3
+from boto3.dynamodb.conditions import Attr
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+TASK_OBJECT = "image.generation.task"
+RETRY_AFTER_SECONDS = 3
+TASK_TTL_SECONDS = 24 * 3600
+TASK_LIMIT_SECONDS = 30 * 60
+
+TaskKind = Literal["generation", "edit"]
+TaskStatus = Literal["processing", "completed", "failed"]
+
+
+class TaskStoreError(Exception):
+    """DynamoDB or SQS did not answer; the caller should be told to try again."""
+
+
+class TaskBusy(Exception):
+    """Another worker holds the task right now; the job should come back later."""
+
+
+def new_task_id() -> str:
+    return "task_" + secrets.token_hex(16)
+
+
+@dataclass
+class Task:
+    id: str
+    owner: str  # the API key id that submitted it: the only one that may read it
+    kind: TaskKind
+    request: dict[str, Any]  # the validated parameters
+    folder: str  # where its images go: a second run finds them there
+    created_at: int
+    updated_at: int
+    status: TaskStatus = "processing"
+    inputs: list[dict[str, str]] = field(default_factory=list)  # edits: {"key", "filename", "role"}
+    result: dict[str, Any] | None = None  # a StoredResult as JSON
+    error: dict[str, Any] | None = None
+    http_status: int | None = None
+    completed_at: int | None = None
+    claimed_until: int | None = None
+
+    @property
+    def expires_at(self) -> int:
+        return self.updated_at + TASK_TTL_SECONDS
+
+    def overdue(self, now: int) -> bool:
+        return self.status == "processing" and now - self.created_at > TASK_LIMIT_SECONDS
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "id": self.id,
+            "owner": self.owner,
+            "kind": self.kind,
+            "status": self.status,
+            "request": json.dumps(self.request),
+            "folder": self.folder,
+            "inputs": json.dumps(self.inputs),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "expires_at": self.expires_at,
+        }
+        for name in ("result", "error"):
+            value = getattr(self, name)
+            if value is not None:
+                item[name] = json.dumps(value)
+        for name in ("http_status", "completed_at", "claimed_until"):
+            value = getattr(self, name)
+            if value is not None:
+                item[name] = value
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Task:
+        def number(name: str) -> int | None:
+            return int(item[name]) if item.get(name) is not None else None
+
+        return cls(
+            id=item["id"],
+            owner=item["owner"],
+            kind=item["kind"],
+            status=item["status"],
+            request=json.loads(item["request"]),
+            folder=item["folder"],
+            inputs=json.loads(item.get("inputs") or "[]"),
+            created_at=int(item["created_at"]),
+            updated_at=int(item["updated_at"]),
+            result=json.loads(item["result"]) if item.get("result") else None,
+            error=json.loads(item["error"]) if item.get("error") else None,
+            http_status=number("http_status"),
+            completed_at=number("completed_at"),
+            claimed_until=number("claimed_until"),
+        )
+
+
+class TaskStore:
+    """Task records in DynamoDB (partition key ``id``, TTL attribute ``expires_at``)."""
+
+    def __init__(self, table_name: str, *, region: str, clock: Callable[[], float] = time.time) -> None:
+        self._table = boto3.resource("dynamodb", region_name=region).Table(table_name)
+        self._clock = clock
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    def create(self, task: Task) -> None:
+        self._call(self._table.put_item, Item=task.to_item(), ConditionExpression=Attr("id").not_exists())
+
+    def get(self, task_id: str) -> Task | None:
+        item = self._call(self._table.get_item, Key={"id": task_id}, ConsistentRead=True).get("Item")
+        return Task.from_item(item) if item else None
+
+    def claim(self, task_id: str, *, hold_seconds: int) -> Task | None:
+        """Take the task for one run: None when it is already finished (or gone); ``TaskBusy`` while another
+        worker holds it. Two deliveries of one job cannot both run it."""
+        now = self.now()
+        try:
+            answer = self._table.update_item(
+                Key={"id": task_id},
+                UpdateExpression="SET claimed_until = :until, updated_at = :now, expires_at = :expires",
+                ConditionExpression=Attr("status").eq("processing")
+                & (Attr("claimed_until").not_exists() | Attr("claimed_until").lt(now)),
+                ExpressionAttributeValues={
+                    ":until": now + hold_seconds,
+                    ":now": now,
+                    ":expires": now + TASK_TTL_SECONDS,
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise TaskStoreError(f"claim {task_id}: {exc.response.get('Error', {}).get('Code')}") from exc
+            task = self.get(task_id)
+            if task is None or task.status != "processing":
+                return None
+            raise TaskBusy(task_id) from None
+        except BotoCoreError as exc:
+            raise TaskStoreError(f"claim {task_id}: {type(exc).__name__}") from exc
+        return Task.from_item(answer["Attributes"])
+
+    def complete(self, task_id: str, result: dict[str, Any]) -> None:
+        now = self.now()
+        self._finish(
+            task_id,
+            "SET #s = :s, #r = :r, http_status = :h, completed_at = :now, updated_at = :now, expires_at = :e "
+            "REMOVE claimed_until",
+            {":s": "completed", ":r": json.dumps(result), ":h": 200, ":now": now, ":e": now + TASK_TTL_SECONDS},
+            {"#s": "status", "#r": "result"},
+        )
+
+    def fail(self, task_id: str, http_status: int, error: dict[str, Any]) -> None:
+        now = self.now()
+        self._finish(
+            task_id,
+            "SET #s = :s, #e = :err, http_status = :h, completed_at = :now, updated_at = :now, expires_at = :e "
+            "REMOVE claimed_until",
+            {":s": "failed", ":err": json.dumps(error), ":h": http_status, ":now": now, ":e": now + TASK_TTL_SECONDS},
+            {"#s": "status", "#e": "error"},
+        )
+
+    def _finish(self, task_id: str, expression: str, values: dict[str, Any], names: dict[str, str]) -> None:
+        try:
+            self._table.update_item(
+                Key={"id": task_id},
+                UpdateExpression=expression,
+                ConditionExpression=Attr("id").exists(),
+                ExpressionAttributeValues=values,
+                ExpressionAttributeNames=names,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return  # expired and gone: nobody can read it any more
+            raise TaskStoreError(f"finish {task_id}: {exc.response.get('Error', {}).get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise TaskStoreError(f"finish {task_id}: {type(exc).__name__}") from exc
+
+    @staticmethod
+    def _call(method: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+        try:
+            return method(**kwargs)
+        except (BotoCoreError, ClientError) as exc:
+            raise TaskStoreError(f"{method.__name__}: {type(exc).__name__}") from exc
+
+
+class JobQueue:
+    """The jobs queue (SQS): one message per task, ``{"task_id": ...}``."""
+
+    def __init__(self, queue_url: str, *, region: str) -> None:
+        self._sqs = boto3.client("sqs", region_name=region)
+        self._url = queue_url
+
+    def send(self, body: dict[str, Any]) -> None:
+        try:
+            self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps(body))
+        except (BotoCoreError, ClientError) as exc:
+            raise TaskStoreError(f"send_message: {type(exc).__name__}") from exc
+
+
+def task_view(task: Task, now: int, presign: Callable[[str], str], poll_url: str | None = None) -> dict[str, Any]:
+    """The task object as sub2api answers it."""
+    view: dict[str, Any] = {
+        "id": task.id,
+        "task_id": task.id,
+        "object": TASK_OBJECT,
+        "status": task.status,
+        "created_at": task.created_at,
+        "expires_at": task.expires_at,
+    }
+    if poll_url:
+        view["poll_url"] = poll_url
+    if task.overdue(now):
+        view.update(
+            status="failed",
+            http_status=504,
+            error={
+                "type": "upstream_error",
+                "code": "task_timeout",
+                "message": f"The task did not finish within {TASK_LIMIT_SECONDS // 60} minutes.",
+            },
+        )
+    elif task.status == "completed" and task.result is not None:
+        result = answer_body(task.result, presign)
+        view.update(http_status=200, image_url=result["data"][0]["url"], result=result, completed_at=task.completed_at)
+    elif task.status == "failed":
+        view.update(http_status=task.http_status, error=task.error, completed_at=task.completed_at)
+    return view
+
+
+def answer_body(stored: dict[str, Any], presign: Callable[[str], str]) -> dict[str, Any]:
+    """The synchronous answer for a stored result, with fresh presigned URLs."""
+    return {
+        "created": stored["created"],
+        "data": [{"url": presign(ref["key"]), "revised_prompt": ref.get("revised_prompt")} for ref in stored["images"]],
+        "model": stored["model"],
+        "size": stored["size"],
+        "quality": stored["quality"],
+        "output_format": stored["output_format"],
+        "background": stored.get("background"),
+        "usage": stored.get("usage"),
+    }
+
+
+class TaskSubmitter:
+    """Makes the task record, then queues its job; a task whose job cannot be queued is failed at once, never
+    left ``processing``."""
+
+    def __init__(self, tasks: TaskStore, queue: JobQueue) -> None:
+        self.tasks = tasks
+        self.queue = queue
+
+    def submit(
+        self,
+        *,
+        task_id: str,
+        owner: str,
+        kind: TaskKind,
+        request: dict[str, Any],
+        folder: str,
+        inputs: list[dict[str, str]] | None = None,
+    ) -> Task:
+        now = self.tasks.now()
+        task = Task(
+            id=task_id,
+            owner=owner,
+            kind=kind,
+            request=request,
+            folder=folder,
+            inputs=inputs or [],
+            created_at=now,
+            updated_at=now,
+        )
+        self.tasks.create(task)
+        try:
+            self.queue.send({"task_id": task.id})
+        except TaskStoreError:
+            self.tasks.fail(
+                task.id, 503, {"type": "server_error", "code": "queue_unavailable", "message": "not queued"}
+            )
+            raise
+        return task
