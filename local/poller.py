@@ -78,7 +78,7 @@ class JobPoller:
 
     def _invoke(self, messages: list[dict[str, Any]]) -> None:
         try:
-            event = {"Records": [self._record(message) for message in messages]}
+            event = {"Records": [sqs_record(message, self._queue_arn, self._region) for message in messages]}
             context = LambdaContext("WorkerFunction", 3008, self._timeout, f"local-{time.time_ns()}", time.monotonic())
             try:
                 answer = self._handler(event, context) or {}
@@ -98,31 +98,32 @@ class JobPoller:
         finally:
             self._slots.release()
 
-    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
-        attributes = message.get("Attributes", {})
-        return {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": {
-                "ApproximateReceiveCount": attributes.get("ApproximateReceiveCount", "1"),
-                "SentTimestamp": attributes.get("SentTimestamp", str(int(time.time() * 1000))),
-                "SenderId": attributes.get("SenderId", "local"),
-                "ApproximateFirstReceiveTimestamp": attributes.get(
-                    "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))
-                ),
-            },
-            "messageAttributes": {
-                name: {
-                    "stringValue": value.get("StringValue"),
-                    "dataType": value.get("DataType", "String"),
-                    "stringListValues": [],
-                    "binaryListValues": [],
-                }
-                for name, value in message.get("MessageAttributes", {}).items()
-            },
-            "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self._queue_arn,
-            "awsRegion": self._region,
-        }
+
+def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    """A received SQS message as a record of the Lambda SQS event (what the event source mapping sends)."""
+    attributes = message.get("Attributes", {})
+    now = str(int(time.time() * 1000))
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": {
+            "ApproximateReceiveCount": attributes.get("ApproximateReceiveCount", "1"),
+            "SentTimestamp": attributes.get("SentTimestamp", now),
+            "SenderId": attributes.get("SenderId", "local"),
+            "ApproximateFirstReceiveTimestamp": attributes.get("ApproximateFirstReceiveTimestamp", now),
+        },
+        "messageAttributes": {
+            name: {
+                "stringValue": value.get("StringValue"),
+                "dataType": value.get("DataType", "String"),
+                "stringListValues": [],
+                "binaryListValues": [],
+            }
+            for name, value in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }

@@ -18,7 +18,6 @@ from imagecore.api import (
     caller_of,
     content_type_of,
     create_resolver,
-    request_deadline,
     serve,
 )
 from imagecore.edits import EditInput, edit_fingerprint, edit_from_multipart, edit_from_uploads
@@ -92,12 +91,7 @@ def edit_images(
     event, context = app.current_event.raw_event, app.lambda_context
     service = runtime.service
     edit = read_edit(event, caller_of(event).key_id, service.settings, uploads)  # type: ignore[arg-type]
-    deadline = request_deadline(
-        event,
-        context,
-        integration_timeout_ms=service.settings.integration_timeout_ms,
-        margin_seconds=service.settings.storage_margin_seconds,
-    )
+    deadline = runtime.deadline(event, context)
     delivery = runtime.deliver(
         event,
         context,

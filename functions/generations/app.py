@@ -11,7 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import caller_of, create_resolver, request_deadline, serve
+from imagecore.api import caller_of, create_resolver, serve
 from imagecore.models import ErrorResponse, GenerationRequest, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.runtime import ImageRuntime, task_folder
@@ -49,12 +49,7 @@ def create_images(
     event, context = app.current_event.raw_event, app.lambda_context
     caller_of(event)
     service = runtime.service
-    deadline = request_deadline(
-        event,
-        context,
-        integration_timeout_ms=service.settings.integration_timeout_ms,
-        margin_seconds=service.settings.storage_margin_seconds,
-    )
+    deadline = runtime.deadline(event, context)
     delivery = runtime.deliver(
         event,
         context,

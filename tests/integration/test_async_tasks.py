@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from imagecore.tasks import TASK_LIMIT_SECONDS, TASK_OBJECT, TASK_TTL_SECONDS
+from local.poller import sqs_record
 from tests.conftest import UPSTREAM_KEY, FakeLambdaContext
 from tests.integration.conftest import BUCKET
 
@@ -275,33 +276,8 @@ class Stack:
         return message
 
     def record(self, message: dict[str, Any]) -> dict[str, Any]:
-        """One record of the SQS event Lambda's event source mapping delivers (as local/poller.py builds it)."""
-        attributes = message.get("Attributes", {})
-        now = str(int(time.time() * 1000))
-        return {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": {
-                "ApproximateReceiveCount": attributes.get("ApproximateReceiveCount", "1"),
-                "SentTimestamp": attributes.get("SentTimestamp", now),
-                "SenderId": attributes.get("SenderId", "AIDAEXAMPLE"),
-                "ApproximateFirstReceiveTimestamp": attributes.get("ApproximateFirstReceiveTimestamp", now),
-            },
-            "messageAttributes": {
-                name: {
-                    "stringValue": value.get("StringValue"),
-                    "dataType": value.get("DataType", "String"),
-                    "stringListValues": [],
-                    "binaryListValues": [],
-                }
-                for name, value in message.get("MessageAttributes", {}).items()
-            },
-            "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self.jobs_arn,
-            "awsRegion": REGION,
-        }
+        """One record of the SQS event Lambda's event source mapping delivers."""
+        return sqs_record(message, self.jobs_arn, REGION)
 
     def run_worker(self, messages: list[dict[str, Any]] | None = None) -> list[str]:
         """Hand the worker one SQS event (by default: everything on the jobs queue, then deleted as the event

@@ -12,7 +12,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import poll_url
+from imagecore.api import poll_url, request_deadline
 from imagecore.errors import ImageServiceError, ServiceMisconfigured
 from imagecore.idempotency import Idempotency, idempotency_key
 from imagecore.observability import current_record
@@ -20,6 +20,7 @@ from imagecore.service import Delivery, ImageService, StoredResult
 from imagecore.settings import GenerationSettings
 from imagecore.storage import StorageError, image_folder
 from imagecore.tasks import RETRY_AFTER_SECONDS, JobQueue, Task, TaskStore, TaskStoreError, TaskSubmitter, task_view
+from imagecore.upstream import Deadline
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -46,6 +47,16 @@ class ImageRuntime:
             )
         idempotency = Idempotency(settings.idempotency_table, region=region) if settings.idempotency_table else None
         return cls(ImageService.from_settings(settings), idempotency, submitter)
+
+    def deadline(self, event: dict[str, Any], context: LambdaContext) -> Deadline:
+        """When the upstream call of this API request must be over (see ``request_deadline``)."""
+        settings = self.service.settings
+        return request_deadline(
+            event,
+            context,
+            integration_timeout_ms=settings.integration_timeout_ms,
+            margin_seconds=settings.storage_margin_seconds,
+        )
 
     def once(
         self,
