@@ -13,6 +13,33 @@ from moto import mock_aws
 from tests.conftest import UPSTREAM_KEY
 
 BUCKET = "images-test-bucket"
+# Variables a test sets only when it means to; otherwise they must not leak in from the environment.
+UNSET_UNLESS_GIVEN = (
+    "S3_ENDPOINT_URL",
+    "UPSTREAM_API_KEY_SECRET_ID",
+    "STORE_ATTEMPTS",
+    "MAX_REQUEST_BYTES",
+    "MAX_INPUT_IMAGE_BYTES",
+    "AWS_LAMBDA_FUNCTION_NAME",
+)
+
+
+def set_function_env(monkeypatch: pytest.MonkeyPatch, simulator_url: str, **extra: str) -> None:
+    """The environment the template gives the image functions, pointed at moto and the simulator."""
+    env = {
+        "IMAGES_BUCKET": BUCKET,
+        "UPSTREAM_BASE_URL": simulator_url,
+        "UPSTREAM_API_KEY": UPSTREAM_KEY,
+        "INTEGRATION_TIMEOUT_MS": "300000",
+        "POWERTOOLS_METRICS_NAMESPACE": "ImageServiceTests",
+        "POWERTOOLS_SERVICE_NAME": "image-service",
+        **extra,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in UNSET_UNLESS_GIVEN:
+        if name not in extra:
+            monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -34,19 +61,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, simulator: Any, aws: Any):
     from functions.generations import app as generations
 
     def apply(**overrides: str) -> Any:
-        env = {
-            "IMAGES_BUCKET": BUCKET,
-            "UPSTREAM_BASE_URL": simulator.url,
-            "UPSTREAM_API_KEY": UPSTREAM_KEY,
-            "INTEGRATION_TIMEOUT_MS": "300000",
-            "POWERTOOLS_METRICS_NAMESPACE": "ImageServiceTests",
-            "POWERTOOLS_SERVICE_NAME": "image-service",
-            **overrides,
-        }
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("S3_ENDPOINT_URL", raising=False)
-        monkeypatch.delenv("UPSTREAM_API_KEY_SECRET_ID", raising=False)
+        set_function_env(monkeypatch, simulator.url, **overrides)
         generations.runtime.cache_clear()
         return generations
 

@@ -24,8 +24,8 @@ from PIL import Image
 
 from imagecore.tasks import TASK_LIMIT_SECONDS, TASK_OBJECT, TASK_TTL_SECONDS
 from local.poller import sqs_record
-from tests.conftest import UPSTREAM_KEY, FakeLambdaContext
-from tests.integration.conftest import BUCKET
+from tests.conftest import FakeLambdaContext
+from tests.integration.conftest import BUCKET, set_function_env
 
 KEY_ID = "key_test0000001"
 OTHER_KEY_ID = "key_other000002"
@@ -141,30 +141,15 @@ class Stack:
         self.events_client.put_targets(
             Rule="observer", EventBusName=BUS, Targets=[{"Id": "observer", "Arn": self._arn(self.observer_url)}]
         )
-        env = {
-            "IMAGES_BUCKET": BUCKET,
-            "UPSTREAM_BASE_URL": simulator.url,
-            "UPSTREAM_API_KEY": UPSTREAM_KEY,
-            "INTEGRATION_TIMEOUT_MS": "300000",
-            "POWERTOOLS_METRICS_NAMESPACE": "ImageServiceTests",
-            "POWERTOOLS_SERVICE_NAME": "image-service",
-            "TASKS_TABLE": TASKS_TABLE,
-            "JOBS_QUEUE_URL": self.jobs_url,
-            "IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE,
-            "EVENT_BUS_NAME": BUS,
-            "DEAD_LETTER_QUEUE_URL": self.dlq_url,
-        }
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        for name in (
-            "S3_ENDPOINT_URL",
-            "UPSTREAM_API_KEY_SECRET_ID",
-            "STORE_ATTEMPTS",
-            "MAX_REQUEST_BYTES",
-            "MAX_INPUT_IMAGE_BYTES",
-            "AWS_LAMBDA_FUNCTION_NAME",
-        ):
-            monkeypatch.delenv(name, raising=False)
+        set_function_env(
+            monkeypatch,
+            simulator.url,
+            TASKS_TABLE=TASKS_TABLE,
+            JOBS_QUEUE_URL=self.jobs_url,
+            IDEMPOTENCY_TABLE=IDEMPOTENCY_TABLE,
+            EVENT_BUS_NAME=BUS,
+            DEAD_LETTER_QUEUE_URL=self.dlq_url,
+        )
         self.clear()
 
     def clear(self) -> None:

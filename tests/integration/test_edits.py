@@ -19,7 +19,7 @@ from PIL import Image
 
 from imagecore.storage import owner_prefix
 from tests.conftest import UPSTREAM_KEY
-from tests.integration.conftest import BUCKET
+from tests.integration.conftest import BUCKET, set_function_env
 
 KEY_ID = "key_test0000001"
 OTHER_KEY_ID = "key_other000002"
@@ -75,20 +75,7 @@ def configure_edits(monkeypatch: pytest.MonkeyPatch, simulator: Any, aws: Any) -
         uploads.upload_store.cache_clear()
 
     def apply(**overrides: str) -> Any:
-        env = {
-            "IMAGES_BUCKET": BUCKET,
-            "UPSTREAM_BASE_URL": simulator.url,
-            "UPSTREAM_API_KEY": UPSTREAM_KEY,
-            "INTEGRATION_TIMEOUT_MS": "300000",
-            "POWERTOOLS_METRICS_NAMESPACE": "ImageServiceTests",
-            "POWERTOOLS_SERVICE_NAME": "image-service",
-            **overrides,
-        }
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        for name in ("S3_ENDPOINT_URL", "UPSTREAM_API_KEY_SECRET_ID", "MAX_REQUEST_BYTES", "MAX_INPUT_IMAGE_BYTES"):
-            if name not in overrides:
-                monkeypatch.delenv(name, raising=False)
+        set_function_env(monkeypatch, simulator.url, **overrides)
         clear()
         return edits
 

@@ -20,6 +20,7 @@ from imagecore.errors import (
     ImageServiceError,
     InvalidRequest,
     NotFound,
+    Unauthorized,
     UnsupportedMediaType,
     UpstreamFailed,
     UpstreamRejected,
@@ -188,7 +189,7 @@ def caller_of(event: dict[str, Any]) -> Caller:
     key_id = authorizer.get("keyId")
     if not key_id:
         # Only reachable if a route is deployed without the authorizer: fail closed.
-        raise ImageServiceError("The request was not authenticated.", code="unauthenticated", status=401)
+        raise Unauthorized("The request was not authenticated.", code="unauthenticated")
     return Caller(key_id=str(key_id))
 
 
