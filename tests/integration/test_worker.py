@@ -203,7 +203,7 @@ def test_s3_down_for_every_attempt_fails_the_task_with_the_reason(stack, simulat
     assert stack.run_worker() == []  # finished: failed with why, never left processing
 
     assert simulator.calls == 1
-    assert put.seen["calls"] == 3
+    assert put.seen["calls"] == 4  # the image three times, then failure.json (refused too)
     assert pauses == [1.0, 2.0]
     view = stack.get_task(task_id).body
     assert (view["status"], view["http_status"]) == ("failed", 503)
@@ -329,7 +329,8 @@ def test_an_upstream_refusal_of_an_event_is_announced_as_failed(stack, simulator
     assert (detail["http_status"], detail["correlation_id"], detail["request_id"]) == (400, "x-1", event["id"])
     assert detail["error"]["code"] == "moderation_blocked"
     assert detail["error"]["message"] == "rejected by the safety system"
-    assert stack.stored_keys() == []
+    # No image; only the failure, where a redelivery finds it and announces it again without the upstream.
+    assert stack.stored_keys() == [f"images/events/jobs/{event['id']}/failure.json"]
     assert stack.dead_letters() == []
 
 
