@@ -99,7 +99,7 @@ def edit_images(
         payload=edit_fingerprint(edit),
         produce=lambda: service.edit(edit, deadline, current_record()),
     )
-    return service.respond(delivery, edit.parameters.response_format)
+    return runtime.respond(event, delivery, edit.parameters.response_format)
 
 
 @app.post(

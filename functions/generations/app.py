@@ -57,7 +57,7 @@ def create_images(
         payload=request.model_dump(),
         produce=lambda: service.generate(request, deadline, current_record()),
     )
-    return service.respond(delivery, request.response_format)
+    return runtime.respond(event, delivery, request.response_format)
 
 
 @app.post(

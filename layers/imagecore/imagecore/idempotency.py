@@ -3,7 +3,12 @@
 A retry with the same key (same caller, same route) gets the first answer back for 24 hours: the same S3
 objects (with fresh URLs), no second upstream call, no second bill. The same key with a different request is a
 422; a retry while the first is still running is a 409. Failures are not remembered, so a retry after one runs
-again. What is remembered is plain JSON (S3 keys and figures, never images), well under DynamoDB's item limit.
+again.
+
+A record stays small whatever the request: it holds a digest of the request and a reference to the result (the
+S3 key of a ``result.json``, a task id), never the request, the prompt or the images, so no request is refused
+for the size of its own record. And the store failing is never reported as "not run" once the request ran: the
+caller gets what was made (or the error it met), the record is only a shortcut for a retry.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.errors import ImageServiceError, InvalidRequest
-from imagecore.observability import current_record
+from imagecore.observability import current_record, logger
 
 HEADER = "idempotency-key"
 EXPIRES_AFTER_SECONDS = 24 * 3600
@@ -105,6 +110,8 @@ class Idempotency:
             return produce()
         fresh: list[T] = []
         replayed: list[bool] = []
+        ran: list[bool] = []
+        raised: list[BaseException] = []
 
         def mark_replay(response: Any, _record: Any) -> Any:
             replayed.append(True)
@@ -120,11 +127,16 @@ class Idempotency:
 
         @idempotent_function(data_keyword_argument="request", persistence_store=self._store, config=config)
         def run(request: dict[str, Any]) -> dict[str, Any]:
-            value = produce()
+            ran.append(True)
+            try:
+                value = produce()
+            except BaseException as exc:
+                raised.append(exc)
+                raise
+            fresh.append(value)
             encoded = encode(value)
             if encoded is None:
                 raise _NotRemembered(value)
-            fresh.append(value)
             return encoded
 
         try:
@@ -142,10 +154,17 @@ class Idempotency:
                 param="Idempotency-Key",
                 headers={"Retry-After": "5"},
             ) from None
-        except IdempotencyPersistenceLayerError:
-            raise IdempotencyUnavailable(
-                "The idempotency store did not answer; the request was not run. Try again.",
-            ) from None
+        except IdempotencyPersistenceLayerError as failure:
+            if not ran:
+                raise IdempotencyUnavailable(
+                    "The idempotency store did not answer; the request was not run. Try again.",
+                ) from None
+            # It ran: the caller gets what it made (or the error it met), only the record is missing.
+            logger.warning("idempotency record not written", extra={"reason": str(failure)[:200]})
+            current_record().idempotent_replay = False
+            if fresh:
+                return fresh[0]
+            raise raised[0] from None
         current_record().idempotent_replay = bool(replayed)
         if fresh and not replayed:
             return fresh[0]

@@ -13,9 +13,11 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.api import poll_url, request_deadline
-from imagecore.errors import ImageServiceError, ServiceMisconfigured
+from imagecore.errors import ImageServiceError, InvalidRequest, NotFound, ServiceMisconfigured, StorageUnavailable
 from imagecore.idempotency import Idempotency, idempotency_key
-from imagecore.observability import current_record
+from imagecore.manifest import folder_of, read_result, write_result
+from imagecore.models import GenerationResponse
+from imagecore.observability import current_record, logger
 from imagecore.service import Delivery, ImageService, StoredResult
 from imagecore.settings import GenerationSettings
 from imagecore.storage import StorageError, image_folder
@@ -92,16 +94,60 @@ class ImageRuntime:
         payload: Any,
         produce: Callable[[], Delivery],
     ) -> Delivery:
-        """A synchronous generation or edit, once per Idempotency-Key: a replay is the same stored images."""
+        """A synchronous generation or edit, once per Idempotency-Key: a replay is the same stored images.
+
+        The record holds the key of the result's ``result.json``, not the result (its revised prompts can be as
+        long as the prompt). ``response_format`` is left out of the comparison: it changes how the same images
+        are answered, not which, so a retry asking ``url`` after a refused inline answer gets the paid images."""
+        store = self.service.store
+
+        def remember(delivery: Delivery) -> dict[str, Any] | None:
+            stored = delivery.stored
+            if stored is None:
+                return None
+            try:
+                return {"result": write_result(store, folder_of(stored), stored)}
+            except StorageError:
+                logger.warning("idempotency result not written: a retry runs again")
+                return None
+
+        def recall(remembered: dict[str, Any]) -> Delivery:
+            if set(remembered) != {"result"}:  # a record from before results were kept by reference
+                return Delivery.replay(StoredResult.from_dict(remembered))
+            try:
+                stored = read_result(store, remembered["result"])
+            except StorageError:
+                raise StorageUnavailable(
+                    "The images of this Idempotency-Key cannot be read right now; try again."
+                ) from None
+            if stored is None:
+                raise NotFound("The images of this Idempotency-Key are gone.", param="Idempotency-Key")
+            return Delivery.replay(stored)
+
         return self.once(
             event,
             context,
             scope=scope,
-            payload=payload,
+            payload=_without_presentation(payload),
             produce=produce,
-            encode=lambda delivery: delivery.stored.to_dict() if delivery.stored is not None else None,
-            decode=lambda remembered: Delivery.replay(StoredResult.from_dict(remembered)),
+            encode=remember,
+            decode=recall,
         )
+
+    def respond(self, event: dict[str, Any], delivery: Delivery, response_format: str) -> GenerationResponse:
+        """The answer; when the images are too large to answer inline, the refusal says how to get them (they are
+        stored and paid for: with the same Idempotency-Key and ``url`` they come back without a second charge)."""
+        try:
+            return self.service.respond(delivery, response_format)
+        except InvalidRequest as refused:
+            if refused.code != "response_too_large" or idempotency_key(event) is None or self.idempotency is None:
+                raise
+            raise InvalidRequest(
+                f"{refused.message} The images are stored: ask again with the same Idempotency-Key and "
+                "response_format 'url' to get them without a second upstream call.",
+                param="response_format",
+                code="response_too_large",
+            ) from None
 
     def submit(
         self,
@@ -123,24 +169,50 @@ class ImageRuntime:
             except (TaskStoreError, StorageError):
                 raise TasksUnavailable("The task could not be queued; nothing was run. Try again.") from None
 
+        def recall(remembered: dict[str, Any]) -> Task:
+            if set(remembered) != {"task_id"}:  # a record from before tasks were kept by reference
+                return Task.from_item(remembered)
+            try:
+                task = submitter.tasks.get(remembered["task_id"])
+            except TaskStoreError:
+                raise TasksUnavailable(
+                    "The task of this Idempotency-Key cannot be read right now; try again."
+                ) from None
+            if task is None:
+                raise NotFound(
+                    "The task of this Idempotency-Key is gone.", param="Idempotency-Key", code="task_not_found"
+                )
+            return task
+
         task = self.once(
             event,
             context,
             scope=scope,
             payload=payload,
             produce=produce,
-            encode=lambda made: made.to_item(),
-            decode=Task.from_item,
+            # The task id, not the task: the record stays small whatever the request.
+            encode=lambda made: {"task_id": made.id},
+            decode=recall,
         )
         current_record().task_id = task.id
         url = poll_url(event, task.id)
-        view = task_view(task, submitter.tasks.now(), presign=lambda key: key, poll_url=url)
+        view = task_view(task, submitter.tasks.now(), presign=self.service.store.presign, poll_url=url)
         return Response(
             status_code=202,
             content_type=content_types.APPLICATION_JSON,
             body=json.dumps(view),
             headers={"Location": url, "Retry-After": str(RETRY_AFTER_SECONDS), **NO_STORE},
         )
+
+
+def _without_presentation(payload: Any) -> Any:
+    """The request as far as it decides which images are made: without ``response_format``."""
+    if not isinstance(payload, dict):
+        return payload
+    trimmed = {name: value for name, value in payload.items() if name != "response_format"}
+    if isinstance(trimmed.get("parameters"), dict):
+        trimmed["parameters"] = _without_presentation(trimmed["parameters"])
+    return trimmed
 
 
 def task_folder(task_id: str) -> str:
