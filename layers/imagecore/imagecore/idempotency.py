@@ -90,8 +90,8 @@ def digest(payload: Any) -> str:
 
 class Idempotency:
     def __init__(self, table_name: str, *, region: str) -> None:
-        client = boto3.client("dynamodb", region_name=region)
-        self._store = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=client)
+        self.client = boto3.client("dynamodb", region_name=region)
+        self._store = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=self.client)
 
     def once(
         self,

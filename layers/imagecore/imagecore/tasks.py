@@ -152,6 +152,11 @@ class TaskStore:
         self._table = boto3.resource("dynamodb", region_name=region).Table(table_name)
         self._clock = clock
 
+    @property
+    def client(self) -> Any:
+        """The low-level DynamoDB client under the table (its botocore events are where faults are injected)."""
+        return self._table.meta.client
+
     def now(self) -> int:
         return int(self._clock())
 
@@ -289,6 +294,10 @@ class JobQueue:
     def __init__(self, queue_url: str, *, region: str) -> None:
         self._sqs = boto3.client("sqs", region_name=region)
         self._url = queue_url
+
+    @property
+    def client(self) -> Any:
+        return self._sqs
 
     def send(self, body: dict[str, Any]) -> None:
         try:
