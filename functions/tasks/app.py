@@ -18,7 +18,7 @@ from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.runtime import NO_STORE, TasksUnavailable
 from imagecore.settings import TaskReadSettings
 from imagecore.storage import ImageStore, make_s3_client
-from imagecore.tasks import TaskStore, TaskStoreError, task_view
+from imagecore.tasks import TaskStore, TaskStoreError, full_result, task_view
 
 app = create_resolver()
 
@@ -54,6 +54,8 @@ def get_task(
         raise TasksUnavailable("Tasks cannot be read right now; try again.") from None
     if task is None or task.owner != owner:
         raise NotFound(f"No task '{task_id[:64]}'.", param="id", code="task_not_found", headers=dict(NO_STORE))
+    if task.result and task.result.get("manifest"):
+        task.result = full_result(images, task.result)
     view = task_view(task, tasks.now(), presign=images.presign)
     return Response(200, content_types.APPLICATION_JSON, json.dumps(view), headers=dict(NO_STORE))
 

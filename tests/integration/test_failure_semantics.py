@@ -287,12 +287,17 @@ def emoji_prompt_with_a_key(stack: Stack, inject: Faults, pauses: list[float]) -
     resubmitted = submit_generation(stack, body, headers={"Idempotency-Key": "emoji-async"})
     assert (submitted.status, resubmitted.status) == (202, 202), submitted.body
     assert resubmitted.body["id"] == submitted.body["id"]
+    assert stack.run_worker() == []
+    task = stack.get_task(submitted.body["id"]).body
+    assert task["status"] == "completed", task
+    # The task record keeps the revised prompts out (result.json has them): the poll still answers them whole.
+    assert [item["revised_prompt"] for item in task["result"]["data"]] == [body["prompt"] + " (as drawn)"] * 2
+    assert len(json.dumps(stack.task_item(task["id"]), default=str, ensure_ascii=False).encode()) < 200_000
     for item in stack.idempotency_table.scan()["Items"]:
         assert len(json.dumps(item, default=str)) < 2_000  # a digest and a reference, not the request
     folder = key_of(first.body["data"][0]["url"]).rsplit("/", 1)[0]
-    return f"{first.status}, the retry {again.status} with the same images; async 202, the same task", stored_in(
-        stack, folder
-    )
+    seen = f"{first.status}, the retry {again.status} with the same images; async 202, the same task, {task['status']}"
+    return seen, stored_in(stack, folder)
 
 
 ROWS = [
@@ -403,9 +408,9 @@ ROWS = [
     Row(
         "a 32,000-emoji prompt, n=2, with an Idempotency-Key (sync and async)",
         "idempotency record",
-        "200, the retry 200 with the same images; async 202, the same task",
+        "200, the retry 200 with the same images; async 202, the same task, completed",
         "2 images + result.json",
-        1,
+        2,
         emoji_prompt_with_a_key,
     ),
 ]

@@ -17,8 +17,13 @@ import boto3
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagecore.observability import logger
+from imagecore.storage import StorageError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from imagecore.storage import ImageStore
 
 TASK_OBJECT = "image.generation.task"
 RETRY_AFTER_SECONDS = 3
@@ -334,6 +339,17 @@ def task_view(task: Task, now: int, presign: Callable[[str], str], poll_url: str
     elif task.status == "failed":
         view.update(http_status=task.http_status, error=task.error, completed_at=task.completed_at)
     return view
+
+
+def full_result(images: ImageStore, compact: dict[str, Any]) -> dict[str, Any]:
+    """A result the task record keeps without its revised prompts, made whole again from its ``result.json``;
+    when S3 cannot read it the images are still answered (without revised prompts)."""
+    try:
+        document = images.read_json(compact["manifest"])
+    except StorageError:
+        logger.warning("task result manifest not read", extra={"key": compact["manifest"]})
+        return compact
+    return document or compact
 
 
 def answer_body(stored: dict[str, Any], presign: Callable[[str], str]) -> dict[str, Any]:

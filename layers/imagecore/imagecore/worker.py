@@ -40,7 +40,15 @@ from imagecore.api import validation_error
 from imagecore.edits import edit_from_kept
 from imagecore.errors import ImageServiceError
 from imagecore.idempotency import digest
-from imagecore.manifest import MANIFEST, Finished, manifest_key, read_finished, write_failure, write_result
+from imagecore.manifest import (
+    MANIFEST,
+    Finished,
+    folder_of,
+    manifest_key,
+    read_finished,
+    write_failure,
+    write_result,
+)
 from imagecore.models import GenerationRequest
 from imagecore.observability import JOB_LOG_MESSAGE, RequestRecord, logger, recording
 from imagecore.service import ImageService, StoredResult, describe_request
@@ -318,7 +326,7 @@ class Worker:
     def _finish_task(self, task_id: str, finished: Finished, context: LambdaContext, record: RequestRecord) -> None:
         """The terminal write, retried with backoff within the function's time."""
         if finished.result is not None:
-            result = finished.result.to_dict()
+            result = _compact(finished.result)
             self._persist(context, lambda: self.tasks.complete(task_id, result))
             record.status = 200
             return
@@ -457,6 +465,20 @@ class Worker:
             write_failure(self.service.store, folder, finished.http_status or 500, finished.error or {}, digest=digest)
         except StorageError:
             logger.warning("failure manifest not written", extra={"folder": folder})
+
+
+# Beyond this the task record keeps its result without the revised prompts (they can be as long as the prompt,
+# one per image) and points at result.json for them: the record stays far below DynamoDB's 400 KB item limit.
+TASK_RESULT_INLINE_BYTES = 32_000
+
+
+def _compact(stored: StoredResult) -> dict[str, Any]:
+    result = stored.to_dict()
+    if len(json.dumps(result, ensure_ascii=False).encode("utf-8")) <= TASK_RESULT_INLINE_BYTES:
+        return result
+    result["images"] = [{"key": ref.key, "revised_prompt": None} for ref in stored.images]
+    result["manifest"] = manifest_key(folder_of(stored))
+    return result
 
 
 def _receive_count(record: SQSRecord) -> int:
