@@ -158,6 +158,40 @@ def s3_unreachable_at_start(stack: Stack, inject: Faults, pauses: list[float]) -
     return task_seen(stack, task_id), stored_in(stack, task_folder(stack, task_id))
 
 
+def s3_refuses_the_image_twice(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024"}).body["id"]
+    refused = inject.refuse(stack.worker().service.store.s3, "PutObject", times=2, when=image_put)
+    assert stack.run_worker() == []
+    assert (refused.hits, refused.seen) == (2, 3)
+    return task_seen(stack, task_id), stored_in(stack, task_folder(stack, task_id))
+
+
+def s3_refuses_every_write(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024"}).body["id"]
+    inject.refuse(stack.worker().service.store.s3, "PutObject", times=10**6)
+    assert stack.run_worker() == []  # finished: failed with why, never left processing
+    return task_seen(stack, task_id), stored_in(stack, task_folder(stack, task_id))
+
+
+def task_claim_refused_every_delivery(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024"}).body["id"]
+    (job,) = stack.jobs()
+    inject.refuse(stack.worker().tasks.client, "UpdateItem", times=10**6, when=lambda call: not dynamodb_status(call))
+    for count in (1, 2, 3, 4):
+        assert stack.run_worker([on_delivery(job, count)]) == [job["MessageId"]]
+    assert stack.run_worker([on_delivery(job, 5)]) == []
+    return task_seen(stack, task_id), stored_in(stack, task_folder(stack, task_id))
+
+
+def idempotency_store_down_before(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    inject.refuse(stack.generations.runtime().idempotency.client, "PutItem", times=10**6, unreachable=True)
+    answer = stack.post(
+        "/v1/images/generations", {"prompt": "p", "size": "1024x1024"}, headers={"Idempotency-Key": "k-2"}
+    )
+    assert "not run" in answer.body["error"]["message"]
+    return f"{answer.status} {answer.body['error']['code']}", stored_in(stack, "images")
+
+
 def crash_at_completed_write(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
     task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024"}).body["id"]
     (job,) = stack.jobs()
@@ -326,6 +360,30 @@ ROWS = [
         s3_unreachable_at_start,
     ),
     Row(
+        "S3 refuses the image twice",
+        "worker, PutObject (image)",
+        "task completed 200",
+        "1 image + result.json",
+        1,
+        s3_refuses_the_image_twice,
+    ),
+    Row(
+        "S3 refuses every write (5 attempts)",
+        "worker, PutObject",
+        "task failed 503 storage_unavailable",
+        "0 images",
+        1,
+        s3_refuses_every_write,
+    ),
+    Row(
+        "DynamoDB refuses the task's claim on all 5 deliveries",
+        "worker, UpdateItem (claim)",
+        "task failed 503 job_abandoned",
+        "0 images",
+        0,
+        task_claim_refused_every_delivery,
+    ),
+    Row(
         "crash after result.json, before `completed` is written; redelivery",
         "worker, UpdateItem (terminal write)",
         "task completed 200",
@@ -388,6 +446,14 @@ ROWS = [
         "0 images",
         0,
         queue_refused_at_submit,
+    ),
+    Row(
+        "Idempotency store unreachable before the request runs",
+        "generations, PutItem (idempotency)",
+        "503 idempotency_unavailable",
+        "0 images",
+        0,
+        idempotency_store_down_before,
     ),
     Row(
         "Idempotency store refuses the record after the images were made",

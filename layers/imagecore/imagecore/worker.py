@@ -273,7 +273,7 @@ class Worker:
         if isinstance(job, TaskJob):
             self._persist(context, lambda: self.tasks.fail(job.task_id, 503, error))
         else:
-            self._end_event(job, 503, error, context)
+            self._end_event(job, 503, error, context, last_word=True)
         record.status = 503
         record.fail("failed", error["code"])
 
@@ -385,11 +385,25 @@ class Worker:
         self._persist(context, lambda: self.tasks.complete(job.key, {"manifest": manifest_key(job.folder)}))
         self._announce(job, Finished(result=stored), record)
 
-    def _end_event(self, job: GenerationJob, http_status: int, error: dict[str, Any], context: LambdaContext) -> None:
-        """Record the failure where a redelivery finds it, then announce it."""
+    def _end_event(
+        self,
+        job: GenerationJob,
+        http_status: int,
+        error: dict[str, Any],
+        context: LambdaContext,
+        *,
+        last_word: bool = False,
+    ) -> None:
+        """Record the failure where a redelivery finds it, then announce it. As the ``last_word`` (no delivery
+        follows) the announcement goes out even when DynamoDB cannot record it."""
         finished = Finished(http_status=http_status, error=error, digest=job.digest)
         self._write_failure(job.folder, finished, job.digest)
-        self._persist(context, lambda: self.tasks.fail(job.key, http_status, error))
+        try:
+            self._persist(context, lambda: self.tasks.fail(job.key, http_status, error))
+        except TaskStoreError:
+            if not last_word:
+                raise
+            logger.warning("failed job not recorded", extra={"job_id": job.job_id})
         self.events.publish(FAILED, self._failure(job, http_status, error))
 
     def _announce(self, job: GenerationJob, finished: Finished, record: RequestRecord) -> None:
