@@ -92,14 +92,14 @@ def edit_images(
     service = runtime.service
     edit = read_edit(event, caller_of(event).key_id, service.settings, uploads)  # type: ignore[arg-type]
     deadline = runtime.deadline(event, context)
-    delivery = runtime.deliver(
+    return runtime.answer(
         event,
         context,
         scope="edits",
         payload=edit_fingerprint(edit),
         produce=lambda: service.edit(edit, deadline, current_record()),
+        response_format=edit.parameters.response_format,
     )
-    return runtime.respond(event, delivery, edit.parameters.response_format)
 
 
 @app.post(

@@ -50,14 +50,14 @@ def create_images(
     caller_of(event)
     service = runtime.service
     deadline = runtime.deadline(event, context)
-    delivery = runtime.deliver(
+    return runtime.answer(
         event,
         context,
         scope="generations",
         payload=request.model_dump(),
         produce=lambda: service.generate(request, deadline, current_record()),
+        response_format=request.response_format,
     )
-    return runtime.respond(event, delivery, request.response_format)
 
 
 @app.post(

@@ -298,7 +298,8 @@ def inline_too_large_then_url(stack: Stack, inject: Faults, pauses: list[float])
         body = {"prompt": "p", "size": "1024x1024", "n": 2, "response_format": "b64_json"}
         refused = stack.post("/v1/images/generations", body, headers={"Idempotency-Key": "big-1"})
         assert refused.status == 400, refused.body
-        assert "same Idempotency-Key" in refused.body["error"]["message"]
+        assert "'Idempotency-Key: big-1'" in refused.body["error"]["message"]
+        assert refused.headers["idempotency-key"] == "big-1"
         answer = stack.post(
             "/v1/images/generations", {**body, "response_format": "url"}, headers={"Idempotency-Key": "big-1"}
         )
@@ -308,6 +309,25 @@ def inline_too_large_then_url(stack: Stack, inject: Faults, pauses: list[float])
     return f"{refused.status} {refused.body['error']['code']}, then {answer.status} with the images", stored_in(
         stack, folder
     )
+
+
+def inline_too_large_without_a_key(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MAX_INLINE_RESPONSE_BYTES", "100000")
+        stack.clear()
+        body = {"prompt": "p", "size": "1024x1024", "n": 2, "response_format": "b64_json"}
+        refused = stack.post("/v1/images/generations", body)
+        assert refused.status == 400, refused.body
+        key = refused.headers["idempotency-key"]
+        assert key.startswith("auto-") and f"Idempotency-Key: {key}" in refused.body["error"]["message"]
+        answer = stack.post(
+            "/v1/images/generations", {**body, "response_format": "url"}, headers={"Idempotency-Key": key}
+        )
+    stack.clear()
+    assert answer.status == 200, answer.body
+    folder = key_of(answer.body["data"][0]["url"]).rsplit("/", 1)[0]
+    seen = f"{refused.status} {refused.body['error']['code']}, then {answer.status} with the images"
+    return seen, stored_in(stack, folder)
 
 
 def emoji_prompt_with_a_key(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
@@ -470,6 +490,14 @@ ROWS = [
         "2 images + result.json",
         1,
         inline_too_large_then_url,
+    ),
+    Row(
+        "`b64_json` answer too large, without an Idempotency-Key; the key the refusal names asks `url`",
+        "generations, the answer",
+        "400 response_too_large, then 200 with the images",
+        "2 images + result.json",
+        1,
+        inline_too_large_without_a_key,
     ),
     Row(
         "a 32,000-emoji prompt, n=2, with an Idempotency-Key (sync and async)",

@@ -4,6 +4,7 @@ environment) and the idempotent way to answer a POST synchronously or as an asyn
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,8 +71,10 @@ class ImageRuntime:
         produce: Callable[[], Any],
         encode: Callable[[Any], dict[str, Any] | None],
         decode: Callable[[dict[str, Any]], Any],
+        key: str | None = None,
     ) -> Any:
-        key = idempotency_key(event)
+        """``produce()`` once per Idempotency-Key (the request's, or ``key``) of this caller on this route."""
+        key = key or idempotency_key(event)
         if self.idempotency is None:
             return produce()
         owner = current_record().api_key_id or "anonymous"
@@ -93,61 +96,81 @@ class ImageRuntime:
         scope: str,
         payload: Any,
         produce: Callable[[], Delivery],
+        key: str | None = None,
     ) -> Delivery:
         """A synchronous generation or edit, once per Idempotency-Key: a replay is the same stored images.
 
         The record holds the key of the result's ``result.json``, not the result (its revised prompts can be as
         long as the prompt). ``response_format`` is left out of the comparison: it changes how the same images
         are answered, not which, so a retry asking ``url`` after a refused inline answer gets the paid images."""
-        store = self.service.store
-
-        def remember(delivery: Delivery) -> dict[str, Any] | None:
-            stored = delivery.stored
-            if stored is None:
-                return None
-            try:
-                return {"result": write_result(store, folder_of(stored), stored)}
-            except StorageError:
-                logger.warning("idempotency result not written: a retry runs again")
-                return None
-
-        def recall(remembered: dict[str, Any]) -> Delivery:
-            if set(remembered) != {"result"}:  # a record from before results were kept by reference
-                return Delivery.replay(StoredResult.from_dict(remembered))
-            try:
-                stored = read_result(store, remembered["result"])
-            except StorageError:
-                raise StorageUnavailable(
-                    "The images of this Idempotency-Key cannot be read right now; try again."
-                ) from None
-            if stored is None:
-                raise NotFound("The images of this Idempotency-Key are gone.", param="Idempotency-Key")
-            return Delivery.replay(stored)
-
         return self.once(
             event,
             context,
             scope=scope,
             payload=_without_presentation(payload),
             produce=produce,
-            encode=remember,
-            decode=recall,
+            encode=self._remember,
+            decode=self._recall,
+            key=key,
         )
 
-    def respond(self, event: dict[str, Any], delivery: Delivery, response_format: str) -> GenerationResponse:
-        """The answer; when the images are too large to answer inline, the refusal says how to get them (they are
-        stored and paid for: with the same Idempotency-Key and ``url`` they come back without a second charge)."""
+    def answer(
+        self,
+        event: dict[str, Any],
+        context: LambdaContext,
+        *,
+        scope: str,
+        payload: Any,
+        produce: Callable[[], Delivery],
+        response_format: str,
+    ) -> GenerationResponse:
+        """Deliver (once per Idempotency-Key) and answer. An answer too large to send inline is refused, but the
+        images are stored and paid for: the refusal names the Idempotency-Key (the request's, or one the service
+        made for it) under which a retry asking ``url`` gets them without a second upstream call."""
+        delivery = self.deliver(event, context, scope=scope, payload=payload, produce=produce)
         try:
             return self.service.respond(delivery, response_format)
         except InvalidRequest as refused:
-            if refused.code != "response_too_large" or idempotency_key(event) is None or self.idempotency is None:
+            if refused.code != "response_too_large" or self.idempotency is None or delivery.stored is None:
                 raise
+            key = idempotency_key(event)
+            if key is None:
+                key = "auto-" + secrets.token_hex(16)
+                try:
+                    self.deliver(event, context, scope=scope, payload=payload, produce=lambda: delivery, key=key)
+                except ImageServiceError:
+                    logger.warning("refused inline answer not remembered")
+                    raise refused from None
             raise InvalidRequest(
-                f"{refused.message} The images are stored: ask again with the same Idempotency-Key and "
-                "response_format 'url' to get them without a second upstream call.",
+                f"{refused.message} The images are stored: ask again with the header 'Idempotency-Key: {key}' "
+                "and response_format 'url' to get them without a second upstream call.",
                 param="response_format",
                 code="response_too_large",
+                headers={"Idempotency-Key": key},
             ) from None
+
+    def _remember(self, delivery: Delivery) -> dict[str, Any] | None:
+        stored = delivery.stored
+        if stored is None:
+            return None
+        try:
+            return {"result": write_result(self.service.store, folder_of(stored), stored)}
+        except StorageError:
+            logger.warning("idempotency result not written: a retry runs again")
+            return None
+
+    def _recall(self, remembered: dict[str, Any]) -> Delivery:
+        if set(remembered) != {"result"}:  # a record from before results were kept by reference
+            return Delivery.replay(StoredResult.from_dict(remembered))
+        try:
+            stored = read_result(self.service.store, remembered["result"])
+        except StorageError:
+            raise StorageUnavailable(
+                "The images of this Idempotency-Key cannot be read right now; try again."
+            ) from None
+        if stored is None:
+            raise NotFound("The images of this Idempotency-Key are gone.", param="Idempotency-Key")
+        return Delivery.replay(stored)
 
     def submit(
         self,
