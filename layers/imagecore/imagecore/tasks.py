@@ -54,6 +54,7 @@ class JobClaim:
     upstream_calls: int
     http_status: int | None = None
     error: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> JobClaim:
@@ -62,6 +63,7 @@ class JobClaim:
             upstream_calls=int(item.get("upstream_calls") or 0),
             http_status=int(item["http_status"]) if item.get("http_status") is not None else None,
             error=json.loads(item["error"]) if item.get("error") else None,
+            result=json.loads(item["result"]) if item.get("result") else None,
         )
 
 

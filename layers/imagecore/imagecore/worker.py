@@ -54,7 +54,7 @@ from imagecore.observability import JOB_LOG_MESSAGE, RequestRecord, logger, reco
 from imagecore.service import ImageService, StoredResult, describe_request
 from imagecore.settings import WorkerSettings
 from imagecore.storage import StorageError
-from imagecore.tasks import JobIdentityMismatch, Task, TaskBusy, TaskStore, TaskStoreError
+from imagecore.tasks import JobClaim, JobIdentityMismatch, Task, TaskBusy, TaskStore, TaskStoreError
 from imagecore.upstream import Deadline
 
 __all__ = ["COMPLETED", "FAILED", "MANIFEST", "REQUESTED", "Worker", "parse_job"]
@@ -359,11 +359,11 @@ class Worker:
             self._announce(job, finished, record)
             return
         claim = self.tasks.claim_job(job.key, job.digest, hold_seconds=_hold_seconds(context))
-        if claim.status == "failed":
+        if claim.status != "processing":  # finished, and its folder has lost what it left (or S3 hides it)
             record.outcome = "recovered"
-            self._announce(job, Finished(http_status=claim.http_status, error=claim.error), record)
+            self._announce(job, _finished_from(claim), record)
             return
-        if claim.status == "completed" or claim.upstream_calls > 1:
+        if claim.upstream_calls > 1:
             # An earlier delivery asked the upstream and left no result behind: it is not asked twice.
             self._end_event(job, 500, _interrupted_error(), context)
             record.status = 500
@@ -382,7 +382,8 @@ class Worker:
             record.fail("failed", "storage_unavailable")
             return
         self._write_result(job.folder, stored, job.digest, context)
-        self._persist(context, lambda: self.tasks.complete(job.key, {"manifest": manifest_key(job.folder)}))
+        result = _compact(stored)
+        self._persist(context, lambda: self.tasks.complete(job.key, result))
         self._announce(job, Finished(result=stored), record)
 
     def _end_event(
@@ -493,6 +494,13 @@ def _compact(stored: StoredResult) -> dict[str, Any]:
     result["images"] = [{"key": ref.key, "revised_prompt": None} for ref in stored.images]
     result["manifest"] = manifest_key(folder_of(stored))
     return result
+
+
+def _finished_from(claim: JobClaim) -> Finished:
+    if claim.status == "completed" and claim.result is not None:
+        document = {name: value for name, value in claim.result.items() if name != "manifest"}
+        return Finished(result=StoredResult.from_dict(document))
+    return Finished(http_status=claim.http_status or 500, error=claim.error or _interrupted_error())
 
 
 def _receive_count(record: SQSRecord) -> int:
