@@ -11,24 +11,19 @@ from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import (
-    JSON,
-    MULTIPART,
-    body_bytes,
-    caller_of,
-    content_type_of,
-    create_resolver,
-    serve,
-)
+from imagecore.caller import caller_of
 from imagecore.edits import EditInput, edit_fingerprint, edit_from_multipart, edit_from_uploads
 from imagecore.errors import PayloadTooLarge
 from imagecore.models import ErrorResponse, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.runtime import ImageRuntime, task_folder
+from imagecore.request_body import JSON, MULTIPART, body_bytes, content_type_of
+from imagecore.resolver import create_resolver, serve
+from imagecore.runtime import ImageRuntime
 from imagecore.service import describe_request
 from imagecore.settings import EditSettings
 from imagecore.storage import UploadStore
-from imagecore.tasks import new_task_id
+from imagecore.task_answers import task_accepted
+from imagecore.tasks import new_task_id, task_folder
 
 app = create_resolver()
 
@@ -136,7 +131,8 @@ def edit_images_async(
             inputs=inputs,
         )
 
-    return runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
+    task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
+    return task_accepted(event, task, runtime.now())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -11,13 +11,15 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import caller_of, create_resolver, serve
+from imagecore.caller import caller_of
 from imagecore.models import ErrorResponse, GenerationRequest, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.runtime import ImageRuntime, task_folder
+from imagecore.resolver import create_resolver, serve
+from imagecore.runtime import ImageRuntime
 from imagecore.service import describe_request
 from imagecore.settings import GenerationSettings
-from imagecore.tasks import new_task_id
+from imagecore.task_answers import task_accepted
+from imagecore.tasks import new_task_id, task_folder
 
 app = create_resolver()
 
@@ -78,7 +80,7 @@ def create_images_async(
     record.operation = "generations.async"
     describe_request(record, request, include_prompt=runtime.service.settings.log_prompts)
     task_id = new_task_id()
-    return runtime.submit(
+    task = runtime.submit(
         event,
         context,
         scope="generations/async",
@@ -91,6 +93,7 @@ def create_images_async(
             folder=task_folder(task_id),
         ),
     )
+    return task_accepted(event, task, runtime.now())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

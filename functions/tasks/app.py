@@ -3,21 +3,21 @@ Only the key that submitted a task may read it: any other key, like an unknown i
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Depends, Response, content_types
+from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import caller_of, create_resolver, serve
-from imagecore.errors import NotFound
+from imagecore.caller import caller_of
+from imagecore.errors import NotFound, TasksUnavailable
 from imagecore.models import ErrorResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.runtime import NO_STORE, TasksUnavailable
+from imagecore.resolver import create_resolver, serve
 from imagecore.settings import TaskReadSettings
 from imagecore.storage import ImageStore, make_s3_client
+from imagecore.task_answers import NO_STORE, task_shown
 from imagecore.tasks import TaskStore, TaskStoreError, task_view
 
 app = create_resolver()
@@ -54,8 +54,7 @@ def get_task(
         raise TasksUnavailable("Tasks cannot be read right now; try again.") from None
     if task is None or task.owner != owner:
         raise NotFound(f"No task '{task_id[:64]}'.", param="id", code="task_not_found", headers=dict(NO_STORE))
-    view = task_view(task, tasks.now(), presign=images.presign)
-    return Response(200, content_types.APPLICATION_JSON, json.dumps(view), headers=dict(NO_STORE))
+    return task_shown(task_view(task, tasks.now(), presign=images.presign))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -10,10 +10,11 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import caller_of, create_resolver, serve
-from imagecore.idempotency import Idempotency, idempotency_key
+from imagecore.caller import caller_of
+from imagecore.idempotency import Idempotency, answer_once
 from imagecore.models import ErrorResponse, UploadRequest, UploadResponse
 from imagecore.observability import current_record, logger, metrics, tracer
+from imagecore.resolver import create_resolver, serve
 from imagecore.settings import UploadSettings
 from imagecore.storage import UploadStore, make_s3_client
 
@@ -72,14 +73,12 @@ def create_upload(
             content_type=request.content_type,
         )
 
-    guard = idempotency()
-    if guard is None:
-        return presign()
-    return guard.once(
-        key=idempotency_key(event),
-        scope=f"{caller.key_id}#uploads",
+    return answer_once(
+        idempotency(),
+        event,
+        app.lambda_context,
+        scope="uploads",
         payload=request.model_dump(),
-        context=app.lambda_context,
         produce=presign,
         encode=lambda answer: answer.model_dump(),
         decode=UploadResponse.model_validate,

@@ -77,6 +77,34 @@ def idempotency_key(event: dict[str, Any]) -> str | None:
     return None
 
 
+def answer_once(
+    guard: Idempotency | None,
+    event: dict[str, Any],
+    context: LambdaContext,
+    *,
+    scope: str,
+    payload: Any,
+    produce: Callable[[], T],
+    encode: Callable[[T], dict[str, Any] | None],
+    decode: Callable[[dict[str, Any]], T],
+) -> T:
+    """The one idempotent path of every POST: ``produce()`` once per (caller, route scope, Idempotency-Key).
+    The header is checked even where no idempotency table is configured, so a bad key is refused alike."""
+    key = idempotency_key(event)
+    if guard is None:
+        return produce()
+    owner = current_record().api_key_id or "anonymous"
+    return guard.once(
+        key=key,
+        scope=f"{owner}#{scope}",
+        payload=payload,
+        context=context,
+        produce=produce,
+        encode=encode,
+        decode=decode,
+    )
+
+
 def digest(payload: Any) -> str:
     """A stable fingerprint of a request: the same content gives the same digest (multipart boundaries and
     JSON key order do not matter, because callers pass the parsed request)."""

@@ -11,13 +11,14 @@ from typing import Any
 
 import httpx
 
+from imagecore.deadline import Deadline
 from imagecore.edits import EditInput
 from imagecore.errors import InvalidRequest, StorageUnavailable
 from imagecore.models import GenerationRequest, GenerationResponse, ImageData, ImageRequest, Usage
 from imagecore.observability import RequestRecord, logger, tracer
 from imagecore.settings import GenerationSettings
 from imagecore.storage import ImageStore, ImageToStore, StorageError, make_s3_client
-from imagecore.upstream import CallTrace, Deadline, GeneratedImage, RetryPolicy, UpstreamClient, UpstreamResult
+from imagecore.upstream import CallTrace, GeneratedImage, RetryPolicy, UpstreamClient, UpstreamResult
 
 # JSON around the base64 images in an inline answer (keys, usage, API Gateway's envelope).
 _INLINE_OVERHEAD_BYTES = 2048

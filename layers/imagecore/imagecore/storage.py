@@ -41,7 +41,6 @@ class ImageToStore:
 class StoredImage:
     key: str
     content_type: str
-    size_bytes: int
 
 
 def new_image_id() -> str:
@@ -51,10 +50,6 @@ def new_image_id() -> str:
 
 def image_folder(created: datetime, image_id: str) -> str:
     return f"images/{created:%Y/%m/%d}/{image_id}"
-
-
-def image_key(created: datetime, image_id: str, index: int, output_format: str) -> str:
-    return f"{image_folder(created, image_id)}/{index}.{EXTENSIONS[output_format]}"
 
 
 def make_s3_client(region: str, endpoint_url: str | None = None, max_attempts: int = 5) -> S3Client:
@@ -107,7 +102,6 @@ class ImageStore:
             StoredImage(
                 f"{folder}/{index}.{EXTENSIONS[image.output_format]}",
                 CONTENT_TYPES[image.output_format],
-                len(image.data),
             )
             for index, image in enumerate(images)
         ]
