@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,7 +292,7 @@ class Worker:
     # --- shared -------------------------------------------------------------------------------------------
     def _deadline(self, context: LambdaContext) -> Deadline:
         remaining = context.get_remaining_time_in_millis() / 1000 - self.settings.storage_margin_seconds
-        return Deadline(time.monotonic() + remaining)
+        return Deadline.after(remaining)
 
     def _already_stored(self, folder: str) -> StoredResult | None:
         """The result a previous run of this job left, if it got as far as writing it."""
