@@ -48,6 +48,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/vulture
+	$(VENV)/bin/mypy
 
 bench: install
 	$(VENV)/bin/python scripts/bench.py

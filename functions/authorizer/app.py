@@ -8,6 +8,7 @@ to the functions in the authorizer context.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -24,7 +25,7 @@ from imagecore.settings import AuthorizerSettings
 
 
 @cache
-def keyring() -> Any:
+def keyring() -> Callable[[], Keyring]:
     return keyring_loader(AuthorizerSettings())
 
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler import Depends, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.caller import caller_of
 from imagecore.errors import NotFound, TasksUnavailable
-from imagecore.models import ErrorResponse, TaskObject
+from imagecore.models import TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.resolver import create_resolver, serve
+from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.settings import TaskReadSettings
 from imagecore.storage import ImageStore, make_s3_client
 from imagecore.task_answers import NO_STORE, task_shown
@@ -38,12 +38,12 @@ def stores() -> tuple[TaskStore, ImageStore]:
     summary="Read an async task",
     responses={
         200: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
-        404: {"description": "No such task for this key", "content": {"application/json": {"model": ErrorResponse}}},
+        404: {"description": "No such task for this key", "content": ERROR_CONTENT},
     },
 )
 def get_task(
     task_id: str, stores: Annotated[tuple[TaskStore, ImageStore], Depends(stores)]
-):  # a Response: status and headers of its own
+) -> Response[str]:  # status and headers of its own
     tasks, images = stores
     owner = caller_of(app.current_event.raw_event).key_id
     record = current_record()

@@ -12,9 +12,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.caller import caller_of
 from imagecore.idempotency import Idempotency, answer_once
-from imagecore.models import ErrorResponse, UploadRequest, UploadResponse
+from imagecore.models import UploadRequest, UploadResponse
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.resolver import create_resolver, serve
+from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.settings import UploadSettings
 from imagecore.storage import UploadStore, make_s3_client
 
@@ -46,7 +46,7 @@ def upload_store() -> UploadStore:
         "POST the returned fields plus the file (as the last part, named file) to url as multipart/form-data. "
         'Then name it in an edit: {"images": [{"upload_id": id}]}. Uploads expire after about a day.'
     ),
-    responses={400: {"description": "Invalid request", "content": {"application/json": {"model": ErrorResponse}}}},
+    responses={400: {"description": "Invalid request", "content": ERROR_CONTENT}},
 )
 def create_upload(
     request: Annotated[UploadRequest, Body()],

@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.errors import ImageServiceError, InvalidRequest
@@ -134,7 +135,8 @@ class Idempotency:
         fresh: list[T] = []
         replayed: list[bool] = []
 
-        def mark_replay(response: Any, _record: Any) -> Any:
+        def mark_replay(response: Any, idempotent_data: DataRecord) -> Any:
+            del idempotent_data  # only the fact of a replay matters here
             replayed.append(True)
             return response
 
@@ -158,7 +160,8 @@ class Idempotency:
         try:
             remembered = run(request={"key": f"{scope}#{key}", "payload": digest(payload)})
         except _NotRemembered as kept:
-            return kept.value
+            unremembered: T = kept.value
+            return unremembered
         except IdempotencyValidationError:
             raise IdempotencyKeyReused(
                 "This Idempotency-Key was already used with a different request. Use a new key for a new request.",

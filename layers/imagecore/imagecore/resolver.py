@@ -11,13 +11,18 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ResponseValidationError
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseContentModel, OpenAPIResponseContentSchema
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.errors import ImageServiceError, NotFound
 from imagecore.http_errors import error_answer, internal_error, outcome_of
+from imagecore.models import ErrorResponse
 from imagecore.observability import current_record, logger, request_record
 from imagecore.request_body import JSON, require_content_type
 from imagecore.validation import validation_error
+
+# What every error answer looks like in the OpenAPI document (the OpenAI error shape).
+ERROR_CONTENT: dict[str, OpenAPIResponseContentSchema | OpenAPIResponseContentModel] = {JSON: {"model": ErrorResponse}}
 
 
 def create_resolver() -> APIGatewayRestResolver:

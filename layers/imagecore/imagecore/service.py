@@ -150,9 +150,10 @@ class ImageService:
     ) -> Delivery:
         """Store first, always: an image that was paid for is never lost, whatever the answer looks like."""
         body = result.body
-        created = body.get("created") if isinstance(body.get("created"), int) else int(time.time())
+        raw_created = body.get("created")
+        created = raw_created if isinstance(raw_created, int) else int(time.time())
         first = result.images[0].info
-        summary = {
+        summary: dict[str, Any] = {
             "created": created,
             "model": str(body.get("model") or request.model),
             "size": str(body.get("size") or first.size),

@@ -149,7 +149,8 @@ class ImageStore:
             raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
-        return json.loads(body)
+        document: dict[str, Any] = json.loads(body)
+        return document
 
     def presign(self, key: str) -> str:
         """A SigV4 presigned GET; it also dies when the signing credentials expire (Lambda role: hours)."""

@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from imagecore.storage import image_folder
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 TASK_OBJECT = "image.generation.task"
 RETRY_AFTER_SECONDS = 3
@@ -201,7 +201,7 @@ class TaskStore:
             raise TaskStoreError(f"finish {task_id}: {type(exc).__name__}") from exc
 
     @staticmethod
-    def _call(method: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    def _call(method: Callable[..., Mapping[str, Any]], **kwargs: Any) -> Mapping[str, Any]:
         try:
             return method(**kwargs)
         except (BotoCoreError, ClientError) as exc:

@@ -25,7 +25,7 @@ _PYDANTIC_CODES = {
 def validation_error(errors: Iterable[Any]) -> ImageServiceError:
     """Turn pydantic/Powertools validation errors into one OpenAI-style error naming the first bad field."""
     errors = list(errors)
-    first = errors[0] if errors else {"type": "value_error", "loc": ("body",), "msg": "invalid request"}
+    first: dict[str, Any] = errors[0] if errors else {"type": "value_error", "loc": ("body",), "msg": "invalid request"}
     kind = first.get("type", "")
     loc = [part for part in first.get("loc", ()) if part != "body"]
     param = _param_path(loc)
