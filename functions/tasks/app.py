@@ -26,9 +26,10 @@ app = create_resolver()
 @cache
 def stores() -> tuple[TaskStore, ImageStore]:
     settings = TaskReadSettings()
-    endpoint = str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
     images = ImageStore(
-        make_s3_client(settings.aws_region, endpoint), settings.images_bucket, settings.presign_expiry_seconds
+        make_s3_client(settings.aws_region, settings.s3_endpoint_url),
+        settings.images_bucket,
+        settings.presign_expiry_seconds,
     )
     return TaskStore(settings.tasks_table, region=settings.aws_region), images
 

@@ -35,8 +35,8 @@ def idempotency() -> Idempotency | None:
 @cache
 def upload_store() -> UploadStore:
     config = settings()
-    endpoint = str(config.s3_endpoint_url) if config.s3_endpoint_url else None
-    return UploadStore(make_s3_client(config.aws_region, endpoint), config.images_bucket, config.upload_expiry_seconds)
+    s3 = make_s3_client(config.aws_region, config.s3_endpoint_url)
+    return UploadStore(s3, config.images_bucket, config.upload_expiry_seconds)
 
 
 @app.post(

@@ -95,9 +95,10 @@ class ImageService:
             retry=RetryPolicy(max_attempts=settings.upstream_max_attempts),
             account_id_header=settings.upstream_account_id_header,
         )
-        endpoint = str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
         store = ImageStore(
-            make_s3_client(settings.aws_region, endpoint), settings.images_bucket, settings.presign_expiry_seconds
+            make_s3_client(settings.aws_region, settings.s3_endpoint_url),
+            settings.images_bucket,
+            settings.presign_expiry_seconds,
         )
         return cls(upstream=upstream, store=store, settings=settings)
 

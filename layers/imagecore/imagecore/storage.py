@@ -52,21 +52,22 @@ def image_folder(created: datetime, image_id: str) -> str:
     return f"images/{created:%Y/%m/%d}/{image_id}"
 
 
-def make_s3_client(region: str, endpoint_url: str | None = None, max_attempts: int = 5) -> S3Client:
+def make_s3_client(region: str, endpoint_url: object | None = None, max_attempts: int = 5) -> S3Client:
     """SigV4 always (botocore would otherwise presign with SigV2), the regional endpoint in AWS,
-    path-style addressing against a local endpoint."""
+    path-style addressing against a local endpoint (``endpoint_url``, a string or the settings' URL)."""
+    endpoint = str(endpoint_url) if endpoint_url else None
     config = Config(
         signature_version="s3v4",
         region_name=region,
         retries={"mode": "standard", "max_attempts": max_attempts},
-        s3={"addressing_style": "path" if endpoint_url else "virtual"},
+        s3={"addressing_style": "path" if endpoint else "virtual"},
         connect_timeout=5,
         read_timeout=30,
     )
     return boto3.client(
         "s3",
         region_name=region,
-        endpoint_url=endpoint_url or f"https://s3.{region}.amazonaws.com",
+        endpoint_url=endpoint or f"https://s3.{region}.amazonaws.com",
         config=config,
     )
 
