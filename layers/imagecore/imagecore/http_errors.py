@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from imagecore.errors import ImageServiceError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+from imagecore.observability import RequestRecord
 
 
 class ErrorAnswer(NamedTuple):
@@ -35,3 +36,9 @@ def outcome_of(error: ImageServiceError) -> str:
     if isinstance(error, UpstreamFailed | UpstreamTimeout):
         return "upstream_failed"
     return "rejected" if error.status < 500 else "error"
+
+
+def record_error(record: RequestRecord, error: ImageServiceError) -> None:
+    """What the request log says of a request answered with ``error``: its status, outcome and code."""
+    record.status = error.status
+    record.fail(outcome_of(error), error.code)

@@ -15,7 +15,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseCon
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.errors import ImageServiceError, NotFound
-from imagecore.http_errors import error_answer, internal_error, outcome_of
+from imagecore.http_errors import error_answer, internal_error, record_error
 from imagecore.models import ErrorResponse
 from imagecore.observability import current_record, logger, request_record
 from imagecore.request_body import JSON, require_content_type
@@ -57,9 +57,7 @@ def create_resolver() -> APIGatewayRestResolver:
 
 def error_response(error: ImageServiceError) -> Response[str]:
     """The error's answer as a Powertools response; the request record takes its status and outcome."""
-    record = current_record()
-    record.status = error.status
-    record.fail(outcome_of(error), error.code)
+    record_error(current_record(), error)
     answer = error_answer(error)
     return Response(
         status_code=answer.status,
