@@ -8,6 +8,7 @@ The stack (moto's S3, DynamoDB, SQS, EventBridge; the upstream simulator) is ``S
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -363,3 +364,19 @@ def test_upload_keys_of_different_callers_do_not_collide(stack):
     assert mine.body["id"] != theirs.body["id"]
     assert mine.body["fields"]["key"].startswith(owner_prefix(KEY_ID))
     assert theirs.body["fields"]["key"].startswith(owner_prefix(OTHER_KEY_ID))
+
+
+def test_an_async_replay_after_the_task_completed_shows_it_completed_with_presigned_urls(stack, simulator):
+    first = submit_generation(stack, GENERATION, **keyed("async-done"))
+    stack.run_worker()
+
+    again = submit_generation(stack, GENERATION, **keyed("async-done"))
+
+    assert again.status == 202, again.body
+    assert (again.body["id"], again.body["status"]) == (first.body["id"], "completed")
+    url = again.body["result"]["data"][0]["url"]
+    assert url.startswith("http") and "Signature" in url
+    assert stack.image(key_of(url)).size == (1024, 1024)
+    assert simulator.calls == 1
+    (record,) = stack.idempotency_table.scan()["Items"]
+    assert first.body["id"] in record["data"] and "lighthouse" not in json.dumps(record, default=str)

@@ -29,6 +29,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.errors import ImageServiceError, InvalidRequest
@@ -82,6 +83,36 @@ def idempotency_key(event: dict[str, Any]) -> str | None:
     return None
 
 
+def answer_once(
+    guard: Idempotency | None,
+    event: dict[str, Any],
+    context: LambdaContext,
+    *,
+    scope: str,
+    payload: Any,
+    produce: Callable[[], T],
+    encode: Callable[[T], dict[str, Any] | None],
+    decode: Callable[[dict[str, Any]], T],
+    key: str | None = None,
+) -> T:
+    """The one idempotent path of every POST: ``produce()`` once per (caller, route scope, Idempotency-Key).
+    The header is checked even where no idempotency table is configured, so a bad key is refused alike. ``key``
+    stands in for a request that sent none (a key the service made for it)."""
+    key = idempotency_key(event) or key
+    if guard is None:
+        return produce()
+    owner = current_record().api_key_id or "anonymous"
+    return guard.once(
+        key=key,
+        scope=f"{owner}#{scope}",
+        payload=payload,
+        context=context,
+        produce=produce,
+        encode=encode,
+        decode=decode,
+    )
+
+
 def digest(payload: Any) -> str:
     """A stable fingerprint of a request: the same content gives the same digest (multipart boundaries and
     JSON key order do not matter, because callers pass the parsed request)."""
@@ -113,7 +144,8 @@ class Idempotency:
         ran: list[bool] = []
         raised: list[BaseException] = []
 
-        def mark_replay(response: Any, _record: Any) -> Any:
+        def mark_replay(response: Any, idempotent_data: DataRecord) -> Any:
+            del idempotent_data  # only the fact of a replay matters here
             replayed.append(True)
             return response
 
@@ -142,18 +174,10 @@ class Idempotency:
         try:
             remembered = run(request={"key": f"{scope}#{key}", "payload": digest(payload)})
         except _NotRemembered as kept:
-            return kept.value
-        except IdempotencyValidationError:
-            raise IdempotencyKeyReused(
-                "This Idempotency-Key was already used with a different request. Use a new key for a new request.",
-                param="Idempotency-Key",
-            ) from None
-        except IdempotencyAlreadyInProgressError:
-            raise IdempotencyConflict(
-                "A request with this Idempotency-Key is still running; retry in a few seconds.",
-                param="Idempotency-Key",
-                headers={"Retry-After": "5"},
-            ) from None
+            unremembered: T = kept.value
+            return unremembered
+        except (IdempotencyValidationError, IdempotencyAlreadyInProgressError) as refused:
+            raise _refusal(refused) from None
         except IdempotencyPersistenceLayerError as failure:
             if not ran:
                 raise IdempotencyUnavailable(
@@ -169,3 +193,16 @@ class Idempotency:
         if fresh and not replayed:
             return fresh[0]
         return decode(remembered)
+
+
+def _refusal(refused: Exception) -> ImageServiceError:
+    if isinstance(refused, IdempotencyValidationError):
+        return IdempotencyKeyReused(
+            "This Idempotency-Key was already used with a different request. Use a new key for a new request.",
+            param="Idempotency-Key",
+        )
+    return IdempotencyConflict(
+        "A request with this Idempotency-Key is still running; retry in a few seconds.",
+        param="Idempotency-Key",
+        headers={"Retry-After": "5"},
+    )

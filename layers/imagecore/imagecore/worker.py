@@ -36,7 +36,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from imagecore.api import validation_error
+from imagecore.deadline import Deadline
 from imagecore.edits import edit_from_kept
 from imagecore.errors import ImageServiceError
 from imagecore.idempotency import digest
@@ -54,8 +54,16 @@ from imagecore.observability import JOB_LOG_MESSAGE, RequestRecord, logger, reco
 from imagecore.service import ImageService, StoredResult, describe_request
 from imagecore.settings import WorkerSettings
 from imagecore.storage import StorageError
-from imagecore.tasks import JobClaim, JobIdentityMismatch, Task, TaskBusy, TaskStore, TaskStoreError
-from imagecore.upstream import Deadline
+from imagecore.tasks import (
+    JobClaim,
+    JobIdentityMismatch,
+    Task,
+    TaskBusy,
+    TaskStore,
+    TaskStoreError,
+    task_timeout_error,
+)
+from imagecore.validation import validation_error
 
 __all__ = ["COMPLETED", "FAILED", "MANIFEST", "REQUESTED", "Worker", "parse_job"]
 
@@ -292,7 +300,7 @@ class Worker:
             record.outcome = "recovered"
             return
         if task.overdue(self.tasks.now()):
-            self._persist(context, lambda: self.tasks.fail(task_id, 504, _timeout_error()))
+            self._persist(context, lambda: self.tasks.fail(task_id, 504, task_timeout_error()))
             record.status, record.outcome = 504, "task_timeout"
             return
         try:
@@ -444,7 +452,7 @@ class Worker:
     # --- shared -------------------------------------------------------------------------------------------
     def _deadline(self, context: LambdaContext) -> Deadline:
         remaining = context.get_remaining_time_in_millis() / 1000 - self.settings.storage_margin_seconds
-        return Deadline(time.monotonic() + remaining)
+        return Deadline.after(remaining)
 
     def _persist(self, context: LambdaContext, write: Callable[[], T]) -> T:
         """``write()``, tried again with backoff while a passing DynamoDB or S3 fault refuses it and the function
@@ -530,10 +538,6 @@ def _abandoned_error(deliveries: int) -> dict[str, Any]:
         "code": "job_abandoned",
         "message": f"The job met passing faults on each of its {deliveries} deliveries and was given up.",
     }
-
-
-def _timeout_error() -> dict[str, Any]:
-    return {"type": "upstream_error", "code": "task_timeout", "message": "The task did not finish within 30 minutes."}
 
 
 def _storage_error() -> dict[str, Any]:
