@@ -539,3 +539,11 @@ def test_a_task_item_keeps_text_as_utf8_not_ascii_escapes():
     item = made.to_item()
     assert len(item["request"].encode("utf-8")) < 4 * 32_000 + 100  # 4 bytes an emoji, not 12
     assert Task.from_item(item).request["prompt"] == prompt
+
+
+def test_the_first_outcome_stands(store):
+    store.create(task(created_at=NOW))
+    store.complete(TASK_ID, STORED)
+    store.fail(TASK_ID, 503, {"code": "job_abandoned"})  # a late delivery
+    done = store.get(TASK_ID)
+    assert (done.status, done.http_status, done.result, done.error) == ("completed", 200, STORED, None)

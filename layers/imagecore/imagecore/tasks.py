@@ -282,13 +282,15 @@ class TaskStore:
             self._table.update_item(
                 Key={"id": task_id},
                 UpdateExpression=expression,
-                ConditionExpression=Attr("id").exists(),
+                # Only a job still running is finished: the first outcome stands, a late delivery cannot turn a
+                # completed task into a failed one.
+                ConditionExpression=Attr("status").eq("processing"),
                 ExpressionAttributeValues=values,
                 ExpressionAttributeNames=names,
             )
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":
-                return  # expired and gone: nobody can read it any more
+                return  # finished already, or expired and gone
             raise TaskStoreError(f"finish {task_id}: {_code(exc)}") from exc
         except BotoCoreError as exc:
             raise TaskStoreError(f"finish {task_id}: {type(exc).__name__}") from exc
