@@ -279,11 +279,23 @@ class Worker:
     def _abandon(self, job: TaskJob | GenerationJob, context: LambdaContext, record: RequestRecord) -> None:
         error = _abandoned_error(self.settings.job_max_receives)
         if isinstance(job, TaskJob):
+            salvaged = self._salvage(job.task_id)
+            if salvaged is not None:  # its images made it: completed (or failed) as its folder says
+                self._finish_task(job.task_id, salvaged, context, record)
+                return
             self._persist(context, lambda: self.tasks.fail(job.task_id, 503, error))
         else:
             self._end_event(job, 503, error, context, last_word=True)
         record.status = 503
         record.fail("failed", error["code"])
+
+    def _salvage(self, task_id: str) -> Finished | None:
+        """What the task's folder says, read once more on its last delivery; None when it cannot be read."""
+        try:
+            task = self.tasks.get(task_id)
+            return read_finished(self.service.store, task.folder) if task is not None else None
+        except (TaskStoreError, StorageError):
+            return None
 
     # --- async tasks --------------------------------------------------------------------------------------
     def _run_task(self, task_id: str, context: LambdaContext, record: RequestRecord) -> None:
