@@ -2,8 +2,9 @@
 
 A missing or wrong key raises ``Unauthorized``, which API Gateway turns into its UNAUTHORIZED gateway response
 (a 401 in the OpenAI error shape, see template.yaml). A known key is allowed on every route, so the cached
-policy (keyed by the Authorization header) holds whichever route the next request goes to; the key id travels
-to the functions in the authorizer context.
+policy (keyed by the Authorization header) holds whichever route the next request goes to; the key id and
+budgets travel to the functions in the authorizer context, and the key's usage key (``usageIdentifierKey``)
+tells API Gateway which usage plan throttles and counts its requests.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.auth import Keyring, bearer_token, keyring_loader
+from imagecore.auth import KeyRecord, Keyring, bearer_token, keyring_loader
+from imagecore.budgets import budget_context
 from imagecore.errors import Unauthorized
 from imagecore.observability import logger
 from imagecore.settings import AuthorizerSettings
@@ -48,7 +50,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         aws_account_id=arn.aws_account_id,
         api_id=arn.api_id,
         stage=arn.stage,
-        context={"keyId": record.id},
+        context={"keyId": record.id, **budget_context(record.budget)},
     )
     policy.allow_all_routes()
-    return policy.asdict()
+    return with_usage_key(policy.asdict(), record)
+
+
+def with_usage_key(response: dict[str, Any], record: KeyRecord) -> dict[str, Any]:
+    """The key's usage plan, for API Gateway (the API's ApiKeySourceType is AUTHORIZER). A key on no plan gets
+    none, and API Gateway refuses it on every route that requires an API key."""
+    if record.usage_key:
+        response["usageIdentifierKey"] = record.usage_key
+    return response

@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore.budgets import estimated_cost
 from imagecore.caller import caller_of
 from imagecore.edits import EditInput, edit_fingerprint, edit_from_multipart, edit_from_uploads
 from imagecore.errors import PayloadTooLarge
@@ -33,6 +34,7 @@ _EDIT_ERRORS: dict[int, OpenAPIResponse] = {
     404: {"description": "An upload id this key does not own", "content": ERROR_CONTENT},
     413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": ERROR_CONTENT},
     415: {"description": "Neither multipart/form-data nor application/json", "content": ERROR_CONTENT},
+    429: {"description": "Over the key's image or token budget (nothing generated)", "content": ERROR_CONTENT},
 }
 
 
@@ -92,7 +94,11 @@ def edit_images(
         context,
         scope="edits",
         payload=edit_fingerprint(edit),
-        produce=lambda: service.edit(edit, deadline, current_record()),
+        produce=lambda: runtime.within_budget(
+            event,
+            estimated_cost(edit.parameters, reference_images=len(edit.images)),
+            lambda: service.edit(edit, deadline, current_record()),
+        ),
         response_format=edit.parameters.response_format,
     )
 
@@ -121,14 +127,19 @@ def edit_images_async(
     task_id = new_task_id()
 
     def make_task(submitter: Any) -> Any:
-        inputs = uploads.keep_inputs(owner, task_id, edit.files())
-        return submitter.submit(
-            task_id=task_id,
-            owner=owner,
-            kind="edit",
-            request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask"}),
-            folder=task_folder(task_id),
-            inputs=inputs,
+        def queue() -> Any:
+            inputs = uploads.keep_inputs(owner, task_id, edit.files())
+            return submitter.submit(
+                task_id=task_id,
+                owner=owner,
+                kind="edit",
+                request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask"}),
+                folder=task_folder(task_id),
+                inputs=inputs,
+            )
+
+        return runtime.queue_within_budget(
+            event, estimated_cost(edit.parameters, reference_images=len(edit.images)), task_id, queue
         )
 
     task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)

@@ -11,6 +11,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore.budgets import estimated_cost
 from imagecore.caller import caller_of
 from imagecore.models import GenerationRequest, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
@@ -37,6 +38,7 @@ def runtime() -> ImageRuntime:
         200: {"description": "The images, as presigned S3 URLs (or inline base64 when asked)."},
         400: {"description": "Invalid request or refused by the upstream's policy", "content": ERROR_CONTENT},
         409: {"description": "The same Idempotency-Key is still running", "content": ERROR_CONTENT},
+        429: {"description": "Over the key's image or token budget (nothing generated)", "content": ERROR_CONTENT},
         422: {"description": "The Idempotency-Key was used with another request", "content": ERROR_CONTENT},
         502: {"description": "The upstream failed", "content": ERROR_CONTENT},
         504: {"description": "The upstream did not answer in time", "content": ERROR_CONTENT},
@@ -55,7 +57,9 @@ def create_images(
         context,
         scope="generations",
         payload=request.model_dump(),
-        produce=lambda: service.generate(request, deadline, current_record()),
+        produce=lambda: runtime.within_budget(
+            event, estimated_cost(request), lambda: service.generate(request, deadline, current_record())
+        ),
         response_format=request.response_format,
     )
 
@@ -66,6 +70,7 @@ def create_images(
     responses={
         202: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
         400: {"description": "Invalid request (no task is made)", "content": ERROR_CONTENT},
+        429: {"description": "Over the key's image or token budget (no task is made)", "content": ERROR_CONTENT},
     },
 )
 def create_images_async(
@@ -83,12 +88,17 @@ def create_images_async(
         context,
         scope="generations/async",
         payload=request.model_dump(),
-        make_task=lambda submitter: submitter.submit(
-            task_id=task_id,
-            owner=owner,
-            kind="generation",
-            request=request.model_dump(exclude_none=True),
-            folder=task_folder(task_id),
+        make_task=lambda submitter: runtime.queue_within_budget(
+            event,
+            estimated_cost(request),
+            task_id,
+            lambda: submitter.submit(
+                task_id=task_id,
+                owner=owner,
+                kind="generation",
+                request=request.model_dump(exclude_none=True),
+                folder=task_folder(task_id),
+            ),
         ),
     )
     return task_accepted(event, task, runtime.now(), runtime.service.store.presign)

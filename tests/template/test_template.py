@@ -38,6 +38,7 @@ from imagecore.settings import (
     GenerationSettings,
     TaskReadSettings,
     UploadSettings,
+    UsageSettings,
     WorkerSettings,
 )
 from imagecore.storage import ImageStore, ImageToStore, UploadStore, owner_prefix
@@ -60,6 +61,7 @@ REF_VALUES = {
     "JobsQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/image-service-JobsQueue-AbCdEfGhIjKl",
     "JobsDeadLetterQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/image-service-JobsDeadLetterQueue-MnOp",
     "ImageEventsBus": "image-service-images",
+    "UsageTable": "image-service-UsageTable-0A1B2C3D4E5F",
 }
 
 GENERATIONS_ROUTE = ("POST", "/v1/images/generations")
@@ -68,6 +70,7 @@ GENERATIONS_ASYNC_ROUTE = ("POST", "/v1/images/generations/async")
 EDITS_ASYNC_ROUTE = ("POST", "/v1/images/edits/async")
 TASK_ROUTE = ("GET", "/v1/images/tasks/{task_id}")
 UPLOADS_ROUTE = ("POST", "/v1/uploads")
+USAGE_ROUTE = ("GET", "/v1/usage")
 HEALTH_ROUTE = ("GET", "/v1/health")
 PUBLIC_ROUTES = (HEALTH_ROUTE, ("GET", "/v1/openapi.json"), ("GET", "/v1/docs"))
 PATH_PARAMETER = re.compile(r"\{(\w+)\}")  # {task_id}
@@ -79,6 +82,7 @@ AUTHORIZED_ROUTES = {
     EDITS_ASYNC_ROUTE: "EditsFunction",
     TASK_ROUTE: "TasksFunction",
     UPLOADS_ROUTE: "UploadsFunction",
+    USAGE_ROUTE: "UsageFunction",
 }
 # The routes that call the upstream: their integration timeout is IntegrationTimeoutMs, and their function
 # outlives the upstream budget.
@@ -96,6 +100,7 @@ SETTINGS_OF = {
     "TasksFunction": TaskReadSettings,
     "WorkerFunction": WorkerSettings,
     "AuthorizerFunction": AuthorizerSettings,
+    "UsageFunction": UsageSettings,
     "HealthFunction": None,
 }
 
@@ -123,6 +128,7 @@ S3_GRANTS = {
         ("s3:GetObject", UPLOADS_OBJECTS),
     },
     "AuthorizerFunction": set(),
+    "UsageFunction": set(),
     "HealthFunction": set(),
 }
 # s3:ListBucket, there only so that a missing object reads as 404 and not 403: on the bucket, and limited by an
@@ -134,6 +140,7 @@ LIST_PREFIXES = {
     "TasksFunction": set(),
     "WorkerFunction": {"images/*", "uploads/*"},  # a first run finds no result.json: a 404, not a 403
     "AuthorizerFunction": set(),
+    "UsageFunction": set(),
     "HealthFunction": set(),
 }
 LISTABLE_PREFIXES = {"images/*", "uploads/*"}
@@ -143,13 +150,23 @@ TASK_SUBMISSION = {("dynamodb:PutItem", "TasksTable"), ("dynamodb:UpdateItem", "
 IDEMPOTENCY_RECORDS = {
     (f"dynamodb:{action}", "IdempotencyTable") for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")
 }
+# Budgets: reserve (conditional updates in one transaction), read back which budget refused, settle, and keep an
+# async task's reservation (put) until the worker settles it (delete, then update).
+KEY_BUDGETS = {(f"dynamodb:{action}", "UsageTable") for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")}
 DYNAMODB_GRANTS = {
-    "GenerationsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS,
-    "EditsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS,
+    "GenerationsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS | KEY_BUDGETS,
+    "EditsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS | KEY_BUDGETS,
     "UploadsFunction": IDEMPOTENCY_RECORDS,
     "TasksFunction": {("dynamodb:GetItem", "TasksTable")},  # reads; a task past its limit reads as failed
-    "WorkerFunction": {("dynamodb:GetItem", "TasksTable"), ("dynamodb:UpdateItem", "TasksTable")},
+    "WorkerFunction": {
+        ("dynamodb:GetItem", "TasksTable"),
+        ("dynamodb:UpdateItem", "TasksTable"),
+        ("dynamodb:UpdateItem", "UsageTable"),
+        ("dynamodb:DeleteItem", "UsageTable"),
+    },
     "AuthorizerFunction": set(),
+    # the caller's own days (a query on its partition) and month
+    "UsageFunction": {("dynamodb:Query", "UsageTable"), ("dynamodb:GetItem", "UsageTable")},
     "HealthFunction": set(),
 }
 SQS_GRANTS = {
@@ -160,6 +177,7 @@ SQS_GRANTS = {
     # receives through its event source mapping; sends only the jobs that can never run, with the reason
     "WorkerFunction": {("sqs:SendMessage", "JobsDeadLetterQueue")},
     "AuthorizerFunction": set(),
+    "UsageFunction": set(),
     "HealthFunction": set(),
 }
 EVENTS_GRANTS = {
@@ -169,6 +187,7 @@ EVENTS_GRANTS = {
     "TasksFunction": set(),
     "WorkerFunction": {("events:PutEvents", "ImageEventsBus")},  # ImageGenerationCompleted / Failed
     "AuthorizerFunction": set(),
+    "UsageFunction": set(),
     "HealthFunction": set(),
 }
 ARN_GRANTS = {"dynamodb": DYNAMODB_GRANTS, "sqs": SQS_GRANTS, "events": EVENTS_GRANTS}
@@ -179,6 +198,7 @@ RESOURCE_VARIABLES = {
     "JOBS_QUEUE_URL": "JobsQueue",
     "DEAD_LETTER_QUEUE_URL": "JobsDeadLetterQueue",
     "EVENT_BUS_NAME": "ImageEventsBus",
+    "USAGE_TABLE": "UsageTable",
 }
 # Managed policies SAM attaches: logs and X-Ray for all; the worker's SQS event source adds the poller's rights.
 BASE_MANAGED_POLICIES = {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
@@ -563,7 +583,8 @@ def test_route_requires_the_bearer_key_authorizer(
     scheme = security_schemes(api_body)["BearerKeyAuthorizer"]
     authorizer = scheme["x-amazon-apigateway-authorizer"]
 
-    assert operation["security"] == [{"BearerKeyAuthorizer": []}]
+    # The bearer key, and the usage plan's API key (which the authorizer supplies: ApiKeySourceType AUTHORIZER).
+    assert operation["security"] == [{"BearerKeyAuthorizer": []}, {"api_key": []}]
     assert authorizer["type"] == "request"
     assert authorizer["identitySource"] == "method.request.header.Authorization"
     assert authorizer["authorizerResultTtlInSeconds"] == 300
@@ -581,7 +602,11 @@ def test_task_route_takes_the_task_id_from_its_path(api_body: dict[str, Any], sa
     event = sam["Resources"]["TasksFunction"]["Properties"]["Events"]["GetTask"]["Properties"]
     resolver_source = (ROOT / "functions" / "tasks" / "app.py").read_text()
 
-    assert operation["security"] == [{"BearerKeyAuthorizer": []}]  # only the submitting key may read a task
+    # The bearer key, and the usage plan's API key (which the authorizer supplies: ApiKeySourceType AUTHORIZER).
+    assert operation["security"] == [
+        {"BearerKeyAuthorizer": []},
+        {"api_key": []},
+    ]  # only the submitting key may read a task
     assert (event["Method"].upper(), event["Path"]) == TASK_ROUTE
     assert PATH_PARAMETER.findall(TASK_ROUTE[1]) == ["task_id"]
     # the function's resolver names the same parameter, so the id reaches it
@@ -605,7 +630,8 @@ def test_api_gateway_may_invoke_a_function_for_its_own_routes_only(
 
 def test_public_routes_need_no_key(api_body: dict[str, Any]) -> None:
     for route in PUBLIC_ROUTES:
-        assert routes(api_body)[route].get("security", [{"NONE": []}]) == [{"NONE": []}], route
+        # neither the bearer key nor a usage plan's API key
+        assert routes(api_body)[route].get("security", []) in ([], [{"NONE": []}]), route
 
 
 def test_deployed_routes_are_the_routes_the_code_serves(api_body: dict[str, Any]) -> None:
@@ -652,11 +678,82 @@ EXPECTED_GATEWAY_RESPONSES = {
     "ACCESS_DENIED": ("403", "invalid_request_error", "access_denied"),
     "MISSING_AUTHENTICATION_TOKEN": ("404", "invalid_request_error", "unknown_route"),
     "THROTTLED": ("429", "rate_limit_error", "rate_limit_exceeded"),
+    "QUOTA_EXCEEDED": ("429", "rate_limit_error", "quota_exceeded"),
+    "INVALID_API_KEY": ("403", "invalid_request_error", "no_usage_plan"),
     "REQUEST_TOO_LARGE": ("413", "invalid_request_error", "payload_too_large"),
     "INTEGRATION_TIMEOUT": ("504", "upstream_error", "upstream_timeout"),
     "DEFAULT_4XX": (None, "invalid_request_error", None),
     "DEFAULT_5XX": (None, "server_error", None),
 }
+
+
+def test_over_limit_answers_say_when_to_retry(api_body: dict[str, Any]) -> None:
+    responses = api_body["x-amazon-apigateway-gateway-responses"]
+
+    for response_type in ("THROTTLED", "QUOTA_EXCEEDED"):
+        retry_after = responses[response_type]["responseParameters"]["gatewayresponse.header.Retry-After"]
+        assert re.fullmatch(r"'[1-9][0-9]*'", retry_after), (response_type, retry_after)
+
+
+PLANS = ("Free", "Trial", "Standard")
+
+
+def test_usage_identifiers_come_from_the_authorizer(cfn: dict[str, Any], api_body: dict[str, Any]) -> None:
+    (api,) = resources_of_type(cfn, "AWS::ApiGateway::RestApi").values()
+
+    # a client never sends an x-api-key header: the authorizer names the key's usage plan key
+    assert api["Properties"]["ApiKeySourceType"] == "AUTHORIZER"
+    assert security_schemes(api_body)["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
+
+
+def test_every_authorized_method_requires_an_api_key(api_body: dict[str, Any]) -> None:
+    """So every request is throttled and counted on its key's usage plan before a function runs."""
+    for route, operation in routes(api_body).items():
+        if route in AUTHORIZED_ROUTES:
+            assert {"api_key": []} in operation["security"], route
+        else:
+            assert {"api_key": []} not in operation.get("security", []), route
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_usage_plan_is_parameterised_and_bound_to_the_stage(
+    cfn: dict[str, Any], sam: dict[str, Any], plan: str
+) -> None:
+    plans = resources_of_type(cfn, "AWS::ApiGateway::UsagePlan")
+    props = plans[f"{plan}UsagePlan"]["Properties"]
+
+    assert sub_string(props["UsagePlanName"]) == "${AWS::StackName}-" + plan.lower()  # scripts/api_key.py finds it
+    (stage,) = props["ApiStages"]
+    assert stage["ApiId"] == {"Ref": "ImageApi"}
+    (stage_resource,) = resources_of_type(cfn, "AWS::ApiGateway::Stage")
+    assert stage["Stage"] == {"Ref": stage_resource}
+    assert props["Throttle"] == {
+        "RateLimit": {"Ref": f"{plan}PlanRateLimit"},
+        "BurstLimit": {"Ref": f"{plan}PlanBurstLimit"},
+    }
+    assert props["Quota"] == {"Limit": {"Ref": f"{plan}PlanQuotaLimit"}, "Period": {"Ref": f"{plan}PlanQuotaPeriod"}}
+    assert parameter(sam, f"{plan}PlanQuotaPeriod")["AllowedValues"] == ["DAY", "WEEK", "MONTH"]
+    rate, burst = (parameter(sam, f"{plan}Plan{name}")["Default"] for name in ("RateLimit", "BurstLimit"))
+    assert 1 <= rate <= burst
+    # a plan never lets a key past the stage's own throttle
+    assert rate <= parameter(sam, "ApiThrottlingRateLimit")["Default"]
+    assert burst <= parameter(sam, "ApiThrottlingBurstLimit")["Default"]
+
+
+def test_plans_are_exactly_the_named_ones(cfn: dict[str, Any]) -> None:
+    assert set(resources_of_type(cfn, "AWS::ApiGateway::UsagePlan")) == {f"{plan}UsagePlan" for plan in PLANS}
+
+
+def test_usage_table_counts_per_key_and_period(cfn: dict[str, Any]) -> None:
+    props = cfn["Resources"]["UsageTable"]["Properties"]
+
+    assert props["KeySchema"] == [
+        {"AttributeName": "account", "KeyType": "HASH"},
+        {"AttributeName": "period", "KeyType": "RANGE"},
+    ]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert cfn["Resources"]["UsageTable"]["DeletionPolicy"] == "Retain"  # what was spent is not lost with the stack
 
 
 def render_gateway_template(template: str) -> Any:
@@ -952,6 +1049,7 @@ def test_the_code_writes_under_the_granted_prefixes() -> None:
         ("TasksFunction", None),
         ("WorkerFunction", "UpstreamApiKeySecret"),
         ("AuthorizerFunction", "ApiKeysSecret"),
+        ("UsageFunction", None),
         ("HealthFunction", None),
     ],
 )
@@ -1086,7 +1184,9 @@ def test_outputs(sam: dict[str, Any]) -> None:
         "EventBusName",
         "JobsQueueUrl",
         "DeadLetterQueueUrl",
+        "UsageTableName",
     }
+    assert outputs["UsageTableName"]["Value"] == {"Ref": "UsageTable"}
     assert sub_string(outputs["ApiUrl"]["Value"]) == (
         "https://${ImageApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}/v1"
     )

@@ -1,5 +1,9 @@
 """Bearer API keys: stored only as SHA-256 hashes, compared in constant time, identified by a key id that is
-safe to log. The key itself is never logged, stored or returned."""
+safe to log. The key itself is never logged, stored or returned.
+
+A key's settings travel with its hash: the usage plan it is on (``plan``), the value of the API Gateway API key
+that puts it on that plan (``usage_key``: API Gateway throttles and counts requests per usage key), and its image
+and token ``budgets``."""
 
 from __future__ import annotations
 
@@ -8,18 +12,42 @@ import hmac
 import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from imagecore.budgets import Budget
 from imagecore.settings import AuthorizerSettings
 
 KEY_PREFIX = "isk-"
+LOCAL_USAGE_KEY_PREFIX = "local-usage-"
 
 
 @dataclass(frozen=True)
 class KeyRecord:
     id: str
     sha256: str
+    plan: str | None = None
+    usage_key: str | None = None
+    budget: Budget = field(default_factory=Budget)
+
+
+def parse_local_key(spec: str) -> tuple[str, str | None, Budget]:
+    """One key of the local stack's ``API_KEYS``: ``KEY[@PLAN][:BUDGET=N]...``, e.g.
+    ``trial-key@trial:images_per_day=5`` (the key, the usage plan it is on, its budgets)."""
+    key, *limits = spec.strip().split(":")
+    key, _, plan = key.partition("@")
+    budgets: dict[str, str] = {}
+    for limit in limits:
+        name, equals, value = limit.partition("=")
+        if not equals or not value.strip().isdigit():
+            raise ValueError(f"API_KEYS: '{limit}' is not BUDGET=N (e.g. images_per_day=5)")
+        budgets[name.strip()] = value.strip()
+    return key.strip(), plan.strip() or None, Budget.from_mapping(budgets)
+
+
+def local_usage_key(digest: str) -> str:
+    """The usage key of a local key with a plan: the local gateway's stand-in for its API Gateway API key."""
+    return LOCAL_USAGE_KEY_PREFIX + digest[:24]
 
 
 def hash_key(key: str) -> str:
@@ -51,16 +79,34 @@ class Keyring:
 
     @classmethod
     def from_plain_keys(cls, keys: Iterable[str]) -> Keyring:
-        digests = [hash_key(k.strip()) for k in keys if k.strip()]
-        return cls(KeyRecord(key_id_for_hash(d), d) for d in digests)
+        """The local stack's keys, each ``KEY[@PLAN][:BUDGET=N]...`` (see ``parse_local_key``)."""
+        records = []
+        for spec in keys:
+            if not spec.strip():
+                continue
+            key, plan, budget = parse_local_key(spec)
+            digest = hash_key(key)
+            usage_key = local_usage_key(digest) if plan else None
+            records.append(KeyRecord(key_id_for_hash(digest), digest, plan, usage_key, budget))
+        return cls(records)
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> Keyring:
-        """``{"keys": [{"id": "ios-app", "sha256": "<hex>"}]}``, the secret's format."""
+        """``{"keys": [{"id": "ios-app", "sha256": "<hex>", "plan": "standard", "usage_key": "<API Gateway API key
+        value>", "budgets": {"images_per_day": 100}}]}``, the secret's format (plan, usage_key and budgets
+        optional)."""
         records = []
         for entry in document.get("keys", []):
             digest = str(entry["sha256"]).lower()
-            records.append(KeyRecord(str(entry.get("id") or key_id_for_hash(digest)), digest))
+            records.append(
+                KeyRecord(
+                    str(entry.get("id") or key_id_for_hash(digest)),
+                    digest,
+                    plan=entry.get("plan") or None,
+                    usage_key=entry.get("usage_key") or None,
+                    budget=Budget.from_mapping(entry.get("budgets")),
+                )
+            )
         return cls(records)
 
     def __len__(self) -> int:

@@ -298,3 +298,45 @@ class TaskObject(BaseModel):
     result: GenerationResponse | None = None
     error: dict[str, Any] | None = None
     completed_at: int | None = None
+
+
+class UsageDay(BaseModel):
+    """One UTC day of a key's usage (its client tokens' included)."""
+
+    date: Annotated[str, Field(description="The UTC day, YYYY-MM-DD.")]
+    requests: int
+    images: Annotated[int, Field(description="Images made (and billed) by the upstream.")]
+    input_tokens: int
+    output_tokens: int
+    upstream_seconds: Annotated[float, Field(description="Time spent waiting for the upstream.")]
+    failures: Annotated[dict[str, int], Field(description="Failed requests by error code.")]
+
+
+class UsageTotals(BaseModel):
+    requests: int
+    images: int
+    input_tokens: int
+    output_tokens: int
+    upstream_seconds: float
+    failures: dict[str, int]
+
+
+class BudgetLeft(BaseModel):
+    limit: int
+    used: Annotated[int, Field(description="Spent so far in the period, including requests still running.")]
+    remaining: int
+    resets_in_seconds: int
+
+
+class UsageResponse(BaseModel):
+    """GET /v1/usage: the caller's usage per day, newest first, and what is left of each of its budgets."""
+
+    object: Literal["usage"] = "usage"
+    days: list[UsageDay]
+    totals: UsageTotals
+    budgets: Annotated[
+        dict[str, BudgetLeft],
+        Field(
+            description="Each budget of the key (images_per_day, images_per_month, tokens_per_day, tokens_per_month)."
+        ),
+    ]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore.budgets import Cost, Hold, Spent, UsageLedger, usage_account, within_budget
 from imagecore.deadline import Deadline, request_deadline
 from imagecore.errors import (
     ImageServiceError,
@@ -28,12 +29,15 @@ from imagecore.settings import GenerationSettings
 from imagecore.storage import StorageError
 from imagecore.tasks import JobQueue, Task, TaskStore, TaskStoreError, TaskSubmitter
 
+T = TypeVar("T")
+
 
 @dataclass
 class ImageRuntime:
     service: ImageService
     idempotency: Idempotency | None
     submitter: TaskSubmitter | None
+    ledger: UsageLedger | None = None
 
     @classmethod
     def from_settings(cls, settings: GenerationSettings) -> ImageRuntime:
@@ -44,7 +48,37 @@ class ImageRuntime:
                 TaskStore(settings.tasks_table, region=region), JobQueue(settings.jobs_queue_url, region=region)
             )
         idempotency = Idempotency(settings.idempotency_table, region=region) if settings.idempotency_table else None
-        return cls(ImageService.from_settings(settings), idempotency, submitter)
+        ledger = UsageLedger(settings.usage_table, region=region) if settings.usage_table else None
+        return cls(ImageService.from_settings(settings), idempotency, submitter, ledger)
+
+    def within_budget(self, event: dict[str, Any], cost: Cost, produce: Callable[[], T]) -> T:
+        """A generation or edit within the caller's image and token budgets: ``cost`` is reserved before the
+        upstream is called (429 ``budget_exceeded`` when it would go over) and settled with the real usage."""
+        account, budget = usage_account(event)
+        return within_budget(self.ledger, account, budget, cost, current_record(), produce)
+
+    def queue_within_budget(self, event: dict[str, Any], cost: Cost, task_id: str, queue: Callable[[], Task]) -> Task:
+        """An async task within the caller's budgets: ``cost`` is reserved before it is queued and kept under the
+        task's id, for the worker to settle with what the task really made (given back if it is not queued)."""
+        if self.ledger is None:
+            return queue()
+        account, budget = usage_account(event)
+        ledger = self.ledger
+        hold = ledger.reserve(account, budget, cost)
+        try:
+            ledger.hold_for_task(task_id, hold)
+        except ImageServiceError as error:
+            ledger.settle(hold, Spent(failure=error.code))
+            raise
+        try:
+            task = queue()
+        except BaseException as error:
+            code = error.code if isinstance(error, ImageServiceError) else TasksUnavailable.code
+            ledger.settle_task(task_id, Spent(failure=code))
+            raise
+        # The request counts now; its images and tokens when the worker settles the hold.
+        ledger.settle(Hold(account, hold.day, hold.month), Spent())
+        return task
 
     def deadline(self, event: dict[str, Any], context: LambdaContext) -> Deadline:
         """When the upstream call of this API request must be over (see ``request_deadline``)."""

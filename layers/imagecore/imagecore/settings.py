@@ -61,6 +61,10 @@ class GenerationSettings(_Settings):
     idempotency_table: Annotated[
         str | None, Field(description="DynamoDB table of Idempotency-Key records (unset: keys are ignored).")
     ] = None
+    usage_table: Annotated[
+        str | None,
+        Field(description="DynamoDB table of per-key usage and budget counters (unset: nothing is counted)."),
+    ] = None
 
     @model_validator(mode="after")
     def _one_upstream_key_source(self) -> GenerationSettings:
@@ -111,6 +115,12 @@ class TaskReadSettings(_Settings):
     s3_endpoint_url: HttpUrl | None = None
     presign_expiry_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
     tasks_table: Annotated[str, Field(min_length=3)]
+
+
+class UsageSettings(_Settings):
+    """Settings of the usage function (GET /v1/usage)."""
+
+    usage_table: Annotated[str, Field(min_length=3, description="DynamoDB table of per-key usage counters.")]
 
 
 class UploadSettings(_Settings):

@@ -27,7 +27,9 @@ def validation_error(errors: Iterable[Any]) -> ImageServiceError:
     errors = list(errors)
     first: dict[str, Any] = errors[0] if errors else {"type": "value_error", "loc": ("body",), "msg": "invalid request"}
     kind = first.get("type", "")
-    loc = [part for part in first.get("loc", ()) if part != "body"]
+    loc = list(first.get("loc", ()))
+    loc = loc[1:] if loc and loc[0] in ("body", "query") else loc  # where it came from: not part of the name
+    loc = [part for part in loc if part != "body"]
     param = _param_path(loc)
     if kind == "unsupported_content_type":
         return UnsupportedMediaType(

@@ -36,6 +36,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from imagecore.budgets import Spent, UsageLedger
 from imagecore.deadline import Deadline
 from imagecore.edits import edit_from_kept
 from imagecore.errors import ImageServiceError
@@ -214,8 +215,10 @@ class Worker:
         dead_letters: DeadLetters,
         settings: WorkerSettings,
         sleep: Callable[[float], None] = time.sleep,
+        ledger: UsageLedger | None = None,
     ) -> None:
         self.service = service
+        self.ledger = ledger
         self.tasks = tasks
         self.events = events
         self.dead_letters = dead_letters
@@ -235,6 +238,7 @@ class Worker:
             EventPublisher(settings.event_bus_name, region=region),
             DeadLetters(settings.dead_letter_queue_url, region=region),
             settings,
+            ledger=UsageLedger(settings.usage_table, region=region) if settings.usage_table else None,
         )
 
     def handle(self, record: SQSRecord, context: LambdaContext) -> None:
@@ -344,16 +348,19 @@ class Worker:
         self._finish_task(task_id, finished, context, record)
 
     def _finish_task(self, task_id: str, finished: Finished, context: LambdaContext, record: RequestRecord) -> None:
-        """The terminal write, retried with backoff within the function's time."""
+        """The terminal write, retried with backoff within the function's time; then what the task reserved of its
+        key's budgets when it was queued is settled with what it really cost."""
         if finished.result is not None:
             result = _compact(finished.result)
             self._persist(context, lambda: self.tasks.complete(task_id, result))
             record.status = 200
-            return
-        status, error = finished.http_status or 500, finished.error or {}
-        self._persist(context, lambda: self.tasks.fail(task_id, status, error))
-        record.status = status
-        record.fail("failed", str(error.get("code")))
+        else:
+            status, error = finished.http_status or 500, finished.error or {}
+            self._persist(context, lambda: self.tasks.fail(task_id, status, error))
+            record.status = status
+            record.fail("failed", str(error.get("code")))
+        if self.ledger is not None:
+            self.ledger.settle_task(task_id, _spent(finished, record))
 
     def _prepare(self, task: Task) -> Callable[[Deadline, RequestRecord, str], StoredResult | None]:
         """The task's run, with what it needs read beforehand (so a passing S3 fault here leaves no claim)."""
@@ -514,6 +521,21 @@ def _compact(stored: StoredResult) -> dict[str, Any]:
     result["images"] = [{"key": ref.key, "revised_prompt": None} for ref in stored.images]
     result["manifest"] = manifest_key(folder_of(stored))
     return result
+
+
+def _spent(finished: Finished, record: RequestRecord) -> Spent:
+    """What a finished task cost: its stored images and the usage the upstream reported (from this delivery's
+    record, or from the result an earlier delivery stored)."""
+    if finished.result is None:
+        return Spent.from_record(record, failure=str((finished.error or {}).get("code") or "failed"))
+    spent = Spent.from_record(record)
+    usage = finished.result.usage or record.usage or {}
+    return Spent(
+        images=len(finished.result.images),
+        input_tokens=int(usage.get("input_tokens") or 0),
+        output_tokens=int(usage.get("output_tokens") or 0),
+        upstream_ms=spent.upstream_ms,
+    )
 
 
 def _finished_from(claim: JobClaim) -> Finished:

@@ -1,0 +1,576 @@
+"""Image and token budgets per key, and the per-day usage a caller can read back.
+
+Requests are not what costs money: images and tokens are. A key may have a daily and a monthly budget in images
+and/or tokens (its settings in the keys secret, handed to the functions by the authorizer). Before the upstream
+is called a request reserves what it may cost, with one conditional atomic write over the day's and the month's
+counters (a DynamoDB transaction), so concurrent requests cannot together pass a budget by more than one
+request's worth; once the upstream has answered it settles with what was really made and billed.
+
+Counters live in the usage table, one partition per account (the key's owner, so a server key's client tokens
+count in it):
+- ``day#YYYY-MM-DD``: requests, images, input/output tokens, upstream milliseconds, ``failed_<code>`` per error
+  code, and the budget counters ``spent_images`` / ``spent_tokens`` (which include what is reserved);
+- ``month#YYYY-MM``: the month's budget counters;
+and, in a partition of its own (``hold#<task id>``), what an async task reserved when it was queued, settled
+once by the worker: the hold is deleted and read in one call, so a second delivery cannot settle it again.
+Per-key figures stay here, never in CloudWatch dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from imagecore.caller import caller_of
+from imagecore.errors import ImageServiceError
+from imagecore.observability import RequestRecord, logger
+
+T = TypeVar("T")
+_FAULTS = (BotoCoreError, ClientError)
+
+Period = Literal["day", "month"]
+Unit = Literal["images", "tokens"]
+
+# How long the counters are kept: a day's usage for the longest report (90 days) and some; a month's a year.
+DAY_ITEM_DAYS = 100
+MONTH_ITEM_DAYS = 400
+HOLD_ITEM_DAYS = 2
+MAX_USAGE_DAYS = 90
+
+# Output tokens per 1024x1024 image for each quality (OpenAI's published table for GPT image models); "auto"
+# is reserved as "high" so that a reservation is never below what a request can be billed.
+_OUTPUT_TOKENS_1M = {"low": 272, "medium": 1056, "high": 4160, "auto": 4160}
+_LARGEST_AUTO_PIXELS = 1536 * 1024
+_SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+# Input tokens of one reference image of an edit (an upper bound of what the upstream reports).
+_INPUT_IMAGE_TOKENS = 1536
+_FAILURE_PREFIX = "failed_"
+_CODE_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+
+
+class BudgetExceeded(ImageServiceError):
+    """The request would take the key over one of its image or token budgets: nothing was generated."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "budget_exceeded"
+
+
+class UsageUnavailable(ImageServiceError):
+    status = 503
+    type = "server_error"
+    code = "usage_unavailable"
+
+
+# --- budgets ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Budget:
+    """A key's limits; None is no limit."""
+
+    images_per_day: int | None = None
+    images_per_month: int | None = None
+    tokens_per_day: int | None = None
+    tokens_per_month: int | None = None
+
+    FIELDS = ("images_per_day", "images_per_month", "tokens_per_day", "tokens_per_month")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> Budget:
+        """From the key settings (``{"images_per_day": 100, ...}``); unknown names and bad values are refused,
+        so a typo in the keys secret cannot silently lift a limit."""
+        values = dict(values or {})
+        unknown = set(values) - set(cls.FIELDS)
+        if unknown:
+            raise ValueError(f"unknown budget(s): {', '.join(sorted(unknown))}; use {', '.join(cls.FIELDS)}")
+        limits: dict[str, int | None] = {}
+        for name in cls.FIELDS:
+            value = values.get(name)
+            if value in (None, ""):
+                limits[name] = None
+                continue
+            number = int(value)
+            if number < 0:
+                raise ValueError(f"budget {name} must be >= 0")
+            limits[name] = number
+        return cls(**limits)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: value for name in self.FIELDS if (value := getattr(self, name)) is not None}
+
+    def limit(self, unit: Unit, period: Period) -> int | None:
+        value: int | None = getattr(self, f"{unit}_per_{period}")
+        return value
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.as_dict())
+
+
+# The authorizer context carries the budgets to the functions (strings or numbers, one field each).
+CONTEXT_FIELDS = {name: "budget_" + name for name in Budget.FIELDS}
+
+
+def budget_context(budget: Budget) -> dict[str, int]:
+    return {CONTEXT_FIELDS[name]: value for name, value in budget.as_dict().items()}
+
+
+def usage_account(event: Mapping[str, Any]) -> tuple[str, Budget]:
+    """Whose usage a request counts in (a client token's counts in its parent key's) and that key's budget."""
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    return caller_of(dict(event)).key_id, budget_of(authorizer)
+
+
+def budget_of(authorizer: Mapping[str, Any]) -> Budget:
+    """The caller's budget from the request's authorizer context (none there: no limit)."""
+    return Budget.from_mapping(
+        {name: authorizer.get(context) for name, context in CONTEXT_FIELDS.items() if authorizer.get(context)}
+    )
+
+
+# --- what a request may cost ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cost:
+    images: int
+    tokens: int
+
+
+def estimated_cost(request: Any, *, reference_images: int = 0) -> Cost:
+    """What a generation or edit of ``n`` images may be billed at most: its images, and tokens from the size and
+    quality (output), the prompt and any reference images (input)."""
+    n = int(getattr(request, "n", 1) or 1)
+    size = str(getattr(request, "size", "auto") or "auto")
+    quality = str(getattr(request, "quality", "auto") or "auto")
+    match = _SIZE_RE.match(size)
+    pixels = int(match.group(1)) * int(match.group(2)) if match else _LARGEST_AUTO_PIXELS
+    per_image = math.ceil(_OUTPUT_TOKENS_1M.get(quality, _OUTPUT_TOKENS_1M["high"]) * pixels / (1024 * 1024))
+    prompt_tokens = math.ceil(len(str(getattr(request, "prompt", "") or "")) / 2) + 16
+    return Cost(images=n, tokens=per_image * n + prompt_tokens + _INPUT_IMAGE_TOKENS * reference_images)
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What one request really cost, and how it ended."""
+
+    images: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    upstream_ms: int = 0
+    failure: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @classmethod
+    def from_record(cls, record: RequestRecord, failure: str | None = None) -> Spent:
+        """From the request's record: the images it answered (or, after a billed answer that could not be
+        stored, that the upstream made), the tokens the upstream reported, the time spent waiting for it."""
+        usage = record.usage or {}
+        return cls(
+            images=int(record.images_returned or 0),
+            input_tokens=_int(usage.get("input_tokens")),
+            output_tokens=_int(usage.get("output_tokens")),
+            upstream_ms=round(record.upstream_latency_ms or 0),
+            failure=failure,
+        )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+# --- periods --------------------------------------------------------------------------------------------------
+def day_of(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+def month_of(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m")
+
+
+def seconds_until_reset(period: Period, now: float) -> int:
+    """Seconds until the budget period that contains ``now`` ends (UTC midnight, or the first of next month)."""
+    moment = datetime.fromtimestamp(now, UTC)
+    start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    end = start + timedelta(days=1) if period == "day" else (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return max(1, math.ceil((end - moment).total_seconds()))
+
+
+@dataclass(frozen=True)
+class Hold:
+    """What a request reserved, and where: settled once with what it really cost."""
+
+    account: str
+    day: str
+    month: str
+    images: int = 0
+    tokens: int = 0
+
+    def to_item(self) -> dict[str, Any]:
+        return {
+            "owner": {"S": self.account},
+            "day": {"S": self.day},
+            "month": {"S": self.month},
+            "images": {"N": str(self.images)},
+            "tokens": {"N": str(self.tokens)},
+        }
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Hold:
+        return cls(
+            account=item["owner"]["S"],
+            day=item["day"]["S"],
+            month=item["month"]["S"],
+            images=int(item["images"]["N"]),
+            tokens=int(item["tokens"]["N"]),
+        )
+
+
+# --- the ledger ---------------------------------------------------------------------------------------------
+@dataclass
+class UsageLedger:
+    """The usage table: budget reservations, settlements and the per-day usage of each account."""
+
+    table: str
+    region: str = "us-east-1"
+    client: Any = None
+    clock: Callable[[], float] = time.time
+    _dynamodb: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def dynamodb(self) -> Any:
+        if self._dynamodb is None:
+            if self.client is not None:
+                self._dynamodb = self.client
+            else:
+                import boto3
+
+                self._dynamodb = boto3.client("dynamodb", region_name=self.region)
+        return self._dynamodb
+
+    # reserving -----------------------------------------------------------------------------------------------
+    def reserve(self, account: str, budget: Budget, cost: Cost) -> Hold:
+        """Count ``cost`` against the account's budgets, or raise ``BudgetExceeded`` with nothing counted. A key
+        without budgets reserves nothing (its usage is still counted when it settles)."""
+        now = self.clock()
+        hold = Hold(account, day_of(now), month_of(now))
+        if not budget.limited:
+            return hold
+        hold = Hold(account, hold.day, hold.month, images=cost.images, tokens=cost.tokens)
+        for unit, amount in (("images", cost.images), ("tokens", cost.tokens)):
+            for period in ("day", "month"):
+                limit = budget.limit(unit, period)  # type: ignore[arg-type]
+                if limit is not None and amount > limit:
+                    raise self._exceeded(hold, budget, unit, period, now)  # type: ignore[arg-type]
+        updates = [self._reservation(hold, budget, period) for period in ("day", "month")]
+        try:
+            self.dynamodb.transact_write_items(TransactItems=[{"Update": update} for update in updates])
+        except _FAULTS as exc:
+            if _error_code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+                raise self._over_which(hold, budget, cost, now) from None
+            raise _unavailable(exc) from exc
+        return hold
+
+    def _reservation(self, hold: Hold, budget: Budget, period: Period) -> dict[str, Any]:
+        conditions, values = (
+            [],
+            {
+                ":images": {"N": str(hold.images)},
+                ":tokens": {"N": str(hold.tokens)},
+                ":expires": {"N": str(self._expiry(period))},
+            },
+        )
+        for unit, amount in (("images", hold.images), ("tokens", hold.tokens)):
+            limit = budget.limit(unit, period)  # type: ignore[arg-type]
+            if limit is not None:
+                conditions.append(f"(attribute_not_exists(spent_{unit}) OR spent_{unit} <= :room_{unit})")
+                values[f":room_{unit}"] = {"N": str(limit - amount)}
+        update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": self._key(hold.account, period, hold.day if period == "day" else hold.month),
+            "UpdateExpression": "ADD spent_images :images, spent_tokens :tokens "
+            "SET expires_at = if_not_exists(expires_at, :expires)",
+            "ExpressionAttributeValues": values,
+        }
+        if conditions:
+            update["ConditionExpression"] = " AND ".join(conditions)
+        return update
+
+    def _over_which(self, hold: Hold, budget: Budget, cost: Cost, now: float) -> BudgetExceeded:
+        """Which budget the refused reservation would have passed (read back, for the message)."""
+        try:
+            spent = {period: self._spent(hold.account, period, key) for period, key in _periods(hold)}
+        except _FAULTS:  # the refusal stands; only its message is less precise
+            spent = {}
+        for period in ("day", "month"):
+            for unit, amount in (("images", cost.images), ("tokens", cost.tokens)):
+                limit = budget.limit(unit, period)  # type: ignore[arg-type]
+                used = spent.get(period, {}).get(unit, 0)
+                if limit is not None and used + amount > limit:
+                    return self._exceeded(hold, budget, unit, period, now, used)  # type: ignore[arg-type]
+        return self._exceeded(hold, budget, "images", "day", now)
+
+    def _exceeded(
+        self, hold: Hold, budget: Budget, unit: Unit, period: Period, now: float, used: int | None = None
+    ) -> BudgetExceeded:
+        limit = budget.limit(unit, period)
+        amount = hold.images if unit == "images" else hold.tokens
+        wait = seconds_until_reset(period, now)
+        spent = f"{used} used, " if used is not None else ""
+        return BudgetExceeded(
+            f"This request ({amount} {unit} at most) would go over the key's {period}ly budget of {limit} {unit} "
+            f"({spent}resets in {wait} s, at the start of the next UTC {period}). Nothing was generated.",
+            param="n" if unit == "images" else None,
+            headers={"Retry-After": str(wait)},
+        )
+
+    def hold_for_task(self, task_id: str, hold: Hold) -> None:
+        """Keep an async task's reservation until the worker settles it."""
+        try:
+            self.dynamodb.put_item(
+                TableName=self.table,
+                Item={
+                    **_hold_key(task_id),
+                    **hold.to_item(),
+                    "expires_at": {"N": str(int(self.clock()) + HOLD_ITEM_DAYS * 86400)},
+                },
+            )
+        except _FAULTS as exc:
+            raise _unavailable(exc) from exc
+
+    # settling ------------------------------------------------------------------------------------------------
+    def settle(self, hold: Hold, spent: Spent, *, requests: int = 1) -> None:
+        """Count the request and what it really cost (giving back the rest of its reservation). A failure here
+        only leaves the counters off: the request's answer does not depend on it."""
+        try:
+            self.dynamodb.update_item(**self._day_settlement(hold, spent, requests))
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key=self._key(hold.account, "month", hold.month),
+                UpdateExpression="ADD spent_images :images, spent_tokens :tokens "
+                "SET expires_at = if_not_exists(expires_at, :expires)",
+                ExpressionAttributeValues={
+                    ":images": {"N": str(spent.images - hold.images)},
+                    ":tokens": {"N": str(spent.tokens - hold.tokens)},
+                    ":expires": {"N": str(self._expiry("month"))},
+                },
+            )
+        except _FAULTS as exc:  # see above
+            logger.warning("usage not counted", extra={"error": type(exc).__name__})
+
+    def _day_settlement(self, hold: Hold, spent: Spent, requests: int) -> dict[str, Any]:
+        adds = {
+            "requests": requests,
+            "images": spent.images,
+            "input_tokens": spent.input_tokens,
+            "output_tokens": spent.output_tokens,
+            "upstream_ms": spent.upstream_ms,
+            "spent_images": spent.images - hold.images,
+            "spent_tokens": spent.tokens - hold.tokens,
+        }
+        names: dict[str, str] = {}
+        if spent.failure:
+            code = spent.failure if _CODE_RE.match(spent.failure) else "other"
+            names["#failed"] = _FAILURE_PREFIX + code
+        parts = [f"{name} :{name}" for name in adds] + (["#failed :one"] if names else [])
+        values = {f":{name}": {"N": str(value)} for name, value in adds.items()}
+        values[":one"] = {"N": "1"}
+        values[":expires"] = {"N": str(self._expiry("day"))}
+        update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": self._key(hold.account, "day", hold.day),
+            "UpdateExpression": "ADD " + ", ".join(parts) + " SET expires_at = if_not_exists(expires_at, :expires)",
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            update["ExpressionAttributeNames"] = names
+        return update
+
+    def settle_task(self, task_id: str, spent: Spent) -> bool:
+        """Settle the reservation an async task made when it was queued, once: the hold is removed in the same
+        call that reads it. False when there is none (already settled, or the task had no caller)."""
+        try:
+            old = self.dynamodb.delete_item(TableName=self.table, Key=_hold_key(task_id), ReturnValues="ALL_OLD").get(
+                "Attributes"
+            )
+        except _FAULTS as exc:  # the counters stay as reserved
+            logger.warning("task usage not settled", extra={"error": type(exc).__name__})
+            return False
+        if not old:
+            return False
+        # The request was counted when it was queued.
+        self.settle(Hold.from_item(old), spent, requests=0)
+        return True
+
+    # reading -------------------------------------------------------------------------------------------------
+    def usage(self, account: str, budget: Budget, days: int) -> dict[str, Any]:
+        """The account's usage per day for the last ``days`` UTC days (today included, newest first), and what
+        is left of each budget."""
+        now = self.clock()
+        first = day_of(now - (days - 1) * 86400)
+        try:
+            items = self._query(account, f"day#{first}", f"day#{day_of(now)}")
+            month = self._spent(account, "month", month_of(now))
+        except _FAULTS as exc:
+            raise _unavailable(exc) from exc
+        by_day = {item["period"]["S"].removeprefix("day#"): item for item in items}
+        report = [
+            _day_report(day_of(now - back * 86400), by_day.get(day_of(now - back * 86400))) for back in range(days)
+        ]
+        today = by_day.get(day_of(now))
+        spent_today = {
+            "images": int((today or {}).get("spent_images", {}).get("N", 0)),
+            "tokens": int((today or {}).get("spent_tokens", {}).get("N", 0)),
+        }
+        return {
+            "object": "usage",
+            "days": report,
+            "totals": _totals(report),
+            "budgets": _remaining(budget, {"day": spent_today, "month": month}, now),
+        }
+
+    def _query(self, account: str, low: str, high: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "account = :account AND period BETWEEN :low AND :high",
+            "ExpressionAttributeValues": {":account": {"S": account}, ":low": {"S": low}, ":high": {"S": high}},
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self.dynamodb.query(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def _spent(self, account: str, period: str, key: str) -> dict[str, int]:
+        item = (
+            self.dynamodb.get_item(TableName=self.table, Key=self._key(account, period, key), ConsistentRead=True).get(
+                "Item"
+            )
+            or {}
+        )
+        return {
+            "images": int(item.get("spent_images", {}).get("N", 0)),
+            "tokens": int(item.get("spent_tokens", {}).get("N", 0)),
+        }
+
+    # helpers -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _key(account: str, period: str, key: str) -> dict[str, Any]:
+        return {"account": {"S": account}, "period": {"S": f"{period}#{key}"}}
+
+    def _expiry(self, period: Period) -> int:
+        return int(self.clock()) + (DAY_ITEM_DAYS if period == "day" else MONTH_ITEM_DAYS) * 86400
+
+
+def _hold_key(task_id: str) -> dict[str, Any]:
+    return {"account": {"S": f"hold#{task_id}"}, "period": {"S": "hold"}}
+
+
+def _periods(hold: Hold) -> list[tuple[str, str]]:
+    return [("day", hold.day), ("month", hold.month)]
+
+
+def _error_code(exc: Exception) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None
+
+
+def _unavailable(exc: Exception) -> UsageUnavailable:
+    logger.warning("usage table unavailable", extra={"error": type(exc).__name__})
+    return UsageUnavailable("The key's usage could not be read right now; nothing was generated. Try again.")
+
+
+def _day_report(day: str, item: Mapping[str, Any] | None) -> dict[str, Any]:
+    item = item or {}
+
+    def number(name: str) -> int:
+        return int(item.get(name, {}).get("N", 0))
+
+    failures = {
+        name.removeprefix(_FAILURE_PREFIX): int(value["N"])
+        for name, value in sorted(item.items())
+        if name.startswith(_FAILURE_PREFIX) and int(value["N"])
+    }
+    return {
+        "date": day,
+        "requests": number("requests"),
+        "images": number("images"),
+        "input_tokens": number("input_tokens"),
+        "output_tokens": number("output_tokens"),
+        "upstream_seconds": round(number("upstream_ms") / 1000, 3),
+        "failures": failures,
+    }
+
+
+def _totals(days: list[dict[str, Any]]) -> dict[str, Any]:
+    failures: dict[str, int] = {}
+    for day in days:
+        for code, count in day["failures"].items():
+            failures[code] = failures.get(code, 0) + count
+    return {
+        "requests": sum(day["requests"] for day in days),
+        "images": sum(day["images"] for day in days),
+        "input_tokens": sum(day["input_tokens"] for day in days),
+        "output_tokens": sum(day["output_tokens"] for day in days),
+        "upstream_seconds": round(sum(day["upstream_seconds"] for day in days), 3),
+        "failures": dict(sorted(failures.items())),
+    }
+
+
+def _remaining(budget: Budget, spent: dict[str, dict[str, int]], now: float) -> dict[str, Any]:
+    """Each configured budget: its limit, what is used (reservations in flight included), what is left."""
+    answer: dict[str, Any] = {}
+    for name, limit in budget.as_dict().items():
+        unit, _, period = name.partition("_per_")
+        used = spent.get(period, {}).get(unit, 0)
+        answer[name] = {
+            "limit": limit,
+            "used": used,
+            "remaining": max(0, limit - used),
+            "resets_in_seconds": seconds_until_reset(period, now),  # type: ignore[arg-type]
+        }
+    return answer
+
+
+# --- one request within its budget -------------------------------------------------------------------------------
+def within_budget(
+    ledger: UsageLedger | None,
+    account: str,
+    budget: Budget,
+    cost: Cost,
+    record: RequestRecord,
+    produce: Callable[[], T],
+) -> T:
+    """``produce()`` with ``cost`` reserved first (a 429 ``budget_exceeded`` before anything runs when it would go
+    over) and settled after with what the request's record says was made, whether it succeeded or failed."""
+    if ledger is None:
+        return produce()
+    try:
+        hold = ledger.reserve(account, budget, cost)
+    except BudgetExceeded:
+        now = ledger.clock()
+        ledger.settle(Hold(account, day_of(now), month_of(now)), Spent(failure=BudgetExceeded.code))
+        raise
+    try:
+        result = produce()
+    except ImageServiceError as error:
+        ledger.settle(hold, Spent.from_record(record, failure=error.code))
+        raise
+    except BaseException:
+        ledger.settle(hold, Spent.from_record(record, failure="internal_error"))
+        raise
+    ledger.settle(hold, Spent.from_record(record))
+    return result
