@@ -29,6 +29,7 @@ import yaml
 from werkzeug.wrappers import Request, Response
 
 from imagecore.observability import logger
+from local.plans import UsagePlans
 
 API_REQUEST_LIMIT_BYTES = 10 * 1024 * 1024
 LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
@@ -86,6 +87,7 @@ class Route:
 class GatewayResponse:
     status: int
     body: str
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,10 @@ def read_api(template: dict[str, Any]) -> ApiDefinition:
 def _gateway_response(response: dict[str, Any], parameters: dict[str, Any]) -> GatewayResponse:
     templates = response.get("ResponseTemplates") or {}
     body = templates.get("application/json") or next(iter(templates.values()), "")
-    return GatewayResponse(int(_default(response.get("StatusCode", 500), parameters)), body)
+    # Static header values are quoted: "'1'" is the header value 1.
+    headers = ((response.get("ResponseParameters") or {}).get("Headers")) or {}
+    static = tuple((name, str(value).strip("'")) for name, value in headers.items())
+    return GatewayResponse(int(_default(response.get("StatusCode", 500), parameters)), body, static)
 
 
 # --- functions ----------------------------------------------------------------------------------------------
@@ -207,8 +212,12 @@ def _context(function_name: str, timeout_s: float) -> LambdaContext:
 class LocalApiGateway:
     """A WSGI app: HTTP in, proxy event to the function, proxy result back to HTTP."""
 
-    def __init__(self, root: Path, template_path: Path, *, integration_timeout_ms: int) -> None:
+    def __init__(
+        self, root: Path, template_path: Path, *, integration_timeout_ms: int, plans: UsagePlans | None = None
+    ) -> None:
+        """``plans``: the usage plans and the keys on them (None: no per-key throttle or quota)."""
         self.root = root
+        self.plans = plans
         self.api = read_api(load_template(template_path))
         self.integration_timeout_s = integration_timeout_ms / 1000
         self._handlers: dict[str, Handler] = {}
@@ -249,7 +258,7 @@ class LocalApiGateway:
         body = request.get_data()
         event = self._event(request, route, params, body, request_id, started_ms)
         if route.authorized and self.api.authorizer:
-            denied = self._authorize(event, route)
+            denied = self._authorize(event, route) or self._admit(event)
             if denied is not None:
                 return denied
         if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT_BYTES:
@@ -335,12 +344,24 @@ class LocalApiGateway:
         statements = result.get("policyDocument", {}).get("Statement", [])
         if not any(s.get("Effect") == "Allow" for s in statements):
             return self._gateway("ACCESS_DENIED", request_id, 403, "Access denied")
+        if result.get("usageIdentifierKey"):  # ApiKeySourceType AUTHORIZER: the key the usage plan counts
+            event["requestContext"]["identity"]["apiKey"] = str(result["usageIdentifierKey"])
         event["requestContext"]["authorizer"] = {
             "principalId": result.get("principalId"),
             "integrationLatency": 0,
             **{k: str(v) for k, v in (result.get("context") or {}).items()},
         }
         return None
+
+    def _admit(self, event: dict[str, Any]) -> Response | None:
+        """The usage plan of the key the authorizer named: its throttle, then its request quota."""
+        if self.plans is None:
+            return None
+        refused = self.plans.admit(event["requestContext"]["identity"].get("apiKey"))
+        if refused is None:
+            return None
+        message = "Too Many Requests" if refused == "THROTTLED" else "Limit Exceeded"
+        return self._gateway(refused, event["requestContext"]["requestId"], 429, message)
 
     def _invoke(self, route: Route, event: dict[str, Any], request_id: str, started_ms: int) -> Response:
         handler = self.handler(route.code_uri, route.handler)
@@ -383,6 +404,8 @@ class LocalApiGateway:
             .replace("$context.requestId", request_id)
         )
         response = Response(body, status=status, content_type="application/json")
+        for name, value in template.headers if template else ():
+            response.headers[name] = value
         response.headers["x-amzn-RequestId"] = request_id
         response.headers["x-amzn-ErrorType"] = kind
         return response

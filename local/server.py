@@ -40,6 +40,7 @@ class StackConfig:
     simulator_latency_ms: int = 0
     simulator_keepalive_ms: int = 0
     log_level: str = "INFO"
+    parameter_overrides: str = ""  # "Name=Value ..." over the template's defaults (the usage plans' limits)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StackConfig:
@@ -56,6 +57,7 @@ class StackConfig:
             simulator_latency_ms=int(env.get("SIMULATOR_LATENCY_MS", "0")),
             simulator_keepalive_ms=int(env.get("SIMULATOR_KEEPALIVE_MS", "0")),
             log_level=env.get("POWERTOOLS_LOG_LEVEL", env.get("LOG_LEVEL", "INFO")),
+            parameter_overrides=env.get("PARAMETER_OVERRIDES", ""),
         )
 
 
@@ -130,13 +132,28 @@ class LocalStack:
         from local.gateway import LocalApiGateway
 
         gateway = LocalApiGateway(
-            ROOT, ROOT / "template.yaml", integration_timeout_ms=self.config.integration_timeout_ms
+            ROOT,
+            ROOT / "template.yaml",
+            integration_timeout_ms=self.config.integration_timeout_ms,
+            plans=self._plans(template),
         )
         api = _Serving(make_server(self.config.host, self.config.port, gateway, threaded=True))
         self._servers.append(api)
         self.api_url = api.url + "/v1"
         self._start_worker(template)
         return self
+
+    def _plans(self, template: dict[str, Any]) -> Any:
+        """The template's usage plans, and the local keys that name one (``KEY@PLAN`` in API_KEYS) on it."""
+        from imagecore.auth import Keyring
+        from local.plans import UsagePlans, parse_overrides, read_plans
+
+        try:
+            records = Keyring.from_plain_keys(self.keys).records
+            plans = read_plans(template, parse_overrides(self.config.parameter_overrides))
+            return UsagePlans(plans, {r.usage_key: r.plan for r in records if r.usage_key and r.plan})
+        except ValueError as exc:
+            raise SystemExit(f"API_KEYS: {exc}") from None
 
     def _start_worker(self, template: dict[str, Any]) -> None:
         from local.gateway import load_handler
@@ -195,6 +212,7 @@ class LocalStack:
                 "AWS_ENDPOINT_URL": self.aws_url,
                 "TASKS_TABLE": self.resources.tasks_table,
                 "IDEMPOTENCY_TABLE": self.resources.idempotency_table,
+                "USAGE_TABLE": self.resources.usage_table,
                 "JOBS_QUEUE_URL": self.resources.jobs_queue_url,
                 "DEAD_LETTER_QUEUE_URL": self.resources.dead_letter_queue_url,
                 "EVENT_BUS_NAME": self.resources.event_bus_name,

@@ -109,6 +109,10 @@ class Keyring:
             )
         return cls(records)
 
+    @property
+    def records(self) -> tuple[KeyRecord, ...]:
+        return self._records
+
     def __len__(self) -> int:
         return len(self._records)
 

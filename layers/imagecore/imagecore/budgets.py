@@ -52,6 +52,7 @@ _SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
 # Input tokens of one reference image of an edit (an upper bound of what the upstream reports).
 _INPUT_IMAGE_TOKENS = 1536
 _FAILURE_PREFIX = "failed_"
+_PERIOD_WORD = {"day": "daily", "month": "monthly"}
 _CODE_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 
 
@@ -325,7 +326,8 @@ class UsageLedger:
         wait = seconds_until_reset(period, now)
         spent = f"{used} used, " if used is not None else ""
         return BudgetExceeded(
-            f"This request ({amount} {unit} at most) would go over the key's {period}ly budget of {limit} {unit} "
+            f"This request ({amount} {unit} at most) would go over the key's {_PERIOD_WORD[period]} budget of "
+            f"{limit} {unit} "
             f"({spent}resets in {wait} s, at the start of the next UTC {period}). Nothing was generated.",
             param="n" if unit == "images" else None,
             headers={"Retry-After": str(wait)},
@@ -363,7 +365,7 @@ class UsageLedger:
                 },
             )
         except _FAULTS as exc:  # see above
-            logger.warning("usage not counted", extra={"error": type(exc).__name__})
+            logger.warning("usage not counted", extra={"error": type(exc).__name__, "code": _error_code(exc)})
 
     def _day_settlement(self, hold: Hold, spent: Spent, requests: int) -> dict[str, Any]:
         adds = {
@@ -381,7 +383,8 @@ class UsageLedger:
             names["#failed"] = _FAILURE_PREFIX + code
         parts = [f"{name} :{name}" for name in adds] + (["#failed :one"] if names else [])
         values = {f":{name}": {"N": str(value)} for name, value in adds.items()}
-        values[":one"] = {"N": "1"}
+        if names:
+            values[":one"] = {"N": "1"}
         values[":expires"] = {"N": str(self._expiry("day"))}
         update: dict[str, Any] = {
             "TableName": self.table,
