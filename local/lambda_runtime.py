@@ -1,0 +1,126 @@
+"""What the Lambda runtime gives a function, for the local stack: its handler imported from the code, a context
+object, and an execution of its own for each invocation.
+
+In AWS every execution environment runs one invocation at a time, so the state Powertools keeps on its Logger
+and Metrics (the keys ``inject_lambda_context`` appends, the correlation id, the metrics and dimensions waiting
+for ``log_metrics``) belongs to that one invocation. The local stack runs every function in one process, many
+invocations at once on threads, and all of them share the same Logger and Metrics objects. ``invoke`` runs each
+invocation in a fresh ``contextvars`` context, and ``isolate_powertools_state`` makes that per-invocation state
+of Powertools live in the context instead of on the shared objects, so each invocation's log lines and metrics
+carry its own function name, request ids and dimensions. Nothing of this runs in AWS.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import importlib
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ACCOUNT_ID = "123456789012"
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+def load_handler(root: Path, code_uri: str, handler: str) -> Handler:
+    """Import ``functions/<name>/app.py`` as ``functions.<name>.app`` and return its handler."""
+    del root  # the functions are imported as packages of the project, which is on sys.path
+    module_file, _, attribute = handler.rpartition(".")
+    package = ".".join(Path(code_uri.strip("/")).parts)
+    module = importlib.import_module(f"{package}.{module_file}")
+    return getattr(module, attribute)
+
+
+@dataclass
+class LambdaContext:
+    function_name: str
+    memory_limit_in_mb: int
+    timeout_s: float
+    aws_request_id: str
+    started: float
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:{self.function_name}"
+
+    @property
+    def function_version(self) -> str:
+        return "$LATEST"
+
+    @property
+    def log_group_name(self) -> str:
+        return f"/aws/lambda/{self.function_name}"
+
+    @property
+    def log_stream_name(self) -> str:
+        return "local"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
+
+
+def new_context(function_name: str, timeout_s: float, memory_mb: int = 1024) -> LambdaContext:
+    return LambdaContext(function_name, memory_mb, timeout_s, str(uuid.uuid4()), time.monotonic())
+
+
+def invoke(handler: Handler, event: Any, context: Any) -> Any:
+    """Run one invocation with state of its own (a fresh context), as a Lambda execution environment would."""
+    isolate_powertools_state()
+    return contextvars.Context().run(handler, event, context)
+
+
+# --- per-invocation Powertools state --------------------------------------------------------------------------
+_STATE: contextvars.ContextVar[dict[tuple[int, str], Any]] = contextvars.ContextVar("local_invocation_state")
+_isolated: set[int] = set()
+_isolating = threading.Lock()
+
+
+def _context_state() -> dict[tuple[int, str], Any]:
+    try:
+        return _STATE.get()
+    except LookupError:
+        state: dict[tuple[int, str], Any] = {}
+        _STATE.set(state)
+        return state
+
+
+def _per_context(name: str) -> property:
+    """An attribute whose value lives in the current context; a context that has not set it starts from a copy
+    of the value the object had when it was isolated (its configuration: service, level, default keys)."""
+
+    def get(self: Any) -> Any:
+        state = _context_state()
+        key = (id(self), name)
+        if key not in state:
+            state[key] = copy.deepcopy(self.__dict__[name])
+        return state[key]
+
+    def set_(self: Any, value: Any) -> None:
+        _context_state()[(id(self), name)] = value
+
+    return property(get, set_)
+
+
+def _isolate(obj: Any, names: Iterable[str]) -> None:
+    """Give ``obj`` a subclass of its class whose ``names`` are per-context (its own values stay the base)."""
+    if id(obj) in _isolated:
+        return
+    cls = type(obj)
+    attributes = {name: _per_context(name) for name in names if name in obj.__dict__}
+    obj.__class__ = type(f"PerInvocation{cls.__name__}", (cls,), attributes)
+    _isolated.add(id(obj))
+
+
+def isolate_powertools_state() -> None:
+    """Make the shared Logger formatter's keys and the Metrics provider's pending metrics per invocation."""
+    from imagecore.observability import logger, metrics
+
+    with _isolating:
+        _isolate(logger.registered_formatter, ["log_format"])
+        _isolate(metrics.provider, ["metric_set", "dimension_set", "metadata_set", "dimension_sets", "timestamp"])
