@@ -90,15 +90,15 @@ def _context_state() -> dict[tuple[int, str], Any]:
         return state
 
 
-def _per_context(name: str) -> property:
-    """An attribute whose value lives in the current context; a context that has not set it starts from a copy
-    of the value the object had when it was isolated (its configuration: service, level, default keys)."""
+def _per_context(name: str, initial: Callable[[], Any] | None = None) -> property:
+    """An attribute whose value lives in the current context. A context that has not set it starts from a copy
+    of the object's own value (its configuration: service, level, default keys), or from ``initial()``."""
 
     def get(self: Any) -> Any:
         state = _context_state()
         key = (id(self), name)
         if key not in state:
-            state[key] = copy.deepcopy(self.__dict__[name])
+            state[key] = initial() if initial is not None else copy.deepcopy(self.__dict__[name])
         return state[key]
 
     def set_(self: Any, value: Any) -> None:
@@ -117,10 +117,48 @@ def _isolate(obj: Any, names: Iterable[str]) -> None:
     _isolated.add(id(obj))
 
 
+def _per_context_class_attribute(name: str) -> property:
+    """For a metaclass: ``Cls.name`` read and assigned per context (unset: AttributeError, as before)."""
+
+    def get(cls: Any) -> Any:
+        try:
+            return _context_state()[(id(cls), name)]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def set_(cls: Any, value: Any) -> None:
+        _context_state()[(id(cls), name)] = value
+
+    return property(get, set_)
+
+
+def _isolate_resolvers() -> None:
+    """The event handler's routers keep the event being resolved on their base class (``BaseRouter.current_event``
+    and ``lambda_context``, shared by every function's resolver) and the matched route in each resolver's
+    ``context``: all three become per invocation."""
+    from aws_lambda_powertools.event_handler import api_gateway
+
+    router = api_gateway.BaseRouter
+    if id(router) in _isolated:
+        return
+    names = ("current_event", "lambda_context")
+    for name in names:
+        # Instances read the class attribute through a property reading the same per-context value.
+        setattr(router, name, property(lambda self, name=name: getattr(router, name)))
+    router.__class__ = type(
+        "PerInvocationRouterMeta", (type(router),), {n: _per_context_class_attribute(n) for n in names}
+    )
+    resolver = api_gateway.ApiGatewayResolver
+    resolver.context = _per_context("context", initial=dict)  # type: ignore[assignment]
+    _isolated.add(id(router))
+
+
 def isolate_powertools_state() -> None:
-    """Make the shared Logger formatter's keys and the Metrics provider's pending metrics per invocation."""
+    """Make the state Powertools keeps for the invocation being run (shared Logger keys, pending metrics, the
+    event handler's current event and route) per invocation."""
     from imagecore.observability import logger, metrics
 
     with _isolating:
         _isolate(logger.registered_formatter, ["log_format"])
         _isolate(metrics.provider, ["metric_set", "dimension_set", "metadata_set", "dimension_sets", "timestamp"])
+        _isolate_resolvers()

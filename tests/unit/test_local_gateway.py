@@ -400,3 +400,48 @@ def test_concurrent_invocations_keep_their_own_log_fields_and_metrics(log_tap, c
     assert len(blobs) == len(answers)
     assert sorted(blob["operation"] for blob in blobs) == sorted(answers.values())
     assert all(blob["Requests"] in (1, 1.0, [1.0]) for blob in blobs)
+
+
+def test_concurrent_invocations_each_resolve_their_own_event_and_route():
+    """The event handler keeps the event and the matched route on objects shared by every function; two
+    functions and two routes of one function running at once must each see their own."""
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+    tasks_app, health_app = APIGatewayRestResolver(), APIGatewayRestResolver()
+    inside = threading.Barrier(16, timeout=10)
+
+    @tasks_app.get("/v1/images/tasks/<task_id>")
+    def task(task_id: str) -> dict[str, Any]:
+        inside.wait()
+        event = tasks_app.current_event
+        return {"task_id": task_id, "path": event.path, "request_id": event.request_context.request_id}
+
+    @health_app.get("/v1/health")
+    def health() -> dict[str, Any]:
+        inside.wait()
+        event = health_app.current_event
+        return {"task_id": None, "path": event.path, "request_id": event.request_context.request_id}
+
+    functions = Functions()
+    functions.handlers[TASKS] = tasks_app.resolve
+    functions.handlers[HEALTH] = health_app.resolve
+    app, _ = gateway(functions)
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def call(path: str) -> None:
+        response = Client(app).get(path, headers={"Authorization": KEY})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        seen.append((path, {**response.get_json(), "answer_id": response.headers["x-amzn-RequestId"]}))
+
+    paths = [f"/v1/images/tasks/task_{i}" for i in range(8)] + ["/v1/health"] * 8
+    threads = [threading.Thread(target=call, args=(path,)) for path in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert len(seen) == len(paths)
+    for path, answer in seen:
+        assert answer["path"] == path
+        assert answer["request_id"] == answer["answer_id"]
+        assert answer["task_id"] == (path.rsplit("/", 1)[1] if "tasks" in path else None)
