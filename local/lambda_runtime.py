@@ -162,3 +162,34 @@ def isolate_powertools_state() -> None:
         _isolate(logger.registered_formatter, ["log_format"])
         _isolate(metrics.provider, ["metric_set", "dimension_set", "metadata_set", "dimension_sets", "timestamp"])
         _isolate_resolvers()
+
+
+class LineAtomicWriter:
+    """A text stream on which every thread writes whole lines: Lambda sends each function's output to its log
+    line by line, and Powertools prints a metrics line in two writes (the JSON, then the newline), which other
+    threads' lines could otherwise split in the local stack's one shared stdout."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._pending = threading.local()
+
+    def write(self, text: str) -> int:
+        buffered = getattr(self._pending, "text", "") + text
+        complete, newline, rest = buffered.rpartition("\n")
+        self._pending.text = rest
+        if newline:
+            with self._lock:
+                self._stream.write(complete + newline)
+                self._stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        pending, self._pending.text = getattr(self._pending, "text", ""), ""
+        with self._lock:
+            if pending:
+                self._stream.write(pending)
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)

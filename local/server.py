@@ -253,6 +253,10 @@ class LocalStack:
 
 
 def main() -> None:
+    from local.lambda_runtime import LineAtomicWriter
+
+    # Before any function is imported: their loggers keep the stream they find.
+    sys.stdout = LineAtomicWriter(sys.stdout)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     config = StackConfig.from_env()
     stack = LocalStack(config)

@@ -53,7 +53,8 @@ def test_concurrent_requests_log_their_own_function_and_request_ids(stack):
 
     logged = {request_id: function for request_id, function in expected.items() if function != "HealthFunction"}
     records = {request_id: stack.request_record(request_id) for request_id in logged}  # waits for each line
-    assert all(record.get("api_request_id") == request_id for request_id, record in records.items()), records
+    bad = {rid: (logged[rid], rec) for rid, rec in records.items() if rec.get("api_request_id") != rid}
+    assert bad == {}
     lines = [line for line in stack.log_lines() if line.get("correlation_id") in expected]
     assert {line["correlation_id"] for line in lines if line.get("message") == "image request"} == set(logged)
     wrong = [line for line in lines if line.get("function_name") != expected[line["correlation_id"]]]

@@ -445,3 +445,35 @@ def test_concurrent_invocations_each_resolve_their_own_event_and_route():
         assert answer["path"] == path
         assert answer["request_id"] == answer["answer_id"]
         assert answer["task_id"] == (path.rsplit("/", 1)[1] if "tasks" in path else None)
+
+
+def test_threads_writing_lines_in_pieces_never_split_each_others_lines():
+    import io
+
+    from local.lambda_runtime import LineAtomicWriter
+
+    target = io.StringIO()
+    writer = LineAtomicWriter(target)
+    start = threading.Barrier(8)
+
+    def write(name: str) -> None:
+        start.wait()
+        for index in range(200):
+            line = json.dumps({"thread": name, "index": index})
+            for piece in (line[:5], line[5:], "\n"):  # print writes the text and the newline apart
+                writer.write(piece)
+                time.sleep(0)  # let the other threads write in between
+
+    threads = [threading.Thread(target=write, args=(str(n),)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    writer.write("no newline yet")
+    writer.flush()
+
+    *lines, last = target.getvalue().split("\n")
+    assert sorted((d["thread"], d["index"]) for d in map(json.loads, lines)) == sorted(
+        (str(n), i) for n in range(8) for i in range(200)
+    )
+    assert last == "no newline yet"
