@@ -43,6 +43,7 @@ class StackConfig:
     simulator_latency_ms: int = 0
     simulator_keepalive_ms: int = 0
     log_level: str = "INFO"
+    throttling: bool = False  # the stage's rate and burst limits (template parameters), off unless asked
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StackConfig:
@@ -59,6 +60,7 @@ class StackConfig:
             simulator_latency_ms=int(env.get("SIMULATOR_LATENCY_MS", "0")),
             simulator_keepalive_ms=int(env.get("SIMULATOR_KEEPALIVE_MS", "0")),
             log_level=env.get("POWERTOOLS_LOG_LEVEL", env.get("LOG_LEVEL", "INFO")),
+            throttling=env.get("API_THROTTLING", "").lower() in ("1", "true", "on"),
         )
 
 
@@ -143,7 +145,10 @@ class LocalStack:
         self._fake_aws_credentials()
         template = load_template(ROOT / "template.yaml")
         gateway = LocalApiGateway(
-            ROOT, ROOT / "template.yaml", parameters={"IntegrationTimeoutMs": self.config.integration_timeout_ms}
+            ROOT,
+            ROOT / "template.yaml",
+            parameters={"IntegrationTimeoutMs": self.config.integration_timeout_ms},
+            throttling=self.config.throttling,
         )
         aws_server = _bind("AWS_PORT", self.config.host, self.config.aws_port, _moto_app(), _moto_handler())
         try:
