@@ -142,6 +142,8 @@ class LocalStack:
         from local.gateway import LocalApiGateway, load_template
         from local.resources import create_resources
 
+        if self.config.upstream_base_url and not self.config.upstream_api_key:
+            raise StackError("UPSTREAM_BASE_URL is set: set UPSTREAM_API_KEY too")
         self._fake_aws_credentials()
         template = load_template(ROOT / "template.yaml")
         gateway = LocalApiGateway(
@@ -171,9 +173,7 @@ class LocalStack:
     def _start_upstream(self) -> str:
         """The upstream the functions call: the one named by UPSTREAM_BASE_URL, else the simulator; its key."""
         upstream_key = self.config.upstream_api_key
-        if self.config.upstream_base_url:
-            if not upstream_key:
-                raise StackError("UPSTREAM_BASE_URL is set: set UPSTREAM_API_KEY too")
+        if self.config.upstream_base_url and upstream_key:
             self.upstream_url = self.config.upstream_base_url
             return upstream_key
         from local.simulator import SimulatorOptions, UpstreamSimulator

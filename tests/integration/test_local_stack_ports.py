@@ -44,3 +44,15 @@ def test_a_taken_port_exits_1_with_one_line_naming_it(variable, taken_port):
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"cannot start the local stack: {variable} {taken_port} ")
     assert f"set {variable}" in done.stderr
+
+
+def test_a_real_upstream_without_its_key_exits_1_with_one_line():
+    env = {**os.environ, "PORT": "0", "AWS_PORT": "0", "UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1"}
+    env.pop("UPSTREAM_API_KEY", None)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "local"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == "cannot start the local stack: UPSTREAM_BASE_URL is set: set UPSTREAM_API_KEY too\n"
