@@ -132,6 +132,13 @@ def _per_context_class_attribute(name: str) -> property:
     return property(get, set_)
 
 
+def _class_attribute_of_instance(cls: type, name: str) -> property:
+    def get(self: Any) -> Any:
+        return getattr(cls, name)
+
+    return property(get)
+
+
 def _isolate_resolvers() -> None:
     """The event handler's routers keep the event being resolved on their base class (``BaseRouter.current_event``
     and ``lambda_context``, shared by every function's resolver) and the matched route in each resolver's
@@ -144,12 +151,10 @@ def _isolate_resolvers() -> None:
     names = ("current_event", "lambda_context")
     for name in names:
         # Instances read the class attribute through a property reading the same per-context value.
-        setattr(router, name, property(lambda self, name=name: getattr(router, name)))
-    router.__class__ = type(
-        "PerInvocationRouterMeta", (type(router),), {n: _per_context_class_attribute(n) for n in names}
-    )
-    resolver = api_gateway.ApiGatewayResolver
-    resolver.context = _per_context("context", initial=dict)  # type: ignore[assignment]
+        setattr(router, name, _class_attribute_of_instance(router, name))
+    meta: type = type("PerInvocationRouterMeta", (type(router),), {n: _per_context_class_attribute(n) for n in names})
+    router.__class__ = meta  # type: ignore[method-assign]
+    setattr(api_gateway.ApiGatewayResolver, "context", _per_context("context", initial=dict))  # noqa: B010
     _isolated.add(id(router))
 
 
