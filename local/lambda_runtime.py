@@ -18,7 +18,7 @@ import importlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,15 +90,15 @@ def _context_state() -> dict[tuple[int, str], Any]:
         return state
 
 
-def _per_context(name: str, initial: Callable[[], Any] | None = None) -> property:
+def _per_context(name: str, initial: Callable[[Any], Any] | None = None) -> property:
     """An attribute whose value lives in the current context. A context that has not set it starts from a copy
-    of the object's own value (its configuration: service, level, default keys), or from ``initial()``."""
+    of the object's own value (its configuration: service, level, default keys), or from ``initial(obj)``."""
 
     def get(self: Any) -> Any:
         state = _context_state()
         key = (id(self), name)
         if key not in state:
-            state[key] = initial() if initial is not None else copy.deepcopy(self.__dict__[name])
+            state[key] = initial(self) if initial is not None else copy.deepcopy(self.__dict__[name])
         return state[key]
 
     def set_(self: Any, value: Any) -> None:
@@ -107,14 +107,25 @@ def _per_context(name: str, initial: Callable[[], Any] | None = None) -> propert
     return property(get, set_)
 
 
-def _isolate(obj: Any, names: Iterable[str]) -> None:
-    """Give ``obj`` a subclass of its class whose ``names`` are per-context (its own values stay the base)."""
+def _isolate(obj: Any, attributes: dict[str, Callable[[Any], Any] | None]) -> None:
+    """Give ``obj`` a subclass of its class whose ``attributes`` are per-context (each with the value a context
+    starts from: None for a copy of the object's own value, which stays the base)."""
     if id(obj) in _isolated:
         return
     cls = type(obj)
-    attributes = {name: _per_context(name) for name in names if name in obj.__dict__}
-    obj.__class__ = type(f"PerInvocation{cls.__name__}", (cls,), attributes)
+    properties = {name: _per_context(name, initial) for name, initial in attributes.items() if name in obj.__dict__}
+    obj.__class__ = type(f"PerInvocation{cls.__name__}", (cls,), properties)
     _isolated.add(id(obj))
+
+
+# What an invocation starts with: no pending metrics, only the default dimensions (as after a flush).
+_METRICS_STATE: dict[str, Callable[[Any], Any] | None] = {
+    "metric_set": lambda _: {},
+    "metadata_set": lambda _: {},
+    "dimension_sets": lambda _: [],
+    "timestamp": lambda _: None,
+    "dimension_set": lambda provider: dict(provider.default_dimensions),
+}
 
 
 def _per_context_class_attribute(name: str) -> property:
@@ -154,7 +165,7 @@ def _isolate_resolvers() -> None:
         setattr(router, name, _class_attribute_of_instance(router, name))
     meta: type = type("PerInvocationRouterMeta", (type(router),), {n: _per_context_class_attribute(n) for n in names})
     router.__class__ = meta  # type: ignore[method-assign]
-    setattr(api_gateway.ApiGatewayResolver, "context", _per_context("context", initial=dict))  # noqa: B010
+    setattr(api_gateway.ApiGatewayResolver, "context", _per_context("context", initial=lambda _: {}))  # noqa: B010
     _isolated.add(id(router))
 
 
@@ -164,8 +175,8 @@ def isolate_powertools_state() -> None:
     from imagecore.observability import logger, metrics
 
     with _isolating:
-        _isolate(logger.registered_formatter, ["log_format"])
-        _isolate(metrics.provider, ["metric_set", "dimension_set", "metadata_set", "dimension_sets", "timestamp"])
+        _isolate(logger.registered_formatter, {"log_format": None})
+        _isolate(metrics.provider, _METRICS_STATE)
         _isolate_resolvers()
 
 
