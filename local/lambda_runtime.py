@@ -1,13 +1,14 @@
 """What the Lambda runtime gives a function, for the local stack: its handler imported from the code, a context
-object, and an execution of its own for each invocation.
+object, an execution of its own for each invocation, and whole log lines.
 
-In AWS every execution environment runs one invocation at a time, so the state Powertools keeps on its Logger
-and Metrics (the keys ``inject_lambda_context`` appends, the correlation id, the metrics and dimensions waiting
-for ``log_metrics``) belongs to that one invocation. The local stack runs every function in one process, many
-invocations at once on threads, and all of them share the same Logger and Metrics objects. ``invoke`` runs each
-invocation in a fresh ``contextvars`` context, and ``isolate_powertools_state`` makes that per-invocation state
-of Powertools live in the context instead of on the shared objects, so each invocation's log lines and metrics
-carry its own function name, request ids and dimensions. Nothing of this runs in AWS.
+In AWS every execution environment runs one invocation at a time, so the state Powertools keeps on shared
+objects belongs to that one invocation: the keys ``inject_lambda_context`` appends to the Logger (function name,
+correlation id), the metrics and dimensions waiting for ``log_metrics``, the event handler's current event and
+matched route. The local stack runs every function in one process, many invocations at once on threads.
+``invoke`` runs each invocation in a fresh ``contextvars`` context, and ``isolate_powertools_state`` makes that
+state live in the context instead of on the shared objects, so each invocation logs, flushes and resolves only
+its own. ``LineAtomicWriter`` keeps concurrent invocations' lines whole on the one stdout. Nothing of this runs
+in AWS.
 """
 
 from __future__ import annotations
