@@ -21,13 +21,16 @@ def test_document_shows_every_route_and_the_validation_rules():
         "/v1/images/generations/async",
         "/v1/images/edits/async",
         "/v1/images/tasks/{task_id}",
+        "/v1/usage",
         "/v1/health",
         "/v1/openapi.json",
         "/v1/docs",
     }
     generation = document["paths"]["/v1/images/generations"]["post"]
     assert "422" not in generation["responses"]
-    assert {"400", "502", "504"} <= set(generation["responses"])
+    assert {"400", "429", "502", "504"} <= set(generation["responses"])
+    (days,) = document["paths"]["/v1/usage"]["get"]["parameters"]
+    assert (days["name"], days["in"], days["schema"]["maximum"], days["schema"]["default"]) == ("days", "query", 90, 7)
     request = document["components"]["schemas"]["GenerationRequest"]
     assert request["required"] == ["prompt"]
     assert request["additionalProperties"] is False
