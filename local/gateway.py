@@ -447,6 +447,8 @@ _ERROR_TYPES = {
     "REQUEST_TOO_LARGE": "RequestTooLargeException",
     "INTEGRATION_TIMEOUT": "InternalServerErrorException",
     "THROTTLED": "TooManyRequestsException",
+    "QUOTA_EXCEEDED": "LimitExceededException",
+    "INVALID_API_KEY": "ForbiddenException",
 }
 
 

@@ -98,7 +98,24 @@ def _moto_app() -> Any:
 
     from local.s3 import PresignedPostPolicy
 
-    return PresignedPostPolicy(DomainDispatcherApplication(create_backend_app), credentials=dict([LOCAL_CREDENTIALS]))
+    app = PresignedPostPolicy(DomainDispatcherApplication(create_backend_app), credentials=dict([LOCAL_CREDENTIALS]))
+    return AtomicDynamoDB(app)
+
+
+class AtomicDynamoDB:
+    """One DynamoDB call at a time: moto checks a conditional write (or a transaction's conditions) and applies
+    it in separate steps, so two concurrent requests could both pass a condition that DynamoDB lets only one
+    pass (the budgets' reservations rely on it). The other services go through as they come."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return self.app(environ, start_response)
+        with self._lock:
+            return list(self.app(environ, start_response))
 
 
 def _moto_handler() -> Any:

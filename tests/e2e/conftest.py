@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,16 +68,17 @@ class RunningStack:
         httpx.post(self.simulator_url.removesuffix("/v1") + "/_simulator/reset")
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    log_path = tmp_path_factory.mktemp("stack") / "stack.log"
+@contextmanager
+def running_stack(log_path: Path, api_keys: str, **env_vars: str) -> Iterator[RunningStack]:
+    """``python -m local`` with these keys (``API_KEYS`` syntax) and variables, until the block ends."""
     port, aws_port = free_port(), free_port()
     env = {
         **os.environ,
         "PORT": str(port),
         "AWS_PORT": str(aws_port),
-        "API_KEYS": f"{API_KEY},isk-e2e-second-key",
+        "API_KEYS": api_keys,
         "PYTHONUNBUFFERED": "1",
+        **env_vars,
     }
     for name in ("UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "IMAGES_BUCKET", "S3_ENDPOINT_URL"):
         env.pop(name, None)
@@ -108,6 +110,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    log_path = tmp_path_factory.mktemp("stack") / "stack.log"
+    with running_stack(log_path, f"{API_KEY},isk-e2e-second-key") as running:
+        yield running
 
 
 @pytest.fixture

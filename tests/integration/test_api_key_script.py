@@ -121,7 +121,7 @@ def test_an_unknown_plan_is_refused_and_nothing_is_written(aws, capsys, monkeypa
     _plans()
 
     sys.argv = ["api_key.py", "create", "ios-app", "--plan", "gold", "--secret-arn", arn]
-    with pytest.raises(SystemExit, match="no usage plan 'gold'.*free, standard, trial"):
+    with pytest.raises(SystemExit, match=r"no usage plan 'gold'.*free, standard, trial"):
         runpy.run_path(str(SCRIPT), run_name="__main__")
     assert json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"]) == {"keys": []}
 

@@ -549,6 +549,16 @@ def _remaining(budget: Budget, spent: dict[str, dict[str, int]], now: float) -> 
 
 
 # --- one request within its budget -------------------------------------------------------------------------------
+def reserve_or_count_refusal(ledger: UsageLedger, account: str, budget: Budget, cost: Cost) -> Hold:
+    """``ledger.reserve``; a refusal is counted as a request that failed with ``budget_exceeded``."""
+    try:
+        return ledger.reserve(account, budget, cost)
+    except BudgetExceeded:
+        now = ledger.clock()
+        ledger.settle(Hold(account, day_of(now), month_of(now)), Spent(failure=BudgetExceeded.code))
+        raise
+
+
 def within_budget(
     ledger: UsageLedger | None,
     account: str,
@@ -561,12 +571,7 @@ def within_budget(
     over) and settled after with what the request's record says was made, whether it succeeded or failed."""
     if ledger is None:
         return produce()
-    try:
-        hold = ledger.reserve(account, budget, cost)
-    except BudgetExceeded:
-        now = ledger.clock()
-        ledger.settle(Hold(account, day_of(now), month_of(now)), Spent(failure=BudgetExceeded.code))
-        raise
+    hold = reserve_or_count_refusal(ledger, account, budget, cost)
     try:
         result = produce()
     except ImageServiceError as error:

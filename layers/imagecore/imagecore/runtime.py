@@ -10,7 +10,15 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.budgets import Cost, Hold, Spent, UsageLedger, usage_account, within_budget
+from imagecore.budgets import (
+    Cost,
+    Hold,
+    Spent,
+    UsageLedger,
+    reserve_or_count_refusal,
+    usage_account,
+    within_budget,
+)
 from imagecore.deadline import Deadline, request_deadline
 from imagecore.errors import (
     ImageServiceError,
@@ -64,7 +72,7 @@ class ImageRuntime:
             return queue()
         account, budget = usage_account(event)
         ledger = self.ledger
-        hold = ledger.reserve(account, budget, cost)
+        hold = reserve_or_count_refusal(ledger, account, budget, cost)
         try:
             ledger.hold_for_task(task_id, hold)
         except ImageServiceError as error:

@@ -1,0 +1,176 @@
+"""Image and token budgets against DynamoDB (moto): reservations are atomic and exact, settlements give back
+what was not used, async holds settle once, and the usage read back is what was counted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+
+from imagecore.budgets import (
+    Budget,
+    BudgetExceeded,
+    Cost,
+    Spent,
+    UsageLedger,
+    estimated_cost,
+    seconds_until_reset,
+    within_budget,
+)
+from imagecore.models import GenerationRequest
+from imagecore.observability import RequestRecord
+from local.gateway import load_template
+
+TABLE = "usage"
+NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
+
+
+def usage_table(dynamodb: Any) -> None:
+    """The table as the template declares it."""
+    from pathlib import Path
+
+    props = load_template(Path(__file__).resolve().parents[2] / "template.yaml")["Resources"]["UsageTable"][
+        "Properties"
+    ]
+    dynamodb.create_table(
+        TableName=TABLE,
+        BillingMode=props["BillingMode"],
+        AttributeDefinitions=props["AttributeDefinitions"],
+        KeySchema=props["KeySchema"],
+    )
+
+
+@pytest.fixture
+def ledger(aws: Any) -> UsageLedger:
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    usage_table(dynamodb)
+    return UsageLedger(TABLE, client=dynamodb, clock=lambda: NOON)
+
+
+def test_a_request_over_the_daily_image_budget_is_refused_with_nothing_counted(ledger: UsageLedger) -> None:
+    budget = Budget(images_per_day=4)
+    hold = ledger.reserve("key_a", budget, Cost(images=3, tokens=0))
+    ledger.settle(hold, Spent(images=3, input_tokens=10, output_tokens=300, upstream_ms=1200))
+
+    with pytest.raises(BudgetExceeded) as refused:
+        ledger.reserve("key_a", budget, Cost(images=2, tokens=0))
+    assert refused.value.status == 429
+    assert refused.value.code == "budget_exceeded"
+    assert "daily budget of 4 images" in refused.value.message and "3 used" in refused.value.message
+    assert refused.value.headers["Retry-After"] == str(12 * 3600)  # noon to midnight UTC
+    # the one image left can still be had
+    ledger.settle(ledger.reserve("key_a", budget, Cost(images=1, tokens=0)), Spent(images=1))
+    report = ledger.usage("key_a", budget, 1)
+    assert report["days"][0]["images"] == 4
+    assert report["budgets"]["images_per_day"] == {
+        "limit": 4,
+        "used": 4,
+        "remaining": 0,
+        "resets_in_seconds": 12 * 3600,
+    }
+
+
+def test_a_settlement_gives_back_what_was_not_made(ledger: UsageLedger) -> None:
+    budget = Budget(images_per_day=4, tokens_per_month=10_000)
+    hold = ledger.reserve("key_a", budget, Cost(images=4, tokens=5_000))
+    ledger.settle(hold, Spent(images=1, input_tokens=20, output_tokens=1_000))  # the upstream made one image
+
+    report = ledger.usage("key_a", budget, 1)
+    assert report["budgets"]["images_per_day"]["used"] == 1
+    assert report["budgets"]["tokens_per_month"]["used"] == 1_020
+    ledger.reserve("key_a", budget, Cost(images=3, tokens=8_980))  # exactly what is left of both
+
+
+def test_the_monthly_budget_counts_every_day_of_the_month(ledger: UsageLedger) -> None:
+    budget = Budget(images_per_month=5)
+    for day in (1, 10, 20):
+        ledger.clock = lambda day=day: datetime(2026, 11, day, 9, tzinfo=UTC).timestamp()
+        ledger.settle(ledger.reserve("key_a", budget, Cost(images=1, tokens=0)), Spent(images=1))
+    ledger.clock = lambda: datetime(2026, 11, 30, 23, tzinfo=UTC).timestamp()
+    with pytest.raises(BudgetExceeded, match="monthly budget of 5 images"):
+        ledger.reserve("key_a", budget, Cost(images=3, tokens=0))
+    ledger.clock = lambda: datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC).timestamp()  # a new month
+    ledger.reserve("key_a", budget, Cost(images=5, tokens=0))
+
+
+def test_accounts_do_not_share_budgets(ledger: UsageLedger) -> None:
+    budget = Budget(images_per_day=2)
+    ledger.reserve("key_a", budget, Cost(images=2, tokens=0))
+    ledger.reserve("key_b", budget, Cost(images=2, tokens=0))
+    with pytest.raises(BudgetExceeded):
+        ledger.reserve("key_a", budget, Cost(images=1, tokens=0))
+
+
+def test_an_async_hold_is_settled_once(ledger: UsageLedger) -> None:
+    budget = Budget(images_per_day=10)
+    hold = ledger.reserve("key_a", budget, Cost(images=4, tokens=0))
+    ledger.hold_for_task("task_1", hold)
+
+    assert ledger.settle_task("task_1", Spent(images=2, input_tokens=5, output_tokens=50)) is True
+    assert ledger.settle_task("task_1", Spent(images=2, input_tokens=5, output_tokens=50)) is False  # redelivery
+    report = ledger.usage("key_a", budget, 1)
+    assert (report["days"][0]["images"], report["days"][0]["output_tokens"]) == (2, 50)
+    assert report["budgets"]["images_per_day"]["used"] == 2
+    assert report["days"][0]["requests"] == 0  # the request itself is counted when it is queued
+
+
+def test_within_budget_counts_failures_by_code_and_gives_everything_back(ledger: UsageLedger) -> None:
+    from imagecore.errors import UpstreamTimeout
+
+    budget = Budget(images_per_day=3)
+    record = RequestRecord(operation="generations")
+
+    def times_out() -> None:
+        record.upstream_latency_ms = 3000.0
+        raise UpstreamTimeout("slow")
+
+    with pytest.raises(UpstreamTimeout):
+        within_budget(ledger, "key_a", budget, Cost(images=3, tokens=0), record, times_out)
+    with pytest.raises(BudgetExceeded):
+        within_budget(ledger, "key_a", budget, Cost(images=4, tokens=0), RequestRecord(operation="x"), lambda: None)
+
+    day = ledger.usage("key_a", budget, 1)["days"][0]
+    assert day["failures"] == {"budget_exceeded": 1, "upstream_timeout": 1}
+    assert (day["requests"], day["images"], day["upstream_seconds"]) == (2, 0, 3.0)
+    assert ledger.usage("key_a", budget, 1)["budgets"]["images_per_day"]["remaining"] == 3
+
+
+def test_usage_lists_each_day_newest_first_with_totals(ledger: UsageLedger) -> None:
+    for back, images in ((0, 2), (2, 5)):
+        ledger.clock = lambda back=back: NOON - back * 86400
+        ledger.settle(ledger.reserve("key_a", Budget(), Cost(images=images, tokens=0)), Spent(images=images))
+    ledger.clock = lambda: NOON
+
+    report = ledger.usage("key_a", Budget(), 3)
+    assert [day["date"] for day in report["days"]] == ["2026-11-25", "2026-11-24", "2026-11-23"]
+    assert [day["images"] for day in report["days"]] == [2, 0, 5]
+    assert report["totals"]["images"] == 7 and report["totals"]["requests"] == 2
+    assert report["budgets"] == {}
+    assert ledger.usage("key_a", Budget(), 2)["totals"]["images"] == 2  # the older day is outside two days
+
+
+def test_a_token_budget_reserves_the_most_a_request_can_cost() -> None:
+    low = estimated_cost(GenerationRequest(prompt="a cat", size="1024x1024", quality="low", n=2))
+    high = estimated_cost(GenerationRequest(prompt="a cat", size="1536x1024", quality="high"))
+    auto = estimated_cost(GenerationRequest(prompt="a cat"))
+
+    assert low.images == 2 and low.tokens >= 2 * 272
+    assert high.tokens >= 4160 * 1.5
+    assert auto.tokens >= high.tokens  # "auto" may be billed as high at the largest size
+
+
+def test_periods_reset_at_utc_midnight_and_the_first_of_the_month() -> None:
+    last_second = datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+    assert seconds_until_reset("day", last_second) == 1
+    assert seconds_until_reset("month", last_second) == 1
+    assert seconds_until_reset("month", datetime(2026, 2, 1, tzinfo=UTC).timestamp()) == 28 * 86400
+
+
+def test_budgets_in_the_keys_secret_are_checked() -> None:
+    assert Budget.from_mapping({"images_per_day": "5"}).images_per_day == 5
+    with pytest.raises(ValueError, match="unknown budget"):
+        Budget.from_mapping({"images_per_dya": 5})
+    with pytest.raises(ValueError, match=">= 0"):
+        Budget.from_mapping({"tokens_per_month": -1})
