@@ -21,3 +21,8 @@ _.memory_limit_in_mb, _.invoked_function_arn, _.function_version, _.log_group_na
 
 # the local Lambda runtime gives shared Powertools objects a per-invocation subclass (read by Python itself)
 _.__class__
+
+# a key's budgets are read by name (Budget.limit, Budget.as_dict); GET /v1/usage fields reach the client through
+# the model's schema and dump
+_.images_per_day, _.images_per_month, _.tokens_per_day, _.tokens_per_month
+_.upstream_seconds, _.resets_in_seconds, _.totals

@@ -209,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             take_off_plan(boto3.client("apigateway", region_name=args.region), args.stack, entry)
         print(f"key {args.key_id} revoked", file=sys.stderr)
         return 0
-    entry = next((entry for entry in keys if entry["id"] == args.key_id), None)
-    if entry is None:
+    found = [entry for entry in keys if entry["id"] == args.key_id]
+    if not found:
         parser.error(f"no key with id {args.key_id}")
+    entry = found[0]
     if args.action == "usage":
         print_usage(args, entry)
         return 0
