@@ -13,7 +13,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.budgets import estimated_cost
-from imagecore.caller import caller_of
+from imagecore.caller import caller_of, spender_of
 from imagecore.edits import EditInput, edit_fingerprint, edit_from_multipart, edit_from_uploads
 from imagecore.errors import PayloadTooLarge
 from imagecore.models import GenerationResponse, TaskObject
@@ -95,7 +95,7 @@ def edit_images(
         scope="edits",
         payload=edit_fingerprint(edit),
         produce=lambda: runtime.within_budget(
-            event,
+            spender_of(event),
             estimated_cost(edit.parameters, reference_images=len(edit.images)),
             lambda: service.edit(edit, deadline, current_record()),
         ),
@@ -139,7 +139,7 @@ def edit_images_async(
             )
 
         return runtime.queue_within_budget(
-            event, estimated_cost(edit.parameters, reference_images=len(edit.images)), task_id, queue
+            spender_of(event), estimated_cost(edit.parameters, reference_images=len(edit.images)), task_id, queue
         )
 
     task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)

@@ -12,7 +12,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.budgets import estimated_cost
-from imagecore.caller import caller_of
+from imagecore.caller import caller_of, spender_of
 from imagecore.models import GenerationRequest, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
@@ -58,7 +58,7 @@ def create_images(
         scope="generations",
         payload=request.model_dump(),
         produce=lambda: runtime.within_budget(
-            event, estimated_cost(request), lambda: service.generate(request, deadline, current_record())
+            spender_of(event), estimated_cost(request), lambda: service.generate(request, deadline, current_record())
         ),
         response_format=request.response_format,
     )
@@ -89,7 +89,7 @@ def create_images_async(
         scope="generations/async",
         payload=request.model_dump(),
         make_task=lambda submitter: runtime.queue_within_budget(
-            event,
+            spender_of(event),
             estimated_cost(request),
             task_id,
             lambda: submitter.submit(

@@ -10,7 +10,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.budgets import MAX_USAGE_DAYS, UsageLedger, usage_account
+from imagecore.budgets import MAX_USAGE_DAYS, UsageLedger
+from imagecore.caller import spender_of
 from imagecore.models import UsageResponse
 from imagecore.observability import logger, metrics, tracer
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
@@ -37,8 +38,8 @@ def ledger() -> UsageLedger:
 def get_usage(
     days: Annotated[int, Query(ge=1, le=MAX_USAGE_DAYS, description="How many UTC days, today included.")] = 7,
 ) -> UsageResponse:
-    account, budget = usage_account(app.current_event.raw_event)
-    return UsageResponse.model_validate(ledger().usage(account, budget, days))
+    spender = spender_of(app.current_event.raw_event)
+    return UsageResponse.model_validate(ledger().usage(spender.account, spender.budget, days))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

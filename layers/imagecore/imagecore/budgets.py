@@ -28,7 +28,6 @@ from typing import Any, Literal, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagecore.caller import caller_of
 from imagecore.errors import ImageServiceError
 from imagecore.observability import RequestRecord, logger
 
@@ -122,10 +121,12 @@ def budget_context(budget: Budget) -> dict[str, int]:
     return {CONTEXT_FIELDS[name]: value for name, value in budget.as_dict().items()}
 
 
-def usage_account(event: Mapping[str, Any]) -> tuple[str, Budget]:
-    """Whose usage a request counts in (a client token's counts in its parent key's) and that key's budget."""
-    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
-    return caller_of(dict(event)).key_id, budget_of(authorizer)
+@dataclass(frozen=True)
+class Spender:
+    """Whose usage a request counts in (a client token's counts in its parent key's), and that key's budget."""
+
+    account: str
+    budget: Budget
 
 
 def budget_of(authorizer: Mapping[str, Any]) -> Budget:

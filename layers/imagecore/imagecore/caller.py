@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from imagecore.budgets import Spender, budget_of
 from imagecore.errors import Unauthorized
 
 
@@ -22,3 +23,10 @@ def caller_of(event: dict[str, Any]) -> Caller:
         # Only reachable if a route is deployed without the authorizer: fail closed.
         raise Unauthorized("The request was not authenticated.", code="unauthenticated")
     return Caller(key_id=str(key_id))
+
+
+def spender_of(event: dict[str, Any]) -> Spender:
+    """Whose usage and budgets the request counts against: the calling key's, with the budgets the authorizer
+    read from the key's settings."""
+    authorizer = (event.get("requestContext") or {}).get("authorizer") or {}
+    return Spender(caller_of(event).key_id, budget_of(authorizer))

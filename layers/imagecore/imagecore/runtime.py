@@ -13,10 +13,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagecore.budgets import (
     Cost,
     Hold,
+    Spender,
     Spent,
     UsageLedger,
     reserve_or_count_refusal,
-    usage_account,
     within_budget,
 )
 from imagecore.deadline import Deadline, request_deadline
@@ -59,20 +59,18 @@ class ImageRuntime:
         ledger = UsageLedger(settings.usage_table, region=region) if settings.usage_table else None
         return cls(ImageService.from_settings(settings), idempotency, submitter, ledger)
 
-    def within_budget(self, event: dict[str, Any], cost: Cost, produce: Callable[[], T]) -> T:
+    def within_budget(self, spender: Spender, cost: Cost, produce: Callable[[], T]) -> T:
         """A generation or edit within the caller's image and token budgets: ``cost`` is reserved before the
         upstream is called (429 ``budget_exceeded`` when it would go over) and settled with the real usage."""
-        account, budget = usage_account(event)
-        return within_budget(self.ledger, account, budget, cost, current_record(), produce)
+        return within_budget(self.ledger, spender.account, spender.budget, cost, current_record(), produce)
 
-    def queue_within_budget(self, event: dict[str, Any], cost: Cost, task_id: str, queue: Callable[[], Task]) -> Task:
+    def queue_within_budget(self, spender: Spender, cost: Cost, task_id: str, queue: Callable[[], Task]) -> Task:
         """An async task within the caller's budgets: ``cost`` is reserved before it is queued and kept under the
         task's id, for the worker to settle with what the task really made (given back if it is not queued)."""
         if self.ledger is None:
             return queue()
-        account, budget = usage_account(event)
         ledger = self.ledger
-        hold = reserve_or_count_refusal(ledger, account, budget, cost)
+        hold = reserve_or_count_refusal(ledger, spender.account, spender.budget, cost)
         try:
             ledger.hold_for_task(task_id, hold)
         except ImageServiceError as error:
@@ -85,7 +83,7 @@ class ImageRuntime:
             ledger.settle_task(task_id, Spent(failure=code))
             raise
         # The request counts now; its images and tokens when the worker settles the hold.
-        ledger.settle(Hold(account, hold.day, hold.month), Spent())
+        ledger.settle(Hold(spender.account, hold.day, hold.month), Spent())
         return task
 
     def deadline(self, event: dict[str, Any], context: LambdaContext) -> Deadline:
