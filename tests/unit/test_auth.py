@@ -219,3 +219,76 @@ class TestAuthorizer:
         with pytest.raises(Exception) as caught:
             authorizer.lambda_handler(event, lambda_context)
         assert str(caught.value) == "Unauthorized"
+
+
+class TestPlansAndBudgets:
+    def test_a_key_on_a_plan_names_its_usage_key_and_budgets(self, monkeypatch, lambda_context) -> None:
+        monkeypatch.delenv("API_KEYS_SECRET_ID", raising=False)
+        monkeypatch.setenv("API_KEYS", f"{GOOD_KEY}@trial:images_per_day=5:tokens_per_month=90000,{OTHER_KEY}")
+        from functions.authorizer import app
+
+        app.keyring.cache_clear()
+        try:
+            on_plan = app.lambda_handler(authorizer_event(f"Bearer {GOOD_KEY}"), lambda_context)
+            no_plan = app.lambda_handler(authorizer_event(f"Bearer {OTHER_KEY}"), lambda_context)
+        finally:
+            app.keyring.cache_clear()
+
+        assert on_plan["usageIdentifierKey"] == "local-usage-" + sha256(GOOD_KEY)[:24]
+        assert GOOD_KEY not in on_plan["usageIdentifierKey"]
+        assert on_plan["context"] == {
+            "keyId": f"key_{sha256(GOOD_KEY)[:12]}",
+            "budget_images_per_day": 5,
+            "budget_tokens_per_month": 90000,
+        }
+        # a key on no plan gets no usage key (API Gateway then refuses it where an API key is required)
+        assert "usageIdentifierKey" not in no_plan
+        assert no_plan["context"] == {"keyId": f"key_{sha256(OTHER_KEY)[:12]}"}
+
+    def test_the_secret_document_carries_plan_usage_key_and_budgets(self) -> None:
+        digest = sha256(GOOD_KEY)
+        ring = Keyring.from_document(
+            {
+                "keys": [
+                    {
+                        "id": "ios-app",
+                        "sha256": digest,
+                        "plan": "standard",
+                        "usage_key": "apigw-key-value",
+                        "budgets": {"images_per_month": 1000},
+                    }
+                ]
+            }
+        )
+        record = ring.identify(GOOD_KEY)
+        assert (record.plan, record.usage_key, record.budget.images_per_month) == ("standard", "apigw-key-value", 1000)
+        assert record.budget.images_per_day is None
+
+    @pytest.mark.parametrize(
+        ("spec", "key", "plan", "budgets"),
+        [
+            ("dev-key", "dev-key", None, {}),
+            (" trial-key@trial ", "trial-key", "trial", {}),
+            (
+                "k@standard:images_per_day=50:tokens_per_month=2000000",
+                "k",
+                "standard",
+                {"images_per_day": 50, "tokens_per_month": 2000000},
+            ),
+            ("k:images_per_month=3", "k", None, {"images_per_month": 3}),
+        ],
+    )
+    def test_local_key_syntax(self, spec: str, key: str, plan: str | None, budgets: dict[str, int]) -> None:
+        from imagecore.auth import parse_local_key
+
+        parsed_key, parsed_plan, budget = parse_local_key(spec)
+        assert (parsed_key, parsed_plan, budget.as_dict()) == (key, plan, budgets)
+
+    @pytest.mark.parametrize(
+        "spec", ["k:images_per_day", "k:images_per_day=-1", "k:images_a_day=5", "k:images_per_day=x"]
+    )
+    def test_bad_local_budgets_are_refused(self, spec: str) -> None:
+        from imagecore.auth import parse_local_key
+
+        with pytest.raises(ValueError):
+            parse_local_key(spec)
