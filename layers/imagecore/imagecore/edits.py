@@ -9,18 +9,18 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from werkzeug.datastructures import FileStorage, MultiDict
-from werkzeug.formparser import MultiPartParser
-from werkzeug.http import parse_options_header
 
 from imagecore.api import validation_error
 from imagecore.errors import InvalidRequest, NotFound
 from imagecore.images import ImageInfo, NotAnImage, inspect_image
 from imagecore.models import CONTENT_TYPES, EXTENSIONS, EditParameters, EditUploadRequest
 from imagecore.storage import UploadedFile, UploadNotFound, UploadTooLarge
+
+if TYPE_CHECKING:  # werkzeug's multipart parser is imported by the edits function only, when it parses a body
+    from werkzeug.datastructures import FileStorage, MultiDict
 
 MAX_IMAGES = 16
 MULTIPART = "multipart/form-data"
@@ -199,6 +199,9 @@ def _too_large(param: str, max_image_bytes: int) -> InvalidRequest:
 
 
 def _parse_multipart(body: bytes, content_type: str) -> tuple[MultiDict[str, str], MultiDict[str, FileStorage]]:
+    from werkzeug.formparser import MultiPartParser
+    from werkzeug.http import parse_options_header
+
     _, options = parse_options_header(content_type)
     boundary = options.get("boundary")
     if not boundary:
