@@ -74,7 +74,9 @@ def parse_size(value: str) -> ImageSize:
 class ImageRequest(BaseModel):
     """The parameters generations and edits share: the OpenAI Images API, restricted to what gpt-image-2 takes."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # Models are built (their validators compiled) when first used, except the generations request's: each
+    # function pays at cold start only for the models it validates.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
     prompt: Annotated[
         str,
@@ -183,6 +185,8 @@ class ImageRequest(BaseModel):
 class GenerationRequest(ImageRequest):
     """Body of ``POST /v1/images/generations``."""
 
+    model_config = ConfigDict(defer_build=False)
+
 
 UPLOAD_ID_PATTERN = r"^upl_[A-Za-z0-9]{20,64}$"
 
@@ -199,7 +203,7 @@ class EditParameters(ImageRequest):
 
 
 class UploadRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
     upload_id: Annotated[str, Field(pattern=UPLOAD_ID_PATTERN, description="An id from POST /v1/uploads.")]
 
@@ -218,7 +222,7 @@ class EditUploadRequest(EditParameters):
 class UploadRequest(BaseModel):
     """Body of ``POST /v1/uploads``: what the caller is about to upload."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
     content_type: Annotated[
         Literal["image/png", "image/jpeg", "image/webp"], Field(description="The file's type; S3 enforces it.")
@@ -230,6 +234,8 @@ class UploadRequest(BaseModel):
 
 class UploadResponse(BaseModel):
     """A presigned S3 POST: send ``fields`` plus the file (as the last part, named ``file``) to ``url``."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: str
     object: Literal["upload"] = "upload"
@@ -279,12 +285,16 @@ class ErrorResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     status: Literal["ok"] = "ok"
     version: str
 
 
 class TaskObject(BaseModel):
     """An async task, as sub2api answers it (submit: 202; poll: GET /v1/images/tasks/{id})."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: str
     task_id: str

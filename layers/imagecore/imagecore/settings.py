@@ -27,9 +27,12 @@ def _variable_names(name: str, field: FieldInfo) -> list[str]:
 
 
 class _Settings(BaseModel):
-    """Built without arguments, a settings model reads its fields from the environment; arguments win."""
+    """Built without arguments, a settings model reads its fields from the environment; arguments win. Each
+    function builds only its own model's validator (``defer_build``), when it reads its settings."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True)
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True, defer_build=True
+    )
 
     @model_validator(mode="before")
     @classmethod
