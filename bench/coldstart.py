@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +70,3 @@ def cold_starts(environment: dict[str, str], runs: int) -> dict[str, list[float]
             if run:
                 samples[name].append(elapsed)
     return samples
-
-
-def ratio(samples: dict[str, list[float]]) -> float:
-    return statistics.median(samples["generations"]) / statistics.median(samples["naive"])

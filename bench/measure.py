@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -123,14 +124,14 @@ def _rounds(bench: Bench, samples: dict[str, Any]) -> None:
     for round_ in range(bench.job["runs"]):
         order = HANDLERS if round_ % 2 == 0 else HANDLERS[::-1]
         for name in order:
-            elapsed, rss = timed_with_rss(lambda name=name: bench.call(name))
+            elapsed, rss = timed_with_rss(functools.partial(bench.call, name))
             samples[name]["total"].append(elapsed)
             samples[name]["rss"].append(rss)
         samples["upstream"].append(timed_ms(bench.fetch))
         samples["floor"].append(timed_ms(lambda: bench.floor(texts)))
     for round_ in range(bench.job["memory_runs"]):
         for name in HANDLERS if round_ % 2 == 0 else HANDLERS[::-1]:
-            samples[name]["peak"].append(traced_peak_mib(lambda name=name: bench.call(name)))
+            samples[name]["peak"].append(traced_peak_mib(functools.partial(bench.call, name)))
 
 
 def run_case(job: dict[str, Any]) -> dict[str, Any]:

@@ -63,8 +63,9 @@ def _start(upstream_key: str) -> tuple[Any, Any, Any, dict[str, str]]:
     boto3.client("s3", endpoint_url=s3_url, region_name=REGION).create_bucket(Bucket=BUCKET)
     simulator = UpstreamSimulator(SimulatorOptions(api_key=upstream_key, latency_ms=0, keepalive_ms=0))
     upstream = make_server(HOST, 0, simulator, threaded=True)
-    upstream.poll_interval = 0.02
-    threading.Thread(target=upstream.serve_forever, name="simulator", daemon=True).start()
+    serve = threading.Thread(target=upstream.serve_forever, kwargs={"poll_interval": 0.02}, name="simulator")
+    serve.daemon = True
+    serve.start()
     urls = {"s3_url": s3_url, "upstream_url": f"http://{HOST}:{upstream.server_address[1]}/v1"}
     return moto, simulator, upstream, urls
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from imagecore.api import validation_error
 from imagecore.errors import InvalidRequest, NotFound
 from imagecore.images import ImageInfo, NotAnImage, inspect_image
 from imagecore.models import CONTENT_TYPES, EXTENSIONS, EditParameters, EditUploadRequest
 from imagecore.storage import UploadedFile, UploadNotFound, UploadTooLarge
+from imagecore.validation import validation_error
 
 if TYPE_CHECKING:  # werkzeug's multipart parser is imported by the edits function only, when it parses a body
     from werkzeug.datastructures import FileStorage, MultiDict

@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 SERVICE = os.getenv("POWERTOOLS_SERVICE_NAME", "image-service")
 # Powertools reads these from the environment the template sets; the defaults keep a missing variable from
@@ -37,12 +40,6 @@ class _NoTracer:
     def capture_method(self, method: Any = None, **_options: Any) -> Any:
         return method if method is not None else (lambda function: function)
 
-    def put_annotation(self, key: str, value: Any) -> None:
-        pass
-
-    def put_metadata(self, key: str, value: Any, namespace: str | None = None) -> None:
-        pass
-
 
 def tracing_enabled() -> bool:
     """Powertools' rule: on in Lambda unless POWERTOOLS_TRACE_DISABLED says otherwise; off outside Lambda
@@ -52,9 +49,9 @@ def tracing_enabled() -> bool:
     return bool(os.getenv("LAMBDA_TASK_ROOT")) and not disabled and not local
 
 
-def _make_tracer() -> Any:
+def _make_tracer() -> Tracer:
     if not tracing_enabled():
-        return _NoTracer()
+        return cast("Tracer", _NoTracer())  # the decorators this code uses, with the same signatures
     from aws_lambda_powertools import Tracer
 
     return Tracer(service=SERVICE)
