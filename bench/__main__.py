@@ -23,16 +23,16 @@ DEFAULT_LAYER = ROOT / ".aws-sam" / "build" / "CoreLayer"
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--runs", type=int, default=15, help="measured runs per handler and case (default 15)")
+    parser.add_argument("--runs", type=int, help="measured runs per handler and case (default: 31 to 15 by size)")
     parser.add_argument("--warmup", type=int, default=2, help="uncounted calls per handler and case (default 2)")
-    parser.add_argument("--memory-runs", type=int, default=3, help="tracemalloc calls per handler (default 3)")
-    parser.add_argument("--cold-runs", type=int, default=9, help="fresh processes per handler (default 9)")
+    parser.add_argument("--memory-runs", type=int, default=2, help="tracemalloc calls per handler (default 2)")
+    parser.add_argument("--cold-runs", type=int, default=15, help="fresh processes per handler (default 15)")
     parser.add_argument("--layer", type=Path, default=DEFAULT_LAYER, help="packaged layer dir (make package)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 runs, smaller images, 2 cold starts")
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.warmup, args.memory_runs, args.cold_runs = 2, 1, 1, 2
-    if min(args.runs, args.warmup, args.memory_runs, args.cold_runs) < 1:
+    if min(1 if args.runs is None else args.runs, args.warmup, args.memory_runs, args.cold_runs) < 1:
         parser.error("every count must be at least 1")
     if not args.layer.is_dir():
         parser.error(f"no packaged layer at {args.layer}: run make package first")
@@ -49,7 +49,7 @@ def _run_cases(args: argparse.Namespace, servers: Servers, upstream_key: str) ->
             "s3_url": servers.s3_url,
             "upstream_url": servers.upstream_url,
             "bucket": BUCKET,
-            "runs": args.runs,
+            "runs": args.runs or case.runs,
             "warmup": args.warmup,
             "memory_runs": args.memory_runs,
         }
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
     began = time.perf_counter()
     print(f"image-service bench: python {platform.python_version()}, {os.cpu_count()} cpus, {platform.platform()}")
-    print(f"  runs {args.runs} per handler and case (warm-up {args.warmup}, traced {args.memory_runs}), interleaved")
+    runs = args.runs or ", ".join(f"{case.key} {case.runs}" for case in CASES)
+    print(f"  runs per handler: {runs} (warm-up {args.warmup}, traced {args.memory_runs}), interleaved")
     upstream_key = f"sim-{secrets.token_hex(8)}"
     servers = Servers(upstream_key)
     try:

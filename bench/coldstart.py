@@ -51,22 +51,25 @@ def layer_venv() -> Path:
     return venv
 
 
-def _probe(python: Path, which: str, environment: dict[str, str]) -> float:
+def _probe(python: Path, which: str, environment: dict[str, str]) -> dict[str, float]:
     env = {**environment, "PATH": os.environ.get("PATH", ""), "PYTHONPATH": f"{ROOT}:{ROOT / 'layers' / 'imagecore'}"}
     command = [str(python), "-m", "bench.coldprobe", which]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
     if done.returncode != 0:
         raise BenchError(f"cold start of {which} failed: {done.stderr.strip()[-800:]}")
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["ms"])
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"ms": float(answer["ms"]), "cpu_ms": float(answer["cpu_ms"])}
 
 
 def cold_starts(environment: dict[str, str], runs: int) -> dict[str, list[float]]:
-    """ms per fresh process for each handler, the two alternating so that load on the machine hits both."""
+    """Wall-clock ms (``naive``, ``generations``) and CPU ms (``naive cpu``, ``generations cpu``) per fresh
+    process, the two handlers alternating so that load from elsewhere on the machine hits both alike."""
     python = layer_venv() / "bin" / "python"
-    samples: dict[str, list[float]] = {name: [] for name in HANDLERS}
+    samples: dict[str, list[float]] = {key: [] for name in HANDLERS for key in (name, f"{name} cpu")}
     for run in range(runs + 1):  # the first pair only warms the OS file cache
         for name in HANDLERS if run % 2 == 0 else HANDLERS[::-1]:
-            elapsed = _probe(python, name, environment)
+            figures = _probe(python, name, environment)
             if run:
-                samples[name].append(elapsed)
+                samples[name].append(figures["ms"])
+                samples[f"{name} cpu"].append(figures["cpu_ms"])
     return samples

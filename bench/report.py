@@ -63,8 +63,13 @@ def print_cases(results: list[dict[str, Any]]) -> None:
 def print_cold(cold: dict[str, list[float]]) -> None:
     print("\ncold start (fresh process: import + build dependencies, tracing off, layer requirements only), ms")
     for name in HANDLERS:
-        values = cold[name]
-        print(f"  {name:<13} median {statistics.median(values):7.1f}  p95 {p95(values):7.1f}  runs {len(values)}")
+        wall, cpu = cold[name], cold[f"{name} cpu"]
+        print(
+            f"  {name:<13} median {statistics.median(wall):7.1f}  p95 {p95(wall):7.1f}  "
+            f"CPU median {statistics.median(cpu):7.1f}  runs {len(wall)}"
+        )
+    cpu_ratio = statistics.median(cold["generations cpu"]) / statistics.median(cold["naive cpu"])
+    print(f"  CPU-time ratio {cpu_ratio:.2f} (less disturbed than wall clock by other load on the machine)")
 
 
 def ratio_lines(results: dict[str, dict[str, Any]], cold: dict[str, list[float]], layer_mb: float) -> list[str]:
