@@ -12,9 +12,9 @@ pointing at them, which ``sam deploy`` picks up as it is. Each directory is also
 checked against Lambda's limits: 250 MB unzipped for a function with its layers, 50 MB zipped for a direct upload.
 
 The layer leaves out the AWS SDK (boto3, botocore and their dependencies): the python3.13 runtime provides it,
-already compiled. ``--runtime-sdk`` installs the pinned SDK into ``<out>/runtime/`` to stand in for the
-runtime's copy where the layout is imported outside Lambda (tests). No bytecode is written: it would have to
-come from the target interpreter.
+already compiled (``--bundle-sdk`` puts the pinned one in the layer instead). ``--runtime-sdk`` installs the
+pinned SDK into ``<out>/runtime/`` to stand in for the runtime's copy where the layout is imported outside
+Lambda (tests). No bytecode is written: it would have to come from the target interpreter.
 """
 
 from __future__ import annotations
@@ -157,13 +157,13 @@ def check_limits(found: dict[str, dict[str, int]]) -> list[str]:
     return problems
 
 
-def build(out: Path, platform: str, *, runtime_sdk: bool) -> dict[str, dict[str, int]]:
+def build(out: Path, platform: str, *, runtime_sdk: bool, bundle_sdk: bool = False) -> dict[str, dict[str, int]]:
     """The whole artifact in ``out`` (replaced), its sizes, or PackageError when a limit is broken."""
     template_path = ROOT / "template.yaml"
     functions = function_sources(load_template(template_path))
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    install(pins(sdk=False), out / LAYER_ID / "python", platform)
+    install(pins(sdk=False) + (pins(sdk=True) if bundle_sdk else []), out / LAYER_ID / "python", platform)
     _copy(LAYER_SOURCE, out / LAYER_ID / "python" / "imagecore")
     for logical_id, source in functions.items():
         build_function(logical_id, source, out, platform)
@@ -183,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--platform", choices=sorted(PLATFORMS), default="arm64")
     parser.add_argument("--out", type=Path, default=ROOT / ".aws-sam" / "build")
     parser.add_argument("--runtime-sdk", action="store_true", help="also install the SDK into <out>/runtime")
+    parser.add_argument("--bundle-sdk", action="store_true", help="put the pinned SDK in the layer (about +35 MB)")
     args = parser.parse_args(argv)
     try:
-        found = build(args.out, args.platform, runtime_sdk=args.runtime_sdk)
+        found = build(args.out, args.platform, runtime_sdk=args.runtime_sdk, bundle_sdk=args.bundle_sdk)
     except PackageError as exc:
         print(f"package failed: {exc}", file=sys.stderr)
         return 1
