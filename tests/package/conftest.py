@@ -25,3 +25,13 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert done.returncode == 0, done.stderr
     return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Building the artifact and the quick bench take longer than a unit test: a wider per-test timeout, where
+    the timeout plugin runs."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.timeout(300))
