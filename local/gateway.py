@@ -29,10 +29,10 @@ import yaml
 from werkzeug.wrappers import Request, Response
 
 from imagecore.observability import logger
+from local.context import ACCOUNT_ID, LambdaContext
 
 API_REQUEST_LIMIT_BYTES = 10 * 1024 * 1024
 LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
-ACCOUNT_ID = "123456789012"
 API_ID = "local"
 STAGE = "local"
 
@@ -169,34 +169,6 @@ def load_handler(root: Path, code_uri: str, handler: str) -> Handler:
     package = ".".join(Path(code_uri.strip("/")).parts)
     module = importlib.import_module(f"{package}.{module_file}")
     return getattr(module, attribute)
-
-
-@dataclass
-class LambdaContext:
-    function_name: str
-    memory_limit_in_mb: int
-    timeout_s: float
-    aws_request_id: str
-    started: float
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:{self.function_name}"
-
-    @property
-    def function_version(self) -> str:
-        return "$LATEST"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def log_stream_name(self) -> str:
-        return "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
 
 
 def _context(function_name: str, timeout_s: float) -> LambdaContext:

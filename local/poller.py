@@ -14,7 +14,8 @@ from typing import Any
 import boto3
 
 from imagecore.observability import logger
-from local.gateway import Handler, LambdaContext
+from local.context import LambdaContext
+from local.gateway import Handler
 
 RETRY_PAUSE_SECONDS = 2
 
