@@ -69,6 +69,14 @@ def function_environment(
     return {**environment, **LOCAL_ONLY}
 
 
+def globals_environment(template: dict[str, Any], refs: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What the template's Globals give every function (parameters at their defaults unless ``refs`` says)."""
+    parameters = template.get("Parameters", {})
+    variables = _variables(template.get("Globals", {}).get("Function", {}))
+    resolved = {name: _resolve(name, value, refs or {}, parameters) for name, value in variables.items()}
+    return {**resolved, **LOCAL_ONLY}
+
+
 def _resolve(name: str, value: Any, refs: Mapping[str, str], parameters: dict[str, Any]) -> str:
     if isinstance(value, dict) and set(value) == {"Ref"}:
         target = value["Ref"]

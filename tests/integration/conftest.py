@@ -1,4 +1,5 @@
-"""The generations handler in-process: moto for S3, the upstream simulator on a real HTTP port."""
+"""The handlers in-process: moto for S3, DynamoDB, SQS and EventBridge (the template's resources, made by
+``local/resources.py``), the upstream simulator on a real HTTP port."""
 
 from __future__ import annotations
 
@@ -10,49 +11,42 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.conftest import UPSTREAM_KEY
-
-BUCKET = "images-test-bucket"
-# Variables a test sets only when it means to; otherwise they must not leak in from the environment.
-UNSET_UNLESS_GIVEN = (
-    "S3_ENDPOINT_URL",
-    "UPSTREAM_API_KEY_SECRET_ID",
-    "STORE_ATTEMPTS",
-    "MAX_REQUEST_BYTES",
-    "MAX_INPUT_IMAGE_BYTES",
-    "AWS_LAMBDA_FUNCTION_NAME",
+from local.resources import LocalResources, create_resources
+from local.template import project_template
+from tests.integration.environment import (
+    BUCKET,
+    MOTO_CONFIG,
+    PREFIX,
+    REGION,
+    _made,
+    current_resources,
+    set_function_env,
 )
 
-
-def set_function_env(monkeypatch: pytest.MonkeyPatch, simulator_url: str, **extra: str) -> None:
-    """The environment the template gives the image functions, pointed at moto and the simulator."""
-    env = {
-        "IMAGES_BUCKET": BUCKET,
-        "UPSTREAM_BASE_URL": simulator_url,
-        "UPSTREAM_API_KEY": UPSTREAM_KEY,
-        "INTEGRATION_TIMEOUT_MS": "300000",
-        "POWERTOOLS_METRICS_NAMESPACE": "ImageServiceTests",
-        "POWERTOOLS_SERVICE_NAME": "image-service",
-        **extra,
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    for name in UNSET_UNLESS_GIVEN:
-        if name not in extra:
-            monkeypatch.delenv(name, raising=False)
+__all__ = ["BUCKET", "current_resources", "set_function_env"]
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def aws_resources(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalResources]:
+    """moto in-process with the template's resources (bucket, tables, queues, bus and rules), fresh per test."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        yield s3
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws(config=MOTO_CONFIG):
+        _made["resources"] = create_resources(None, REGION, project_template(), prefix=PREFIX)
+        try:
+            yield _made["resources"]
+        finally:
+            _made.pop("resources", None)
+
+
+@pytest.fixture
+def aws(aws_resources: LocalResources) -> Any:
+    """An S3 client on moto, where the images bucket (``BUCKET``) and the rest of the template's resources are."""
+    return boto3.client("s3", region_name=REGION)
 
 
 @pytest.fixture
@@ -61,7 +55,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, simulator: Any, aws: Any):
     from functions.generations import app as generations
 
     def apply(**overrides: str) -> Any:
-        set_function_env(monkeypatch, simulator.url, **overrides)
+        set_function_env(monkeypatch, simulator.url, function="GenerationsFunction", **overrides)
         generations.runtime.cache_clear()
         return generations
 
@@ -85,3 +79,13 @@ def invoke(generations: Any, api_event: Any, lambda_context: Any):
         return response["statusCode"], payload, response
 
     return call
+
+
+@pytest.fixture
+def stack(aws: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> Iterator[Any]:
+    """Every function in-process on the template's resources (``tests/integration/stack.py``), started cold."""
+    from tests.integration.stack import Stack
+
+    made = Stack(aws, simulator, monkeypatch, api_event)
+    yield made
+    made.clear()

@@ -2,7 +2,7 @@
 nothing is paid twice. Redelivery, a crash between S3 and DynamoDB, S3 faults after the upstream answered, a
 task another worker holds, EventBridge events and plain SQS requests, bad jobs to the dead-letter queue.
 
-The stack (moto's S3, DynamoDB, SQS, EventBridge; the upstream simulator) is ``Stack`` from test_async_tasks.py.
+The stack (moto's S3, DynamoDB, SQS, EventBridge; the upstream simulator) is ``Stack`` from stack.py.
 """
 
 from __future__ import annotations
@@ -10,22 +10,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
 from imagecore.worker import COMPLETED, FAILED, MANIFEST
+from tests.helpers import key_of
 from tests.integration.conftest import BUCKET
-from tests.integration.test_async_tasks import BUS, KEY_ID, Stack, key_of, submit_generation
-
-
-@pytest.fixture
-def stack(aws: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> Iterator[Stack]:
-    made = Stack(aws, simulator, monkeypatch, api_event)
-    yield made
-    made.clear()
+from tests.integration.stack import KEY_ID, submit_generation
 
 
 def job_lines(log_tap: Any) -> list[dict[str, Any]]:
@@ -273,7 +266,7 @@ def test_an_event_put_on_the_bus_reaches_the_worker_through_the_rule(stack, simu
                 "Source": "com.example.orders",
                 "DetailType": "ImageGenerationRequested",
                 "Detail": json.dumps({"prompt": "a teapot", "size": "1024x1024", "correlation_id": "c-1"}),
-                "EventBusName": BUS,
+                "EventBusName": stack.resources.event_bus_name,
             }
         ]
     )
