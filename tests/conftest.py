@@ -21,6 +21,7 @@ from werkzeug.serving import make_server
 from local.context import LambdaContext
 from local.environment import globals_environment
 from local.template import project_template
+from tests.faults import AwsFaults
 
 # What the template's Globals give every function, set before any function module is imported.
 for _name, _value in globals_environment(project_template()).items():
@@ -157,3 +158,12 @@ def log_tap() -> Iterator[LogTap]:
     logger.addHandler(handler)
     yield tap
     logger.removeHandler(handler)
+
+
+@pytest.fixture
+def aws_faults() -> Iterator[AwsFaults]:
+    """AWS calls that fail on demand, through botocore's event hooks (``tests/faults.py``); gone after the test.
+    Clients made before a rule is added do not see it: add rules before the functions run cold."""
+    faults = AwsFaults()
+    yield faults
+    faults.clear()

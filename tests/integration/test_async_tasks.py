@@ -264,15 +264,8 @@ def test_a_task_past_its_time_limit_reads_failed_and_the_worker_fails_it_without
     assert stack.stored_keys() == []
 
 
-def test_a_task_whose_job_cannot_be_queued_is_a_503_and_is_failed_not_left_processing(stack, simulator, monkeypatch):
-    from botocore.exceptions import ClientError
-
-    queue = stack.generations.runtime().submitter.queue
-
-    def refuse(**_kwargs: Any) -> None:
-        raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "SendMessage")
-
-    monkeypatch.setattr(queue._sqs, "send_message", refuse)
+def test_a_task_whose_job_cannot_be_queued_is_a_503_and_is_failed_not_left_processing(stack, simulator, aws_faults):
+    send = aws_faults.fail("sqs", "SendMessage")
     answer = submit_generation(stack)
 
     assert answer.status == 503, answer.body
@@ -281,6 +274,7 @@ def test_a_task_whose_job_cannot_be_queued_is_a_503_and_is_failed_not_left_proce
     assert (item["status"], int(item["http_status"])) == ("failed", 503)
     assert json.loads(item["error"])["code"] == "queue_unavailable"
     assert simulator.calls == 0
+    assert send.failed == send.calls == 1
 
 
 def test_async_edit_of_uploaded_images(stack, simulator):
