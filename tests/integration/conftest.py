@@ -43,6 +43,24 @@ def aws_resources(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalResources]:
             _made.pop("resources", None)
 
 
+@pytest.fixture(autouse=True)
+def upstream_pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The upstream client's waits between attempts (backoff, Retry-After), recorded instead of slept: every
+    UpstreamClient the functions build gets this list's ``append`` as its ``sleep``."""
+    from imagecore import service
+    from imagecore.upstream import UpstreamClient
+
+    pauses: list[float] = []
+
+    class RecordingUpstreamClient(UpstreamClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("sleep", pauses.append)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(service, "UpstreamClient", RecordingUpstreamClient)
+    return pauses
+
+
 @pytest.fixture
 def aws(aws_resources: LocalResources) -> Any:
     """An S3 client on moto, where the images bucket (``BUCKET``) and the rest of the template's resources are."""
