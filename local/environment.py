@@ -34,16 +34,6 @@ def resource_refs(resources: LocalResources) -> dict[str, str]:
     }
 
 
-def declared_variables(template: dict[str, Any], function: str | None = None) -> dict[str, Any]:
-    """The variables as the template writes them (unresolved): Globals, then the function's own; ``None``: every
-    function's, as when one process hosts them all."""
-    variables = dict(_variables(template.get("Globals", {}).get("Function", {})))
-    functions = [function] if function else _functions(template)
-    for name in functions:
-        variables.update(_variables(template["Resources"][name]["Properties"]))
-    return variables
-
-
 def function_environment(
     template: dict[str, Any],
     function: str | None = None,
@@ -51,22 +41,24 @@ def function_environment(
     refs: Mapping[str, str],
     secrets: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment of ``function`` (``None``: of all functions at once), resolved.
+    """The environment of ``function`` (``None``: of all functions at once, as when one process hosts them all),
+    resolved: the Globals' variables, then the function's own.
 
     ``refs``: logical id -> value, for resources and for parameters that should not keep their default.
     ``secrets``: the values of the stand-ins, by stand-in name (a stand-in without a value is left out).
     """
     parameters = template.get("Parameters", {})
     secrets = secrets or {}
-    environment: dict[str, str] = {}
-    for name, value in declared_variables(template, function).items():
-        if name in SECRET_STAND_INS:
-            stand_in = SECRET_STAND_INS[name]
-            if stand_in in secrets:
-                environment[stand_in] = secrets[stand_in]
-            continue
-        environment[name] = _resolve(name, value, refs, parameters)
-    return {**environment, **LOCAL_ONLY}
+    environment = globals_environment(template, refs)
+    for name in [function] if function else _functions(template):
+        for variable, value in _variables(template["Resources"][name]["Properties"]).items():
+            if variable in SECRET_STAND_INS:
+                stand_in = SECRET_STAND_INS[variable]
+                if stand_in in secrets:
+                    environment[stand_in] = secrets[stand_in]
+                continue
+            environment[variable] = _resolve(variable, value, refs, parameters)
+    return environment
 
 
 def globals_environment(template: dict[str, Any], refs: Mapping[str, str] | None = None) -> dict[str, str]:

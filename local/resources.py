@@ -41,7 +41,7 @@ def create_resources(
     """Make the resources on the AWS at ``endpoint`` (None: boto3's default, as under moto's in-process mock)."""
 
     def client(service: str) -> Any:
-        return boto3.client(service, endpoint_url=endpoint, region_name=region)
+        return boto3.client(service, endpoint_url=endpoint, region_name=region)  # type: ignore[call-overload]
 
     bucket = prefix
     client("s3").create_bucket(Bucket=bucket)

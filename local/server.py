@@ -68,7 +68,7 @@ class _Serving:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -100,10 +100,10 @@ class LocalStack:
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.aws_url = f"http://{host}:{port}"
-        from local.gateway import load_template
         from local.resources import create_resources
+        from local.template import project_template
 
-        template = load_template(ROOT / "template.yaml")
+        template = project_template()
         self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
 
         upstream_key = self.config.upstream_api_key
