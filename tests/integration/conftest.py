@@ -26,21 +26,56 @@ from tests.integration.environment import (
 __all__ = ["BUCKET", "current_resources", "set_function_env"]
 
 
+@pytest.fixture(scope="module")
+def _moto() -> Iterator[LocalResources]:
+    """moto in-process, with the template's resources made once for a test module (``aws_resources`` empties them
+    before each test): making tables, queues and rules for every test would cost more than the tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+            patch.setenv(name, value)
+        with mock_aws(config=MOTO_CONFIG):
+            yield create_resources(None, REGION, project_template(), prefix=PREFIX)
+
+
+def _empty(resources: LocalResources) -> None:
+    """Back to as made: no objects, no items, no messages (a bucket a test removed is made again)."""
+    s3 = boto3.client("s3", region_name=REGION)
+    try:
+        while listed := s3.list_objects_v2(Bucket=resources.bucket).get("Contents"):
+            s3.delete_objects(Bucket=resources.bucket, Delete={"Objects": [{"Key": o["Key"]} for o in listed]})
+    except s3.exceptions.NoSuchBucket:
+        s3.create_bucket(Bucket=resources.bucket)
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    for table in (resources.tasks_table, resources.idempotency_table):
+        for item in dynamodb.scan(TableName=table, ProjectionExpression="id", ConsistentRead=True)["Items"]:
+            dynamodb.delete_item(TableName=table, Key={"id": item["id"]})
+    sqs = boto3.client("sqs", region_name=REGION)
+    # PurgeQueue may run once a minute: receive and delete instead (every message is visible again at once).
+    for queue in (resources.jobs_queue_url, resources.dead_letter_queue_url, resources.completions_queue_url):
+        while messages := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0).get(
+            "Messages"
+        ):
+            sqs.delete_message_batch(
+                QueueUrl=queue,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
+
+
 @pytest.fixture
-def aws_resources(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalResources]:
-    """moto in-process with the template's resources (bucket, tables, queues, bus and rules), fresh per test."""
+def aws_resources(monkeypatch: pytest.MonkeyPatch, _moto: LocalResources) -> Iterator[LocalResources]:
+    """moto in-process with the template's resources (bucket, tables, queues, bus and rules), empty for each test."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws(config=MOTO_CONFIG):
-        _made["resources"] = create_resources(None, REGION, project_template(), prefix=PREFIX)
-        try:
-            yield _made["resources"]
-        finally:
-            _made.pop("resources", None)
+    _empty(_moto)
+    _made["resources"] = _moto
+    try:
+        yield _moto
+    finally:
+        _made.pop("resources", None)
 
 
 @pytest.fixture(autouse=True)
