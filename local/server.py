@@ -62,7 +62,8 @@ class StackConfig:
 class _Serving:
     def __init__(self, server: BaseWSGIServer) -> None:
         self.server = server
-        self.thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # serve_forever polls for shutdown; its default half second would be paid at every stop().
+        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     @property

@@ -23,6 +23,21 @@ from local.environment import globals_environment
 from local.template import project_template
 from tests.faults import AwsFaults
 
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Slow checks that run in a process of their own start now, to overlap with the rest of the suite."""
+    if any(item.name == "test_sam_validate_lint_passes" for item in session.items):
+        from tests.template import sam_validate
+
+        sam_validate.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.template import sam_validate
+
+    sam_validate.stop()
+
+
 # What the template's Globals give every function, set before any function module is imported.
 for _name, _value in globals_environment(project_template()).items():
     os.environ.setdefault(_name, _value)
