@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -26,30 +27,42 @@ from tests.integration.environment import (
 __all__ = ["BUCKET", "current_resources", "set_function_env"]
 
 
+@dataclass
+class _Moto:
+    resources: LocalResources
+    s3: Any
+    dynamodb: Any
+    sqs: Any
+
+
 @pytest.fixture(scope="module")
-def _moto() -> Iterator[LocalResources]:
+def _moto() -> Iterator[_Moto]:
     """moto in-process, with the template's resources made once for a test module (``aws_resources`` empties them
     before each test): making tables, queues and rules for every test would cost more than the tests."""
     with pytest.MonkeyPatch.context() as patch:
         for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
             patch.setenv(name, value)
         with mock_aws(config=MOTO_CONFIG):
-            yield create_resources(None, REGION, project_template(), prefix=PREFIX)
+            resources = create_resources(None, REGION, project_template(), prefix=PREFIX)
+            yield _Moto(
+                resources,
+                boto3.client("s3", region_name=REGION),
+                boto3.client("dynamodb", region_name=REGION),
+                boto3.client("sqs", region_name=REGION),
+            )
 
 
-def _empty(resources: LocalResources) -> None:
+def _empty(moto: _Moto) -> None:
     """Back to as made: no objects, no items, no messages (a bucket a test removed is made again)."""
-    s3 = boto3.client("s3", region_name=REGION)
+    resources, s3, dynamodb, sqs = moto.resources, moto.s3, moto.dynamodb, moto.sqs
     try:
         while listed := s3.list_objects_v2(Bucket=resources.bucket).get("Contents"):
             s3.delete_objects(Bucket=resources.bucket, Delete={"Objects": [{"Key": o["Key"]} for o in listed]})
     except s3.exceptions.NoSuchBucket:
         s3.create_bucket(Bucket=resources.bucket)
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
     for table in (resources.tasks_table, resources.idempotency_table):
         for item in dynamodb.scan(TableName=table, ProjectionExpression="id", ConsistentRead=True)["Items"]:
             dynamodb.delete_item(TableName=table, Key={"id": item["id"]})
-    sqs = boto3.client("sqs", region_name=REGION)
     # PurgeQueue may run once a minute: receive and delete instead (every message is visible again at once).
     for queue in (resources.jobs_queue_url, resources.dead_letter_queue_url, resources.completions_queue_url):
         while messages := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0).get(
@@ -62,7 +75,7 @@ def _empty(resources: LocalResources) -> None:
 
 
 @pytest.fixture
-def aws_resources(monkeypatch: pytest.MonkeyPatch, _moto: LocalResources) -> Iterator[LocalResources]:
+def aws_resources(monkeypatch: pytest.MonkeyPatch, _moto: _Moto) -> Iterator[LocalResources]:
     """moto in-process with the template's resources (bucket, tables, queues, bus and rules), empty for each test."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -71,9 +84,9 @@ def aws_resources(monkeypatch: pytest.MonkeyPatch, _moto: LocalResources) -> Ite
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     _empty(_moto)
-    _made["resources"] = _moto
+    _made["resources"] = _moto.resources
     try:
-        yield _moto
+        yield _moto.resources
     finally:
         _made.pop("resources", None)
 
@@ -97,9 +110,9 @@ def upstream_pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 @pytest.fixture
-def aws(aws_resources: LocalResources) -> Any:
+def aws(aws_resources: LocalResources, _moto: _Moto) -> Any:
     """An S3 client on moto, where the images bucket (``BUCKET``) and the rest of the template's resources are."""
-    return boto3.client("s3", region_name=REGION)
+    return _moto.s3
 
 
 @pytest.fixture
