@@ -30,12 +30,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from tests.template import sam_validate
 
         sam_validate.start()
+    if any(item.get_closest_marker("e2e") or "tests/e2e/" in item.nodeid for item in session.items):
+        from tests.e2e import launcher
+
+        launcher.start()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.e2e import launcher
     from tests.template import sam_validate
 
     sam_validate.stop()
+    launcher.stop()
 
 
 # What the template's Globals give every function, set before any function module is imported.
