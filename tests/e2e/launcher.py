@@ -38,9 +38,7 @@ def start() -> None:
     for name in ("UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "IMAGES_BUCKET", "S3_ENDPOINT_URL"):
         env.pop(name, None)
     log: IO[str] = log_path.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    process = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     _state.update(process=process, log=log, log_path=log_path, port=port, aws_port=aws_port)
 
 
