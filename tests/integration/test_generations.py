@@ -117,7 +117,8 @@ def test_b64_json_too_large_for_lambda_is_a_400_and_the_images_are_kept(configur
     assert error["code"] == "response_too_large"
     assert error["param"] == "response_format"
     assert "'url'" in error["message"]
-    assert len(stored_objects(aws)) == 1  # paid for, so kept
+    keys = sorted(o["Key"] for o in stored_objects(aws))
+    assert [key.rsplit("/", 1)[1] for key in keys] == ["0.png", "result.json"], keys  # paid for, so kept
 
 
 def test_one_log_line_per_request_with_every_field_and_no_secrets(invoke, log_tap):

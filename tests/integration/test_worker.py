@@ -323,7 +323,8 @@ def test_s3_down_for_an_event_is_announced_as_failed(stack, simulator, monkeypat
     assert failed["detail-type"] == FAILED
     assert (failed["detail"]["http_status"], failed["detail"]["error"]["code"]) == (503, "storage_unavailable")
     assert simulator.calls == 1
-    assert put.failed == put.calls == service.store_attempts
+    # the image at every attempt, then failure.json (refused too)
+    assert put.failed == put.calls == service.store_attempts + 1
 
 
 BAD_JOBS = [
