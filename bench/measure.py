@@ -78,7 +78,7 @@ class Bench:
     def __init__(self, job: dict[str, Any]) -> None:
         from bench import naive
         from functions.generations import app
-        from local.gateway import LambdaContext
+        from local.context import LambdaContext
 
         self.case = Case(**job["case"])
         self.job = job
@@ -88,7 +88,7 @@ class Bench:
         self._http, self._s3 = naive.http, naive.s3
 
     def call(self, name: str) -> list[str]:
-        context = self._context(name, 1024, 330.0, str(uuid.uuid4()), time.monotonic())
+        context = self._context(function_name=name, timeout_s=330.0)
         response = self.handlers[name](api_event(self.case), context)
         return checked_urls(self.case, name, response, self.job["s3_url"], self.job["bucket"])
 
