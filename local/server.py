@@ -201,6 +201,8 @@ class LocalStack:
                 "UPSTREAM_BASE_URL": self.upstream_url,
                 "UPSTREAM_API_KEY": upstream_key,
                 "INTEGRATION_TIMEOUT_MS": str(self.config.integration_timeout_ms),
+                # The local stack serves plain HTTP: the URLs the API gives for itself say so.
+                "PUBLIC_URL_SCHEME": "http",
                 "API_KEYS": ",".join(self.keys),
             }
         )

@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.api import caller_of, create_resolver, serve
 from imagecore.errors import NotFound
-from imagecore.models import ErrorResponse, TaskObject
+from imagecore.models import TASK_ID, ErrorResponse, TaskObject, matches
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.runtime import NO_STORE, TasksUnavailable
 from imagecore.settings import TaskReadSettings
@@ -49,7 +49,7 @@ def get_task(
     record = current_record()
     record.task_id = task_id
     try:
-        task = tasks.get(task_id) if task_id.startswith("task_") and len(task_id) <= 64 else None
+        task = tasks.get(task_id) if matches(TASK_ID, task_id) else None
     except TaskStoreError:
         raise TasksUnavailable("Tasks cannot be read right now; try again.") from None
     if task is None or task.owner != owner:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from imagecore.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from imagecore.jsonbody import parse_json_body
 from imagecore.observability import current_record, logger, request_record
 from imagecore.upstream import Deadline
 
@@ -48,7 +50,7 @@ _PYDANTIC_CODES = {
 
 def create_resolver() -> APIGatewayRestResolver:
     """A REST resolver with pydantic validation whose every error answers in the OpenAI shape."""
-    app = APIGatewayRestResolver(enable_validation=True)
+    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json_body)
 
     @app.exception_handler(RequestValidationError)
     def _validation_error(exc: RequestValidationError) -> Response:
@@ -146,19 +148,37 @@ def _safe_errors(errors: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def require_content_type(event: dict[str, Any], accepted: tuple[str, ...]) -> None:
-    """Refuse a body of a type the route does not take, before validation reads it."""
+    """Refuse a body of a type the route does not take, before validation reads it; media types are
+    case-insensitive (RFC 9110), so the header is rewritten in lower case for the parsers that compare it as
+    written, and a JSON body that arrived base64-encoded is decoded here (it must be UTF-8)."""
     if (event.get("httpMethod") or "").upper() not in ("POST", "PUT", "PATCH"):
         return
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    content_type = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    media_type, _, parameters = str(content_type_of(event)).partition(";")
+    content_type = media_type.strip().lower()
     if not content_type and not event.get("body"):
         return  # empty body: validation says what is missing
     if content_type not in accepted:
-        shown = content_type or "none"
+        shown = content_type[:100] or "none"
         raise UnsupportedMediaType(
             f"Unsupported Content-Type '{shown}': this route takes {' or '.join(accepted)}.",
             param="Content-Type",
         )
+    _set_content_type(event, content_type + (f";{parameters}" if parameters else ""))
+    if content_type == JSON and event.get("isBase64Encoded"):
+        try:
+            event["body"] = body_bytes(event).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest("The request body is not UTF-8 text.", code="invalid_json") from None
+        event["isBase64Encoded"] = False
+
+
+def _set_content_type(event: dict[str, Any], value: str) -> None:
+    for field in ("headers", "multiValueHeaders"):
+        headers = event.get(field) or {}
+        for name in [name for name in headers if name.lower() == "content-type"]:
+            del headers[name]
+        if event.get(field) is not None:
+            headers["Content-Type"] = value if field == "headers" else [value]
 
 
 def body_bytes(event: dict[str, Any]) -> bytes:
@@ -212,15 +232,27 @@ def request_deadline(
     return Deadline(clock() + remaining - margin_seconds, clock)
 
 
-def poll_url(event: dict[str, Any], task_id: str) -> str:
-    """Where the caller polls a task, on the host and base path it called (stage or custom-domain mapping)."""
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?\Z")
+_BASE_PATH = re.compile(r"(?:/[A-Za-z0-9._~-]{1,128}){0,8}\Z")
+
+
+def poll_url(event: dict[str, Any], task_id: str, *, scheme: str = "https") -> str:
+    """Where the caller polls a task, on the host and base path it called (stage or custom-domain mapping).
+
+    Built from trusted values only: the scheme is the deployment's (API Gateway serves only HTTPS; the local
+    stack's configuration says http), never ``X-Forwarded-Proto`` as sent; the host is API Gateway's
+    ``domainName`` and the base path its ``requestContext.path``, each used only when it is a plain host or
+    path. Otherwise the URL is relative to the host the caller used, which is still where the task is."""
+    if scheme not in ("https", "http"):
+        raise ValueError(f"unsupported URL scheme {scheme!r}")
     context = event.get("requestContext") or {}
-    host = context.get("domainName") or headers.get("host") or "localhost"
-    scheme = (headers.get("x-forwarded-proto") or "https").split(",")[0].strip()
+    host = str(context.get("domainName") or "")
     full_path, route_path = str(context.get("path") or ""), str(event.get("path") or "")
     base = full_path[: -len(route_path)] if route_path and full_path.endswith(route_path) else ""
-    return f"{scheme}://{host}{base}/v1/images/tasks/{task_id}"
+    if not _BASE_PATH.match(base) or ".." in base:
+        base = ""
+    path = f"{base}/v1/images/tasks/{task_id}"
+    return f"{scheme}://{host}{path}" if _HOST.match(host) else path
 
 
 def serve(

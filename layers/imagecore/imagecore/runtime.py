@@ -133,7 +133,7 @@ class ImageRuntime:
             decode=Task.from_item,
         )
         current_record().task_id = task.id
-        url = poll_url(event, task.id)
+        url = poll_url(event, task.id, scheme=self.service.settings.public_url_scheme)
         view = task_view(task, submitter.tasks.now(), presign=lambda key: key, poll_url=url)
         return Response(
             status_code=202,

@@ -6,7 +6,7 @@ variable the template sets is a field here, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +52,10 @@ class GenerationSettings(_Settings):
         float, Field(ge=0, le=60, description="Time kept back from the upstream call to store and answer.")
     ] = 4.0
     log_prompts: Annotated[bool, Field(description="Log prompt text (off: only its length and hash).")] = False
+    public_url_scheme: Annotated[
+        Literal["https", "http"],
+        Field(description="Scheme of the URLs the API gives for itself (poll_url): https; the local stack's http."),
+    ] = "https"
     max_inline_response_bytes: Annotated[int, Field(gt=0, le=LAMBDA_RESPONSE_LIMIT_BYTES)] = (
         LAMBDA_RESPONSE_LIMIT_BYTES - 64 * 1024
     )

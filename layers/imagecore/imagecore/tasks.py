@@ -71,9 +71,11 @@ class Task:
             "owner": self.owner,
             "kind": self.kind,
             "status": self.status,
-            "request": json.dumps(self.request),
+            # UTF-8, not \u escapes: DynamoDB counts an item's strings in UTF-8 bytes, and an escaped emoji
+            # takes 12 of them instead of 4 (32,000 of them would nearly fill the 400 KB item alone).
+            "request": json.dumps(self.request, ensure_ascii=False),
             "folder": self.folder,
-            "inputs": json.dumps(self.inputs),
+            "inputs": json.dumps(self.inputs, ensure_ascii=False),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "expires_at": self.expires_at,

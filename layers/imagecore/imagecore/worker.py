@@ -44,8 +44,9 @@ COMPLETED = "ImageGenerationCompleted"
 FAILED = "ImageGenerationFailed"
 EVENT_SOURCE = "image-service"
 MANIFEST = "result.json"
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,7}$")
-_JOB_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,128}$")
+# Anchored with \Z (not $, which also matches before a trailing newline).
+_PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,7}\Z")
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9-]{1,128}\Z")
 
 
 class BadJob(Exception):
