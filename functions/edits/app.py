@@ -107,7 +107,14 @@ def edit_images(
     summary="Edit or combine images, as a task to poll",
     description="The same bodies as /v1/images/edits; the inputs are checked now and kept for the task.",
     responses={
-        202: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
+        202: {
+            "description": "The task; poll its Location",
+            "content": {"application/json": {"model": TaskObject}},
+            "headers": {
+                "Location": {"description": "The task's poll URL", "schema": {"type": "string"}},
+                "Retry-After": {"description": "Seconds before the first poll", "schema": {"type": "string"}},
+            },
+        },
         **_EDIT_ERRORS,
     },
 )

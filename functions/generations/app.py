@@ -22,6 +22,10 @@ from imagecore.tasks import new_task_id
 app = create_resolver()
 
 _ERROR = {"application/json": {"model": ErrorResponse}}
+_TASK_HEADERS = {
+    "Location": {"description": "The task's poll URL", "schema": {"type": "string"}},
+    "Retry-After": {"description": "Seconds before the first poll", "schema": {"type": "string"}},
+}
 
 
 @cache
@@ -64,7 +68,11 @@ def create_images(
     "/v1/images/generations/async",
     summary="Create images from a prompt, as a task to poll",
     responses={
-        202: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
+        202: {
+            "description": "The task; poll its Location",
+            "content": {"application/json": {"model": TaskObject}},
+            "headers": _TASK_HEADERS,
+        },
         400: {"description": "Invalid request (no task is made)", "content": _ERROR},
     },
 )

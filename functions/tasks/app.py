@@ -39,6 +39,10 @@ def stores() -> tuple[TaskStore, ImageStore]:
     responses={
         200: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
         404: {"description": "No such task for this key", "content": {"application/json": {"model": ErrorResponse}}},
+        503: {
+            "description": "Tasks cannot be read right now",
+            "content": {"application/json": {"model": ErrorResponse}},
+        },
     },
 )
 def get_task(
