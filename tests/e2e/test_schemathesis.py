@@ -126,12 +126,14 @@ def test_every_operation_answers_as_documented(stack: RunningStack) -> None:
 
 # Rules JSON Schema cannot state, each refused with its parameter named: the size arithmetic (multiples of 16,
 # aspect ratio, pixel range), output_compression only with a lossy format, partial_images only with stream,
-# stream not offered yet, a prompt that is only whitespace, a printable Idempotency-Key; and what only the bytes
+# stream not offered yet, a prompt that is only whitespace, a printable Idempotency-Key, an integer written 2.0
+# (JSON Schema counts it as an integer; the service, strict like a typed client, does not); and what only the bytes
 # or the stores can tell: a file part that is not a whole image (or not a mask), an upload or task id that is
 # well formed but unknown, an Idempotency-Key reused for another request.
 _CROSS_FIELD = re.compile(r"(size|output_compression|partial_images|stream|prompt|Idempotency-Key)\Z")
 _IMAGE_PART = re.compile(r"(image|image\[\d+\]|images\[\d+\]|mask)\Z")
 _IMAGE_CODES = {"invalid_image_format", "invalid_mask", "image_too_large"}
+_INTEGERS = {"n", "output_compression", "partial_images", "bytes"}
 
 
 def _unexpressed_rule(response: Any) -> bool:
@@ -141,7 +143,11 @@ def _unexpressed_rule(response: Any) -> bool:
         return False
     param, code = str(error.get("param")), error.get("code")
     if response.status_code == 400:
-        return bool(_CROSS_FIELD.match(param) or (_IMAGE_PART.match(param) and code in _IMAGE_CODES))
+        return bool(
+            _CROSS_FIELD.match(param)
+            or (_IMAGE_PART.match(param) and code in _IMAGE_CODES)
+            or (param in _INTEGERS and code == "invalid_type")
+        )
     if response.status_code == 404:
         return code in ("upload_not_found", "task_not_found")
     return response.status_code in (409, 422) and str(code).startswith("idempotency_")

@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from imagecore.api import poll_url, require_content_type
 from imagecore.edits import _INDEXED_IMAGE, RawFile, check_images
 from imagecore.errors import InvalidRequest, UnsupportedMediaType
 from imagecore.images import MAX_INPUT_PIXELS, ImageTooLarge, NotAnImage, inspect_image, verify_image
@@ -30,6 +29,8 @@ from imagecore.models import (
     UploadRequest,
     matches,
 )
+from imagecore.request_body import require_content_type
+from imagecore.task_answers import poll_url
 from imagecore.worker import BadJob, parse_job
 
 # --- image bytes -------------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from imagecore.deadline import Deadline
 from imagecore.errors import ImageServiceError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
 from imagecore.images import ImageInfo
-from imagecore.upstream import CallTrace, Deadline, RetryPolicy, UpstreamClient, UpstreamResult
+from imagecore.upstream import CallTrace, RetryPolicy, UpstreamClient, UpstreamResult
 
 BASE_URL = "https://sub2api.example.test/v1"
 API_KEY = "sk-upstream-test-key"

@@ -84,9 +84,7 @@ def _look(data: bytes, *, max_pixels: int, decode: bool) -> ImageInfo:
                     _decode(image, info)
                 return info
     except Image.DecompressionBombError:
-        raise ImageTooLarge(
-            f"the image declares more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels", limit=max_pixels
-        ) from None
+        raise ImageTooLarge(f"the image declares more than {2 * MAX_INPUT_PIXELS:,} pixels", limit=max_pixels) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         if isinstance(exc, NotAnImage):
             raise

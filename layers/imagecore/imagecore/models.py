@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 MODELS = ("gpt-image-2", "gpt-image-2-2026-04-21")
@@ -39,18 +39,6 @@ FILENAME_MAX_CHARS = 255
 SIZE_MAX_CHARS = 16
 
 _SIZE_RE = re.compile(r"([1-9][0-9]{0,5})x([1-9][0-9]{0,5})\Z")
-
-
-def _integral(value: Any) -> Any:
-    """JSON has one number type: 2.0 is the integer 2 to JSON Schema (and to OpenAI), so it is taken as one;
-    2.5, "2" and true stay errors."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-# An integer as JSON Schema means it (put after the Field, so the schema keeps its minimum and maximum).
-INTEGRAL = BeforeValidator(_integral)
 
 
 def identifier_field(body: str, *, max_length: int, description: str) -> Any:
@@ -124,7 +112,7 @@ class ImageRequest(BaseModel):
         Field(min_length=1, max_length=PROMPT_MAX_CHARS, description="What to draw. At most 32,000 characters."),
     ]
     model: Annotated[ImageModel, Field(description="The image model.")] = "gpt-image-2"
-    n: Annotated[int, Field(ge=1, le=10, description="How many images, 1 to 10."), INTEGRAL] = 1
+    n: Annotated[int, Field(ge=1, le=10, description="How many images, 1 to 10.")] = 1
     size: Annotated[
         str,
         Field(
@@ -139,7 +127,7 @@ class ImageRequest(BaseModel):
     quality: Quality = "auto"
     output_format: OutputFormat = "png"
     output_compression: Annotated[
-        int | None, Field(ge=0, le=100, description="0-100, only with output_format jpeg or webp."), INTEGRAL
+        int | None, Field(ge=0, le=100, description="0-100, only with output_format jpeg or webp.")
     ] = None
     background: Annotated[
         Background | None,
@@ -147,9 +135,7 @@ class ImageRequest(BaseModel):
     ] = None
     moderation: Moderation | None = None
     stream: Annotated[bool, Field(description="Server-sent events: not available yet on this service.")] = False
-    partial_images: Annotated[
-        int | None, Field(ge=0, le=3, description="0-3 partial images, only with stream."), INTEGRAL
-    ] = None
+    partial_images: Annotated[int | None, Field(ge=0, le=3, description="0-3 partial images, only with stream.")] = None
     user: Annotated[
         str | None,
         Field(max_length=USER_MAX_CHARS, description="End-user id for abuse monitoring, at most 256 characters."),
@@ -277,9 +263,7 @@ class UploadRequest(BaseModel):
     content_type: Annotated[
         Literal["image/png", "image/jpeg", "image/webp"], Field(description="The file's type; S3 enforces it.")
     ]
-    bytes: Annotated[
-        int, Field(ge=1, le=50 * 1024 * 1024, description="The file's size in bytes (at most 50 MB)."), INTEGRAL
-    ]
+    bytes: Annotated[int, Field(ge=1, le=50 * 1024 * 1024, description="The file's size in bytes (at most 50 MB).")]
     filename: Annotated[
         str | None, Field(max_length=FILENAME_MAX_CHARS, description="Kept for the upstream request (255 characters).")
     ] = None

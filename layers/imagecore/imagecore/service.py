@@ -11,13 +11,14 @@ from typing import Any
 
 import httpx
 
+from imagecore.deadline import Deadline
 from imagecore.edits import EditInput
 from imagecore.errors import InvalidRequest, StorageUnavailable
 from imagecore.models import GenerationRequest, GenerationResponse, ImageData, ImageRequest, Usage
 from imagecore.observability import RequestRecord, logger, tracer
 from imagecore.settings import GenerationSettings
 from imagecore.storage import ImageStore, ImageToStore, StorageError, make_s3_client
-from imagecore.upstream import CallTrace, Deadline, GeneratedImage, RetryPolicy, UpstreamClient, UpstreamResult
+from imagecore.upstream import CallTrace, GeneratedImage, RetryPolicy, UpstreamClient, UpstreamResult
 
 # JSON around the base64 images in an inline answer (keys, usage, API Gateway's envelope).
 _INLINE_OVERHEAD_BYTES = 2048
@@ -94,9 +95,10 @@ class ImageService:
             retry=RetryPolicy(max_attempts=settings.upstream_max_attempts),
             account_id_header=settings.upstream_account_id_header,
         )
-        endpoint = str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
         store = ImageStore(
-            make_s3_client(settings.aws_region, endpoint), settings.images_bucket, settings.presign_expiry_seconds
+            make_s3_client(settings.aws_region, settings.s3_endpoint_url),
+            settings.images_bucket,
+            settings.presign_expiry_seconds,
         )
         return cls(upstream=upstream, store=store, settings=settings)
 
@@ -149,9 +151,10 @@ class ImageService:
     ) -> Delivery:
         """Store first, always: an image that was paid for is never lost, whatever the answer looks like."""
         body = result.body
-        created = body.get("created") if isinstance(body.get("created"), int) else int(time.time())
+        raw_created = body.get("created")
+        created = raw_created if isinstance(raw_created, int) else int(time.time())
         first = result.images[0].info
-        summary = {
+        summary: dict[str, Any] = {
             "created": created,
             "model": str(body.get("model") or request.model),
             "size": str(body.get("size") or first.size),

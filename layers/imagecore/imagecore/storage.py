@@ -41,7 +41,6 @@ class ImageToStore:
 class StoredImage:
     key: str
     content_type: str
-    size_bytes: int
 
 
 def new_image_id() -> str:
@@ -53,25 +52,22 @@ def image_folder(created: datetime, image_id: str) -> str:
     return f"images/{created:%Y/%m/%d}/{image_id}"
 
 
-def image_key(created: datetime, image_id: str, index: int, output_format: str) -> str:
-    return f"{image_folder(created, image_id)}/{index}.{EXTENSIONS[output_format]}"
-
-
-def make_s3_client(region: str, endpoint_url: str | None = None, max_attempts: int = 5) -> S3Client:
+def make_s3_client(region: str, endpoint_url: object | None = None, max_attempts: int = 5) -> S3Client:
     """SigV4 always (botocore would otherwise presign with SigV2), the regional endpoint in AWS,
-    path-style addressing against a local endpoint."""
+    path-style addressing against a local endpoint (``endpoint_url``, a string or the settings' URL)."""
+    endpoint = str(endpoint_url) if endpoint_url else None
     config = Config(
         signature_version="s3v4",
         region_name=region,
         retries={"mode": "standard", "max_attempts": max_attempts},
-        s3={"addressing_style": "path" if endpoint_url else "virtual"},
+        s3={"addressing_style": "path" if endpoint else "virtual"},
         connect_timeout=5,
         read_timeout=30,
     )
     return boto3.client(
         "s3",
         region_name=region,
-        endpoint_url=endpoint_url or f"https://s3.{region}.amazonaws.com",
+        endpoint_url=endpoint or f"https://s3.{region}.amazonaws.com",
         config=config,
     )
 
@@ -107,7 +103,6 @@ class ImageStore:
             StoredImage(
                 f"{folder}/{index}.{EXTENSIONS[image.output_format]}",
                 CONTENT_TYPES[image.output_format],
-                len(image.data),
             )
             for index, image in enumerate(images)
         ]
@@ -155,7 +150,8 @@ class ImageStore:
             raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
-        return json.loads(body)
+        document: dict[str, Any] = json.loads(body)
+        return document
 
     def presign(self, key: str) -> str:
         """A SigV4 presigned GET; it also dies when the signing credentials expire (Lambda role: hours)."""

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from imagecore.deadline import Deadline
 from imagecore.errors import ImageServiceError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
 from imagecore.images import ImageInfo, NotAnImage, inspect_image
 
@@ -32,27 +33,6 @@ from imagecore.images import ImageInfo, NotAnImage, inspect_image
 CALLER_ERROR_TYPES = frozenset({"invalid_request_error", "image_generation_user_error"})
 MIN_ATTEMPT_SECONDS = 1.0
 MAX_ERROR_BODY_BYTES = 64 * 1024
-
-Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class Deadline:
-    """A point on the monotonic clock after which nothing more may be started or awaited."""
-
-    at: float
-    clock: Clock = time.monotonic
-
-    @classmethod
-    def after(cls, seconds: float, clock: Clock = time.monotonic) -> Deadline:
-        return cls(clock() + seconds, clock)
-
-    def remaining(self) -> float:
-        return self.at - self.clock()
-
-    def earliest(self, seconds: float) -> Deadline:
-        """This deadline or ``seconds`` from now, whichever comes first."""
-        return Deadline(min(self.at, self.clock() + seconds), self.clock)
 
 
 @dataclass(frozen=True)
