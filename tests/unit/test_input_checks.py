@@ -366,6 +366,22 @@ def test_event_fields_with_a_trailing_newline_or_over_their_bound_go_to_the_dead
         parse_job(json.dumps(message), "4f1c7a52-0000-4000-8000-000000000001")
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('{"prompt": "x", "n": ' + "9" * 5000 + "}", "not acceptable JSON"),
+        ('{"prompt": "x", "user": ' + "[" * 1000 + "]" * 1000 + "}", "not acceptable JSON"),
+        ('{"prompt": "x", "prompt": "y"}', "not acceptable JSON"),
+        ('{"prompt": "x", "n": NaN}', "not acceptable JSON"),
+        ("{not json", "the message is not JSON"),
+    ],
+    ids=["5000 digits", "1000 deep", "duplicate key", "NaN", "not JSON"],
+)
+def test_odd_json_on_the_queue_goes_to_the_dead_letter_queue_with_why(body, reason):
+    with pytest.raises(BadJob, match=reason):
+        parse_job(body, "m-1")
+
+
 def test_an_event_id_with_a_trailing_newline_is_refused():
     event = {"detail-type": "ImageGenerationRequested", "id": "ab-12\n", "detail": {"prompt": "x"}}
     with pytest.raises(BadJob, match="event id"):

@@ -21,6 +21,12 @@ MAX_DEPTH = 16
 _HINT = "Send a JSON object with Content-Type: application/json."
 
 
+class NotJson(InvalidRequest):
+    """The text is not JSON at all (as opposed to JSON this service does not take)."""
+
+    code = "invalid_json"
+
+
 class _Refused(ValueError):
     """Raised from inside the parser's hooks; carries the client-facing reason."""
 
@@ -85,7 +91,7 @@ def parse_json_body(body: str | bytes | bytearray) -> Any:
     except RecursionError:
         raise InvalidRequest(f"The request body is nested too deeply. {_HINT}", code="invalid_json") from None
     except ValueError:  # json.JSONDecodeError among them
-        raise InvalidRequest(f"The request body is not valid JSON. {_HINT}", code="invalid_json") from None
+        raise NotJson(f"The request body is not valid JSON. {_HINT}") from None
     _check_tree(value)
     return value
 

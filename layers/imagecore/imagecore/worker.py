@@ -29,7 +29,8 @@ from pydantic import ValidationError
 
 from imagecore.deadline import Deadline
 from imagecore.edits import edit_from_kept
-from imagecore.errors import ImageServiceError
+from imagecore.errors import ImageServiceError, InvalidRequest
+from imagecore.jsonbody import NotJson, parse_json_body
 from imagecore.models import GenerationRequest
 from imagecore.observability import JOB_LOG_MESSAGE, RequestRecord, logger, recording
 from imagecore.service import ImageService, StoredResult, describe_request
@@ -72,9 +73,11 @@ class GenerationJob:
 
 def parse_job(body: str, message_id: str) -> TaskJob | GenerationJob:
     try:
-        message = json.loads(body)
-    except ValueError:
+        message = parse_json_body(body)
+    except NotJson:
         raise BadJob("the message is not JSON") from None
+    except InvalidRequest as refused:  # NaN, a key twice, a huge number, deep nesting: never a crash
+        raise BadJob(f"the message is not acceptable JSON: {refused.message}") from None
     if not isinstance(message, dict):
         raise BadJob("the message is not a JSON object")
     if set(message) == {"task_id"} and isinstance(message["task_id"], str):
