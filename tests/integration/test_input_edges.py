@@ -122,6 +122,11 @@ def test_a_prompt_of_32000_emoji_is_taken_stored_and_run(stack):
     assert json.loads(item["request"])["prompt"] == prompt
     (job,) = stack.jobs()
     assert json.loads(job["Body"]) == {"task_id": submitted.body["id"]}  # the message names the task only
+    assert stack.run_worker() == []
+    done = stack.get_task(submitted.body["id"])
+    assert done.body["status"] == "completed", done.body
+    assert stack.simulator.last_request["json"]["prompt"] == prompt
+    assert stack.simulator.calls == 1
 
 
 def test_one_character_over_the_prompt_bound_is_a_400(stack):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -43,10 +44,18 @@ def poll_url(event: dict[str, Any], task_id: str, *, scheme: str = "https") -> s
     return f"{scheme}://{host}{path}" if _HOST.match(host) else path
 
 
-def task_accepted(event: dict[str, Any], task: Task, now: int, *, scheme: str = "https") -> Response[str]:
-    """202 with the task object, ``Location`` and ``Retry-After``."""
+def task_accepted(
+    event: dict[str, Any],
+    task: Task,
+    now: int,
+    presign: Callable[[str], str] = lambda key: key,
+    *,
+    scheme: str = "https",
+) -> Response[str]:
+    """202 with the task object, ``Location`` and ``Retry-After``. ``presign`` serves an idempotent replay of a
+    task that has completed since (a fresh submit has no images yet)."""
     url = poll_url(event, task.id, scheme=scheme)
-    view = task_view(task, now, presign=lambda key: key, poll_url=url)
+    view = task_view(task, now, presign=presign, poll_url=url)
     headers = {"Location": url, "Retry-After": str(RETRY_AFTER_SECONDS), **NO_STORE}
     return Response(
         status_code=202, content_type=content_types.APPLICATION_JSON, body=json.dumps(view), headers=headers
