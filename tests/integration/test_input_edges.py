@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import BUCKET
-from tests.integration.test_async_tasks import Stack, multipart, png, rgba_mask
+from tests.helpers import multipart, rgba_mask
+from tests.integration.environment import BUCKET
+from tests.integration.stack import Stack, png
 from tests.unit.test_input_checks import cut_png_keeping_iend, declared_png, noisy
 
 JSON_ROUTES = ("/v1/images/generations", "/v1/images/generations/async", "/v1/images/edits", "/v1/images/edits/async")
@@ -30,13 +30,6 @@ ODD_BODIES = {
     "null": ("null", "invalid_type", None),
     "number": ("42", "invalid_type", None),
 }
-
-
-@pytest.fixture
-def stack(aws: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> Iterator[Stack]:
-    made = Stack(aws, simulator, monkeypatch, api_event)
-    yield made
-    made.clear()
 
 
 def send_raw(stack: Stack, path: str, raw: str, **options: Any) -> Any:
