@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from imagecore.errors import InvalidRequest, NotFound
-from imagecore.images import ImageInfo, NotAnImage, inspect_image
-from imagecore.models import CONTENT_TYPES, EXTENSIONS, EditParameters, EditUploadRequest
+from imagecore.images import ImageInfo, ImageTooLarge, NotAnImage, verify_image
+from imagecore.jsonbody import parse_json_body
+from imagecore.models import CONTENT_TYPES, EXTENSIONS, FILENAME_MAX_CHARS, EditParameters, EditUploadRequest
 from imagecore.storage import UploadedFile, UploadNotFound, UploadTooLarge
 from imagecore.validation import validation_error
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # werkzeug's multipart parser is imported by the edits functi
 
 MAX_IMAGES = 16
 MULTIPART = "multipart/form-data"
-_INDEXED_IMAGE = re.compile(r"^image\[(\d{1,2})\]$")
+_INDEXED_IMAGE = re.compile(r"image\[(\d{1,2})\]\Z")
 _MAX_FORM_PARTS = 64
 _MAX_TEXT_FIELD_BYTES = 256 * 1024  # the prompt is at most 32,000 characters
 
@@ -107,7 +108,7 @@ def edit_from_uploads(
     max_image_bytes: int,
 ) -> EditInput:
     try:
-        request = EditUploadRequest.model_validate_json(body)
+        request = EditUploadRequest.model_validate(parse_json_body(body))
     except ValidationError as exc:
         raise validation_error(exc.errors(include_url=False)) from None
     refs = [(f"images[{i}]", ref.upload_id) for i, ref in enumerate(request.images)]
@@ -180,8 +181,21 @@ def check_images(
 def _checked(raw: RawFile, max_image_bytes: int) -> InputImage:
     if len(raw.data) > max_image_bytes:
         raise _too_large(raw.param, max_image_bytes)
+    if raw.filename is not None and len(raw.filename) > FILENAME_MAX_CHARS:
+        raise InvalidRequest(
+            f"The file name of '{raw.param}' is {len(raw.filename):,} characters long; at most "
+            f"{FILENAME_MAX_CHARS} are taken.",
+            param=raw.param,
+            code="invalid_filename",
+        )
     try:
-        info = inspect_image(raw.data)
+        info = verify_image(raw.data)
+    except ImageTooLarge as exc:
+        raise InvalidRequest(
+            f"'{raw.param}' is too large: {exc}. Scale it down and send it again.",
+            param=raw.param,
+            code="image_too_large",
+        ) from None
     except NotAnImage:
         raise InvalidRequest(
             f"'{raw.param}' is not a readable PNG, JPEG or WebP image.", param=raw.param, code="invalid_image_format"

@@ -10,7 +10,7 @@ alone cost every cold start some 40 ms.
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, SecretStr, model_validator
 from pydantic.fields import FieldInfo
@@ -90,6 +90,10 @@ class GenerationSettings(_Settings):
         float, Field(ge=0, le=60, description="Time kept back from the upstream call to store and answer.")
     ] = 4.0
     log_prompts: Annotated[bool, Field(description="Log prompt text (off: only its length and hash).")] = False
+    public_url_scheme: Annotated[
+        Literal["https", "http"],
+        Field(description="Scheme of the URLs the API gives for itself (poll_url): https; the local stack's http."),
+    ] = "https"
     max_inline_response_bytes: Annotated[int, Field(gt=0, le=LAMBDA_RESPONSE_LIMIT_BYTES)] = (
         LAMBDA_RESPONSE_LIMIT_BYTES - 64 * 1024
     )
