@@ -22,7 +22,7 @@ app = create_resolver()
 
 @cache
 def ledger() -> UsageLedger:
-    settings = UsageSettings()
+    settings = UsageSettings.from_environment()
     return UsageLedger(settings.usage_table, region=settings.aws_region)
 
 

@@ -68,6 +68,16 @@ class RunningStack:
         httpx.post(self.simulator_url.removesuffix("/v1") + "/_simulator/reset")
 
 
+@pytest.fixture(scope="session")
+def stack() -> Iterator[RunningStack]:
+    """The local stack, started when the session was collected (``launcher.start``), so that its start-up
+    overlaps the suites that run before this one; stopped at the end of the session."""
+    from tests.e2e import launcher
+
+    yield launcher.wait_until_ready()
+    launcher.stop()
+
+
 @contextmanager
 def running_stack(log_path: Path, api_keys: str, **env_vars: str) -> Iterator[RunningStack]:
     """``python -m local`` with these keys (``API_KEYS`` syntax) and variables, until the block ends."""
@@ -110,13 +120,6 @@ def running_stack(log_path: Path, api_keys: str, **env_vars: str) -> Iterator[Ru
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    log_path = tmp_path_factory.mktemp("stack") / "stack.log"
-    with running_stack(log_path, f"{API_KEY},isk-e2e-second-key") as running:
-        yield running
 
 
 @pytest.fixture
