@@ -14,6 +14,7 @@ from imagecore.budgets import MAX_USAGE_DAYS, UsageLedger
 from imagecore.caller import spender_of
 from imagecore.models import UsageResponse
 from imagecore.observability import logger, metrics, tracer
+from imagecore.request_body import refuse_unknown_query_parameters
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.settings import UsageSettings
 
@@ -38,7 +39,9 @@ def ledger() -> UsageLedger:
 def get_usage(
     days: Annotated[int, Query(ge=1, le=MAX_USAGE_DAYS, description="How many UTC days, today included.")] = 7,
 ) -> UsageResponse:
-    spender = spender_of(app.current_event.raw_event)
+    event = app.current_event.raw_event
+    refuse_unknown_query_parameters(event, known=("days",))
+    spender = spender_of(event)
     return UsageResponse.model_validate(ledger().usage(spender.account, spender.budget, days))
 
 

@@ -220,5 +220,12 @@ def test_usage_days_out_of_range_is_a_400_on_days(plans_stack: RunningStack, day
     assert (error["param"], error["type"]) == ("days", "invalid_request_error")
 
 
+def test_usage_refuses_unknown_query_parameters(plans_stack: RunningStack) -> None:
+    answer = httpx.get(plans_stack.api_url + "/usage", params={"days": 3, "key": "other"}, headers=auth(USAGE_KEY))
+
+    assert answer.status_code == 400
+    assert (error_of(answer)["param"], error_of(answer)["code"]) == ("key", "unknown_parameter")
+
+
 def test_usage_needs_a_key(plans_stack: RunningStack) -> None:
     assert httpx.get(plans_stack.api_url + "/usage").status_code == 401

@@ -40,6 +40,8 @@ CASES = {
     "POST /v1/images/generations/async": {GenerationMode.POSITIVE: 50, GenerationMode.NEGATIVE: 100},
     "POST /v1/images/edits": {GenerationMode.POSITIVE: 60, GenerationMode.NEGATIVE: 100},
     "POST /v1/uploads": {GenerationMode.POSITIVE: 80, GenerationMode.NEGATIVE: 80},
+    # one query parameter: a few cases find its bounds
+    "GET /v1/usage": {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 60},
 }
 DEFAULT_CASES = 120
 TIME_BOUND_SECONDS = 60
@@ -75,6 +77,7 @@ def test_every_operation_answers_as_documented(stack: RunningStack) -> None:
         "GET /v1/health",
         "GET /v1/openapi.json",
         "GET /v1/docs",
+        "GET /v1/usage",
     }
 
     def explore(operation: Any, mode: GenerationMode) -> str | None:

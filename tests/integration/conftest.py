@@ -63,6 +63,9 @@ def _empty(moto: _Moto) -> None:
     for table in (resources.tasks_table, resources.idempotency_table):
         for item in dynamodb.scan(TableName=table, ProjectionExpression="id", ConsistentRead=True)["Items"]:
             dynamodb.delete_item(TableName=table, Key={"id": item["id"]})
+    usage_key = "account, period"  # the usage table's key (imagecore.budgets)
+    for item in dynamodb.scan(TableName=resources.usage_table, ProjectionExpression=usage_key)["Items"]:
+        dynamodb.delete_item(TableName=resources.usage_table, Key=item)
     # PurgeQueue may run once a minute: receive and delete instead (every message is visible again at once).
     for queue in (resources.jobs_queue_url, resources.dead_letter_queue_url, resources.completions_queue_url):
         while messages := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0).get(

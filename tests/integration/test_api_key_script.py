@@ -47,12 +47,12 @@ def test_create_and_revoke_keys(aws, capsys, monkeypatch):
     assert ring.identify(web_key).id == "web"
 
 
-def _plans(stack: str = "image-service") -> dict[str, str]:
+def _plans(stack: str) -> dict[str, str]:
     """The stack's usage plans as the template makes them (named <stack>-<plan>), in moto."""
     import boto3
 
     apigateway = boto3.client("apigateway", region_name="us-east-1")
-    api = apigateway.create_rest_api(name="image-api")["id"]
+    api = apigateway.create_rest_api(name=f"{stack}-api")["id"]
     return {
         plan: apigateway.create_usage_plan(name=f"{stack}-{plan}", apiStages=[{"apiId": api, "stage": "prod"}])["id"]
         for plan in ("free", "trial", "standard")
@@ -73,10 +73,11 @@ def test_a_key_is_created_on_a_plan_and_moved_to_another(aws, capsys, monkeypatc
 
     monkeypatch.setattr(sys, "argv", sys.argv)
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
-    arn = secrets.create_secret(Name="api-keys", SecretString='{"keys": []}')["ARN"]
-    plans = _plans()
+    arn = secrets.create_secret(Name="api-keys-plans", SecretString='{"keys": []}')["ARN"]
+    plans = _plans("plans-stack")
+    stack = ("--stack", "plans-stack")
 
-    run("create", "ios-app", "--plan", "trial", "--images-per-day", "20", "--secret-arn", arn)
+    run("create", "ios-app", "--plan", "trial", "--images-per-day", "20", "--secret-arn", arn, *stack)
     key = capsys.readouterr().out.strip()
     (entry,) = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])["keys"]
     assert entry["plan"] == "trial"
@@ -91,7 +92,7 @@ def test_a_key_is_created_on_a_plan_and_moved_to_another(aws, capsys, monkeypatc
     record = Keyring.from_document({"keys": [entry]}).identify(key)
     assert (record.plan, record.usage_key, record.budget.images_per_day) == ("trial", entry["usage_key"], 20)
 
-    run("set-plan", "ios-app", "--plan", "standard", "--tokens-per-month", "500000", "--secret-arn", arn)
+    run("set-plan", "ios-app", "--plan", "standard", "--tokens-per-month", "500000", "--secret-arn", arn, *stack)
     (moved,) = json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"])["keys"]
     assert moved["plan"] == "standard"
     assert moved["api_key_id"] == entry["api_key_id"]  # the same usage key, on another plan
@@ -106,7 +107,7 @@ def test_a_key_is_created_on_a_plan_and_moved_to_another(aws, capsys, monkeypatc
     run("list", "--secret-arn", arn)
     assert capsys.readouterr().out.split() == ["ios-app", "plan=standard", "tokens_per_month=500000"]
 
-    run("revoke", "ios-app", "--secret-arn", arn)
+    run("revoke", "ios-app", "--secret-arn", arn, *stack)
     assert _plan_keys(plans["standard"]) == []
     with pytest.raises(Exception, match="NotFound"):
         boto3.client("apigateway", region_name="us-east-1").get_api_key(apiKey=entry["api_key_id"])
@@ -117,43 +118,35 @@ def test_an_unknown_plan_is_refused_and_nothing_is_written(aws, capsys, monkeypa
 
     monkeypatch.setattr(sys, "argv", sys.argv)
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
-    arn = secrets.create_secret(Name="api-keys", SecretString='{"keys": []}')["ARN"]
-    _plans()
+    arn = secrets.create_secret(Name="api-keys-unknown-plan", SecretString='{"keys": []}')["ARN"]
+    _plans("gold-stack")
 
-    sys.argv = ["api_key.py", "create", "ios-app", "--plan", "gold", "--secret-arn", arn]
+    sys.argv = ["api_key.py", "create", "ios-app", "--plan", "gold", "--secret-arn", arn, "--stack", "gold-stack"]
     with pytest.raises(SystemExit, match=r"no usage plan 'gold'.*free, standard, trial"):
         runpy.run_path(str(SCRIPT), run_name="__main__")
     assert json.loads(secrets.get_secret_value(SecretId=arn)["SecretString"]) == {"keys": []}
 
 
-def test_usage_prints_what_the_key_itself_reads(aws, capsys, monkeypatch):
+def test_usage_prints_what_the_key_itself_reads(aws_resources, capsys, monkeypatch):
     import boto3
 
     from imagecore.budgets import Cost, Spent, UsageLedger
 
     monkeypatch.setattr(sys, "argv", sys.argv)
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
-    arn = secrets.create_secret(Name="api-keys", SecretString='{"keys": []}')["ARN"]
-    _plans()
+    arn = secrets.create_secret(Name="api-keys-usage", SecretString='{"keys": []}')["ARN"]
+    _plans("usage-stack")
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-    dynamodb.create_table(
-        TableName="usage",
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "account", "AttributeType": "S"},
-            {"AttributeName": "period", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "account", "KeyType": "HASH"}, {"AttributeName": "period", "KeyType": "RANGE"}],
-    )
-    run("create", "ios-app", "--plan", "free", "--images-per-day", "10", "--secret-arn", arn)
+    table = aws_resources.usage_table
+    run("create", "ios-app", "--plan", "free", "--images-per-day", "10", "--secret-arn", arn, "--stack", "usage-stack")
     capsys.readouterr()
-    ledger = UsageLedger("usage", client=dynamodb)
+    ledger = UsageLedger(table, client=dynamodb)
     from imagecore.budgets import Budget
 
     hold = ledger.reserve("ios-app", Budget(images_per_day=10), Cost(images=3, tokens=100))
     ledger.settle(hold, Spent(images=3, input_tokens=12, output_tokens=3000, upstream_ms=2500))
 
-    run("usage", "ios-app", "--days", "3", "--usage-table", "usage", "--secret-arn", arn)
+    run("usage", "ios-app", "--days", "3", "--usage-table", table, "--secret-arn", arn)
     report = json.loads(capsys.readouterr().out)
     assert len(report["days"]) == 3
     assert report["totals"] == {

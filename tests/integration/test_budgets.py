@@ -21,32 +21,15 @@ from imagecore.budgets import (
 )
 from imagecore.models import GenerationRequest
 from imagecore.observability import RequestRecord
-from local.gateway import load_template
 
-TABLE = "usage"
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
 
 
-def usage_table(dynamodb: Any) -> None:
-    """The table as the template declares it."""
-    from pathlib import Path
-
-    props = load_template(Path(__file__).resolve().parents[2] / "template.yaml")["Resources"]["UsageTable"][
-        "Properties"
-    ]
-    dynamodb.create_table(
-        TableName=TABLE,
-        BillingMode=props["BillingMode"],
-        AttributeDefinitions=props["AttributeDefinitions"],
-        KeySchema=props["KeySchema"],
-    )
-
-
 @pytest.fixture
-def ledger(aws: Any) -> UsageLedger:
+def ledger(aws_resources: Any) -> UsageLedger:
+    """The usage table as the template declares it (made by the local resources), empty."""
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-    usage_table(dynamodb)
-    return UsageLedger(TABLE, client=dynamodb, clock=lambda: NOON)
+    return UsageLedger(aws_resources.usage_table, client=dynamodb, clock=lambda: NOON)
 
 
 def test_a_request_over_the_daily_image_budget_is_refused_with_nothing_counted(ledger: UsageLedger) -> None:

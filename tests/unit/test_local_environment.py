@@ -14,6 +14,7 @@ RESOURCES = LocalResources(
     bucket="bucket-x",
     tasks_table="tasks-x",
     idempotency_table="idempotency-x",
+    usage_table="usage-x",
     jobs_queue_url="http://sqs/jobs-x",
     dead_letter_queue_url="http://sqs/dlq-x",
     completions_queue_url="http://sqs/completions-x",
@@ -45,6 +46,7 @@ def test_a_function_gets_the_globals_and_its_own_variables_resolved():
     assert env["UPSTREAM_API_KEY"] == "k"
     assert env["POWERTOOLS_TRACE_DISABLED"] == "true"
     assert "EVENT_BUS_NAME" not in env  # the worker's, not this function's
+    assert env["USAGE_TABLE"] == "usage-x"  # the budgets' counters
 
 
 def test_every_function_at_once_and_parameters_overridden():

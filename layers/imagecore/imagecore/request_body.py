@@ -1,5 +1,5 @@
 """What an API Gateway proxy event says about its body: the content type, whether the route takes it, and
-the raw bytes."""
+the raw bytes; and whether its query names only parameters the route takes."""
 
 from __future__ import annotations
 
@@ -66,3 +66,12 @@ def body_bytes(event: dict[str, Any]) -> bytes:
         except (binascii.Error, ValueError):
             raise InvalidRequest("The request body is not valid base64.", code="invalid_body") from None
     return str(body).encode("utf-8")
+
+
+def refuse_unknown_query_parameters(event: dict[str, Any], *, known: tuple[str, ...]) -> None:
+    """A query parameter the route does not take is a 400, as an unknown body field is (OpenAI's wording)."""
+    for name in event.get("multiValueQueryStringParameters") or event.get("queryStringParameters") or {}:
+        if name not in known:
+            raise InvalidRequest(
+                f"Unrecognized request argument supplied: {name[:64]}", param=name[:64], code="unknown_parameter"
+            )
