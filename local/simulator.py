@@ -175,7 +175,7 @@ class UpstreamSimulator:
     def _edits(self, request: Request) -> Response:
         """Multipart like sub2api's: image / image[] / image[N] file parts and an optional mask; 400 without a file."""
         fields = {name: request.form.get(name) for name in request.form}
-        parts = [
+        parts: list[dict[str, Any]] = [
             {
                 "name": name,
                 "filename": storage.filename,

@@ -6,22 +6,22 @@ from __future__ import annotations
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler import Depends, Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import caller_of, create_resolver, serve
-from imagecore.models import ErrorResponse, GenerationRequest, GenerationResponse, TaskObject
+from imagecore.caller import caller_of
+from imagecore.models import GenerationRequest, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.runtime import ImageRuntime, task_folder
+from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
+from imagecore.runtime import ImageRuntime
 from imagecore.service import describe_request
 from imagecore.settings import GenerationSettings
-from imagecore.tasks import new_task_id
+from imagecore.task_answers import task_accepted
+from imagecore.tasks import new_task_id, task_folder
 
 app = create_resolver()
-
-_ERROR = {"application/json": {"model": ErrorResponse}}
 
 
 @cache
@@ -35,11 +35,11 @@ def runtime() -> ImageRuntime:
     summary="Create images from a prompt",
     responses={
         200: {"description": "The images, as presigned S3 URLs (or inline base64 when asked)."},
-        400: {"description": "Invalid request or refused by the upstream's policy", "content": _ERROR},
-        409: {"description": "The same Idempotency-Key is still running", "content": _ERROR},
-        422: {"description": "The Idempotency-Key was used with another request", "content": _ERROR},
-        502: {"description": "The upstream failed", "content": _ERROR},
-        504: {"description": "The upstream did not answer in time", "content": _ERROR},
+        400: {"description": "Invalid request or refused by the upstream's policy", "content": ERROR_CONTENT},
+        409: {"description": "The same Idempotency-Key is still running", "content": ERROR_CONTENT},
+        422: {"description": "The Idempotency-Key was used with another request", "content": ERROR_CONTENT},
+        502: {"description": "The upstream failed", "content": ERROR_CONTENT},
+        504: {"description": "The upstream did not answer in time", "content": ERROR_CONTENT},
     },
 )
 def create_images(
@@ -65,20 +65,20 @@ def create_images(
     summary="Create images from a prompt, as a task to poll",
     responses={
         202: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
-        400: {"description": "Invalid request (no task is made)", "content": _ERROR},
+        400: {"description": "Invalid request (no task is made)", "content": ERROR_CONTENT},
     },
 )
 def create_images_async(
     request: Annotated[GenerationRequest, Body()],
     runtime: Annotated[ImageRuntime, Depends(runtime)],
-):  # a Response: status and headers of its own
+) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
     owner = caller_of(event).key_id
     record = current_record()
     record.operation = "generations.async"
     describe_request(record, request, include_prompt=runtime.service.settings.log_prompts)
     task_id = new_task_id()
-    return runtime.submit(
+    task = runtime.submit(
         event,
         context,
         scope="generations/async",
@@ -91,6 +91,7 @@ def create_images_async(
             folder=task_folder(task_id),
         ),
     )
+    return task_accepted(event, task, runtime.now())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
