@@ -87,14 +87,14 @@ def edit_images(
     service = runtime.service
     edit = read_edit(event, caller_of(event).key_id, service.settings, uploads)  # type: ignore[arg-type]
     deadline = runtime.deadline(event, context)
-    delivery = runtime.deliver(
+    return runtime.answer(
         event,
         context,
         scope="edits",
         payload=edit_fingerprint(edit),
         produce=lambda: service.edit(edit, deadline, current_record()),
+        response_format=edit.parameters.response_format,
     )
-    return service.respond(delivery, edit.parameters.response_format)
 
 
 @app.post(
@@ -132,7 +132,7 @@ def edit_images_async(
         )
 
     task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
-    return task_accepted(event, task, runtime.now())
+    return task_accepted(event, task, runtime.now(), runtime.service.store.presign)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

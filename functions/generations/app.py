@@ -50,14 +50,14 @@ def create_images(
     caller_of(event)
     service = runtime.service
     deadline = runtime.deadline(event, context)
-    delivery = runtime.deliver(
+    return runtime.answer(
         event,
         context,
         scope="generations",
         payload=request.model_dump(),
         produce=lambda: service.generate(request, deadline, current_record()),
+        response_format=request.response_format,
     )
-    return service.respond(delivery, request.response_format)
 
 
 @app.post(
@@ -91,7 +91,7 @@ def create_images_async(
             folder=task_folder(task_id),
         ),
     )
-    return task_accepted(event, task, runtime.now())
+    return task_accepted(event, task, runtime.now(), runtime.service.store.presign)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
