@@ -425,3 +425,31 @@ def test_a_busy_job_on_its_last_delivery_is_left_to_the_delivery_that_holds_it(s
     assert stack.task_item(task_id)["status"] == "processing"
     line = job_lines(log_tap)[-1]
     assert (line["status"], line["error_code"]) == (409, "task_busy")
+
+
+# --- budgets: an async task reserves when it is queued, the worker settles once -------------------------------
+
+
+def test_a_task_reserves_its_images_when_queued_and_the_worker_settles_them_once(stack, simulator):
+    from imagecore.budgets import Budget, UsageLedger
+
+    def submit(n: int) -> Any:
+        event = stack.event(
+            "/v1/images/generations/async", body={"prompt": "a lighthouse", "size": "1024x1024", "n": n}
+        )
+        event["requestContext"]["authorizer"]["budget_images_per_day"] = "3"  # as the authorizer passes it
+        return stack.call(stack.generations, event)
+
+    assert submit(2).status == 202
+    over = submit(2)  # 2 reserved + 2 > 3, before any upstream call
+    assert (over.status, over.body["error"]["code"]) == (429, "budget_exceeded")
+    (job,) = stack.jobs()
+    assert stack.run_worker([job]) == []
+    assert stack.run_worker([job]) == []  # the same message again: nothing settled twice
+
+    assert simulator.calls == 1
+    report = UsageLedger(stack.resources.usage_table, region="us-east-1").usage(KEY_ID, Budget(images_per_day=3), 1)
+    day = report["days"][0]
+    assert (day["requests"], day["images"], day["failures"]) == (2, 2, {"budget_exceeded": 1})
+    assert day["output_tokens"] > 0
+    assert report["budgets"]["images_per_day"]["used"] == 2
