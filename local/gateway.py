@@ -74,6 +74,10 @@ class Route:
     timeout_s: float
     authorized: bool
     pattern: re.Pattern[str]
+    # ResponseTransferMode RESPONSE_STREAM: relayed by local.streaming (the function runs its run.sh app).
+    streamed: bool = False
+    integration_timeout_ms: int | None = None
+    memory_mb: int = 128
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         if self.method not in (method, "ANY"):
@@ -141,6 +145,7 @@ def read_api(template: dict[str, Any]) -> ApiDefinition:
                     continue
                 ev = event["Properties"]
                 auth = (ev.get("Auth") or {}).get("Authorizer")
+                integration_timeout = _default(ev.get("TimeoutInMillis"), parameters)
                 routes.append(
                     Route(
                         method=ev["Method"].upper(),
@@ -151,6 +156,9 @@ def read_api(template: dict[str, Any]) -> ApiDefinition:
                         timeout_s=timeout,
                         authorized=auth != "NONE",
                         pattern=_path_pattern(ev["Path"]),
+                        streamed=ev.get("ResponseTransferMode") == "RESPONSE_STREAM",
+                        integration_timeout_ms=int(integration_timeout) if integration_timeout else None,
+                        memory_mb=int(_default(props.get("MemorySize", globals_fn.get("MemorySize", 128)), parameters)),
                     )
                 )
     return ApiDefinition(routes, authorizer, binary, responses)
@@ -207,10 +215,21 @@ def _context(function_name: str, timeout_s: float) -> LambdaContext:
 class LocalApiGateway:
     """A WSGI app: HTTP in, proxy event to the function, proxy result back to HTTP."""
 
-    def __init__(self, root: Path, template_path: Path, *, integration_timeout_ms: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        template_path: Path,
+        *,
+        integration_timeout_ms: int,
+        stream_idle_limit_s: float | None = None,
+    ) -> None:
+        from local.streaming import StreamedIntegrations, idle_limit_of
+
         self.root = root
-        self.api = read_api(load_template(template_path))
+        template = load_template(template_path)
+        self.api = read_api(template)
         self.integration_timeout_s = integration_timeout_ms / 1000
+        self.streams = StreamedIntegrations(root, stream_idle_limit_s or idle_limit_of(template))
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lambda")
@@ -254,7 +273,26 @@ class LocalApiGateway:
                 return denied
         if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT_BYTES:
             return self._gateway("REQUEST_TOO_LARGE", request_id, 413, "Request Too Long")
+        if route.streamed:
+            return self._invoke_streamed(route, event, body, request_id)
         return self._invoke(route, event, request_id, started_ms)
+
+    def _invoke_streamed(self, route: Route, event: dict[str, Any], body: bytes, request_id: str) -> Response:
+        from local.streaming import StreamedFunction, asgi_target
+
+        target, factory = asgi_target(self.root / route.code_uri / route.handler)
+        function = StreamedFunction(route.function, route.code_uri, target, factory, route.timeout_s, route.memory_mb)
+        return self.streams.invoke(
+            function,
+            event,
+            body,
+            integration_timeout_s=(route.integration_timeout_ms or 29_000) / 1000,
+            request_id=request_id,
+            on_timeout=lambda: self._gateway("INTEGRATION_TIMEOUT", request_id, 504, "Endpoint request timed out"),
+        )
+
+    def close(self) -> None:
+        self.streams.close()
 
     def _event(
         self,

@@ -39,6 +39,7 @@ class StackConfig:
     integration_timeout_ms: int = 300_000
     simulator_latency_ms: int = 0
     simulator_keepalive_ms: int = 0
+    stream_idle_limit_s: float | None = None  # None: API Gateway's, from the template's endpoint type
     log_level: str = "INFO"
 
     @classmethod
@@ -55,6 +56,9 @@ class StackConfig:
             integration_timeout_ms=int(env.get("INTEGRATION_TIMEOUT_MS", "300000")),
             simulator_latency_ms=int(env.get("SIMULATOR_LATENCY_MS", "0")),
             simulator_keepalive_ms=int(env.get("SIMULATOR_KEEPALIVE_MS", "0")),
+            stream_idle_limit_s=float(env["STREAM_IDLE_LIMIT_SECONDS"])
+            if env.get("STREAM_IDLE_LIMIT_SECONDS")
+            else None,
             log_level=env.get("POWERTOOLS_LOG_LEVEL", env.get("LOG_LEVEL", "INFO")),
         )
 
@@ -87,6 +91,8 @@ class LocalStack:
         self.resources: Any = None
         self._poller: Any = None
         self._moto: Any = None
+        self._gateway: Any = None
+        self._template: dict[str, Any] = {}
         self._servers: list[_Serving] = []
         self.api_url = ""
         self.aws_url = ""
@@ -104,6 +110,7 @@ class LocalStack:
         from local.resources import create_resources
 
         template = load_template(ROOT / "template.yaml")
+        self._template = template
         self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
 
         upstream_key = self.config.upstream_api_key
@@ -130,8 +137,12 @@ class LocalStack:
         from local.gateway import LocalApiGateway
 
         gateway = LocalApiGateway(
-            ROOT, ROOT / "template.yaml", integration_timeout_ms=self.config.integration_timeout_ms
+            ROOT,
+            ROOT / "template.yaml",
+            integration_timeout_ms=self.config.integration_timeout_ms,
+            stream_idle_limit_s=self.config.stream_idle_limit_s,
         )
+        self._gateway = gateway
         api = _Serving(make_server(self.config.host, self.config.port, gateway, threaded=True))
         self._servers.append(api)
         self.api_url = api.url + "/v1"
@@ -160,6 +171,9 @@ class LocalStack:
         for serving in reversed(self._servers):
             serving.stop()
         self._servers.clear()
+        if self._gateway is not None:
+            self._gateway.close()
+            self._gateway = None
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
@@ -200,7 +214,18 @@ class LocalStack:
                 "EVENT_BUS_NAME": self.resources.event_bus_name,
                 "UPSTREAM_BASE_URL": self.upstream_url,
                 "UPSTREAM_API_KEY": upstream_key,
-                "INTEGRATION_TIMEOUT_MS": str(self.config.integration_timeout_ms),
+                # Only the streamed image functions read it: their routes' TimeoutInMillis, from the template.
+                "INTEGRATION_TIMEOUT_MS": str(
+                    self._template["Resources"]["GenerationsStreamFunction"]["Properties"]["Environment"]["Variables"][
+                        "INTEGRATION_TIMEOUT_MS"
+                    ]
+                ),
+                # The streamed edge speaks before API Gateway's idle limit: the same limit as the gateway here.
+                **(
+                    {"STREAM_IDLE_LIMIT_SECONDS": str(self.config.stream_idle_limit_s)}
+                    if self.config.stream_idle_limit_s
+                    else {}
+                ),
                 "API_KEYS": ",".join(self.keys),
             }
         )

@@ -10,7 +10,14 @@ Control endpoints (not part of the upstream API):
 - ``POST /_simulator/faults`` ``{"responses": [{"status": 503}, ...]}`` queues scripted answers, one per call;
 - ``GET /_simulator/stats`` counts calls and shows the last request received (headers, and the JSON body or the
   form fields and file parts with their names, sizes and SHA-256);
-- ``POST /_simulator/reset`` clears both.
+- ``POST /_simulator/options`` ``{"latency_ms": 40000, "keepalive_ms": 0}`` changes the behaviour until the
+  next reset (a test that needs a slow upstream asks for one);
+- ``POST /_simulator/reset`` clears all three.
+
+With ``stream: true`` it answers like OpenAI's image stream (``text/event-stream``): ``partial_images`` previews
+(``image_generation.partial_image``; ``image_edit.*`` for edits), then one ``*.completed`` event per image with
+the usage, spread over the latency. A queued fault ``{"stream_error_after": 1}`` sends that many events and then
+``event: error`` (the failure after the first event that only a stream can have).
 """
 
 from __future__ import annotations
@@ -98,12 +105,26 @@ def render_image(width: int, height: int, output_format: str, compression: int |
     return out.getvalue()
 
 
+def render_preview(final: bytes, width: int, height: int, output_format: str, index: int, count: int) -> bytes:
+    """A preview the way a partial image looks: the final picture, coarser the earlier it comes."""
+    coarse = max(4, 2 ** (count - index + 2))
+    with Image.open(io.BytesIO(final)) as image:
+        small = image.convert("RGB").resize((max(1, width // coarse), max(1, height // coarse)))
+        preview = small.resize((width, height), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    options: dict[str, Any] = {"compress_level": 1} if output_format == "png" else {"quality": 60}
+    preview.save(out, _PIL_FORMATS[output_format], **options)
+    return out.getvalue()
+
+
 class UpstreamSimulator:
     """A WSGI app; ``werkzeug.serving.make_server(host, port, simulator)`` serves it."""
 
     def __init__(self, options: SimulatorOptions | None = None) -> None:
         self.options = options or SimulatorOptions()
+        self._initial_options = self.options
         self._state = _State()
+        self._stream_fault: dict[str, Any] | None = None
 
     # --- control -------------------------------------------------------------------------------------------
     def queue_faults(self, *responses: dict[str, Any]) -> None:
@@ -115,6 +136,14 @@ class UpstreamSimulator:
             self._state.faults.clear()
             self._state.calls = 0
             self._state.last_request = None
+            self.options = self._initial_options
+
+    def set_options(self, **changes: Any) -> None:
+        from dataclasses import replace
+
+        known = {name: int(value) for name, value in changes.items() if name in ("latency_ms", "keepalive_ms")}
+        with self._state.lock:
+            self.options = replace(self.options, **known)
 
     @property
     def calls(self) -> int:
@@ -136,6 +165,9 @@ class UpstreamSimulator:
             return _json(200, {"queued": len(self._state.faults)})
         if path == "/_simulator/stats":
             return _json(200, {"calls": self.calls, "last_request": self.last_request})
+        if path == "/_simulator/options" and request.method == "POST":
+            self.set_options(**(request.get_json(force=True) or {}))
+            return _json(200, {"latency_ms": self.options.latency_ms, "keepalive_ms": self.options.keepalive_ms})
         if path == "/_simulator/reset" and request.method == "POST":
             self.reset()
             return _json(200, {"reset": True})
@@ -153,7 +185,7 @@ class UpstreamSimulator:
         early = self._receive(request, {"json": body})
         if early is not None:
             return early
-        return self._images(body, self._headers())
+        return self._images(body, self._headers(), kind="image_generation")
 
     def _edits(self, request: Request) -> Response:
         """Multipart like sub2api's: image / image[] / image[N] file parts and an optional mask; 400 without a file."""
@@ -182,7 +214,11 @@ class UpstreamSimulator:
             body["output_compression"] = int(body["output_compression"])
         body.setdefault("model", "gpt-image-2")
         # Edit input tokens: the prompt plus each reference image (a flat 765 per image here).
-        return self._images(body, headers, extra_input_tokens=765 * len(images))
+        if "partial_images" in body:
+            body["partial_images"] = int(body["partial_images"])
+        if "stream" in body:
+            body["stream"] = str(body["stream"]).lower() == "true"
+        return self._images(body, headers, extra_input_tokens=765 * len(images), kind="image_edit")
 
     def _receive(self, request: Request, summary: dict[str, Any]) -> Response | None:
         """Count the call, remember what came, and answer early when a fault is queued or the key is wrong."""
@@ -198,6 +234,9 @@ class UpstreamSimulator:
         headers = self._headers()
         if not self._authorized(request):
             return _json(401, _error("Invalid API key", "authentication_error", "invalid_api_key"), headers)
+        if fault is not None and "stream_error_after" in fault:
+            self._stream_fault = fault  # played out by the stream itself, after its first events
+            return None
         if fault is not None:
             return self._fault(fault, headers)
         return None
@@ -208,7 +247,9 @@ class UpstreamSimulator:
             headers["x-account-id"] = self.options.account_id
         return headers
 
-    def _images(self, body: Any, headers: dict[str, str], extra_input_tokens: int = 0) -> Response:
+    def _images(
+        self, body: Any, headers: dict[str, str], extra_input_tokens: int = 0, kind: str = "image_generation"
+    ) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
             return _json(400, _error("prompt is required", "invalid_request_error", "missing_required_parameter"))
         if body.get("model") not in MODELS:
@@ -239,7 +280,67 @@ class UpstreamSimulator:
             "background": body.get("background") or "opaque",
             "usage": estimate_usage(prompt, size, "medium" if quality == "auto" else quality, n, extra_input_tokens),
         }
+        if body.get("stream") is True:
+            fault, self._stream_fault = self._stream_fault, None
+            return self._stream(kind, payload, images, int(body.get("partial_images") or 0), headers, fault)
         return self._respond(200, payload, headers, self.options.latency_ms, self.options.keepalive_ms)
+
+    def _stream(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        images: list[bytes],
+        partials: int,
+        headers: dict[str, str],
+        fault: dict[str, Any] | None,
+    ) -> Response:
+        """OpenAI's image stream: previews first (coarser renderings of the first image), then each image."""
+        fields = {k: payload[k] for k in ("size", "quality", "background", "output_format")}
+        width, height = map(int, payload["size"].split("x"))
+        steps = partials + len(images)
+        pause = self.options.latency_ms / 1000 / max(1, steps)
+        events: list[tuple[str, dict[str, Any]]] = []
+        for index in range(partials):
+            preview = render_preview(images[0], width, height, payload["output_format"], index, partials)
+            events.append(
+                (
+                    f"{kind}.partial_image",
+                    {
+                        "type": f"{kind}.partial_image",
+                        "b64_json": base64.b64encode(preview).decode("ascii"),
+                        "partial_image_index": index,
+                        "created_at": payload["created"],
+                        **fields,
+                    },
+                )
+            )
+        for data in images:
+            events.append(
+                (
+                    f"{kind}.completed",
+                    {
+                        "type": f"{kind}.completed",
+                        "b64_json": base64.b64encode(data).decode("ascii"),
+                        "created_at": payload["created"],
+                        **fields,
+                        "usage": payload["usage"],
+                    },
+                )
+            )
+        cut = int(fault["stream_error_after"]) if fault is not None else None
+
+        def stream() -> Iterator[bytes]:
+            for number, (event, data) in enumerate(events):
+                if cut is not None and number == cut:
+                    error = (fault or {}).get("error") or _error(
+                        "simulated failure mid-stream", "server_error", "upstream_error"
+                    )["error"]
+                    yield f"event: error\ndata: {json.dumps({'type': 'error', 'error': error})}\n\n".encode()
+                    return
+                time.sleep(pause)
+                yield f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+        return Response(stream(), status=200, headers=headers, content_type="text/event-stream")
 
     def _fault(self, fault: dict[str, Any], headers: dict[str, str]) -> Response:
         status = int(fault.get("status", 500))
