@@ -98,8 +98,11 @@ def parse_job(body: str, message_id: str) -> TaskJob | GenerationJob:
         raise BadJob("output_prefix must be 1 to 8 path segments of letters, digits, '.', '_' or '-'")
     try:
         request = GenerationRequest.model_validate(detail)
+        request.check_task()
     except ValidationError as exc:
         raise BadJob(validation_error(exc.errors(include_url=False)).message) from None
+    except ImageServiceError as refused:
+        raise BadJob(refused.message) from None
     if not _JOB_ID_RE.match(job_id):
         raise BadJob("the event id is not usable as a key")
     return GenerationJob(job_id, request, correlation_id, output_prefix, source)
