@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,14 @@ class RunningStack:
     def reset_simulator(self) -> None:
         httpx.post(self.simulator_url.removesuffix("/v1") + "/_simulator/reset")
 
+    def slow_simulator(self, latency_ms: int) -> None:
+        """The upstream takes ``latency_ms`` per answer until the next reset."""
+        httpx.post(self.simulator_url.removesuffix("/v1") + "/_simulator/options", json={"latency_ms": latency_ms})
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    log_path = tmp_path_factory.mktemp("stack") / "stack.log"
+
+@contextmanager
+def running_stack(log_path: Path, **extra_env: str) -> Iterator[RunningStack]:
+    """``python -m local`` on free ports with ``extra_env`` on top of the test keys; stopped on exit."""
     port, aws_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -80,6 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     }
     for name in ("UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "IMAGES_BUCKET", "S3_ENDPOINT_URL"):
         env.pop(name, None)
+    env.update(extra_env)
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -108,6 +114,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with running_stack(tmp_path_factory.mktemp("stack") / "stack.log") as running:
+        yield running
 
 
 @pytest.fixture

@@ -109,7 +109,8 @@ def stream_answer(
     deliver: Callable[[ImageEventWriter], Delivery],
 ) -> GenerationResponse:
     """Run ``deliver`` (which hands ``writer.partial`` to the service) and stream its outcome."""
-    writer = ImageEventWriter(stream_channel(), kind, service, request)
-    current_record().streamed = True
+    channel = stream_channel()
+    channel.expect_events()
+    writer = ImageEventWriter(channel, kind, service, request)
     delivery = deliver(writer)
     return writer.completed(delivery)

@@ -79,6 +79,12 @@ class EventChannel:
         self._loop = loop
         self._queue = queue
         self.sent = 0
+        self.is_event_stream = False
+
+    def expect_events(self) -> None:
+        """The answer will be events: should the wait outlast the hold time, the edge commits an event stream
+        (and keeps it alive with comments) rather than JSON."""
+        self.is_event_stream = True
 
     def send(self, event: str, data: dict[str, Any]) -> None:
         self.sent += 1
@@ -246,7 +252,7 @@ class StreamedEdge:
             finally:
                 _channel.reset(token)
             try:
-                await self._relay(work, queue, send, relay)
+                await self._relay(work, channel, queue, send, relay)
             finally:
                 watcher.cancel()
             self._write_records(held, relay)
@@ -254,6 +260,7 @@ class StreamedEdge:
     async def _relay(
         self,
         work: asyncio.Future[dict[str, Any]],
+        channel: EventChannel,
         queue: asyncio.Queue[tuple[str, dict[str, Any]]],
         send: Send,
         relay: _Relay,
@@ -273,7 +280,7 @@ class StreamedEdge:
                     await self._send_event(send, relay, *queue.get_nowait())
                 await self._finish(send, relay, _result_of(work))
                 return
-            await self._keepalive(send, relay)
+            await self._keepalive(send, relay, channel.is_event_stream)
 
     async def _send_event(self, send: Send, relay: _Relay, event: str, data: dict[str, Any]) -> None:
         if relay.mode is None:
@@ -286,8 +293,11 @@ class StreamedEdge:
             relay.first_partial_ms = round((time.monotonic() - relay.started) * 1000, 1)
         await self._write(send, relay, sse_frame(event, data))
 
-    async def _keepalive(self, send: Send, relay: _Relay) -> None:
-        if relay.mode is None:
+    async def _keepalive(self, send: Send, relay: _Relay, events: bool) -> None:
+        if relay.mode is None and events:
+            relay.mode = "sse"
+            await self._start(send, relay, 200, _sse_headers())
+        elif relay.mode is None:
             relay.mode = "json-keepalive"
             await self._start(send, relay, 200, [(b"content-type", b"application/json"), *_no_store()])
         relay.keepalives += 1
