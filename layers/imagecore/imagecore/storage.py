@@ -122,6 +122,18 @@ class ImageStore:
         with ThreadPoolExecutor(max_workers=min(len(jobs), 8)) as pool:
             return list(pool.map(put, zip(jobs, images, strict=True)))
 
+    def save_one(
+        self, folder: str, name: str, image: ImageToStore, metadata: dict[str, str] | None = None
+    ) -> StoredImage:
+        """Write one image as ``<folder>/<name>.<ext>``: images read from a streamed answer are stored one by
+        one as they arrive, so only one is ever held in memory."""
+        stored = StoredImage(
+            f"{folder}/{name}.{EXTENSIONS[image.output_format]}", CONTENT_TYPES[image.output_format], len(image.data)
+        )
+        meta = {k: _ascii(v) for k, v in (metadata or {}).items() if v is not None}
+        self._put(stored.key, image.data, stored.content_type, meta)
+        return stored
+
     def _put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str]) -> None:
         try:
             self._s3.put_object(
