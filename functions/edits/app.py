@@ -28,10 +28,10 @@ from imagecore.errors import PayloadTooLarge
 from imagecore.models import ErrorResponse, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.runtime import ImageRuntime, task_folder
-from imagecore.service import describe_request
+from imagecore.service import Delivery, describe_request
 from imagecore.settings import EditSettings
 from imagecore.storage import UploadStore
-from imagecore.stream_events import stream_answer
+from imagecore.stream_events import ImageEventWriter, stream_answer
 from imagecore.tasks import new_task_id
 
 app = create_resolver()
@@ -102,27 +102,20 @@ def edit_images(
     edit = read_edit(event, caller_of(event).key_id, service.settings, uploads)  # type: ignore[arg-type]
     edit.parameters.check_synchronous()
     deadline = runtime.deadline(event, context)
-    if edit.parameters.stream:
-        return stream_answer(
-            "image_edit",
-            service,
-            edit.parameters,
-            lambda writer: runtime.deliver(
-                event,
-                context,
-                scope="edits",
-                payload=edit_fingerprint(edit),
-                produce=lambda: service.edit(edit, deadline, current_record()),
-            ),
+
+    def deliver(events: ImageEventWriter | None = None) -> Delivery:
+        callbacks = events.callbacks() if events is not None else {}
+        return runtime.deliver(
+            event,
+            context,
+            scope="edits",
+            payload=edit_fingerprint(edit),
+            produce=lambda: service.edit(edit, deadline, current_record(), **callbacks),
         )
-    delivery = runtime.deliver(
-        event,
-        context,
-        scope="edits",
-        payload=edit_fingerprint(edit),
-        produce=lambda: service.edit(edit, deadline, current_record()),
-    )
-    return service.respond(delivery, edit.parameters.response_format)
+
+    if edit.parameters.stream:
+        return stream_answer("image_edit", service, edit.parameters, deliver)
+    return service.respond(deliver(), edit.parameters.response_format)
 
 
 @app.post(

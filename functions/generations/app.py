@@ -19,9 +19,9 @@ from imagecore.api import caller_of, create_resolver, serve
 from imagecore.models import ErrorResponse, GenerationRequest, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.runtime import ImageRuntime, task_folder
-from imagecore.service import describe_request
+from imagecore.service import Delivery, describe_request
 from imagecore.settings import GenerationSettings
-from imagecore.stream_events import stream_answer
+from imagecore.stream_events import ImageEventWriter, stream_answer
 from imagecore.tasks import new_task_id
 
 app = create_resolver()
@@ -61,27 +61,20 @@ def create_images(
     request.check_synchronous()
     service = runtime.service
     deadline = runtime.deadline(event, context)
-    if request.stream:
-        return stream_answer(
-            "image_generation",
-            service,
-            request,
-            lambda writer: runtime.deliver(
-                event,
-                context,
-                scope="generations",
-                payload=request.model_dump(),
-                produce=lambda: service.generate(request, deadline, current_record()),
-            ),
+
+    def deliver(events: ImageEventWriter | None = None) -> Delivery:
+        callbacks = events.callbacks() if events is not None else {}
+        return runtime.deliver(
+            event,
+            context,
+            scope="generations",
+            payload=request.model_dump(),
+            produce=lambda: service.generate(request, deadline, current_record(), **callbacks),
         )
-    delivery = runtime.deliver(
-        event,
-        context,
-        scope="generations",
-        payload=request.model_dump(),
-        produce=lambda: service.generate(request, deadline, current_record()),
-    )
-    return service.respond(delivery, request.response_format)
+
+    if request.stream:
+        return stream_answer("image_generation", service, request, deliver)
+    return service.respond(deliver(), request.response_format)
 
 
 @app.post(

@@ -193,8 +193,13 @@ class ImageRequest(BaseModel):
         return size is not None and size.pixels > LARGE_IMAGE_PIXELS
 
     def upstream_body(self) -> dict[str, Any]:
-        """What goes to the upstream: the same fields, without ours (response_format: we always take b64)."""
-        return self.model_dump(exclude_none=True, exclude={"response_format", "stream", *self._not_forwarded})
+        """What goes to the upstream: the same fields, without ours (response_format: we always take b64).
+        Previews only come as server-sent events, so asking for ``partial_images`` (a stream, or a task that
+        shows its progress) asks the upstream to stream; otherwise it answers plain JSON."""
+        body = self.model_dump(exclude_none=True, exclude={"response_format", "stream", *self._not_forwarded})
+        if self.stream or self.partial_images is not None:
+            body["stream"] = True
+        return body
 
     _not_forwarded: ClassVar[frozenset[str]] = frozenset()
 

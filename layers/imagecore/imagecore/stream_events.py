@@ -1,25 +1,28 @@
 """``stream: true``: a generation or edit answered as OpenAI's image stream (server-sent events).
 
-``image_generation.partial_image`` / ``image_edit.partial_image`` carry a preview as it is drawn,
-``*.completed`` each finished image with the usage; every event also carries a presigned ``url`` of the stored
-image (previews are stored too), so a client that cannot hold base64 downloads it instead. The events go out
-through the streamed edge (``imagecore.streaming``); a failure after the first one becomes its ``event:
-error``. Idempotent replays stream the stored images again as completed events.
+``image_generation.partial_image`` / ``image_edit.partial_image`` carry each preview as soon as the upstream
+sends it, ``*.completed`` each finished image with the usage; every event also carries a presigned ``url`` of
+the stored image (previews are stored too, beside the images), so a client that cannot hold base64 downloads it
+instead. The events go out through the streamed edge (``imagecore.streaming``); a failure after the first one
+becomes its ``event: error``. An idempotent replay streams the stored images again as completed events.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from imagecore.errors import InvalidRequest
-from imagecore.models import GenerationResponse, ImageData, Usage
+from imagecore.models import GenerationResponse, ImageData, ImageRequest, Usage
 from imagecore.observability import current_record
-from imagecore.service import Delivery, ImageService
+from imagecore.service import Delivery, ImageEvent, ImageEventCallback, ImageService
 from imagecore.streaming import EventChannel, current_events
 
 StreamKind = Literal["image_generation", "image_edit"]
+# The fields of OpenAI's image events besides the image itself.
+EVENT_FIELDS = ("size", "quality", "background", "output_format")
 
 
 def stream_channel() -> EventChannel:
@@ -34,65 +37,78 @@ def stream_channel() -> EventChannel:
     return channel
 
 
-class ImageEventWriter:
-    """Turns what the service produces into OpenAI's stream events, in order, on one channel."""
+@dataclass(frozen=True)
+class _Final:
+    key: str | None
+    data: bytes
+    revised_prompt: str | None
 
-    def __init__(self, channel: EventChannel, kind: StreamKind, service: ImageService, request: Any) -> None:
+
+class ImageEventWriter:
+    """Turns what the service reports (``on_partial``, ``on_stored``) into OpenAI's stream events on one
+    channel: previews at once, the finished images with the usage once the upstream has said it."""
+
+    def __init__(self, channel: EventChannel, kind: StreamKind, service: ImageService, request: ImageRequest) -> None:
         self.channel = channel
         self.kind = kind
         self.service = service
         self.request = request
         self.partials = 0
+        self.finals: list[_Final] = []
 
-    def _fields(self, summary: dict[str, Any] | None) -> dict[str, Any]:
-        summary = summary or {}
-        return {
-            "size": summary.get("size") or self.request.size,
-            "quality": summary.get("quality") or self.request.quality,
-            "background": summary.get("background") or self.request.background or "auto",
-            "output_format": summary.get("output_format") or self.request.output_format,
-            "created_at": summary.get("created"),
+    def _fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        defaults = {
+            "size": self.request.size,
+            "quality": self.request.quality,
+            "background": self.request.background or "auto",
+            "output_format": self.request.output_format,
         }
+        return {name: fields.get(name) or defaults[name] for name in EVENT_FIELDS}
 
-    def partial(self, index: int, data: bytes, key: str | None, fields: dict[str, Any], created_at: int) -> None:
-        """One preview, as soon as it is read (and stored, when ``key`` is given)."""
+    def callbacks(self) -> dict[str, ImageEventCallback]:
+        """What the service takes to report each preview and each stored image."""
+        return {"on_partial": self.partial, "on_stored": self.stored}
+
+    def _url(self, key: str | None) -> dict[str, str]:
+        return {"url": self.service.store.presign(key)} if key is not None else {}
+
+    def partial(self, event: ImageEvent) -> None:
+        """A preview, stored (``event.key``) and relayed as soon as the upstream sent it."""
         self.partials += 1
+        current_record().partial_images_stored = self.partials
         payload = {
             "type": f"{self.kind}.partial_image",
-            "b64_json": base64.b64encode(data).decode("ascii"),
-            "partial_image_index": index,
-            **self._fields({**fields, "created": fields.get("created") or created_at}),
+            "b64_json": base64.b64encode(event.data).decode("ascii"),
+            "partial_image_index": event.index,
+            **self._fields(event.fields),
+            "created_at": event.fields.get("created_at") or event.fields.get("created"),
+            **self._url(event.key),
         }
-        if key is not None:
-            payload["url"] = self.service.store.presign(key)
         self.channel.send(payload["type"], payload)
-        current_record().partial_images_stored = self.partials
+
+    def stored(self, event: ImageEvent) -> None:
+        """A finished image, stored: announced with the usage, which the upstream sends with the last one."""
+        self.finals.append(_Final(event.key, event.data, event.fields.get("revised_prompt")))
 
     def completed(self, delivery: Delivery) -> GenerationResponse:
         """A completed event per image; returns the ordinary answer (URLs), which the edge does not send."""
         summary = delivery.summary
-        stored = delivery.stored
-        if delivery.images:
-            blobs = [image.data for image in delivery.images]
-        else:  # an idempotent replay: the stored images
-            assert stored is not None
-            blobs = [self.service.store.read(ref.key) for ref in stored.images]
-        refs = stored.images if stored is not None else []  # S3 refused them: the events still carry the bytes
-        urls: list[str | None] = [self.service.store.presign(ref.key) for ref in refs] or [None] * len(blobs)
-        revised = [ref.revised_prompt for ref in refs] or [None] * len(blobs)
-        for data, url in zip(blobs, urls, strict=True):
+        finals = self.finals or self._replayed(delivery)
+        for final in finals:
             payload: dict[str, Any] = {
                 "type": f"{self.kind}.completed",
-                "b64_json": base64.b64encode(data).decode("ascii"),
+                "b64_json": base64.b64encode(final.data).decode("ascii"),
                 **self._fields(summary),
+                "created_at": summary["created"],
                 "usage": summary.get("usage"),
+                **self._url(final.key),
             }
-            if url is not None:
-                payload["url"] = url
             self.channel.send(payload["type"], payload)
         return GenerationResponse(
             created=summary["created"],
-            data=[ImageData(url=url, revised_prompt=text) for url, text in zip(urls, revised, strict=True)],
+            data=[
+                ImageData(url=self._url(final.key).get("url"), revised_prompt=final.revised_prompt) for final in finals
+            ],
             model=summary["model"],
             size=summary["size"],
             quality=summary["quality"],
@@ -101,16 +117,21 @@ class ImageEventWriter:
             usage=Usage.model_validate(summary["usage"]) if summary.get("usage") else None,
         )
 
+    def _replayed(self, delivery: Delivery) -> list[_Final]:
+        """An idempotent replay: the images the first request stored."""
+        stored = delivery.stored
+        assert stored is not None
+        return [_Final(ref.key, self.service.store.read(ref.key), ref.revised_prompt) for ref in stored.images]
+
 
 def stream_answer(
     kind: StreamKind,
     service: ImageService,
-    request: Any,
+    request: ImageRequest,
     deliver: Callable[[ImageEventWriter], Delivery],
 ) -> GenerationResponse:
-    """Run ``deliver`` (which hands ``writer.partial`` to the service) and stream its outcome."""
+    """Run ``deliver`` (which hands ``writer.partial`` and ``writer.stored`` to the service) and stream it."""
     channel = stream_channel()
     channel.expect_events()
     writer = ImageEventWriter(channel, kind, service, request)
-    delivery = deliver(writer)
-    return writer.completed(delivery)
+    return writer.completed(deliver(writer))
