@@ -288,10 +288,11 @@ class StreamedEdge:
             await self._start(send, relay, 200, _sse_headers())
         elif relay.mode != "sse":  # events after a JSON keep-alive cannot be framed: the JSON answer follows
             return
+        if not await self._write(send, relay, sse_frame(event, data)):
+            return
         relay.events += 1
         if relay.first_partial_ms is None and event.endswith(".partial_image"):
             relay.first_partial_ms = round((time.monotonic() - relay.started) * 1000, 1)
-        await self._write(send, relay, sse_frame(event, data))
 
     async def _keepalive(self, send: Send, relay: _Relay, events: bool) -> None:
         if relay.mode is None and events:
@@ -300,8 +301,8 @@ class StreamedEdge:
         elif relay.mode is None:
             relay.mode = "json-keepalive"
             await self._start(send, relay, 200, [(b"content-type", b"application/json"), *_no_store()])
-        relay.keepalives += 1
-        await self._write(send, relay, SSE_KEEPALIVE if relay.mode == "sse" else JSON_KEEPALIVE)
+        if await self._write(send, relay, SSE_KEEPALIVE if relay.mode == "sse" else JSON_KEEPALIVE):
+            relay.keepalives += 1
 
     async def _finish(self, send: Send, relay: _Relay, result: dict[str, Any]) -> None:
         status = int(result.get("statusCode") or 500)
@@ -314,9 +315,8 @@ class StreamedEdge:
         if relay.mode == "sse":
             if status >= 400:
                 # The error JSON of the error map, framed: the SDK raises it as an APIError.
-                error = _error_object(body)
-                relay.events += 1
-                await self._write(send, relay, sse_frame("error", error), more=False)
+                if await self._write(send, relay, sse_frame("error", _error_object(body)), more=False):
+                    relay.events += 1
             else:
                 await self._write(send, relay, b"", more=False)
             return
@@ -331,15 +331,17 @@ class StreamedEdge:
         except OSError:
             relay.client_left = True
 
-    async def _write(self, send: Send, relay: _Relay, data: bytes, *, more: bool = True) -> None:
+    async def _write(self, send: Send, relay: _Relay, data: bytes, *, more: bool = True) -> bool:
+        """Write to the client unless it has left; whether it was written."""
         if relay.client_left:
-            return
+            return False
         try:
             await send({"type": "http.response.body", "body": data, "more_body": more})
         except OSError:
             relay.client_left = True
-            return
+            return False
         relay.bytes_sent += len(data)
+        return True
 
     @staticmethod
     def _write_records(held: list[tuple[RequestRecord, str]], relay: _Relay) -> None:
@@ -352,8 +354,8 @@ class StreamedEdge:
             record.keepalives_sent = relay.keepalives
             record.client_disconnected = relay.client_left
             write_record(record, message)
-        # The handler's own flush ran before the line was written: these metrics go out now.
-        metrics.flush_metrics()
+        if held:  # the handler's own flush ran before the line was written: these metrics go out now
+            metrics.flush_metrics()
 
 
 def headers_lower(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
