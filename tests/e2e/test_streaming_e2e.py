@@ -322,3 +322,49 @@ def test_stored_partials_are_previews_beside_the_image(stack, openai_client):
         hashlib.sha256(downloaded(events[0].model_extra["url"])).hexdigest()
         != hashlib.sha256(downloaded(events[-1].model_extra["url"])).hexdigest()
     )
+
+
+# --- async tasks show their previews -------------------------------------------------------------------------
+
+
+def test_an_async_task_shows_its_previews_while_it_runs(stack):
+    stack.slow_simulator(4500)  # two previews and the image, spread over 4.5 s
+    submitted = httpx.post(
+        stack.api_url + "/images/generations/async",
+        headers=HEADERS,
+        json={"prompt": "a harbour forming", "size": "1024x1024", "partial_images": 2},
+    )
+    assert submitted.status_code == 202, submitted.text
+    poll_url = submitted.headers["location"]
+
+    seen: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + 30
+    while True:
+        task = httpx.get(poll_url, headers=HEADERS).json()
+        if task["status"] != "processing":
+            break
+        for preview in task.get("partial_images", []):
+            seen[preview["index"]] = preview
+        assert time.monotonic() < deadline, task
+        time.sleep(0.3)
+
+    assert task["status"] == "completed", task
+    assert "partial_images" not in task  # done: the result is the answer
+    assert sorted(seen) == [0, 1]
+    for preview in seen.values():
+        image = Image.open(io.BytesIO(downloaded(preview["url"])))
+        assert (image.format, image.size) == ("PNG", (1024, 1024))
+        assert preview["created_at"] > 0
+    final = Image.open(io.BytesIO(downloaded(task["result"]["data"][0]["url"])))
+    assert final.size == (1024, 1024)
+    assert stack.upstream_calls() == 1
+
+
+def test_an_async_task_cannot_be_streamed(stack):
+    response = httpx.post(
+        stack.api_url + "/images/generations/async", headers=HEADERS, json={"prompt": "p", "stream": True}
+    )
+
+    assert response.status_code == 400
+    assert (response.json()["error"]["param"], response.json()["error"]["code"]) == ("stream", "stream_unsupported")
+    assert stack.upstream_calls() == 0

@@ -322,3 +322,7 @@ class TaskObject(BaseModel):
     result: GenerationResponse | None = None
     error: dict[str, Any] | None = None
     completed_at: int | None = None
+    partial_images: Annotated[
+        list[dict[str, Any]] | None,
+        Field(description="While processing, when asked: the previews stored so far ({index, url, created_at})."),
+    ] = None

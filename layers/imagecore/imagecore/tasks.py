@@ -57,6 +57,8 @@ class Task:
     http_status: int | None = None
     completed_at: int | None = None
     claimed_until: int | None = None
+    # Previews stored while the task runs (asked with partial_images): {"index", "key", "created_at"}.
+    partial_images: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def expires_at(self) -> int:
@@ -108,6 +110,10 @@ class Task:
             http_status=number("http_status"),
             completed_at=number("completed_at"),
             claimed_until=number("claimed_until"),
+            partial_images=[
+                {"index": int(p["index"]), "key": str(p["key"]), "created_at": int(p["created_at"])}
+                for p in item.get("partial_images") or []
+            ],
         )
 
 
@@ -155,6 +161,23 @@ class TaskStore:
         except BotoCoreError as exc:
             raise TaskStoreError(f"claim {task_id}: {type(exc).__name__}") from exc
         return Task.from_item(answer["Attributes"])
+
+    def add_partial(self, task_id: str, index: int, key: str, created_at: int) -> None:
+        """Note a preview the running task has stored; its poll answers list it until the task ends."""
+        entry = {"index": index, "key": key, "created_at": created_at}
+        try:
+            self._table.update_item(
+                Key={"id": task_id},
+                UpdateExpression="SET partial_images = list_append(if_not_exists(partial_images, :none), :one)",
+                ConditionExpression=Attr("status").eq("processing"),
+                ExpressionAttributeValues={":none": [], ":one": [entry]},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return  # already finished: the preview no longer matters
+            raise TaskStoreError(f"partial {task_id}: {exc.response.get('Error', {}).get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise TaskStoreError(f"partial {task_id}: {type(exc).__name__}") from exc
 
     def complete(self, task_id: str, result: dict[str, Any]) -> None:
         now = self.now()
@@ -236,6 +259,12 @@ def task_view(task: Task, now: int, presign: Callable[[str], str], poll_url: str
                 "message": f"The task did not finish within {TASK_LIMIT_SECONDS // 60} minutes.",
             },
         )
+    elif task.status == "processing" and task.partial_images:
+        # The picture forming: each preview stored so far, freshly presigned.
+        view["partial_images"] = [
+            {"index": p["index"], "url": presign(p["key"]), "created_at": p["created_at"]}
+            for p in sorted(task.partial_images, key=lambda p: p["index"])
+        ]
     elif task.status == "completed" and task.result is not None:
         result = answer_body(task.result, presign)
         view.update(http_status=200, image_url=result["data"][0]["url"], result=result, completed_at=task.completed_at)

@@ -33,10 +33,10 @@ from imagecore.edits import edit_from_kept
 from imagecore.errors import ImageServiceError
 from imagecore.models import GenerationRequest
 from imagecore.observability import JOB_LOG_MESSAGE, RequestRecord, logger, recording
-from imagecore.service import ImageService, StoredResult, describe_request
+from imagecore.service import ImageEvent, ImageService, StoredResult, describe_request
 from imagecore.settings import WorkerSettings
 from imagecore.storage import StorageError
-from imagecore.tasks import Task, TaskBusy, TaskStore
+from imagecore.tasks import Task, TaskBusy, TaskStore, TaskStoreError
 from imagecore.upstream import Deadline
 
 REQUESTED = "ImageGenerationRequested"
@@ -106,6 +106,26 @@ def parse_job(body: str, message_id: str) -> TaskJob | GenerationJob:
     if not _JOB_ID_RE.match(job_id):
         raise BadJob("the event id is not usable as a key")
     return GenerationJob(job_id, request, correlation_id, output_prefix, source)
+
+
+@dataclass(frozen=True)
+class TaskPreviews:
+    """The previews of a task asked with ``partial_images``: each stored one is listed on the task at once, so
+    its poll answers show the picture forming. A preview that cannot be listed is only logged."""
+
+    tasks: TaskStore
+    task_id: str
+
+    def __call__(self, event: ImageEvent) -> None:
+        if event.key is None:
+            return
+        created = event.fields.get("created_at")
+        try:
+            self.tasks.add_partial(
+                self.task_id, event.index, event.key, created if isinstance(created, int) else int(time.time())
+            )
+        except TaskStoreError:
+            logger.warning("preview not listed on the task", extra={"task_id": self.task_id, "index": event.index})
 
 
 class EventPublisher:
@@ -238,13 +258,14 @@ class Worker:
 
     def _produce(self, task: Task, context: LambdaContext, record: RequestRecord) -> StoredResult | None:
         deadline = self._deadline(context)
+        previews = TaskPreviews(self.tasks, task.id)
         if task.kind == "generation":
             request = GenerationRequest.model_validate(task.request)
-            return self.service.generate(request, deadline, record, folder=task.folder).stored
+            return self.service.generate(request, deadline, record, folder=task.folder, on_partial=previews).stored
         edit = edit_from_kept(
             task.request, task.inputs, self.service.store.read, max_image_bytes=self.settings.max_input_image_bytes
         )
-        return self.service.edit(edit, deadline, record, folder=task.folder).stored
+        return self.service.edit(edit, deadline, record, folder=task.folder, on_partial=previews).stored
 
     # --- event-triggered generations ----------------------------------------------------------------------
     def _run_event(self, job: GenerationJob, context: LambdaContext, record: RequestRecord) -> None:
