@@ -142,7 +142,7 @@ def test_a_refusal_before_the_first_event_is_an_ordinary_http_error(stack, opena
 
 
 def test_an_upstream_failure_after_the_first_event_is_an_error_event(stack, openai_client):
-    stack.queue_faults({"stream_error_after": 1})
+    stack.queue_faults({"mode": "sse_error", "after_partials": 1})
     response = httpx.post(
         stack.api_url + "/images/generations",
         headers=HEADERS,
@@ -161,7 +161,7 @@ def test_an_upstream_failure_after_the_first_event_is_an_error_event(stack, open
     assert (record["delivery"], record["events_relayed"], record["outcome"]) == ("sse", 2, "upstream_failed")
 
     # the SDK raises it while iterating
-    stack.queue_faults({"stream_error_after": 1})
+    stack.queue_faults({"mode": "sse_error", "after_partials": 1})
     with pytest.raises(openai.APIError):
         list(openai_client.images.generate(prompt="a storm", size="1024x1024", stream=True, partial_images=2))
 

@@ -38,10 +38,30 @@ MAX_FIELDS_BYTES = 1 << 20
 IMAGE_SLACK_BYTES = 1 << 20
 BODY_SLACK_BYTES = 1 << 20
 
-_NON_WHITESPACE = re.compile(rb"[^ \t\r\n]")
+_WHITESPACE = b" \t\r\n"
 _SCALAR_END = re.compile(rb'[ \t\r\n,:\[\]{}"]')
-_STRING_STOP = re.compile(rb'["\\]')
-_LINE_END = re.compile(rb"[\r\n]")
+
+
+def _find_either(buf: bytes, first: bytes, second: bytes, start: int) -> int:
+    """The position of the first ``first`` or ``second`` from ``start``, or -1 (two memchr scans beat a regex
+    character class by an order of magnitude on megabytes of base64)."""
+    one = buf.find(first, start)
+    two = buf.find(second, start, len(buf) if one < 0 else one)
+    return two if two >= 0 else one
+
+
+def _skip_whitespace(buf: bytes, pos: int) -> int:
+    """The position of the first byte from ``pos`` that is not JSON whitespace, or -1: keep-alives are stepped
+    over a window at a time, never kept."""
+    while pos < len(buf):
+        if buf[pos] not in _WHITESPACE:
+            return pos
+        window = buf[pos : pos + 65536]
+        rest = window.lstrip(_WHITESPACE)
+        if rest:
+            return pos + len(window) - len(rest)
+        pos += len(window)
+    return -1
 
 
 class BodyError(Exception):
@@ -223,10 +243,10 @@ class JsonScanner:
             elif self._state == "scalar":
                 pos = self._scalar(buf, pos)
             else:
-                found = _NON_WHITESPACE.search(buf, pos)
-                if found is None:
+                pos = _skip_whitespace(buf, pos)
+                if pos < 0:
                     return
-                pos = self._token(buf, found.start())
+                pos = self._token(buf, pos)
         if len(self._kept) > self._limits.max_fields_bytes:
             raise BodyTooLarge("the fields around the images are too large")
 
@@ -313,11 +333,10 @@ class JsonScanner:
         """Consume string text up to its closing quote or the end of the chunk; escapes are kept whole."""
         end = pos
         while True:
-            stop = _STRING_STOP.search(buf, end)
-            if stop is None:
+            end = _find_either(buf, b'"', b"\\", end)
+            if end < 0:
                 self._string_text(buf[pos:])
                 return len(buf)
-            end = stop.start()
             if buf[end : end + 1] == b'"':
                 break
             if end + 1 >= len(buf):  # a backslash whose escaped character is in the next chunk
@@ -466,10 +485,9 @@ class SseBody(_Counted):
             pos = 1
         self._after_cr = False
         while pos < len(chunk):
-            stop = _LINE_END.search(chunk, pos)
-            end = len(chunk) if stop is None else stop.start()
-            self._text(chunk[pos:end])
-            if stop is None:
+            end = _find_either(chunk, b"\n", b"\r", pos)
+            self._text(chunk[pos:] if end < 0 else chunk[pos:end])
+            if end < 0:
                 return
             self._end_line()
             self._after_cr = chunk[end : end + 1] == b"\r"

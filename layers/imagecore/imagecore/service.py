@@ -230,7 +230,7 @@ class ImageService:
         trace = CallTrace()
         try:
             result = self.upstream.generate(
-                request.upstream_body(),
+                _upstream_body(request),
                 timeout=self.timeout_for(request),
                 deadline=deadline,
                 trace=trace,
@@ -268,7 +268,7 @@ class ImageService:
         trace = CallTrace()
         try:
             result = self.upstream.edit(
-                request.upstream_body(),
+                _upstream_body(request),
                 files,
                 timeout=self.timeout_for(request),
                 deadline=deadline,
@@ -375,6 +375,14 @@ def upstream_key_reader(settings: GenerationSettings) -> Callable[[], str]:
         return str(parameters.get_secret(secret_id, max_age=300)).strip()
 
     return read
+
+
+def _upstream_body(request: ImageRequest) -> dict[str, Any]:
+    """The upstream body; a streamed request asks the upstream for its events (and so for partial images)."""
+    body = request.upstream_body()
+    if request.stream:
+        body["stream"] = True
+    return body
 
 
 def _describe_call(record: RequestRecord, trace: CallTrace) -> None:
