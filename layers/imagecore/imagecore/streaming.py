@@ -78,7 +78,6 @@ class EventChannel:
     def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[str, dict[str, Any]]]) -> None:
         self._loop = loop
         self._queue = queue
-        self.sent = 0
         self.is_event_stream = False
 
     def expect_events(self) -> None:
@@ -87,7 +86,6 @@ class EventChannel:
         self.is_event_stream = True
 
     def send(self, event: str, data: dict[str, Any]) -> None:
-        self.sent += 1
         self._loop.call_soon_threadsafe(self._queue.put_nowait, (event, data))
 
 
@@ -125,11 +123,12 @@ class AdapterLambdaContext:
     @classmethod
     def from_header(cls, value: str | None) -> AdapterLambdaContext:
         try:
-            data = json.loads(value) if value else {}
+            parsed = json.loads(value) if value else {}
         except ValueError:
-            data = {}
-        data = data if isinstance(data, dict) else {}
-        env = data.get("env_config") if isinstance(data.get("env_config"), dict) else {}
+            parsed = {}
+        data: dict[str, Any] = parsed if isinstance(parsed, dict) else {}
+        config = data.get("env_config")
+        env: dict[str, Any] = config if isinstance(config, dict) else {}
         deadline = data.get("deadline")
         return cls(
             aws_request_id=str(data.get("request_id") or uuid.uuid4()),
@@ -270,7 +269,8 @@ class StreamedEdge:
             # Silent until the hold time is up; once committed, a keep-alive after each quiet interval.
             wait = self.limits.keepalive_interval if relay.mode else max(0.0, hold_until - time.monotonic())
             getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({getter, work}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {getter, work}
+            done, _ = await asyncio.wait(waiting, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
                 await self._send_event(send, relay, *getter.result())
                 continue
