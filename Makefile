@@ -43,9 +43,12 @@ test-template: install
 test-e2e: install
 	$(VENV)/bin/python -m pytest tests/e2e
 
+# ruff (style, security, complexity), vulture (dead code, see vulture_whitelist.py), mypy (types).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/vulture
+	$(VENV)/bin/mypy
 
 bench: install
 	$(VENV)/bin/python scripts/bench.py

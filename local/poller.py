@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -76,7 +77,7 @@ class JobPoller:
                 continue
             self._pool.submit(self._invoke, messages)
 
-    def _invoke(self, messages: list[dict[str, Any]]) -> None:
+    def _invoke(self, messages: Sequence[Mapping[str, Any]]) -> None:
         try:
             event = {"Records": [sqs_record(message, self._queue_arn, self._region) for message in messages]}
             context = LambdaContext("WorkerFunction", 3008, self._timeout, f"local-{time.time_ns()}", time.monotonic())
@@ -99,7 +100,7 @@ class JobPoller:
             self._slots.release()
 
 
-def sqs_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+def sqs_record(message: Mapping[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
     """A received SQS message as a record of the Lambda SQS event (what the event source mapping sends)."""
     attributes = message.get("Attributes", {})
     now = str(int(time.time() * 1000))

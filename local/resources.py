@@ -37,7 +37,7 @@ def _resource(template: dict[str, Any], name: str) -> dict[str, Any]:
 
 def create_resources(endpoint: str, region: str, template: dict[str, Any]) -> LocalResources:
     def client(service: str) -> Any:
-        return boto3.client(service, endpoint_url=endpoint, region_name=region)
+        return boto3.client(service, endpoint_url=endpoint, region_name=region)  # type: ignore[call-overload]
 
     bucket = f"{PREFIX}"
     client("s3").create_bucket(Bucket=bucket)

@@ -138,9 +138,12 @@ class UpstreamSimulator:
             self.options = self._initial_options
 
     def set_options(self, **changes: Any) -> None:
-        known = {name: int(value) for name, value in changes.items() if name in ("latency_ms", "keepalive_ms")}
         with self._state.lock:
-            self.options = replace(self.options, **known)
+            self.options = replace(
+                self.options,
+                latency_ms=int(changes.get("latency_ms", self.options.latency_ms)),
+                keepalive_ms=int(changes.get("keepalive_ms", self.options.keepalive_ms)),
+            )
 
     @property
     def calls(self) -> int:
@@ -187,7 +190,7 @@ class UpstreamSimulator:
     def _edits(self, request: Request) -> Response:
         """Multipart like sub2api's: image / image[] / image[N] file parts and an optional mask; 400 without a file."""
         fields = {name: request.form.get(name) for name in request.form}
-        parts = [
+        parts: list[dict[str, Any]] = [
             {
                 "name": name,
                 "filename": storage.filename,

@@ -8,6 +8,7 @@ to the functions in the authorizer context.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -18,19 +19,13 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.auth import Keyring, bearer_token, keyring_loader
+from imagecore.errors import Unauthorized
 from imagecore.observability import logger
 from imagecore.settings import AuthorizerSettings
 
 
-class Unauthorized(Exception):
-    """API Gateway maps an authorizer failure whose message is exactly 'Unauthorized' to a 401."""
-
-    def __init__(self) -> None:
-        super().__init__("Unauthorized")
-
-
 @cache
-def keyring() -> Any:
+def keyring() -> Callable[[], Keyring]:
     return keyring_loader(AuthorizerSettings())
 
 
@@ -44,7 +39,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     record = current_keyring().identify(bearer_token(request.headers))
     if record is None:
         logger.info("api key refused", extra={"reason": "missing" if not bearer_token(request.headers) else "unknown"})
-        raise Unauthorized
+        # API Gateway maps an authorizer failure whose message is exactly 'Unauthorized' to a 401.
+        raise Unauthorized("Unauthorized")
     arn = request.parsed_arn
     policy = APIGatewayAuthorizerResponse(
         principal_id=record.id,

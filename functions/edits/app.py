@@ -10,38 +10,33 @@ from __future__ import annotations
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler import Depends, Response
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import (
-    JSON,
-    MULTIPART,
-    body_bytes,
-    caller_of,
-    content_type_of,
-    create_resolver,
-    serve,
-)
+from imagecore.caller import caller_of
 from imagecore.edits import EditInput, edit_fingerprint, edit_from_multipart, edit_from_uploads
 from imagecore.errors import PayloadTooLarge
-from imagecore.models import ErrorResponse, GenerationResponse, TaskObject
+from imagecore.models import GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.runtime import ImageRuntime, task_folder
+from imagecore.request_body import JSON, MULTIPART, body_bytes, content_type_of
+from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
+from imagecore.runtime import ImageRuntime
 from imagecore.service import Delivery, describe_request
 from imagecore.settings import EditSettings
 from imagecore.storage import UploadStore
 from imagecore.stream_events import ImageEventWriter, stream_answer
-from imagecore.tasks import new_task_id
+from imagecore.task_answers import task_accepted
+from imagecore.tasks import new_task_id, task_folder
 
 app = create_resolver()
 
-_ERROR = {"application/json": {"model": ErrorResponse}}
-_EDIT_ERRORS = {
-    400: {"description": "Invalid request or images, or refused by the upstream's policy", "content": _ERROR},
-    404: {"description": "An upload id this key does not own", "content": _ERROR},
-    413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": _ERROR},
-    415: {"description": "Neither multipart/form-data nor application/json", "content": _ERROR},
+_EDIT_ERRORS: dict[int, OpenAPIResponse] = {
+    400: {"description": "Invalid request or images, or refused by the upstream's policy", "content": ERROR_CONTENT},
+    404: {"description": "An upload id this key does not own", "content": ERROR_CONTENT},
+    413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": ERROR_CONTENT},
+    415: {"description": "Neither multipart/form-data nor application/json", "content": ERROR_CONTENT},
 }
 
 
@@ -89,8 +84,8 @@ def read_edit(event: dict[str, Any], key_id: str, settings: EditSettings, upload
             )
         },
         **_EDIT_ERRORS,
-        502: {"description": "The upstream failed", "content": _ERROR},
-        504: {"description": "The upstream did not answer in time", "content": _ERROR},
+        502: {"description": "The upstream failed", "content": ERROR_CONTENT},
+        504: {"description": "The upstream did not answer in time", "content": ERROR_CONTENT},
     },
 )
 def edit_images(
@@ -104,13 +99,13 @@ def edit_images(
     deadline = runtime.deadline(event, context)
 
     def deliver(events: ImageEventWriter | None = None) -> Delivery:
-        callbacks = events.callbacks() if events is not None else {}
+        on_partial, on_stored = (events.partial, events.stored) if events is not None else (None, None)
         return runtime.deliver(
             event,
             context,
             scope="edits",
             payload=edit_fingerprint(edit),
-            produce=lambda: service.edit(edit, deadline, current_record(), **callbacks),
+            produce=lambda: service.edit(edit, deadline, current_record(), on_partial=on_partial, on_stored=on_stored),
         )
 
     if edit.parameters.stream:
@@ -130,7 +125,7 @@ def edit_images(
 def edit_images_async(
     runtime: Annotated[ImageRuntime, Depends(runtime)],
     uploads: Annotated[UploadStore, Depends(upload_store)],
-):  # a Response: status and headers of its own
+) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
     owner = caller_of(event).key_id
     service = runtime.service
@@ -153,7 +148,8 @@ def edit_images_async(
             inputs=inputs,
         )
 
-    return runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
+    task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
+    return task_accepted(event, task, runtime.now())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -10,23 +10,23 @@ from __future__ import annotations
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler import Depends, Response
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import caller_of, create_resolver, serve
-from imagecore.models import ErrorResponse, GenerationRequest, GenerationResponse, TaskObject
+from imagecore.caller import caller_of
+from imagecore.models import GenerationRequest, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.runtime import ImageRuntime, task_folder
+from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
+from imagecore.runtime import ImageRuntime
 from imagecore.service import Delivery, describe_request
 from imagecore.settings import GenerationSettings
 from imagecore.stream_events import ImageEventWriter, stream_answer
-from imagecore.tasks import new_task_id
+from imagecore.task_answers import task_accepted
+from imagecore.tasks import new_task_id, task_folder
 
 app = create_resolver()
-
-_ERROR = {"application/json": {"model": ErrorResponse}}
 
 
 @cache
@@ -45,11 +45,11 @@ def runtime() -> ImageRuntime:
                 "text/event-stream: image_generation.partial_image and image_generation.completed events."
             )
         },
-        400: {"description": "Invalid request or refused by the upstream's policy", "content": _ERROR},
-        409: {"description": "The same Idempotency-Key is still running", "content": _ERROR},
-        422: {"description": "The Idempotency-Key was used with another request", "content": _ERROR},
-        502: {"description": "The upstream failed", "content": _ERROR},
-        504: {"description": "The upstream did not answer in time", "content": _ERROR},
+        400: {"description": "Invalid request or refused by the upstream's policy", "content": ERROR_CONTENT},
+        409: {"description": "The same Idempotency-Key is still running", "content": ERROR_CONTENT},
+        422: {"description": "The Idempotency-Key was used with another request", "content": ERROR_CONTENT},
+        502: {"description": "The upstream failed", "content": ERROR_CONTENT},
+        504: {"description": "The upstream did not answer in time", "content": ERROR_CONTENT},
     },
 )
 def create_images(
@@ -63,13 +63,15 @@ def create_images(
     deadline = runtime.deadline(event, context)
 
     def deliver(events: ImageEventWriter | None = None) -> Delivery:
-        callbacks = events.callbacks() if events is not None else {}
+        on_partial, on_stored = (events.partial, events.stored) if events is not None else (None, None)
         return runtime.deliver(
             event,
             context,
             scope="generations",
             payload=request.model_dump(),
-            produce=lambda: service.generate(request, deadline, current_record(), **callbacks),
+            produce=lambda: service.generate(
+                request, deadline, current_record(), on_partial=on_partial, on_stored=on_stored
+            ),
         )
 
     if request.stream:
@@ -82,13 +84,13 @@ def create_images(
     summary="Create images from a prompt, as a task to poll",
     responses={
         202: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
-        400: {"description": "Invalid request (no task is made)", "content": _ERROR},
+        400: {"description": "Invalid request (no task is made)", "content": ERROR_CONTENT},
     },
 )
 def create_images_async(
     request: Annotated[GenerationRequest, Body()],
     runtime: Annotated[ImageRuntime, Depends(runtime)],
-):  # a Response: status and headers of its own
+) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
     owner = caller_of(event).key_id
     request.check_task()
@@ -96,7 +98,7 @@ def create_images_async(
     record.operation = "generations.async"
     describe_request(record, request, include_prompt=runtime.service.settings.log_prompts)
     task_id = new_task_id()
-    return runtime.submit(
+    task = runtime.submit(
         event,
         context,
         scope="generations/async",
@@ -109,6 +111,7 @@ def create_images_async(
             folder=task_folder(task_id),
         ),
     )
+    return task_accepted(event, task, runtime.now())
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -8,9 +8,9 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import imagecore
-from imagecore.api import create_resolver
 from imagecore.models import HealthResponse
 from imagecore.openapi import SWAGGER_HTML, packaged_document
+from imagecore.resolver import create_resolver
 
 app = create_resolver()
 

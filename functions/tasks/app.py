@@ -3,21 +3,21 @@ Only the key that submitted a task may read it: any other key, like an unknown i
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Depends, Response, content_types
+from aws_lambda_powertools.event_handler import Depends, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import caller_of, create_resolver, serve
-from imagecore.errors import NotFound
-from imagecore.models import ErrorResponse, TaskObject
+from imagecore.caller import caller_of
+from imagecore.errors import NotFound, TasksUnavailable
+from imagecore.models import TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.runtime import NO_STORE, TasksUnavailable
+from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.settings import TaskReadSettings
 from imagecore.storage import ImageStore, make_s3_client
+from imagecore.task_answers import NO_STORE, task_shown
 from imagecore.tasks import TaskStore, TaskStoreError, task_view
 
 app = create_resolver()
@@ -26,9 +26,10 @@ app = create_resolver()
 @cache
 def stores() -> tuple[TaskStore, ImageStore]:
     settings = TaskReadSettings()
-    endpoint = str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
     images = ImageStore(
-        make_s3_client(settings.aws_region, endpoint), settings.images_bucket, settings.presign_expiry_seconds
+        make_s3_client(settings.aws_region, settings.s3_endpoint_url),
+        settings.images_bucket,
+        settings.presign_expiry_seconds,
     )
     return TaskStore(settings.tasks_table, region=settings.aws_region), images
 
@@ -38,12 +39,12 @@ def stores() -> tuple[TaskStore, ImageStore]:
     summary="Read an async task",
     responses={
         200: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
-        404: {"description": "No such task for this key", "content": {"application/json": {"model": ErrorResponse}}},
+        404: {"description": "No such task for this key", "content": ERROR_CONTENT},
     },
 )
 def get_task(
     task_id: str, stores: Annotated[tuple[TaskStore, ImageStore], Depends(stores)]
-):  # a Response: status and headers of its own
+) -> Response[str]:  # status and headers of its own
     tasks, images = stores
     owner = caller_of(app.current_event.raw_event).key_id
     record = current_record()
@@ -54,8 +55,7 @@ def get_task(
         raise TasksUnavailable("Tasks cannot be read right now; try again.") from None
     if task is None or task.owner != owner:
         raise NotFound(f"No task '{task_id[:64]}'.", param="id", code="task_not_found", headers=dict(NO_STORE))
-    view = task_view(task, tasks.now(), presign=images.presign)
-    return Response(200, content_types.APPLICATION_JSON, json.dumps(view), headers=dict(NO_STORE))
+    return task_shown(task_view(task, tasks.now(), presign=images.presign))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

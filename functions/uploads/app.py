@@ -10,10 +10,11 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import caller_of, create_resolver, serve
-from imagecore.idempotency import Idempotency, idempotency_key
-from imagecore.models import ErrorResponse, UploadRequest, UploadResponse
+from imagecore.caller import caller_of
+from imagecore.idempotency import Idempotency, answer_once
+from imagecore.models import UploadRequest, UploadResponse
 from imagecore.observability import current_record, logger, metrics, tracer
+from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.settings import UploadSettings
 from imagecore.storage import UploadStore, make_s3_client
 
@@ -34,8 +35,8 @@ def idempotency() -> Idempotency | None:
 @cache
 def upload_store() -> UploadStore:
     config = settings()
-    endpoint = str(config.s3_endpoint_url) if config.s3_endpoint_url else None
-    return UploadStore(make_s3_client(config.aws_region, endpoint), config.images_bucket, config.upload_expiry_seconds)
+    s3 = make_s3_client(config.aws_region, config.s3_endpoint_url)
+    return UploadStore(s3, config.images_bucket, config.upload_expiry_seconds)
 
 
 @app.post(
@@ -45,7 +46,7 @@ def upload_store() -> UploadStore:
         "POST the returned fields plus the file (as the last part, named file) to url as multipart/form-data. "
         'Then name it in an edit: {"images": [{"upload_id": id}]}. Uploads expire after about a day.'
     ),
-    responses={400: {"description": "Invalid request", "content": {"application/json": {"model": ErrorResponse}}}},
+    responses={400: {"description": "Invalid request", "content": ERROR_CONTENT}},
 )
 def create_upload(
     request: Annotated[UploadRequest, Body()],
@@ -72,14 +73,12 @@ def create_upload(
             content_type=request.content_type,
         )
 
-    guard = idempotency()
-    if guard is None:
-        return presign()
-    return guard.once(
-        key=idempotency_key(event),
-        scope=f"{caller.key_id}#uploads",
+    return answer_once(
+        idempotency(),
+        event,
+        app.lambda_context,
+        scope="uploads",
         payload=request.model_dump(),
-        context=app.lambda_context,
         produce=presign,
         encode=lambda answer: answer.model_dump(),
         decode=UploadResponse.model_validate,

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from imagecore.deadline import Deadline
 from imagecore.models import GenerationRequest
 from imagecore.observability import RequestRecord
 from imagecore.service import ImageEvent
-from imagecore.upstream import Deadline
 from tests.integration.conftest import BUCKET
 
 

@@ -31,7 +31,6 @@ from imagecore.auth import Keyring
 from imagecore.edits import MAX_IMAGES
 from imagecore.idempotency import Idempotency
 from imagecore.models import EditUploadRequest, UploadRef
-from imagecore.runtime import task_folder
 from imagecore.settings import (
     MAX_INLINE_REQUEST_BYTES,
     AuthorizerSettings,
@@ -41,8 +40,8 @@ from imagecore.settings import (
     UploadSettings,
     WorkerSettings,
 )
-from imagecore.storage import UploadStore, image_key, owner_prefix
-from imagecore.tasks import TASK_TTL_SECONDS, Task
+from imagecore.storage import ImageStore, ImageToStore, UploadStore, owner_prefix
+from imagecore.tasks import TASK_TTL_SECONDS, Task, task_folder
 from imagecore.worker import REQUESTED, GenerationJob, parse_job
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -993,7 +992,9 @@ class _RecordingS3:
 
 
 def test_the_code_writes_under_the_granted_prefixes() -> None:
-    assert image_key(datetime(2026, 1, 2, tzinfo=UTC), "abc", 0, "png").startswith("images/")
+    images = _RecordingS3()
+    ImageStore(images, "bucket").save([ImageToStore(b"png", "png")], created=datetime(2026, 1, 2, tzinfo=UTC))  # type: ignore[arg-type]
+    assert images.keys and all(key.startswith("images/") for key in images.keys), images.keys
     for key_id in ("key_1", "../images/x", "*", ""):
         prefix = owner_prefix(key_id)
         assert prefix.startswith("uploads/"), prefix

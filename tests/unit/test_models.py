@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from imagecore.api import require_content_type, validation_error
 from imagecore.errors import InvalidRequest, UnsupportedMediaType
 from imagecore.models import GenerationRequest
+from imagecore.request_body import require_content_type
+from imagecore.validation import validation_error
 
 PROMPT = "A lighthouse on a cliff at dusk, oil painting"
 
@@ -335,7 +336,7 @@ class TestUpstreamBody:
         assert "response_format" not in body and "stream" not in body
 
 
-# --- imagecore.api.validation_error ------------------------------------------------------------------------
+# --- imagecore.validation.validation_error ----------------------------------------------------------------------------
 
 
 class TestValidationError:
@@ -421,7 +422,7 @@ class TestValidationError:
         assert error.type == "invalid_request_error"
 
 
-# --- imagecore.api.require_content_type ---------------------------------------------------------------------
+# --- imagecore.request_body.require_content_type ----------------------------------------------------------------------
 
 
 def event(method: str = "POST", content_type: str | None = "application/json", body: str | None = "{}") -> dict:

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
+from imagecore.deadline import Deadline
 from imagecore.errors import ImageServiceError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
 from imagecore.images import ImageInfo
 from imagecore.upstream import (
     MAX_ERROR_BODY_BYTES,
     CallTrace,
-    Deadline,
     RetryPolicy,
     UpstreamClient,
     UpstreamResult,

@@ -16,11 +16,11 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.formparser import MultiPartParser
 from werkzeug.http import parse_options_header
 
-from imagecore.api import validation_error
 from imagecore.errors import InvalidRequest, NotFound
 from imagecore.images import ImageInfo, NotAnImage, inspect_image
 from imagecore.models import CONTENT_TYPES, EXTENSIONS, EditParameters, EditUploadRequest
 from imagecore.storage import UploadedFile, UploadNotFound, UploadTooLarge
+from imagecore.validation import validation_error
 
 MAX_IMAGES = 16
 MULTIPART = "multipart/form-data"

@@ -1,6 +1,6 @@
 """Domain errors. Each one knows the HTTP status and the OpenAI error fields it becomes.
 
-One place (``imagecore.api``) turns them into responses; nothing else builds error bodies.
+One place (``imagecore.http_errors``) turns them into responses; nothing else builds error bodies.
 """
 
 from __future__ import annotations
@@ -100,6 +100,14 @@ class StorageUnavailable(ImageServiceError):
     status = 503
     type = "server_error"
     code = "storage_unavailable"
+
+
+class TasksUnavailable(ImageServiceError):
+    """The task store or the jobs queue did not answer: nothing was queued or read."""
+
+    status = 503
+    type = "server_error"
+    code = "tasks_unavailable"
 
 
 class ServiceMisconfigured(ImageServiceError):

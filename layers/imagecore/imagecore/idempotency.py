@@ -24,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
 )
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.errors import ImageServiceError, InvalidRequest
@@ -77,6 +78,34 @@ def idempotency_key(event: dict[str, Any]) -> str | None:
     return None
 
 
+def answer_once(
+    guard: Idempotency | None,
+    event: dict[str, Any],
+    context: LambdaContext,
+    *,
+    scope: str,
+    payload: Any,
+    produce: Callable[[], T],
+    encode: Callable[[T], dict[str, Any] | None],
+    decode: Callable[[dict[str, Any]], T],
+) -> T:
+    """The one idempotent path of every POST: ``produce()`` once per (caller, route scope, Idempotency-Key).
+    The header is checked even where no idempotency table is configured, so a bad key is refused alike."""
+    key = idempotency_key(event)
+    if guard is None:
+        return produce()
+    owner = current_record().api_key_id or "anonymous"
+    return guard.once(
+        key=key,
+        scope=f"{owner}#{scope}",
+        payload=payload,
+        context=context,
+        produce=produce,
+        encode=encode,
+        decode=decode,
+    )
+
+
 def digest(payload: Any) -> str:
     """A stable fingerprint of a request: the same content gives the same digest (multipart boundaries and
     JSON key order do not matter, because callers pass the parsed request)."""
@@ -106,7 +135,8 @@ class Idempotency:
         fresh: list[T] = []
         replayed: list[bool] = []
 
-        def mark_replay(response: Any, _record: Any) -> Any:
+        def mark_replay(response: Any, idempotent_data: DataRecord) -> Any:
+            del idempotent_data  # only the fact of a replay matters here
             replayed.append(True)
             return response
 
@@ -130,7 +160,8 @@ class Idempotency:
         try:
             remembered = run(request={"key": f"{scope}#{key}", "payload": digest(payload)})
         except _NotRemembered as kept:
-            return kept.value
+            unremembered: T = kept.value
+            return unremembered
         except IdempotencyValidationError:
             raise IdempotencyKeyReused(
                 "This Idempotency-Key was already used with a different request. Use a new key for a new request.",

@@ -45,7 +45,7 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
     )
     for name in modules:
         merge.add_schema(importlib.import_module(name).app.get_openapi_schema())
-    document = json.loads(merge.get_openapi_json_schema())
+    document: dict[str, Any] = json.loads(merge.get_openapi_json_schema())
     # Powertools documents its default 422; this API answers validation errors as OpenAI-style 400s.
     for operations in document.get("paths", {}).values():
         for operation in operations.values():

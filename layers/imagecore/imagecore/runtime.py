@@ -1,34 +1,22 @@
-"""What the image functions share around the use cases: their dependencies (built once per execution
-environment) and the idempotent way to answer a POST synchronously or as an async task."""
+"""The dependencies the image functions share, built once per execution environment, and the idempotent way
+a POST runs its use case: synchronously (the stored images) or as an async task (the queued task)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.api import poll_url, request_deadline
-from imagecore.errors import ImageServiceError, ServiceMisconfigured
-from imagecore.idempotency import Idempotency, idempotency_key
+from imagecore.deadline import Deadline, request_deadline
+from imagecore.errors import ServiceMisconfigured, TasksUnavailable
+from imagecore.idempotency import Idempotency, answer_once
 from imagecore.observability import current_record
 from imagecore.service import Delivery, ImageService, StoredResult
 from imagecore.settings import GenerationSettings
-from imagecore.storage import StorageError, image_folder
-from imagecore.tasks import RETRY_AFTER_SECONDS, JobQueue, Task, TaskStore, TaskStoreError, TaskSubmitter, task_view
-from imagecore.upstream import Deadline
-
-NO_STORE = {"Cache-Control": "no-store"}
-
-
-class TasksUnavailable(ImageServiceError):
-    status = 503
-    type = "server_error"
-    code = "tasks_unavailable"
+from imagecore.storage import StorageError
+from imagecore.tasks import JobQueue, Task, TaskStore, TaskStoreError, TaskSubmitter
 
 
 @dataclass
@@ -58,31 +46,6 @@ class ImageRuntime:
             margin_seconds=settings.storage_margin_seconds,
         )
 
-    def once(
-        self,
-        event: dict[str, Any],
-        context: LambdaContext,
-        *,
-        scope: str,
-        payload: Any,
-        produce: Callable[[], Any],
-        encode: Callable[[Any], dict[str, Any] | None],
-        decode: Callable[[dict[str, Any]], Any],
-    ) -> Any:
-        key = idempotency_key(event)
-        if self.idempotency is None:
-            return produce()
-        owner = current_record().api_key_id or "anonymous"
-        return self.idempotency.once(
-            key=key,
-            scope=f"{owner}#{scope}",
-            payload=payload,
-            context=context,
-            produce=produce,
-            encode=encode,
-            decode=decode,
-        )
-
     def deliver(
         self,
         event: dict[str, Any],
@@ -93,7 +56,8 @@ class ImageRuntime:
         produce: Callable[[], Delivery],
     ) -> Delivery:
         """A synchronous generation or edit, once per Idempotency-Key: a replay is the same stored images."""
-        return self.once(
+        return answer_once(
+            self.idempotency,
             event,
             context,
             scope=scope,
@@ -111,11 +75,9 @@ class ImageRuntime:
         scope: str,
         payload: Any,
         make_task: Callable[[TaskSubmitter], Task],
-    ) -> Response:
-        """202 with the task object, ``Location`` and ``Retry-After``, once per Idempotency-Key."""
-        submitter = self.submitter
-        if submitter is None:
-            raise ServiceMisconfigured("Async tasks are not configured (TASKS_TABLE, JOBS_QUEUE_URL).")
+    ) -> Task:
+        """The queued task, once per Idempotency-Key: a replay is the task the first request made."""
+        submitter = self.tasks_submitter()
 
         def produce() -> Task:
             try:
@@ -123,7 +85,8 @@ class ImageRuntime:
             except (TaskStoreError, StorageError):
                 raise TasksUnavailable("The task could not be queued; nothing was run. Try again.") from None
 
-        task = self.once(
+        task = answer_once(
+            self.idempotency,
             event,
             context,
             scope=scope,
@@ -133,15 +96,13 @@ class ImageRuntime:
             decode=Task.from_item,
         )
         current_record().task_id = task.id
-        url = poll_url(event, task.id)
-        view = task_view(task, submitter.tasks.now(), presign=lambda key: key, poll_url=url)
-        return Response(
-            status_code=202,
-            content_type=content_types.APPLICATION_JSON,
-            body=json.dumps(view),
-            headers={"Location": url, "Retry-After": str(RETRY_AFTER_SECONDS), **NO_STORE},
-        )
+        return task
 
+    def tasks_submitter(self) -> TaskSubmitter:
+        if self.submitter is None:
+            raise ServiceMisconfigured("Async tasks are not configured (TASKS_TABLE, JOBS_QUEUE_URL).")
+        return self.submitter
 
-def task_folder(task_id: str) -> str:
-    return image_folder(datetime.now(UTC), task_id)
+    def now(self) -> int:
+        """The tasks' clock (seconds since the epoch)."""
+        return self.tasks_submitter().tasks.now()

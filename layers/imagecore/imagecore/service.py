@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from imagecore.deadline import Deadline
 from imagecore.edits import EditInput
 from imagecore.errors import InvalidRequest, StorageUnavailable
 from imagecore.images import ImageInfo
@@ -20,7 +21,6 @@ from imagecore.settings import GenerationSettings
 from imagecore.storage import ImageStore, ImageToStore, StorageError, image_folder, make_s3_client, new_image_id
 from imagecore.upstream import (
     CallTrace,
-    Deadline,
     GeneratedImage,
     PartialImage,
     RetryPolicy,
@@ -194,9 +194,10 @@ class ImageService:
             retry=RetryPolicy(max_attempts=settings.upstream_max_attempts),
             account_id_header=settings.upstream_account_id_header,
         )
-        endpoint = str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
         store = ImageStore(
-            make_s3_client(settings.aws_region, endpoint), settings.images_bucket, settings.presign_expiry_seconds
+            make_s3_client(settings.aws_region, settings.s3_endpoint_url),
+            settings.images_bucket,
+            settings.presign_expiry_seconds,
         )
         return cls(upstream=upstream, store=store, settings=settings)
 

@@ -41,7 +41,6 @@ class ImageToStore:
 class StoredImage:
     key: str
     content_type: str
-    size_bytes: int
 
 
 def new_image_id() -> str:
@@ -53,25 +52,22 @@ def image_folder(created: datetime, image_id: str) -> str:
     return f"images/{created:%Y/%m/%d}/{image_id}"
 
 
-def image_key(created: datetime, image_id: str, index: int, output_format: str) -> str:
-    return f"{image_folder(created, image_id)}/{index}.{EXTENSIONS[output_format]}"
-
-
-def make_s3_client(region: str, endpoint_url: str | None = None, max_attempts: int = 5) -> S3Client:
+def make_s3_client(region: str, endpoint_url: object | None = None, max_attempts: int = 5) -> S3Client:
     """SigV4 always (botocore would otherwise presign with SigV2), the regional endpoint in AWS,
-    path-style addressing against a local endpoint."""
+    path-style addressing against a local endpoint (``endpoint_url``, a string or the settings' URL)."""
+    endpoint = str(endpoint_url) if endpoint_url else None
     config = Config(
         signature_version="s3v4",
         region_name=region,
         retries={"mode": "standard", "max_attempts": max_attempts},
-        s3={"addressing_style": "path" if endpoint_url else "virtual"},
+        s3={"addressing_style": "path" if endpoint else "virtual"},
         connect_timeout=5,
         read_timeout=30,
     )
     return boto3.client(
         "s3",
         region_name=region,
-        endpoint_url=endpoint_url or f"https://s3.{region}.amazonaws.com",
+        endpoint_url=endpoint or f"https://s3.{region}.amazonaws.com",
         config=config,
     )
 
@@ -102,34 +98,21 @@ class ImageStore:
         ``images/<yyyy>/<mm>/<dd>/<new random id>``."""
         created = created or datetime.now(UTC)
         folder = folder or image_folder(created, new_image_id())
-        meta = {k: _ascii(v) for k, v in (metadata or {}).items() if v is not None}
-        jobs = [
-            StoredImage(
-                f"{folder}/{index}.{EXTENSIONS[image.output_format]}",
-                CONTENT_TYPES[image.output_format],
-                len(image.data),
-            )
-            for index, image in enumerate(images)
-        ]
 
-        def put(pair: tuple[StoredImage, ImageToStore]) -> StoredImage:
-            stored, image = pair
-            self._put(stored.key, image.data, stored.content_type, meta)
-            return stored
+        def put(pair: tuple[int, ImageToStore]) -> StoredImage:
+            return self.save_one(folder, str(pair[0]), pair[1], metadata)
 
-        if len(jobs) == 1:
-            return [put((jobs[0], images[0]))]
-        with ThreadPoolExecutor(max_workers=min(len(jobs), 8)) as pool:
-            return list(pool.map(put, zip(jobs, images, strict=True)))
+        if len(images) == 1:
+            return [put((0, images[0]))]
+        with ThreadPoolExecutor(max_workers=min(len(images), 8)) as pool:
+            return list(pool.map(put, enumerate(images)))
 
     def save_one(
         self, folder: str, name: str, image: ImageToStore, metadata: dict[str, str] | None = None
     ) -> StoredImage:
         """Write one image as ``<folder>/<name>.<ext>``: images read from a streamed answer are stored one by
         one as they arrive, so only one is ever held in memory."""
-        stored = StoredImage(
-            f"{folder}/{name}.{EXTENSIONS[image.output_format]}", CONTENT_TYPES[image.output_format], len(image.data)
-        )
+        stored = StoredImage(f"{folder}/{name}.{EXTENSIONS[image.output_format]}", CONTENT_TYPES[image.output_format])
         meta = {k: _ascii(v) for k, v in (metadata or {}).items() if v is not None}
         self._put(stored.key, image.data, stored.content_type, meta)
         return stored
@@ -167,7 +150,8 @@ class ImageStore:
             raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
         except BotoCoreError as exc:
             raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
-        return json.loads(body)
+        document: dict[str, Any] = json.loads(body)
+        return document
 
     def presign(self, key: str) -> str:
         """A SigV4 presigned GET; it also dies when the signing credentials expire (Lambda role: hours)."""

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from imagecore.errors import InvalidRequest
 from imagecore.models import GenerationResponse, ImageData, ImageRequest, Usage
 from imagecore.observability import current_record
-from imagecore.service import Delivery, ImageEvent, ImageEventCallback, ImageService
+from imagecore.service import Delivery, ImageEvent, ImageService
 from imagecore.streaming import EventChannel, current_events
 
 StreamKind = Literal["image_generation", "image_edit"]
@@ -64,10 +64,6 @@ class ImageEventWriter:
             "output_format": self.request.output_format,
         }
         return {name: fields.get(name) or defaults[name] for name in EVENT_FIELDS}
-
-    def callbacks(self) -> dict[str, ImageEventCallback]:
-        """What the service takes to report each preview and each stored image."""
-        return {"on_partial": self.partial, "on_stored": self.stored}
 
     def _url(self, key: str | None) -> dict[str, str]:
         return {"url": self.service.store.presign(key)} if key is not None else {}

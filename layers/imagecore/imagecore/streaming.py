@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from imagecore.http_errors import error_answer, internal_error
 from imagecore.observability import RequestRecord, hold_records, logger, metrics, write_record
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -399,7 +400,7 @@ def _error_object(body: bytes) -> dict[str, Any]:
         parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         return parsed
-    return {"error": {"message": "The image service failed.", "type": "server_error", "param": None, "code": None}}
+    return error_answer(internal_error()).body
 
 
 def _result_of(work: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
@@ -408,9 +409,12 @@ def _result_of(work: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
     except Exception:
         # The handler's own resolver turns every error into a response: this is a crash below it.
         logger.exception("streamed handler failed")
-        error = {"message": "The image service failed unexpectedly.", "type": "server_error", "param": None}
-        body = json.dumps({"error": {**error, "code": "internal_error"}})
-        return {"statusCode": 500, "headers": {"Content-Type": "application/json"}, "body": body}
+        answer = error_answer(internal_error())
+        return {
+            "statusCode": answer.status,
+            "headers": {"Content-Type": "application/json", **answer.headers},
+            "body": json.dumps(answer.body),
+        }
 
 
 async def _read_body(receive: Receive) -> bytes:

@@ -11,14 +11,17 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagecore.storage import image_folder
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
 TASK_OBJECT = "image.generation.task"
 RETRY_AFTER_SECONDS = 3
@@ -39,6 +42,11 @@ class TaskBusy(Exception):
 
 def new_task_id() -> str:
     return "task_" + secrets.token_hex(16)
+
+
+def task_folder(task_id: str) -> str:
+    """Where a task's images go: a second run of the task finds them there."""
+    return image_folder(datetime.now(UTC), task_id)
 
 
 @dataclass
@@ -216,7 +224,7 @@ class TaskStore:
             raise TaskStoreError(f"finish {task_id}: {type(exc).__name__}") from exc
 
     @staticmethod
-    def _call(method: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    def _call(method: Callable[..., Mapping[str, Any]], **kwargs: Any) -> Mapping[str, Any]:
         try:
             return method(**kwargs)
         except (BotoCoreError, ClientError) as exc:
@@ -237,6 +245,15 @@ class JobQueue:
             raise TaskStoreError(f"send_message: {type(exc).__name__}") from exc
 
 
+def task_timeout_error() -> dict[str, Any]:
+    """The error of a task that ran past its limit, whether the worker found it so or a reader did."""
+    return {
+        "type": "upstream_error",
+        "code": "task_timeout",
+        "message": f"The task did not finish within {TASK_LIMIT_SECONDS // 60} minutes.",
+    }
+
+
 def task_view(task: Task, now: int, presign: Callable[[str], str], poll_url: str | None = None) -> dict[str, Any]:
     """The task object as sub2api answers it."""
     view: dict[str, Any] = {
@@ -250,15 +267,7 @@ def task_view(task: Task, now: int, presign: Callable[[str], str], poll_url: str
     if poll_url:
         view["poll_url"] = poll_url
     if task.overdue(now):
-        view.update(
-            status="failed",
-            http_status=504,
-            error={
-                "type": "upstream_error",
-                "code": "task_timeout",
-                "message": f"The task did not finish within {TASK_LIMIT_SECONDS // 60} minutes.",
-            },
-        )
+        view.update(status="failed", http_status=504, error=task_timeout_error())
     elif task.status == "processing" and task.partial_images:
         # The picture forming: each preview stored so far, freshly presigned.
         view["partial_images"] = [

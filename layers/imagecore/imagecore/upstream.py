@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+from imagecore.deadline import Deadline
 from imagecore.errors import ImageServiceError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
 from imagecore.images import ImageInfo
 from imagecore.reader import (
@@ -54,27 +55,6 @@ MIN_ATTEMPT_SECONDS = 1.0
 MAX_ERROR_BODY_BYTES = 64 * 1024
 # A Retry-After beyond this is clamped: no upstream limit lasts longer, and the caller is told no more.
 MAX_RETRY_AFTER_SECONDS = 3600
-
-Clock = Callable[[], float]
-
-
-@dataclass(frozen=True)
-class Deadline:
-    """A point on the monotonic clock after which nothing more may be started or awaited."""
-
-    at: float
-    clock: Clock = time.monotonic
-
-    @classmethod
-    def after(cls, seconds: float, clock: Clock = time.monotonic) -> Deadline:
-        return cls(clock() + seconds, clock)
-
-    def remaining(self) -> float:
-        return self.at - self.clock()
-
-    def earliest(self, seconds: float) -> Deadline:
-        """This deadline or ``seconds`` from now, whichever comes first."""
-        return Deadline(min(self.at, self.clock() + seconds), self.clock)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import ValidationError
 
-from imagecore.api import validation_error
+from imagecore.deadline import Deadline
 from imagecore.edits import edit_from_kept
 from imagecore.errors import ImageServiceError
 from imagecore.models import GenerationRequest
@@ -36,8 +36,8 @@ from imagecore.observability import JOB_LOG_MESSAGE, RequestRecord, logger, reco
 from imagecore.service import ImageEvent, ImageService, StoredResult, describe_request
 from imagecore.settings import WorkerSettings
 from imagecore.storage import StorageError
-from imagecore.tasks import Task, TaskBusy, TaskStore, TaskStoreError
-from imagecore.upstream import Deadline
+from imagecore.tasks import Task, TaskBusy, TaskStore, TaskStoreError, task_timeout_error
+from imagecore.validation import validation_error
 
 REQUESTED = "ImageGenerationRequested"
 COMPLETED = "ImageGenerationCompleted"
@@ -228,7 +228,7 @@ class Worker:
             return
         record.api_key_id = task.owner
         if task.overdue(self.tasks.now()):
-            self.tasks.fail(task_id, 504, _timeout_error())
+            self.tasks.fail(task_id, 504, task_timeout_error())
             record.status, record.outcome = 504, "task_timeout"
             return
         claimed = self.tasks.claim(task_id, hold_seconds=int(context.get_remaining_time_in_millis() / 1000) + 5)
@@ -317,7 +317,7 @@ class Worker:
     # --- shared -------------------------------------------------------------------------------------------
     def _deadline(self, context: LambdaContext) -> Deadline:
         remaining = context.get_remaining_time_in_millis() / 1000 - self.settings.storage_margin_seconds
-        return Deadline(time.monotonic() + remaining)
+        return Deadline.after(remaining)
 
     def _already_stored(self, folder: str) -> StoredResult | None:
         """The result a previous run of this job left, if it got as far as writing it."""
@@ -330,10 +330,6 @@ class Worker:
         except StorageError:
             # The images are stored and the answer is about to be recorded; only a redelivery's shortcut is lost.
             logger.warning("result manifest not written", extra={"folder": folder})
-
-
-def _timeout_error() -> dict[str, Any]:
-    return {"type": "upstream_error", "code": "task_timeout", "message": "The task did not finish within 30 minutes."}
 
 
 def _storage_error() -> dict[str, Any]:

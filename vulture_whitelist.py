@@ -1,0 +1,25 @@
+"""Names vulture cannot see being used: our code writes them, a framework or a serializer reads them."""
+
+# pydantic: the class configuration, and fields that reach the client, the upstream or the OpenAPI document
+# only through model_dump() and the schema
+model_config
+_.output_compression, _.background, _.moderation, _.partial_images, _.user
+_.input_tokens, _.total_tokens, _.b64_json, _.image_url
+
+# the request log line: RequestRecord fields are written by asdict()
+_.prompt_chars, _.prompt_sha256, _.images_in, _.dropped_params, _.idempotent_replay, _.error_code
+_.sizes_returned, _.formats_returned, _.bytes_returned, _.upstream_request_id, _.attempt_errors
+
+# a task record's fields are stored by name (Task.to_item)
+_.claimed_until
+
+# the upstream reader's limit on an error body
+MAX_ERROR_BODY_BYTES
+
+# the LambdaContext interface the local stack and the benchmark implement
+_.memory_limit_in_mb, _.invoked_function_arn, _.function_version, _.log_group_name, _.log_stream_name
+
+# the streamed edge's fields of the request log line (asdict), the ASGI factory run.sh names, and uvicorn's stop flag
+_.events_relayed, _.keepalives_sent, _.client_disconnected, _.partial_images_stored
+streamed_app
+_.should_exit
