@@ -368,3 +368,28 @@ def test_an_async_task_cannot_be_streamed(stack):
     assert response.status_code == 400
     assert (response.json()["error"]["param"], response.json()["error"]["code"]) == ("stream", "stream_unsupported")
     assert stack.upstream_calls() == 0
+
+
+def test_events_arrive_through_the_gateway_as_they_are_made(stack):
+    stack.slow_simulator(3000)  # two previews and the image, a second apart
+    arrivals: list[tuple[float, str]] = []
+    started = time.monotonic()
+    with httpx.stream(
+        "POST",
+        stack.api_url + "/images/generations",
+        headers=HEADERS,
+        json={"prompt": "a tide coming in", "size": "1024x1024", "stream": True, "partial_images": 2},
+        timeout=30,
+    ) as response:
+        assert response.headers.get("transfer-encoding") == "chunked"
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                arrivals.append((time.monotonic() - started, line.removeprefix("event: ")))
+
+    assert [name for _, name in arrivals] == [
+        "image_generation.partial_image",
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    # the first preview is in the client's hands long before the image is done
+    assert arrivals[-1][0] - arrivals[0][0] > 1.2
