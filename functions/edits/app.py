@@ -23,10 +23,10 @@ from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.request_body import JSON, MULTIPART, body_bytes, content_type_of
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.runtime import ImageRuntime
-from imagecore.service import Delivery, describe_request
+from imagecore.service import describe_request
 from imagecore.settings import EditSettings
 from imagecore.storage import UploadStore
-from imagecore.stream_events import ImageEventWriter, stream_answer
+from imagecore.stream_events import stream_answer
 from imagecore.task_answers import task_accepted
 from imagecore.tasks import new_task_id, task_folder
 
@@ -97,20 +97,29 @@ def edit_images(
     edit = read_edit(event, caller_of(event).key_id, service.settings, uploads)  # type: ignore[arg-type]
     edit.parameters.check_synchronous()
     deadline = runtime.deadline(event, context)
-
-    def deliver(events: ImageEventWriter | None = None) -> Delivery:
-        on_partial, on_stored = (events.partial, events.stored) if events is not None else (None, None)
-        return runtime.deliver(
-            event,
-            context,
-            scope="edits",
-            payload=edit_fingerprint(edit),
-            produce=lambda: service.edit(edit, deadline, current_record(), on_partial=on_partial, on_stored=on_stored),
-        )
-
     if edit.parameters.stream:
-        return stream_answer("image_edit", service, edit.parameters, deliver)
-    return service.respond(deliver(), edit.parameters.response_format)
+        return stream_answer(
+            "image_edit",
+            service,
+            edit.parameters,
+            lambda events: runtime.deliver(
+                event,
+                context,
+                scope="edits",
+                payload=edit_fingerprint(edit),
+                produce=lambda: service.edit(
+                    edit, deadline, current_record(), on_partial=events.partial, on_stored=events.stored
+                ),
+            ),
+        )
+    return runtime.answer(
+        event,
+        context,
+        scope="edits",
+        payload=edit_fingerprint(edit),
+        produce=lambda: service.edit(edit, deadline, current_record()),
+        response_format=edit.parameters.response_format,
+    )
 
 
 @app.post(
@@ -149,7 +158,7 @@ def edit_images_async(
         )
 
     task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
-    return task_accepted(event, task, runtime.now())
+    return task_accepted(event, task, runtime.now(), runtime.service.store.presign)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

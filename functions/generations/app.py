@@ -20,9 +20,9 @@ from imagecore.models import GenerationRequest, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.runtime import ImageRuntime
-from imagecore.service import Delivery, describe_request
+from imagecore.service import describe_request
 from imagecore.settings import GenerationSettings
-from imagecore.stream_events import ImageEventWriter, stream_answer
+from imagecore.stream_events import stream_answer
 from imagecore.task_answers import task_accepted
 from imagecore.tasks import new_task_id, task_folder
 
@@ -61,22 +61,29 @@ def create_images(
     request.check_synchronous()
     service = runtime.service
     deadline = runtime.deadline(event, context)
-
-    def deliver(events: ImageEventWriter | None = None) -> Delivery:
-        on_partial, on_stored = (events.partial, events.stored) if events is not None else (None, None)
-        return runtime.deliver(
-            event,
-            context,
-            scope="generations",
-            payload=request.model_dump(),
-            produce=lambda: service.generate(
-                request, deadline, current_record(), on_partial=on_partial, on_stored=on_stored
+    if request.stream:
+        return stream_answer(
+            "image_generation",
+            service,
+            request,
+            lambda events: runtime.deliver(
+                event,
+                context,
+                scope="generations",
+                payload=request.model_dump(),
+                produce=lambda: service.generate(
+                    request, deadline, current_record(), on_partial=events.partial, on_stored=events.stored
+                ),
             ),
         )
-
-    if request.stream:
-        return stream_answer("image_generation", service, request, deliver)
-    return service.respond(deliver(), request.response_format)
+    return runtime.answer(
+        event,
+        context,
+        scope="generations",
+        payload=request.model_dump(),
+        produce=lambda: service.generate(request, deadline, current_record()),
+        response_format=request.response_format,
+    )
 
 
 @app.post(
@@ -111,7 +118,7 @@ def create_images_async(
             folder=task_folder(task_id),
         ),
     )
-    return task_accepted(event, task, runtime.now())
+    return task_accepted(event, task, runtime.now(), runtime.service.store.presign)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
