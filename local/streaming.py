@@ -74,6 +74,19 @@ def idle_limit_of(template: dict[str, Any]) -> float:
     return 30.0
 
 
+def _per_invocation(app: Any) -> Any:
+    """In AWS each execution environment serves one request at a time; here one app serves them all at once,
+    so each request starts with Powertools state of its own (``local.lambda_runtime``)."""
+    from local.lambda_runtime import begin_invocation
+
+    async def isolated(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            begin_invocation()
+        await app(scope, receive, send)
+
+    return isolated
+
+
 class _AppServer:
     """One function's ASGI app on a loopback port, as the adapter's local web server."""
 
@@ -117,7 +130,7 @@ class StreamedIntegrations:
                 package = ".".join(Path(function.code_uri.strip("/")).parts)
                 module = importlib.import_module(f"{package}.{module_name}")
                 app = getattr(module, attribute)
-                self._servers[function.name] = _AppServer(app() if function.factory else app)
+                self._servers[function.name] = _AppServer(_per_invocation(app() if function.factory else app))
             return self._servers[function.name]
 
     def invoke(

@@ -248,14 +248,17 @@ class StreamedEdge:
         with hold_records() as held:
             token = _channel.set(channel)
             try:
-                work = asyncio.ensure_future(asyncio.to_thread(self.handler, event, context))
+                # The invocation's own context: what the handler sets in it (the Logger's keys among them) is
+                # there again when its request line is written, after the answer has gone out.
+                invocation = contextvars.copy_context()
             finally:
                 _channel.reset(token)
+            work = loop.run_in_executor(None, invocation.run, self.handler, event, context)
             try:
                 await self._relay(work, channel, queue, send, relay)
             finally:
                 watcher.cancel()
-            self._write_records(held, relay)
+            invocation.run(self._write_records, held, relay)
 
     async def _relay(
         self,
