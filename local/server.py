@@ -39,6 +39,7 @@ class StackConfig:
     api_keys: list[str] = field(default_factory=list)
     upstream_base_url: str | None = None
     upstream_api_key: str | None = None
+    integration_timeout_ms: int = 300_000
     simulator_latency_ms: int = 0
     simulator_keepalive_ms: int = 0
     log_level: str = "INFO"
@@ -56,6 +57,7 @@ class StackConfig:
             api_keys=keys,
             upstream_base_url=env.get("UPSTREAM_BASE_URL") or None,
             upstream_api_key=env.get("UPSTREAM_API_KEY") or None,
+            integration_timeout_ms=int(env.get("INTEGRATION_TIMEOUT_MS", "300000")),
             simulator_latency_ms=int(env.get("SIMULATOR_LATENCY_MS", "0")),
             simulator_keepalive_ms=int(env.get("SIMULATOR_KEEPALIVE_MS", "0")),
             log_level=env.get("POWERTOOLS_LOG_LEVEL", env.get("LOG_LEVEL", "INFO")),
@@ -108,7 +110,8 @@ def _moto_handler() -> Any:
 class _Serving:
     def __init__(self, server: BaseWSGIServer) -> None:
         self.server = server
-        self.thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # serve_forever polls for shutdown; its default half second would be paid at every stop().
+        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     @property
@@ -134,28 +137,28 @@ class LocalStack:
         self._poller: Any = None
         self._servers: list[_Serving] = []
         self._gateway: Any = None
-        self._template: dict[str, Any] = {}
         self.api_url = ""
         self.aws_url = ""
         self.upstream_url = ""
 
     def start(self) -> LocalStack:
         """Bind both ports first (a taken one raises ``PortTaken`` before anything starts), then serve."""
-        from local.gateway import LocalApiGateway, load_template
+        from local.gateway import LocalApiGateway
         from local.resources import create_resources
+        from local.template import project_template
 
         if self.config.upstream_base_url and not self.config.upstream_api_key:
             raise StackError("UPSTREAM_BASE_URL is set: set UPSTREAM_API_KEY too")
         self._fake_aws_credentials()
-        template = load_template(ROOT / "template.yaml")
+        template = project_template()
         gateway = LocalApiGateway(
             ROOT,
             ROOT / "template.yaml",
+            parameters={"IntegrationTimeoutMs": self.config.integration_timeout_ms},
             throttling=self.config.throttling,
             stream_idle_limit_s=self.config.stream_idle_limit_s,
         )
         self._gateway = gateway
-        self._template = template
         aws_server = _bind("AWS_PORT", self.config.host, self.config.aws_port, _moto_app(), _moto_handler())
         try:
             api_server = _bind("PORT", self.config.host, self.config.port, gateway)
@@ -167,7 +170,7 @@ class LocalStack:
         self.aws_url = aws.url
         self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
         upstream_key = self._start_upstream()
-        self._function_environment(upstream_key)
+        self._function_environment(template, upstream_key)
         api = _Serving(api_server)
         self._servers.append(api)
         self.api_url = api.url + "/v1"
@@ -236,43 +239,45 @@ class LocalStack:
         os.environ["AWS_DEFAULT_REGION"] = LOCAL_REGION
         os.environ["AWS_REGION"] = LOCAL_REGION
 
-    def _function_environment(self, upstream_key: str) -> None:
+    def _function_environment(self, template: dict[str, Any], upstream_key: str) -> None:
         """What the template's Globals and function Environment give the functions in AWS, pointed at the
-        local services. Settings are read from here once, when a function first runs."""
+        local services (one process hosts every function, so it is all their variables at once). Settings are
+        read from here once, when a function first runs."""
+        from local.environment import SECRET_STAND_INS, function_environment, resource_refs
+
+        for secret_id in SECRET_STAND_INS:
+            os.environ.pop(secret_id, None)
+        environment = function_environment(
+            template,
+            refs={
+                **resource_refs(self.resources),
+                "UpstreamBaseUrl": self.upstream_url,
+                "IntegrationTimeoutMs": str(self.config.integration_timeout_ms),
+                "LogLevel": self.config.log_level,
+            },
+            secrets={"UPSTREAM_API_KEY": upstream_key, "API_KEYS": ",".join(self.keys)},
+        )
+        # The Lambda Web Adapter's own settings: here local.streaming plays the adapter.
+        for adapter_variable in (
+            "AWS_LAMBDA_EXEC_WRAPPER",
+            "AWS_LWA_INVOKE_MODE",
+            "AWS_LWA_READINESS_CHECK_PATH",
+            "PORT",
+        ):
+            environment.pop(adapter_variable, None)
+        if self.config.stream_idle_limit_s:
+            # The streamed edge speaks before the idle limit: the same limit as the local gateway's.
+            environment["STREAM_IDLE_LIMIT_SECONDS"] = str(self.config.stream_idle_limit_s)
+        os.environ.update(environment)
         os.environ.update(
             {
-                "POWERTOOLS_SERVICE_NAME": "image-service",
-                "POWERTOOLS_METRICS_NAMESPACE": "ImageService",
-                "POWERTOOLS_TRACE_DISABLED": "true",
-                "POWERTOOLS_LOG_LEVEL": self.config.log_level,
-                "IMAGES_BUCKET": self.resources.bucket,
                 "S3_ENDPOINT_URL": self.aws_url,
                 # Every other AWS client (DynamoDB, SQS, EventBridge) talks to the embedded moto server too.
                 "AWS_ENDPOINT_URL": self.aws_url,
-                "TASKS_TABLE": self.resources.tasks_table,
-                "IDEMPOTENCY_TABLE": self.resources.idempotency_table,
-                "JOBS_QUEUE_URL": self.resources.jobs_queue_url,
-                "DEAD_LETTER_QUEUE_URL": self.resources.dead_letter_queue_url,
-                "EVENT_BUS_NAME": self.resources.event_bus_name,
-                "UPSTREAM_BASE_URL": self.upstream_url,
-                "UPSTREAM_API_KEY": upstream_key,
-                # Only the streamed image functions read it: their routes' TimeoutInMillis, from the template.
-                "INTEGRATION_TIMEOUT_MS": str(
-                    self._template["Resources"]["GenerationsStreamFunction"]["Properties"]["Environment"]["Variables"][
-                        "INTEGRATION_TIMEOUT_MS"
-                    ]
-                ),
-                # The streamed edge speaks before API Gateway's idle limit: the same limit as the gateway here.
-                **(
-                    {"STREAM_IDLE_LIMIT_SECONDS": str(self.config.stream_idle_limit_s)}
-                    if self.config.stream_idle_limit_s
-                    else {}
-                ),
-                "API_KEYS": ",".join(self.keys),
+                # The local stack serves plain HTTP: the URLs the API gives for itself (poll_url) say so.
+                "PUBLIC_URL_SCHEME": "http",
             }
         )
-        os.environ.pop("UPSTREAM_API_KEY_SECRET_ID", None)
-        os.environ.pop("API_KEYS_SECRET_ID", None)
 
 
 def main() -> None:

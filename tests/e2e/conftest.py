@@ -117,9 +117,13 @@ def running_stack(log_path: Path, **extra_env: str) -> Iterator[RunningStack]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with running_stack(tmp_path_factory.mktemp("stack") / "stack.log") as running:
-        yield running
+def stack() -> Iterator[RunningStack]:
+    """The local stack, started when the session was collected (``launcher.start``), so that its start-up
+    overlaps the suites that run before this one; stopped at the end of the session."""
+    from tests.e2e import launcher
+
+    yield launcher.wait_until_ready()
+    launcher.stop()
 
 
 @pytest.fixture

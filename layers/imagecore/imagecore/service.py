@@ -7,12 +7,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from imagecore.deadline import Deadline
-from imagecore.edits import EditInput
 from imagecore.errors import InvalidRequest, StorageUnavailable
 from imagecore.images import ImageInfo
 from imagecore.models import GenerationRequest, GenerationResponse, ImageData, ImageRequest, Usage
@@ -27,6 +26,9 @@ from imagecore.upstream import (
     UpstreamClient,
     UpstreamResult,
 )
+
+if TYPE_CHECKING:  # the generations function never reads an edit: it does not import that module
+    from imagecore.edits import EditInput
 
 # JSON around the base64 images in an inline answer (keys, usage, API Gateway's envelope).
 _INLINE_OVERHEAD_BYTES = 2048

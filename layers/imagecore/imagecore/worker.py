@@ -38,8 +38,9 @@ from pydantic import ValidationError
 
 from imagecore.deadline import Deadline
 from imagecore.edits import edit_from_kept
-from imagecore.errors import ImageServiceError
+from imagecore.errors import ImageServiceError, InvalidRequest
 from imagecore.idempotency import digest
+from imagecore.jsonbody import NotJson, parse_json_body
 from imagecore.manifest import (
     MANIFEST,
     Finished,
@@ -73,8 +74,9 @@ REQUESTED = "ImageGenerationRequested"
 COMPLETED = "ImageGenerationCompleted"
 FAILED = "ImageGenerationFailed"
 EVENT_SOURCE = "image-service"
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,7}$")
-_JOB_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,128}$")
+# Anchored with \Z (not $, which also matches before a trailing newline).
+_PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,7}\Z")
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9-]{1,128}\Z")
 
 
 class BadJob(Exception):
@@ -118,9 +120,11 @@ class GenerationJob:
 
 def parse_job(body: str, message_id: str) -> TaskJob | GenerationJob:
     try:
-        message = json.loads(body)
-    except ValueError:
+        message = parse_json_body(body)
+    except NotJson:
         raise BadJob("the message is not JSON") from None
+    except InvalidRequest as refused:  # NaN, a key twice, a huge number, deep nesting: never a crash
+        raise BadJob(f"the message is not acceptable JSON: {refused.message}") from None
     if not isinstance(message, dict):
         raise BadJob("the message is not a JSON object")
     if set(message) == {"task_id"} and isinstance(message["task_id"], str):
@@ -142,6 +146,14 @@ def parse_job(body: str, message_id: str) -> TaskJob | GenerationJob:
         not isinstance(output_prefix, str) or not _PREFIX_RE.match(output_prefix) or ".." in output_prefix
     ):
         raise BadJob("output_prefix must be 1 to 8 path segments of letters, digits, '.', '_' or '-'")
+    request = _job_request(detail)
+    if not _JOB_ID_RE.match(job_id):
+        raise BadJob("the event id is not usable as a key")
+    return GenerationJob(job_id, request, correlation_id, output_prefix, source)
+
+
+def _job_request(detail: dict[str, Any]) -> GenerationRequest:
+    """The request a job carries, checked as the async routes check theirs (a job is run, never streamed)."""
     try:
         request = GenerationRequest.model_validate(detail)
         request.check_task()
@@ -149,9 +161,7 @@ def parse_job(body: str, message_id: str) -> TaskJob | GenerationJob:
         raise BadJob(validation_error(exc.errors(include_url=False)).message) from None
     except ImageServiceError as refused:
         raise BadJob(refused.message) from None
-    if not _JOB_ID_RE.match(job_id):
-        raise BadJob("the event id is not usable as a key")
-    return GenerationJob(job_id, request, correlation_id, output_prefix, source)
+    return request
 
 
 @dataclass(frozen=True)
