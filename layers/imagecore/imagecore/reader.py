@@ -215,8 +215,15 @@ class JsonScanner:
     and calls ``on_item(fields, image)`` when the object at ``item_path`` closes, with that object's fields
     parsed. Syntax is checked where it matters for the walk; the kept text is parsed by ``result``."""
 
-    def __init__(self, item_path: tuple[str, ...], on_item: ItemCallback, limits: ReadLimits) -> None:
+    def __init__(
+        self,
+        item_path: tuple[str, ...],
+        on_item: ItemCallback,
+        limits: ReadLimits,
+        before_image: Callable[[], None] | None = None,
+    ) -> None:
         self._item_path = item_path
+        self._before_image = before_image
         self._on_item = on_item
         self._limits = limits
         self._kept = bytearray()
@@ -362,6 +369,8 @@ class JsonScanner:
         top = self._top()
         if self._state == "image":
             assert top.image is not None
+            if self._before_image is not None:
+                self._before_image()
             top.image_data = top.image.finish()
             top.image = None
         else:
@@ -384,10 +393,13 @@ class JsonScanner:
 
 
 class _Counted:
-    """Counts the bytes read against the body limit."""
+    """Counts the bytes read against the body limit. ``before_image`` is called when an image string has been
+    read, just before its decoded bytes are put together: a sink that stores in the background waits there for
+    the previous image, so that only one whole image is ever held."""
 
-    def __init__(self, limits: ReadLimits) -> None:
+    def __init__(self, limits: ReadLimits, before_image: Callable[[], None] | None = None) -> None:
         self.limits = limits
+        self.before_image = before_image
         self.bytes_read = 0
 
     def count(self, chunk: bytes) -> None:
@@ -414,11 +426,13 @@ class JsonBody(_Counted):
     """A JSON answer (with or without leading keep-alives): each ``data[i]`` image goes to ``on_image`` as soon
     as its object closes; ``close`` returns the body with every ``b64_json`` replaced by ``true``."""
 
-    def __init__(self, limits: ReadLimits, on_image: ImageCallback) -> None:
-        super().__init__(limits)
+    def __init__(
+        self, limits: ReadLimits, on_image: ImageCallback, before_image: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__(limits, before_image)
         self._on_image = on_image
         self._images = 0
-        self._scanner = JsonScanner(("data", "[]"), self._item, limits)
+        self._scanner = JsonScanner(("data", "[]"), self._item, limits, before_image)
 
     def feed(self, chunk: bytes) -> None:
         self.count(chunk)
@@ -468,8 +482,14 @@ class SseBody(_Counted):
     ``partial_image_index``; an unusable partial is dropped, it is only a preview), ``*.completed`` events to
     ``on_image``, an ``error`` event raises ``StreamFailed``; other events and comments are skipped."""
 
-    def __init__(self, limits: ReadLimits, on_image: ImageCallback, on_partial: ImageCallback | None) -> None:
-        super().__init__(limits)
+    def __init__(
+        self,
+        limits: ReadLimits,
+        on_image: ImageCallback,
+        on_partial: ImageCallback | None,
+        before_image: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(limits, before_image)
         self._on_image = on_image
         self._on_partial = on_partial
         self._outcome = SseOutcome()
@@ -533,7 +553,7 @@ class SseBody(_Counted):
             event.scanner.feed(b"\n")
         event.data_lines += 1
         if event.scanner is None and not event.ignored:
-            event.scanner = JsonScanner((), self._keep, self.limits)
+            event.scanner = JsonScanner((), self._keep, self.limits, self.before_image)
 
     def _data(self, text: bytes) -> None:
         event = self._event

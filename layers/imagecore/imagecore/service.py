@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -108,8 +109,9 @@ ImageEventCallback = Callable[[ImageEvent], None]
 
 @dataclass
 class _StoreAsRead:
-    """The sink the upstream client hands each image to: stores it at once, keeps its bytes only when the
-    answer is inline (or S3 refused it), and tells the caller."""
+    """The sink the upstream client hands each image to: stores it at once (in a background thread, so the S3
+    PUT overlaps reading the next image), keeps its bytes only when the answer is inline (or S3 refused it),
+    and tells the caller once it is stored. Images are stored and announced in order."""
 
     service: ImageService
     record: RequestRecord
@@ -122,17 +124,43 @@ class _StoreAsRead:
     kept: list[GeneratedImage] = field(default_factory=list)
     first: ImageInfo | None = None
     failed: bool = False
+    pending: tuple[GeneratedImage, Future[str]] | None = None
+    pool: ThreadPoolExecutor | None = None
 
     def image(self, image: GeneratedImage) -> None:
+        """Start storing ``image`` in the background while the next one is read (``settle`` has already waited
+        for the one before, so at most one image is held besides the one being decoded)."""
+        self.settle()
         self.first = self.first or image.info
-        key: str | None = None
-        if not self.failed:
-            try:
-                key = self.service.put_image(
-                    self.folder, str(image.index), image.data, image.info.format, self.metadata
-                )
-            except StorageError:
-                self.failed = True  # the rest is kept in memory: S3 is not asked again for this answer
+        if self.failed:  # S3 is not asked again for this answer: the rest is kept in memory
+            self._stored(image, None)
+            return
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        put = self.pool.submit(
+            self.service.put_image, self.folder, str(image.index), image.data, image.info.format, self.metadata
+        )
+        self.pending = (image, put)
+
+    def settle(self) -> None:
+        """Wait for the image being stored, then announce it."""
+        if self.pending is None:
+            return
+        (image, put), self.pending = self.pending, None
+        try:
+            key: str | None = put.result()
+        except StorageError:
+            key, self.failed = None, True
+        self._stored(image, key)
+
+    def close(self) -> None:
+        try:
+            self.settle()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+
+    def _stored(self, image: GeneratedImage, key: str | None) -> None:
         if key is not None:
             self.refs.append(StoredImageRef(key, image.revised_prompt))
         if key is None or self.keep_bytes:
@@ -155,6 +183,7 @@ class _StoreAsRead:
 
     def delivery(self, request: ImageRequest, result: UpstreamResult) -> Delivery:
         """Stored first, always: an image that was paid for is never lost, whatever the answer looks like."""
+        self.close()
         summary = summarise(request, result, self.first)
         if self.failed:
             self.record.storage = "failed"
@@ -239,8 +268,10 @@ class ImageService:
                 trace=trace,
                 on_image=storing.image,
                 on_partial=storing.partial,
+                before_image=storing.settle,
             )
         finally:
+            storing.close()
             _describe_call(record, trace)
         _describe_result(record, result)
         return storing.delivery(request, result)
@@ -278,8 +309,10 @@ class ImageService:
                 trace=trace,
                 on_image=storing.image,
                 on_partial=storing.partial,
+                before_image=storing.settle,
             )
         finally:
+            storing.close()
             _describe_call(record, trace)
         _describe_result(record, result)
         return storing.delivery(request, result)

@@ -79,6 +79,7 @@ class GeneratedImage:
 # A partial image of a streamed answer: ``index`` is its ``partial_image_index``, ``fields`` its event's fields.
 PartialImage = ReadImage
 ImageSink = Callable[[GeneratedImage], None]
+Barrier = Callable[[], None]
 PartialSink = Callable[[PartialImage], None]
 
 
@@ -136,6 +137,7 @@ class _Reading:
     limits: ReadLimits
     on_image: ImageSink | None
     on_partial: PartialSink | None
+    before_image: Barrier | None = None
     kept: list[GeneratedImage] = field(default_factory=list)
     summaries: list[ImageSummary] = field(default_factory=list)
 
@@ -178,6 +180,7 @@ class UpstreamClient:
         trace: CallTrace | None = None,
         on_image: ImageSink | None = None,
         on_partial: PartialSink | None = None,
+        before_image: Barrier | None = None,
     ) -> UpstreamResult:
         """POST /images/generations; returns the answer or raises an ``ImageServiceError``.
 
@@ -185,9 +188,11 @@ class UpstreamClient:
         the next one is read (the result then keeps only their summaries); without it the images are kept in
         the result. When ``body["stream"]`` is true the upstream is asked for server-sent events, and
         ``on_partial(partial)`` is called for each partial image (``partial.index`` is its
-        ``partial_image_index``, ``partial.fields`` the event's fields). An exception raised by a callback ends
-        the call as it is, and is never retried: the upstream has already been paid."""
-        reading = self._reading(body, on_image, on_partial)
+        ``partial_image_index``, ``partial.fields`` the event's fields). ``before_image()`` is called when an
+        image's base64 has been read, before its bytes are put together (a sink storing in the background waits
+        there for the previous one). An exception raised by a callback ends the call as it is, and is never
+        retried: the upstream has already been paid."""
+        reading = self._reading(body, on_image, on_partial, before_image)
         return self._call("/images/generations", {"json": body}, timeout, deadline, trace or CallTrace(), reading)
 
     def edit(
@@ -200,17 +205,20 @@ class UpstreamClient:
         trace: CallTrace | None = None,
         on_image: ImageSink | None = None,
         on_partial: PartialSink | None = None,
+        before_image: Barrier | None = None,
     ) -> UpstreamResult:
         """POST /images/edits as multipart: ``files`` are ``(part name, (filename, bytes, content type))``.
         Every attempt sends the whole body again. Callbacks as for ``generate``."""
         data = {name: _form_value(value) for name, value in fields.items()}
-        reading = self._reading(fields, on_image, on_partial)
+        reading = self._reading(fields, on_image, on_partial, before_image)
         content = {"data": data, "files": files}
         return self._call("/images/edits", content, timeout, deadline, trace or CallTrace(), reading)
 
     @staticmethod
-    def _reading(body: dict[str, Any], on_image: ImageSink | None, on_partial: PartialSink | None) -> _Reading:
-        return _Reading(bool(body.get("stream")), ReadLimits.for_request(body), on_image, on_partial)
+    def _reading(
+        body: dict[str, Any], on_image: ImageSink | None, on_partial: PartialSink | None, before_image: Barrier | None
+    ) -> _Reading:
+        return _Reading(bool(body.get("stream")), ReadLimits.for_request(body), on_image, on_partial, before_image)
 
     def _call(
         self,
@@ -313,9 +321,9 @@ class UpstreamClient:
         reading.summaries.clear()
         sse = response.headers.get("content-type", "").startswith("text/event-stream")
         body = (
-            SseBody(reading.limits, reading.image, reading.on_partial)
+            SseBody(reading.limits, reading.image, reading.on_partial, reading.before_image)
             if sse
-            else JsonBody(reading.limits, reading.image)
+            else JsonBody(reading.limits, reading.image, reading.before_image)
         )
         try:
             for chunk in _within(response, deadline):
