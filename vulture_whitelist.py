@@ -30,3 +30,8 @@ _.__class__
 # the model's schema and dump
 _.images_per_day, _.images_per_month, _.tokens_per_day, _.tokens_per_month
 _.upstream_seconds, _.resets_in_seconds, _.totals
+
+# the streamed edge's fields of the request log line (asdict), the ASGI factory run.sh names, and uvicorn's stop flag
+_.events_relayed, _.keepalives_sent, _.client_disconnected, _.partial_images_stored
+streamed_app
+_.should_exit
