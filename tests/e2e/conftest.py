@@ -126,50 +126,6 @@ def stack() -> Iterator[RunningStack]:
     launcher.stop()
 
 
-@contextmanager
-def running_stack(log_path: Path, api_keys: str, **env_vars: str) -> Iterator[RunningStack]:
-    """``python -m local`` with these keys (``API_KEYS`` syntax) and variables, until the block ends."""
-    port, aws_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "AWS_PORT": str(aws_port),
-        "API_KEYS": api_keys,
-        "PYTHONUNBUFFERED": "1",
-        **env_vars,
-    }
-    for name in ("UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "IMAGES_BUCKET", "S3_ENDPOINT_URL"):
-        env.pop(name, None)
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        banner = ""
-        deadline = time.monotonic() + 60
-        while "upstream" not in banner or "API key" not in banner:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the local stack did not start:\n{log_path.read_text()}")
-            time.sleep(0.2)
-            banner = log_path.read_text()
-        simulator = re.search(r"simulator at (\S+)", banner)
-        assert simulator, banner
-        running = RunningStack(
-            api_url=f"http://127.0.0.1:{port}/v1",
-            aws_url=f"http://127.0.0.1:{aws_port}",
-            simulator_url=simulator.group(1),
-            log_path=log_path,
-        )
-        httpx.get(running.api_url + "/health", timeout=10).raise_for_status()
-        yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 @pytest.fixture
 def openai_client(stack: RunningStack) -> Any:
     from openai import OpenAI

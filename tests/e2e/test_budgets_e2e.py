@@ -41,7 +41,7 @@ PARAMETER_OVERRIDES = (
 @pytest.fixture(scope="module")
 def plans_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     log_path = tmp_path_factory.mktemp("plans") / "stack.log"
-    with running_stack(log_path, API_KEYS, PARAMETER_OVERRIDES=PARAMETER_OVERRIDES) as running:
+    with running_stack(log_path, API_KEYS=API_KEYS, PARAMETER_OVERRIDES=PARAMETER_OVERRIDES) as running:
         yield running
 
 
