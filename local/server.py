@@ -249,6 +249,7 @@ class LocalStack:
                 "EVENT_BUS_NAME": self.resources.event_bus_name,
                 "UPSTREAM_BASE_URL": self.upstream_url,
                 "UPSTREAM_API_KEY": upstream_key,
+                "ALLOW_HTTP_UPSTREAM": "true",
                 "INTEGRATION_TIMEOUT_MS": str(self.config.integration_timeout_ms),
                 "API_KEYS": ",".join(self.keys),
             }

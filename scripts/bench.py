@@ -660,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
                 "S3_ENDPOINT_URL": servers.s3_url,
                 "UPSTREAM_BASE_URL": servers.upstream_url,
                 "UPSTREAM_API_KEY": upstream_key,
+                "ALLOW_HTTP_UPSTREAM": "true",
                 "INTEGRATION_TIMEOUT_MS": str(INTEGRATION_TIMEOUT_MS),
                 # The layer ships no awscrt, so in Lambda botocore signs and checksums in pure Python; the dev
                 # venv has awscrt (aws-sam-cli wants boto3[crt]), which botocore would otherwise pick up.

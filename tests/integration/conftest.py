@@ -30,6 +30,7 @@ def set_function_env(monkeypatch: pytest.MonkeyPatch, simulator_url: str, **extr
         "IMAGES_BUCKET": BUCKET,
         "UPSTREAM_BASE_URL": simulator_url,
         "UPSTREAM_API_KEY": UPSTREAM_KEY,
+        "ALLOW_HTTP_UPSTREAM": "true",  # the simulator
         "INTEGRATION_TIMEOUT_MS": "300000",
         "POWERTOOLS_METRICS_NAMESPACE": "ImageServiceTests",
         "POWERTOOLS_SERVICE_NAME": "image-service",

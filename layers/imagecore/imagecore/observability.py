@@ -2,15 +2,19 @@
 structured line each request writes.
 
 The line is built up while the request runs (``current_record()``) and written exactly once when it ends,
-whatever the outcome. It never holds a key or the prompt text: the prompt goes in as length + hash.
+whatever the outcome. It never holds a key or the prompt text: the prompt goes in as its length and a keyed
+digest (HMAC-SHA256 under a secret key, so a guessed prompt cannot be confirmed from the logs; the same prompt
+gives the same digest while the key stays).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
+import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -43,7 +47,7 @@ class RequestRecord:
     n: int | None = None
     response_format: str | None = None
     prompt_chars: int | None = None
-    prompt_sha256: str | None = None
+    prompt_hmac: str | None = None  # keyed digest, see prompt_digest()
     prompt: str | None = None  # only when LOG_PROMPTS is on
     images_in: int | None = None  # edits: reference images received
     input_bytes: int | None = None
@@ -71,13 +75,35 @@ class RequestRecord:
 
     def describe_prompt(self, prompt: str, *, include_text: bool) -> None:
         self.prompt_chars = len(prompt)
-        self.prompt_sha256 = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+        self.prompt_hmac = prompt_digest(prompt)
         if include_text:
             self.prompt = prompt
 
     def fail(self, outcome: str, code: str | None) -> None:
         self.outcome = outcome
         self.error_code = code
+
+
+# Until the functions say otherwise (configure_prompt_digest), a key of this process's own: digests then
+# compare within one process only, and nothing outside it can recompute them.
+_digest_key: Callable[[], bytes] = (lambda key: lambda: key)(secrets.token_bytes(32))
+
+
+def configure_prompt_digest(read_key: Callable[[], bytes]) -> None:
+    """Where the prompt digest's key comes from (Secrets Manager in AWS, the environment locally)."""
+    global _digest_key
+    _digest_key = read_key
+
+
+def prompt_digest(prompt: str) -> str | None:
+    """HMAC-SHA256 of the prompt under the digest key, 16 hex digits; None (no digest) if the key cannot be read:
+    a request never fails for its log line."""
+    try:
+        key = _digest_key()
+    except Exception:  # the key's store is down: log the request without a digest
+        logger.warning("prompt digest key unavailable: prompt logged by length only")
+        return None
+    return hmac.new(key, prompt.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
 
 _current: ContextVar[RequestRecord | None] = ContextVar("request_record", default=None)
