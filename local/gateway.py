@@ -30,11 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from werkzeug.wrappers import Request, Response
 
 from imagecore.observability import logger
-from local.lambda_runtime import Handler, LambdaContext, invoke, load_handler, new_context
+from local.context import ACCOUNT_ID, LambdaContext
+from local.lambda_runtime import Handler, invoke, load_handler, new_context
+from local.template import load_template
 
 __all__ = ["ApiDefinition", "Handler", "LambdaContext", "LocalApiGateway", "load_handler", "load_template"]
 
@@ -43,36 +44,10 @@ LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
 # What API Gateway waits for an integration when the route sets no TimeoutInMillis.
 DEFAULT_INTEGRATION_TIMEOUT_MS = 29_000
 DEFAULT_FUNCTION_TIMEOUT_S = 3.0
-ACCOUNT_ID = "123456789012"
 API_ID = "local"
 STAGE = "local"
 
 HandlerLoader = Callable[[str, str], Handler]
-
-
-# --- template -----------------------------------------------------------------------------------------------
-class _CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form tags (!Ref, !Sub, !GetAtt ...) kept as {"Ref": ...} etc."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    elif isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    return yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
 
 
 @dataclass(frozen=True)

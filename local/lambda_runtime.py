@@ -20,11 +20,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ACCOUNT_ID = "123456789012"
+from local.context import LambdaContext
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -36,34 +35,6 @@ def load_handler(root: Path, code_uri: str, handler: str) -> Handler:
     package = ".".join(Path(code_uri.strip("/")).parts)
     module = importlib.import_module(f"{package}.{module_file}")
     return getattr(module, attribute)
-
-
-@dataclass
-class LambdaContext:
-    function_name: str
-    memory_limit_in_mb: int
-    timeout_s: float
-    aws_request_id: str
-    started: float
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:{self.function_name}"
-
-    @property
-    def function_version(self) -> str:
-        return "$LATEST"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def log_stream_name(self) -> str:
-        return "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
 
 
 def new_context(function_name: str, timeout_s: float, memory_mb: int = 1024) -> LambdaContext:

@@ -15,7 +15,8 @@ from typing import Any
 import boto3
 
 from imagecore.observability import logger
-from local.lambda_runtime import Handler, LambdaContext, invoke
+from local.context import LambdaContext
+from local.lambda_runtime import Handler, invoke
 
 RETRY_PAUSE_SECONDS = 2
 

@@ -108,7 +108,8 @@ def _moto_handler() -> Any:
 class _Serving:
     def __init__(self, server: BaseWSGIServer) -> None:
         self.server = server
-        self.thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # serve_forever polls for shutdown; its default half second would be paid at every stop().
+        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     @property
@@ -139,13 +140,14 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         """Bind both ports first (a taken one raises ``PortTaken`` before anything starts), then serve."""
-        from local.gateway import LocalApiGateway, load_template
+        from local.gateway import LocalApiGateway
         from local.resources import create_resources
+        from local.template import project_template
 
         if self.config.upstream_base_url and not self.config.upstream_api_key:
             raise StackError("UPSTREAM_BASE_URL is set: set UPSTREAM_API_KEY too")
         self._fake_aws_credentials()
-        template = load_template(ROOT / "template.yaml")
+        template = project_template()
         gateway = LocalApiGateway(
             ROOT,
             ROOT / "template.yaml",
@@ -163,7 +165,7 @@ class LocalStack:
         self.aws_url = aws.url
         self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
         upstream_key = self._start_upstream()
-        self._function_environment(upstream_key)
+        self._function_environment(template, upstream_key)
         api = _Serving(api_server)
         self._servers.append(api)
         self.api_url = api.url + "/v1"
@@ -229,33 +231,38 @@ class LocalStack:
         os.environ["AWS_DEFAULT_REGION"] = LOCAL_REGION
         os.environ["AWS_REGION"] = LOCAL_REGION
 
-    def _function_environment(self, upstream_key: str) -> None:
+    def _function_environment(self, template: dict[str, Any], upstream_key: str) -> None:
         """What the template's Globals and function Environment give the functions in AWS, pointed at the
-        local services. Settings are read from here once, when a function first runs."""
+        local services (one process hosts every function, so it is all their variables at once). Settings are
+        read from here once, when a function first runs."""
+        from local.environment import SECRET_STAND_INS, function_environment, resource_refs
+
+        for secret_id in SECRET_STAND_INS:
+            os.environ.pop(secret_id, None)
+        os.environ.update(
+            function_environment(
+                template,
+                refs={
+                    **resource_refs(self.resources),
+                    "UpstreamBaseUrl": self.upstream_url,
+                    "IntegrationTimeoutMs": str(self.config.integration_timeout_ms),
+                    "LogLevel": self.config.log_level,
+                },
+                secrets={
+                    "UPSTREAM_API_KEY": upstream_key,
+                    "API_KEYS": ",".join(self.keys),
+                    # made at each start: digests compare within one run, and nothing outside it can recompute them
+                    "PROMPT_DIGEST_KEY": secrets.token_hex(32),
+                },
+            )
+        )
         os.environ.update(
             {
-                "POWERTOOLS_SERVICE_NAME": "image-service",
-                "POWERTOOLS_METRICS_NAMESPACE": "ImageService",
-                "POWERTOOLS_TRACE_DISABLED": "true",
-                "POWERTOOLS_LOG_LEVEL": self.config.log_level,
-                "IMAGES_BUCKET": self.resources.bucket,
                 "S3_ENDPOINT_URL": self.aws_url,
                 # Every other AWS client (DynamoDB, SQS, EventBridge) talks to the embedded moto server too.
                 "AWS_ENDPOINT_URL": self.aws_url,
-                "TASKS_TABLE": self.resources.tasks_table,
-                "IDEMPOTENCY_TABLE": self.resources.idempotency_table,
-                "JOBS_QUEUE_URL": self.resources.jobs_queue_url,
-                "DEAD_LETTER_QUEUE_URL": self.resources.dead_letter_queue_url,
-                "EVENT_BUS_NAME": self.resources.event_bus_name,
-                "UPSTREAM_BASE_URL": self.upstream_url,
-                "UPSTREAM_API_KEY": upstream_key,
-                "ALLOW_HTTP_UPSTREAM": "true",
-                "INTEGRATION_TIMEOUT_MS": str(self.config.integration_timeout_ms),
-                "API_KEYS": ",".join(self.keys),
             }
         )
-        os.environ.pop("UPSTREAM_API_KEY_SECRET_ID", None)
-        os.environ.pop("API_KEYS_SECRET_ID", None)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -43,6 +44,8 @@ def s3(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Iterator[Any]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    # The default session keeps the credentials it first resolved; these tests sign with the local ones.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     moto = DomainDispatcherApplication(create_backend_app)
     app = PresignedPostPolicy(moto, credentials={"local": "local"}, clock=clock)
     served = ServedApp(app)
