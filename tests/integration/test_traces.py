@@ -17,7 +17,7 @@ from aws_xray_sdk.core import patch, xray_recorder
 from aws_xray_sdk.core.emitters.udp_emitter import UDPEmitter
 
 from tests.conftest import UPSTREAM_KEY
-from tests.integration.test_async_tasks import Stack, png, submit_generation
+from tests.integration.stack import Stack, png, submit_generation
 
 BEARER_KEY = "isk-example-not-a-real-key"
 PROMPT = "a violet heron on a frozen canal at dawn, secret-prompt-7f3a"
@@ -53,13 +53,6 @@ def xray(monkeypatch: pytest.MonkeyPatch) -> Iterator[CapturingEmitter]:
         xray_recorder.clear_trace_entities()
         xray_recorder.configure(emitter=saved[0], sampling=saved[1], streaming_threshold=saved[2])
         global_sdk_config.set_sdk_enabled(False)
-
-
-@pytest.fixture
-def stack(aws: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> Iterator[Stack]:
-    made = Stack(aws, simulator, monkeypatch, api_event)
-    yield made
-    made.clear()
 
 
 def traced(emitter: CapturingEmitter, call: Any) -> Any:

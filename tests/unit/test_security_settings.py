@@ -22,6 +22,15 @@ PROMPT = "a lighthouse in a storm"
 def _process_digest_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever key a test configures, the process's own is back afterwards."""
     monkeypatch.setattr(observability, "_digest_key", observability._digest_key)
+    for name in (
+        "ALLOW_HTTP_UPSTREAM",
+        "UPSTREAM_API_KEY",
+        "UPSTREAM_API_KEY_SECRET_ID",
+        "PROMPT_DIGEST_KEY",
+        "PROMPT_DIGEST_KEY_SECRET_ID",
+        "PRESIGN_EXPIRY_SECONDS",
+    ):  # only what a test passes counts
+        monkeypatch.delenv(name, raising=False)
 
 
 def settings(**fields: Any) -> GenerationSettings:
