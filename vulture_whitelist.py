@@ -21,3 +21,6 @@ _.memory_limit_in_mb, _.invoked_function_arn, _.function_version, _.log_group_na
 
 # the local Lambda runtime gives shared Powertools objects a per-invocation subclass (read by Python itself)
 _.__class__
+
+# the IAM grants each function's code needs, read by tests/template against the template's roles
+PERMISSIONS

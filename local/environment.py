@@ -3,8 +3,9 @@ function's own, with each ``!Ref`` resolved to the local resource or parameter i
 
 Three things differ from AWS, on purpose: a variable naming a Secrets Manager secret is replaced by its local
 stand-in holding the value itself (``UPSTREAM_API_KEY_SECRET_ID`` -> ``UPSTREAM_API_KEY``), X-Ray tracing is
-off, and the upstream may be plain http (the simulator; in AWS the settings refuse anything but https). The local stack, the tests and the benchmark all take the functions' environment from here, so a variable
-added to the template reaches all three.
+off, and the upstream may be plain http (the simulator; in AWS the settings refuse anything but https). The
+local stack, the tests and the benchmark all take the functions' environment from here, so a variable added to
+the template reaches all three.
 """
 
 from __future__ import annotations

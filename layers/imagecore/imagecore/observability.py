@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 SERVICE = os.getenv("POWERTOOLS_SERVICE_NAME", "image-service")
 # Powertools reads these from the environment the template sets; the defaults keep a missing variable from
@@ -29,6 +29,11 @@ SERVICE = os.getenv("POWERTOOLS_SERVICE_NAME", "image-service")
 logger = Logger(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", "ImageService"))
 tracer = Tracer(service=SERVICE)
+
+# The outcomes the alarms watch (see template.yaml): an upstream that failed us (not a refusal of the prompt,
+# which is the caller's), and a task that ran out of time.
+UPSTREAM_FAILED = "upstream_failed"
+TASK_TIMEOUT = "task_timeout"
 
 REQUEST_LOG_MESSAGE = "image request"
 JOB_LOG_MESSAGE = "image job"
@@ -154,17 +159,48 @@ def _emit(record: RequestRecord, message: str) -> None:
     fields = {k: v for k, v in asdict(record).items() if k != "prompt" or v is not None}
     level = logger.error if (record.status or 500) >= 500 else logger.info
     level(message, extra={"request": fields})
+    _count(record)
+
+
+def _count(record: RequestRecord) -> None:
+    """The request's metrics: per operation, and rolled up to the whole service (what the alarms and the
+    dashboard read); a failure also counts once under its error code. No per-key dimension: per-key data lives
+    in the logs and the usage table, not in CloudWatch's bill."""
     metrics.add_dimension(name="operation", value=record.operation)
+    if {"service": SERVICE} not in metrics.provider.dimension_sets:
+        metrics.add_dimensions(service=SERVICE)
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="RequestLatency", unit=MetricUnit.Milliseconds, value=record.total_latency_ms or 0)
     if record.outcome == "success":
         metrics.add_metric(name="ImagesGenerated", unit=MetricUnit.Count, value=record.images_returned or 0)
     else:
         metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=1)
+    if record.upstream_latency_ms is not None or record.outcome == UPSTREAM_FAILED:
+        metrics.add_metric(name="UpstreamCalls", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(
+            name="UpstreamFailures", unit=MetricUnit.Count, value=1 if record.outcome == UPSTREAM_FAILED else 0
+        )
     if record.upstream_latency_ms is not None:
         metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=record.upstream_latency_ms)
         metrics.add_metric(name="UpstreamAttempts", unit=MetricUnit.Count, value=record.attempts)
+    if TASK_TIMEOUT in (record.outcome, record.error_code):
+        metrics.add_metric(name="TasksTimedOut", unit=MetricUnit.Count, value=1)
     if record.usage:
         total = record.usage.get("total_tokens")
         if isinstance(total, int):
             metrics.add_metric(name="TotalTokens", unit=MetricUnit.Count, value=total)
+    if record.outcome != "success":
+        _count_error(record.error_code or record.outcome)
+
+
+def _count_error(code: str) -> None:
+    """``Errors`` by code over the whole service (a rejected budget is ``budget_exceeded``), in a line of its
+    own: its dimensions are not the request metrics' ones."""
+    with single_metric(
+        name="Errors",
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=metrics.namespace,
+        default_dimensions={"service": SERVICE},
+    ) as errors:
+        errors.add_dimension(name="code", value=code)
