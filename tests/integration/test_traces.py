@@ -1,24 +1,37 @@
 """Nothing secret reaches a trace, a log line or a metric: the handlers run with the real Tracer (the X-Ray SDK
-enabled, botocore and httpx patched as Powertools does in Lambda) and every segment the SDK would send to the
-daemon is captured by an emitter of ours, then searched, with every log and metrics line, for the bearer key,
-the upstream key, the prompt, its revised prompt and presigned signatures."""
+enabled and every supported library patched, as Powertools does at a cold start in Lambda) and every segment the
+SDK would send to the daemon is captured by an emitter of ours, then searched, with every log and metrics line,
+for the bearer key, the upstream key, the prompt, its revised prompt and presigned signatures.
+
+Tracing is decided when ``imagecore.observability`` is imported (off outside Lambda, so the other tests' process
+has no Tracer at all): the traced run happens in a fresh interpreter that looks like Lambda with active tracing.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_xray_sdk import global_sdk_config
-from aws_xray_sdk.core import patch, xray_recorder
-from aws_xray_sdk.core.emitters.udp_emitter import UDPEmitter
 
 from tests.conftest import UPSTREAM_KEY
 from tests.integration.stack import Stack, png, submit_generation
 
+ROOT = Path(__file__).resolve().parents[2]
+TRACED = "IMAGE_SERVICE_TRACED_TEST"  # set in the fresh interpreter only
+# What Lambda sets for a function with active tracing: the task root and the trace header of the invocation.
+LAMBDA_TRACING = {
+    "LAMBDA_TASK_ROOT": str(ROOT),
+    "POWERTOOLS_TRACE_DISABLED": "false",
+    "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+}
 BEARER_KEY = "isk-example-not-a-real-key"
 PROMPT = "a violet heron on a frozen canal at dawn, secret-prompt-7f3a"
 # Whatever spelling a signature takes: a presigned URL's query (X-Amz-Signature=), a POST policy's field
@@ -26,45 +39,62 @@ PROMPT = "a violet heron on a frozen canal at dawn, secret-prompt-7f3a"
 SIGNATURE = re.compile(r"x-amz-signature|x-amz-credential|\"policy\"", re.IGNORECASE)
 
 
-class CapturingEmitter(UDPEmitter):
+def test_no_trace_log_or_metric_holds_a_key_the_prompt_or_a_signature() -> None:
+    """Runs ``test_traced_invocations`` below in a fresh interpreter that looks like Lambda with active tracing."""
+    environment = {**os.environ, **LAMBDA_TRACING, TRACED: "1"}
+    environment.pop("AWS_XRAY_SDK_ENABLED", None)
+
+    done = subprocess.run(  # noqa: S603 - our own interpreter and test file
+        [sys.executable, "-m", "pytest", f"{__file__}::test_traced_invocations", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert "1 passed" in done.stdout
+
+
+class CapturingEmitter:
     """Keeps every entity the recorder would send to the X-Ray daemon, serialized as it would be sent."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.sent: list[str] = []
 
     def send_entity(self, entity: Any) -> None:
         self.sent.append(entity.serialize())
 
+    def set_daemon_address(self, address: str | None) -> None:  # the recorder's emitter interface
+        pass
+
 
 @pytest.fixture
-def xray(monkeypatch: pytest.MonkeyPatch) -> Iterator[CapturingEmitter]:
-    """The X-Ray SDK on, as in Lambda with active tracing (no daemon: the emitter keeps what it would send);
-    off again afterwards, so the other tests run untraced."""
-    monkeypatch.delenv("AWS_XRAY_SDK_ENABLED", raising=False)
+def xray() -> Iterator[CapturingEmitter]:
+    """The recorder Powertools' Tracer uses, sending to us instead of a daemon."""
+    from aws_xray_sdk.core import xray_recorder
+
     emitter = CapturingEmitter()
-    saved = (xray_recorder.emitter, xray_recorder.sampling, xray_recorder.streaming_threshold)
-    global_sdk_config.set_sdk_enabled(True)
-    patch(["botocore", "httpx"])  # what Powertools' auto_patch does at a cold start in Lambda
-    xray_recorder.configure(emitter=emitter, sampling=False, context_missing="LOG_ERROR", streaming_threshold=0)
-    try:
-        yield emitter
-    finally:
-        xray_recorder.clear_trace_entities()
-        xray_recorder.configure(emitter=saved[0], sampling=saved[1], streaming_threshold=saved[2])
-        global_sdk_config.set_sdk_enabled(False)
+    xray_recorder.configure(emitter=emitter, streaming_threshold=0)
+    yield emitter
 
 
 def traced(emitter: CapturingEmitter, call: Any) -> Any:
-    """Run one invocation inside a segment, as Lambda's facade segment would hold it."""
-    xray_recorder.begin_segment("image-service")
-    try:
-        return call()
-    finally:
-        xray_recorder.end_segment()
+    """One invocation, as Lambda runs it under its facade segment (a new trace header each time)."""
+    os.environ["_X_AMZN_TRACE_ID"] = f"Root=1-5759e988-{os.urandom(12).hex()};Parent=53995c3f42cd8ad8;Sampled=1"
+    return call()
 
 
-def test_no_trace_log_or_metric_holds_a_key_the_prompt_or_a_signature(stack: Stack, xray, log_tap, capsys):
+@pytest.mark.skipif(os.getenv(TRACED) != "1", reason="run by the test above, in an interpreter traced as in Lambda")
+def test_traced_invocations(stack: Stack, xray, log_tap, capsys):
+    from aws_xray_sdk import global_sdk_config
+
+    from imagecore.observability import tracer
+
+    assert type(tracer).__name__ == "Tracer" and not tracer.disabled  # the real one, on
+    assert global_sdk_config.sdk_enabled()
     body = {"prompt": PROMPT, "size": "1024x1024", "n": 2}
 
     sync = traced(xray, lambda: stack.post("/v1/images/generations", body))
@@ -92,9 +122,10 @@ def test_no_trace_log_or_metric_holds_a_key_the_prompt_or_a_signature(stack: Sta
     image = base64.b64decode(inline.body["data"][0]["b64_json"])
 
     segments = "\n".join(xray.sent)
-    assert len(xray.sent) >= 7  # each invocation sent its segment
     assert "## lambda_handler" in segments
-    assert '"namespace": "aws"' in segments or '"aws":' in segments  # the patched S3/DynamoDB/SQS calls are there
+    assert segments.count('"name": "## lambda_handler"') >= 7  # each invocation's handler subsegment was sent
+    assert '"namespace": "aws"' in segments  # the patched S3/DynamoDB/SQS calls are there
+    assert '"namespace": "remote"' in segments  # and the upstream calls (httpx)
     output = capsys.readouterr()
     everything = {"segments": segments, "logs": log_tap.text, "stdout": output.out, "stderr": output.err}
     assert '"_aws"' in output.out  # the metrics lines are among what is searched
