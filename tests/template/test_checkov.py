@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.template.test_template import _offline_aws_env, cfn, sam  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +32,7 @@ def skips() -> dict[str, str]:
     return found
 
 
+@pytest.mark.timeout(300)  # checkov loads some 1,000 checks: tens of seconds on a busy machine
 def test_checkov_finds_nothing_but_the_reasoned_skips(cfn: dict[str, Any], tmp_path: Path) -> None:
     assert CHECKOV.exists(), "checkov is not installed: make install"
     template = tmp_path / "transformed.json"
