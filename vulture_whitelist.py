@@ -28,3 +28,8 @@ _.__class__
 
 # the IAM grants each function's code needs, read by tests/template against the template's roles
 PERMISSIONS
+
+# the streamed edge's fields of the request log line (asdict), the ASGI factory run.sh names, and uvicorn's stop flag
+_.events_relayed, _.keepalives_sent, _.client_disconnected, _.partial_images_stored
+streamed_app
+_.should_exit

@@ -71,6 +71,15 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
         ("sqs:DeleteMessage", "JobsQueue"),
         ("sqs:GetQueueAttributes", "JobsQueue"),
     },
+    # the streamed image routes (the ASGI app behind the Lambda Web Adapter): generate or edit, store, presign,
+    # once per Idempotency-Key; no tasks (the async routes stay with the buffered functions)
+    "GenerationsStreamFunction": RUNTIME | STORE_IMAGES | IDEMPOTENCY | UPSTREAM_KEY | PROMPT_DIGEST_KEY,
+    "EditsStreamFunction": RUNTIME
+    | STORE_IMAGES
+    | IDEMPOTENCY
+    | UPSTREAM_KEY
+    | PROMPT_DIGEST_KEY
+    | {("s3:GetObject", UPLOADS)},  # UploadStore.read of the caller's uploaded inputs
     # imagecore.auth.keyring_loader: the hashed keys
     "AuthorizerFunction": RUNTIME | {("secretsmanager:GetSecretValue", "ApiKeysSecret")},
     "HealthFunction": RUNTIME,

@@ -274,6 +274,8 @@ EXPECTED_ALARMS = {
     "BudgetRejectionsAlarm": ("ImageService", "Errors"),
     "GenerationsConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
     "EditsConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
+    "GenerationsStreamConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
+    "EditsStreamConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
     "WorkerConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
 }
 
@@ -320,6 +322,8 @@ def test_concurrency_alarms_compare_with_the_limits_they_guard(sam: dict[str, An
     for name, limit in (
         ("GenerationsConcurrencyAlarm", "GenerationsReservedConcurrency"),
         ("EditsConcurrencyAlarm", "GenerationsReservedConcurrency"),
+        ("GenerationsStreamConcurrencyAlarm", "GenerationsReservedConcurrency"),
+        ("EditsStreamConcurrencyAlarm", "GenerationsReservedConcurrency"),
         ("WorkerConcurrencyAlarm", "WorkerMaximumConcurrency"),
     ):
         expression = next(q["Expression"] for q in found[name]["Properties"]["Metrics"] if "Expression" in q)
@@ -500,4 +504,10 @@ def test_the_prompt_digest_key_is_a_generated_secret_read_by_the_prompt_loggers(
     }
 
     assert "SecretString" not in secret and secret["GenerateSecretString"]["PasswordLength"] >= 32
-    assert readers == {"GenerationsFunction", "EditsFunction", "WorkerFunction"}
+    assert readers == {
+        "GenerationsFunction",
+        "EditsFunction",
+        "GenerationsStreamFunction",
+        "EditsStreamFunction",
+        "WorkerFunction",
+    }
