@@ -7,7 +7,7 @@ _.output_compression, _.background, _.moderation, _.partial_images, _.user
 _.input_tokens, _.total_tokens, _.b64_json, _.image_url, _.version
 
 # the request log line: RequestRecord fields are written by asdict()
-_.prompt_chars, _.prompt_sha256, _.images_in, _.dropped_params, _.idempotent_replay, _.error_code
+_.prompt_chars, _.prompt_hmac, _.images_in, _.dropped_params, _.idempotent_replay, _.error_code
 _.sizes_returned, _.formats_returned, _.bytes_returned, _.upstream_request_id, _.attempt_errors
 
 # a task record's fields are stored by name (Task.to_item)
@@ -30,6 +30,9 @@ _.__class__
 # the model's schema and dump
 _.images_per_day, _.images_per_month, _.tokens_per_day, _.tokens_per_month
 _.upstream_seconds, _.resets_in_seconds, _.totals
+
+# the IAM grants each function's code needs, read by tests/template against the template's roles
+PERMISSIONS
 
 # the streamed edge's fields of the request log line (asdict), the ASGI factory run.sh names, and uvicorn's stop flag
 _.events_relayed, _.keepalives_sent, _.client_disconnected, _.partial_images_stored
