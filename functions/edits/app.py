@@ -92,7 +92,7 @@ def edit_images(
         context,
         scope="edits",
         payload=edit_fingerprint(edit),
-        produce=lambda: service.edit(edit, deadline, current_record()),
+        produce=lambda folder: service.edit(edit, deadline, current_record(), folder),
         response_format=edit.parameters.response_format,
     )
 

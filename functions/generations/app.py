@@ -55,7 +55,7 @@ def create_images(
         context,
         scope="generations",
         payload=request.model_dump(),
-        produce=lambda: service.generate(request, deadline, current_record()),
+        produce=lambda folder: service.generate(request, deadline, current_record(), folder),
         response_format=request.response_format,
     )
 

@@ -48,9 +48,11 @@ def test_a_retry_with_the_same_key_gets_the_same_images_without_a_second_upstrea
     assert first.status == second.status == 200, (first.body, second.body)
     assert simulator.calls == 1
     assert paths(first) == paths(second)
-    # The image once, and the result.json the record points to (the record holds no result of its own).
+    # The image once in the key's own folder, its record, and the result.json the idempotency record points to
+    # (which holds no result of its own).
     folder = paths(first)[0].rsplit("/", 1)[0]
-    assert stack.stored_keys() == [paths(first)[0], f"{folder}/result.json"]
+    assert folder.startswith("images/keyed/")
+    assert stack.stored_keys() == [f"{folder}/0.json", paths(first)[0], f"{folder}/result.json"]
     for field in ("created", "model", "size", "quality", "output_format", "usage"):
         assert first.body[field] == second.body[field], field
     assert [item["revised_prompt"] for item in second.body["data"]] == [

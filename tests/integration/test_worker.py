@@ -56,7 +56,7 @@ def test_a_redelivered_task_job_makes_no_second_upstream_call(stack, simulator, 
     assert (second["status"], second["http_status"]) == ("completed", 200)
     assert key_of(second["image_url"]) == key_of(first["image_url"])
     assert second["completed_at"] == first["completed_at"]
-    assert len(stack.stored_keys()) == 2  # the image and its result.json, once
+    assert len(stack.stored_keys()) == 3  # the image, its record and the result.json, once
     assert [(line["status"], line["outcome"]) for line in job_lines(log_tap)] == [
         (200, "success"),
         (200, "already_finished"),
@@ -163,7 +163,7 @@ def test_s3_faults_after_the_upstream_answered_are_retried_to_completion(
     view = stack.get_task(task_id).body
     assert (view["status"], view["http_status"]) == ("completed", 200), view
     assert stack.image(key_of(view["image_url"])).size == (1536, 1024)
-    assert (put.calls, put.failed) == (4, 2)  # two refused, the image, then result.json
+    assert (put.calls, put.failed) == (5, 2)  # two refused, the image, its record, then result.json
     assert pauses == [1.0, 2.0]
     assert job_lines(log_tap)[-1]["storage"] == "s3"
 
@@ -274,7 +274,13 @@ def test_a_generation_request_sent_straight_to_the_queue(stack, simulator, log_t
     assert stack.run_worker([message]) == []
 
     folder = f"images/events/jobs/{message['MessageId']}"
-    assert stack.stored_keys(folder) == [f"{folder}/0.png", f"{folder}/1.png", f"{folder}/{MANIFEST}"]
+    assert stack.stored_keys(folder) == [
+        f"{folder}/0.json",
+        f"{folder}/0.png",
+        f"{folder}/1.json",
+        f"{folder}/1.png",
+        f"{folder}/{MANIFEST}",
+    ]
     assert {stack.image(f"{folder}/{i}.png").size for i in (0, 1)} == {(1536, 1024)}
     (completed,) = stack.published()
     assert completed["detail"]["keys"] == [f"{folder}/0.png", f"{folder}/1.png"]

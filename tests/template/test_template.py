@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import fnmatch
 import inspect
 import json
 import re
@@ -127,15 +128,16 @@ S3_GRANTS = {
 # s3:ListBucket, there only so that a missing object reads as 404 and not 403: on the bucket, and limited by an
 # s3:prefix condition to these patterns (unconditioned, it would list every caller's keys).
 LIST_PREFIXES = {
-    "GenerationsFunction": set(),
-    "EditsFunction": {"uploads/*"},  # a missing upload id is a 404 for the caller
+    # an Idempotency-Key's retry lists the key's folder for what a run that died had stored
+    "GenerationsFunction": {"images/keyed/*"},
+    "EditsFunction": {"uploads/*", "images/keyed/*"},  # and a missing upload id is a 404 for the caller
     "UploadsFunction": set(),
     "TasksFunction": set(),
     "WorkerFunction": {"images/*", "uploads/*"},  # a first run finds no result.json: a 404, not a 403
     "AuthorizerFunction": set(),
     "HealthFunction": set(),
 }
-LISTABLE_PREFIXES = {"images/*", "uploads/*"}
+LISTABLE_PREFIXES = {"images/*", "uploads/*", "images/keyed/*"}
 
 # The tables, queues and bus each role may use: (action, logical id of the resource whose Arn it is on).
 TASK_SUBMISSION = {("dynamodb:PutItem", "TasksTable"), ("dynamodb:UpdateItem", "TasksTable")}
@@ -850,9 +852,14 @@ def test_s3_access_is_exactly_what_the_function_needs(cfn: dict[str, Any], funct
 
 def test_generations_may_only_put_and_get_objects_under_images(cfn: dict[str, Any]) -> None:
     statements = role_statements(cfn, "GenerationsFunction")
-    s3 = [st for st in statements if any(str(a).startswith("s3:") for a in as_list(st["Action"]))]
+    s3 = [
+        st
+        for st in statements
+        if any(str(a).startswith("s3:") for a in as_list(st["Action"])) and not is_list_bucket(st)
+    ]
 
     assert s3, "the generations function cannot write its images"
+    assert list_bucket_prefixes(cfn, "GenerationsFunction") == {"images/keyed/*"}
     for statement in s3:
         assert statement["Effect"] == "Allow"
         assert sorted(as_list(statement["Action"])) == ["s3:GetObject", "s3:PutObject"]
@@ -889,9 +896,10 @@ def test_list_bucket_only_under_a_prefix_the_function_reads(cfn: dict[str, Any],
 
     assert prefixes == LIST_PREFIXES[function]
     assert prefixes <= LISTABLE_PREFIXES
-    # listing is there to make a missing object a 404 rather than a 403: only where the function reads objects
+    # listing is there to make a missing object a 404 rather than a 403, or to find what a dead run stored: only
+    # where the function reads objects
     for prefix in prefixes:
-        assert f"${{ImagesBucket.Arn}}/{prefix}" in readable, prefix
+        assert any(fnmatch.fnmatchcase(f"${{ImagesBucket.Arn}}/{prefix}", pattern) for pattern in readable), prefix
 
 
 def test_uploads_can_only_put_objects_under_uploads(cfn: dict[str, Any]) -> None:

@@ -153,6 +153,18 @@ class ImageStore:
         document: dict[str, Any] = json.loads(body)
         return document
 
+    def list_folder(self, folder: str) -> list[str]:
+        """Every key under ``<folder>/`` (a job's own folder holds a few dozen at most), in key order; ``StorageError``
+        when S3 cannot say (never taken for "nothing there")."""
+        keys: list[str] = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=f"{folder}/")
+            for page in pages:
+                keys.extend(str(item["Key"]) for item in page.get("Contents", []))
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"list {folder} failed: {type(exc).__name__}") from exc
+        return sorted(keys)
+
     def presign(self, key: str) -> str:
         """A SigV4 presigned GET; it also dies when the signing credentials expire (Lambda role: hours)."""
         return self._s3.generate_presigned_url(
