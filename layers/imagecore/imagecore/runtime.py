@@ -147,9 +147,7 @@ class ImageRuntime:
                 stored = read_stored(self.service.store, folder, asked if isinstance(asked, dict) else {})
                 if stored is None:
                     return None
-                record = current_record()
-                record.images_recovered = len(stored.images)
-                record.outcome = "recovered"
+                current_record().images_recovered = len(stored.images)
                 logger.warning("answered from the images a run that died had stored", extra={"folder": folder})
         except StorageError:
             raise StorageUnavailable("The images store cannot be read right now; nothing was run. Try again.") from None
