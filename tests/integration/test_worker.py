@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from imagecore.worker import COMPLETED, FAILED, MANIFEST
+from tests.faults import Crash, faults  # noqa: F401 (fixture)
 from tests.helpers import key_of
 from tests.integration.conftest import BUCKET
 from tests.integration.stack import KEY_ID, submit_generation
@@ -431,3 +432,28 @@ def test_a_busy_job_on_its_last_delivery_is_left_to_the_delivery_that_holds_it(s
     assert stack.task_item(task_id)["status"] == "processing"
     line = job_lines(log_tap)[-1]
     assert (line["status"], line["error_code"]) == (409, "task_busy")
+
+
+def test_a_job_finished_from_part_of_its_images_says_so_in_its_log_line(stack, simulator, log_tap, faults):  # noqa: F811
+    task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024", "n": 3}).body["id"]
+    (job,) = stack.jobs()
+    faults.crash(stack.worker().service.store.s3, "PutObject", when=lambda call: call.url_path.endswith("/2.png"))
+    with pytest.raises(Crash):
+        stack.run_worker([job])
+    faults.clear()
+    item = stack.task_item(task_id)
+    stack.task_table.update_item(
+        Key={"id": task_id}, UpdateExpression="SET claimed_until = :t", ExpressionAttributeValues={":t": 1}
+    )
+    redelivered = {**job, "Attributes": {**job.get("Attributes", {}), "ApproximateReceiveCount": "2"}}
+
+    assert stack.run_worker([redelivered]) == []
+
+    view = stack.get_task(task_id).body
+    assert (view["status"], len(view["result"]["data"])) == ("completed", 2), view
+    assert simulator.calls == 1
+    line = job_lines(log_tap)[-1]
+    assert (line["status"], line["outcome"], line["n"], line["images_recovered"]) == (200, "recovered_partial", 3, 2)
+    assert stack.stored_keys(item["folder"] + "/") == [
+        f"{item['folder']}/{name}" for name in ("0.json", "0.png", "1.json", "1.png", "result.json")
+    ]

@@ -9,7 +9,7 @@ The ``detail`` (or the message) is a generation request plus optional ``correlat
 Nothing is lost and nothing is paid twice:
 - every job (task or event) is claimed in DynamoDB right before it asks the upstream, and the claim counts the
   deliveries that got that far: two deliveries cannot both call the upstream, and a delivery that finds an
-  earlier one died after asking does not ask again (the job ends ``job_interrupted``);
+  earlier one died after asking does not ask again (it finishes from what that one stored, below);
 - images go to a folder that belongs to the job, with a ``result.json`` written last (or a ``failure.json``):
   any later delivery reads it first, before the claim and before the 30-minute limit, and finishes from it;
 - each image is stored as soon as it is read, with a record beside it: a delivery that finds an earlier one died
