@@ -144,20 +144,16 @@ S3_GRANTS = {
 # s3:prefix condition to these patterns (unconditioned, it would list every caller's keys).
 LIST_PREFIXES = {
     "GenerationsFunction": set(),
-<<<<<<< HEAD
-    "EditsFunction": {"uploads/*"},  # a missing upload id is a 404 for the caller
-    # an Idempotency-Key's retry lists the key's folder for what a run that died had stored
-    "GenerationsStreamFunction": {"images/keyed/*"},
-    "EditsStreamFunction": {"uploads/*", "images/keyed/*"},
-=======
     # a missing upload id is a 404 for the caller without it: S3's 403 for a missing key reads as missing too
     "EditsFunction": set(),
-    "GenerationsStreamFunction": set(),
-    "EditsStreamFunction": set(),
->>>>>>> main
+    # an Idempotency-Key's retry lists the key's folder for the images a run that died had stored
+    "GenerationsStreamFunction": {"images/keyed/*"},
+    "EditsStreamFunction": {"images/keyed/*"},
     "UploadsFunction": set(),
     "TasksFunction": set(),
-    "WorkerFunction": set(),  # a first run finds no result.json: S3's 403 without s3:ListBucket reads as missing
+    # a first run finds no result.json (S3's 403 without s3:ListBucket reads as missing too); a redelivery lists
+    # its job's folder for the images a run that died had stored
+    "WorkerFunction": {"images/*"},
     "AuthorizerFunction": set(),
     "HealthFunction": set(),
 }

@@ -157,13 +157,16 @@ class ImageStore:
         """Every key under ``<folder>/`` (a job's own folder holds a few dozen at most), in key order; ``StorageError``
         when S3 cannot say (never taken for "nothing there")."""
         keys: list[str] = []
+        more: dict[str, str] = {}
         try:
-            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self._bucket, Prefix=f"{folder}/")
-            for page in pages:
+            while True:
+                page = self._s3.list_objects_v2(Bucket=self._bucket, Prefix=f"{folder}/", **more)  # type: ignore[arg-type]
                 keys.extend(str(item["Key"]) for item in page.get("Contents", []))
+                if not page.get("IsTruncated"):
+                    return sorted(keys)
+                more = {"ContinuationToken": str(page["NextContinuationToken"])}
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"list {folder} failed: {type(exc).__name__}") from exc
-        return sorted(keys)
 
     def presign(self, key: str) -> str:
         """A SigV4 presigned GET; it also dies when the signing credentials expire (Lambda role: hours)."""
