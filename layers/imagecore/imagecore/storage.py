@@ -60,7 +60,8 @@ def make_s3_client(region: str, endpoint_url: object | None = None, max_attempts
     checks it, and over HTTPS botocore sends it as an unsigned-payload trailer, so the CRC32 (10-20 ms for a 4K
     image) is the only pass over the bytes. ``when_required`` would be slower, not faster: without a checksum
     botocore SHA-256-signs the payload instead (over twice the CRC32's cost), and a Content-MD5 costs more
-    still. (Over plain HTTP, as against the local S3, botocore always signs the payload as well.)
+    still. Payload signing is off explicitly, so a plain-HTTP endpoint (the local S3) sees the same PUT as S3
+    does over TLS instead of botocore hashing every body a second time with SHA-256.
     ``max_pool_connections`` covers a worker's parallel saves (up to 8) besides the documents written
     alongside, so a connection is always reused."""
     endpoint = str(endpoint_url) if endpoint_url else None
@@ -71,7 +72,7 @@ def make_s3_client(region: str, endpoint_url: object | None = None, max_attempts
         max_pool_connections=16,
         region_name=region,
         retries={"mode": "standard", "max_attempts": max_attempts},
-        s3={"addressing_style": "path" if endpoint else "virtual"},
+        s3={"addressing_style": "path" if endpoint else "virtual", "payload_signing_enabled": False},
         connect_timeout=5,
         read_timeout=30,
     )
