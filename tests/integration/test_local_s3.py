@@ -17,7 +17,7 @@ import httpx
 import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from imagecore.storage import ImageStore, ImageToStore, StorageError, UploadStore, make_s3_client
+from imagecore.storage import ImageStore, ImageToStore, UploadStore, make_s3_client
 from local.s3 import PresignedPostPolicy
 from tests.conftest import ServedApp
 
