@@ -109,11 +109,11 @@ def edit_images(
                 context,
                 scope="edits",
                 payload=edit_fingerprint(edit),
-                produce=lambda: runtime.within_budget(
+                produce=lambda folder: runtime.within_budget(
                     spender_of(event),
                     estimated_cost(edit.parameters, reference_images=len(edit.images)),
                     lambda: service.edit(
-                        edit, deadline, current_record(), on_partial=events.partial, on_stored=events.stored
+                        edit, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
                     ),
                 ),
             ),
@@ -123,10 +123,10 @@ def edit_images(
         context,
         scope="edits",
         payload=edit_fingerprint(edit),
-        produce=lambda: runtime.within_budget(
+        produce=lambda folder: runtime.within_budget(
             spender_of(event),
             estimated_cost(edit.parameters, reference_images=len(edit.images)),
-            lambda: service.edit(edit, deadline, current_record()),
+            lambda: service.edit(edit, deadline, current_record(), folder),
         ),
         response_format=edit.parameters.response_format,
     )

@@ -73,11 +73,11 @@ def create_images(
                 context,
                 scope="generations",
                 payload=request.model_dump(),
-                produce=lambda: runtime.within_budget(
+                produce=lambda folder: runtime.within_budget(
                     spender_of(event),
                     estimated_cost(request),
                     lambda: service.generate(
-                        request, deadline, current_record(), on_partial=events.partial, on_stored=events.stored
+                        request, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
                     ),
                 ),
             ),
@@ -87,8 +87,10 @@ def create_images(
         context,
         scope="generations",
         payload=request.model_dump(),
-        produce=lambda: runtime.within_budget(
-            spender_of(event), estimated_cost(request), lambda: service.generate(request, deadline, current_record())
+        produce=lambda folder: runtime.within_budget(
+            spender_of(event),
+            estimated_cost(request),
+            lambda: service.generate(request, deadline, current_record(), folder),
         ),
         response_format=request.response_format,
     )
