@@ -4,6 +4,11 @@ upstream's edits, results stored in S3 and answered as presigned URLs."""
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - the collector is paused before anything else is imported
+import gc
+
+gc.disable()  # for the cold start: see imagecore.coldstart (settled at the end of this module)
+
 from functools import cache
 from typing import Annotated, Any
 
@@ -12,6 +17,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore import coldstart
 from imagecore.caller import caller_of
 from imagecore.edits import EditInput, edit_fingerprint, edit_from_multipart, edit_from_uploads
 from imagecore.errors import PayloadTooLarge
@@ -39,7 +45,8 @@ _EDIT_ERRORS: dict[int, OpenAPIResponse] = {
 @cache
 def runtime() -> ImageRuntime:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return ImageRuntime.from_settings(EditSettings.from_environment())
+    with coldstart.paused("edits runtime"):
+        return ImageRuntime.from_settings(EditSettings.from_environment())
 
 
 @cache
@@ -145,3 +152,6 @@ def edit_images_async(
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return serve(app, event, context, operation="edits", accepted_content_types=(MULTIPART, JSON))
+
+
+coldstart.settle("edits import")

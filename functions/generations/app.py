@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - the collector is paused before anything else is imported
+import gc
+
+gc.disable()  # for the cold start: see imagecore.coldstart (settled at the end of this module)
+
 from functools import cache
 from typing import Annotated, Any
 
@@ -11,6 +16,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore import coldstart
 from imagecore.caller import caller_of
 from imagecore.models import GenerationRequest, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
@@ -27,7 +33,8 @@ app = create_resolver()
 @cache
 def runtime() -> ImageRuntime:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return ImageRuntime.from_settings(GenerationSettings.from_environment())
+    with coldstart.paused("generations runtime"):
+        return ImageRuntime.from_settings(GenerationSettings.from_environment())
 
 
 @app.post(
@@ -104,3 +111,6 @@ def create_images_async(
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return serve(app, event, context, operation="generations")
+
+
+coldstart.settle("generations import")

@@ -22,3 +22,16 @@ def session() -> botocore.session.Session:
 def client(service: str, **options: Any) -> Any:
     """A low-level client, as ``boto3.client(service, **options)`` would make it (region, endpoint, config)."""
     return session().create_client(service, **options)
+
+
+def resource(service: str, **options: Any) -> Any:
+    """A boto3 resource over the same session (the one place boto3 is imported, when first asked)."""
+    return _boto3_session(session()).resource(service, **options)
+
+
+@cache
+def _boto3_session(core: botocore.session.Session) -> Any:
+    import boto3
+
+    # One boto3 session per botocore session: each registers boto3's handlers on it, which must happen once.
+    return boto3.Session(botocore_session=core)

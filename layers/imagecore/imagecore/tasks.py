@@ -162,7 +162,7 @@ class Task:
 
 def _attr(name: str) -> Attr:
     """A condition on the attribute ``name`` (boto3's conditions are imported with the first task written)."""
-    from boto3.dynamodb.conditions import Attr  # see TaskStore._table
+    from boto3.dynamodb.conditions import Attr
 
     return Attr(name)
 
@@ -178,14 +178,8 @@ class TaskStore:
     @cached_property
     def _table(self) -> Any:
         """Made on first use: most image requests never touch a task, so a cold start does not load DynamoDB's
-        service and resource models for them."""
-        import boto3  # its resource layer is loaded with the first task, not at every cold start
-
-        return (
-            boto3.Session(botocore_session=aws.session())
-            .resource("dynamodb", region_name=self._region)
-            .Table(self._table_name)
-        )
+        service and resource models (nor boto3) for them."""
+        return aws.resource("dynamodb", region_name=self._region).Table(self._table_name)
 
     @property
     def client(self) -> Any:
