@@ -240,7 +240,7 @@ class TaskStore:
             self._table.update_item(
                 Key={"id": task_id},
                 UpdateExpression="SET partial_images = list_append(if_not_exists(partial_images, :none), :one)",
-                ConditionExpression=Attr("status").eq("processing"),
+                ConditionExpression=_attr("status").eq("processing"),
                 ExpressionAttributeValues={":none": [], ":one": [entry]},
             )
         except ClientError as exc:
