@@ -10,6 +10,7 @@ request cap, Lambda's 6 MB payloads and the integration timeout.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import importlib
 import json
 import re
@@ -203,6 +204,21 @@ def _context(function_name: str, timeout_s: float) -> LambdaContext:
     return LambdaContext(function_name, 1024, timeout_s, str(uuid.uuid4()), time.monotonic())
 
 
+# --- authorizer policies -----------------------------------------------------------------------------------
+def policy_allows(statements: list[dict[str, Any]], method_arn: str) -> bool:
+    """IAM's rule for an authorizer's policy: some Allow statement names the method ARN (``*`` and ``?`` are
+    wildcards) and no Deny statement does."""
+
+    def names(statement: dict[str, Any]) -> bool:
+        resources = statement.get("Resource", [])
+        resources = [resources] if isinstance(resources, str) else resources
+        return any(fnmatch.fnmatchcase(method_arn, str(resource)) for resource in resources)
+
+    if any(s.get("Effect") == "Deny" and names(s) for s in statements):
+        return False
+    return any(s.get("Effect") == "Allow" and names(s) for s in statements)
+
+
 # --- the gateway --------------------------------------------------------------------------------------------
 class LocalApiGateway:
     """A WSGI app: HTTP in, proxy event to the function, proxy result back to HTTP."""
@@ -333,7 +349,7 @@ class LocalApiGateway:
             logger.exception("authorizer failed")
             return self._gateway("AUTHORIZER_FAILURE", request_id, 500, "Authorizer error")
         statements = result.get("policyDocument", {}).get("Statement", [])
-        if not any(s.get("Effect") == "Allow" for s in statements):
+        if not policy_allows(statements, authorizer_event["methodArn"]):
             return self._gateway("ACCESS_DENIED", request_id, 403, "Access denied")
         event["requestContext"]["authorizer"] = {
             "principalId": result.get("principalId"),

@@ -40,6 +40,7 @@ class StackConfig:
     simulator_latency_ms: int = 0
     simulator_keepalive_ms: int = 0
     log_level: str = "INFO"
+    client_token_signing_key: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StackConfig:
@@ -56,6 +57,7 @@ class StackConfig:
             simulator_latency_ms=int(env.get("SIMULATOR_LATENCY_MS", "0")),
             simulator_keepalive_ms=int(env.get("SIMULATOR_KEEPALIVE_MS", "0")),
             log_level=env.get("POWERTOOLS_LOG_LEVEL", env.get("LOG_LEVEL", "INFO")),
+            client_token_signing_key=env.get("CLIENT_TOKEN_SIGNING_KEY") or None,
         )
 
 
@@ -83,6 +85,7 @@ class LocalStack:
         self.config = config
         self.keys = config.api_keys or [f"isk-local-{secrets.token_urlsafe(18)}"]
         self.generated_key = not config.api_keys
+        self.signing_key = config.client_token_signing_key or secrets.token_urlsafe(48)
         self.simulator: Any = None
         self.resources: Any = None
         self._poller: Any = None
@@ -195,6 +198,7 @@ class LocalStack:
                 "AWS_ENDPOINT_URL": self.aws_url,
                 "TASKS_TABLE": self.resources.tasks_table,
                 "IDEMPOTENCY_TABLE": self.resources.idempotency_table,
+                "TOKEN_USAGE_TABLE": self.resources.token_usage_table,
                 "JOBS_QUEUE_URL": self.resources.jobs_queue_url,
                 "DEAD_LETTER_QUEUE_URL": self.resources.dead_letter_queue_url,
                 "EVENT_BUS_NAME": self.resources.event_bus_name,
@@ -202,10 +206,13 @@ class LocalStack:
                 "UPSTREAM_API_KEY": upstream_key,
                 "INTEGRATION_TIMEOUT_MS": str(self.config.integration_timeout_ms),
                 "API_KEYS": ",".join(self.keys),
+                # Signs client tokens; a fresh one each start, so tokens die with the local stack.
+                "CLIENT_TOKEN_SIGNING_KEY": self.signing_key,
             }
         )
         os.environ.pop("UPSTREAM_API_KEY_SECRET_ID", None)
         os.environ.pop("API_KEYS_SECRET_ID", None)
+        os.environ.pop("CLIENT_TOKEN_SIGNING_SECRET_ID", None)
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ def runtime() -> ImageRuntime:
         200: {"description": "The images, as presigned S3 URLs (or inline base64 when asked)."},
         400: {"description": "Invalid request or refused by the upstream's policy", "content": ERROR_CONTENT},
         409: {"description": "The same Idempotency-Key is still running", "content": ERROR_CONTENT},
+        429: {"description": "Over the client token's max_images", "content": ERROR_CONTENT},
         422: {"description": "The Idempotency-Key was used with another request", "content": ERROR_CONTENT},
         502: {"description": "The upstream failed", "content": ERROR_CONTENT},
         504: {"description": "The upstream did not answer in time", "content": ERROR_CONTENT},
@@ -47,7 +48,7 @@ def create_images(
     runtime: Annotated[ImageRuntime, Depends(runtime)],
 ) -> GenerationResponse:
     event, context = app.current_event.raw_event, app.lambda_context
-    caller_of(event)
+    caller = caller_of(event)
     service = runtime.service
     deadline = runtime.deadline(event, context)
     delivery = runtime.deliver(
@@ -55,7 +56,9 @@ def create_images(
         context,
         scope="generations",
         payload=request.model_dump(),
-        produce=lambda: service.generate(request, deadline, current_record()),
+        produce=lambda: runtime.counted(
+            caller, request.n, lambda: service.generate(request, deadline, current_record())
+        ),
     )
     return service.respond(delivery, request.response_format)
 
@@ -73,7 +76,7 @@ def create_images_async(
     runtime: Annotated[ImageRuntime, Depends(runtime)],
 ) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
-    owner = caller_of(event).key_id
+    caller = caller_of(event)
     record = current_record()
     record.operation = "generations.async"
     describe_request(record, request, include_prompt=runtime.service.settings.log_prompts)
@@ -83,12 +86,16 @@ def create_images_async(
         context,
         scope="generations/async",
         payload=request.model_dump(),
-        make_task=lambda submitter: submitter.submit(
-            task_id=task_id,
-            owner=owner,
-            kind="generation",
-            request=request.model_dump(exclude_none=True),
-            folder=task_folder(task_id),
+        make_task=lambda submitter: runtime.counted_task(
+            caller,
+            request.n,
+            lambda: submitter.submit(
+                task_id=task_id,
+                owner=caller.owner_id,
+                kind="generation",
+                request=request.model_dump(exclude_none=True),
+                folder=task_folder(task_id),
+            ),
         ),
     )
     return task_accepted(event, task, runtime.now())

@@ -17,6 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from imagecore.worker import COMPLETED, FAILED, MANIFEST
+from tests.conftest import owner_of_key_id
 from tests.integration.conftest import BUCKET
 from tests.integration.test_async_tasks import BUS, KEY_ID, Stack, key_of, submit_generation
 
@@ -411,4 +412,4 @@ def test_a_passing_dynamodb_fault_fails_the_record_and_the_retry_finishes_it(sta
     assert simulator.calls == 1
     view = stack.get_task(task_id).body
     assert (view["status"], view["http_status"]) == ("completed", 200)
-    assert stack.task_item(task_id)["owner"] == KEY_ID
+    assert stack.task_item(task_id)["owner"] == owner_of_key_id(KEY_ID)

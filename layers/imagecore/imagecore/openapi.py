@@ -23,6 +23,7 @@ FUNCTION_MODULES = (
     "functions.edits.app",
     "functions.uploads.app",
     "functions.tasks.app",
+    "functions.client_tokens.app",
     "functions.health.app",
 )
 TITLE = "image-service"

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore.caller import Caller
 from imagecore.deadline import Deadline, request_deadline
 from imagecore.errors import ServiceMisconfigured, TasksUnavailable
 from imagecore.idempotency import Idempotency, answer_once
@@ -17,6 +18,9 @@ from imagecore.service import Delivery, ImageService, StoredResult
 from imagecore.settings import GenerationSettings
 from imagecore.storage import StorageError
 from imagecore.tasks import JobQueue, Task, TaskStore, TaskStoreError, TaskSubmitter
+from imagecore.token_usage import TokenImageCounter, counted_images
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -24,6 +28,7 @@ class ImageRuntime:
     service: ImageService
     idempotency: Idempotency | None
     submitter: TaskSubmitter | None
+    token_images: TokenImageCounter | None = None
 
     @classmethod
     def from_settings(cls, settings: GenerationSettings) -> ImageRuntime:
@@ -34,7 +39,18 @@ class ImageRuntime:
                 TaskStore(settings.tasks_table, region=region), JobQueue(settings.jobs_queue_url, region=region)
             )
         idempotency = Idempotency(settings.idempotency_table, region=region) if settings.idempotency_table else None
-        return cls(ImageService.from_settings(settings), idempotency, submitter)
+        token_images = TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None
+        return cls(ImageService.from_settings(settings), idempotency, submitter, token_images)
+
+    def counted(self, caller: Caller, n: int, produce: Callable[[], Delivery]) -> Delivery:
+        """A generation or edit within the caller's client-token image limit: ``n`` images are reserved before
+        the upstream is called, and what was not made is given back."""
+        return counted_images(self.token_images, caller, n, produce, made=lambda delivery: len(delivery.images))
+
+    def counted_task(self, caller: Caller, n: int, make: Callable[[], T]) -> T:
+        """An async task within the caller's client-token image limit: its ``n`` images are counted when it is
+        queued (given back only if it could not be queued)."""
+        return counted_images(self.token_images, caller, n, make, made=lambda _task: n)
 
     def deadline(self, event: dict[str, Any], context: LambdaContext) -> Deadline:
         """When the upstream call of this API request must be over (see ``request_deadline``)."""

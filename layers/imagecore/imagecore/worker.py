@@ -202,7 +202,7 @@ class Worker:
         if task is None or task.status != "processing":
             record.status, record.outcome = 200, "already_finished" if task else "unknown_task"
             return
-        record.api_key_id = task.owner
+        record.owner_id = task.owner
         if task.overdue(self.tasks.now()):
             self.tasks.fail(task_id, 504, task_timeout_error())
             record.status, record.outcome = 504, "task_timeout"
