@@ -113,7 +113,8 @@ def keyring_loader(settings: AuthorizerSettings) -> Callable[[], Keyring]:
     def load() -> Keyring:
         from aws_lambda_powertools.utilities import parameters
 
-        document = parameters.get_secret(secret_id, max_age=max_age)
+        # The version labelled AWSCURRENT, named explicitly: scripts/api_key.py moves that label to publish a change.
+        document = parameters.get_secret(secret_id, max_age=max_age, VersionStage="AWSCURRENT")
         return Keyring.from_document(json.loads(str(document)))
 
     return load

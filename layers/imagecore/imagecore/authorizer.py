@@ -41,9 +41,7 @@ class Grant:
         return None if self.token is None else self.token.routes()
 
 
-def authorize(
-    credential: str | None, keyring: Keyring, signing_key: Callable[[], str] | None, *, now: int
-) -> Grant:
+def authorize(credential: str | None, keyring: Keyring, signing_key: Callable[[], str] | None, *, now: int) -> Grant:
     if not credential:
         raise Refused("missing")
     if not looks_like_client_token(credential):

@@ -17,9 +17,9 @@ from imagecore.errors import Forbidden, Unauthorized
 KEY_ID = "keyId"  # the key's name: for logs
 OWNER_ID = "ownerId"  # derived from the key's hash: what ownership is checked against
 CREDENTIAL = "credential"  # "key" or "client_token"
-TOKEN_ID = "tokenId"
-TOKEN_EXPIRES_AT = "tokenExpiresAt"
-TOKEN_MAX_IMAGES = "tokenMaxImages"
+TOKEN_ID = "tokenId"  # noqa: S105 - a field name, not a secret
+TOKEN_EXPIRES_AT = "tokenExpiresAt"  # noqa: S105 - a field name
+TOKEN_MAX_IMAGES = "tokenMaxImages"  # noqa: S105 - a field name
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,7 @@ class Caller:
 
     def require_server_key(self) -> None:
         if self.token is not None:
-            raise Forbidden(
-                "A client token cannot do this: use a server API key.", code="client_token_not_allowed"
-            )
+            raise Forbidden("A client token cannot do this: use a server API key.", code="client_token_not_allowed")
 
 
 def caller_of(event: dict[str, Any], *, now: float | None = None) -> Caller:

@@ -39,7 +39,9 @@ class ImageRuntime:
                 TaskStore(settings.tasks_table, region=region), JobQueue(settings.jobs_queue_url, region=region)
             )
         idempotency = Idempotency(settings.idempotency_table, region=region) if settings.idempotency_table else None
-        token_images = TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None
+        token_images = (
+            TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None
+        )
         return cls(ImageService.from_settings(settings), idempotency, submitter, token_images)
 
     def counted(self, caller: Caller, n: int, produce: Callable[[], Delivery]) -> Delivery:
