@@ -95,7 +95,7 @@ def edit_images(
         scope="edits",
         payload=edit_fingerprint(edit),
         produce=lambda: runtime.counted(
-            caller, edit.parameters.n, lambda: service.edit(edit, deadline, current_record())
+            caller.token, edit.parameters.n, lambda: service.edit(edit, deadline, current_record())
         ),
     )
     return service.respond(delivery, edit.parameters.response_format)
@@ -137,7 +137,7 @@ def edit_images_async(
                 inputs=inputs,
             )
 
-        return runtime.counted_task(caller, edit.parameters.n, submit)
+        return runtime.counted_task(caller.token, edit.parameters.n, submit)
 
     task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
     return task_accepted(event, task, runtime.now())

@@ -57,7 +57,7 @@ def create_images(
         scope="generations",
         payload=request.model_dump(),
         produce=lambda: runtime.counted(
-            caller, request.n, lambda: service.generate(request, deadline, current_record())
+            caller.token, request.n, lambda: service.generate(request, deadline, current_record())
         ),
     )
     return service.respond(delivery, request.response_format)
@@ -87,7 +87,7 @@ def create_images_async(
         scope="generations/async",
         payload=request.model_dump(),
         make_task=lambda submitter: runtime.counted_task(
-            caller,
+            caller.token,
             request.n,
             lambda: submitter.submit(
                 task_id=task_id,

@@ -19,6 +19,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "isk-e2e-test-key-0001"
+# The key the stack signs client tokens with: known here so a test can make an expired token.
+SIGNING_KEY = "e2e-client-token-signing-key-0123456789abcdef0123456789"
 
 
 def free_port() -> int:
@@ -76,6 +78,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         "PORT": str(port),
         "AWS_PORT": str(aws_port),
         "API_KEYS": f"{API_KEY},isk-e2e-second-key",
+        "CLIENT_TOKEN_SIGNING_KEY": SIGNING_KEY,
         "PYTHONUNBUFFERED": "1",
     }
     for name in ("UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "IMAGES_BUCKET", "S3_ENDPOINT_URL"):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagecore.errors import Forbidden, Unauthorized
+from imagecore.token_usage import ClientTokenGrant
 
 # The authorizer context's field names (written by imagecore.authorizer.authorizer_context).
 KEY_ID = "keyId"  # the key's name: for logs
@@ -20,13 +21,6 @@ CREDENTIAL = "credential"  # "key" or "client_token"
 TOKEN_ID = "tokenId"  # noqa: S105 - a field name, not a secret
 TOKEN_EXPIRES_AT = "tokenExpiresAt"  # noqa: S105 - a field name
 TOKEN_MAX_IMAGES = "tokenMaxImages"  # noqa: S105 - a field name
-
-
-@dataclass(frozen=True)
-class ClientTokenGrant:
-    id: str
-    expires_at: int
-    max_images: int | None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.caller import Caller
 from imagecore.deadline import Deadline, request_deadline
 from imagecore.errors import ServiceMisconfigured, TasksUnavailable
 from imagecore.idempotency import Idempotency, answer_once
@@ -18,7 +17,7 @@ from imagecore.service import Delivery, ImageService, StoredResult
 from imagecore.settings import GenerationSettings
 from imagecore.storage import StorageError
 from imagecore.tasks import JobQueue, Task, TaskStore, TaskStoreError, TaskSubmitter
-from imagecore.token_usage import TokenImageCounter, counted_images
+from imagecore.token_usage import ClientTokenGrant, TokenImageCounter, counted_images
 
 T = TypeVar("T")
 
@@ -44,15 +43,15 @@ class ImageRuntime:
         )
         return cls(ImageService.from_settings(settings), idempotency, submitter, token_images)
 
-    def counted(self, caller: Caller, n: int, produce: Callable[[], Delivery]) -> Delivery:
-        """A generation or edit within the caller's client-token image limit: ``n`` images are reserved before
-        the upstream is called, and what was not made is given back."""
-        return counted_images(self.token_images, caller, n, produce, made=lambda delivery: len(delivery.images))
+    def counted(self, token: ClientTokenGrant | None, n: int, produce: Callable[[], Delivery]) -> Delivery:
+        """A generation or edit within the client token's image limit: ``n`` images are reserved before the
+        upstream is called, and what was not made is given back."""
+        return counted_images(self.token_images, token, n, produce, made=lambda delivery: len(delivery.images))
 
-    def counted_task(self, caller: Caller, n: int, make: Callable[[], T]) -> T:
-        """An async task within the caller's client-token image limit: its ``n`` images are counted when it is
-        queued (given back only if it could not be queued)."""
-        return counted_images(self.token_images, caller, n, make, made=lambda _task: n)
+    def counted_task(self, token: ClientTokenGrant | None, n: int, make: Callable[[], T]) -> T:
+        """An async task within the client token's image limit: its ``n`` images are counted when it is queued
+        (given back only if it could not be queued)."""
+        return counted_images(self.token_images, token, n, make, made=lambda _task: n)
 
     def deadline(self, event: dict[str, Any], context: LambdaContext) -> Deadline:
         """When the upstream call of this API request must be over (see ``request_deadline``)."""

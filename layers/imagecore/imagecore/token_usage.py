@@ -8,18 +8,27 @@ use (a failure before the upstream billed anything gives back everything). The i
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagecore.caller import Caller
 from imagecore.errors import ImageServiceError, ServiceMisconfigured, StorageUnavailable, TokenBudgetExceeded
 from imagecore.observability import logger
 
 T = TypeVar("T")
 # The count outlives the token a little, for whoever reads it after the last request.
 KEEP_AFTER_EXPIRY_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class ClientTokenGrant:
+    """The client token a request came with, as the authorizer vouched for it."""
+
+    id: str
+    expires_at: int
+    max_images: int | None
 
 
 class TokenUsageUnavailable(ImageServiceError):
@@ -74,13 +83,12 @@ class TokenImageCounter:
 
 def counted_images(
     counter: TokenImageCounter | None,
-    caller: Caller,
+    token: ClientTokenGrant | None,
     n: int,
     produce: Callable[[], T],
     made: Callable[[T], int],
 ) -> T:
-    """``produce()`` within the caller's client-token image limit (no limit: just ``produce()``)."""
-    token = caller.token
+    """``produce()`` within the client token's image limit (no token, or no limit: just ``produce()``)."""
     if token is None or token.max_images is None:
         return produce()
     if counter is None:
