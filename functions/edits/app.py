@@ -89,7 +89,7 @@ def edit_images(
     caller = caller_of(event)
     edit = read_edit(event, caller.owner_id, service.settings, uploads)  # type: ignore[arg-type]
     deadline = runtime.deadline(event, context)
-    delivery = runtime.deliver(
+    return runtime.answer(
         event,
         context,
         scope="edits",
@@ -97,8 +97,8 @@ def edit_images(
         produce=lambda: runtime.counted(
             caller.token, edit.parameters.n, lambda: service.edit(edit, deadline, current_record())
         ),
+        response_format=edit.parameters.response_format,
     )
-    return service.respond(delivery, edit.parameters.response_format)
 
 
 @app.post(
@@ -140,7 +140,7 @@ def edit_images_async(
         return runtime.counted_task(caller.token, edit.parameters.n, submit)
 
     task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
-    return task_accepted(event, task, runtime.now())
+    return task_accepted(event, task, runtime.now(), runtime.service.store.presign)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -51,7 +51,7 @@ def create_images(
     caller = caller_of(event)
     service = runtime.service
     deadline = runtime.deadline(event, context)
-    delivery = runtime.deliver(
+    return runtime.answer(
         event,
         context,
         scope="generations",
@@ -59,8 +59,8 @@ def create_images(
         produce=lambda: runtime.counted(
             caller.token, request.n, lambda: service.generate(request, deadline, current_record())
         ),
+        response_format=request.response_format,
     )
-    return service.respond(delivery, request.response_format)
 
 
 @app.post(
@@ -98,7 +98,7 @@ def create_images_async(
             ),
         ),
     )
-    return task_accepted(event, task, runtime.now())
+    return task_accepted(event, task, runtime.now(), runtime.service.store.presign)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -19,7 +19,7 @@ from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.settings import TaskReadSettings
 from imagecore.storage import ImageStore, make_s3_client
 from imagecore.task_answers import NO_STORE, task_shown
-from imagecore.tasks import TaskStore, TaskStoreError, task_view
+from imagecore.tasks import TaskStore, TaskStoreError, full_result, task_view
 
 app = create_resolver()
 
@@ -56,6 +56,8 @@ def get_task(
         raise TasksUnavailable("Tasks cannot be read right now; try again.") from None
     if task is None or task.owner != owner:
         raise NotFound(f"No task '{task_id[:64]}'.", param="id", code="task_not_found", headers=dict(NO_STORE))
+    if task.result and task.result.get("manifest"):
+        task.result = full_result(images, task.result)
     return task_shown(task_view(task, tasks.now(), presign=images.presign))
 
 

@@ -465,7 +465,8 @@ def test_an_upstream_refusal_fails_the_task_with_its_status_and_error(stack, sim
     assert "result" not in view.body and "image_url" not in view.body
     assert view.body["completed_at"] >= view.body["created_at"]
     assert simulator.calls == 1
-    assert stack.stored_keys() == []
+    (failure_key,) = stack.stored_keys()  # no image: only the failure, for a redelivery to finish from
+    assert failure_key.endswith(f"{task_id}/failure.json")
     line = log_tap.records("image job")[0]["request"]
     assert (line["status"], line["outcome"], line["error_code"]) == (400, "failed", "moderation_blocked")
 

@@ -8,6 +8,7 @@ The stack (moto's S3, DynamoDB, SQS, EventBridge; the upstream simulator) is ``S
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -66,7 +67,9 @@ def test_a_retry_with_the_same_key_gets_the_same_images_without_a_second_upstrea
     assert first.status == second.status == 200, (first.body, second.body)
     assert simulator.calls == 1
     assert paths(first) == paths(second)
-    assert len(stack.stored_keys()) == 1
+    # The image once, and the result.json the record points to (the record holds no result of its own).
+    folder = paths(first)[0].rsplit("/", 1)[0]
+    assert stack.stored_keys() == [paths(first)[0], f"{folder}/result.json"]
     for field in ("created", "model", "size", "quality", "output_format", "usage"):
         assert first.body[field] == second.body[field], field
     assert [item["revised_prompt"] for item in second.body["data"]] == [
@@ -103,7 +106,7 @@ def test_the_same_key_with_another_body_is_a_422_and_runs_nothing(stack, simulat
     assert "different request" in error["message"]
     assert answer.headers["cache-control"] == "no-store"
     assert simulator.calls == 1
-    assert len(stack.stored_keys()) == 1
+    assert len([key for key in stack.stored_keys() if not key.endswith(".json")]) == 1
 
 
 def test_json_key_order_does_not_make_another_request(stack, simulator):
@@ -182,7 +185,7 @@ def test_a_b64_json_replay_answers_the_same_image_read_back_from_s3(stack, simul
     (original,), (replayed,) = first.body["data"], second.body["data"]
     assert "url" not in replayed or replayed["url"] is None
     assert base64.b64decode(replayed["b64_json"]) == base64.b64decode(original["b64_json"])
-    (stored_key,) = stack.stored_keys()
+    (stored_key,) = [key for key in stack.stored_keys() if not key.endswith(".json")]
     assert base64.b64decode(replayed["b64_json"]) == stack.s3.get_object(Bucket=BUCKET, Key=stored_key)["Body"].read()
 
 
@@ -362,3 +365,19 @@ def test_upload_keys_of_different_callers_do_not_collide(stack):
     assert mine.body["id"] != theirs.body["id"]
     assert mine.body["fields"]["key"].startswith(owner_prefix(owner_of_key_id(KEY_ID)))
     assert theirs.body["fields"]["key"].startswith(owner_prefix(owner_of_key_id(OTHER_KEY_ID)))
+
+
+def test_an_async_replay_after_the_task_completed_shows_it_completed_with_presigned_urls(stack, simulator):
+    first = submit_generation(stack, GENERATION, **keyed("async-done"))
+    stack.run_worker()
+
+    again = submit_generation(stack, GENERATION, **keyed("async-done"))
+
+    assert again.status == 202, again.body
+    assert (again.body["id"], again.body["status"]) == (first.body["id"], "completed")
+    url = again.body["result"]["data"][0]["url"]
+    assert url.startswith("http") and "Signature" in url
+    assert stack.image(key_of(url)).size == (1024, 1024)
+    assert simulator.calls == 1
+    (record,) = stack.idempotency_table.scan()["Items"]
+    assert first.body["id"] in record["data"] and "lighthouse" not in json.dumps(record, default=str)

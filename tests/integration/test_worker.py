@@ -204,7 +204,7 @@ def test_s3_down_for_every_attempt_fails_the_task_with_the_reason(stack, simulat
     assert stack.run_worker() == []  # finished: failed with why, never left processing
 
     assert simulator.calls == 1
-    assert put.seen["calls"] == 3
+    assert put.seen["calls"] == 4  # the image three times, then failure.json (refused too)
     assert pauses == [1.0, 2.0]
     view = stack.get_task(task_id).body
     assert (view["status"], view["http_status"]) == ("failed", 503)
@@ -330,7 +330,8 @@ def test_an_upstream_refusal_of_an_event_is_announced_as_failed(stack, simulator
     assert (detail["http_status"], detail["correlation_id"], detail["request_id"]) == (400, "x-1", event["id"])
     assert detail["error"]["code"] == "moderation_blocked"
     assert detail["error"]["message"] == "rejected by the safety system"
-    assert stack.stored_keys() == []
+    # No image; only the failure, where a redelivery finds it and announces it again without the upstream.
+    assert stack.stored_keys() == [f"images/events/jobs/{event['id']}/failure.json"]
     assert stack.dead_letters() == []
 
 
@@ -413,3 +414,36 @@ def test_a_passing_dynamodb_fault_fails_the_record_and_the_retry_finishes_it(sta
     view = stack.get_task(task_id).body
     assert (view["status"], view["http_status"]) == ("completed", 200)
     assert stack.task_item(task_id)["owner"] == owner_of_key_id(KEY_ID)
+
+
+def test_a_finished_event_whose_manifest_is_gone_is_announced_again_from_its_claim(stack, simulator):
+    message = stack.send_job(json.dumps(requested_event({"prompt": "p", "size": "1024x1024", "correlation_id": "c"})))
+    assert stack.run_worker([message]) == []
+    (first,) = stack.published()
+    folder = first["detail"]["keys"][0].rsplit("/", 1)[0]
+    stack.s3.delete_object(Bucket=BUCKET, Key=f"{folder}/{MANIFEST}")
+
+    assert stack.run_worker([message]) == []
+
+    assert simulator.calls == 1
+    (again,) = stack.published()
+    assert (again["detail-type"], again["detail"]["keys"]) == (COMPLETED, first["detail"]["keys"])
+    assert stack.image(again["detail"]["keys"][0]).size == (1024, 1024)
+
+
+def test_a_busy_job_on_its_last_delivery_is_left_to_the_delivery_that_holds_it(stack, simulator, log_tap):
+    task_id = submit_generation(stack).body["id"]
+    (job,) = stack.jobs()
+    stack.task_table.update_item(
+        Key={"id": task_id},
+        UpdateExpression="SET claimed_until = :t",
+        ExpressionAttributeValues={":t": int(time.time()) + 300},
+    )
+    last = {**job, "Attributes": {**job["Attributes"], "ApproximateReceiveCount": "5"}}
+
+    assert stack.run_worker([last]) == []  # not failed: the holder finishes it; nothing goes to the DLQ
+
+    assert simulator.calls == 0
+    assert stack.task_item(task_id)["status"] == "processing"
+    line = job_lines(log_tap)[-1]
+    assert (line["status"], line["error_code"]) == (409, "task_busy")

@@ -1203,6 +1203,15 @@ def test_jobs_queue_outwaits_the_worker_and_dead_letters_after_five_receives(cfn
     assert "FifoQueue" not in props
 
 
+def test_the_worker_knows_which_delivery_is_the_last(cfn: dict[str, Any]) -> None:
+    """On the queue's last receive a job that still fails ends as failed instead of going silently to the
+    dead-letter queue: the worker's count must be the queue's."""
+    redrive = cfn["Resources"]["JobsQueue"]["Properties"]["RedrivePolicy"]
+    configured = function_env(cfn, "WorkerFunction").get("JOB_MAX_RECEIVES")
+    expected = int(configured) if configured is not None else WorkerSettings.model_fields["job_max_receives"].default
+    assert expected == redrive["maxReceiveCount"]
+
+
 @pytest.mark.parametrize("queue", ["JobsQueue", "JobsDeadLetterQueue"])
 def test_only_the_rule_may_send_to_the_queue_from_eventbridge(cfn: dict[str, Any], queue: str) -> None:
     (policy,) = [

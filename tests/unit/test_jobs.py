@@ -487,3 +487,63 @@ def test_a_task_id_is_made_once(store):
     store.create(task(created_at=NOW))
     with pytest.raises(TaskStoreError):
         store.create(task(created_at=NOW))
+
+
+def test_each_claim_counts_a_delivery_that_got_as_far_as_the_upstream(store):
+    store.create(task(created_at=NOW))
+    assert store.claim(TASK_ID, hold_seconds=600).upstream_calls == 1
+    store.clock.now = NOW + 601  # the first delivery died holding it
+    assert store.claim(TASK_ID, hold_seconds=600).upstream_calls == 2
+    assert store.get(TASK_ID).upstream_calls == 2
+
+
+JOB_KEY = "job#images/events/jobs/" + EVENT_ID
+
+
+def test_an_event_job_is_claimed_by_its_identity_and_bound_to_its_request(store):
+    from imagecore.tasks import JobIdentityMismatch
+
+    first = store.claim_job(JOB_KEY, "digest-a", hold_seconds=600)
+    assert (first.status, first.upstream_calls) == ("processing", 1)
+
+    store.clock.now = NOW + 300
+    with pytest.raises(TaskBusy):
+        store.claim_job(JOB_KEY, "digest-a", hold_seconds=600)
+    with pytest.raises(JobIdentityMismatch):  # another request under the same id: not busy, refused
+        store.claim_job(JOB_KEY, "digest-b", hold_seconds=600)
+
+    store.clock.now = NOW + 601
+    assert store.claim_job(JOB_KEY, "digest-a", hold_seconds=600).upstream_calls == 2
+    with pytest.raises(JobIdentityMismatch):
+        store.claim_job(JOB_KEY, "digest-b", hold_seconds=600)
+
+
+def test_a_finished_event_job_comes_back_with_its_outcome_and_is_not_claimed_again(store):
+    store.claim_job(JOB_KEY, "digest-a", hold_seconds=600)
+    store.fail(JOB_KEY, 400, {"code": "moderation_blocked"})
+
+    claim = store.claim_job(JOB_KEY, "digest-a", hold_seconds=600)
+
+    assert (claim.status, claim.http_status, claim.error, claim.upstream_calls) == (
+        "failed",
+        400,
+        {"code": "moderation_blocked"},
+        1,
+    )
+
+
+def test_a_task_item_keeps_text_as_utf8_not_ascii_escapes():
+    prompt = "\U0001f600" * 32_000
+    made = task(created_at=NOW)
+    made.request = {"prompt": prompt, "size": "1024x1024"}
+    item = made.to_item()
+    assert len(item["request"].encode("utf-8")) < 4 * 32_000 + 100  # 4 bytes an emoji, not 12
+    assert Task.from_item(item).request["prompt"] == prompt
+
+
+def test_the_first_outcome_stands(store):
+    store.create(task(created_at=NOW))
+    store.complete(TASK_ID, STORED)
+    store.fail(TASK_ID, 503, {"code": "job_abandoned"})  # a late delivery
+    done = store.get(TASK_ID)
+    assert (done.status, done.http_status, done.result, done.error) == ("completed", 200, STORED, None)

@@ -3,7 +3,12 @@
 A retry with the same key (same caller, same route) gets the first answer back for 24 hours: the same S3
 objects (with fresh URLs), no second upstream call, no second bill. The same key with a different request is a
 422; a retry while the first is still running is a 409. Failures are not remembered, so a retry after one runs
-again. What is remembered is plain JSON (S3 keys and figures, never images), well under DynamoDB's item limit.
+again.
+
+A record stays small whatever the request: it holds a digest of the request and a reference to the result (the
+S3 key of a ``result.json``, a task id), never the request, the prompt or the images, so no request is refused
+for the size of its own record. And the store failing is never reported as "not run" once the request ran: the
+caller gets what was made (or the error it met), the record is only a shortcut for a retry.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import D
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.errors import ImageServiceError, InvalidRequest
-from imagecore.observability import current_record
+from imagecore.observability import current_record, logger
 
 HEADER = "idempotency-key"
 EXPIRES_AFTER_SECONDS = 24 * 3600
@@ -88,10 +93,12 @@ def answer_once(
     produce: Callable[[], T],
     encode: Callable[[T], dict[str, Any] | None],
     decode: Callable[[dict[str, Any]], T],
+    key: str | None = None,
 ) -> T:
     """The one idempotent path of every POST: ``produce()`` once per (caller, route scope, Idempotency-Key).
-    The header is checked even where no idempotency table is configured, so a bad key is refused alike."""
-    key = idempotency_key(event)
+    The header is checked even where no idempotency table is configured, so a bad key is refused alike. ``key``
+    stands in for a request that sent none (a key the service made for it)."""
+    key = idempotency_key(event) or key
     if guard is None:
         return produce()
     owner = current_record().owner_id or "anonymous"
@@ -114,8 +121,8 @@ def digest(payload: Any) -> str:
 
 class Idempotency:
     def __init__(self, table_name: str, *, region: str) -> None:
-        client = boto3.client("dynamodb", region_name=region)
-        self._store = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=client)
+        self.client = boto3.client("dynamodb", region_name=region)
+        self._store = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=self.client)
 
     def once(
         self,
@@ -134,6 +141,8 @@ class Idempotency:
             return produce()
         fresh: list[T] = []
         replayed: list[bool] = []
+        ran: list[bool] = []
+        raised: list[BaseException] = []
 
         def mark_replay(response: Any, idempotent_data: DataRecord) -> Any:
             del idempotent_data  # only the fact of a replay matters here
@@ -150,11 +159,16 @@ class Idempotency:
 
         @idempotent_function(data_keyword_argument="request", persistence_store=self._store, config=config)
         def run(request: dict[str, Any]) -> dict[str, Any]:
-            value = produce()
+            ran.append(True)
+            try:
+                value = produce()
+            except BaseException as exc:
+                raised.append(exc)
+                raise
+            fresh.append(value)
             encoded = encode(value)
             if encoded is None:
                 raise _NotRemembered(value)
-            fresh.append(value)
             return encoded
 
         try:
@@ -162,22 +176,33 @@ class Idempotency:
         except _NotRemembered as kept:
             unremembered: T = kept.value
             return unremembered
-        except IdempotencyValidationError:
-            raise IdempotencyKeyReused(
-                "This Idempotency-Key was already used with a different request. Use a new key for a new request.",
-                param="Idempotency-Key",
-            ) from None
-        except IdempotencyAlreadyInProgressError:
-            raise IdempotencyConflict(
-                "A request with this Idempotency-Key is still running; retry in a few seconds.",
-                param="Idempotency-Key",
-                headers={"Retry-After": "5"},
-            ) from None
-        except IdempotencyPersistenceLayerError:
-            raise IdempotencyUnavailable(
-                "The idempotency store did not answer; the request was not run. Try again.",
-            ) from None
+        except (IdempotencyValidationError, IdempotencyAlreadyInProgressError) as refused:
+            raise _refusal(refused) from None
+        except IdempotencyPersistenceLayerError as failure:
+            if not ran:
+                raise IdempotencyUnavailable(
+                    "The idempotency store did not answer; the request was not run. Try again.",
+                ) from None
+            # It ran: the caller gets what it made (or the error it met), only the record is missing.
+            logger.warning("idempotency record not written", extra={"reason": str(failure)[:200]})
+            current_record().idempotent_replay = False
+            if fresh:
+                return fresh[0]
+            raise raised[0] from None
         current_record().idempotent_replay = bool(replayed)
         if fresh and not replayed:
             return fresh[0]
         return decode(remembered)
+
+
+def _refusal(refused: Exception) -> ImageServiceError:
+    if isinstance(refused, IdempotencyValidationError):
+        return IdempotencyKeyReused(
+            "This Idempotency-Key was already used with a different request. Use a new key for a new request.",
+            param="Idempotency-Key",
+        )
+    return IdempotencyConflict(
+        "A request with this Idempotency-Key is still running; retry in a few seconds.",
+        param="Idempotency-Key",
+        headers={"Retry-After": "5"},
+    )

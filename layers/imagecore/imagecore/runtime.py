@@ -3,6 +3,7 @@ a POST runs its use case: synchronously (the stored images) or as an async task 
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -10,9 +11,18 @@ from typing import Any, TypeVar
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.deadline import Deadline, request_deadline
-from imagecore.errors import ServiceMisconfigured, TasksUnavailable
-from imagecore.idempotency import Idempotency, answer_once
-from imagecore.observability import current_record
+from imagecore.errors import (
+    ImageServiceError,
+    InvalidRequest,
+    NotFound,
+    ServiceMisconfigured,
+    StorageUnavailable,
+    TasksUnavailable,
+)
+from imagecore.idempotency import Idempotency, answer_once, idempotency_key
+from imagecore.manifest import folder_of, read_result, write_result
+from imagecore.models import GenerationResponse
+from imagecore.observability import current_record, logger
 from imagecore.service import Delivery, ImageService, StoredResult
 from imagecore.settings import GenerationSettings
 from imagecore.storage import StorageError
@@ -71,18 +81,83 @@ class ImageRuntime:
         scope: str,
         payload: Any,
         produce: Callable[[], Delivery],
+        key: str | None = None,
     ) -> Delivery:
-        """A synchronous generation or edit, once per Idempotency-Key: a replay is the same stored images."""
+        """A synchronous generation or edit, once per Idempotency-Key (the request's, or ``key``): a replay is the
+        same stored images.
+
+        The record holds the key of the result's ``result.json``, not the result (its revised prompts can be as
+        long as the prompt). ``response_format`` is left out of the comparison: it changes how the same images
+        are answered, not which, so a retry asking ``url`` after a refused inline answer gets the paid images."""
         return answer_once(
             self.idempotency,
             event,
             context,
             scope=scope,
-            payload=payload,
+            payload=_without_presentation(payload),
             produce=produce,
-            encode=lambda delivery: delivery.stored.to_dict() if delivery.stored is not None else None,
-            decode=lambda remembered: Delivery.replay(StoredResult.from_dict(remembered)),
+            encode=self._remember,
+            decode=self._recall,
+            key=key,
         )
+
+    def answer(
+        self,
+        event: dict[str, Any],
+        context: LambdaContext,
+        *,
+        scope: str,
+        payload: Any,
+        produce: Callable[[], Delivery],
+        response_format: str,
+    ) -> GenerationResponse:
+        """Deliver (once per Idempotency-Key) and answer. An answer too large to send inline is refused, but the
+        images are stored and paid for: the refusal names the Idempotency-Key (the request's, or one the service
+        made for it) under which a retry asking ``url`` gets them without a second upstream call."""
+        delivery = self.deliver(event, context, scope=scope, payload=payload, produce=produce)
+        try:
+            return self.service.respond(delivery, response_format)
+        except InvalidRequest as refused:
+            if refused.code != "response_too_large" or self.idempotency is None or delivery.stored is None:
+                raise
+            key = idempotency_key(event)
+            if key is None:
+                key = "auto-" + secrets.token_hex(16)
+                try:
+                    self.deliver(event, context, scope=scope, payload=payload, produce=lambda: delivery, key=key)
+                except ImageServiceError:
+                    logger.warning("refused inline answer not remembered")
+                    raise refused from None
+            raise InvalidRequest(
+                f"{refused.message} The images are stored: ask again with the header 'Idempotency-Key: {key}' "
+                "and response_format 'url' to get them without a second upstream call.",
+                param="response_format",
+                code="response_too_large",
+                headers={"Idempotency-Key": key},
+            ) from None
+
+    def _remember(self, delivery: Delivery) -> dict[str, Any] | None:
+        stored = delivery.stored
+        if stored is None:
+            return None
+        try:
+            return {"result": write_result(self.service.store, folder_of(stored), stored)}
+        except StorageError:
+            logger.warning("idempotency result not written: a retry runs again")
+            return None
+
+    def _recall(self, remembered: dict[str, Any]) -> Delivery:
+        if set(remembered) != {"result"}:  # a record from before results were kept by reference
+            return Delivery.replay(StoredResult.from_dict(remembered))
+        try:
+            stored = read_result(self.service.store, remembered["result"])
+        except StorageError:
+            raise StorageUnavailable(
+                "The images of this Idempotency-Key cannot be read right now; try again."
+            ) from None
+        if stored is None:
+            raise NotFound("The images of this Idempotency-Key are gone.", param="Idempotency-Key")
+        return Delivery.replay(stored)
 
     def submit(
         self,
@@ -93,7 +168,8 @@ class ImageRuntime:
         payload: Any,
         make_task: Callable[[TaskSubmitter], Task],
     ) -> Task:
-        """The queued task, once per Idempotency-Key: a replay is the task the first request made."""
+        """The queued task, once per Idempotency-Key: a replay is the task the first request made, as it stands
+        now. The record holds the task id, not the task, so it stays small whatever the request."""
         submitter = self.tasks_submitter()
 
         def produce() -> Task:
@@ -102,6 +178,21 @@ class ImageRuntime:
             except (TaskStoreError, StorageError):
                 raise TasksUnavailable("The task could not be queued; nothing was run. Try again.") from None
 
+        def recall(remembered: dict[str, Any]) -> Task:
+            if set(remembered) != {"task_id"}:  # a record from before tasks were kept by reference
+                return Task.from_item(remembered)
+            try:
+                task = submitter.tasks.get(remembered["task_id"])
+            except TaskStoreError:
+                raise TasksUnavailable(
+                    "The task of this Idempotency-Key cannot be read right now; try again."
+                ) from None
+            if task is None:
+                raise NotFound(
+                    "The task of this Idempotency-Key is gone.", param="Idempotency-Key", code="task_not_found"
+                )
+            return task
+
         task = answer_once(
             self.idempotency,
             event,
@@ -109,8 +200,8 @@ class ImageRuntime:
             scope=scope,
             payload=payload,
             produce=produce,
-            encode=lambda made: made.to_item(),
-            decode=Task.from_item,
+            encode=lambda made: {"task_id": made.id},
+            decode=recall,
         )
         current_record().task_id = task.id
         return task
@@ -123,3 +214,13 @@ class ImageRuntime:
     def now(self) -> int:
         """The tasks' clock (seconds since the epoch)."""
         return self.tasks_submitter().tasks.now()
+
+
+def _without_presentation(payload: Any) -> Any:
+    """The request as far as it decides which images are made: without ``response_format``."""
+    if not isinstance(payload, dict):
+        return payload
+    trimmed = {name: value for name, value in payload.items() if name != "response_format"}
+    if isinstance(trimmed.get("parameters"), dict):
+        trimmed["parameters"] = _without_presentation(trimmed["parameters"])
+    return trimmed

@@ -98,6 +98,14 @@ class WorkerSettings(EditSettings):
     dead_letter_queue_url: Annotated[str, Field(description="Where jobs that can never run are put, with why.")]
     store_attempts: Annotated[int, Field(ge=1, le=10, description="Attempts to store images after S3 faults.")] = 5
     storage_margin_seconds: Annotated[float, Field(ge=0, le=120)] = 20.0
+    job_max_receives: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1000,
+            description="The jobs queue's maxReceiveCount: on that delivery a job that still fails ends as failed.",
+        ),
+    ] = 5
 
 
 class TaskReadSettings(_Settings):

@@ -4,6 +4,7 @@ shows one. Never cached: they carry task states and presigned URLs."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
@@ -25,10 +26,13 @@ def poll_url(event: dict[str, Any], task_id: str) -> str:
     return f"{scheme}://{host}{base}/v1/images/tasks/{task_id}"
 
 
-def task_accepted(event: dict[str, Any], task: Task, now: int) -> Response[str]:
-    """202 with the task object, ``Location`` and ``Retry-After``."""
+def task_accepted(
+    event: dict[str, Any], task: Task, now: int, presign: Callable[[str], str] = lambda key: key
+) -> Response[str]:
+    """202 with the task object, ``Location`` and ``Retry-After``. ``presign`` serves an idempotent replay of a
+    task that has completed since (a fresh submit has no images yet)."""
     url = poll_url(event, task.id)
-    view = task_view(task, now, presign=lambda key: key, poll_url=url)
+    view = task_view(task, now, presign=presign, poll_url=url)
     headers = {"Location": url, "Retry-After": str(RETRY_AFTER_SECONDS), **NO_STORE}
     return Response(
         status_code=202, content_type=content_types.APPLICATION_JSON, body=json.dumps(view), headers=headers

@@ -18,10 +18,13 @@ import boto3
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagecore.storage import image_folder
+from imagecore.observability import logger
+from imagecore.storage import StorageError, image_folder
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+    from imagecore.storage import ImageStore
 
 TASK_OBJECT = "image.generation.task"
 RETRY_AFTER_SECONDS = 3
@@ -38,6 +41,40 @@ class TaskStoreError(Exception):
 
 class TaskBusy(Exception):
     """Another worker holds the task right now; the job should come back later."""
+
+
+class JobIdentityMismatch(Exception):
+    """A job message names an identity that belongs to another request: it may not borrow that job's result."""
+
+
+@dataclass(frozen=True)
+class JobClaim:
+    """An event job's claim record: where the job stands and how many deliveries asked the upstream."""
+
+    status: TaskStatus
+    upstream_calls: int
+    http_status: int | None = None
+    error: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> JobClaim:
+        return cls(
+            status=item["status"],
+            upstream_calls=int(item.get("upstream_calls") or 0),
+            http_status=int(item["http_status"]) if item.get("http_status") is not None else None,
+            error=json.loads(item["error"]) if item.get("error") else None,
+            result=json.loads(item["result"]) if item.get("result") else None,
+        )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code"))
+
+
+def _json(value: Any) -> str:
+    """JSON as UTF-8 text, not ASCII escapes: a prompt of emoji takes 4 bytes a character in the item, not 12."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def new_task_id() -> str:
@@ -65,6 +102,7 @@ class Task:
     http_status: int | None = None
     completed_at: int | None = None
     claimed_until: int | None = None
+    upstream_calls: int = 0  # deliveries that got as far as asking the upstream: never more than one
 
     @property
     def expires_at(self) -> int:
@@ -79,9 +117,9 @@ class Task:
             "owner": self.owner,
             "kind": self.kind,
             "status": self.status,
-            "request": json.dumps(self.request),
+            "request": _json(self.request),
             "folder": self.folder,
-            "inputs": json.dumps(self.inputs),
+            "inputs": _json(self.inputs),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "expires_at": self.expires_at,
@@ -89,7 +127,7 @@ class Task:
         for name in ("result", "error"):
             value = getattr(self, name)
             if value is not None:
-                item[name] = json.dumps(value)
+                item[name] = _json(value)
         for name in ("http_status", "completed_at", "claimed_until"):
             value = getattr(self, name)
             if value is not None:
@@ -116,6 +154,7 @@ class Task:
             http_status=number("http_status"),
             completed_at=number("completed_at"),
             claimed_until=number("claimed_until"),
+            upstream_calls=number("upstream_calls") or 0,
         )
 
 
@@ -125,6 +164,11 @@ class TaskStore:
     def __init__(self, table_name: str, *, region: str, clock: Callable[[], float] = time.time) -> None:
         self._table = boto3.resource("dynamodb", region_name=region).Table(table_name)
         self._clock = clock
+
+    @property
+    def client(self) -> Any:
+        """The low-level DynamoDB client under the table (its botocore events are where faults are injected)."""
+        return self._table.meta.client
 
     def now(self) -> int:
         return int(self._clock())
@@ -137,25 +181,28 @@ class TaskStore:
         return Task.from_item(item) if item else None
 
     def claim(self, task_id: str, *, hold_seconds: int) -> Task | None:
-        """Take the task for one run: None when it is already finished (or gone); ``TaskBusy`` while another
-        worker holds it. Two deliveries of one job cannot both run it."""
+        """Take the task for the one run that asks the upstream: None when it is already finished (or gone);
+        ``TaskBusy`` while another delivery holds it. Each claim counts in ``upstream_calls``, so a delivery that
+        finds the count above one knows an earlier delivery got that far and died."""
         now = self.now()
         try:
             answer = self._table.update_item(
                 Key={"id": task_id},
-                UpdateExpression="SET claimed_until = :until, updated_at = :now, expires_at = :expires",
+                UpdateExpression="SET claimed_until = :until, updated_at = :now, expires_at = :expires "
+                "ADD upstream_calls :one",
                 ConditionExpression=Attr("status").eq("processing")
                 & (Attr("claimed_until").not_exists() | Attr("claimed_until").lt(now)),
                 ExpressionAttributeValues={
                     ":until": now + hold_seconds,
                     ":now": now,
                     ":expires": now + TASK_TTL_SECONDS,
+                    ":one": 1,
                 },
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise TaskStoreError(f"claim {task_id}: {exc.response.get('Error', {}).get('Code')}") from exc
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise TaskStoreError(f"claim {task_id}: {_code(exc)}") from exc
             task = self.get(task_id)
             if task is None or task.status != "processing":
                 return None
@@ -164,13 +211,59 @@ class TaskStore:
             raise TaskStoreError(f"claim {task_id}: {type(exc).__name__}") from exc
         return Task.from_item(answer["Attributes"])
 
+    def claim_job(self, job_key: str, digest: str, *, hold_seconds: int) -> JobClaim:
+        """The claim of an event job, keyed by its identity (its folder) and bound to the digest of its request:
+        the first delivery makes it, a redelivery of the same request takes it again once the hold has lapsed,
+        a message borrowing the identity with another request is refused (``JobIdentityMismatch``), a delivery
+        while another holds it is ``TaskBusy``. A finished job's claim comes back unchanged, with its outcome."""
+        now = self.now()
+        try:
+            answer = self._table.update_item(
+                Key={"id": job_key},
+                UpdateExpression="SET #k = :kind, digest = if_not_exists(digest, :d), #s = if_not_exists(#s, :p), "
+                "created_at = if_not_exists(created_at, :now), claimed_until = :until, updated_at = :now, "
+                "expires_at = :expires ADD upstream_calls :one",
+                ConditionExpression=Attr("id").not_exists()
+                | (
+                    Attr("digest").eq(digest)
+                    & Attr("status").eq("processing")
+                    & (Attr("claimed_until").not_exists() | Attr("claimed_until").lt(now))
+                ),
+                ExpressionAttributeNames={"#k": "kind", "#s": "status"},
+                ExpressionAttributeValues={
+                    ":kind": "event",
+                    ":d": digest,
+                    ":p": "processing",
+                    ":until": now + hold_seconds,
+                    ":now": now,
+                    ":expires": now + TASK_TTL_SECONDS,
+                    ":one": 1,
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise TaskStoreError(f"claim {job_key}: {_code(exc)}") from exc
+            item = self._call(self._table.get_item, Key={"id": job_key}, ConsistentRead=True).get("Item")
+            if item is None:  # expired between the two calls: the next delivery makes it anew
+                raise TaskBusy(job_key) from None
+            if item.get("digest") != digest:
+                raise JobIdentityMismatch(job_key) from None
+            claim = JobClaim.from_item(item)
+            if claim.status == "processing":
+                raise TaskBusy(job_key) from None
+            return claim
+        except BotoCoreError as exc:
+            raise TaskStoreError(f"claim {job_key}: {type(exc).__name__}") from exc
+        return JobClaim.from_item(answer["Attributes"])
+
     def complete(self, task_id: str, result: dict[str, Any]) -> None:
         now = self.now()
         self._finish(
             task_id,
             "SET #s = :s, #r = :r, http_status = :h, completed_at = :now, updated_at = :now, expires_at = :e "
             "REMOVE claimed_until",
-            {":s": "completed", ":r": json.dumps(result), ":h": 200, ":now": now, ":e": now + TASK_TTL_SECONDS},
+            {":s": "completed", ":r": _json(result), ":h": 200, ":now": now, ":e": now + TASK_TTL_SECONDS},
             {"#s": "status", "#r": "result"},
         )
 
@@ -180,7 +273,7 @@ class TaskStore:
             task_id,
             "SET #s = :s, #e = :err, http_status = :h, completed_at = :now, updated_at = :now, expires_at = :e "
             "REMOVE claimed_until",
-            {":s": "failed", ":err": json.dumps(error), ":h": http_status, ":now": now, ":e": now + TASK_TTL_SECONDS},
+            {":s": "failed", ":err": _json(error), ":h": http_status, ":now": now, ":e": now + TASK_TTL_SECONDS},
             {"#s": "status", "#e": "error"},
         )
 
@@ -189,14 +282,16 @@ class TaskStore:
             self._table.update_item(
                 Key={"id": task_id},
                 UpdateExpression=expression,
-                ConditionExpression=Attr("id").exists(),
+                # Only a job still running is finished: the first outcome stands, a late delivery cannot turn a
+                # completed task into a failed one.
+                ConditionExpression=Attr("status").eq("processing"),
                 ExpressionAttributeValues=values,
                 ExpressionAttributeNames=names,
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return  # expired and gone: nobody can read it any more
-            raise TaskStoreError(f"finish {task_id}: {exc.response.get('Error', {}).get('Code')}") from exc
+            if _code(exc) == "ConditionalCheckFailedException":
+                return  # finished already, or expired and gone
+            raise TaskStoreError(f"finish {task_id}: {_code(exc)}") from exc
         except BotoCoreError as exc:
             raise TaskStoreError(f"finish {task_id}: {type(exc).__name__}") from exc
 
@@ -214,6 +309,10 @@ class JobQueue:
     def __init__(self, queue_url: str, *, region: str) -> None:
         self._sqs = boto3.client("sqs", region_name=region)
         self._url = queue_url
+
+    @property
+    def client(self) -> Any:
+        return self._sqs
 
     def send(self, body: dict[str, Any]) -> None:
         try:
@@ -251,6 +350,17 @@ def task_view(task: Task, now: int, presign: Callable[[str], str], poll_url: str
     elif task.status == "failed":
         view.update(http_status=task.http_status, error=task.error, completed_at=task.completed_at)
     return view
+
+
+def full_result(images: ImageStore, compact: dict[str, Any]) -> dict[str, Any]:
+    """A result the task record keeps without its revised prompts, made whole again from its ``result.json``;
+    when S3 cannot read it the images are still answered (without revised prompts)."""
+    try:
+        document = images.read_json(compact["manifest"])
+    except StorageError:
+        logger.warning("task result manifest not read", extra={"key": compact["manifest"]})
+        return compact
+    return document or compact
 
 
 def answer_body(stored: dict[str, Any], presign: Callable[[str], str]) -> dict[str, Any]:

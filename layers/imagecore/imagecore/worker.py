@@ -7,42 +7,72 @@ Three kinds of message:
 The ``detail`` (or the message) is a generation request plus optional ``correlation_id`` and ``output_prefix``.
 
 Nothing is lost and nothing is paid twice:
-- a task is claimed before it runs, so two deliveries of one job cannot both call the upstream;
-- images go to a folder that belongs to the job, with a ``result.json`` written last: a redelivered job that
-  finds it finishes from it without calling the upstream again;
-- S3 is retried after the upstream has answered; a task that still fails is marked ``failed`` with why;
+- every job (task or event) is claimed in DynamoDB right before it asks the upstream, and the claim counts the
+  deliveries that got that far: two deliveries cannot both call the upstream, and a delivery that finds an
+  earlier one died after asking does not ask again (the job ends ``job_interrupted``);
+- images go to a folder that belongs to the job, with a ``result.json`` written last (or a ``failure.json``):
+  any later delivery reads it first, before the claim and before the 30-minute limit, and finishes from it;
+- an event job's claim and manifest carry the digest of its request, so a message that borrows another job's id
+  gets nothing of that job: it goes to the dead-letter queue;
+- S3 is retried after the upstream has answered, every terminal write (complete, fail) is retried with backoff
+  within the function's time; what still fails is finished by the next delivery;
 - a message that can never run (not JSON, not a valid request) goes to the dead-letter queue with its reason;
-  a passing fault (DynamoDB, S3 after retries, EventBridge) fails the record so SQS delivers it again.
+  a passing fault (DynamoDB, S3, EventBridge) fails the record so SQS delivers it again, and on the last
+  delivery the job ends as failed (task ``failed``, ``ImageGenerationFailed``) rather than silently.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from imagecore.deadline import Deadline
 from imagecore.edits import edit_from_kept
 from imagecore.errors import ImageServiceError
+from imagecore.idempotency import digest
+from imagecore.manifest import (
+    MANIFEST,
+    Finished,
+    folder_of,
+    manifest_key,
+    read_finished,
+    write_failure,
+    write_result,
+)
 from imagecore.models import GenerationRequest
 from imagecore.observability import JOB_LOG_MESSAGE, RequestRecord, logger, recording
 from imagecore.service import ImageService, StoredResult, describe_request
 from imagecore.settings import WorkerSettings
 from imagecore.storage import StorageError
-from imagecore.tasks import Task, TaskBusy, TaskStore, task_timeout_error
+from imagecore.tasks import (
+    JobClaim,
+    JobIdentityMismatch,
+    Task,
+    TaskBusy,
+    TaskStore,
+    TaskStoreError,
+    task_timeout_error,
+)
 from imagecore.validation import validation_error
+
+__all__ = ["COMPLETED", "FAILED", "MANIFEST", "REQUESTED", "Worker", "parse_job"]
+
+T = TypeVar("T")
 
 REQUESTED = "ImageGenerationRequested"
 COMPLETED = "ImageGenerationCompleted"
 FAILED = "ImageGenerationFailed"
 EVENT_SOURCE = "image-service"
-MANIFEST = "result.json"
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,7}$")
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,128}$")
 
@@ -67,6 +97,23 @@ class GenerationJob:
     @property
     def folder(self) -> str:
         return f"images/events/{self.output_prefix or 'jobs'}/{self.job_id}"
+
+    @property
+    def key(self) -> str:
+        """The claim's key: the folder the job owns."""
+        return f"job#{self.folder}"
+
+    @property
+    def digest(self) -> str:
+        """What the job asks for, everything its result answers to: another request under the same id differs."""
+        return digest(
+            {
+                "source": self.source,
+                "request": self.request.model_dump(),
+                "correlation_id": self.correlation_id,
+                "output_prefix": self.output_prefix,
+            }
+        )
 
 
 def parse_job(body: str, message_id: str) -> TaskJob | GenerationJob:
@@ -104,24 +151,35 @@ def parse_job(body: str, message_id: str) -> TaskJob | GenerationJob:
     return GenerationJob(job_id, request, correlation_id, output_prefix, source)
 
 
+class EventPublishError(Exception):
+    """EventBridge did not take an event; the job is delivered again and publishes it then."""
+
+
 class EventPublisher:
     def __init__(self, bus_name: str, *, region: str) -> None:
         self._events = boto3.client("events", region_name=region)
         self._bus = bus_name
 
+    @property
+    def client(self) -> Any:
+        return self._events
+
     def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
-        answer = self._events.put_events(
-            Entries=[
-                {
-                    "Source": EVENT_SOURCE,
-                    "DetailType": detail_type,
-                    "Detail": json.dumps(detail),
-                    "EventBusName": self._bus,
-                }
-            ]
-        )
+        try:
+            answer = self._events.put_events(
+                Entries=[
+                    {
+                        "Source": EVENT_SOURCE,
+                        "DetailType": detail_type,
+                        "Detail": json.dumps(detail),
+                        "EventBusName": self._bus,
+                    }
+                ]
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise EventPublishError(f"{detail_type}: {type(exc).__name__}") from exc
         if answer.get("FailedEntryCount"):
-            raise RuntimeError(f"EventBridge refused the {detail_type} event: {answer['Entries'][0]}")
+            raise EventPublishError(f"EventBridge refused the {detail_type} event: {answer['Entries'][0]}")
 
 
 class DeadLetters:
@@ -140,6 +198,13 @@ class DeadLetters:
         )
 
 
+# Faults that pass: the record is delivered again (or, on its last delivery, the job ends as failed).
+PASSING_FAULTS = (TaskStoreError, StorageError, EventPublishError, BotoCoreError, ClientError)
+# Time kept back from retrying a write, so the function still answers its batch before it times out.
+_ANSWER_MARGIN_SECONDS = 5.0
+_MAX_PAUSE_SECONDS = 8.0
+
+
 class Worker:
     def __init__(
         self,
@@ -148,12 +213,14 @@ class Worker:
         events: EventPublisher,
         dead_letters: DeadLetters,
         settings: WorkerSettings,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.service = service
         self.tasks = tasks
         self.events = events
         self.dead_letters = dead_letters
         self.settings = settings
+        self.sleep = sleep
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings) -> Worker:
@@ -172,7 +239,8 @@ class Worker:
 
     def handle(self, record: SQSRecord, context: LambdaContext) -> None:
         """One queue message. Returns when it is done with (ran, finished earlier, or dead-lettered); raises
-        when it should be delivered again."""
+        when it should be delivered again. On its last delivery a job that still meets a passing fault ends as
+        failed (task failed, ImageGenerationFailed published) instead of going silently to the dead-letter queue."""
         job_record = RequestRecord(
             operation="worker", lambda_request_id=getattr(context, "aws_request_id", None), job_id=record.message_id
         )
@@ -180,20 +248,54 @@ class Worker:
             try:
                 job = parse_job(record.body, record.message_id)
             except BadJob as bad:
-                logger.error("job refused, sent to the dead-letter queue", extra={"reason": str(bad)})
-                self.dead_letters.put(record.body, str(bad), record.message_id)
-                job_record.status, job_record.outcome, job_record.error_code = 400, "dead_lettered", "bad_job"
+                self._dead_letter(record, str(bad), "bad_job", job_record)
                 return
+            last_delivery = _receive_count(record) >= self.settings.job_max_receives
             try:
                 if isinstance(job, TaskJob):
                     self._run_task(job.task_id, context, job_record)
                 else:
                     self._run_event(job, context, job_record)
             except TaskBusy:
-                # Another delivery of this job is running it: this one comes back later and finds it done.
+                # Another delivery holds the job: it finishes it. This one comes back later and finds it done.
                 job_record.status = 409
                 job_record.fail("busy", "task_busy")
-                raise
+                if not last_delivery:
+                    raise
+            except JobIdentityMismatch:
+                reason = "the job id belongs to another request: its result is not handed to this message"
+                self._dead_letter(record, reason, "job_identity_taken", job_record)
+            except PASSING_FAULTS as fault:
+                if not last_delivery:
+                    raise
+                logger.exception("job abandoned after its last delivery", extra={"fault": type(fault).__name__})
+                self._abandon(job, context, job_record)
+
+    def _dead_letter(self, record: SQSRecord, reason: str, code: str, job_record: RequestRecord) -> None:
+        logger.error("job refused, sent to the dead-letter queue", extra={"reason": reason})
+        self.dead_letters.put(record.body, reason, record.message_id)
+        job_record.status, job_record.outcome, job_record.error_code = 400, "dead_lettered", code
+
+    def _abandon(self, job: TaskJob | GenerationJob, context: LambdaContext, record: RequestRecord) -> None:
+        error = _abandoned_error(self.settings.job_max_receives)
+        if isinstance(job, TaskJob):
+            salvaged = self._salvage(job.task_id)
+            if salvaged is not None:  # its images made it: completed (or failed) as its folder says
+                self._finish_task(job.task_id, salvaged, context, record)
+                return
+            self._persist(context, lambda: self.tasks.fail(job.task_id, 503, error))
+        else:
+            self._end_event(job, 503, error, context, last_word=True)
+        record.status = 503
+        record.fail("failed", error["code"])
+
+    def _salvage(self, task_id: str) -> Finished | None:
+        """What the task's folder says, read once more on its last delivery; None when it cannot be read."""
+        try:
+            task = self.tasks.get(task_id)
+            return read_finished(self.service.store, task.folder) if task is not None else None
+        except (TaskStoreError, StorageError):
+            return None
 
     # --- async tasks --------------------------------------------------------------------------------------
     def _run_task(self, task_id: str, context: LambdaContext, record: RequestRecord) -> None:
@@ -203,66 +305,136 @@ class Worker:
             record.status, record.outcome = 200, "already_finished" if task else "unknown_task"
             return
         record.owner_id = task.owner
+        # What an earlier delivery left comes first, whatever happened since (a refused write, a crash, the time).
+        finished = self._finished(task.folder, context)
+        if finished is not None:
+            self._finish_task(task_id, finished, context, record)
+            record.outcome = "recovered"
+            return
         if task.overdue(self.tasks.now()):
-            self.tasks.fail(task_id, 504, task_timeout_error())
+            self._persist(context, lambda: self.tasks.fail(task_id, 504, task_timeout_error()))
             record.status, record.outcome = 504, "task_timeout"
             return
-        claimed = self.tasks.claim(task_id, hold_seconds=int(context.get_remaining_time_in_millis() / 1000) + 5)
+        try:
+            run = self._prepare(task)
+        except ImageServiceError as error:  # kept inputs that no longer pass their checks
+            self._finish_task(
+                task_id, Finished(http_status=error.status, error=error.to_body()["error"]), context, record
+            )
+            return
+        claimed = self.tasks.claim(task_id, hold_seconds=_hold_seconds(context))
         if claimed is None:
             record.status, record.outcome = 200, "already_finished"
             return
-        stored = self._already_stored(task.folder)
-        if stored is not None:
-            self.tasks.complete(task_id, stored.to_dict())
-            record.status, record.outcome = 200, "recovered"
+        if claimed.upstream_calls > 1:
+            self._finish_task(task_id, Finished(http_status=500, error=_interrupted_error()), context, record)
             return
         try:
-            stored = self._produce(task, context, record)
+            stored = run(self._deadline(context), record, task.folder)
         except ImageServiceError as error:
-            self.tasks.fail(task_id, error.status, error.to_body()["error"])
-            record.status = error.status
-            record.fail("failed", error.code)
-            return
-        if stored is None:
-            self.tasks.fail(task_id, 503, _storage_error())
-            record.status = 503
-            record.fail("failed", "storage_unavailable")
-            return
-        self._write_manifest(task.folder, stored)
-        self.tasks.complete(task_id, stored.to_dict())
-        record.status = 200
+            finished = Finished(http_status=error.status, error=error.to_body()["error"])
+        else:
+            if stored is None:
+                finished = Finished(http_status=503, error=_storage_error())
+            else:
+                self._write_result(task.folder, stored, None, context)
+                finished = Finished(result=stored)
+        if finished.error is not None:
+            self._write_failure(task.folder, finished, None)
+        self._finish_task(task_id, finished, context, record)
 
-    def _produce(self, task: Task, context: LambdaContext, record: RequestRecord) -> StoredResult | None:
-        deadline = self._deadline(context)
+    def _finish_task(self, task_id: str, finished: Finished, context: LambdaContext, record: RequestRecord) -> None:
+        """The terminal write, retried with backoff within the function's time."""
+        if finished.result is not None:
+            result = _compact(finished.result)
+            self._persist(context, lambda: self.tasks.complete(task_id, result))
+            record.status = 200
+            return
+        status, error = finished.http_status or 500, finished.error or {}
+        self._persist(context, lambda: self.tasks.fail(task_id, status, error))
+        record.status = status
+        record.fail("failed", str(error.get("code")))
+
+    def _prepare(self, task: Task) -> Callable[[Deadline, RequestRecord, str], StoredResult | None]:
+        """The task's run, with what it needs read beforehand (so a passing S3 fault here leaves no claim)."""
         if task.kind == "generation":
             request = GenerationRequest.model_validate(task.request)
-            return self.service.generate(request, deadline, record, folder=task.folder).stored
+            return lambda deadline, record, folder: (
+                self.service.generate(request, deadline, record, folder=folder).stored
+            )
         edit = edit_from_kept(
             task.request, task.inputs, self.service.store.read, max_image_bytes=self.settings.max_input_image_bytes
         )
-        return self.service.edit(edit, deadline, record, folder=task.folder).stored
+        return lambda deadline, record, folder: self.service.edit(edit, deadline, record, folder=folder).stored
 
     # --- event-triggered generations ----------------------------------------------------------------------
     def _run_event(self, job: GenerationJob, context: LambdaContext, record: RequestRecord) -> None:
         record.operation, record.job_id, record.correlation_id = f"worker.{job.source}", job.job_id, job.correlation_id
         describe_request(record, job.request, include_prompt=self.settings.log_prompts)
-        stored = self._already_stored(job.folder)
-        if stored is not None:
+        finished = self._finished(job.folder, context)
+        if finished is not None:
+            if finished.digest != job.digest:
+                raise JobIdentityMismatch(job.key)
             record.outcome = "recovered"
-        else:
-            try:
-                stored = self.service.generate(job.request, self._deadline(context), record, folder=job.folder).stored
-            except ImageServiceError as error:
-                self.events.publish(FAILED, self._failure(job, error.status, error.to_body()["error"]))
-                record.status = error.status
-                record.fail("failed", error.code)
-                return
-            if stored is None:
-                self.events.publish(FAILED, self._failure(job, 503, _storage_error()))
-                record.status = 503
-                record.fail("failed", "storage_unavailable")
-                return
-            self._write_manifest(job.folder, stored)
+            self._announce(job, finished, record)
+            return
+        claim = self.tasks.claim_job(job.key, job.digest, hold_seconds=_hold_seconds(context))
+        if claim.status != "processing":  # finished, and its folder has lost what it left (or S3 hides it)
+            record.outcome = "recovered"
+            self._announce(job, _finished_from(claim), record)
+            return
+        if claim.upstream_calls > 1:
+            # An earlier delivery asked the upstream and left no result behind: it is not asked twice.
+            self._end_event(job, 500, _interrupted_error(), context)
+            record.status = 500
+            record.fail("failed", "job_interrupted")
+            return
+        try:
+            stored = self.service.generate(job.request, self._deadline(context), record, folder=job.folder).stored
+        except ImageServiceError as error:
+            self._end_event(job, error.status, error.to_body()["error"], context)
+            record.status = error.status
+            record.fail("failed", error.code)
+            return
+        if stored is None:
+            self._end_event(job, 503, _storage_error(), context)
+            record.status = 503
+            record.fail("failed", "storage_unavailable")
+            return
+        self._write_result(job.folder, stored, job.digest, context)
+        result = _compact(stored)
+        self._persist(context, lambda: self.tasks.complete(job.key, result))
+        self._announce(job, Finished(result=stored), record)
+
+    def _end_event(
+        self,
+        job: GenerationJob,
+        http_status: int,
+        error: dict[str, Any],
+        context: LambdaContext,
+        *,
+        last_word: bool = False,
+    ) -> None:
+        """Record the failure where a redelivery finds it, then announce it. As the ``last_word`` (no delivery
+        follows) the announcement goes out even when DynamoDB cannot record it."""
+        finished = Finished(http_status=http_status, error=error, digest=job.digest)
+        self._write_failure(job.folder, finished, job.digest)
+        try:
+            self._persist(context, lambda: self.tasks.fail(job.key, http_status, error))
+        except TaskStoreError:
+            if not last_word:
+                raise
+            logger.warning("failed job not recorded", extra={"job_id": job.job_id})
+        self.events.publish(FAILED, self._failure(job, http_status, error))
+
+    def _announce(self, job: GenerationJob, finished: Finished, record: RequestRecord) -> None:
+        stored = finished.result
+        if stored is None:
+            status = finished.http_status or 500
+            self.events.publish(FAILED, self._failure(job, status, finished.error or {}))
+            record.status = status
+            record.fail(record.outcome or "failed", str((finished.error or {}).get("code")))
+            return
         self.events.publish(
             COMPLETED,
             {
@@ -294,17 +466,90 @@ class Worker:
         remaining = context.get_remaining_time_in_millis() / 1000 - self.settings.storage_margin_seconds
         return Deadline.after(remaining)
 
-    def _already_stored(self, folder: str) -> StoredResult | None:
-        """The result a previous run of this job left, if it got as far as writing it."""
-        document = self.service.store.read_json(f"{folder}/{MANIFEST}")
-        return StoredResult.from_dict(document) if document else None
+    def _persist(self, context: LambdaContext, write: Callable[[], T]) -> T:
+        """``write()``, tried again with backoff while a passing DynamoDB or S3 fault refuses it and the function
+        has time left; the last refusal is raised (the record is then delivered again)."""
+        budget = context.get_remaining_time_in_millis() / 1000 - _ANSWER_MARGIN_SECONDS
+        started, waited, pause = time.monotonic(), 0.0, 0.5
+        while True:
+            try:
+                return write()
+            except (TaskStoreError, StorageError) as fault:
+                spent = max(time.monotonic() - started, waited)
+                if spent + pause > budget:
+                    raise
+                logger.warning("write refused, trying again", extra={"fault": str(fault)[:200], "pause": pause})
+                self.sleep(pause)
+                waited += pause
+                pause = min(pause * 2, _MAX_PAUSE_SECONDS)
 
-    def _write_manifest(self, folder: str, stored: StoredResult) -> None:
+    def _finished(self, folder: str, context: LambdaContext) -> Finished | None:
+        """What an earlier delivery of this job left in its folder; S3 faults are retried, never read as
+        "nothing there"."""
+        return self._persist(context, lambda: read_finished(self.service.store, folder))
+
+    def _write_result(self, folder: str, stored: StoredResult, digest: str | None, context: LambdaContext) -> None:
         try:
-            self.service.store.write_json(f"{folder}/{MANIFEST}", stored.to_dict())
+            self._persist(context, lambda: write_result(self.service.store, folder, stored, digest=digest))
         except StorageError:
             # The images are stored and the answer is about to be recorded; only a redelivery's shortcut is lost.
             logger.warning("result manifest not written", extra={"folder": folder})
+
+    def _write_failure(self, folder: str, finished: Finished, digest: str | None) -> None:
+        try:
+            write_failure(self.service.store, folder, finished.http_status or 500, finished.error or {}, digest=digest)
+        except StorageError:
+            logger.warning("failure manifest not written", extra={"folder": folder})
+
+
+# Beyond this the task record keeps its result without the revised prompts (they can be as long as the prompt,
+# one per image) and points at result.json for them: the record stays far below DynamoDB's 400 KB item limit.
+TASK_RESULT_INLINE_BYTES = 32_000
+
+
+def _compact(stored: StoredResult) -> dict[str, Any]:
+    result = stored.to_dict()
+    if len(json.dumps(result, ensure_ascii=False).encode("utf-8")) <= TASK_RESULT_INLINE_BYTES:
+        return result
+    result["images"] = [{"key": ref.key, "revised_prompt": None} for ref in stored.images]
+    result["manifest"] = manifest_key(folder_of(stored))
+    return result
+
+
+def _finished_from(claim: JobClaim) -> Finished:
+    if claim.status == "completed" and claim.result is not None:
+        document = {name: value for name, value in claim.result.items() if name != "manifest"}
+        return Finished(result=StoredResult.from_dict(document))
+    return Finished(http_status=claim.http_status or 500, error=claim.error or _interrupted_error())
+
+
+def _receive_count(record: SQSRecord) -> int:
+    try:
+        return int(record.attributes.approximate_receive_count or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _hold_seconds(context: LambdaContext) -> int:
+    """How long a claim holds: as long as this invocation can live, so a later delivery never waits on a dead one."""
+    return int(context.get_remaining_time_in_millis() / 1000) + 5
+
+
+def _interrupted_error() -> dict[str, Any]:
+    return {
+        "type": "server_error",
+        "code": "job_interrupted",
+        "message": "An earlier run of this job stopped after asking the upstream and left no images; "
+        "it is not asked twice. Submit the request again.",
+    }
+
+
+def _abandoned_error(deliveries: int) -> dict[str, Any]:
+    return {
+        "type": "server_error",
+        "code": "job_abandoned",
+        "message": f"The job met passing faults on each of its {deliveries} deliveries and was given up.",
+    }
 
 
 def _storage_error() -> dict[str, Any]:
