@@ -40,7 +40,12 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
         version=imagecore.__version__,
         description=DESCRIPTION,
         servers=[Server(url="/")],
-        security_schemes={"bearer": HTTPBearer(description="An API key of this service: Authorization: Bearer <key>")},
+        security_schemes={
+            "bearer": HTTPBearer(
+                description="An API key of this service, or a client token minted with one (POST /v1/client_tokens): "
+                "Authorization: Bearer <key or token>"
+            )
+        },
         security=[{"bearer": []}],
         on_conflict="error",
     )
