@@ -19,3 +19,6 @@ MAX_ERROR_BODY_BYTES
 
 # the LambdaContext interface the local stack and the benchmark implement
 _.memory_limit_in_mb, _.invoked_function_arn, _.function_version, _.log_group_name, _.log_stream_name
+
+# the local Lambda runtime gives shared Powertools objects a per-invocation subclass (read by Python itself)
+_.__class__

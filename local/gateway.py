@@ -1,17 +1,22 @@
 """API Gateway (REST, Lambda proxy) emulation for the local stack.
 
-Routes, authorizers, binary media types, function timeouts and gateway responses are read from
-``template.yaml``, so the local stack serves what would be deployed. Each HTTP request becomes the proxy
-event API Gateway would send (multipart bodies base64-encoded), goes through the REQUEST authorizer, then
-to the function's real ``lambda_handler``; the limits that matter are enforced the same way: the 10 MB
-request cap, Lambda's 6 MB payloads and the integration timeout.
+Routes, authorizers, binary media types, integration and function timeouts and gateway responses are read from
+``template.yaml`` (parameters at their defaults unless overridden, as ``sam deploy --parameter-overrides``
+would), so the local stack serves what would be deployed. Each HTTP request becomes the proxy event API
+Gateway would send (binary media types base64-encoded), goes through the REQUEST authorizer, then to the
+function's real ``lambda_handler``. API Gateway's own answers are the template's gateway responses, and the
+limits that matter are enforced the same way: the 10 MB request cap, Lambda's 6 MB payloads, the integration
+timeout, and a route that does not exist for the method (403 MISSING_AUTHENTICATION_TOKEN).
+
+A request goes through ``respond``: match the route, build the event, authorize, then ``integrate`` (invoke
+the function under the route's timeout) and ``proxy_response`` (turn its result into HTTP). A route with
+another integration (a streamed one) gets its own branch in ``respond`` next to those two.
 """
 
 from __future__ import annotations
 
 import base64
 import fnmatch
-import importlib
 import json
 import re
 import secrets
@@ -21,48 +26,29 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from werkzeug.wrappers import Request, Response
 
 from imagecore.observability import logger
+from local.context import ACCOUNT_ID, LambdaContext
+from local.lambda_runtime import Handler, invoke, load_handler, new_context
+from local.template import load_template
+
+__all__ = ["ApiDefinition", "Handler", "LambdaContext", "LocalApiGateway", "load_handler", "load_template"]
 
 API_REQUEST_LIMIT_BYTES = 10 * 1024 * 1024
 LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
-ACCOUNT_ID = "123456789012"
+# What API Gateway waits for an integration when the route sets no TimeoutInMillis.
+DEFAULT_INTEGRATION_TIMEOUT_MS = 29_000
+DEFAULT_FUNCTION_TIMEOUT_S = 3.0
 API_ID = "local"
 STAGE = "local"
 
-Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
-
-
-# --- template -----------------------------------------------------------------------------------------------
-class _CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form tags (!Ref, !Sub, !GetAtt ...) kept as {"Ref": ...} etc."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    elif isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    return yaml.load(path.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+HandlerLoader = Callable[[str, str], Handler]
 
 
 @dataclass(frozen=True)
@@ -72,7 +58,8 @@ class Route:
     function: str
     code_uri: str
     handler: str
-    timeout_s: float
+    timeout_s: float  # the function's own timeout
+    integration_timeout_ms: int  # how long API Gateway waits for it
     authorized: bool
     pattern: re.Pattern[str]
 
@@ -85,8 +72,9 @@ class Route:
 
 @dataclass(frozen=True)
 class GatewayResponse:
-    status: int
+    status: int | None  # None: the status of the error itself (DEFAULT_4XX/5XX usually set none)
     body: str
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +83,112 @@ class ApiDefinition:
     authorizer: tuple[str, str] | None  # (code_uri, handler) of the default REQUEST authorizer
     binary_media_types: tuple[str, ...]
     gateway_responses: dict[str, GatewayResponse]
+    throttle: tuple[float, int] | None = None  # the stage's (rate per second, burst), from MethodSettings
+
+
+class _Template:
+    """The parts of a template the emulation resolves: resources, parameter values, function globals."""
+
+    def __init__(self, template: dict[str, Any], overrides: dict[str, Any] | None) -> None:
+        self.resources: dict[str, Any] = template.get("Resources", {})
+        parameters = template.get("Parameters", {}) or {}
+        self.parameters = {name: spec.get("Default") for name, spec in parameters.items()}
+        self.parameters.update(overrides or {})
+        self.function_globals: dict[str, Any] = (template.get("Globals", {}) or {}).get("Function", {}) or {}
+
+    def value(self, value: Any) -> Any:
+        """Resolve a parameter reference to its value (enough for the settings the emulation reads)."""
+        if isinstance(value, dict) and "Ref" in value:
+            return self.parameters.get(value["Ref"])
+        return value
+
+    def of_type(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (name, resource.get("Properties", {}) or {})
+            for name, resource in self.resources.items()
+            if resource.get("Type") == kind
+        ]
+
+    def function_setting(self, props: dict[str, Any], name: str, default: Any = None) -> Any:
+        return self.value(props.get(name, self.function_globals.get(name, default)))
+
+
+def read_api(template: dict[str, Any], overrides: dict[str, Any] | None = None) -> ApiDefinition:
+    """The API a template deploys, with ``overrides`` replacing parameter defaults."""
+    tpl = _Template(template, overrides)
+    apis = tpl.of_type("AWS::Serverless::Api")
+    api_props = apis[0][1] if apis else {}
+    responses = _gateway_responses(tpl, api_props)
+    routes = [route for name, props in tpl.of_type("AWS::Serverless::Function") for route in _routes(tpl, name, props)]
+    return ApiDefinition(
+        routes=routes,
+        authorizer=_default_authorizer(tpl, api_props),
+        binary_media_types=tuple(t.replace("~1", "/") for t in api_props.get("BinaryMediaTypes", [])),
+        gateway_responses=responses,
+        throttle=_throttle(tpl, api_props),
+    )
+
+
+def _throttle(tpl: _Template, api_props: dict[str, Any]) -> tuple[float, int] | None:
+    for setting in api_props.get("MethodSettings") or []:
+        if setting.get("ResourcePath") == "/*" and setting.get("HttpMethod") == "*":
+            rate, burst = tpl.value(setting.get("ThrottlingRateLimit")), tpl.value(setting.get("ThrottlingBurstLimit"))
+            if rate is not None and burst is not None:
+                return float(rate), int(burst)
+    return None
+
+
+def _default_authorizer(tpl: _Template, api_props: dict[str, Any]) -> tuple[str, str] | None:
+    auth = api_props.get("Auth", {}) or {}
+    default = auth.get("DefaultAuthorizer")
+    if not default:
+        return None
+    arn = auth["Authorizers"][default]["FunctionArn"]
+    props = tpl.resources[arn["Fn::GetAtt"][0]]["Properties"]
+    return props["CodeUri"], tpl.function_setting(props, "Handler")
+
+
+def _gateway_responses(tpl: _Template, api_props: dict[str, Any]) -> dict[str, GatewayResponse]:
+    responses = {kind: _gateway_response(tpl, spec) for kind, spec in (api_props.get("GatewayResponses") or {}).items()}
+    for _, props in tpl.of_type("AWS::ApiGateway::GatewayResponse"):
+        responses[props["ResponseType"]] = _gateway_response(tpl, props)
+    return responses
+
+
+def _gateway_response(tpl: _Template, spec: dict[str, Any]) -> GatewayResponse:
+    templates = spec.get("ResponseTemplates") or {}
+    body = templates.get("application/json") or next(iter(templates.values()), "")
+    status = tpl.value(spec.get("StatusCode"))
+    # SAM writes static header values as quoted literals: "'Bearer'".
+    headers = {
+        name: str(tpl.value(value)).strip("'")
+        for name, value in ((spec.get("ResponseParameters") or {}).get("Headers") or {}).items()
+    }
+    return GatewayResponse(int(status) if status is not None else None, body, headers)
+
+
+def _routes(tpl: _Template, name: str, props: dict[str, Any]) -> list[Route]:
+    timeout_s = float(tpl.function_setting(props, "Timeout", DEFAULT_FUNCTION_TIMEOUT_S))
+    routes = []
+    for event in (props.get("Events") or {}).values():
+        if event.get("Type") != "Api":
+            continue
+        spec = event["Properties"]
+        integration_ms = tpl.value(spec.get("TimeoutInMillis", DEFAULT_INTEGRATION_TIMEOUT_MS))
+        routes.append(
+            Route(
+                method=spec["Method"].upper(),
+                path=spec["Path"],
+                function=name,
+                code_uri=props["CodeUri"],
+                handler=tpl.function_setting(props, "Handler"),
+                timeout_s=timeout_s,
+                integration_timeout_ms=int(integration_ms),
+                authorized=(spec.get("Auth") or {}).get("Authorizer") != "NONE",
+                pattern=_path_pattern(spec["Path"]),
+            )
+        )
+    return routes
 
 
 def _path_pattern(path: str) -> re.Pattern[str]:
@@ -104,110 +198,10 @@ def _path_pattern(path: str) -> re.Pattern[str]:
     return re.compile(regex)
 
 
-def _default(value: Any, parameters: dict[str, Any]) -> Any:
-    """Resolve a parameter reference to its default (enough for the values the emulation needs)."""
-    if isinstance(value, dict) and "Ref" in value:
-        return parameters.get(value["Ref"], {}).get("Default")
-    return value
-
-
-def read_api(template: dict[str, Any]) -> ApiDefinition:
-    resources = template.get("Resources", {})
-    parameters = template.get("Parameters", {})
-    globals_fn = template.get("Globals", {}).get("Function", {})
-    routes: list[Route] = []
-    authorizer = None
-    binary: tuple[str, ...] = ()
-    responses: dict[str, GatewayResponse] = {}
-    for name, resource in resources.items():
-        props = resource.get("Properties", {}) or {}
-        kind = resource.get("Type")
-        if kind == "AWS::Serverless::Api":
-            binary = tuple(t.replace("~1", "/") for t in props.get("BinaryMediaTypes", []))
-            auth = props.get("Auth", {}) or {}
-            default = auth.get("DefaultAuthorizer")
-            if default:
-                arn = auth["Authorizers"][default]["FunctionArn"]
-                authorizer_name = arn["Fn::GetAtt"][0]
-                fn = resources[authorizer_name]["Properties"]
-                authorizer = (fn["CodeUri"], fn.get("Handler", globals_fn.get("Handler")))
-            for kind_name, response in (props.get("GatewayResponses") or {}).items():
-                responses[kind_name] = _gateway_response(response, parameters)
-        elif kind == "AWS::ApiGateway::GatewayResponse":
-            responses[props["ResponseType"]] = _gateway_response(props, parameters)
-        elif kind == "AWS::Serverless::Function":
-            timeout = float(_default(props.get("Timeout", globals_fn.get("Timeout", 3)), parameters))
-            for event in (props.get("Events") or {}).values():
-                if event.get("Type") != "Api":
-                    continue
-                ev = event["Properties"]
-                auth = (ev.get("Auth") or {}).get("Authorizer")
-                routes.append(
-                    Route(
-                        method=ev["Method"].upper(),
-                        path=ev["Path"],
-                        function=name,
-                        code_uri=props["CodeUri"],
-                        handler=props.get("Handler", globals_fn.get("Handler")),
-                        timeout_s=timeout,
-                        authorized=auth != "NONE",
-                        pattern=_path_pattern(ev["Path"]),
-                    )
-                )
-    return ApiDefinition(routes, authorizer, binary, responses)
-
-
-def _gateway_response(response: dict[str, Any], parameters: dict[str, Any]) -> GatewayResponse:
-    templates = response.get("ResponseTemplates") or {}
-    body = templates.get("application/json") or next(iter(templates.values()), "")
-    return GatewayResponse(int(_default(response.get("StatusCode", 500), parameters)), body)
-
-
-# --- functions ----------------------------------------------------------------------------------------------
-def load_handler(root: Path, code_uri: str, handler: str) -> Handler:
-    """Import ``functions/<name>/app.py`` as ``functions.<name>.app`` and return its handler."""
-    module_file, _, attribute = handler.rpartition(".")
-    package = ".".join(Path(code_uri.strip("/")).parts)
-    module = importlib.import_module(f"{package}.{module_file}")
-    return getattr(module, attribute)
-
-
-@dataclass
-class LambdaContext:
-    function_name: str
-    memory_limit_in_mb: int
-    timeout_s: float
-    aws_request_id: str
-    started: float
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:us-east-1:{ACCOUNT_ID}:function:{self.function_name}"
-
-    @property
-    def function_version(self) -> str:
-        return "$LATEST"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def log_stream_name(self) -> str:
-        return "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
-
-
-def _context(function_name: str, timeout_s: float) -> LambdaContext:
-    return LambdaContext(function_name, 1024, timeout_s, str(uuid.uuid4()), time.monotonic())
-
-
 # --- authorizer policies -----------------------------------------------------------------------------------
 def policy_allows(statements: list[dict[str, Any]], method_arn: str) -> bool:
     """IAM's rule for an authorizer's policy: some Allow statement names the method ARN (``*`` and ``?`` are
-    wildcards) and no Deny statement does."""
+    wildcards) and no Deny statement does. A client token's policy names only the routes of its scope."""
 
     def names(statement: dict[str, Any]) -> bool:
         resources = statement.get("Resource", [])
@@ -220,13 +214,62 @@ def policy_allows(statements: list[dict[str, Any]], method_arn: str) -> bool:
 
 
 # --- the gateway --------------------------------------------------------------------------------------------
+class TokenBucket:
+    """API Gateway's stage throttle: ``burst`` requests at once, refilled at ``rate`` per second."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._tokens, self._at = float(burst), clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = self.clock()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens < 1:
+                return False
+            self._tokens -= 1
+            return True
+
+
+class GatewayError(Exception):
+    """API Gateway answers itself (a gateway response of ``kind``) instead of the integration."""
+
+    def __init__(self, kind: str, status: int, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.status, self.message = kind, status, message
+
+
+@dataclass
+class _Call:
+    """One request on its way through the gateway."""
+
+    request: Request
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+
 class LocalApiGateway:
     """A WSGI app: HTTP in, proxy event to the function, proxy result back to HTTP."""
 
-    def __init__(self, root: Path, template_path: Path, *, integration_timeout_ms: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        template_path: Path,
+        *,
+        parameters: dict[str, Any] | None = None,
+        load: HandlerLoader | None = None,
+        throttling: bool = False,
+    ) -> None:
+        """``parameters`` override the template's parameter defaults; ``load`` imports a handler (code_uri,
+        handler); ``throttling`` applies the stage's rate and burst limits (off by default: local tests and
+        benchmarks would otherwise be paced like one deployed stage)."""
         self.root = root
-        self.api = read_api(load_template(template_path))
-        self.integration_timeout_s = integration_timeout_ms / 1000
+        self.api = read_api(load_template(template_path), parameters)
+        limits = self.api.throttle if throttling else None
+        self._throttle = TokenBucket(*limits) if limits else None
+        self._load = load or (lambda code_uri, handler: load_handler(root, code_uri, handler))
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lambda")
@@ -235,65 +278,45 @@ class LocalApiGateway:
         key = f"{code_uri}:{handler}"
         with self._lock:
             if key not in self._handlers:
-                self._handlers[key] = load_handler(self.root, code_uri, handler)
+                self._handlers[key] = self._load(code_uri, handler)
             return self._handlers[key]
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        request = Request(environ)
-        return self.respond(request)(environ, start_response)
+        return self.respond(Request(environ))(environ, start_response)
 
     def respond(self, request: Request) -> Response:
-        started_ms = int(time.time() * 1000)
-        request_id = str(uuid.uuid4())
-        content_length = request.content_length or 0
-        if content_length > API_REQUEST_LIMIT_BYTES:
-            return self._gateway("REQUEST_TOO_LARGE", request_id, 413, "Request Too Long")
-        path = request.path
-        for route in self.api.routes:
-            params = route.match(request.method, path)
-            if params is not None:
-                break
-        else:
-            known = any(r.pattern.fullmatch(path) for r in self.api.routes)
-            # API Gateway answers an unknown route with 403 MISSING_AUTHENTICATION_TOKEN.
-            return self._gateway(
-                "MISSING_AUTHENTICATION_TOKEN" if not known else "DEFAULT_4XX",
-                request_id,
-                403 if not known else 405,
-                "Missing Authentication Token",
-            )
-        body = request.get_data()
-        event = self._event(request, route, params, body, request_id, started_ms)
-        if route.authorized and self.api.authorizer:
-            denied = self._authorize(event, route)
-            if denied is not None:
-                return denied
-        if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT_BYTES:
-            return self._gateway("REQUEST_TOO_LARGE", request_id, 413, "Request Too Long")
-        return self._invoke(route, event, request_id, started_ms)
+        call = _Call(request)
+        try:
+            if (request.content_length or 0) > API_REQUEST_LIMIT_BYTES:
+                raise GatewayError("REQUEST_TOO_LARGE", 413, "Request Too Long")
+            route, params = self._route(request)
+            if self._throttle is not None and not self._throttle.take():
+                raise GatewayError("THROTTLED", 429, "Too Many Requests")
+            event = self._event(call, route, params)
+            if route.authorized and self.api.authorizer:
+                self._authorize(event, route)
+            if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT_BYTES:
+                raise GatewayError("REQUEST_TOO_LARGE", 413, "Request Too Long")
+            result = self.integrate(route, event, call)
+            return self.proxy_response(result, call)
+        except GatewayError as error:
+            return self.gateway_response(error.kind, call.request_id, error.status, error.message)
 
-    def _event(
-        self,
-        request: Request,
-        route: Route,
-        params: dict[str, str],
-        body: bytes,
-        request_id: str,
-        started_ms: int,
-    ) -> dict[str, Any]:
-        headers: dict[str, str] = {}
-        multi_headers: dict[str, list[str]] = {}
-        for name, value in request.headers.items():
-            headers[name] = value
-            multi_headers.setdefault(name, []).append(value)
-        # API Gateway adds these; the functions build absolute URLs (a task's poll_url) from them.
-        for name, value in (("X-Forwarded-Proto", request.scheme), ("X-Forwarded-For", request.remote_addr or "")):
-            if name not in headers:
-                headers[name] = value
-                multi_headers[name] = [value]
+    def _route(self, request: Request) -> tuple[Route, dict[str, str]]:
+        for route in self.api.routes:
+            params = route.match(request.method, request.path)
+            if params is not None:
+                return route, params
+        # API Gateway answers the same for an unknown path and for a method the path does not have.
+        raise GatewayError("MISSING_AUTHENTICATION_TOKEN", 403, "Missing Authentication Token")
+
+    def _event(self, call: _Call, route: Route, params: dict[str, str]) -> dict[str, Any]:
+        request = call.request
+        body = request.get_data()
+        headers, multi_headers = _headers(request)
         content_type = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         binary = content_type in self.api.binary_media_types
-        query = {k: v for k, v in request.args.items()}
+        query = dict(request.args.items())
         multi_query = {k: request.args.getlist(k) for k in request.args}
         return {
             "resource": route.path,
@@ -305,31 +328,15 @@ class LocalApiGateway:
             "multiValueQueryStringParameters": multi_query or None,
             "pathParameters": params or None,
             "stageVariables": None,
-            "requestContext": {
-                "resourceId": secrets.token_hex(3),
-                "resourcePath": route.path,
-                "httpMethod": request.method,
-                "extendedRequestId": secrets.token_urlsafe(12),
-                "requestTime": datetime.fromtimestamp(started_ms / 1000, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
-                # Locally the stage is not part of the URL, so the full path is the request's own.
-                "path": request.path,
-                "accountId": ACCOUNT_ID,
-                "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
-                "stage": STAGE,
-                "domainPrefix": "localhost",
-                "requestTimeEpoch": started_ms,
-                "requestId": request_id,
-                "identity": {"sourceIp": request.remote_addr, "userAgent": request.user_agent.string},
-                "domainName": request.host,
-                "apiId": API_ID,
-            },
+            "requestContext": _request_context(call, route),
             "body": (base64.b64encode(body).decode("ascii") if binary else body.decode("utf-8", "replace"))
             if body
             else None,
             "isBase64Encoded": bool(body) and binary,
         }
 
-    def _authorize(self, event: dict[str, Any], route: Route) -> Response | None:
+    def _authorize(self, event: dict[str, Any], route: Route) -> None:
+        """Run the REQUEST authorizer; on Allow its context goes into the event, else a gateway response."""
         assert self.api.authorizer is not None
         code_uri, handler = self.api.authorizer
         authorizer_event = {
@@ -340,40 +347,44 @@ class LocalApiGateway:
             "stageVariables": None,
             "requestContext": event["requestContext"],
         }
-        request_id = event["requestContext"]["requestId"]
         try:
-            result = self.handler(code_uri, handler)(authorizer_event, _context("AuthorizerFunction", 10))
+            result = invoke(self.handler(code_uri, handler), authorizer_event, new_context("AuthorizerFunction", 10))
         except Exception as exc:
             if str(exc) == "Unauthorized":
-                return self._gateway("UNAUTHORIZED", request_id, 401, "Unauthorized")
+                raise GatewayError("UNAUTHORIZED", 401, "Unauthorized") from exc
             logger.exception("authorizer failed")
-            return self._gateway("AUTHORIZER_FAILURE", request_id, 500, "Authorizer error")
-        statements = result.get("policyDocument", {}).get("Statement", [])
+            raise GatewayError("AUTHORIZER_FAILURE", 500, "Authorizer error") from exc
+        statements = (result.get("policyDocument") or {}).get("Statement", [])
         if not policy_allows(statements, authorizer_event["methodArn"]):
-            return self._gateway("ACCESS_DENIED", request_id, 403, "Access denied")
+            raise GatewayError("ACCESS_DENIED", 403, "User is not authorized to access this resource")
         event["requestContext"]["authorizer"] = {
             "principalId": result.get("principalId"),
             "integrationLatency": 0,
             **{k: str(v) for k, v in (result.get("context") or {}).items()},
         }
-        return None
 
-    def _invoke(self, route: Route, event: dict[str, Any], request_id: str, started_ms: int) -> Response:
-        handler = self.handler(route.code_uri, route.handler)
-        context = _context(route.function, route.timeout_s)
-        future = self._pool.submit(handler, event, context)
-        waited = time.time() - started_ms / 1000
+    def integrate(self, route: Route, event: dict[str, Any], call: _Call) -> dict[str, Any]:
+        """Invoke the route's function and wait for it as long as API Gateway would (its integration timeout,
+        counted from the request's arrival, or the function's own timeout if that is shorter)."""
+        context = new_context(route.function, route.timeout_s)
+        future = self._pool.submit(invoke, self.handler(route.code_uri, route.handler), event, context)
+        waited = time.time() - call.started_ms / 1000
+        limit = min(route.integration_timeout_ms / 1000, route.timeout_s)
         try:
-            result = future.result(timeout=max(0.0, min(self.integration_timeout_s, route.timeout_s) - waited))
-        except FutureTimeout:
+            result = future.result(timeout=max(0.0, limit - waited))
+        except FutureTimeout as exc:
             # The function goes on (as in AWS); the caller gets API Gateway's timeout answer.
-            return self._gateway("INTEGRATION_TIMEOUT", request_id, 504, "Endpoint request timed out")
-        except Exception:
+            raise GatewayError("INTEGRATION_TIMEOUT", 504, "Endpoint request timed out") from exc
+        except Exception as exc:
             logger.exception("function failed", extra={"function": route.function})
-            return self._gateway("DEFAULT_5XX", request_id, 502, "Internal server error")
-        if len(json.dumps(result)) > LAMBDA_PAYLOAD_LIMIT_BYTES:
-            logger.error("function response over the 6 MB Lambda limit", extra={"function": route.function})
-            return self._gateway("DEFAULT_5XX", request_id, 502, "Internal server error")
+            raise GatewayError("DEFAULT_5XX", 502, "Internal server error") from exc
+        if not isinstance(result, dict) or len(json.dumps(result)) > LAMBDA_PAYLOAD_LIMIT_BYTES:
+            logger.error("function response not a proxy result within 6 MB", extra={"function": route.function})
+            raise GatewayError("DEFAULT_5XX", 502, "Internal server error")
+        return result
+
+    def proxy_response(self, result: dict[str, Any], call: _Call) -> Response:
+        """A Lambda proxy result as the HTTP response API Gateway sends."""
         body = result.get("body") or ""
         data = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode("utf-8")
         response = Response(data, status=int(result.get("statusCode", 200)))
@@ -383,15 +394,16 @@ class LocalApiGateway:
             response.headers.remove(name)
             for value in values:
                 response.headers.add(name, str(value))
-        response.headers["x-amzn-RequestId"] = request_id
+        response.headers["x-amzn-RequestId"] = call.request_id
         return response
 
-    def _gateway(self, kind: str, request_id: str, status: int, message: str) -> Response:
-        """API Gateway's own answer, with the template's customised body when it has one."""
-        template = self.api.gateway_responses.get(kind)
-        fallback_kind = "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
-        template = template or self.api.gateway_responses.get(fallback_kind)
-        status = template.status if template and kind in self.api.gateway_responses else status
+    def gateway_response(self, kind: str, request_id: str, status: int, message: str) -> Response:
+        """API Gateway's own answer: the template's response of that kind, else its DEFAULT_4XX/5XX one
+        (whose body is used with the error's own status), else API Gateway's plain ``{"message": ...}``."""
+        fallback = "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
+        template = self.api.gateway_responses.get(kind) or self.api.gateway_responses.get(fallback)
+        if template is not None and template.status is not None:
+            status = template.status
         body = template.body if template else json.dumps({"message": message})
         body = (
             body.replace("$context.error.messageString", json.dumps(message))
@@ -399,6 +411,58 @@ class LocalApiGateway:
             .replace("$context.requestId", request_id)
         )
         response = Response(body, status=status, content_type="application/json")
+        for name, value in (template.headers if template else {}).items():
+            response.headers[name] = value
         response.headers["x-amzn-RequestId"] = request_id
-        response.headers["x-amzn-ErrorType"] = kind
+        response.headers["x-amzn-ErrorType"] = _error_type(kind)
         return response
+
+
+_ERROR_TYPES = {
+    "MISSING_AUTHENTICATION_TOKEN": "MissingAuthenticationTokenException",
+    "UNAUTHORIZED": "UnauthorizedException",
+    "ACCESS_DENIED": "AccessDeniedException",
+    "REQUEST_TOO_LARGE": "RequestTooLargeException",
+    "INTEGRATION_TIMEOUT": "InternalServerErrorException",
+    "THROTTLED": "TooManyRequestsException",
+}
+
+
+def _error_type(kind: str) -> str:
+    return _ERROR_TYPES.get(kind, "InternalServerErrorException")
+
+
+def _headers(request: Request) -> tuple[dict[str, str], dict[str, list[str]]]:
+    headers: dict[str, str] = {}
+    multi_headers: dict[str, list[str]] = {}
+    for name, value in request.headers.items():
+        headers[name] = value
+        multi_headers.setdefault(name, []).append(value)
+    # API Gateway adds these; the functions build absolute URLs (a task's poll_url) from them.
+    for name, value in (("X-Forwarded-Proto", request.scheme), ("X-Forwarded-For", request.remote_addr or "")):
+        if name not in headers:
+            headers[name] = value
+            multi_headers[name] = [value]
+    return headers, multi_headers
+
+
+def _request_context(call: _Call, route: Route) -> dict[str, Any]:
+    request = call.request
+    return {
+        "resourceId": secrets.token_hex(3),
+        "resourcePath": route.path,
+        "httpMethod": request.method,
+        "extendedRequestId": secrets.token_urlsafe(12),
+        "requestTime": datetime.fromtimestamp(call.started_ms / 1000, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+        # Locally the stage is not part of the URL, so the full path is the request's own.
+        "path": request.path,
+        "accountId": ACCOUNT_ID,
+        "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
+        "stage": STAGE,
+        "domainPrefix": "localhost",
+        "requestTimeEpoch": call.started_ms,
+        "requestId": call.request_id,
+        "identity": {"sourceIp": request.remote_addr, "userAgent": request.user_agent.string},
+        "domainName": request.host,
+        "apiId": API_ID,
+    }

@@ -15,7 +15,8 @@ from typing import Any
 import boto3
 
 from imagecore.observability import logger
-from local.gateway import Handler, LambdaContext
+from local.context import LambdaContext
+from local.lambda_runtime import Handler, invoke
 
 RETRY_PAUSE_SECONDS = 2
 
@@ -82,7 +83,7 @@ class JobPoller:
             event = {"Records": [sqs_record(message, self._queue_arn, self._region) for message in messages]}
             context = LambdaContext("WorkerFunction", 3008, self._timeout, f"local-{time.time_ns()}", time.monotonic())
             try:
-                answer = self._handler(event, context) or {}
+                answer = invoke(self._handler, event, context) or {}
                 failed = {item["itemIdentifier"] for item in answer.get("batchItemFailures", [])}
             except Exception:
                 logger.exception("worker failed on the whole batch")

@@ -36,18 +36,22 @@ def _resource(template: dict[str, Any], name: str) -> dict[str, Any]:
     return template["Resources"][name]["Properties"]
 
 
-def create_resources(endpoint: str, region: str, template: dict[str, Any]) -> LocalResources:
+def create_resources(
+    endpoint: str | None, region: str, template: dict[str, Any], *, prefix: str = PREFIX
+) -> LocalResources:
+    """Make the resources on the AWS at ``endpoint`` (None: boto3's default, as under moto's in-process mock)."""
+
     def client(service: str) -> Any:
         return boto3.client(service, endpoint_url=endpoint, region_name=region)  # type: ignore[call-overload]
 
-    bucket = f"{PREFIX}"
+    bucket = prefix
     client("s3").create_bucket(Bucket=bucket)
 
     dynamodb = client("dynamodb")
     tables = {}
     for logical in ("TasksTable", "IdempotencyTable", "TokenUsageTable"):
         props = _resource(template, logical)
-        name = f"{PREFIX}-{logical.removesuffix('Table').lower()}"
+        name = f"{prefix}-{logical.removesuffix('Table').lower()}"
         dynamodb.create_table(
             TableName=name,
             BillingMode=props["BillingMode"],
@@ -64,11 +68,11 @@ def create_resources(endpoint: str, region: str, template: dict[str, Any]) -> Lo
         tables[logical] = name
 
     sqs = client("sqs")
-    dlq_url = sqs.create_queue(QueueName=f"{PREFIX}-jobs-dlq")["QueueUrl"]
+    dlq_url = sqs.create_queue(QueueName=f"{prefix}-jobs-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = _resource(template, "JobsQueue")["RedrivePolicy"]
     jobs_url = sqs.create_queue(
-        QueueName=f"{PREFIX}-jobs",
+        QueueName=f"{prefix}-jobs",
         Attributes={
             "VisibilityTimeout": str(LOCAL_VISIBILITY_TIMEOUT),
             "RedrivePolicy": json.dumps(
@@ -77,13 +81,13 @@ def create_resources(endpoint: str, region: str, template: dict[str, Any]) -> Lo
         },
     )["QueueUrl"]
     jobs_arn = sqs.get_queue_attributes(QueueUrl=jobs_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    completions_url = sqs.create_queue(QueueName=f"{PREFIX}-completions")["QueueUrl"]
+    completions_url = sqs.create_queue(QueueName=f"{prefix}-completions")["QueueUrl"]
     completions_arn = sqs.get_queue_attributes(QueueUrl=completions_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
 
     events = client("events")
-    bus = f"{PREFIX}-images"
+    bus = f"{prefix}-images"
     events.create_event_bus(Name=bus)
     rule = _resource(template, "ImageGenerationRequestedRule")
     events.put_rule(Name="ImageGenerationRequested", EventBusName=bus, EventPattern=json.dumps(rule["EventPattern"]))

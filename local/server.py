@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_REGION = "us-east-1"
+# The functions sign with these; the embedded S3 checks presigned POSTs against them.
+LOCAL_CREDENTIALS = ("local", "local")
 
 
 @dataclass
@@ -40,6 +43,7 @@ class StackConfig:
     simulator_latency_ms: int = 0
     simulator_keepalive_ms: int = 0
     log_level: str = "INFO"
+    throttling: bool = False  # the stage's rate and burst limits (template parameters), off unless asked
     client_token_signing_key: str | None = None
 
     @classmethod
@@ -57,14 +61,57 @@ class StackConfig:
             simulator_latency_ms=int(env.get("SIMULATOR_LATENCY_MS", "0")),
             simulator_keepalive_ms=int(env.get("SIMULATOR_KEEPALIVE_MS", "0")),
             log_level=env.get("POWERTOOLS_LOG_LEVEL", env.get("LOG_LEVEL", "INFO")),
+            throttling=env.get("API_THROTTLING", "").lower() in ("1", "true", "on"),
             client_token_signing_key=env.get("CLIENT_TOKEN_SIGNING_KEY") or None,
         )
+
+
+class StackError(Exception):
+    """The local stack cannot start; the message says why in one line."""
+
+
+class PortTaken(StackError):
+    def __init__(self, variable: str, host: str, port: int, reason: str) -> None:
+        super().__init__(f"{variable} {port} on {host} is not available ({reason}): free it or set {variable}")
+        self.variable, self.port = variable, port
+
+
+def _bind(variable: str, host: str, port: int, app: Any, handler: Any = None) -> BaseWSGIServer:
+    """Bind and listen now, so a taken port fails here, before anything else starts (port 0: any free one)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise PortTaken(variable, host, port, exc.strerror or type(exc).__name__) from None
+    try:
+        return make_server(host, port, app, threaded=True, request_handler=handler, fd=sock.fileno())
+    finally:
+        sock.close()  # the server holds its own duplicate of the listening socket
+
+
+def _moto_app() -> Any:
+    """moto's server app (every AWS service on one endpoint) behind the S3 POST policy checks."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    from local.s3 import PresignedPostPolicy
+
+    return PresignedPostPolicy(DomainDispatcherApplication(create_backend_app), credentials=dict([LOCAL_CREDENTIALS]))
+
+
+def _moto_handler() -> Any:
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+
+    return MotoRequestHandler
 
 
 class _Serving:
     def __init__(self, server: BaseWSGIServer) -> None:
         self.server = server
-        self.thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # serve_forever polls for shutdown; its default half second would be paid at every stop().
+        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
 
     @property
@@ -85,61 +132,70 @@ class LocalStack:
         self.config = config
         self.keys = config.api_keys or [f"isk-local-{secrets.token_urlsafe(18)}"]
         self.generated_key = not config.api_keys
+        # Signs client tokens: a fresh one each start (tokens die with the local stack) unless one is given.
         self.signing_key = config.client_token_signing_key or secrets.token_urlsafe(48)
         self.simulator: Any = None
         self.resources: Any = None
         self._poller: Any = None
-        self._moto: Any = None
         self._servers: list[_Serving] = []
         self.api_url = ""
         self.aws_url = ""
         self.upstream_url = ""
 
     def start(self) -> LocalStack:
-        from moto.server import ThreadedMotoServer
-
-        self._fake_aws_credentials()
-        self._moto = ThreadedMotoServer(ip_address=self.config.host, port=self.config.aws_port, verbose=False)
-        self._moto.start()
-        host, port = self._moto.get_host_and_port()
-        self.aws_url = f"http://{host}:{port}"
-        from local.gateway import load_template
-        from local.resources import create_resources
-
-        template = load_template(ROOT / "template.yaml")
-        self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
-
-        upstream_key = self.config.upstream_api_key
-        if self.config.upstream_base_url:
-            self.upstream_url = self.config.upstream_base_url
-        else:
-            from local.simulator import SimulatorOptions, UpstreamSimulator
-
-            upstream_key = upstream_key or f"sim-{secrets.token_hex(8)}"
-            self.simulator = UpstreamSimulator(
-                SimulatorOptions(
-                    api_key=upstream_key,
-                    latency_ms=self.config.simulator_latency_ms,
-                    keepalive_ms=self.config.simulator_keepalive_ms,
-                )
-            )
-            serving = _Serving(make_server(self.config.host, 0, self.simulator, threaded=True))
-            self._servers.append(serving)
-            self.upstream_url = serving.url + "/v1"
-        if not upstream_key:
-            raise SystemExit("UPSTREAM_BASE_URL is set: set UPSTREAM_API_KEY too")
-
-        self._function_environment(upstream_key)
+        """Bind both ports first (a taken one raises ``PortTaken`` before anything starts), then serve."""
         from local.gateway import LocalApiGateway
+        from local.resources import create_resources
+        from local.template import project_template
 
+        if self.config.upstream_base_url and not self.config.upstream_api_key:
+            raise StackError("UPSTREAM_BASE_URL is set: set UPSTREAM_API_KEY too")
+        self._fake_aws_credentials()
+        template = project_template()
         gateway = LocalApiGateway(
-            ROOT, ROOT / "template.yaml", integration_timeout_ms=self.config.integration_timeout_ms
+            ROOT,
+            ROOT / "template.yaml",
+            parameters={"IntegrationTimeoutMs": self.config.integration_timeout_ms},
+            throttling=self.config.throttling,
         )
-        api = _Serving(make_server(self.config.host, self.config.port, gateway, threaded=True))
+        aws_server = _bind("AWS_PORT", self.config.host, self.config.aws_port, _moto_app(), _moto_handler())
+        try:
+            api_server = _bind("PORT", self.config.host, self.config.port, gateway)
+        except PortTaken:
+            aws_server.server_close()
+            raise
+        aws = _Serving(aws_server)
+        self._servers.append(aws)
+        self.aws_url = aws.url
+        self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
+        upstream_key = self._start_upstream()
+        self._function_environment(template, upstream_key)
+        api = _Serving(api_server)
         self._servers.append(api)
         self.api_url = api.url + "/v1"
         self._start_worker(template)
         return self
+
+    def _start_upstream(self) -> str:
+        """The upstream the functions call: the one named by UPSTREAM_BASE_URL, else the simulator; its key."""
+        upstream_key = self.config.upstream_api_key
+        if self.config.upstream_base_url and upstream_key:
+            self.upstream_url = self.config.upstream_base_url
+            return upstream_key
+        from local.simulator import SimulatorOptions, UpstreamSimulator
+
+        upstream_key = upstream_key or f"sim-{secrets.token_hex(8)}"
+        self.simulator = UpstreamSimulator(
+            SimulatorOptions(
+                api_key=upstream_key,
+                latency_ms=self.config.simulator_latency_ms,
+                keepalive_ms=self.config.simulator_keepalive_ms,
+            )
+        )
+        serving = _Serving(make_server(self.config.host, 0, self.simulator, threaded=True))
+        self._servers.append(serving)
+        self.upstream_url = serving.url + "/v1"
+        return upstream_key
 
     def _start_worker(self, template: dict[str, Any]) -> None:
         from local.gateway import load_handler
@@ -163,9 +219,6 @@ class LocalStack:
         for serving in reversed(self._servers):
             serving.stop()
         self._servers.clear()
-        if self._moto is not None:
-            self._moto.stop()
-            self._moto = None
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -175,54 +228,59 @@ class LocalStack:
 
     @staticmethod
     def _fake_aws_credentials() -> None:
-        # The embedded moto server accepts any credentials; these keep boto3 from looking for real ones.
-        os.environ["AWS_ACCESS_KEY_ID"] = "local"
-        os.environ["AWS_SECRET_ACCESS_KEY"] = "local"  # noqa: S105 - moto ignores credentials
+        # Local credentials: boto3 never looks for real ones, and the embedded S3 checks POST signatures with them.
+        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = LOCAL_CREDENTIALS
         os.environ.pop("AWS_SESSION_TOKEN", None)
         os.environ.pop("AWS_PROFILE", None)
         os.environ["AWS_DEFAULT_REGION"] = LOCAL_REGION
         os.environ["AWS_REGION"] = LOCAL_REGION
 
-    def _function_environment(self, upstream_key: str) -> None:
+    def _function_environment(self, template: dict[str, Any], upstream_key: str) -> None:
         """What the template's Globals and function Environment give the functions in AWS, pointed at the
-        local services. Settings are read from here once, when a function first runs."""
+        local services (one process hosts every function, so it is all their variables at once). Settings are
+        read from here once, when a function first runs."""
+        from local.environment import SECRET_STAND_INS, function_environment, resource_refs
+
+        for secret_id in SECRET_STAND_INS:
+            os.environ.pop(secret_id, None)
+        os.environ.update(
+            function_environment(
+                template,
+                refs={
+                    **resource_refs(self.resources),
+                    "UpstreamBaseUrl": self.upstream_url,
+                    "IntegrationTimeoutMs": str(self.config.integration_timeout_ms),
+                    "LogLevel": self.config.log_level,
+                },
+                secrets={
+                    "UPSTREAM_API_KEY": upstream_key,
+                    "API_KEYS": ",".join(self.keys),
+                    "CLIENT_TOKEN_SIGNING_KEY": self.signing_key,
+                },
+            )
+        )
         os.environ.update(
             {
-                "POWERTOOLS_SERVICE_NAME": "image-service",
-                "POWERTOOLS_METRICS_NAMESPACE": "ImageService",
-                "POWERTOOLS_TRACE_DISABLED": "true",
-                "POWERTOOLS_LOG_LEVEL": self.config.log_level,
-                "IMAGES_BUCKET": self.resources.bucket,
                 "S3_ENDPOINT_URL": self.aws_url,
                 # Every other AWS client (DynamoDB, SQS, EventBridge) talks to the embedded moto server too.
                 "AWS_ENDPOINT_URL": self.aws_url,
-                "TASKS_TABLE": self.resources.tasks_table,
-                "IDEMPOTENCY_TABLE": self.resources.idempotency_table,
-                "TOKEN_USAGE_TABLE": self.resources.token_usage_table,
-                "JOBS_QUEUE_URL": self.resources.jobs_queue_url,
-                "DEAD_LETTER_QUEUE_URL": self.resources.dead_letter_queue_url,
-                "EVENT_BUS_NAME": self.resources.event_bus_name,
-                "UPSTREAM_BASE_URL": self.upstream_url,
-                "UPSTREAM_API_KEY": upstream_key,
-                "INTEGRATION_TIMEOUT_MS": str(self.config.integration_timeout_ms),
-                "API_KEYS": ",".join(self.keys),
-                # Signs client tokens; a fresh one each start, so tokens die with the local stack.
-                "CLIENT_TOKEN_SIGNING_KEY": self.signing_key,
             }
         )
-        os.environ.pop("UPSTREAM_API_KEY_SECRET_ID", None)
-        os.environ.pop("API_KEYS_SECRET_ID", None)
-        os.environ.pop("CLIENT_TOKEN_SIGNING_SECRET_ID", None)
 
 
 def main() -> None:
+    from local.lambda_runtime import LineAtomicWriter
+
+    # Before any function is imported: their loggers keep the stream they find.
+    sys.stdout = LineAtomicWriter(sys.stdout)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     config = StackConfig.from_env()
     stack = LocalStack(config)
     try:
         stack.start()
-    except OSError as exc:
-        print(f"cannot start the local stack: {exc} (is PORT {config.port} or AWS_PORT {config.aws_port} taken?)")
+    except StackError as exc:
+        stack.stop()
+        print(f"cannot start the local stack: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
     upstream = f"built-in simulator at {stack.upstream_url}" if stack.simulator is not None else stack.upstream_url
     # A key the user chose is theirs to know: only a generated one is printed.

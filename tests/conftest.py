@@ -13,40 +13,54 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from werkzeug.serving import make_server
 
+from local.context import LambdaContext
+from local.environment import globals_environment
+from local.template import project_template
+from tests.faults import AwsFaults
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Slow checks that run in a process of their own start now, to overlap with the rest of the suite."""
+    if any(item.name == "test_sam_validate_lint_passes" for item in session.items):
+        from tests.template import sam_validate
+
+        sam_validate.start()
+    if any(item.get_closest_marker("e2e") or "tests/e2e/" in item.nodeid for item in session.items):
+        from tests.e2e import launcher
+
+        launcher.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.e2e import launcher
+    from tests.template import sam_validate
+
+    sam_validate.stop()
+    launcher.stop()
+
+
 # What the template's Globals give every function, set before any function module is imported.
-os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "image-service")
-os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "ImageServiceTests")
-os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+for _name, _value in globals_environment(project_template()).items():
+    os.environ.setdefault(_name, _value)
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "GenerationsFunction"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:GenerationsFunction"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    function_version: str = "$LATEST"
-    log_group_name: str = "/aws/lambda/GenerationsFunction"
-    log_stream_name: str = "test"
-    remaining_ms: int = 330_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+# The one Lambda context fake (the local stack's); the old name is kept for the suites that use it.
+FakeLambdaContext = LambdaContext
 
 
 @pytest.fixture
-def lambda_context() -> FakeLambdaContext:
-    return FakeLambdaContext()
+def lambda_context() -> LambdaContext:
+    """A GenerationsFunction context whose time left stays at 330 s (exact deadlines in assertions)."""
+    return LambdaContext(remaining_ms=330_000, log_stream_name="test")
 
 
 def load_event(name: str) -> dict[str, Any]:
@@ -101,10 +115,13 @@ def api_event():
 
 
 class ServedApp:
+    """A WSGI app on a real loopback port, served from a thread until ``close()``."""
+
     def __init__(self, app: Any) -> None:
         self.app = app
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # serve_forever polls for shutdown; its default half second would be paid at every close().
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
@@ -113,19 +130,40 @@ class ServedApp:
         self.server.server_close()
 
 
+class _Current:
+    """A WSGI app that hands each request to whichever app is current: one server for the session, a fresh
+    app (with fresh state) for every test."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return self.app(environ, start_response)
+
+
 UPSTREAM_KEY = "sim-upstream-key-for-tests"
 
 
+@pytest.fixture(scope="session")
+def _simulator_server() -> Iterator[tuple[_Current, str]]:
+    current = _Current()
+    served = ServedApp(current)
+    yield current, served.url
+    served.close()
+
+
 @pytest.fixture
-def simulator() -> Iterator[Any]:
-    """The upstream simulator on a real HTTP port; ``simulator.url`` is its /v1 base URL."""
+def simulator(_simulator_server: tuple[_Current, str]) -> Iterator[Any]:
+    """A new upstream simulator (no faults, no calls, default options) on a real HTTP port; ``simulator.url`` is
+    its /v1 base URL. The port stays the same for the whole session."""
     from local.simulator import SimulatorOptions, UpstreamSimulator
 
+    current, url = _simulator_server
     sim = UpstreamSimulator(SimulatorOptions(api_key=UPSTREAM_KEY))
-    served = ServedApp(sim)
-    sim.url = served.url + "/v1"
+    sim.url = url + "/v1"
+    current.app = sim
     yield sim
-    served.close()
+    current.app = None
 
 
 class LogTap:
@@ -156,3 +194,12 @@ def log_tap() -> Iterator[LogTap]:
     logger.addHandler(handler)
     yield tap
     logger.removeHandler(handler)
+
+
+@pytest.fixture
+def aws_faults() -> Iterator[AwsFaults]:
+    """AWS calls that fail on demand, through botocore's event hooks (``tests/faults.py``); gone after the test.
+    Clients made before a rule is added do not see it: add rules before the functions run cold."""
+    faults = AwsFaults()
+    yield faults
+    faults.clear()

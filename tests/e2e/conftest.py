@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,47 +66,13 @@ class RunningStack:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    log_path = tmp_path_factory.mktemp("stack") / "stack.log"
-    port, aws_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "PORT": str(port),
-        "AWS_PORT": str(aws_port),
-        "API_KEYS": f"{API_KEY},isk-e2e-second-key",
-        "CLIENT_TOKEN_SIGNING_KEY": SIGNING_KEY,
-        "PYTHONUNBUFFERED": "1",
-    }
-    for name in ("UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "IMAGES_BUCKET", "S3_ENDPOINT_URL"):
-        env.pop(name, None)
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        banner = ""
-        deadline = time.monotonic() + 60
-        while "upstream" not in banner or "API key" not in banner:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the local stack did not start:\n{log_path.read_text()}")
-            time.sleep(0.2)
-            banner = log_path.read_text()
-        simulator = re.search(r"simulator at (\S+)", banner)
-        assert simulator, banner
-        running = RunningStack(
-            api_url=f"http://127.0.0.1:{port}/v1",
-            aws_url=f"http://127.0.0.1:{aws_port}",
-            simulator_url=simulator.group(1),
-            log_path=log_path,
-        )
-        httpx.get(running.api_url + "/health", timeout=10).raise_for_status()
-        yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def stack() -> Iterator[RunningStack]:
+    """The local stack, started when the session was collected (``launcher.start``), so that its start-up
+    overlaps the suites that run before this one; stopped at the end of the session."""
+    from tests.e2e import launcher
+
+    yield launcher.wait_until_ready()
+    launcher.stop()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.e2e.conftest import API_KEY
+from tests.helpers import rgba_mask
 
 pytestmark = pytest.mark.e2e
 
@@ -128,14 +129,6 @@ def png_bytes(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
-
-
-def rgba_mask(width: int, height: int) -> bytes:
-    mask = picture(width, height, seed=5).convert("RGBA")
-    alpha = Image.new("L", (width, height), 255)
-    ImageDraw.Draw(alpha).ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=0)
-    mask.putalpha(alpha)
-    return png_bytes(mask)
 
 
 # --- the API ------------------------------------------------------------------------------------------------
@@ -260,7 +253,7 @@ def test_async_edit_with_two_pngs_and_an_rgba_mask(stack):
         files=[
             ("image[]", ("a.png", first, "image/png")),
             ("image[]", ("b.png", second, "image/png")),
-            ("mask", ("mask.png", rgba_mask(768, 512), "image/png")),
+            ("mask", ("mask.png", rgba_mask((768, 512)), "image/png")),
             ("prompt", (None, "the two scenes side by side under a stormy sky")),
             ("size", (None, "1536x1024")),
         ],

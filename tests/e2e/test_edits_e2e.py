@@ -4,7 +4,6 @@ what the upstream received read back from the simulator."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.e2e.conftest import API_KEY
+from tests.helpers import rgba_mask, sha256
 
 pytestmark = pytest.mark.e2e
 
@@ -52,24 +52,11 @@ def jpeg(width: int, height: int, seed: int = 0, quality: int = 90) -> bytes:
     return encode(photo(width, height, seed), "JPEG", quality=quality)
 
 
-def rgba_mask(width: int, height: int) -> bytes:
-    """An RGBA PNG mask: opaque everywhere except a transparent ellipse (the area to edit)."""
-    mask = photo(width, height, seed=7).convert("RGBA")
-    alpha = Image.new("L", (width, height), 255)
-    ImageDraw.Draw(alpha).ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=0)
-    mask.putalpha(alpha)
-    return encode(mask, "PNG")
-
-
 def noise_png(side: int) -> bytes:
     """Grain in three channels: a PNG about side * side * 3 bytes large (noise does not compress)."""
     noise = Image.effect_noise((side, side), 100)
     rgb = Image.merge("RGB", (noise, noise.rotate(90), noise.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
     return encode(rgb, "PNG", compress_level=1)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -103,7 +90,7 @@ def assert_openai_error(response: httpx.Response, status: int) -> dict[str, Any]
 
 # --- 1. the SDK with two PNGs and a mask --------------------------------------------------------------------
 def test_sdk_edit_with_two_pngs_and_an_rgba_mask(stack, openai_client):
-    first, second, mask = png(768, 512, seed=1), png(640, 640, seed=2), rgba_mask(768, 512)
+    first, second, mask = png(768, 512, seed=1), png(640, 640, seed=2), rgba_mask((768, 512))
     raw = openai_client.images.with_raw_response.edit(
         model="gpt-image-2",
         image=[("a.png", first, "image/png"), ("b.png", second, "image/png")],
@@ -244,7 +231,7 @@ def test_bad_images_are_400s_naming_the_field_without_an_upstream_call(stack, op
 
     # A mask of a different size than the first image.
     body = _sdk_bad_request(
-        lambda: edit(image=[("a.png", first, "image/png")], mask=("mask.png", rgba_mask(256, 256), "image/png"))
+        lambda: edit(image=[("a.png", first, "image/png")], mask=("mask.png", rgba_mask((256, 256)), "image/png"))
     )
     assert (body["param"], body["code"]) == ("mask", "invalid_mask")
     assert "size" in body["message"]
@@ -258,7 +245,7 @@ def test_bad_images_are_400s_naming_the_field_without_an_upstream_call(stack, op
     assert "alpha" in body["message"]
 
     # A mask in another format than the first image (WebP with alpha for a PNG).
-    webp_mask = encode(Image.open(io.BytesIO(rgba_mask(512, 512))), "WEBP", lossless=True)
+    webp_mask = encode(Image.open(io.BytesIO(rgba_mask((512, 512)))), "WEBP", lossless=True)
     body = _sdk_bad_request(
         lambda: edit(image=[("a.png", first, "image/png")], mask=("mask.webp", webp_mask, "image/webp"))
     )
@@ -389,9 +376,9 @@ def test_upload_a_20_mb_jpeg_then_edit_it(stack):
 def test_uploaded_image_and_mask_are_checked_like_inline_ones(stack):
     first = png(512, 512, seed=11)
     image_ticket = upload(stack, first, "image/png", "first.png")
-    good_mask = rgba_mask(512, 512)
+    good_mask = rgba_mask((512, 512))
     mask_ticket = upload(stack, good_mask, "image/png", "mask.png")
-    wrong_mask_ticket = upload(stack, rgba_mask(320, 320), "image/png", "small-mask.png")
+    wrong_mask_ticket = upload(stack, rgba_mask((320, 320)), "image/png", "small-mask.png")
 
     def edit(mask_id: str) -> httpx.Response:
         return httpx.post(

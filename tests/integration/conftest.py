@@ -1,58 +1,118 @@
-"""The generations handler in-process: moto for S3, the upstream simulator on a real HTTP port."""
+"""The handlers in-process: moto for S3, DynamoDB, SQS and EventBridge (the template's resources, made by
+``local/resources.py``), the upstream simulator on a real HTTP port."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from tests.conftest import UPSTREAM_KEY
-
-BUCKET = "images-test-bucket"
-# Variables a test sets only when it means to; otherwise they must not leak in from the environment.
-UNSET_UNLESS_GIVEN = (
-    "S3_ENDPOINT_URL",
-    "UPSTREAM_API_KEY_SECRET_ID",
-    "STORE_ATTEMPTS",
-    "MAX_REQUEST_BYTES",
-    "MAX_INPUT_IMAGE_BYTES",
-    "AWS_LAMBDA_FUNCTION_NAME",
+from local.resources import LocalResources, create_resources
+from local.template import project_template
+from tests.integration.environment import (
+    BUCKET,
+    MOTO_CONFIG,
+    PREFIX,
+    REGION,
+    _made,
+    current_resources,
+    set_function_env,
 )
 
+__all__ = ["BUCKET", "current_resources", "set_function_env"]
 
-def set_function_env(monkeypatch: pytest.MonkeyPatch, simulator_url: str, **extra: str) -> None:
-    """The environment the template gives the image functions, pointed at moto and the simulator."""
-    env = {
-        "IMAGES_BUCKET": BUCKET,
-        "UPSTREAM_BASE_URL": simulator_url,
-        "UPSTREAM_API_KEY": UPSTREAM_KEY,
-        "INTEGRATION_TIMEOUT_MS": "300000",
-        "POWERTOOLS_METRICS_NAMESPACE": "ImageServiceTests",
-        "POWERTOOLS_SERVICE_NAME": "image-service",
-        **extra,
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    for name in UNSET_UNLESS_GIVEN:
-        if name not in extra:
-            monkeypatch.delenv(name, raising=False)
+
+@dataclass
+class _Moto:
+    resources: LocalResources
+    s3: Any
+    dynamodb: Any
+    sqs: Any
+
+
+@pytest.fixture(scope="module")
+def _moto() -> Iterator[_Moto]:
+    """moto in-process, with the template's resources made once for a test module (``aws_resources`` empties them
+    before each test): making tables, queues and rules for every test would cost more than the tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
+            patch.setenv(name, value)
+        with mock_aws(config=MOTO_CONFIG):
+            resources = create_resources(None, REGION, project_template(), prefix=PREFIX)
+            yield _Moto(
+                resources,
+                boto3.client("s3", region_name=REGION),
+                boto3.client("dynamodb", region_name=REGION),
+                boto3.client("sqs", region_name=REGION),
+            )
+
+
+def _empty(moto: _Moto) -> None:
+    """Back to as made: no objects, no items, no messages (a bucket a test removed is made again)."""
+    resources, s3, dynamodb, sqs = moto.resources, moto.s3, moto.dynamodb, moto.sqs
+    try:
+        while listed := s3.list_objects_v2(Bucket=resources.bucket).get("Contents"):
+            s3.delete_objects(Bucket=resources.bucket, Delete={"Objects": [{"Key": o["Key"]} for o in listed]})
+    except s3.exceptions.NoSuchBucket:
+        s3.create_bucket(Bucket=resources.bucket)
+    for table in (resources.tasks_table, resources.idempotency_table, resources.token_usage_table):
+        for item in dynamodb.scan(TableName=table, ProjectionExpression="id", ConsistentRead=True)["Items"]:
+            dynamodb.delete_item(TableName=table, Key={"id": item["id"]})
+    # PurgeQueue may run once a minute: receive and delete instead (every message is visible again at once).
+    for queue in (resources.jobs_queue_url, resources.dead_letter_queue_url, resources.completions_queue_url):
+        while messages := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0).get(
+            "Messages"
+        ):
+            sqs.delete_message_batch(
+                QueueUrl=queue,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            )
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def aws_resources(monkeypatch: pytest.MonkeyPatch, _moto: _Moto) -> Iterator[LocalResources]:
+    """moto in-process with the template's resources (bucket, tables, queues, bus and rules), empty for each test."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        yield s3
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    _empty(_moto)
+    _made["resources"] = _moto.resources
+    try:
+        yield _moto.resources
+    finally:
+        _made.pop("resources", None)
+
+
+@pytest.fixture(autouse=True)
+def upstream_pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The upstream client's waits between attempts (backoff, Retry-After), recorded instead of slept: every
+    UpstreamClient the functions build gets this list's ``append`` as its ``sleep``."""
+    from imagecore import service
+    from imagecore.upstream import UpstreamClient
+
+    pauses: list[float] = []
+
+    class RecordingUpstreamClient(UpstreamClient):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("sleep", pauses.append)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(service, "UpstreamClient", RecordingUpstreamClient)
+    return pauses
+
+
+@pytest.fixture
+def aws(aws_resources: LocalResources, _moto: _Moto) -> Any:
+    """An S3 client on moto, where the images bucket (``BUCKET``) and the rest of the template's resources are."""
+    return _moto.s3
 
 
 @pytest.fixture
@@ -61,7 +121,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, simulator: Any, aws: Any):
     from functions.generations import app as generations
 
     def apply(**overrides: str) -> Any:
-        set_function_env(monkeypatch, simulator.url, **overrides)
+        set_function_env(monkeypatch, simulator.url, function="GenerationsFunction", **overrides)
         generations.runtime.cache_clear()
         return generations
 
@@ -85,3 +145,13 @@ def invoke(generations: Any, api_event: Any, lambda_context: Any):
         return response["statusCode"], payload, response
 
     return call
+
+
+@pytest.fixture
+def stack(aws: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> Iterator[Any]:
+    """Every function in-process on the template's resources (``tests/integration/stack.py``), started cold."""
+    from tests.integration.stack import Stack
+
+    made = Stack(aws, simulator, monkeypatch, api_event)
+    yield made
+    made.clear()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import runpy
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_create_and_revoke_keys(aws, capsys, monkeypatch):
 
     monkeypatch.setattr(sys, "argv", sys.argv)
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
-    arn = secrets.create_secret(Name="api-keys", SecretString='{"keys": []}')["ARN"]
+    arn = secrets.create_secret(Name=f"api-keys-{uuid.uuid4().hex[:8]}", SecretString='{"keys": []}')["ARN"]
 
     run("create", "ios-app", "--secret-arn", arn)
     ios_key = capsys.readouterr().out.strip()
@@ -79,7 +80,7 @@ def test_a_change_racing_ours_is_never_overwritten(aws, capsys):
 
     main = load_script()
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
-    arn = secrets.create_secret(Name="api-keys", SecretString='{"keys": []}')["ARN"]
+    arn = secrets.create_secret(Name=f"api-keys-{uuid.uuid4().hex[:8]}", SecretString='{"keys": []}')["ARN"]
     assert main(["create", "ios-app", "--secret-arn", arn, "--no-flush"]) == 0
     ios_key = capsys.readouterr().out.strip()
 
@@ -108,7 +109,7 @@ def test_a_change_flushes_the_stacks_authorizer_cache(aws, capsys):
 
     main = load_script()
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
-    arn = secrets.create_secret(Name="api-keys", SecretString='{"keys": []}')["ARN"]
+    arn = secrets.create_secret(Name=f"api-keys-{uuid.uuid4().hex[:8]}", SecretString='{"keys": []}')["ARN"]
     outputs = {"ApiKeysSecretArn": arn, "ApiId": "a1b2c3d4e5", "ApiStage": "prod"}
     boto3.client("cloudformation", region_name="us-east-1").create_stack(
         StackName="image-service",
@@ -145,7 +146,7 @@ def test_without_the_api_the_script_says_the_cache_was_not_flushed(aws, capsys):
 
     main = load_script()
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
-    arn = secrets.create_secret(Name="api-keys", SecretString='{"keys": []}')["ARN"]
+    arn = secrets.create_secret(Name=f"api-keys-{uuid.uuid4().hex[:8]}", SecretString='{"keys": []}')["ARN"]
     assert main(["create", "ios-app", "--secret-arn", arn]) == 0
     err = capsys.readouterr().err
     assert "not flushed" in err and "60 s" in err
@@ -158,7 +159,7 @@ def test_list_shows_names_and_owner_ids(aws, capsys):
 
     main = load_script()
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
-    arn = secrets.create_secret(Name="api-keys", SecretString='{"keys": []}')["ARN"]
+    arn = secrets.create_secret(Name=f"api-keys-{uuid.uuid4().hex[:8]}", SecretString='{"keys": []}')["ARN"]
     assert main(["create", "ios-app", "--secret-arn", arn, "--no-flush"]) == 0
     key = capsys.readouterr().out.strip()
     assert main(["list", "--secret-arn", arn]) == 0

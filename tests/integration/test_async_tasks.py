@@ -1,333 +1,23 @@
 """Async tasks end to end, in-process: submit through the generations/edits handlers, run the worker on the SQS
 event built from what is really on the jobs queue, poll through the tasks handler, download from S3.
 
-moto serves S3, DynamoDB, SQS and EventBridge (the template's resources, made here); the upstream simulator
-runs on a real HTTP port. ``Stack`` (below) is shared with test_worker.py and test_idempotency.py.
+moto serves S3, DynamoDB, SQS and EventBridge (the template's resources); the upstream simulator
+runs on a real HTTP port. ``Stack`` (stack.py) is shared with test_worker.py and test_idempotency.py.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
-import boto3
-import httpx
 import pytest
-from PIL import Image
 
 from imagecore.tasks import TASK_LIMIT_SECONDS, TASK_OBJECT, TASK_TTL_SECONDS
-from local.poller import sqs_record
-from tests.conftest import FakeLambdaContext, owner_of_key_id
-from tests.integration.conftest import BUCKET, set_function_env
-
-KEY_ID = "key_test0000001"
-OTHER_KEY_ID = "key_other000002"
-REGION = "us-east-1"
-HOST = "abcdef1234.execute-api.us-east-1.amazonaws.com"
-TASKS_TABLE = "image-service-test-tasks"
-IDEMPOTENCY_TABLE = "image-service-test-idempotency"
-BUS = "image-service-test-images"
-
-
-# --- the stack ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Reply:
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str]  # lower-case names
-    raw: dict[str, Any]
-
-
-def reply_of(response: dict[str, Any]) -> Reply:
-    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
-    for name, values in (response.get("multiValueHeaders") or {}).items():
-        if values:
-            headers.setdefault(name.lower(), values[-1])
-    body = json.loads(response["body"]) if response.get("body") else {}
-    return Reply(response["statusCode"], body, headers, response)
-
-
-def png(size: tuple[int, int] = (256, 256), color: tuple[int, ...] = (200, 80, 40)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def rgba_mask(size: tuple[int, int] = (256, 256)) -> bytes:
-    mask = Image.new("RGBA", size, (0, 0, 0, 255))
-    mask.paste((0, 0, 0, 0), (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))
-    buffer = io.BytesIO()
-    mask.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def multipart(fields: dict[str, Any], files: list[tuple[str, tuple[str, bytes, str]]]) -> tuple[bytes, str]:
-    """A real multipart encoding (httpx's, as the openai SDK sends it); a new random boundary every time."""
-    request = httpx.Request("POST", "http://x", data=fields, files=files)
-    return request.read(), request.headers["content-type"]
-
-
-def key_of(url: str) -> str:
-    return urlparse(url).path.lstrip("/")
-
-
-class Stack:
-    """The template's async resources on moto, the functions' environment, and ways to call every function."""
-
-    def __init__(self, s3: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> None:
-        from functions.edits import app as edits
-        from functions.generations import app as generations
-        from functions.tasks import app as tasks
-        from functions.uploads import app as uploads
-        from functions.worker import app as worker
-
-        self.s3 = s3
-        self.simulator = simulator
-        self._api_event = api_event
-        self.generations, self.edits, self.tasks, self.uploads, self.worker_app = (
-            generations,
-            edits,
-            tasks,
-            uploads,
-            worker,
-        )
-        self.sqs = boto3.client("sqs", region_name=REGION)
-        self.events_client = boto3.client("events", region_name=REGION)
-        self.dynamodb = boto3.resource("dynamodb", region_name=REGION)
-        for name in (TASKS_TABLE, IDEMPOTENCY_TABLE):
-            self.dynamodb.create_table(
-                TableName=name,
-                BillingMode="PAY_PER_REQUEST",
-                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            )
-        self.task_table = self.dynamodb.Table(TASKS_TABLE)
-        self.idempotency_table = self.dynamodb.Table(IDEMPOTENCY_TABLE)
-        self.dlq_url = self.sqs.create_queue(QueueName="jobs-dlq")["QueueUrl"]
-        self.jobs_url = self.sqs.create_queue(
-            QueueName="jobs",
-            Attributes={
-                "VisibilityTimeout": "660",
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": self._arn(self.dlq_url), "maxReceiveCount": "5"}),
-            },
-        )["QueueUrl"]
-        self.jobs_arn = self._arn(self.jobs_url)
-        self.observer_url = self.sqs.create_queue(QueueName="observer")["QueueUrl"]
-        self.events_client.create_event_bus(Name=BUS)
-        # The template's rule: ImageGenerationRequested events become jobs.
-        self.events_client.put_rule(
-            Name="requested", EventBusName=BUS, EventPattern=json.dumps({"detail-type": ["ImageGenerationRequested"]})
-        )
-        self.events_client.put_targets(
-            Rule="requested", EventBusName=BUS, Targets=[{"Id": "jobs", "Arn": self.jobs_arn}]
-        )
-        # The observer: every event the service publishes, copied to a queue the tests read.
-        self.events_client.put_rule(
-            Name="observer", EventBusName=BUS, EventPattern=json.dumps({"source": ["image-service"]})
-        )
-        self.events_client.put_targets(
-            Rule="observer", EventBusName=BUS, Targets=[{"Id": "observer", "Arn": self._arn(self.observer_url)}]
-        )
-        set_function_env(
-            monkeypatch,
-            simulator.url,
-            TASKS_TABLE=TASKS_TABLE,
-            JOBS_QUEUE_URL=self.jobs_url,
-            IDEMPOTENCY_TABLE=IDEMPOTENCY_TABLE,
-            EVENT_BUS_NAME=BUS,
-            DEAD_LETTER_QUEUE_URL=self.dlq_url,
-        )
-        self.clear()
-
-    def clear(self) -> None:
-        """Every function cold again: their cached dependencies read the environment anew."""
-        self.generations.runtime.cache_clear()
-        self.edits.runtime.cache_clear()
-        self.edits.upload_store.cache_clear()
-        self.tasks.stores.cache_clear()
-        self.worker_app.worker.cache_clear()
-        self.uploads.settings.cache_clear()
-        self.uploads.idempotency.cache_clear()
-        self.uploads.upload_store.cache_clear()
-
-    def _arn(self, url: str) -> str:
-        return self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-
-    # --- the API ---------------------------------------------------------------------------------------------
-    def event(
-        self,
-        path: str,
-        *,
-        method: str = "POST",
-        body: Any = None,
-        raw_body: str | None = None,
-        content_type: str = "application/json",
-        headers: dict[str, str] | None = None,
-        key_id: str | None = KEY_ID,
-        base64_encoded: bool = False,
-        path_parameters: dict[str, str] | None = None,
-        resource: str | None = None,
-    ) -> dict[str, Any]:
-        """An API Gateway REST proxy event for ``path``, built from events/generations.json."""
-        all_headers = {
-            "Authorization": "Bearer isk-example-not-a-real-key",
-            "Host": HOST,
-            "User-Agent": "OpenAI/Python 3.51.0",
-            "X-Forwarded-Proto": "https",
-            **({"Content-Type": content_type} if method == "POST" else {}),
-            **(headers or {}),
-        }
-        event = self._api_event("generations", body=body, raw_body=raw_body, headers=all_headers, key_id=key_id)
-        if method != "POST":
-            event["body"] = None
-        event["path"] = path
-        event["resource"] = resource or path
-        event["httpMethod"] = method
-        event["pathParameters"] = path_parameters
-        context = event["requestContext"]
-        context["resourcePath"] = resource or path
-        context["httpMethod"] = method
-        context["path"] = "/prod" + path
-        event["isBase64Encoded"] = base64_encoded
-        return event
-
-    def call(self, module: Any, event: dict[str, Any]) -> Reply:
-        return reply_of(module.lambda_handler(event, FakeLambdaContext()))
-
-    def post(self, path: str, body: Any, **options: Any) -> Reply:
-        module = {
-            "/v1/images/generations": self.generations,
-            "/v1/images/generations/async": self.generations,
-            "/v1/images/edits": self.edits,
-            "/v1/images/edits/async": self.edits,
-            "/v1/uploads": self.uploads,
-        }[path]
-        return self.call(module, self.event(path, body=body, **options))
-
-    def post_multipart(
-        self, path: str, fields: dict[str, Any], files: list[tuple[str, tuple[str, bytes, str]]], **options: Any
-    ) -> Reply:
-        data, content_type = multipart(fields, files)
-        event = self.event(
-            path,
-            raw_body=base64.b64encode(data).decode("ascii"),
-            content_type=content_type,
-            base64_encoded=True,
-            **options,
-        )
-        return self.call(self.edits, event)
-
-    def get_task(self, task_id: str, *, key_id: str = KEY_ID) -> Reply:
-        event = self.event(
-            f"/v1/images/tasks/{task_id}",
-            method="GET",
-            key_id=key_id,
-            path_parameters={"id": task_id},
-            resource="/v1/images/tasks/{id}",
-        )
-        return self.call(self.tasks, event)
-
-    # --- the jobs queue and the worker -------------------------------------------------------------------------
-    def receive(self, url: str, *, limit: int = 10) -> list[dict[str, Any]]:
-        return self.sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=limit,
-            AttributeNames=["All"],
-            MessageAttributeNames=["All"],
-            VisibilityTimeout=0,
-        ).get("Messages", [])
-
-    def jobs(self) -> list[dict[str, Any]]:
-        return self.receive(self.jobs_url)
-
-    def send_job(self, body: str) -> dict[str, Any]:
-        """Put ``body`` on the jobs queue and take it off again as the event source mapping would."""
-        sent = self.sqs.send_message(QueueUrl=self.jobs_url, MessageBody=body)["MessageId"]
-        (message,) = [message for message in self.jobs() if message["MessageId"] == sent]
-        self.sqs.delete_message(QueueUrl=self.jobs_url, ReceiptHandle=message["ReceiptHandle"])
-        return message
-
-    def record(self, message: dict[str, Any]) -> dict[str, Any]:
-        """One record of the SQS event Lambda's event source mapping delivers."""
-        return sqs_record(message, self.jobs_arn, REGION)
-
-    def run_worker(self, messages: list[dict[str, Any]] | None = None) -> list[str]:
-        """Hand the worker one SQS event (by default: everything on the jobs queue, then deleted as the event
-        source mapping would after success); returns the message ids it reported in batchItemFailures."""
-        taken = messages if messages is not None else self.jobs()
-        assert taken, "nothing to run"
-        event = {"Records": [self.record(message) for message in taken]}
-        context = FakeLambdaContext(
-            function_name="WorkerFunction",
-            invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:WorkerFunction",
-            log_group_name="/aws/lambda/WorkerFunction",
-            remaining_ms=600_000,
-        )
-        answer = self.worker_app.lambda_handler(event, context)
-        failed = [item["itemIdentifier"] for item in answer.get("batchItemFailures", [])]
-        if messages is None:
-            for message in taken:
-                if message["MessageId"] not in failed:
-                    self.sqs.delete_message(QueueUrl=self.jobs_url, ReceiptHandle=message["ReceiptHandle"])
-        return failed
-
-    def worker(self) -> Any:
-        """The worker instance the function runs with (its service, store and clients)."""
-        return self.worker_app.worker()
-
-    # --- what came out ------------------------------------------------------------------------------------------
-    def published(self) -> list[dict[str, Any]]:
-        """The events the service put on the bus (copied to the observer queue), oldest first, each read once."""
-        seen = []
-        while batch := self.receive(self.observer_url):
-            for message in batch:
-                seen.append(json.loads(message["Body"]))
-                self.sqs.delete_message(QueueUrl=self.observer_url, ReceiptHandle=message["ReceiptHandle"])
-        return sorted(seen, key=lambda event: event["time"])
-
-    def dead_letters(self) -> list[dict[str, Any]]:
-        return self.receive(self.dlq_url)
-
-    def task_item(self, task_id: str) -> dict[str, Any] | None:
-        return self.task_table.get_item(Key={"id": task_id}, ConsistentRead=True).get("Item")
-
-    def task_items(self) -> list[dict[str, Any]]:
-        return self.task_table.scan()["Items"]
-
-    def image(self, key: str) -> Image.Image:
-        image = Image.open(io.BytesIO(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()))
-        image.load()
-        return image
-
-    def stored_keys(self, prefix: str = "images/") -> list[str]:
-        return sorted(o["Key"] for o in self.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []))
-
-
-@pytest.fixture
-def stack(aws: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> Iterator[Stack]:
-    made = Stack(aws, simulator, monkeypatch, api_event)
-    yield made
-    made.clear()
-
-
-def submit_generation(stack: Stack, body: dict[str, Any] | None = None, **options: Any) -> Reply:
-    return stack.post(
-        "/v1/images/generations/async", body or {"prompt": "a lighthouse", "size": "1536x1024"}, **options
-    )
-
+from tests.conftest import owner_of_key_id
+from tests.helpers import key_of, rgba_mask, sha256
+from tests.integration.conftest import BUCKET
+from tests.integration.stack import HOST, KEY_ID, OTHER_KEY_ID, png, submit_generation
 
 # --- submit, run, poll, download -----------------------------------------------------------------------------
 
@@ -576,15 +266,8 @@ def test_a_task_past_its_time_limit_reads_failed_and_the_worker_fails_it_without
     assert stack.stored_keys() == []
 
 
-def test_a_task_whose_job_cannot_be_queued_is_a_503_and_is_failed_not_left_processing(stack, simulator, monkeypatch):
-    from botocore.exceptions import ClientError
-
-    queue = stack.generations.runtime().submitter.queue
-
-    def refuse(**_kwargs: Any) -> None:
-        raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "down"}}, "SendMessage")
-
-    monkeypatch.setattr(queue._sqs, "send_message", refuse)
+def test_a_task_whose_job_cannot_be_queued_is_a_503_and_is_failed_not_left_processing(stack, simulator, aws_faults):
+    send = aws_faults.fail("sqs", "SendMessage")
     answer = submit_generation(stack)
 
     assert answer.status == 503, answer.body
@@ -593,6 +276,7 @@ def test_a_task_whose_job_cannot_be_queued_is_a_503_and_is_failed_not_left_proce
     assert (item["status"], int(item["http_status"])) == ("failed", 503)
     assert json.loads(item["error"])["code"] == "queue_unavailable"
     assert simulator.calls == 0
+    assert send.failed == send.calls == 1
 
 
 def test_async_edit_of_uploaded_images(stack, simulator):

@@ -17,6 +17,7 @@ import runpy
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,13 @@ from PIL import Image
 
 from local.gateway import policy_allows
 from tests.conftest import FakeLambdaContext
-from tests.integration.test_async_tasks import REGION, Reply, Stack, png, reply_of
+from tests.helpers import key_of
+from tests.integration.environment import BUCKET, REGION
+from tests.integration.stack import Reply, Stack, png, reply_of
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "api_key.py"
 SIGNING_KEY = "integration-signing-key-0123456789abcdef0123456789abcdef"
-TOKEN_USAGE_TABLE = "image-service-test-token-usage"
 GENERATION = {"prompt": "a lighthouse at dawn", "size": "1024x1024", "quality": "low"}
 ROUTE_OF = {  # the API Gateway resource each path is served under
     "/v1/images/generations": "/v1/images/generations",
@@ -62,20 +64,17 @@ class Service:
         self.authorizer = authorizer
         self.client_tokens = client_tokens
         self.secrets = boto3.client("secretsmanager", region_name=REGION)
-        self.secret_arn = self.secrets.create_secret(Name="api-keys", SecretString='{"keys": []}')["ARN"]
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName=TOKEN_USAGE_TABLE,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        )
-        self.usage = boto3.resource("dynamodb", region_name=REGION).Table(TOKEN_USAGE_TABLE)
+        # moto lives for the module: a secret of this test's own
+        name = f"api-keys-{uuid.uuid4().hex[:8]}"
+        self.secret_arn = self.secrets.create_secret(Name=name, SecretString='{"keys": []}')["ARN"]
+        # the template's TokenUsageTable, which the functions are told of (TOKEN_USAGE_TABLE)
+        self.usage_table = stack.resources.token_usage_table
+        self.usage = boto3.resource("dynamodb", region_name=REGION).Table(self.usage_table)
         monkeypatch.delenv("API_KEYS", raising=False)
         monkeypatch.delenv("CLIENT_TOKEN_SIGNING_SECRET_ID", raising=False)
         monkeypatch.setenv("API_KEYS_SECRET_ID", self.secret_arn)
         monkeypatch.setenv("KEYS_CACHE_SECONDS", "0")  # every call reads the secret: revocation shows at once
         monkeypatch.setenv("CLIENT_TOKEN_SIGNING_KEY", SIGNING_KEY)
-        monkeypatch.setenv("TOKEN_USAGE_TABLE", TOKEN_USAGE_TABLE)
         self.clear()
 
     def clear(self) -> None:
@@ -352,7 +351,7 @@ def test_concurrent_requests_never_pass_max_images(service, capsys, simulator):
     token = service.mint(key, max_images=3)["token"]
     runtime = service.stack.generations.runtime()
     runtime.token_images = TokenImageCounter(
-        TOKEN_USAGE_TABLE, region=REGION, client=AtomicUpdates(boto3.client("dynamodb", region_name=REGION))
+        service.usage_table, region=REGION, client=AtomicUpdates(boto3.client("dynamodb", region_name=REGION))
     )
     statuses: list[int] = []
     lock = threading.Lock()
@@ -417,15 +416,10 @@ def stored_keys(reply: Reply) -> list[str]:
 
 
 def _bucket_key(url: str) -> dict[str, str]:
-    from tests.integration.conftest import BUCKET
-    from tests.integration.test_async_tasks import key_of
-
     return {"Bucket": BUCKET, "Key": key_of(url)}
 
 
 def _post_upload(service: Service, ticket: dict[str, Any]) -> None:
-    from tests.integration.conftest import BUCKET
-
     service.stack.s3.put_object(Bucket=BUCKET, Key=ticket["fields"]["key"], Body=png(), ContentType="image/png")
 
 

@@ -5,7 +5,6 @@ and reach the handler base64-encoded, as API Gateway delivers the multipart/form
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import random
@@ -13,12 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
 import pytest
 from PIL import Image
 
 from imagecore.storage import owner_prefix
 from tests.conftest import UPSTREAM_KEY, owner_of_key_id
+from tests.helpers import multipart, rgba_mask, sha256
 from tests.integration.conftest import BUCKET, set_function_env
 
 KEY_ID = "key_test0000001"
@@ -38,25 +37,10 @@ def picture(size: tuple[int, int] = (256, 256), color: tuple[int, ...] = (200, 8
     return encode(Image.new("RGB", size, color), fmt)
 
 
-def rgba_mask(size: tuple[int, int] = (256, 256)) -> bytes:
-    mask = Image.new("RGBA", size, (0, 0, 0, 255))
-    mask.paste((0, 0, 0, 0), (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))  # the area to edit
-    return encode(mask)
-
-
 def noisy_png(size: tuple[int, int], seed: int = 1) -> bytes:
     """Random pixels: a PNG that stays big (about 3 bytes a pixel)."""
     rng = random.Random(seed)
     return encode(Image.frombytes("RGB", size, rng.randbytes(size[0] * size[1] * 3)))
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def multipart(fields: dict[str, Any], files: list[tuple[str, tuple[str, bytes, str]]]) -> tuple[bytes, str]:
-    request = httpx.Request("POST", "http://x", data=fields, files=files)
-    return request.read(), request.headers["content-type"]
 
 
 # --- fixtures ----------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,10 @@ from typing import Any
 import pytest
 
 from tests.faults import Call, Crash, Faults, dynamodb_status, faults  # noqa: F401 (fixture)
-from tests.integration.test_async_tasks import Stack, key_of, submit_generation
+from tests.helpers import key_of
+from tests.integration.stack import Stack, submit_generation
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-@pytest.fixture
-def stack(aws: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> Iterator[Stack]:
-    made = Stack(aws, simulator, monkeypatch, api_event)
-    yield made
-    made.clear()
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,8 @@ def test_b64_json_too_large_for_lambda_is_a_400_and_the_images_are_kept(configur
     assert error["code"] == "response_too_large"
     assert error["param"] == "response_format"
     assert "'url'" in error["message"]
-    assert len(stored_objects(aws)) == 1  # paid for, so kept
+    keys = sorted(o["Key"] for o in stored_objects(aws))
+    assert [key.rsplit("/", 1)[1] for key in keys] == ["0.png", "result.json"], keys  # paid for, so kept
 
 
 def test_one_log_line_per_request_with_every_field_and_no_secrets(invoke, log_tap):
@@ -309,10 +310,18 @@ def test_exhausted_5xx_is_a_502_after_three_attempts(invoke, simulator, aws):
     assert stored_objects(aws) == []
 
 
-def test_429_honours_retry_after_then_recovers(invoke, simulator):
-    simulator.queue_faults({"status": 429, "retry_after": "1"})
-    status, _, _ = invoke({"prompt": "p", "size": "1024x1024"})
-    assert (status, simulator.calls) == (200, 2)
+@pytest.mark.parametrize("retry_after", [7, 1])
+def test_429_honours_retry_after_then_recovers(invoke, simulator, upstream_pauses, log_tap, aws, retry_after):
+    simulator.queue_faults({"status": 429, "retry_after": str(retry_after)})
+    status, body, _ = invoke({"prompt": "p", "size": "1024x1024"})
+
+    assert status == 200, body
+    assert simulator.calls == 2
+    # The wait is the upstream's Retry-After (the backoff's jitter stays under it at the first retry).
+    assert upstream_pauses == [retry_after]
+    line = log_tap.records()[0]["request"]
+    assert (line["attempts"], line["attempt_errors"]) == (2, ["429"])
+    assert len(stored_objects(aws)) == 1
 
 
 def test_garbage_under_200_is_a_502(invoke, simulator):

@@ -2,7 +2,7 @@
 Powertools Idempotency on a moto DynamoDB table: a retry gets the first answer (same S3 objects, no second
 upstream call), a different body is a 422, a retry while the first runs is a 409, failures are not remembered.
 
-The stack (moto's S3, DynamoDB, SQS, EventBridge; the upstream simulator) is ``Stack`` from test_async_tasks.py.
+The stack (moto's S3, DynamoDB, SQS, EventBridge; the upstream simulator) is ``Stack`` from stack.py.
 """
 
 from __future__ import annotations
@@ -11,35 +11,17 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from imagecore.storage import owner_prefix
 from tests.conftest import owner_of_key_id
+from tests.helpers import key_of, multipart, rgba_mask, sha256
 from tests.integration.conftest import BUCKET
-from tests.integration.test_async_tasks import (
-    KEY_ID,
-    OTHER_KEY_ID,
-    Reply,
-    Stack,
-    key_of,
-    multipart,
-    png,
-    rgba_mask,
-    sha256,
-    submit_generation,
-)
+from tests.integration.stack import KEY_ID, OTHER_KEY_ID, Reply, png, submit_generation
 
 GENERATION = {"prompt": "a lighthouse at dawn", "size": "1024x1024", "quality": "low"}
-
-
-@pytest.fixture
-def stack(aws: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> Iterator[Stack]:
-    made = Stack(aws, simulator, monkeypatch, api_event)
-    yield made
-    made.clear()
 
 
 def keyed(key: str, header: str = "Idempotency-Key") -> dict[str, Any]:

@@ -2,7 +2,7 @@
 nothing is paid twice. Redelivery, a crash between S3 and DynamoDB, S3 faults after the upstream answered, a
 task another worker holds, EventBridge events and plain SQS requests, bad jobs to the dead-letter queue.
 
-The stack (moto's S3, DynamoDB, SQS, EventBridge; the upstream simulator) is ``Stack`` from test_async_tasks.py.
+The stack (moto's S3, DynamoDB, SQS, EventBridge; the upstream simulator) is ``Stack`` from stack.py.
 """
 
 from __future__ import annotations
@@ -10,23 +10,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from imagecore.worker import COMPLETED, FAILED, MANIFEST
 from tests.conftest import owner_of_key_id
+from tests.helpers import key_of
 from tests.integration.conftest import BUCKET
-from tests.integration.test_async_tasks import BUS, KEY_ID, Stack, key_of, submit_generation
-
-
-@pytest.fixture
-def stack(aws: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> Iterator[Stack]:
-    made = Stack(aws, simulator, monkeypatch, api_event)
-    yield made
-    made.clear()
+from tests.integration.stack import KEY_ID, submit_generation
 
 
 def job_lines(log_tap: Any) -> list[dict[str, Any]]:
@@ -47,20 +39,6 @@ def requested_event(detail: dict[str, Any], *, event_id: str | None = None, **fi
         "detail": detail,
         **fields,
     }
-
-
-def fail_first(calls: int, method: Any, operation: str) -> Any:
-    """``method`` that raises a botocore ClientError for its first ``calls`` calls, then passes through."""
-    seen = {"calls": 0}
-
-    def wrapper(**kwargs: Any) -> Any:
-        seen["calls"] += 1
-        if seen["calls"] <= calls:
-            raise ClientError({"Error": {"Code": "ServiceUnavailable", "Message": "S3 is having a moment"}}, operation)
-        return method(**kwargs)
-
-    wrapper.seen = seen  # type: ignore[attr-defined]
-    return wrapper
 
 
 # --- async tasks: redelivery and crashes ----------------------------------------------------------------------
@@ -171,11 +149,12 @@ def test_a_job_for_an_unknown_or_expired_task_is_done_with(stack, simulator, log
 # --- S3 faults after the upstream answered ---------------------------------------------------------------------
 
 
-def test_s3_faults_after_the_upstream_answered_are_retried_to_completion(stack, simulator, monkeypatch, log_tap):
+def test_s3_faults_after_the_upstream_answered_are_retried_to_completion(
+    stack, simulator, monkeypatch, log_tap, aws_faults
+):
     task_id = submit_generation(stack).body["id"]
+    put = aws_faults.fail("s3", "PutObject", times=2)  # the worker's client, made below, sees it
     service = stack.worker().service
-    put = fail_first(2, service.store._s3.put_object, "PutObject")
-    monkeypatch.setattr(service.store._s3, "put_object", put)
     pauses: list[float] = []
     monkeypatch.setattr(service, "sleep", pauses.append)
 
@@ -185,26 +164,25 @@ def test_s3_faults_after_the_upstream_answered_are_retried_to_completion(stack, 
     view = stack.get_task(task_id).body
     assert (view["status"], view["http_status"]) == ("completed", 200), view
     assert stack.image(key_of(view["image_url"])).size == (1536, 1024)
-    assert put.seen["calls"] == 4  # two refused, the image, then result.json
+    assert (put.calls, put.failed) == (4, 2)  # two refused, the image, then result.json
     assert pauses == [1.0, 2.0]
     assert job_lines(log_tap)[-1]["storage"] == "s3"
 
 
-def test_s3_down_for_every_attempt_fails_the_task_with_the_reason(stack, simulator, monkeypatch, log_tap):
+def test_s3_down_for_every_attempt_fails_the_task_with_the_reason(stack, simulator, monkeypatch, log_tap, aws_faults):
     monkeypatch.setenv("STORE_ATTEMPTS", "3")
     stack.clear()
     task_id = submit_generation(stack).body["id"]
+    put = aws_faults.fail("s3", "PutObject")
     service = stack.worker().service
     assert service.store_attempts == 3
-    put = fail_first(10**6, service.store._s3.put_object, "PutObject")
-    monkeypatch.setattr(service.store._s3, "put_object", put)
     pauses: list[float] = []
     monkeypatch.setattr(service, "sleep", pauses.append)
 
     assert stack.run_worker() == []  # finished: failed with why, never left processing
 
     assert simulator.calls == 1
-    assert put.seen["calls"] == 4  # the image three times, then failure.json (refused too)
+    assert (put.calls, put.failed) == (4, 4)  # the image three times, then failure.json (refused too)
     assert pauses == [1.0, 2.0]
     view = stack.get_task(task_id).body
     assert (view["status"], view["http_status"]) == ("failed", 503)
@@ -274,7 +252,7 @@ def test_an_event_put_on_the_bus_reaches_the_worker_through_the_rule(stack, simu
                 "Source": "com.example.orders",
                 "DetailType": "ImageGenerationRequested",
                 "Detail": json.dumps({"prompt": "a teapot", "size": "1024x1024", "correlation_id": "c-1"}),
-                "EventBusName": BUS,
+                "EventBusName": stack.resources.event_bus_name,
             }
         ]
     )
@@ -335,9 +313,9 @@ def test_an_upstream_refusal_of_an_event_is_announced_as_failed(stack, simulator
     assert stack.dead_letters() == []
 
 
-def test_s3_down_for_an_event_is_announced_as_failed(stack, simulator, monkeypatch):
+def test_s3_down_for_an_event_is_announced_as_failed(stack, simulator, monkeypatch, aws_faults):
+    put = aws_faults.fail("s3", "PutObject")
     service = stack.worker().service
-    monkeypatch.setattr(service.store._s3, "put_object", fail_first(10**6, service.store._s3.put_object, "PutObject"))
     monkeypatch.setattr(service, "sleep", lambda _seconds: None)
 
     assert stack.run_worker([stack.send_job(json.dumps({"prompt": "p", "size": "1024x1024"}))]) == []
@@ -346,6 +324,8 @@ def test_s3_down_for_an_event_is_announced_as_failed(stack, simulator, monkeypat
     assert failed["detail-type"] == FAILED
     assert (failed["detail"]["http_status"], failed["detail"]["error"]["code"]) == (503, "storage_unavailable")
     assert simulator.calls == 1
+    # the image at every attempt, then failure.json (refused too)
+    assert put.failed == put.calls == service.store_attempts + 1
 
 
 BAD_JOBS = [
@@ -383,10 +363,8 @@ def test_a_bad_job_goes_to_the_dead_letter_queue_with_its_reason(stack, simulato
     assert stack.stored_keys() == []
 
 
-def test_a_passing_eventbridge_fault_fails_the_record_and_the_retry_finishes_it(stack, simulator, monkeypatch):
-    events = stack.worker().events
-    put_events = fail_first(1, events._events.put_events, "PutEvents")
-    monkeypatch.setattr(events._events, "put_events", put_events)
+def test_a_passing_eventbridge_fault_fails_the_record_and_the_retry_finishes_it(stack, simulator, aws_faults):
+    put_events = aws_faults.fail("events", "PutEvents", times=1)
     message = stack.send_job(json.dumps(requested_event({"prompt": "p", "size": "1024x1024"})))
 
     assert stack.run_worker([message]) == [message["MessageId"]]  # SQS will deliver it again
@@ -397,17 +375,18 @@ def test_a_passing_eventbridge_fault_fails_the_record_and_the_retry_finishes_it(
     assert simulator.calls == 1  # the images were kept: the retry only announces them
     (completed,) = stack.published()
     assert completed["detail-type"] == COMPLETED
-    assert put_events.seen["calls"] == 2
+    assert (put_events.calls, put_events.failed) == (2, 1)
 
 
-def test_a_passing_dynamodb_fault_fails_the_record_and_the_retry_finishes_it(stack, simulator, monkeypatch):
+def test_a_passing_dynamodb_fault_fails_the_record_and_the_retry_finishes_it(stack, simulator, aws_faults):
     task_id = submit_generation(stack).body["id"]
     (job,) = stack.jobs()
-    table = stack.worker().tasks._table
-    monkeypatch.setattr(table, "get_item", fail_first(1, table.get_item, "GetItem"))
+    tasks_table = stack.resources.tasks_table
+    get = aws_faults.fail("dynamodb", "GetItem", times=1, when=lambda params: params["TableName"] == tasks_table)
 
     assert stack.run_worker([job]) == [job["MessageId"]]
     assert simulator.calls == 0
+    assert get.failed == 1
 
     assert stack.run_worker([job]) == []
     assert simulator.calls == 1

@@ -7,9 +7,7 @@ import io
 import random
 from typing import Any
 
-import httpx
 import pytest
-import urllib3
 from PIL import Image
 from pydantic import ValidationError
 
@@ -17,6 +15,7 @@ from imagecore.edits import MAX_IMAGES, RawFile, check_images, edit_from_multipa
 from imagecore.errors import ImageServiceError, InvalidRequest, NotFound
 from imagecore.models import EditParameters, EditUploadRequest, UploadRef
 from imagecore.storage import UploadedFile, UploadNotFound, UploadTooLarge
+from tests.helpers import multipart
 from tests.unit.conftest import image_bytes
 
 LIMIT = 50 * 1024 * 1024
@@ -32,20 +31,6 @@ def noisy_png(size: tuple[int, int] = (32, 32), seed: int = 7) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def multipart(
-    fields: dict[str, Any] | list[tuple[str, str]] | None = None,
-    files: list[tuple[str, tuple[str, bytes, str]]] | None = None,
-) -> tuple[bytes, str]:
-    """Encode a multipart body as the openai SDK would (httpx); text-only bodies with urllib3's encoder, because
-    httpx falls back to urlencoded when there is no file."""
-    if files:
-        request = httpx.Request("POST", "http://x", data=fields or {}, files=files)
-        return request.read(), request.headers["content-type"]
-    pairs = list(fields.items()) if isinstance(fields, dict) else list(fields or [])
-    body, content_type = urllib3.encode_multipart_formdata(pairs)
-    return body, content_type
 
 
 def edit(

@@ -8,7 +8,6 @@ import json
 from decimal import Decimal
 from typing import Any
 
-import boto3
 import pytest
 from moto import mock_aws
 
@@ -25,6 +24,8 @@ from imagecore.tasks import (
     task_view,
 )
 from imagecore.worker import REQUESTED, BadJob, GenerationJob, TaskJob, parse_job
+from local.resources import create_resources
+from local.template import project_template
 
 MESSAGE_ID = "059f36b4-87a3-44ab-83d2-661975830a7d"
 EVENT_ID = "6a7e8feb-b491-4cf7-a9f1-bf3703467718"
@@ -424,15 +425,11 @@ class Clock:
 def store(monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
         monkeypatch.setenv(name, value)
-    with mock_aws():
-        boto3.client("dynamodb", region_name="us-east-1").create_table(
-            TableName="tasks",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        )
+    # The tasks table as template.yaml declares it (key schema, TTL), made by the local stack's builder.
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
+        table = create_resources(None, "us-east-1", project_template(), prefix="unit").tasks_table
         clock = Clock(NOW)
-        tasks = TaskStore("tasks", region="us-east-1", clock=clock)
+        tasks = TaskStore(table, region="us-east-1", clock=clock)
         tasks.clock = clock  # type: ignore[attr-defined]
         yield tasks
 

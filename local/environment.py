@@ -1,0 +1,98 @@
+"""The environment template.yaml gives the functions, for running them outside AWS: the Globals' variables plus a
+function's own, with each ``!Ref`` resolved to the local resource or parameter it names.
+
+Two things differ from AWS, on purpose: a variable naming a Secrets Manager secret is replaced by its local
+stand-in holding the value itself (``UPSTREAM_API_KEY_SECRET_ID`` -> ``UPSTREAM_API_KEY``), and X-Ray tracing is
+off. The local stack, the tests and the benchmark all take the functions' environment from here, so a variable
+added to the template reaches all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from local.resources import LocalResources
+
+# A secret's id in AWS -> the variable that carries its value locally.
+SECRET_STAND_INS = {
+    "UPSTREAM_API_KEY_SECRET_ID": "UPSTREAM_API_KEY",
+    "API_KEYS_SECRET_ID": "API_KEYS",
+    "CLIENT_TOKEN_SIGNING_SECRET_ID": "CLIENT_TOKEN_SIGNING_KEY",
+}
+LOCAL_ONLY = {"POWERTOOLS_TRACE_DISABLED": "true"}
+
+
+def resource_refs(resources: LocalResources) -> dict[str, str]:
+    """What ``!Ref`` of each of the template's resources is (name or URL), for the locally made ones."""
+    return {
+        "ImagesBucket": resources.bucket,
+        "TasksTable": resources.tasks_table,
+        "IdempotencyTable": resources.idempotency_table,
+        "TokenUsageTable": resources.token_usage_table,
+        "JobsQueue": resources.jobs_queue_url,
+        "JobsDeadLetterQueue": resources.dead_letter_queue_url,
+        "ImageEventsBus": resources.event_bus_name,
+    }
+
+
+def function_environment(
+    template: dict[str, Any],
+    function: str | None = None,
+    *,
+    refs: Mapping[str, str],
+    secrets: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of ``function`` (``None``: of all functions at once, as when one process hosts them all),
+    resolved: the Globals' variables, then the function's own.
+
+    ``refs``: logical id -> value, for resources and for parameters that should not keep their default.
+    ``secrets``: the values of the stand-ins, by stand-in name (a stand-in without a value is left out).
+    """
+    parameters = template.get("Parameters", {})
+    secrets = secrets or {}
+    environment = globals_environment(template, refs)
+    for name in [function] if function else _functions(template):
+        for variable, value in _variables(template["Resources"][name]["Properties"]).items():
+            if variable in SECRET_STAND_INS:
+                stand_in = SECRET_STAND_INS[variable]
+                if stand_in in secrets:
+                    environment[stand_in] = secrets[stand_in]
+                continue
+            environment[variable] = _resolve(variable, value, refs, parameters)
+    return environment
+
+
+def globals_environment(template: dict[str, Any], refs: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What the template's Globals give every function (parameters at their defaults unless ``refs`` says)."""
+    parameters = template.get("Parameters", {})
+    variables = _variables(template.get("Globals", {}).get("Function", {}))
+    resolved = {name: _resolve(name, value, refs or {}, parameters) for name, value in variables.items()}
+    return {**resolved, **LOCAL_ONLY}
+
+
+def _resolve(name: str, value: Any, refs: Mapping[str, str], parameters: dict[str, Any]) -> str:
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        target = value["Ref"]
+        if target in refs:
+            return str(refs[target])
+        if "Default" in parameters.get(target, {}):
+            return _text(parameters[target]["Default"])
+        raise KeyError(f"{name}: nothing local for !Ref {target} (pass it in refs)")
+    if isinstance(value, dict):
+        raise ValueError(f"{name}: only literal values and !Ref are understood locally, not {value}")
+    return _text(value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _variables(properties: dict[str, Any]) -> dict[str, Any]:
+    return (properties.get("Environment") or {}).get("Variables") or {}
+
+
+def _functions(template: dict[str, Any]) -> list[str]:
+    return [name for name, resource in template["Resources"].items() if resource["Type"] == "AWS::Serverless::Function"]

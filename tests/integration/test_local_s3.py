@@ -1,0 +1,198 @@
+"""The local stack's S3 checks presigned POSTs like S3 does, so the upload limits of ``POST /v1/uploads`` are
+real: the tickets come from the service's own ``UploadStore`` and are posted over HTTP to moto's server behind
+``local.s3.PresignedPostPolicy``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+from imagecore.storage import UploadStore, make_s3_client
+from local.s3 import PresignedPostPolicy
+from tests.conftest import ServedApp
+
+BUCKET = "local-s3-policy-tests"
+KEY_ID = "key_s3policy0001"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 2  # 10 bytes: what the tests' tickets allow
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.shift = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.shift
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Iterator[Any]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    # The default session keeps the credentials it first resolved; these tests sign with the local ones.
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    moto = DomainDispatcherApplication(create_backend_app)
+    app = PresignedPostPolicy(moto, credentials={"local": "local"}, clock=clock)
+    served = ServedApp(app)
+    client = make_s3_client("us-east-1", served.url)
+    client.create_bucket(Bucket=BUCKET)
+    yield client
+    for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        client.delete_object(Bucket=BUCKET, Key=item["Key"])
+    client.delete_bucket(Bucket=BUCKET)
+    served.close()
+
+
+@pytest.fixture
+def ticket(s3: Any) -> Any:
+    """What POST /v1/uploads answers for a 10-byte PNG."""
+    return UploadStore(s3, BUCKET, 900).presign(
+        KEY_ID, content_type="image/png", max_bytes=len(PNG), filename="cat.png", purpose="image"
+    )
+
+
+def post(ticket: Any, data: bytes = PNG, content_type: str = "image/png", **changes: str | None) -> httpx.Response:
+    fields = {**ticket.fields, **changes}
+    fields = {name: value for name, value in fields.items() if value is not None}
+    return httpx.post(ticket.url, data=fields, files={"file": ("cat.png", data, content_type)}, timeout=30)
+
+
+def s3_error(response: httpx.Response, status: int) -> dict[str, str]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/xml")
+    document = ET.fromstring(response.content)  # noqa: S314 - the local stack's own answer
+    return {child.tag: child.text or "" for child in document}
+
+
+def stored_keys(s3: Any) -> list[str]:
+    return [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+
+
+def test_a_valid_post_is_a_204_and_stores_the_bytes_under_the_ticket_key(s3, ticket):
+    response = post(ticket)
+
+    assert response.status_code == 204, response.text
+    stored = s3.get_object(Bucket=BUCKET, Key=ticket.fields["key"])
+    assert stored["Body"].read() == PNG
+    assert stored["ContentType"] == "image/png"
+    assert stored["Metadata"] == {"filename": "cat.png", "purpose": "image"}
+
+
+def test_another_key_is_refused(s3, ticket):
+    other = ticket.fields["key"].replace(ticket.upload_id, "upl_someone_else")
+
+    error = s3_error(post(ticket, key=other), 403)
+
+    assert error["Code"] == "AccessDenied"
+    assert "Policy Condition failed" in error["Message"] and '"$key"' in error["Message"]
+    assert stored_keys(s3) == []
+
+
+def test_another_content_type_is_refused(s3, ticket):
+    error = s3_error(post(ticket, content_type="text/html", **{"Content-Type": "text/html"}), 403)
+
+    assert error["Code"] == "AccessDenied"
+    assert '"$content-type"' in error["Message"] and "image/png" in error["Message"]
+    assert stored_keys(s3) == []
+
+
+def test_a_file_over_the_ticket_limit_is_entity_too_large(s3, ticket):
+    error = s3_error(post(ticket, data=b"\x00" * 100_000), 400)
+
+    assert (error["Code"], error["ProposedSize"], error["MaxSizeAllowed"]) == ("EntityTooLarge", "100000", "10")
+    assert stored_keys(s3) == []
+
+
+def test_an_empty_file_is_entity_too_small(s3, ticket):
+    error = s3_error(post(ticket, data=b""), 400)
+
+    assert (error["Code"], error["ProposedSize"], error["MinSizeAllowed"]) == ("EntityTooSmall", "0", "1")
+
+
+def test_a_zeroed_or_missing_signature_is_refused(s3, ticket):
+    zeroed = s3_error(post(ticket, **{"x-amz-signature": "0" * 64}), 403)
+    missing = s3_error(post(ticket, **{"x-amz-signature": None}), 403)
+
+    assert zeroed["Code"] == missing["Code"] == "SignatureDoesNotMatch"
+    assert stored_keys(s3) == []
+
+
+def test_a_policy_rewritten_to_allow_more_no_longer_matches_its_signature(s3, ticket):
+    policy = json.loads(base64.b64decode(ticket.fields["policy"]))
+    for condition in policy["conditions"]:
+        if isinstance(condition, list) and condition[0] == "content-length-range":
+            condition[2] = 10_000_000
+    forged = base64.b64encode(json.dumps(policy).encode()).decode()
+
+    error = s3_error(post(ticket, data=b"\x00" * 100_000, policy=forged), 403)
+
+    assert error["Code"] == "SignatureDoesNotMatch"
+
+
+def test_an_unknown_access_key_is_refused(s3, ticket):
+    credential = ticket.fields["x-amz-credential"].replace("local/", "AKIAOTHER/", 1)
+
+    error = s3_error(post(ticket, **{"x-amz-credential": credential}), 403)
+
+    assert error["Code"] == "InvalidAccessKeyId"
+
+
+def test_an_expired_policy_is_refused(s3, ticket, clock):
+    clock.shift = timedelta(seconds=901)
+
+    error = s3_error(post(ticket), 403)
+
+    assert (error["Code"], error["Message"]) == ("AccessDenied", "Invalid according to Policy: Policy expired.")
+    clock.shift = timedelta(seconds=890)
+    assert post(ticket).status_code == 204
+
+
+def test_a_field_the_policy_does_not_name_is_refused(s3, ticket):
+    error = s3_error(post(ticket, **{"x-amz-meta-owner": "someone"}), 403)
+
+    assert error["Message"] == "Invalid according to Policy: Extra input fields: x-amz-meta-owner"
+    # x-ignore-* fields are S3's documented exception.
+    assert post(ticket, **{"x-ignore-note": "anything"}).status_code == 204
+
+
+def test_a_post_without_a_policy_is_access_denied(s3, ticket):
+    fields = {"key": ticket.fields["key"], "Content-Type": "image/png"}
+    response = httpx.post(ticket.url, data=fields, files={"file": ("cat.png", PNG, "image/png")})
+
+    assert s3_error(response, 403)["Code"] == "AccessDenied"
+    assert stored_keys(s3) == []
+
+
+def test_a_post_to_another_bucket_is_refused(s3, ticket):
+    s3.create_bucket(Bucket="local-s3-policy-other")
+    try:
+        response = httpx.post(
+            ticket.url.replace(BUCKET, "local-s3-policy-other"),
+            data=ticket.fields,
+            files={"file": ("cat.png", PNG, "image/png")},
+        )
+        error = s3_error(response, 403)
+        assert '"$bucket"' in error["Message"]
+    finally:
+        s3.delete_bucket(Bucket="local-s3-policy-other")
+
+
+def test_other_s3_calls_pass_through_untouched(s3):
+    s3.put_object(Bucket=BUCKET, Key="images/x.png", Body=PNG, ContentType="image/png")
+
+    assert s3.get_object(Bucket=BUCKET, Key="images/x.png")["Body"].read() == PNG

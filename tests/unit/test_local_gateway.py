@@ -1,0 +1,482 @@
+"""The local API Gateway emulation, driven directly as a WSGI app with the project's template.yaml: routes,
+limits, timeouts, binary media types, the template's gateway responses, the authorizer's context, and each
+invocation's own log fields under concurrency. The functions are small fakes, so each rule is seen alone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.test import Client
+
+from local.gateway import (
+    API_REQUEST_LIMIT_BYTES,
+    DEFAULT_INTEGRATION_TIMEOUT_MS,
+    LocalApiGateway,
+    TokenBucket,
+    load_template,
+    read_api,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+GENERATIONS, HEALTH, TASKS, UPLOADS, EDITS = (
+    "functions/generations/",
+    "functions/health/",
+    "functions/tasks/",
+    "functions/uploads/",
+    "functions/edits/",
+)
+AUTHORIZER = "functions/authorizer/"
+KEY = "Bearer isk-gateway-test"
+
+
+def allow(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A REQUEST authorizer like the project's: a known key is allowed, with its id in the context."""
+    if event["headers"].get("Authorization") != KEY:
+        raise Exception("Unauthorized")  # API Gateway reads exactly this message
+    return {
+        "principalId": "key_gateway0001",
+        "policyDocument": {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
+        "context": {"keyId": "key_gateway0001", "tier": 2, "trusted": True},
+    }
+
+
+def echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return {"statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps({"event": event})}
+
+
+class Functions:
+    """The handlers the gateway loads, by CodeUri; every call is counted."""
+
+    def __init__(self, **handlers: Callable[..., Any]) -> None:
+        self.handlers = {AUTHORIZER: allow, **handlers}
+        self.calls: list[str] = []
+
+    def load(self, code_uri: str, handler: str) -> Callable[..., Any]:
+        assert handler == "app.lambda_handler"
+        target = self.handlers.get(code_uri, echo)
+
+        def counted(event: dict[str, Any], context: Any) -> Any:
+            self.calls.append(code_uri)
+            return target(event, context)
+
+        return counted
+
+
+def gateway(functions: Functions, **options: Any) -> tuple[LocalApiGateway, Client]:
+    app = LocalApiGateway(ROOT, TEMPLATE, load=functions.load, **options)
+    return app, Client(app)
+
+
+def error_of(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.get_json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert response.headers["x-amzn-RequestId"]
+    return body["error"]
+
+
+# --- the API read from the template -------------------------------------------------------------------------
+def test_the_routes_and_their_timeouts_come_from_the_template():
+    api = read_api(load_template(TEMPLATE))
+    routes = {(r.method, r.path): r for r in api.routes}
+
+    generations = routes[("POST", "/v1/images/generations")]
+    assert (generations.function, generations.timeout_s) == ("GenerationsFunction", 330.0)
+    assert generations.integration_timeout_ms == 29_000  # IntegrationTimeoutMs's default
+    assert routes[("GET", "/v1/images/tasks/{task_id}")].integration_timeout_ms == DEFAULT_INTEGRATION_TIMEOUT_MS
+    assert not routes[("GET", "/v1/health")].authorized and generations.authorized
+    assert api.binary_media_types == ("multipart/form-data",)
+    assert api.throttle == (10.0, 20)
+    assert api.gateway_responses["UNAUTHORIZED"].headers == {"WWW-Authenticate": "Bearer"}
+    assert api.gateway_responses["DEFAULT_4XX"].status is None
+
+    raised = read_api(load_template(TEMPLATE), {"IntegrationTimeoutMs": 300_000})
+    timeouts = {(r.method, r.path): r.integration_timeout_ms for r in raised.routes}
+    assert timeouts[("POST", "/v1/images/edits")] == 300_000
+    assert timeouts[("POST", "/v1/uploads")] == DEFAULT_INTEGRATION_TIMEOUT_MS
+
+
+# --- routes that do not exist -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/images/generations"),  # a real path, a method it does not have
+        ("DELETE", "/v1/images/tasks/task_123"),
+        ("OPTIONS", "/v1/uploads"),
+        ("GET", "/v1/images/variations"),
+        ("POST", "/v2/images/generations"),
+        ("GET", "/"),
+    ],
+)
+def test_a_missing_route_or_method_is_the_templates_missing_authentication_token_answer(method, path):
+    functions = Functions()
+    _, client = gateway(functions)
+
+    response = client.open(path, method=method, headers={"Authorization": KEY})
+
+    error = error_of(response, 404)
+    assert (error["code"], error["type"]) == ("unknown_route", "invalid_request_error")
+    assert response.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+    assert functions.calls == []  # neither the authorizer nor a function ran
+
+
+# --- the authorizer -----------------------------------------------------------------------------------------
+def test_the_authorizers_context_reaches_the_function_as_strings():
+    functions = Functions()
+    _, client = gateway(functions)
+
+    response = client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Authorization": KEY})
+
+    assert response.status_code == 200
+    event = response.get_json()["event"]
+    assert event["requestContext"]["authorizer"] == {
+        "principalId": "key_gateway0001",
+        "integrationLatency": 0,
+        "keyId": "key_gateway0001",
+        "tier": "2",
+        "trusted": "True",
+    }
+    assert event["requestContext"]["requestId"] == response.headers["x-amzn-RequestId"]
+    assert functions.calls == [AUTHORIZER, GENERATIONS]
+
+
+def test_a_missing_key_is_the_templates_401_and_the_function_never_runs():
+    functions = Functions()
+    _, client = gateway(functions)
+
+    response = client.post("/v1/images/generations", json={"prompt": "x"})
+
+    assert error_of(response, 401)["code"] == "invalid_api_key"
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert functions.calls == [AUTHORIZER]
+
+
+def test_a_deny_policy_is_the_templates_403():
+    def deny(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {"principalId": "k", "policyDocument": {"Statement": [{"Effect": "Deny", "Action": "*"}]}}
+
+    functions = Functions()
+    functions.handlers[AUTHORIZER] = deny
+    _, client = gateway(functions)
+
+    error = error_of(client.post("/v1/uploads", json={}, headers={"Authorization": KEY}), 403)
+
+    assert error["code"] == "access_denied"
+    assert functions.calls == [AUTHORIZER]
+
+
+def test_routes_without_an_authorizer_skip_it():
+    functions = Functions()
+    _, client = gateway(functions)
+
+    assert client.get("/v1/health").status_code == 200
+    assert functions.calls == [HEALTH]
+
+
+# --- limits -------------------------------------------------------------------------------------------------
+def test_the_integration_timeout_is_the_templates_504_and_does_not_wait_for_the_function():
+    release = threading.Event()
+
+    def slow(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        release.wait(5)
+        return echo(event, context)
+
+    functions = Functions()
+    functions.handlers[GENERATIONS] = slow
+    _, client = gateway(functions, parameters={"IntegrationTimeoutMs": 200})
+    started = time.monotonic()
+
+    response = client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Authorization": KEY})
+
+    elapsed = time.monotonic() - started
+    release.set()
+    error = error_of(response, 504)
+    assert (error["code"], error["type"]) == ("upstream_timeout", "upstream_error")
+    assert 0.15 < elapsed < 2
+    # A route without TimeoutInMillis keeps API Gateway's 29 s: a function as slow answers there.
+    functions.handlers[UPLOADS] = lambda event, context: (time.sleep(0.4), echo(event, context))[1]
+    assert client.post("/v1/uploads", json={}, headers={"Authorization": KEY}).status_code == 200
+
+
+def test_a_response_over_lambdas_6_mb_is_a_502_in_the_templates_5xx_shape():
+    functions = Functions()
+    functions.handlers[GENERATIONS] = lambda event, context: {"statusCode": 200, "body": "x" * (6 * 1024 * 1024)}
+    _, client = gateway(functions)
+
+    response = client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Authorization": KEY})
+
+    error = error_of(response, 502)
+    assert (error["message"], error["type"], error["code"]) == ("Internal server error", "server_error", None)
+
+
+def test_a_response_just_under_6_mb_goes_through():
+    body = "x" * (6 * 1024 * 1024 - 200)
+    functions = Functions()
+    functions.handlers[GENERATIONS] = lambda event, context: {"statusCode": 200, "body": body}
+    _, client = gateway(functions)
+
+    response = client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Authorization": KEY})
+
+    assert (response.status_code, len(response.get_data())) == (200, len(body))
+
+
+def test_a_function_that_raises_is_a_502():
+    def crash(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+    functions = Functions()
+    functions.handlers[TASKS] = crash
+    _, client = gateway(functions)
+
+    error = error_of(client.get("/v1/images/tasks/task_1", headers={"Authorization": KEY}), 502)
+    assert error["type"] == "server_error"
+
+
+def test_a_request_over_10_mb_is_the_templates_413_before_anything_runs():
+    functions = Functions()
+    _, client = gateway(functions)
+    body = b"x" * (API_REQUEST_LIMIT_BYTES + 1)
+
+    response = client.post(
+        "/v1/images/edits", data=body, headers={"Authorization": KEY, "Content-Type": "multipart/form-data; b=x"}
+    )
+
+    assert error_of(response, 413)["code"] == "payload_too_large"
+    assert functions.calls == []
+
+
+def test_an_event_over_lambdas_6_mb_is_a_413_and_the_function_never_runs():
+    functions = Functions()
+    _, client = gateway(functions)
+    body = b"x" * (5 * 1024 * 1024)  # base64 makes it ~6.7 MB in the event
+
+    response = client.post(
+        "/v1/images/edits", data=body, headers={"Authorization": KEY, "Content-Type": "multipart/form-data; b=x"}
+    )
+
+    assert error_of(response, 413)["code"] == "payload_too_large"
+    assert functions.calls == [AUTHORIZER]
+
+
+def test_the_stage_throttle_is_the_templates_429_with_retry_after():
+    functions = Functions()
+    _, client = gateway(functions, throttling=True, parameters={"ApiThrottlingBurstLimit": 2})
+
+    statuses = [client.get("/v1/health").status_code for _ in range(3)]
+    assert statuses[:2] == [200, 200]
+    response = client.get("/v1/health")
+    error = error_of(response, 429)
+    assert (error["code"], error["type"]) == ("rate_limit_exceeded", "rate_limit_error")
+    assert response.headers["Retry-After"] == "1"
+
+
+def test_the_token_bucket_refills_at_its_rate():
+    now = [0.0]
+    bucket = TokenBucket(rate=2, burst=2, clock=lambda: now[0])
+
+    assert [bucket.take() for _ in range(3)] == [True, True, False]
+    now[0] = 0.5
+    assert [bucket.take(), bucket.take()] == [True, False]
+
+
+# --- bodies -------------------------------------------------------------------------------------------------
+def test_binary_media_types_arrive_base64_encoded_and_json_as_text():
+    functions = Functions()
+    _, client = gateway(functions)
+    payload = b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\n\x89PNG\x00\xff\r\n--b--\r\n'
+
+    multipart = client.post(
+        "/v1/images/edits",
+        data=payload,
+        headers={"Authorization": KEY, "Content-Type": "multipart/form-data; boundary=b"},
+    ).get_json()["event"]
+    text = client.post("/v1/images/edits", json={"prompt": "é"}, headers={"Authorization": KEY}).get_json()["event"]
+
+    assert multipart["isBase64Encoded"] is True
+    assert base64.b64decode(multipart["body"]) == payload
+    assert (text["isBase64Encoded"], json.loads(text["body"])) == (False, {"prompt": "é"})
+
+
+def test_a_base64_proxy_result_is_sent_as_bytes_with_its_headers():
+    image = b"\x89PNG\r\n\x1a\n\x00\x01\xfe\xff"
+
+    def binary(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return {
+            "statusCode": 201,
+            "isBase64Encoded": True,
+            "headers": {"Content-Type": "image/png"},
+            "multiValueHeaders": {"Set-Cookie": ["a=1", "b=2"]},
+            "body": base64.b64encode(image).decode(),
+        }
+
+    functions = Functions()
+    functions.handlers[HEALTH] = binary
+    _, client = gateway(functions)
+
+    response = client.get("/v1/health")
+
+    assert (response.status_code, response.get_data()) == (201, image)
+    assert response.headers["Content-Type"] == "image/png"
+    assert response.headers.getlist("Set-Cookie") == ["a=1", "b=2"]
+
+
+def test_path_and_query_parameters_reach_the_event():
+    functions = Functions()
+    _, client = gateway(functions)
+
+    event = client.get("/v1/images/tasks/task_abc?x=1&x=2&y=3", headers={"Authorization": KEY}).get_json()["event"]
+
+    assert event["pathParameters"] == {"task_id": "task_abc"}
+    assert event["resource"] == "/v1/images/tasks/{task_id}"
+    assert event["multiValueQueryStringParameters"] == {"x": ["1", "2"], "y": ["3"]}
+    assert event["headers"]["X-Forwarded-Proto"] == "http"
+
+
+# --- each invocation's own log fields -----------------------------------------------------------------------
+def test_concurrent_invocations_keep_their_own_log_fields_and_metrics(log_tap, capsys):
+    """Powertools keeps the appended keys and pending metrics on objects every function shares; in the local
+    stack (one process, many threads) each invocation must still log and flush only its own."""
+    from aws_lambda_powertools.logging import correlation_paths
+
+    from imagecore.observability import logger, metrics, request_record
+
+    per_route = 6
+    routes = [("POST", "/v1/images/generations"), ("GET", "/v1/health"), ("POST", "/v1/uploads")]
+    routes += [("GET", "/v1/images/tasks/task_{i}")]
+    inside = threading.Barrier(per_route * len(routes), timeout=10)
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+    @metrics.log_metrics
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        logger.info("started")
+        inside.wait()  # every invocation is between its start and its end at once
+        with request_record(context.function_name, event, context.aws_request_id) as record:
+            record.status = 200
+        logger.info("finished")
+        return {"statusCode": 200, "body": context.function_name}
+
+    functions = Functions()
+    for code_uri in (GENERATIONS, HEALTH, UPLOADS, TASKS):
+        functions.handlers[code_uri] = handler
+    app, _ = gateway(functions)
+    answers: dict[str, str] = {}
+    # A metric left pending outside any invocation is no invocation's to flush.
+    metrics.add_metric(name="Requests", unit="Count", value=1)
+
+    def call(method: str, path: str, index: int) -> None:
+        response = Client(app).open(path.format(i=index), method=method, headers={"Authorization": KEY})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        answers[response.headers["x-amzn-RequestId"]] = response.get_data(as_text=True)
+
+    threads = [
+        threading.Thread(target=call, args=(method, path, index))
+        for index in range(per_route)
+        for method, path in routes
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert len(answers) == per_route * len(routes)
+    lines = [line for line in log_tap.lines if line.get("message") in ("started", "finished", "image request")]
+    assert len(lines) == 3 * len(answers)
+    for line in lines:
+        request_id = line.get("correlation_id")
+        assert request_id in answers, line
+        assert line["function_name"] == answers[request_id], line
+        if line["message"] == "image request":
+            assert line["request"]["api_request_id"] == request_id
+            assert line["request"]["operation"] == answers[request_id]
+    # One metrics blob per invocation, each with its own operation and one request counted.
+    blobs = [json.loads(out) for out in capsys.readouterr().out.splitlines() if out.startswith('{"_aws"')]
+    assert len(blobs) == len(answers)
+    assert sorted(blob["operation"] for blob in blobs) == sorted(answers.values())
+    assert all(blob["Requests"] in (1, 1.0, [1.0]) for blob in blobs)
+    metrics.clear_metrics()
+
+
+def test_concurrent_invocations_each_resolve_their_own_event_and_route():
+    """The event handler keeps the event and the matched route on objects shared by every function; two
+    functions and two routes of one function running at once must each see their own."""
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+
+    tasks_app, health_app = APIGatewayRestResolver(), APIGatewayRestResolver()
+    inside = threading.Barrier(16, timeout=10)
+
+    @tasks_app.get("/v1/images/tasks/<task_id>")
+    def task(task_id: str) -> dict[str, Any]:
+        inside.wait()
+        event = tasks_app.current_event
+        return {"task_id": task_id, "path": event.path, "request_id": event.request_context.request_id}
+
+    @health_app.get("/v1/health")
+    def health() -> dict[str, Any]:
+        inside.wait()
+        event = health_app.current_event
+        return {"task_id": None, "path": event.path, "request_id": event.request_context.request_id}
+
+    functions = Functions()
+    functions.handlers[TASKS] = tasks_app.resolve
+    functions.handlers[HEALTH] = health_app.resolve
+    app, _ = gateway(functions)
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def call(path: str) -> None:
+        response = Client(app).get(path, headers={"Authorization": KEY})
+        assert response.status_code == 200, response.get_data(as_text=True)
+        seen.append((path, {**response.get_json(), "answer_id": response.headers["x-amzn-RequestId"]}))
+
+    paths = [f"/v1/images/tasks/task_{i}" for i in range(8)] + ["/v1/health"] * 8
+    threads = [threading.Thread(target=call, args=(path,)) for path in paths]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert len(seen) == len(paths)
+    for path, answer in seen:
+        assert answer["path"] == path
+        assert answer["request_id"] == answer["answer_id"]
+        assert answer["task_id"] == (path.rsplit("/", 1)[1] if "tasks" in path else None)
+
+
+def test_threads_writing_lines_in_pieces_never_split_each_others_lines():
+    import io
+
+    from local.lambda_runtime import LineAtomicWriter
+
+    target = io.StringIO()
+    writer = LineAtomicWriter(target)
+    start = threading.Barrier(8)
+
+    def write(name: str) -> None:
+        start.wait()
+        for index in range(200):
+            line = json.dumps({"thread": name, "index": index})
+            for piece in (line[:5], line[5:], "\n"):  # print writes the text and the newline apart
+                writer.write(piece)
+                time.sleep(0)  # let the other threads write in between
+
+    threads = [threading.Thread(target=write, args=(str(n),)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    writer.write("no newline yet")
+    writer.flush()
+
+    *lines, last = target.getvalue().split("\n")
+    assert sorted((d["thread"], d["index"]) for d in map(json.loads, lines)) == sorted(
+        (str(n), i) for n in range(8) for i in range(200)
+    )
+    assert last == "no newline yet"
