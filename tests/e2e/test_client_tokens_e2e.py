@@ -86,7 +86,7 @@ def test_expired_and_tampered_tokens_are_401s(stack):
         response = httpx.post(stack.api_url + "/images/generations", json=GENERATION, headers=bearer(token))
         error = assert_openai_error(response, 401, "invalid_api_key")
         assert "client token" in error["message"]
-        assert response.headers["x-amzn-errortype"] == "UNAUTHORIZED"
+        assert response.headers["x-amzn-errortype"].startswith("Unauthorized")  # API Gateway said it, not a function
     assert stack.upstream_calls() == 0
 
 
