@@ -288,3 +288,28 @@ class TestCaller:
     def test_anything_incomplete_is_unauthenticated(self, context: dict[str, Any] | None) -> None:
         with pytest.raises(Unauthorized):
             caller_of(event_with(context), now=time.time())
+
+
+class TestLocalGatewayPolicies:
+    """The local stack judges an authorizer's policy as API Gateway does, so a token's scope holds locally."""
+
+    ARN = "arn:aws:execute-api:us-east-1:123456789012:local/local/"
+
+    def test_only_the_named_routes_are_allowed(self) -> None:
+        from local.gateway import policy_allows
+
+        allow = [{"Effect": "Allow", "Resource": [self.ARN + "POST/v1/uploads", self.ARN + "GET/v1/images/tasks/*"]}]
+        assert policy_allows(allow, self.ARN + "POST/v1/uploads")
+        assert policy_allows(allow, self.ARN + "GET/v1/images/tasks/task_1")
+        assert not policy_allows(allow, self.ARN + "POST/v1/images/generations")
+        assert not policy_allows(allow, self.ARN + "POST/v1/client_tokens")
+        assert not policy_allows(allow, self.ARN + "GET/v1/uploads")
+
+    def test_every_route_for_a_key_and_deny_wins(self) -> None:
+        from local.gateway import policy_allows
+
+        everything = {"Effect": "Allow", "Resource": self.ARN + "*/*"}
+        assert policy_allows([everything], self.ARN + "POST/v1/client_tokens")
+        deny = {"Effect": "Deny", "Resource": [self.ARN + "POST/v1/client_tokens"]}
+        assert not policy_allows([everything, deny], self.ARN + "POST/v1/client_tokens")
+        assert not policy_allows([], self.ARN + "POST/v1/uploads")
