@@ -31,7 +31,7 @@ from imagecore.settings import AuthorizerSettings
 
 @cache
 def settings() -> AuthorizerSettings:
-    return AuthorizerSettings()
+    return AuthorizerSettings.from_environment()
 
 
 @cache

@@ -25,7 +25,7 @@ app = create_resolver()
 
 @cache
 def signing_key() -> Callable[[], str]:
-    reader = signing_key_reader(ClientTokenSettings())
+    reader = signing_key_reader(ClientTokenSettings.from_environment())
     if reader is None:  # the settings refuse this already; kept for the type checker
         raise ServiceMisconfigured("Client tokens are not configured.")
     return reader

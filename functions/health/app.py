@@ -20,12 +20,20 @@ def health() -> HealthResponse:
     return HealthResponse(version=imagecore.__version__)
 
 
-@app.get("/v1/openapi.json", summary="The OpenAPI 3.1 document of the whole API", include_in_schema=True)
+@app.get(
+    "/v1/openapi.json",
+    summary="The OpenAPI 3.1 document of the whole API",
+    responses={200: {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}},
+)
 def openapi_document():
     return Response(200, content_types.APPLICATION_JSON, packaged_document(), {"Cache-Control": "max-age=300"})
 
 
-@app.get("/v1/docs", summary="Swagger UI", include_in_schema=True)
+@app.get(
+    "/v1/docs",
+    summary="Swagger UI",
+    responses={200: {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+)
 def docs():
     return Response(200, "text/html; charset=utf-8", SWAGGER_HTML)
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings
 
 from imagecore.auth import Keyring
 from imagecore.edits import MAX_IMAGES
@@ -401,7 +401,7 @@ def resolve(value: Any, sam: dict[str, Any], overrides: dict[str, Any] | None = 
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def env_names(model: type[BaseSettings]) -> set[str]:
+def env_names(model: type[BaseModel]) -> set[str]:
     """The environment variables a settings model reads: field names (case-insensitive) and aliases."""
     names = set()
     for field_name, field in model.model_fields.items():
@@ -434,8 +434,8 @@ def function_env(cfn: dict[str, Any], function: str) -> dict[str, Any]:
 
 
 def settings_from_env(
-    monkeypatch: pytest.MonkeyPatch, model: type[BaseSettings], environment: dict[str, str]
-) -> BaseSettings:
+    monkeypatch: pytest.MonkeyPatch, model: type[BaseModel], environment: dict[str, str]
+) -> BaseModel:
     for name in env_names(model):  # nothing from the developer's shell may fill a gap in the template
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
@@ -550,7 +550,7 @@ def test_image_function_is_told_the_integration_timeout(cfn: dict[str, Any], fun
 
 
 @pytest.mark.parametrize("model", [GenerationSettings, EditSettings], ids=lambda m: m.__name__)
-def test_integration_timeout_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseSettings]) -> None:
+def test_integration_timeout_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseModel]) -> None:
     timeout = parameter(sam, "IntegrationTimeoutMs")
     field = model.model_fields["integration_timeout_ms"]
 
@@ -1458,7 +1458,7 @@ def test_image_settings_accept_every_parameter_extreme(
 @pytest.mark.parametrize(
     "model", [GenerationSettings, EditSettings, TaskReadSettings, WorkerSettings], ids=lambda m: m.__name__
 )
-def test_presign_expiry_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseSettings]) -> None:
+def test_presign_expiry_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseModel]) -> None:
     expiry = parameter(sam, "PresignExpirySeconds")
     field = model.model_fields["presign_expiry_seconds"]
 
@@ -1523,7 +1523,7 @@ def test_layer_requirements_are_the_locked_closure_of_imagecore() -> None:
     assert set(pins) == set(expected), "regenerate it: make requirements"
     for name, version in pins.items():
         assert version in expected[name], f"{name}=={version} but uv.lock has {sorted(expected[name])}"
-    assert {"aws-lambda-powertools", "httpx", "pydantic", "pydantic-settings", "pillow"} <= set(pins)
+    assert {"aws-lambda-powertools", "httpx", "pydantic", "pillow"} <= set(pins)
     assert not {"imagecore", "moto"} & set(pins)
     assert "boto3" in pins  # matched to the botocore that aws-xray-sdk brings into the layer
 
