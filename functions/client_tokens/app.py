@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagecore.caller import caller_of
 from imagecore.client_tokens import DEFAULT_SCOPE, mint, signing_key_reader
 from imagecore.errors import ServiceMisconfigured
+from imagecore.idempotency import answer_once
 from imagecore.models import ClientTokenRequest, ClientTokenResponse
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
@@ -40,24 +41,41 @@ def signing_key() -> Callable[[], str]:
         "that minted it; revoking that key revokes its tokens."
     ),
     responses={
+        200: {"description": "The client token", "content": {"application/json": {"model": ClientTokenResponse}}},
         400: {"description": "Invalid request", "content": ERROR_CONTENT},
         403: {"description": "Called with a client token", "content": ERROR_CONTENT},
     },
 )
 def create_client_token(request: Annotated[ClientTokenRequest, Body()]) -> ClientTokenResponse:
-    caller = caller_of(app.current_event.raw_event)
+    event = app.current_event.raw_event
+    caller = caller_of(event)
     caller.require_server_key()
-    signed, token = mint(
-        caller.owner_id,
-        signing_key=signing_key()(),
-        now=int(time.time()),
-        lifetime_seconds=request.expires_in,
-        scope=request.scope or DEFAULT_SCOPE,
-        max_images=request.max_images,
-    )
-    current_record().client_token_id = token.id
-    return ClientTokenResponse(
-        token=signed, expires_at=token.expires_at, scope=list(token.scope), max_images=token.max_images
+
+    def issue() -> ClientTokenResponse:
+        signed, token = mint(
+            caller.owner_id,
+            signing_key=signing_key()(),
+            now=int(time.time()),
+            lifetime_seconds=request.expires_in,
+            scope=request.scope or DEFAULT_SCOPE,
+            max_images=request.max_images,
+        )
+        current_record().client_token_id = token.id
+        return ClientTokenResponse(
+            token=signed, expires_at=token.expires_at, scope=list(token.scope), max_images=token.max_images
+        )
+
+    # An Idempotency-Key is checked like on every POST, but never remembered: the answer is a credential, and
+    # a retry that mints another short-lived token costs nothing.
+    return answer_once(
+        None,
+        event,
+        app.lambda_context,
+        scope="client_tokens",
+        payload=request.model_dump(),
+        produce=issue,
+        encode=lambda _answer: None,
+        decode=ClientTokenResponse.model_validate,
     )
 
 

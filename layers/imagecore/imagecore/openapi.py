@@ -65,7 +65,17 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
             operation["security"] = []
     _document_shared_answers(document)
     _document_task_id(document)
+    _document_client_tokens(document)
     return document
+
+
+def _document_client_tokens(document: dict[str, Any]) -> None:
+    """Minting a client token checks an Idempotency-Key like every POST but never remembers the answer (a
+    credential is not stored): a retry mints another token."""
+    operation = document.get("paths", {}).get("/v1/client_tokens", {}).get("post")
+    for parameter in (operation or {}).get("parameters", []):
+        if parameter.get("name") == IDEMPOTENCY_KEY["name"]:
+            parameter["description"] = "Checked, not remembered: a retry mints a new token (none is ever stored)."
 
 
 def _document_task_id(document: dict[str, Any]) -> None:
