@@ -32,6 +32,11 @@ from imagecore.token_usage import ClientTokenGrant, TokenImageCounter, counted_i
 T = TypeVar("T")
 
 
+def images_made(delivery: Delivery) -> int:
+    """How many images a fresh delivery holds: the stored ones, or (S3 refused them) the ones in hand."""
+    return len(delivery.stored.images) if delivery.stored is not None else len(delivery.images)
+
+
 @dataclass
 class ImageRuntime:
     service: ImageService
@@ -56,7 +61,7 @@ class ImageRuntime:
     def counted(self, token: ClientTokenGrant | None, n: int, produce: Callable[[], Delivery]) -> Delivery:
         """A generation or edit within the client token's image limit: ``n`` images are reserved before the
         upstream is called, and what was not made is given back."""
-        return counted_images(self.token_images, token, n, produce, made=lambda delivery: len(delivery.images))
+        return counted_images(self.token_images, token, n, produce, made=images_made)
 
     def counted_task(self, token: ClientTokenGrant | None, n: int, make: Callable[[], T]) -> T:
         """An async task within the client token's image limit: its ``n`` images are counted when it is queued
