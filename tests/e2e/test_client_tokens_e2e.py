@@ -122,3 +122,20 @@ def test_a_token_over_its_max_images_is_a_429_without_an_upstream_call(stack):
     assert stack.upstream_calls() == calls
     record = stack.request_record(over.headers["x-amzn-requestid"])
     assert (record["status"], record["error_code"]) == (429, "token_budget_exceeded")
+
+
+def test_a_streamed_request_over_max_images_is_refused_before_the_upstream(stack):
+    token = mint_token(stack, max_images=1, scope=["generations"])["token"]
+    streamed = {**GENERATION, "n": 2, "stream": True, "partial_images": 1}
+
+    over = httpx.post(stack.api_url + "/images/generations", json=streamed, headers=bearer(token), timeout=60)
+    assert_openai_error(over, 429, "token_budget_exceeded")
+    assert stack.upstream_calls() == 0
+
+    within = httpx.post(
+        stack.api_url + "/images/generations", json={**streamed, "n": 1}, headers=bearer(token), timeout=60
+    )
+    assert within.status_code == 200, within.text
+    assert within.headers["content-type"].startswith("text/event-stream")
+    assert "image_generation.completed" in within.text
+    assert stack.upstream_calls() == 1
