@@ -263,6 +263,8 @@ class LocalStack:
                 "UPSTREAM_API_KEY": upstream_key,
                 "API_KEYS": ",".join(self.keys),
                 "CLIENT_TOKEN_SIGNING_KEY": self.signing_key,
+                # made at each start: digests compare within one run, and nothing outside it can recompute them
+                "PROMPT_DIGEST_KEY": secrets.token_hex(32),
             },
         )
         # The Lambda Web Adapter's own settings: here local.streaming plays the adapter.
