@@ -1,5 +1,5 @@
-"""The AWS resources of template.yaml, made on the embedded moto server: the bucket, the tasks and idempotency
-tables (with their TTL attributes), the jobs queue with its dead-letter queue, the event bus and the
+"""The AWS resources of template.yaml, made on the embedded moto server: the bucket, the tasks, idempotency and
+client-token usage tables (with their TTL attributes), the jobs queue with its dead-letter queue, the event bus and the
 ImageGenerationRequested rule (its pattern read from the template) targeting the jobs queue.
 
 One addition for local work: a rule that copies every event the service publishes (source image-service) to a
@@ -25,6 +25,7 @@ class LocalResources:
     bucket: str
     tasks_table: str
     idempotency_table: str
+    token_usage_table: str
     jobs_queue_url: str
     dead_letter_queue_url: str
     completions_queue_url: str
@@ -48,7 +49,7 @@ def create_resources(
 
     dynamodb = client("dynamodb")
     tables = {}
-    for logical in ("TasksTable", "IdempotencyTable"):
+    for logical in ("TasksTable", "IdempotencyTable", "TokenUsageTable"):
         props = _resource(template, logical)
         name = f"{prefix}-{logical.removesuffix('Table').lower()}"
         dynamodb.create_table(
@@ -98,6 +99,7 @@ def create_resources(
         bucket=bucket,
         tasks_table=tables["TasksTable"],
         idempotency_table=tables["IdempotencyTable"],
+        token_usage_table=tables["TokenUsageTable"],
         jobs_queue_url=jobs_url,
         dead_letter_queue_url=dlq_url,
         completions_queue_url=completions_url,

@@ -43,6 +43,7 @@ _EDIT_ERRORS: dict[int, OpenAPIResponse] = {
     404: {"description": "An upload id this key does not own", "content": ERROR_CONTENT},
     413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": ERROR_CONTENT},
     415: {"description": "Neither multipart/form-data nor application/json", "content": ERROR_CONTENT},
+    429: {"description": "Over the client token's max_images", "content": ERROR_CONTENT},
 }
 
 
@@ -59,11 +60,11 @@ def upload_store() -> UploadStore:
     return UploadStore(service.store.s3, service.settings.images_bucket)
 
 
-def read_edit(event: dict[str, Any], key_id: str, settings: EditSettings, uploads: UploadStore) -> EditInput:
+def read_edit(event: dict[str, Any], owner: str, settings: EditSettings, uploads: UploadStore) -> EditInput:
     if content_type_of(event).lower().startswith(JSON):
         return edit_from_uploads(
             event.get("body") or "",
-            lambda upload_id: uploads.read(key_id, upload_id, max_bytes=settings.max_input_image_bytes),
+            lambda upload_id: uploads.read(owner, upload_id, max_bytes=settings.max_input_image_bytes),
             max_image_bytes=settings.max_input_image_bytes,
         )
     body = body_bytes(event)
@@ -101,7 +102,8 @@ def edit_images(
 ) -> GenerationResponse:
     event, context = app.current_event.raw_event, app.lambda_context
     service = runtime.service
-    edit = read_edit(event, caller_of(event).key_id, service.settings, uploads)  # type: ignore[arg-type]
+    caller = caller_of(event)
+    edit = read_edit(event, caller.owner_id, service.settings, uploads)  # type: ignore[arg-type]
     edit.parameters.check_synchronous()
     deadline = runtime.deadline(event, context)
     if edit.parameters.stream:
@@ -114,8 +116,12 @@ def edit_images(
                 context,
                 scope="edits",
                 payload=edit_fingerprint(edit),
-                produce=lambda folder: service.edit(
-                    edit, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
+                produce=lambda folder: runtime.counted(
+                    caller.token,
+                    edit.parameters.n,
+                    lambda: service.edit(
+                        edit, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
+                    ),
                 ),
             ),
         )
@@ -124,7 +130,9 @@ def edit_images(
         context,
         scope="edits",
         payload=edit_fingerprint(edit),
-        produce=lambda folder: service.edit(edit, deadline, current_record(), folder),
+        produce=lambda folder: runtime.counted(
+            caller.token, edit.parameters.n, lambda: service.edit(edit, deadline, current_record(), folder)
+        ),
         response_format=edit.parameters.response_format,
     )
 
@@ -147,7 +155,8 @@ def edit_images_async(
     uploads: Annotated[UploadStore, Depends(upload_store)],
 ) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
-    owner = caller_of(event).key_id
+    caller = caller_of(event)
+    owner = caller.owner_id
     service = runtime.service
     edit = read_edit(event, owner, service.settings, uploads)  # type: ignore[arg-type]
     edit.parameters.check_task()
@@ -158,15 +167,18 @@ def edit_images_async(
     task_id = new_task_id()
 
     def make_task(submitter: Any) -> Any:
-        inputs = uploads.keep_inputs(owner, task_id, edit.files())
-        return submitter.submit(
-            task_id=task_id,
-            owner=owner,
-            kind="edit",
-            request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask"}),
-            folder=task_folder(task_id),
-            inputs=inputs,
-        )
+        def submit() -> Any:
+            inputs = uploads.keep_inputs(owner, task_id, edit.files())
+            return submitter.submit(
+                task_id=task_id,
+                owner=owner,
+                kind="edit",
+                request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask"}),
+                folder=task_folder(task_id),
+                inputs=inputs,
+            )
+
+        return runtime.counted_task(caller.token, edit.parameters.n, submit)
 
     task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
     settings = runtime.service.settings

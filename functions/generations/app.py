@@ -54,6 +54,7 @@ def runtime() -> ImageRuntime:
         },
         400: {"description": "Invalid request or refused by the upstream's policy", "content": ERROR_CONTENT},
         409: {"description": "The same Idempotency-Key is still running", "content": ERROR_CONTENT},
+        429: {"description": "Over the client token's max_images", "content": ERROR_CONTENT},
         422: {"description": "The Idempotency-Key was used with another request", "content": ERROR_CONTENT},
         502: {"description": "The upstream failed", "content": ERROR_CONTENT},
         504: {"description": "The upstream did not answer in time", "content": ERROR_CONTENT},
@@ -64,7 +65,7 @@ def create_images(
     runtime: Annotated[ImageRuntime, Depends(runtime)],
 ) -> GenerationResponse:
     event, context = app.current_event.raw_event, app.lambda_context
-    caller_of(event)
+    caller = caller_of(event)
     request.check_synchronous()
     service = runtime.service
     deadline = runtime.deadline(event, context)
@@ -78,8 +79,12 @@ def create_images(
                 context,
                 scope="generations",
                 payload=request.model_dump(),
-                produce=lambda folder: service.generate(
-                    request, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
+                produce=lambda folder: runtime.counted(
+                    caller.token,
+                    request.n,
+                    lambda: service.generate(
+                        request, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
+                    ),
                 ),
             ),
         )
@@ -88,7 +93,9 @@ def create_images(
         context,
         scope="generations",
         payload=request.model_dump(),
-        produce=lambda folder: service.generate(request, deadline, current_record(), folder),
+        produce=lambda folder: runtime.counted(
+            caller.token, request.n, lambda: service.generate(request, deadline, current_record(), folder)
+        ),
         response_format=request.response_format,
     )
 
@@ -110,7 +117,7 @@ def create_images_async(
     runtime: Annotated[ImageRuntime, Depends(runtime)],
 ) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
-    owner = caller_of(event).key_id
+    caller = caller_of(event)
     request.check_task()
     record = current_record()
     record.operation = "generations.async"
@@ -121,12 +128,16 @@ def create_images_async(
         context,
         scope="generations/async",
         payload=request.model_dump(),
-        make_task=lambda submitter: submitter.submit(
-            task_id=task_id,
-            owner=owner,
-            kind="generation",
-            request=request.model_dump(exclude_none=True),
-            folder=task_folder(task_id),
+        make_task=lambda submitter: runtime.counted_task(
+            caller.token,
+            request.n,
+            lambda: submitter.submit(
+                task_id=task_id,
+                owner=caller.owner_id,
+                kind="generation",
+                request=request.model_dump(exclude_none=True),
+                folder=task_folder(task_id),
+            ),
         ),
     )
     settings = runtime.service.settings

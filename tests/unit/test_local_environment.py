@@ -14,6 +14,7 @@ RESOURCES = LocalResources(
     bucket="bucket-x",
     tasks_table="tasks-x",
     idempotency_table="idempotency-x",
+    token_usage_table="token-usage-x",
     jobs_queue_url="http://sqs/jobs-x",
     dead_letter_queue_url="http://sqs/dlq-x",
     completions_queue_url="http://sqs/completions-x",

@@ -101,7 +101,7 @@ def answer_once(
     key = idempotency_key(event) or key
     if guard is None:
         return produce()
-    owner = current_record().api_key_id or "anonymous"
+    owner = current_record().owner_id or "anonymous"
     return guard.once(
         key=key,
         scope=f"{owner}#{scope}",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -27,6 +27,14 @@ from imagecore.service import Delivery, ImageService, StoredResult
 from imagecore.settings import GenerationSettings
 from imagecore.storage import StorageError
 from imagecore.tasks import JobQueue, Task, TaskStore, TaskStoreError, TaskSubmitter
+from imagecore.token_usage import ClientTokenGrant, TokenImageCounter, counted_images
+
+T = TypeVar("T")
+
+
+def images_made(delivery: Delivery) -> int:
+    """How many images a fresh delivery holds: the stored ones, or (S3 refused them) the ones in hand."""
+    return len(delivery.stored.images) if delivery.stored is not None else len(delivery.images)
 
 
 @dataclass
@@ -34,6 +42,7 @@ class ImageRuntime:
     service: ImageService
     idempotency: Idempotency | None
     submitter: TaskSubmitter | None
+    token_images: TokenImageCounter | None = None
 
     @classmethod
     def from_settings(cls, settings: GenerationSettings) -> ImageRuntime:
@@ -44,7 +53,20 @@ class ImageRuntime:
                 TaskStore(settings.tasks_table, region=region), JobQueue(settings.jobs_queue_url, region=region)
             )
         idempotency = Idempotency(settings.idempotency_table, region=region) if settings.idempotency_table else None
-        return cls(ImageService.from_settings(settings), idempotency, submitter)
+        token_images = (
+            TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None
+        )
+        return cls(ImageService.from_settings(settings), idempotency, submitter, token_images)
+
+    def counted(self, token: ClientTokenGrant | None, n: int, produce: Callable[[], Delivery]) -> Delivery:
+        """A generation or edit within the client token's image limit: ``n`` images are reserved before the
+        upstream is called, and what was not made is given back."""
+        return counted_images(self.token_images, token, n, produce, made=images_made)
+
+    def counted_task(self, token: ClientTokenGrant | None, n: int, make: Callable[[], T]) -> T:
+        """An async task within the client token's image limit: its ``n`` images are counted when it is queued
+        (given back only if it could not be queued)."""
+        return counted_images(self.token_images, token, n, make, made=lambda _task: n)
 
     def deadline(self, event: dict[str, Any], context: LambdaContext) -> Deadline:
         """When the upstream call of this API request must be over (see ``request_deadline``)."""

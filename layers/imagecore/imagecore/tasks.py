@@ -91,7 +91,7 @@ def task_folder(task_id: str) -> str:
 @dataclass
 class Task:
     id: str
-    owner: str  # the API key id that submitted it: the only one that may read it
+    owner: str  # the owner id of the key that submitted it (imagecore.auth): the only one that may read it
     kind: TaskKind
     request: dict[str, Any]  # the validated parameters
     folder: str  # where its images go: a second run finds them there

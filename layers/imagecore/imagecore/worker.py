@@ -342,7 +342,7 @@ class Worker:
         if task is None or task.status != "processing":
             record.status, record.outcome = 200, "already_finished" if task else "unknown_task"
             return
-        record.api_key_id = task.owner
+        record.owner_id = task.owner
         # What an earlier delivery left comes first, whatever happened since (a refused write, a crash, the time).
         finished = self._finished(task.folder, context)
         if finished is not None:
