@@ -46,6 +46,10 @@ SUBMIT_TASKS = {
 # imagecore.service.upstream_key_reader and prompt_digest_key_reader (Powertools parameters.get_secret).
 UPSTREAM_KEY = {("secretsmanager:GetSecretValue", "UpstreamApiKeySecret")}
 PROMPT_DIGEST_KEY = {("secretsmanager:GetSecretValue", "PromptDigestKeySecret")}
+# imagecore.token_usage.TokenImageCounter: reserve and give back a client token's images (update_item).
+TOKEN_IMAGES = {("dynamodb:UpdateItem", "TokenUsageTable")}
+# imagecore.client_tokens.signing_key_reader (Powertools parameters.get_secret).
+SIGNING_KEY = {("secretsmanager:GetSecretValue", "ClientTokenSigningSecret")}
 
 # imagecore.budgets.UsageLedger: reserve (transact_write_items of conditional updates), the refusal's read-back
 # (get_item), settle (update_item), an async task's hold (put_item; delete_item when it could not be queued).
@@ -63,7 +67,8 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     | SUBMIT_TASKS
     | UPSTREAM_KEY
     | PROMPT_DIGEST_KEY
-    | KEY_BUDGETS,
+    | KEY_BUDGETS
+    | TOKEN_IMAGES,
     "EditsFunction": RUNTIME
     | STORE_IMAGES
     | IDEMPOTENCY
@@ -71,6 +76,7 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     | SUBMIT_TASKS
     | UPSTREAM_KEY
     | PROMPT_DIGEST_KEY
+    | TOKEN_IMAGES
     # imagecore.storage.UploadStore: read (head_object, get_object) and keep_inputs (put_object)
     | {("s3:GetObject", UPLOADS), ("s3:PutObject", UPLOADS)},
     # UploadStore.presign: generate_presigned_post carries the role's right to put, under uploads/ only
@@ -104,7 +110,8 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     | IDEMPOTENCY
     | UPSTREAM_KEY
     | PROMPT_DIGEST_KEY
-    | KEY_BUDGETS,
+    | KEY_BUDGETS
+    | TOKEN_IMAGES,
     "EditsStreamFunction": RUNTIME
     | STORE_IMAGES
     | LIST_KEYED_FOLDERS
@@ -112,9 +119,13 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     | KEY_BUDGETS
     | UPSTREAM_KEY
     | PROMPT_DIGEST_KEY
+    | TOKEN_IMAGES
     | {("s3:GetObject", UPLOADS)},  # UploadStore.read of the caller's uploaded inputs
     # imagecore.auth.keyring_loader: the hashed keys
-    "AuthorizerFunction": RUNTIME | {("secretsmanager:GetSecretValue", "ApiKeysSecret")},
+    # and the client-token signing key (imagecore.client_tokens.signing_key_reader)
+    "AuthorizerFunction": RUNTIME | {("secretsmanager:GetSecretValue", "ApiKeysSecret")} | SIGNING_KEY,
+    # POST /v1/client_tokens signs with it
+    "ClientTokensFunction": RUNTIME | SIGNING_KEY,
     # UsageLedger.usage: the caller's days (query on its partition) and month (get_item)
     "UsageFunction": RUNTIME | {("dynamodb:Query", "UsageTable"), ("dynamodb:GetItem", "UsageTable")},
     "HealthFunction": RUNTIME,

@@ -19,6 +19,7 @@ from local.resources import LocalResources
 SECRET_STAND_INS = {
     "UPSTREAM_API_KEY_SECRET_ID": "UPSTREAM_API_KEY",
     "API_KEYS_SECRET_ID": "API_KEYS",
+    "CLIENT_TOKEN_SIGNING_SECRET_ID": "CLIENT_TOKEN_SIGNING_KEY",
     "PROMPT_DIGEST_KEY_SECRET_ID": "PROMPT_DIGEST_KEY",
 }
 LOCAL_ONLY = {"POWERTOOLS_TRACE_DISABLED": "true", "ALLOW_HTTP_UPSTREAM": "true"}
@@ -31,6 +32,7 @@ def resource_refs(resources: LocalResources) -> dict[str, str]:
         "TasksTable": resources.tasks_table,
         "IdempotencyTable": resources.idempotency_table,
         "UsageTable": resources.usage_table,
+        "TokenUsageTable": resources.token_usage_table,
         "JobsQueue": resources.jobs_queue_url,
         "JobsDeadLetterQueue": resources.dead_letter_queue_url,
         "ImageEventsBus": resources.event_bus_name,

@@ -16,6 +16,7 @@ another integration (a streamed one) gets its own branch in ``respond`` next to 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import re
 import secrets
@@ -203,6 +204,21 @@ def _path_pattern(path: str) -> re.Pattern[str]:
     return re.compile(regex)
 
 
+# --- authorizer policies -----------------------------------------------------------------------------------
+def policy_allows(statements: list[dict[str, Any]], method_arn: str) -> bool:
+    """IAM's rule for an authorizer's policy: some Allow statement names the method ARN (``*`` and ``?`` are
+    wildcards) and no Deny statement does. A client token's policy names only the routes of its scope."""
+
+    def names(statement: dict[str, Any]) -> bool:
+        resources = statement.get("Resource", [])
+        resources = [resources] if isinstance(resources, str) else resources
+        return any(fnmatch.fnmatchcase(method_arn, str(resource)) for resource in resources)
+
+    if any(s.get("Effect") == "Deny" and names(s) for s in statements):
+        return False
+    return any(s.get("Effect") == "Allow" and names(s) for s in statements)
+
+
 # --- the gateway --------------------------------------------------------------------------------------------
 class TokenBucket:
     """API Gateway's stage throttle: ``burst`` requests at once, refilled at ``rate`` per second."""
@@ -357,7 +373,7 @@ class LocalApiGateway:
             logger.exception("authorizer failed")
             raise GatewayError("AUTHORIZER_FAILURE", 500, "Authorizer error") from exc
         statements = (result.get("policyDocument") or {}).get("Statement", [])
-        if not any(s.get("Effect") == "Allow" for s in statements):
+        if not policy_allows(statements, authorizer_event["methodArn"]):
             raise GatewayError("ACCESS_DENIED", 403, "User is not authorized to access this resource")
         if result.get("usageIdentifierKey"):  # ApiKeySourceType AUTHORIZER: the key the usage plan counts
             event["requestContext"]["identity"]["apiKey"] = str(result["usageIdentifierKey"])

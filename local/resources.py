@@ -1,6 +1,6 @@
-"""The AWS resources of template.yaml, made on the embedded moto server: the bucket, the tasks, idempotency and
-usage tables (with their TTL attributes), the jobs queue with its dead-letter queue, the event bus and the
-ImageGenerationRequested rule (its pattern read from the template) targeting the jobs queue.
+"""The AWS resources of template.yaml, made on the embedded moto server: the bucket, the tasks, idempotency, usage
+and client-token usage tables (with their TTL attributes), the jobs queue with its dead-letter queue, the event bus
+and the ImageGenerationRequested rule (its pattern read from the template) targeting the jobs queue.
 
 One addition for local work: a rule that copies every event the service publishes (source image-service) to a
 ``completions`` queue, so a developer can read ImageGenerationCompleted/Failed with boto3 or the AWS CLI.
@@ -26,6 +26,7 @@ class LocalResources:
     tasks_table: str
     idempotency_table: str
     usage_table: str
+    token_usage_table: str
     jobs_queue_url: str
     dead_letter_queue_url: str
     completions_queue_url: str
@@ -49,7 +50,7 @@ def create_resources(
 
     dynamodb = client("dynamodb")
     tables = {}
-    for logical in ("TasksTable", "IdempotencyTable", "UsageTable"):
+    for logical in ("TasksTable", "IdempotencyTable", "UsageTable", "TokenUsageTable"):
         props = _resource(template, logical)
         name = f"{prefix}-{logical.removesuffix('Table').lower()}"
         dynamodb.create_table(
@@ -100,6 +101,7 @@ def create_resources(
         tasks_table=tables["TasksTable"],
         idempotency_table=tables["IdempotencyTable"],
         usage_table=tables["UsageTable"],
+        token_usage_table=tables["TokenUsageTable"],
         jobs_queue_url=jobs_url,
         dead_letter_queue_url=dlq_url,
         completions_queue_url=completions_url,

@@ -44,6 +44,7 @@ class StackConfig:
     simulator_keepalive_ms: int = 0
     log_level: str = "INFO"
     throttling: bool = False  # the stage's rate and burst limits (template parameters), off unless asked
+    client_token_signing_key: str | None = None
     stream_idle_limit_s: float | None = None  # None: API Gateway's, from the template's endpoint type
     parameter_overrides: str = ""  # "Name=Value ..." over the template's defaults (e.g. the usage plans' limits)
 
@@ -63,6 +64,7 @@ class StackConfig:
             simulator_keepalive_ms=int(env.get("SIMULATOR_KEEPALIVE_MS", "0")),
             log_level=env.get("POWERTOOLS_LOG_LEVEL", env.get("LOG_LEVEL", "INFO")),
             throttling=env.get("API_THROTTLING", "").lower() in ("1", "true", "on"),
+            client_token_signing_key=env.get("CLIENT_TOKEN_SIGNING_KEY") or None,
             stream_idle_limit_s=float(env.get("STREAM_IDLE_LIMIT_SECONDS") or 0) or None,
             parameter_overrides=env.get("PARAMETER_OVERRIDES", ""),
         )
@@ -151,6 +153,8 @@ class LocalStack:
         self.config = config
         self.keys = config.api_keys or [f"isk-local-{secrets.token_urlsafe(18)}"]
         self.generated_key = not config.api_keys
+        # Signs client tokens: a fresh one each start (tokens die with the local stack) unless one is given.
+        self.signing_key = config.client_token_signing_key or secrets.token_urlsafe(48)
         self.simulator: Any = None
         self.resources: Any = None
         self._poller: Any = None
@@ -299,6 +303,7 @@ class LocalStack:
             secrets={
                 "UPSTREAM_API_KEY": upstream_key,
                 "API_KEYS": ",".join(self.keys),
+                "CLIENT_TOKEN_SIGNING_KEY": self.signing_key,
                 # made at each start: digests compare within one run, and nothing outside it can recompute them
                 "PROMPT_DIGEST_KEY": secrets.token_hex(32),
             },

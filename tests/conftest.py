@@ -4,6 +4,7 @@ HTTP port, moto, and a tap on the structured log."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import logging
@@ -66,6 +67,13 @@ def load_event(name: str) -> dict[str, Any]:
     return json.loads((EVENTS / f"{name}.json").read_text())
 
 
+def owner_of_key_id(key_id: str) -> str:
+    """The owner id the events of ``api_event`` give a key id (an authorizer derives it from the key's hash)."""
+    from imagecore.auth import owner_for_hash
+
+    return owner_for_hash(hashlib.sha256(key_id.encode()).hexdigest())
+
+
 @pytest.fixture
 def api_event():
     """Build an API Gateway proxy event from the sample in events/, as API Gateway would send it now."""
@@ -77,6 +85,8 @@ def api_event():
         raw_body: str | None = None,
         headers: dict[str, str] | None = None,
         key_id: str | None = "key_test0000001",
+        owner_id: str | None = None,
+        token: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         event = copy.deepcopy(load_event(name))
         if raw_body is not None:
@@ -92,8 +102,13 @@ def api_event():
         if key_id is None:
             context.pop("authorizer", None)
         elif "authorizer" in context:
+            # What the authorizer puts there (imagecore.authorizer.authorizer_context): by default an owner
+            # derived from the key id, so two key ids are two owners.
             context["authorizer"]["keyId"] = key_id
             context["authorizer"]["principalId"] = key_id
+            context["authorizer"]["ownerId"] = owner_id or owner_of_key_id(key_id)
+            context["authorizer"]["credential"] = "key" if token is None else "client_token"
+            context["authorizer"].update(token or {})
         return event
 
     return build

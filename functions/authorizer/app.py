@@ -1,14 +1,18 @@
-"""REQUEST authorizer: the bearer key must hash to one of the stored key hashes.
+"""REQUEST authorizer: the bearer credential must be a stored key (by hash) or a client token one of them
+minted (``imagecore.authorizer``).
 
-A missing or wrong key raises ``Unauthorized``, which API Gateway turns into its UNAUTHORIZED gateway response
-(a 401 in the OpenAI error shape, see template.yaml). A known key is allowed on every route, so the cached
-policy (keyed by the Authorization header) holds whichever route the next request goes to; the key id and
-budgets travel to the functions in the authorizer context, and the key's usage key (``usageIdentifierKey``)
-tells API Gateway which usage plan throttles and counts its requests.
+A missing, wrong, expired or revoked credential raises ``Unauthorized``, which API Gateway turns into its
+UNAUTHORIZED gateway response (a 401 in the OpenAI error shape, see template.yaml). The policy is cached by
+the Authorization header for ReauthorizeEvery seconds, so it must hold for whichever route comes next: a key
+is allowed every route, a client token exactly the routes of its scope (any other gets the ACCESS_DENIED
+gateway response, a 403). Who is calling, and the key's budgets, travel to the functions in the authorizer
+context; the key's usage key (``usageIdentifierKey``) tells API Gateway which usage plan throttles and counts
+its requests (a client token's are its parent key's).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -20,40 +24,63 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.auth import KeyRecord, Keyring, bearer_token, keyring_loader
-from imagecore.budgets import budget_context
+from imagecore.authorizer import Grant, Refused, authorize, authorizer_context
+from imagecore.client_tokens import signing_key_reader
 from imagecore.errors import Unauthorized
 from imagecore.observability import logger
 from imagecore.settings import AuthorizerSettings
 
 
 @cache
+def settings() -> AuthorizerSettings:
+    return AuthorizerSettings.from_environment()
+
+
+@cache
 def keyring() -> Callable[[], Keyring]:
-    return keyring_loader(AuthorizerSettings.from_environment())
+    return keyring_loader(settings())
+
+
+@cache
+def signing_key() -> Callable[[], str] | None:
+    return signing_key_reader(settings())
 
 
 def current_keyring() -> Keyring:
     return keyring()()
 
 
-@logger.inject_lambda_context
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    request = APIGatewayAuthorizerRequestEvent(event)
-    record = current_keyring().identify(bearer_token(request.headers))
-    if record is None:
-        logger.info("api key refused", extra={"reason": "missing" if not bearer_token(request.headers) else "unknown"})
-        # API Gateway maps an authorizer failure whose message is exactly 'Unauthorized' to a 401.
-        raise Unauthorized("Unauthorized")
+def policy_for(grant: Grant, request: APIGatewayAuthorizerRequestEvent) -> dict[str, Any]:
     arn = request.parsed_arn
     policy = APIGatewayAuthorizerResponse(
-        principal_id=record.id,
+        principal_id=grant.key.id,
         region=arn.region,
         aws_account_id=arn.aws_account_id,
         api_id=arn.api_id,
         stage=arn.stage,
-        context={"keyId": record.id, **budget_context(record.budget)},
+        context=authorizer_context(grant),
     )
-    policy.allow_all_routes()
-    return with_usage_key(policy.asdict(), record)
+    routes = grant.routes()
+    if routes is None:
+        policy.allow_all_routes()
+    else:
+        for method, resource in routes:
+            policy.allow_route(method, resource)
+    return with_usage_key(policy.asdict(), grant.key)
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    request = APIGatewayAuthorizerRequestEvent(event)
+    try:
+        grant = authorize(bearer_token(request.headers), current_keyring(), signing_key(), now=int(time.time()))
+    except Refused as refused:
+        logger.info("api key refused", extra={"reason": refused.reason})
+        # API Gateway maps an authorizer failure whose message is exactly 'Unauthorized' to a 401.
+        raise Unauthorized("Unauthorized") from None
+    if grant.token is not None:
+        logger.info("client token accepted", extra={"api_key_id": grant.key.id, "client_token_id": grant.token.id})
+    return policy_for(grant, request)
 
 
 def with_usage_key(response: dict[str, Any], record: KeyRecord) -> dict[str, Any]:

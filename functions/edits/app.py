@@ -7,6 +7,11 @@ runs this same ``lambda_handler`` on each request); the async route is an ordina
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - the collector is paused before anything else is imported
+import gc
+
+gc.disable()  # for the cold start: see imagecore.coldstart (settled at the end of this module)
+
 from functools import cache
 from typing import Annotated, Any
 
@@ -15,6 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore import coldstart
 from imagecore.budgets import estimated_cost
 from imagecore.caller import caller_of, spender_of
 from imagecore.edits import EditInput, edit_fingerprint, edit_from_multipart, edit_from_uploads
@@ -38,14 +44,18 @@ _EDIT_ERRORS: dict[int, OpenAPIResponse] = {
     404: {"description": "An upload id this key does not own", "content": ERROR_CONTENT},
     413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": ERROR_CONTENT},
     415: {"description": "Neither multipart/form-data nor application/json", "content": ERROR_CONTENT},
-    429: {"description": "Over the key's image or token budget (nothing generated)", "content": ERROR_CONTENT},
+    429: {
+        "description": "Over the key's image or token budget, or the client token's max_images (nothing generated)",
+        "content": ERROR_CONTENT,
+    },
 }
 
 
 @cache
 def runtime() -> ImageRuntime:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return ImageRuntime.from_settings(EditSettings.from_environment())
+    with coldstart.paused("edits runtime"):
+        return ImageRuntime.from_settings(EditSettings.from_environment())
 
 
 @cache
@@ -54,11 +64,11 @@ def upload_store() -> UploadStore:
     return UploadStore(service.store.s3, service.settings.images_bucket)
 
 
-def read_edit(event: dict[str, Any], key_id: str, settings: EditSettings, uploads: UploadStore) -> EditInput:
+def read_edit(event: dict[str, Any], owner: str, settings: EditSettings, uploads: UploadStore) -> EditInput:
     if content_type_of(event).lower().startswith(JSON):
         return edit_from_uploads(
             event.get("body") or "",
-            lambda upload_id: uploads.read(key_id, upload_id, max_bytes=settings.max_input_image_bytes),
+            lambda upload_id: uploads.read(owner, upload_id, max_bytes=settings.max_input_image_bytes),
             max_image_bytes=settings.max_input_image_bytes,
         )
     body = body_bytes(event)
@@ -96,7 +106,8 @@ def edit_images(
 ) -> GenerationResponse:
     event, context = app.current_event.raw_event, app.lambda_context
     service = runtime.service
-    edit = read_edit(event, caller_of(event).key_id, service.settings, uploads)  # type: ignore[arg-type]
+    caller = caller_of(event)
+    edit = read_edit(event, caller.owner_id, service.settings, uploads)  # type: ignore[arg-type]
     edit.parameters.check_synchronous()
     deadline = runtime.deadline(event, context)
     if edit.parameters.stream:
@@ -112,8 +123,12 @@ def edit_images(
                 produce=lambda folder: runtime.within_budget(
                     spender_of(event),
                     estimated_cost(edit.parameters, reference_images=len(edit.images)),
-                    lambda: service.edit(
-                        edit, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
+                    lambda: runtime.counted(
+                        caller.token,
+                        edit.parameters.n,
+                        lambda: service.edit(
+                            edit, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
+                        ),
                     ),
                 ),
             ),
@@ -126,7 +141,9 @@ def edit_images(
         produce=lambda folder: runtime.within_budget(
             spender_of(event),
             estimated_cost(edit.parameters, reference_images=len(edit.images)),
-            lambda: service.edit(edit, deadline, current_record(), folder),
+            lambda: runtime.counted(
+                caller.token, edit.parameters.n, lambda: service.edit(edit, deadline, current_record(), folder)
+            ),
         ),
         response_format=edit.parameters.response_format,
     )
@@ -150,7 +167,8 @@ def edit_images_async(
     uploads: Annotated[UploadStore, Depends(upload_store)],
 ) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
-    owner = caller_of(event).key_id
+    caller = caller_of(event)
+    owner = caller.owner_id
     service = runtime.service
     edit = read_edit(event, owner, service.settings, uploads)  # type: ignore[arg-type]
     edit.parameters.check_task()
@@ -161,7 +179,7 @@ def edit_images_async(
     task_id = new_task_id()
 
     def make_task(submitter: Any) -> Any:
-        def queue() -> Any:
+        def submit() -> Any:
             inputs = uploads.keep_inputs(owner, task_id, edit.files())
             return submitter.submit(
                 task_id=task_id,
@@ -173,7 +191,10 @@ def edit_images_async(
             )
 
         return runtime.queue_within_budget(
-            spender_of(event), estimated_cost(edit.parameters, reference_images=len(edit.images)), task_id, queue
+            spender_of(event),
+            estimated_cost(edit.parameters, reference_images=len(edit.images)),
+            task_id,
+            lambda: runtime.counted_task(caller.token, edit.parameters.n, submit),
         )
 
     task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
@@ -194,3 +215,6 @@ def streamed_app() -> Any:
 
     settings = runtime().service.settings
     return StreamedEdge(lambda_handler, StreamLimits.for_idle_limit(settings.stream_idle_limit_seconds))
+
+
+coldstart.settle("edits import")

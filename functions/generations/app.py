@@ -7,6 +7,11 @@ runs this same ``lambda_handler`` on each request); the async route is an ordina
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - the collector is paused before anything else is imported
+import gc
+
+gc.disable()  # for the cold start: see imagecore.coldstart (settled at the end of this module)
+
 from functools import cache
 from typing import Annotated, Any
 
@@ -15,6 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore import coldstart
 from imagecore.budgets import estimated_cost
 from imagecore.caller import caller_of, spender_of
 from imagecore.models import GenerationRequest, GenerationResponse, TaskObject
@@ -33,7 +39,8 @@ app = create_resolver()
 @cache
 def runtime() -> ImageRuntime:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return ImageRuntime.from_settings(GenerationSettings.from_environment())
+    with coldstart.paused("generations runtime"):
+        return ImageRuntime.from_settings(GenerationSettings.from_environment())
 
 
 @app.post(
@@ -48,7 +55,10 @@ def runtime() -> ImageRuntime:
         },
         400: {"description": "Invalid request or refused by the upstream's policy", "content": ERROR_CONTENT},
         409: {"description": "The same Idempotency-Key is still running", "content": ERROR_CONTENT},
-        429: {"description": "Over the key's image or token budget (nothing generated)", "content": ERROR_CONTENT},
+        429: {
+            "description": "Over the key's image or token budget, or the client token's max_images (nothing generated)",
+            "content": ERROR_CONTENT,
+        },
         422: {"description": "The Idempotency-Key was used with another request", "content": ERROR_CONTENT},
         502: {"description": "The upstream failed", "content": ERROR_CONTENT},
         504: {"description": "The upstream did not answer in time", "content": ERROR_CONTENT},
@@ -59,7 +69,7 @@ def create_images(
     runtime: Annotated[ImageRuntime, Depends(runtime)],
 ) -> GenerationResponse:
     event, context = app.current_event.raw_event, app.lambda_context
-    caller_of(event)
+    caller = caller_of(event)
     request.check_synchronous()
     service = runtime.service
     deadline = runtime.deadline(event, context)
@@ -76,8 +86,17 @@ def create_images(
                 produce=lambda folder: runtime.within_budget(
                     spender_of(event),
                     estimated_cost(request),
-                    lambda: service.generate(
-                        request, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
+                    lambda: runtime.counted(
+                        caller.token,
+                        request.n,
+                        lambda: service.generate(
+                            request,
+                            deadline,
+                            current_record(),
+                            folder,
+                            on_partial=events.partial,
+                            on_stored=events.stored,
+                        ),
                     ),
                 ),
             ),
@@ -90,7 +109,9 @@ def create_images(
         produce=lambda folder: runtime.within_budget(
             spender_of(event),
             estimated_cost(request),
-            lambda: service.generate(request, deadline, current_record(), folder),
+            lambda: runtime.counted(
+                caller.token, request.n, lambda: service.generate(request, deadline, current_record(), folder)
+            ),
         ),
         response_format=request.response_format,
     )
@@ -114,7 +135,7 @@ def create_images_async(
     runtime: Annotated[ImageRuntime, Depends(runtime)],
 ) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
-    owner = caller_of(event).key_id
+    caller = caller_of(event)
     request.check_task()
     record = current_record()
     record.operation = "generations.async"
@@ -129,12 +150,16 @@ def create_images_async(
             spender_of(event),
             estimated_cost(request),
             task_id,
-            lambda: submitter.submit(
-                task_id=task_id,
-                owner=owner,
-                kind="generation",
-                request=request.model_dump(exclude_none=True),
-                folder=task_folder(task_id),
+            lambda: runtime.counted_task(
+                caller.token,
+                request.n,
+                lambda: submitter.submit(
+                    task_id=task_id,
+                    owner=caller.owner_id,
+                    kind="generation",
+                    request=request.model_dump(exclude_none=True),
+                    folder=task_folder(task_id),
+                ),
             ),
         ),
     )
@@ -155,3 +180,6 @@ def streamed_app() -> Any:
 
     settings = runtime().service.settings
     return StreamedEdge(lambda_handler, StreamLimits.for_idle_limit(settings.stream_idle_limit_seconds))
+
+
+coldstart.settle("generations import")

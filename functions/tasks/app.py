@@ -1,5 +1,6 @@
 """GET /v1/images/tasks/{id}: an async task as sub2api shows it, with fresh presigned URLs once completed.
-Only the key that submitted a task may read it: any other key, like an unknown id, gets a 404."""
+Only the key that submitted a task (or a client token it minted) may read it: any other key, like an unknown
+id, gets a 404. A key revoked and made again under the same name is another key and reads nothing of the old's."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def get_task(
     task_id: str, stores: Annotated[tuple[TaskStore, ImageStore], Depends(stores)]
 ) -> Response[str]:  # status and headers of its own
     tasks, images = stores
-    owner = caller_of(app.current_event.raw_event).key_id
+    owner = caller_of(app.current_event.raw_event).owner_id
     record = current_record()
     record.task_id = task_id
     try:

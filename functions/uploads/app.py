@@ -61,7 +61,7 @@ def create_upload(
 
     def presign() -> UploadResponse:
         ticket = store.presign(
-            caller.key_id,
+            caller.owner_id,
             content_type=request.content_type,
             max_bytes=min(request.bytes, settings().max_input_image_bytes),
             filename=request.filename,

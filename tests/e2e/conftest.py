@@ -20,6 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "isk-e2e-test-key-0001"
+# The key the stack signs client tokens with: known here so a test can make an expired token.
+SIGNING_KEY = "e2e-client-token-signing-key-0123456789abcdef0123456789"
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ def start() -> None:
     """Launch the stack (once); its output goes to a log file the tests read."""
     if "process" in _state:
         return
-    from tests.e2e.conftest import API_KEY, free_port
+    from tests.e2e.conftest import API_KEY, SIGNING_KEY, free_port
 
     log_path = Path(tempfile.mkdtemp(prefix="image-service-e2e-")) / "stack.log"
     port, aws_port = free_port(), free_port()
@@ -33,6 +33,7 @@ def start() -> None:
         "PORT": str(port),
         "AWS_PORT": str(aws_port),
         "API_KEYS": f"{API_KEY},isk-e2e-second-key",
+        "CLIENT_TOKEN_SIGNING_KEY": SIGNING_KEY,
         "PYTHONUNBUFFERED": "1",
     }
     for name in ("UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "IMAGES_BUCKET", "S3_ENDPOINT_URL"):

@@ -42,6 +42,7 @@ CASES = {
     "POST /v1/uploads": {GenerationMode.POSITIVE: 80, GenerationMode.NEGATIVE: 80},
     # one query parameter: a few cases find its bounds
     "GET /v1/usage": {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 60},
+    "POST /v1/client_tokens": {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 50},
 }
 DEFAULT_CASES = 120
 # About 35 s on an idle 2-core machine; the bound leaves room for a loaded one without letting the run grow.
@@ -139,7 +140,7 @@ def test_every_operation_answers_as_documented(stack: RunningStack) -> None:
 _CROSS_FIELD = re.compile(r"(size|output_compression|partial_images|stream|prompt|Idempotency-Key)\Z")
 _IMAGE_PART = re.compile(r"(image|image\[\d+\]|images\[\d+\]|mask)\Z")
 _IMAGE_CODES = {"invalid_image_format", "invalid_mask", "image_too_large"}
-_INTEGERS = {"n", "output_compression", "partial_images", "bytes"}
+_INTEGERS = {"n", "output_compression", "partial_images", "bytes", "expires_in", "max_images"}
 
 
 def _unexpressed_rule(response: Any) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from imagecore.tasks import TASK_LIMIT_SECONDS, TASK_OBJECT, TASK_TTL_SECONDS
+from tests.conftest import owner_of_key_id
 from tests.helpers import key_of, rgba_mask, sha256
 from tests.integration.conftest import BUCKET
 from tests.integration.stack import HOST, KEY_ID, OTHER_KEY_ID, png, submit_generation
@@ -48,7 +49,7 @@ def test_async_generation_submit_poll_and_download(stack, simulator, log_tap):
     (job,) = stack.jobs()
     assert json.loads(job["Body"]) == {"task_id": task_id}
     item = stack.task_item(task_id)
-    assert (item["status"], item["owner"], item["kind"]) == ("processing", KEY_ID, "generation")
+    assert (item["status"], item["owner"], item["kind"]) == ("processing", owner_of_key_id(KEY_ID), "generation")
 
     polled = stack.get_task(task_id)
     assert polled.status == 200
@@ -92,7 +93,7 @@ def test_async_generation_submit_poll_and_download(stack, simulator, log_tap):
         200,
         "success",
     )
-    assert job_line["api_key_id"] == KEY_ID
+    assert job_line["owner_id"] == owner_of_key_id(KEY_ID)  # the key behind the task, by owner
     assert "a lighthouse at dawn" not in log_tap.text
 
 
@@ -287,7 +288,7 @@ def test_async_edit_of_uploaded_images(stack, simulator):
         upload_id = "upl_" + sha256(name.encode())[:32]
         stack.s3.put_object(
             Bucket=BUCKET,
-            Key=owner_prefix(KEY_ID) + upload_id,
+            Key=owner_prefix(owner_of_key_id(KEY_ID)) + upload_id,
             Body=data,
             ContentType="image/png",
             Metadata={"filename": name},

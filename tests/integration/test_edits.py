@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from imagecore.storage import owner_prefix
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import UPSTREAM_KEY, owner_of_key_id
 from tests.helpers import multipart, rgba_mask, sha256
 from tests.integration.conftest import BUCKET, set_function_env
 
@@ -496,7 +496,7 @@ def test_upload_then_edit_by_upload_id(request_upload, send_json, aws, simulator
     assert ticket["content_type"] == "image/png"
     assert ticket["max_bytes"] == len(big)
     fields = ticket["fields"]
-    assert fields["key"] == owner_prefix(KEY_ID) + ticket["id"]
+    assert fields["key"] == owner_prefix(owner_of_key_id(KEY_ID)) + ticket["id"]
     assert fields["key"].startswith("uploads/")
     assert fields["Content-Type"] == "image/png"
     assert fields["x-amz-meta-filename"] == "big.png"
@@ -583,7 +583,8 @@ def test_an_unknown_mask_upload_is_a_404_naming_the_mask(request_upload, send_js
 
 
 @pytest.mark.parametrize(
-    "upload_id", ["../../images/x", "upl_short", f"{owner_prefix(KEY_ID)}upl_{'a' * 32}", "img_" + "a" * 32]
+    "upload_id",
+    ["../../images/x", "upl_short", f"{owner_prefix(owner_of_key_id(KEY_ID))}upl_{'a' * 32}", "img_" + "a" * 32],
 )
 def test_a_malformed_upload_id_is_a_400(send_json, aws, simulator, upload_id):
     status, body = send_json({"images": [{"upload_id": upload_id}], "prompt": "p"})

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from imagecore.storage import owner_prefix
+from tests.conftest import owner_of_key_id
 from tests.helpers import key_of, multipart, rgba_mask, sha256
 from tests.integration.conftest import BUCKET
 from tests.integration.stack import KEY_ID, OTHER_KEY_ID, Reply, png, submit_generation
@@ -284,7 +285,7 @@ def test_the_same_inputs_sent_as_uploads_are_the_same_edit(stack, simulator):
         upload_id = "upl_" + sha256(data + name.encode())[:32]
         stack.s3.put_object(
             Bucket=BUCKET,
-            Key=owner_prefix(KEY_ID) + upload_id,
+            Key=owner_prefix(owner_of_key_id(KEY_ID)) + upload_id,
             Body=data,
             ContentType="image/png",
             Metadata={"filename": name},
@@ -346,8 +347,8 @@ def test_upload_keys_of_different_callers_do_not_collide(stack):
     theirs = stack.post("/v1/uploads", UPLOAD, key_id=OTHER_KEY_ID, **keyed("upload-3"))
     assert mine.status == theirs.status == 200
     assert mine.body["id"] != theirs.body["id"]
-    assert mine.body["fields"]["key"].startswith(owner_prefix(KEY_ID))
-    assert theirs.body["fields"]["key"].startswith(owner_prefix(OTHER_KEY_ID))
+    assert mine.body["fields"]["key"].startswith(owner_prefix(owner_of_key_id(KEY_ID)))
+    assert theirs.body["fields"]["key"].startswith(owner_prefix(owner_of_key_id(OTHER_KEY_ID)))
 
 
 def test_an_async_replay_after_the_task_completed_shows_it_completed_with_presigned_urls(stack, simulator):

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from imagecore.worker import COMPLETED, FAILED, MANIFEST
+from tests.conftest import owner_of_key_id
 from tests.faults import Crash, faults  # noqa: F401 (fixture)
 from tests.helpers import key_of
 from tests.integration.conftest import BUCKET
@@ -398,7 +399,7 @@ def test_a_passing_dynamodb_fault_fails_the_record_and_the_retry_finishes_it(sta
     assert simulator.calls == 1
     view = stack.get_task(task_id).body
     assert (view["status"], view["http_status"]) == ("completed", 200)
-    assert stack.task_item(task_id)["owner"] == KEY_ID
+    assert stack.task_item(task_id)["owner"] == owner_of_key_id(KEY_ID)
 
 
 def test_a_finished_event_whose_manifest_is_gone_is_announced_again_from_its_claim(stack, simulator):
@@ -455,7 +456,9 @@ def test_a_task_reserves_its_images_when_queued_and_the_worker_settles_them_once
     assert stack.run_worker([job]) == []  # the same message again: nothing settled twice
 
     assert simulator.calls == 1
-    report = UsageLedger(stack.resources.usage_table, region="us-east-1").usage(KEY_ID, Budget(images_per_day=3), 1)
+    report = UsageLedger(stack.resources.usage_table, region="us-east-1").usage(
+        owner_of_key_id(KEY_ID), Budget(images_per_day=3), 1
+    )
     day = report["days"][0]
     assert (day["requests"], day["images"], day["failures"]) == (2, 2, {"budget_exceeded": 1})
     assert day["output_tokens"] > 0

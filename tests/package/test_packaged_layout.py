@@ -56,7 +56,9 @@ ENVIRONMENT = {
     "UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1",
     "UPSTREAM_API_KEY": "package-test-upstream",
     "TASKS_TABLE": "image-service-tasks",
-    "API_KEYS": "package-test-key",
+    # the second is the key of the sample events (events/*.json)
+    "API_KEYS": "package-test-key,isk-example-not-a-real-key",
+    "CLIENT_TOKEN_SIGNING_KEY": "package-test-signing-key-0123456789abcdef0123456789abcdef",
 }
 
 
@@ -80,7 +82,9 @@ def probe(packaged: Path, function: str, event: Path | None) -> dict[str, Any]:
 def test_the_packaged_template_points_every_function_at_its_own_built_directory(packaged: Path) -> None:
     built = functions_of(packaged / "template.yaml")
     assert built == {name: name for name in functions_of(ROOT / "template.yaml")}
-    assert len(built) == 9  # the two streamed image functions share their buffered siblings' code
+    # eight functions (client tokens among them), and the two streamed image functions, which share their
+    # buffered siblings' code
+    assert len(built) == 10
     for name in built:
         assert (packaged / name / "app.py").is_file()
         if name.endswith("StreamFunction"):  # the adapter starts run.sh, which must stay executable
@@ -93,7 +97,7 @@ def test_the_packaged_template_points_every_function_at_its_own_built_directory(
 def test_the_layer_holds_imagecore_and_its_requirements_but_not_the_runtime_sdk(packaged: Path) -> None:
     layer = packaged / "CoreLayer" / "python"
     assert (layer / "imagecore" / "openapi.json").is_file()
-    for package in ("pydantic", "aws_lambda_powertools", "httpx", "PIL"):
+    for package in ("pydantic", "aws_lambda_powertools", "httpx", "PIL", "jwt"):
         assert (layer / package).is_dir(), package
     for package in ("boto3", "botocore", "s3transfer"):
         assert not (layer / package).exists(), f"{package} is the runtime's, not the layer's"
@@ -123,6 +127,25 @@ def test_the_packaged_generations_function_validates_a_request(packaged: Path, t
     assert answer["statusCode"] == 400
     error = json.loads(answer["body"])["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == "size"
+
+
+def test_a_packaged_client_token_passes_the_packaged_authorizer(packaged: Path, tmp_path: Path) -> None:
+    event = json.loads((ROOT / "events" / "generations.json").read_text())
+    event.update(path="/v1/client_tokens", resource="/v1/client_tokens", body=json.dumps({"scope": ["tasks"]}))
+    event["requestContext"].update(path="/prod/v1/client_tokens", resourcePath="/v1/client_tokens")
+    (tmp_path / "mint.json").write_text(json.dumps(event))
+    minted = probe(packaged, "ClientTokensFunction", tmp_path / "mint.json")["answer"]
+    assert minted["statusCode"] == 200, minted["body"]
+    token = json.loads(minted["body"])["token"]
+
+    authorizer_event = json.loads((ROOT / "events" / "authorizer.json").read_text())
+    authorizer_event["headers"]["Authorization"] = f"Bearer {token}"
+    authorizer_event["multiValueHeaders"]["Authorization"] = [f"Bearer {token}"]
+    (tmp_path / "authorize.json").write_text(json.dumps(authorizer_event))
+    policy = probe(packaged, "AuthorizerFunction", tmp_path / "authorize.json")["answer"]
+    assert policy["context"]["credential"] == "client_token"
+    (statement,) = policy["policyDocument"]["Statement"]
+    assert [resource.rsplit("/prod/", 1)[1] for resource in statement["Resource"]] == ["GET/v1/images/tasks/*"]
 
 
 def test_the_zips_hold_what_the_directories_hold(packaged: Path) -> None:

@@ -413,8 +413,11 @@ def test_api_access_log_is_json_with_who_what_and_how_it_went(cfn: dict[str, Any
     assert line["responseLength"] == "$context.responseLength"
     assert "Authorization" not in setting["Format"] and "$input" not in setting["Format"]
     assert group["RetentionInDays"] == {"Ref": "AccessLogRetentionDays"}
-    authorizer = (ROOT / "functions" / "authorizer" / "app.py").read_text()
-    assert 'context={"keyId": record.id' in authorizer or '"keyId":' in authorizer
+    # the authorizer's context (imagecore.authorizer.authorizer_context) carries the key's name as keyId
+    from imagecore.auth import KeyRecord
+    from imagecore.authorizer import Grant, authorizer_context
+
+    assert authorizer_context(Grant(KeyRecord("ios-app", "0" * 64)))["keyId"] == "ios-app"
 
 
 def test_access_logging_has_its_account_role_unless_told_it_exists(sam: dict[str, Any]) -> None:

@@ -32,7 +32,9 @@ from imagecore.idempotency import Idempotency
 from imagecore.models import EditUploadRequest, UploadRef
 from imagecore.settings import (
     MAX_INLINE_REQUEST_BYTES,
+    REVOCATION_SECONDS,
     AuthorizerSettings,
+    ClientTokenSettings,
     EditSettings,
     GenerationSettings,
     TaskReadSettings,
@@ -63,6 +65,8 @@ REF_VALUES = {
     "JobsDeadLetterQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/image-service-JobsDeadLetterQueue-MnOp",
     "ImageEventsBus": "image-service-images",
     "UsageTable": "image-service-UsageTable-0A1B2C3D4E5F",
+    "TokenUsageTable": "image-service-TokenUsageTable-0A1B2C3D4E5F",
+    "ClientTokenSigningSecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ClientTokenSigning-QrStUv",
 }
 
 GENERATIONS_ROUTE = ("POST", "/v1/images/generations")
@@ -72,6 +76,7 @@ EDITS_ASYNC_ROUTE = ("POST", "/v1/images/edits/async")
 TASK_ROUTE = ("GET", "/v1/images/tasks/{task_id}")
 UPLOADS_ROUTE = ("POST", "/v1/uploads")
 USAGE_ROUTE = ("GET", "/v1/usage")
+CLIENT_TOKENS_ROUTE = ("POST", "/v1/client_tokens")
 HEALTH_ROUTE = ("GET", "/v1/health")
 PUBLIC_ROUTES = (HEALTH_ROUTE, ("GET", "/v1/openapi.json"), ("GET", "/v1/docs"))
 PATH_PARAMETER = re.compile(r"\{(\w+)\}")  # {task_id}
@@ -84,6 +89,7 @@ AUTHORIZED_ROUTES = {
     TASK_ROUTE: "TasksFunction",
     UPLOADS_ROUTE: "UploadsFunction",
     USAGE_ROUTE: "UsageFunction",
+    CLIENT_TOKENS_ROUTE: "ClientTokensFunction",
 }
 # The routes that call the upstream: streamed integrations (no 29 s cut, no 6 MB limit) whose function runs the
 # Lambda Web Adapter and outlives the upstream budget.
@@ -109,6 +115,7 @@ SETTINGS_OF = {
     "WorkerFunction": WorkerSettings,
     "AuthorizerFunction": AuthorizerSettings,
     "UsageFunction": UsageSettings,
+    "ClientTokensFunction": ClientTokenSettings,
     "HealthFunction": None,
 }
 
@@ -144,6 +151,7 @@ S3_GRANTS = {
     },
     "AuthorizerFunction": set(),
     "UsageFunction": set(),
+    "ClientTokensFunction": set(),
     "HealthFunction": set(),
 }
 # s3:ListBucket, there only so that a missing object reads as 404 and not 403: on the bucket, and limited by an
@@ -162,6 +170,7 @@ LIST_PREFIXES = {
     "WorkerFunction": {"images/*"},
     "AuthorizerFunction": set(),
     "UsageFunction": set(),
+    "ClientTokensFunction": set(),
     "HealthFunction": set(),
 }
 LISTABLE_PREFIXES = {"images/*", "uploads/*", "images/keyed/*"}
@@ -174,12 +183,14 @@ IDEMPOTENCY_RECORDS = {
 # Budgets: reserve (conditional updates in one transaction), read back which budget refused, settle, and keep an
 # async task's reservation (put) until the worker settles it (delete, then update).
 KEY_BUDGETS = {(f"dynamodb:{action}", "UsageTable") for action in ("GetItem", "PutItem", "UpdateItem", "DeleteItem")}
+# a client token's image count: one conditional update reserves, another gives back
+TOKEN_IMAGE_COUNTS = {("dynamodb:UpdateItem", "TokenUsageTable")}
 DYNAMODB_GRANTS = {
-    "GenerationsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS | KEY_BUDGETS,
-    "EditsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS | KEY_BUDGETS,
+    "GenerationsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS | KEY_BUDGETS | TOKEN_IMAGE_COUNTS,
+    "EditsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS | KEY_BUDGETS | TOKEN_IMAGE_COUNTS,
     # the synchronous routes submit no task; they reserve and settle budgets like the buffered ones
-    "GenerationsStreamFunction": IDEMPOTENCY_RECORDS | KEY_BUDGETS,
-    "EditsStreamFunction": IDEMPOTENCY_RECORDS | KEY_BUDGETS,
+    "GenerationsStreamFunction": IDEMPOTENCY_RECORDS | KEY_BUDGETS | TOKEN_IMAGE_COUNTS,
+    "EditsStreamFunction": IDEMPOTENCY_RECORDS | KEY_BUDGETS | TOKEN_IMAGE_COUNTS,
     "UploadsFunction": IDEMPOTENCY_RECORDS,
     "TasksFunction": {("dynamodb:GetItem", "TasksTable")},  # reads; a task past its limit reads as failed
     "WorkerFunction": {
@@ -191,6 +202,7 @@ DYNAMODB_GRANTS = {
     "AuthorizerFunction": set(),
     # the caller's own days (a query on its partition) and month
     "UsageFunction": {("dynamodb:Query", "UsageTable"), ("dynamodb:GetItem", "UsageTable")},
+    "ClientTokensFunction": set(),
     "HealthFunction": set(),
 }
 SQS_GRANTS = {
@@ -210,6 +222,7 @@ SQS_GRANTS = {
     },
     "AuthorizerFunction": set(),
     "UsageFunction": set(),
+    "ClientTokensFunction": set(),
     "HealthFunction": set(),
 }
 EVENTS_GRANTS = {
@@ -222,6 +235,7 @@ EVENTS_GRANTS = {
     "WorkerFunction": {("events:PutEvents", "ImageEventsBus")},  # ImageGenerationCompleted / Failed
     "AuthorizerFunction": set(),
     "UsageFunction": set(),
+    "ClientTokensFunction": set(),
     "HealthFunction": set(),
 }
 ARN_GRANTS = {"dynamodb": DYNAMODB_GRANTS, "sqs": SQS_GRANTS, "events": EVENTS_GRANTS}
@@ -229,6 +243,7 @@ ARN_GRANTS = {"dynamodb": DYNAMODB_GRANTS, "sqs": SQS_GRANTS, "events": EVENTS_G
 RESOURCE_VARIABLES = {
     "TASKS_TABLE": "TasksTable",
     "IDEMPOTENCY_TABLE": "IdempotencyTable",
+    "TOKEN_USAGE_TABLE": "TokenUsageTable",
     "JOBS_QUEUE_URL": "JobsQueue",
     "DEAD_LETTER_QUEUE_URL": "JobsDeadLetterQueue",
     "EVENT_BUS_NAME": "ImageEventsBus",
@@ -617,7 +632,7 @@ def test_route_requires_the_bearer_key_authorizer(
     assert operation["security"] == [{"BearerKeyAuthorizer": []}, {"api_key": []}]
     assert authorizer["type"] == "request"
     assert authorizer["identitySource"] == "method.request.header.Authorization"
-    assert authorizer["authorizerResultTtlInSeconds"] == 300
+    assert authorizer["authorizerResultTtlInSeconds"] == 30
     assert authorizer["authorizerUri"]["Fn::Sub"][1]["__FunctionArn__"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
     invokers = [
         p["Properties"]
@@ -1115,12 +1130,13 @@ def test_the_code_writes_under_the_granted_prefixes() -> None:
         ("UploadsFunction", None),
         ("TasksFunction", None),
         ("WorkerFunction", "UpstreamApiKeySecret"),
-        ("AuthorizerFunction", "ApiKeysSecret"),
         ("UsageFunction", None),
+        ("AuthorizerFunction", ("ApiKeysSecret", "ClientTokenSigningSecret")),
+        ("ClientTokensFunction", "ClientTokenSigningSecret"),
         ("HealthFunction", None),
     ],
 )
-def test_roles_are_least_privilege(cfn: dict[str, Any], function: str, secret: str | None) -> None:
+def test_roles_are_least_privilege(cfn: dict[str, Any], function: str, secret: str | tuple[str, ...] | None) -> None:
     statements = role_statements(cfn, function)
 
     for statement in statements:
@@ -1136,7 +1152,8 @@ def test_roles_are_least_privilege(cfn: dict[str, Any], function: str, secret: s
     ]
     # the functions that log prompts also read the prompt digest's key
     digest_key = [(["secretsmanager:GetSecretValue"], [{"Ref": "PromptDigestKeySecret"}])]
-    expected_secrets = [] if secret is None else [(["secretsmanager:GetSecretValue"], [{"Ref": secret}])]
+    names = () if secret is None else (secret,) if isinstance(secret, str) else secret
+    expected_secrets = [(["secretsmanager:GetSecretValue"], [{"Ref": name}]) for name in names]
     if secret == "UpstreamApiKeySecret":
         expected_secrets += digest_key
     assert [(as_list(st["Action"]), as_list(st["Resource"])) for st in secret_statements] == expected_secrets
@@ -1241,6 +1258,35 @@ def test_secrets_hold_no_real_value(cfn: dict[str, Any]) -> None:
     document = json.loads(api_keys["SecretString"])
     assert document == {"keys": []}
     assert len(Keyring.from_document(document)) == 0
+    # the client-token signing key: made by CloudFormation, long enough for HS256, seen by nobody
+    signing = cfn["Resources"]["ClientTokenSigningSecret"]["Properties"]
+    assert "SecretString" not in signing
+    assert signing["GenerateSecretString"]["PasswordLength"] >= 64
+
+
+def test_revocation_takes_effect_within_a_minute(cfn: dict[str, Any], api_body: dict[str, Any]) -> None:
+    """A revoked key (and its client tokens) stops working once the authorizer's key cache and API Gateway's
+    cache of the authorizer's answers have both expired: their sum is the documented minute."""
+    scheme = security_schemes(api_body)["BearerKeyAuthorizer"]["x-amazon-apigateway-authorizer"]
+    result_ttl = scheme["authorizerResultTtlInSeconds"]
+    env = function_env(cfn, "AuthorizerFunction")
+    keys_cache = int(env.get("KEYS_CACHE_SECONDS", AuthorizerSettings.model_fields["keys_cache_seconds"].default))
+
+    assert result_ttl + keys_cache <= REVOCATION_SECONDS == 60
+    # nothing can configure it longer: the setting itself is bounded by what is left of the minute
+    assert bound(AuthorizerSettings.model_fields["keys_cache_seconds"], "le") <= REVOCATION_SECONDS
+    assert AuthorizerSettings.model_fields["keys_cache_seconds"].default + result_ttl <= REVOCATION_SECONDS
+    script = (ROOT / "scripts" / "api_key.py").read_text()
+    assert "within 60 seconds" in script
+    assert "flush_stage_authorizers_cache" in script
+
+
+def test_token_usage_table_expires_its_counts(cfn: dict[str, Any]) -> None:
+    table = cfn["Resources"]["TokenUsageTable"]["Properties"]
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert table["SSESpecification"] == {"SSEEnabled": True}
 
 
 def test_outputs(sam: dict[str, Any]) -> None:
@@ -1255,8 +1301,13 @@ def test_outputs(sam: dict[str, Any]) -> None:
         "JobsQueueUrl",
         "DeadLetterQueueUrl",
         "UsageTableName",
+        "ApiId",
+        "ApiStage",
     }
     assert outputs["UsageTableName"]["Value"] == {"Ref": "UsageTable"}
+    # scripts/api_key.py flushes this API stage's authorizer cache after a key change
+    assert outputs["ApiId"]["Value"] == {"Ref": "ImageApi"}
+    assert outputs["ApiStage"]["Value"] == {"Ref": "StageName"}
     assert sub_string(outputs["ApiUrl"]["Value"]) == (
         "https://${ImageApi}.execute-api.${AWS::Region}.amazonaws.com/${StageName}/v1"
     )

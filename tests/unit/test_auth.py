@@ -6,14 +6,16 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+import time
 from typing import Any
 
 import pytest
 
-from imagecore.auth import KeyRecord, Keyring, bearer_token, hash_key, key_id_for_hash, new_api_key
+from imagecore.auth import KeyRecord, Keyring, bearer_token, hash_key, key_id_for_hash, new_api_key, owner_for_hash
 
 GOOD_KEY = "isk-test-good-key-0123456789"
 OTHER_KEY = "isk-test-other-key-9876543210"
+SIGNING_KEY = "unit-test-signing-key-0123456789abcdef0123456789abcdef"
 METHOD_ARN = "arn:aws:execute-api:us-east-1:123456789012:abcdef123/prod/POST/v1/images/generations"
 
 
@@ -157,11 +159,15 @@ def authorizer(monkeypatch: pytest.MonkeyPatch):
     """functions/authorizer/app.py with API_KEYS holding the good and the other key."""
     monkeypatch.delenv("API_KEYS_SECRET_ID", raising=False)
     monkeypatch.setenv("API_KEYS", f"{GOOD_KEY},{OTHER_KEY}")
+    monkeypatch.delenv("CLIENT_TOKEN_SIGNING_SECRET_ID", raising=False)
+    monkeypatch.setenv("CLIENT_TOKEN_SIGNING_KEY", SIGNING_KEY)
     from functions.authorizer import app
 
-    app.keyring.cache_clear()
+    for cached in (app.settings, app.keyring, app.signing_key):
+        cached.cache_clear()
     yield app
-    app.keyring.cache_clear()
+    for cached in (app.settings, app.keyring, app.signing_key):
+        cached.cache_clear()
 
 
 class TestAuthorizer:
@@ -169,7 +175,7 @@ class TestAuthorizer:
         policy = authorizer.lambda_handler(authorizer_event(f"Bearer {GOOD_KEY}"), lambda_context)
         key_id = f"key_{sha256(GOOD_KEY)[:12]}"
         assert policy["principalId"] == key_id
-        assert policy["context"] == {"keyId": key_id}
+        assert policy["context"] == {"keyId": key_id, "ownerId": owner_for_hash(sha256(GOOD_KEY)), "credential": "key"}
         statements = policy["policyDocument"]["Statement"]
         assert len(statements) == 1
         statement = statements[0]
@@ -222,28 +228,29 @@ class TestAuthorizer:
 
 
 class TestPlansAndBudgets:
-    def test_a_key_on_a_plan_names_its_usage_key_and_budgets(self, monkeypatch, lambda_context) -> None:
-        monkeypatch.delenv("API_KEYS_SECRET_ID", raising=False)
+    def test_a_key_on_a_plan_names_its_usage_key_and_budgets(self, authorizer, lambda_context, monkeypatch) -> None:
         monkeypatch.setenv("API_KEYS", f"{GOOD_KEY}@trial:images_per_day=5:tokens_per_month=90000,{OTHER_KEY}")
-        from functions.authorizer import app
-
-        app.keyring.cache_clear()
-        try:
-            on_plan = app.lambda_handler(authorizer_event(f"Bearer {GOOD_KEY}"), lambda_context)
-            no_plan = app.lambda_handler(authorizer_event(f"Bearer {OTHER_KEY}"), lambda_context)
-        finally:
-            app.keyring.cache_clear()
+        authorizer.settings.cache_clear()
+        authorizer.keyring.cache_clear()
+        on_plan = authorizer.lambda_handler(authorizer_event(f"Bearer {GOOD_KEY}"), lambda_context)
+        no_plan = authorizer.lambda_handler(authorizer_event(f"Bearer {OTHER_KEY}"), lambda_context)
 
         assert on_plan["usageIdentifierKey"] == "local-usage-" + sha256(GOOD_KEY)[:24]
         assert GOOD_KEY not in on_plan["usageIdentifierKey"]
         assert on_plan["context"] == {
             "keyId": f"key_{sha256(GOOD_KEY)[:12]}",
+            "ownerId": owner_for_hash(sha256(GOOD_KEY)),
+            "credential": "key",
             "budget_images_per_day": 5,
             "budget_tokens_per_month": 90000,
         }
         # a key on no plan gets no usage key (API Gateway then refuses it where an API key is required)
         assert "usageIdentifierKey" not in no_plan
-        assert no_plan["context"] == {"keyId": f"key_{sha256(OTHER_KEY)[:12]}"}
+        assert no_plan["context"] == {
+            "keyId": f"key_{sha256(OTHER_KEY)[:12]}",
+            "ownerId": owner_for_hash(sha256(OTHER_KEY)),
+            "credential": "key",
+        }
 
     def test_the_secret_document_carries_plan_usage_key_and_budgets(self) -> None:
         digest = sha256(GOOD_KEY)
@@ -292,3 +299,66 @@ class TestPlansAndBudgets:
 
         with pytest.raises(ValueError):
             parse_local_key(spec)
+
+
+class TestAuthorizerWithClientTokens:
+    """The handler's policy for a client token: its scope's routes and nothing else, cached safely by header."""
+
+    def mint(self, key: str, **options: Any) -> str:
+        from imagecore.client_tokens import mint
+
+        return mint(owner_for_hash(sha256(key)), signing_key=SIGNING_KEY, now=int(time.time()), **options)[0]
+
+    def test_a_token_is_allowed_exactly_its_scope(self, authorizer, lambda_context) -> None:
+        token = self.mint(GOOD_KEY, scope=["generations", "tasks"], max_images=2)
+        policy = authorizer.lambda_handler(authorizer_event(f"Bearer {token}"), lambda_context)
+        prefix = "arn:aws:execute-api:us-east-1:123456789012:abcdef123/prod/"
+        (statement,) = policy["policyDocument"]["Statement"]
+        assert statement["Effect"] == "Allow"
+        assert sorted(statement["Resource"]) == [
+            prefix + "GET/v1/images/tasks/*",
+            prefix + "POST/v1/images/generations",
+            prefix + "POST/v1/images/generations/async",
+        ]
+        assert policy["principalId"] == f"key_{sha256(GOOD_KEY)[:12]}"  # the parent's name, for the logs
+        context = policy["context"]
+        assert context["ownerId"] == owner_for_hash(sha256(GOOD_KEY))
+        assert context["credential"] == "client_token"
+        assert context["tokenMaxImages"] == 2
+        assert context["tokenId"].startswith("ctk_")
+
+    def test_a_default_token_never_reaches_client_tokens(self, authorizer, lambda_context) -> None:
+        policy = authorizer.lambda_handler(authorizer_event(f"Bearer {self.mint(GOOD_KEY)}"), lambda_context)
+        resources = policy["policyDocument"]["Statement"][0]["Resource"]
+        assert len(resources) == 6
+        assert not any("client_tokens" in resource or resource.endswith("*/*") for resource in resources)
+
+    def test_a_token_of_a_key_no_longer_in_the_keyring_is_unauthorized(
+        self, authorizer, lambda_context, monkeypatch
+    ) -> None:
+        token = self.mint(GOOD_KEY)
+        monkeypatch.setenv("API_KEYS", OTHER_KEY)  # GOOD_KEY revoked
+        authorizer.settings.cache_clear()
+        authorizer.keyring.cache_clear()
+        with pytest.raises(Exception, match=r"^Unauthorized$"):
+            authorizer.lambda_handler(authorizer_event(f"Bearer {token}"), lambda_context)
+
+    def test_expired_and_forged_tokens_are_unauthorized(self, authorizer, lambda_context) -> None:
+        from imagecore.client_tokens import mint
+
+        expired, _ = mint(owner_for_hash(sha256(GOOD_KEY)), signing_key=SIGNING_KEY, now=int(time.time()) - 3600)
+        forged, _ = mint(owner_for_hash(sha256(GOOD_KEY)), signing_key="x" * 64, now=int(time.time()))
+        for token in (expired, forged, self.mint(GOOD_KEY)[:-2]):
+            with pytest.raises(Exception, match=r"^Unauthorized$"):
+                authorizer.lambda_handler(authorizer_event(f"Bearer {token}"), lambda_context)
+
+    def test_a_token_spends_within_its_parent_keys_plan_and_budgets(
+        self, authorizer, lambda_context, monkeypatch
+    ) -> None:
+        monkeypatch.setenv("API_KEYS", f"{GOOD_KEY}@trial:images_per_day=5,{OTHER_KEY}")
+        authorizer.settings.cache_clear()
+        authorizer.keyring.cache_clear()
+        policy = authorizer.lambda_handler(authorizer_event(f"Bearer {self.mint(GOOD_KEY)}"), lambda_context)
+        assert policy["usageIdentifierKey"] == "local-usage-" + sha256(GOOD_KEY)[:24]
+        assert policy["context"]["budget_images_per_day"] == 5
+        assert policy["context"]["ownerId"] == owner_for_hash(sha256(GOOD_KEY))

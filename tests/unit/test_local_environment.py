@@ -15,6 +15,7 @@ RESOURCES = LocalResources(
     tasks_table="tasks-x",
     idempotency_table="idempotency-x",
     usage_table="usage-x",
+    token_usage_table="token-usage-x",
     jobs_queue_url="http://sqs/jobs-x",
     dead_letter_queue_url="http://sqs/dlq-x",
     completions_queue_url="http://sqs/completions-x",

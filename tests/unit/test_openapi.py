@@ -22,6 +22,7 @@ def test_document_shows_every_route_and_the_validation_rules():
         "/v1/images/edits/async",
         "/v1/images/tasks/{task_id}",
         "/v1/usage",
+        "/v1/client_tokens",
         "/v1/health",
         "/v1/openapi.json",
         "/v1/docs",
@@ -43,6 +44,22 @@ def test_document_shows_every_route_and_the_validation_rules():
     assert "multiples of 16" in request["properties"]["size"]["description"]
     assert document["security"] == [{"bearer": []}]
     assert document["paths"]["/v1/health"]["get"]["security"] == []
+
+
+def test_client_tokens_are_documented_with_their_bounds():
+    document = json.loads(packaged_document())
+    operation = document["paths"]["/v1/client_tokens"]["post"]
+    assert {"400", "403"} <= set(operation["responses"])
+    schemas = document["components"]["schemas"]
+    request = schemas["ClientTokenRequest"]
+    assert request["additionalProperties"] is False
+    assert (request["properties"]["expires_in"]["minimum"], request["properties"]["expires_in"]["maximum"]) == (
+        60,
+        3600,
+    )
+    assert request["properties"]["expires_in"]["default"] == 900
+    assert set(schemas["ClientTokenResponse"]["properties"]) == {"token", "expires_at", "scope", "max_images"}
+    assert "429" in document["paths"]["/v1/images/generations"]["post"]["responses"]
 
 
 def test_edits_document_both_of_their_request_bodies():

@@ -1,6 +1,11 @@
 """Bearer API keys: stored only as SHA-256 hashes, compared in constant time, identified by a key id that is
 safe to log. The key itself is never logged, stored or returned.
 
+A key has two identities. Its ``id`` is the name an operator gave it (``ios-app``): readable, shown in logs,
+and free to be given again to another key after a revocation. Its ``owner`` is derived from the key's hash:
+what the key creates (tasks, uploads, idempotent replays) belongs to the owner, so a new key under an old name
+owns nothing of the old key's, and no operator choice can hand one client's data to another.
+
 A key's settings travel with its hash: the usage plan it is on (``plan``), the value of the API Gateway API key
 that puts it on that plan (``usage_key``: API Gateway throttles and counts requests per usage key), and its image
 and token ``budgets``."""
@@ -20,6 +25,7 @@ from imagecore.settings import AuthorizerSettings
 
 KEY_PREFIX = "isk-"
 LOCAL_USAGE_KEY_PREFIX = "local-usage-"
+OWNER_PREFIX = "own_"
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,11 @@ class KeyRecord:
     plan: str | None = None
     usage_key: str | None = None
     budget: Budget = field(default_factory=Budget)
+
+    @property
+    def owner(self) -> str:
+        """What this key's creations are filed under: a digest of the key's hash, never reusable."""
+        return owner_for_hash(self.sha256)
 
 
 def parse_local_key(spec: str) -> tuple[str, str | None, Budget]:
@@ -58,6 +69,12 @@ def key_id_for_hash(digest: str) -> str:
     return f"key_{digest[:12]}"
 
 
+def owner_for_hash(digest: str) -> str:
+    """The owner id of the key with SHA-256 ``digest``: 128 bits of a second, domain-separated hash, so it
+    names the key without revealing its stored hash."""
+    return OWNER_PREFIX + hashlib.sha256(f"image-service owner\n{digest.lower()}".encode()).hexdigest()[:32]
+
+
 def new_api_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
@@ -76,6 +93,7 @@ def bearer_token(headers: Mapping[str, str] | None) -> str | None:
 class Keyring:
     def __init__(self, records: Iterable[KeyRecord]) -> None:
         self._records = tuple(records)
+        self._by_owner = {record.owner: record for record in self._records}
 
     @classmethod
     def from_plain_keys(cls, keys: Iterable[str]) -> Keyring:
@@ -126,6 +144,10 @@ class Keyring:
                 found = record
         return found
 
+    def owned_by(self, owner: str) -> KeyRecord | None:
+        """The key behind an owner id while it is still in the keyring (a client token's parent)."""
+        return self._by_owner.get(owner)
+
 
 def keyring_loader(settings: AuthorizerSettings) -> Callable[[], Keyring]:
     """Where the keys come from: a Secrets Manager document (cached by Powertools) in AWS, API_KEYS locally."""
@@ -139,7 +161,8 @@ def keyring_loader(settings: AuthorizerSettings) -> Callable[[], Keyring]:
     def load() -> Keyring:
         from aws_lambda_powertools.utilities import parameters
 
-        document = parameters.get_secret(secret_id, max_age=max_age)
+        # The version labelled AWSCURRENT, named explicitly: scripts/api_key.py moves that label to publish a change.
+        document = parameters.get_secret(secret_id, max_age=max_age, VersionStage="AWSCURRENT")
         return Keyring.from_document(json.loads(str(document)))
 
     return load

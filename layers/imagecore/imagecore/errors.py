@@ -71,6 +71,20 @@ class Unauthorized(ImageServiceError):
     code = "invalid_api_key"
 
 
+class Forbidden(ImageServiceError):
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
+class TokenBudgetExceeded(ImageServiceError):
+    """A client token asked for more images than its ``max_images`` has left: refused before the upstream."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "token_budget_exceeded"
+
+
 class UpstreamRejected(ImageServiceError):
     """The upstream answered a 4xx (or an error object that means one): relayed with its status and code."""
 

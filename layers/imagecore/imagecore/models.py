@@ -420,3 +420,37 @@ class UsageResponse(BaseModel):
             description="Each budget of the key (images_per_day, images_per_month, tokens_per_day, tokens_per_month)."
         ),
     ]
+
+
+ClientTokenScope = Literal["generations", "edits", "uploads", "tasks"]
+
+
+class ClientTokenRequest(BaseModel):
+    """Body of ``POST /v1/client_tokens`` (every field optional: ``{}`` asks for the defaults)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
+
+    expires_in: Annotated[
+        int, Field(ge=60, le=3600, description="Lifetime in seconds: 60 to 3600 (one hour); 900 by default.")
+    ] = 900
+    scope: Annotated[
+        list[ClientTokenScope] | None,
+        Field(
+            min_length=1,
+            max_length=4,
+            description="The routes the token may call; by default generations, edits, uploads and tasks. "
+            "A client token can never mint client tokens.",
+        ),
+    ] = None
+    max_images: Annotated[
+        int | None, Field(ge=1, le=10_000, description="At most this many images in all over the token's life.")
+    ] = None
+
+
+class ClientTokenResponse(BaseModel):
+    """A client token: send it as ``Authorization: Bearer <token>`` from a browser or a phone."""
+
+    token: Annotated[str, Field(description="The signed token (a JWT); shown only now.")]
+    expires_at: Annotated[int, Field(description="Unix time after which the token is refused.")]
+    scope: list[ClientTokenScope]
+    max_images: int | None = None

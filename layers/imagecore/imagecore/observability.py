@@ -77,7 +77,9 @@ class RequestRecord:
     operation: str
     api_request_id: str | None = None
     lambda_request_id: str | None = None
-    api_key_id: str | None = None
+    api_key_id: str | None = None  # the key's name (a client token's: its parent's)
+    owner_id: str | None = None  # what the key's tasks, uploads and replays belong to
+    client_token_id: str | None = None
     model: str | None = None
     size: str | None = None
     quality: str | None = None
@@ -192,6 +194,8 @@ def request_record(operation: str, event: dict[str, Any], lambda_request_id: str
         api_request_id=context.get("requestId"),
         lambda_request_id=lambda_request_id,
         api_key_id=authorizer.get("keyId"),
+        owner_id=authorizer.get("ownerId"),
+        client_token_id=authorizer.get("tokenId"),
     )
     with recording(record) as current:
         yield current

@@ -24,6 +24,7 @@ FUNCTION_MODULES = (
     "functions.uploads.app",
     "functions.tasks.app",
     "functions.usage.app",
+    "functions.client_tokens.app",
     "functions.health.app",
 )
 TITLE = "image-service"
@@ -40,7 +41,12 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
         version=imagecore.__version__,
         description=DESCRIPTION,
         servers=[Server(url="/")],
-        security_schemes={"bearer": HTTPBearer(description="An API key of this service: Authorization: Bearer <key>")},
+        security_schemes={
+            "bearer": HTTPBearer(
+                description="An API key of this service, or a client token minted with one (POST /v1/client_tokens): "
+                "Authorization: Bearer <key or token>"
+            )
+        },
         security=[{"bearer": []}],
         on_conflict="error",
     )
@@ -60,7 +66,17 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
             operation["security"] = []
     _document_shared_answers(document)
     _document_task_id(document)
+    _document_client_tokens(document)
     return document
+
+
+def _document_client_tokens(document: dict[str, Any]) -> None:
+    """Minting a client token checks an Idempotency-Key like every POST but never remembers the answer (a
+    credential is not stored): a retry mints another token."""
+    operation = document.get("paths", {}).get("/v1/client_tokens", {}).get("post")
+    for parameter in (operation or {}).get("parameters", []):
+        if parameter.get("name") == IDEMPOTENCY_KEY["name"]:
+            parameter["description"] = "Checked, not remembered: a retry mints a new token (none is ever stored)."
 
 
 def _document_task_id(document: dict[str, Any]) -> None:

@@ -36,8 +36,14 @@ from imagecore.service import Delivery, ImageService, StoredResult
 from imagecore.settings import GenerationSettings
 from imagecore.storage import StorageError
 from imagecore.tasks import JobQueue, Task, TaskStore, TaskStoreError, TaskSubmitter
+from imagecore.token_usage import ClientTokenGrant, TokenImageCounter, counted_images
 
 T = TypeVar("T")
+
+
+def images_made(delivery: Delivery) -> int:
+    """How many images a fresh delivery holds: the stored ones, or (S3 refused them) the ones in hand."""
+    return len(delivery.stored.images) if delivery.stored is not None else len(delivery.images)
 
 
 @dataclass
@@ -46,6 +52,7 @@ class ImageRuntime:
     idempotency: Idempotency | None
     submitter: TaskSubmitter | None
     ledger: UsageLedger | None = None
+    token_images: TokenImageCounter | None = None
 
     @classmethod
     def from_settings(cls, settings: GenerationSettings) -> ImageRuntime:
@@ -57,7 +64,10 @@ class ImageRuntime:
             )
         idempotency = Idempotency(settings.idempotency_table, region=region) if settings.idempotency_table else None
         ledger = UsageLedger(settings.usage_table, region=region) if settings.usage_table else None
-        return cls(ImageService.from_settings(settings), idempotency, submitter, ledger)
+        token_images = (
+            TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None
+        )
+        return cls(ImageService.from_settings(settings), idempotency, submitter, ledger, token_images)
 
     def within_budget(self, spender: Spender, cost: Cost, produce: Callable[[], T]) -> T:
         """A generation or edit within the caller's image and token budgets: ``cost`` is reserved before the
@@ -85,6 +95,16 @@ class ImageRuntime:
         # The request counts now; its images and tokens when the worker settles the hold.
         ledger.settle(Hold(spender.account, hold.day, hold.month), Spent())
         return task
+
+    def counted(self, token: ClientTokenGrant | None, n: int, produce: Callable[[], Delivery]) -> Delivery:
+        """A generation or edit within the client token's image limit: ``n`` images are reserved before the
+        upstream is called, and what was not made is given back."""
+        return counted_images(self.token_images, token, n, produce, made=images_made)
+
+    def counted_task(self, token: ClientTokenGrant | None, n: int, make: Callable[[], T]) -> T:
+        """An async task within the client token's image limit: its ``n`` images are counted when it is queued
+        (given back only if it could not be queued)."""
+        return counted_images(self.token_images, token, n, make, made=lambda _task: n)
 
     def deadline(self, event: dict[str, Any], context: LambdaContext) -> Deadline:
         """When the upstream call of this API request must be over (see ``request_deadline``)."""

@@ -149,6 +149,10 @@ class GenerationSettings(_Settings):
         str | None,
         Field(description="DynamoDB table of per-key usage and budget counters (unset: nothing is counted)."),
     ] = None
+    token_usage_table: Annotated[
+        str | None,
+        Field(description="DynamoDB table counting the images of client tokens minted with max_images."),
+    ] = None
 
     @model_validator(mode="after")
     def _one_upstream_key_source(self) -> GenerationSettings:
@@ -228,8 +232,40 @@ class UploadSettings(_Settings):
     max_input_image_bytes: Annotated[int, Field(gt=0, le=MAX_INPUT_IMAGE_BYTES)] = MAX_INPUT_IMAGE_BYTES
 
 
-class AuthorizerSettings(_Settings):
-    """Settings of the bearer-key authorizer."""
+class SigningKeySettings(_Settings):
+    """Where the key that signs client tokens comes from: a Secrets Manager secret in AWS (read through
+    Powertools Parameters, cached briefly so a rotation takes effect soon), an environment variable locally."""
+
+    client_token_signing_secret_id: Annotated[
+        str | None, Field(description="In AWS: the Secrets Manager secret holding the client-token signing key.")
+    ] = None
+    client_token_signing_key: Annotated[
+        SecretStr | None, Field(description="Local only: the signing key itself (make run generates one).")
+    ] = None
+    signing_key_cache_seconds: Annotated[int, Field(ge=0, le=900)] = 60
+
+    @property
+    def signs_tokens(self) -> bool:
+        return self.client_token_signing_key is not None or bool(self.client_token_signing_secret_id)
+
+
+class ClientTokenSettings(SigningKeySettings):
+    """Settings of the client-tokens function (POST /v1/client_tokens)."""
+
+    @model_validator(mode="after")
+    def _one_signing_key_source(self) -> ClientTokenSettings:
+        if not self.signs_tokens:
+            raise ValueError("set CLIENT_TOKEN_SIGNING_SECRET_ID (AWS) or CLIENT_TOKEN_SIGNING_KEY (local)")
+        return self
+
+
+# A revoked key stops working once both caches have forgotten it: the authorizer's result cache
+# (ReauthorizeEvery in template.yaml) and the keyring cache below. Together they stay within this.
+REVOCATION_SECONDS = 60
+
+
+class AuthorizerSettings(SigningKeySettings):
+    """Settings of the bearer-key authorizer (client tokens are accepted when a signing key is configured)."""
 
     api_keys_secret_id: Annotated[
         str | None,
@@ -239,7 +275,9 @@ class AuthorizerSettings(_Settings):
         SecretStr | None,
         Field(description="Local only: comma-separated plain keys.", validation_alias=AliasChoices("API_KEYS")),
     ] = None
-    keys_cache_seconds: Annotated[int, Field(ge=0, le=3600)] = 300
+    keys_cache_seconds: Annotated[
+        int, Field(ge=0, le=REVOCATION_SECONDS, description="How long the key list is cached (revocation delay).")
+    ] = 30
 
     @model_validator(mode="after")
     def _one_key_source(self) -> AuthorizerSettings:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagecore import aws
 from imagecore.models import CONTENT_TYPES, EXTENSIONS
 
 if TYPE_CHECKING:
@@ -76,12 +76,13 @@ def make_s3_client(region: str, endpoint_url: object | None = None, max_attempts
         connect_timeout=5,
         read_timeout=30,
     )
-    return boto3.client(
+    client: S3Client = aws.client(
         "s3",
         region_name=region,
         endpoint_url=endpoint or f"https://s3.{region}.amazonaws.com",
         config=config,
     )
+    return client
 
 
 class ImageStore:
@@ -222,9 +223,9 @@ def new_upload_id() -> str:
     return "upl_" + secrets.token_hex(16)
 
 
-def owner_prefix(key_id: str) -> str:
-    """The caller's folder: a hash of the key id, so no id can reach outside it or name another caller's."""
-    return "uploads/" + hashlib.sha256(key_id.encode("utf-8")).hexdigest()[:32] + "/"
+def owner_prefix(owner: str) -> str:
+    """The caller's folder: a hash of its owner id, so no id can reach outside it or name another caller's."""
+    return "uploads/" + hashlib.sha256(owner.encode("utf-8")).hexdigest()[:32] + "/"
 
 
 def _safe_filename(name: str | None, upload_id: str) -> str:
@@ -241,10 +242,10 @@ class UploadStore:
         self._expiry = expiry_seconds
 
     def presign(
-        self, key_id: str, *, content_type: str, max_bytes: int, filename: str | None, purpose: str
+        self, owner: str, *, content_type: str, max_bytes: int, filename: str | None, purpose: str
     ) -> UploadTicket:
         upload_id = new_upload_id()
-        key = owner_prefix(key_id) + upload_id
+        key = owner_prefix(owner) + upload_id
         meta = {"x-amz-meta-filename": _safe_filename(filename, upload_id), "x-amz-meta-purpose": purpose}
         fields = {"Content-Type": content_type, **meta}
         conditions: list[Any] = [
@@ -263,11 +264,11 @@ class UploadStore:
             max_bytes=max_bytes,
         )
 
-    def keep_inputs(self, key_id: str, task_id: str, files: Any) -> list[dict[str, str]]:
+    def keep_inputs(self, owner: str, task_id: str, files: Any) -> list[dict[str, str]]:
         """Keep an edit task's checked inputs (``edit.files()``) under the caller's prefix for the worker."""
         kept = []
         for index, (role, image) in enumerate(files):
-            key = f"{owner_prefix(key_id)}{task_id}/{index}-{role}"
+            key = f"{owner_prefix(owner)}{task_id}/{index}-{role}"
             try:
                 self._s3.put_object(Bucket=self._bucket, Key=key, Body=image.data, ContentType=image.content_type)
             except (BotoCoreError, ClientError) as exc:
@@ -275,8 +276,8 @@ class UploadStore:
             kept.append({"key": key, "filename": image.filename, "role": role})
         return kept
 
-    def read(self, key_id: str, upload_id: str, *, max_bytes: int) -> UploadedFile:
-        key = owner_prefix(key_id) + upload_id
+    def read(self, owner: str, upload_id: str, *, max_bytes: int) -> UploadedFile:
+        key = owner_prefix(owner) + upload_id
         try:
             head = self._s3.head_object(Bucket=self._bucket, Key=key)
             if head["ContentLength"] > max_bytes:

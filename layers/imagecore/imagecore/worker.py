@@ -34,12 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import boto3
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from imagecore import aws
 from imagecore.budgets import Spent, UsageLedger
 from imagecore.deadline import Deadline
 from imagecore.edits import edit_from_kept
@@ -196,7 +196,7 @@ class EventPublishError(Exception):
 
 class EventPublisher:
     def __init__(self, bus_name: str, *, region: str) -> None:
-        self._events = boto3.client("events", region_name=region)
+        self._events = aws.client("events", region_name=region)
         self._bus = bus_name
 
     @property
@@ -223,7 +223,7 @@ class EventPublisher:
 
 class DeadLetters:
     def __init__(self, queue_url: str, *, region: str) -> None:
-        self._sqs = boto3.client("sqs", region_name=region)
+        self._sqs = aws.client("sqs", region_name=region)
         self._url = queue_url
 
     def put(self, body: str, reason: str, message_id: str) -> None:
@@ -346,7 +346,7 @@ class Worker:
         if task is None or task.status != "processing":
             record.status, record.outcome = 200, "already_finished" if task else "unknown_task"
             return
-        record.api_key_id = task.owner
+        record.owner_id = task.owner
         # What an earlier delivery left comes first, whatever happened since (a refused write, a crash, the time).
         finished = self._finished(task.folder, context)
         if finished is not None:

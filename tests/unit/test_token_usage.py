@@ -1,0 +1,129 @@
+"""A client token's image count in DynamoDB (moto, in process): reservations are conditional and atomic per
+request, a refusal counts nothing, unmade images are given back, billed ones never."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from imagecore.errors import ServiceMisconfigured, StorageUnavailable, TokenBudgetExceeded, UpstreamFailed
+from imagecore.token_usage import (
+    KEEP_AFTER_EXPIRY_SECONDS,
+    ClientTokenGrant,
+    TokenImageCounter,
+    TokenUsageUnavailable,
+    counted_images,
+)
+
+TABLE = "token-usage"
+EXPIRES = 1_900_000_000
+
+
+@pytest.fixture
+def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        )
+        yield client
+
+
+@pytest.fixture
+def counter(dynamodb: Any) -> TokenImageCounter:
+    return TokenImageCounter(TABLE, region="us-east-1", client=dynamodb)
+
+
+def count(dynamodb: Any, token_id: str = "ctk_1") -> int | None:  # noqa: S107 - a token id, not a secret
+    item = dynamodb.get_item(TableName=TABLE, Key={"id": {"S": token_id}}, ConsistentRead=True).get("Item")
+    return int(item["images"]["N"]) if item else None
+
+
+def grant(max_images: int | None = 3) -> ClientTokenGrant:
+    return ClientTokenGrant(id="ctk_1", expires_at=EXPIRES, max_images=max_images)
+
+
+def test_reservations_stop_at_the_limit_and_a_refusal_counts_nothing(counter, dynamodb):
+    counter.reserve("ctk_1", 2, limit=3, expires_at=EXPIRES)
+    assert count(dynamodb) == 2
+    with pytest.raises(TokenBudgetExceeded) as refused:
+        counter.reserve("ctk_1", 2, limit=3, expires_at=EXPIRES)
+    assert (refused.value.status, refused.value.code, refused.value.type) == (
+        429,
+        "token_budget_exceeded",
+        "insufficient_quota",
+    )
+    assert count(dynamodb) == 2
+    counter.reserve("ctk_1", 1, limit=3, expires_at=EXPIRES)
+    assert count(dynamodb) == 3
+    item = dynamodb.get_item(TableName=TABLE, Key={"id": {"S": "ctk_1"}})["Item"]
+    assert int(item["expires_at"]["N"]) == EXPIRES + KEEP_AFTER_EXPIRY_SECONDS  # gone after the token
+
+
+def test_more_than_the_limit_at_once_is_refused_without_a_write(counter, dynamodb):
+    with pytest.raises(TokenBudgetExceeded):
+        counter.reserve("ctk_1", 4, limit=3, expires_at=EXPIRES)
+    assert count(dynamodb) is None
+
+
+def test_tokens_are_counted_apart(counter, dynamodb):
+    counter.reserve("ctk_1", 3, limit=3, expires_at=EXPIRES)
+    counter.reserve("ctk_2", 3, limit=3, expires_at=EXPIRES)
+    assert (count(dynamodb, "ctk_1"), count(dynamodb, "ctk_2")) == (3, 3)
+
+
+def test_a_success_gives_back_what_was_not_made(counter, dynamodb):
+    made = counted_images(counter, grant(), 3, lambda: ["image"], made=len)
+    assert made == ["image"]
+    assert count(dynamodb) == 1
+
+
+def test_a_failure_gives_everything_back(counter, dynamodb):
+    def fail() -> list[str]:
+        raise UpstreamFailed("no")
+
+    with pytest.raises(UpstreamFailed):
+        counted_images(counter, grant(), 2, fail, made=len)
+    assert count(dynamodb) == 0
+
+
+def test_images_made_but_not_stored_stay_counted(counter, dynamodb):
+    def unstored() -> list[str]:
+        raise StorageUnavailable("S3 refused them")
+
+    with pytest.raises(StorageUnavailable):
+        counted_images(counter, grant(), 2, unstored, made=len)
+    assert count(dynamodb) == 2  # the upstream made (and billed) them
+
+
+def test_without_a_limit_nothing_is_counted(dynamodb):
+    calls: list[int] = []
+    for token in (None, grant(max_images=None)):
+        counted_images(None, token, 5, lambda: calls.append(1), made=lambda _: 5)
+    assert calls == [1, 1]
+    assert dynamodb.scan(TableName=TABLE)["Items"] == []
+
+
+def test_a_limit_without_a_table_fails_closed():
+    produced: list[int] = []
+    with pytest.raises(ServiceMisconfigured):
+        counted_images(None, grant(), 1, lambda: produced.append(1), made=lambda _: 1)
+    assert produced == []
+
+
+def test_an_unreachable_table_is_a_503_and_nothing_runs(dynamodb):
+    counter = TokenImageCounter("no-such-table", region="us-east-1", client=dynamodb)
+    produced: list[int] = []
+    with pytest.raises(TokenUsageUnavailable) as unavailable:
+        counted_images(counter, grant(), 1, lambda: produced.append(1), made=lambda _: 1)
+    assert (unavailable.value.status, unavailable.value.code) == (503, "token_usage_unavailable")
+    assert produced == []
