@@ -44,6 +44,7 @@ class StackConfig:
     simulator_keepalive_ms: int = 0
     log_level: str = "INFO"
     throttling: bool = False  # the stage's rate and burst limits (template parameters), off unless asked
+    cors_allow_origins: str = "*"  # the template's CorsAllowOrigins: web origins that may call the API and S3
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StackConfig:
@@ -61,6 +62,7 @@ class StackConfig:
             simulator_keepalive_ms=int(env.get("SIMULATOR_KEEPALIVE_MS", "0")),
             log_level=env.get("POWERTOOLS_LOG_LEVEL", env.get("LOG_LEVEL", "INFO")),
             throttling=env.get("API_THROTTLING", "").lower() in ("1", "true", "on"),
+            cors_allow_origins=env.get("CORS_ALLOW_ORIGINS", "*"),
         )
 
 
@@ -90,13 +92,15 @@ def _bind(variable: str, host: str, port: int, app: Any, handler: Any = None) ->
         sock.close()  # the server holds its own duplicate of the listening socket
 
 
-def _moto_app() -> Any:
-    """moto's server app (every AWS service on one endpoint) behind the S3 POST policy checks."""
+def _moto_app(cors_rules: Any = ()) -> Any:
+    """moto's server app (every AWS service on one endpoint) behind the S3 POST policy checks and the bucket's
+    CORS rules."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    from local.s3 import PresignedPostPolicy
+    from local.s3 import BucketCors, PresignedPostPolicy
 
-    return PresignedPostPolicy(DomainDispatcherApplication(create_backend_app), credentials=dict([LOCAL_CREDENTIALS]))
+    checked = PresignedPostPolicy(DomainDispatcherApplication(create_backend_app), credentials=dict([LOCAL_CREDENTIALS]))
+    return BucketCors(checked, list(cors_rules))
 
 
 def _moto_handler() -> Any:
@@ -147,14 +151,16 @@ class LocalStack:
         if self.config.upstream_base_url and not self.config.upstream_api_key:
             raise StackError("UPSTREAM_BASE_URL is set: set UPSTREAM_API_KEY too")
         self._fake_aws_credentials()
+        from local.s3 import bucket_cors_rules
+
         template = project_template()
-        gateway = LocalApiGateway(
-            ROOT,
-            ROOT / "template.yaml",
-            parameters={"IntegrationTimeoutMs": self.config.integration_timeout_ms},
-            throttling=self.config.throttling,
-        )
-        aws_server = _bind("AWS_PORT", self.config.host, self.config.aws_port, _moto_app(), _moto_handler())
+        parameters = {
+            "IntegrationTimeoutMs": self.config.integration_timeout_ms,
+            "CorsAllowOrigins": self.config.cors_allow_origins,
+        }
+        gateway = LocalApiGateway(ROOT, ROOT / "template.yaml", parameters=parameters, throttling=self.config.throttling)
+        moto = _moto_app(bucket_cors_rules(template, parameters))
+        aws_server = _bind("AWS_PORT", self.config.host, self.config.aws_port, moto, _moto_handler())
         try:
             api_server = _bind("PORT", self.config.host, self.config.port, gateway)
         except PortTaken:
@@ -246,6 +252,7 @@ class LocalStack:
                     **resource_refs(self.resources),
                     "UpstreamBaseUrl": self.upstream_url,
                     "IntegrationTimeoutMs": str(self.config.integration_timeout_ms),
+                    "CorsAllowOrigins": self.config.cors_allow_origins,
                     "LogLevel": self.config.log_level,
                 },
                 secrets={"UPSTREAM_API_KEY": upstream_key, "API_KEYS": ",".join(self.keys)},
@@ -291,6 +298,8 @@ def main() -> None:
         f"  dead letters {stack.resources.dead_letter_queue_url}",
         f"  upstream     {upstream}",
         f"  API key      {shown}",
+        f"  pages        {stack.api_url}/docs   {stack.api_url}/playground",
+        f"  web origins  {config.cors_allow_origins}   (CORS; set CORS_ALLOW_ORIGINS to restrict)",
         "",
         f"  curl -sS {stack.api_url}/images/generations -H 'Authorization: Bearer {key}' \\",
         '    -H \'Content-Type: application/json\' -d \'{"prompt": "a lighthouse at dawn", "size": "1536x1024"}\'',

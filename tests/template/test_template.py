@@ -34,6 +34,7 @@ from imagecore.settings import (
     AuthorizerSettings,
     EditSettings,
     GenerationSettings,
+    PublicPageSettings,
     TaskReadSettings,
     UploadSettings,
     WorkerSettings,
@@ -68,7 +69,8 @@ EDITS_ASYNC_ROUTE = ("POST", "/v1/images/edits/async")
 TASK_ROUTE = ("GET", "/v1/images/tasks/{task_id}")
 UPLOADS_ROUTE = ("POST", "/v1/uploads")
 HEALTH_ROUTE = ("GET", "/v1/health")
-PUBLIC_ROUTES = (HEALTH_ROUTE, ("GET", "/v1/openapi.json"), ("GET", "/v1/docs"))
+ASSETS_ROUTE = ("GET", "/v1/assets/{name}")  # the pages' scripts and styles, not an API operation
+PUBLIC_ROUTES = (HEALTH_ROUTE, ("GET", "/v1/openapi.json"), ("GET", "/v1/docs"), ("GET", "/v1/playground"), ASSETS_ROUTE)
 PATH_PARAMETER = re.compile(r"\{(\w+)\}")  # {task_id}
 # The routes behind the bearer-key authorizer, and the function each one reaches.
 AUTHORIZED_ROUTES = {
@@ -79,6 +81,8 @@ AUTHORIZED_ROUTES = {
     TASK_ROUTE: "TasksFunction",
     UPLOADS_ROUTE: "UploadsFunction",
 }
+# A browser's CORS preflight of each keyed route, without the key, answered by the health function.
+PREFLIGHT_ROUTES = {("OPTIONS", path): "HealthFunction" for _, path in AUTHORIZED_ROUTES}
 # The routes that call the upstream: their integration timeout is IntegrationTimeoutMs, and their function
 # outlives the upstream budget.
 IMAGE_ROUTES = {GENERATIONS_ROUTE: "GenerationsFunction", EDITS_ROUTE: "EditsFunction"}
@@ -95,7 +99,7 @@ SETTINGS_OF = {
     "TasksFunction": TaskReadSettings,
     "WorkerFunction": WorkerSettings,
     "AuthorizerFunction": AuthorizerSettings,
-    "HealthFunction": None,
+    "HealthFunction": PublicPageSettings,
 }
 
 # The S3 object keys each function's role may act on: (action, resource) pairs, nothing else.
@@ -490,6 +494,7 @@ def test_routes_are_exactly_the_image_task_upload_and_public_ones(api_body: dict
     assert wired == {
         **AUTHORIZED_ROUTES,
         **{route: "HealthFunction" for route in PUBLIC_ROUTES},
+        **PREFLIGHT_ROUTES,
     }
     for operation in routes(api_body).values():
         assert operation["x-amazon-apigateway-integration"]["type"] == "aws_proxy"
@@ -593,7 +598,7 @@ def test_api_gateway_may_invoke_a_function_for_its_own_routes_only(
 
 
 def test_public_routes_need_no_key(api_body: dict[str, Any]) -> None:
-    for route in PUBLIC_ROUTES:
+    for route in (*PUBLIC_ROUTES, *PREFLIGHT_ROUTES):
         assert routes(api_body)[route].get("security", [{"NONE": []}]) == [{"NONE": []}], route
 
 
@@ -603,7 +608,7 @@ def test_deployed_routes_are_the_routes_the_code_serves(api_body: dict[str, Any]
     documented = {
         (method.upper(), path) for path, operations in build_document()["paths"].items() for method in operations
     }
-    assert set(routes(api_body)) == documented
+    assert set(routes(api_body)) - set(PREFLIGHT_ROUTES) - {ASSETS_ROUTE} == documented
 
 
 def test_api_is_regional_with_multipart_as_binary(cfn: dict[str, Any], api_body: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ def test_document_shows_every_route_and_the_validation_rules():
         "/v1/health",
         "/v1/openapi.json",
         "/v1/docs",
+        "/v1/playground",
     }
     generation = document["paths"]["/v1/images/generations"]["post"]
     assert "422" not in generation["responses"]

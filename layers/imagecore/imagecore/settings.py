@@ -19,6 +19,10 @@ class _Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
 
     aws_region: Annotated[str, Field(validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))] = "us-east-1"
+    cors_allow_origins: Annotated[
+        str,
+        Field(description="Web origins that may call the API: a comma list, or * for any (see imagecore.cors)."),
+    ] = ""
 
 
 class GenerationSettings(_Settings):
@@ -121,6 +125,15 @@ class UploadSettings(_Settings):
     idempotency_table: str | None = None
     upload_expiry_seconds: Annotated[int, Field(ge=60, le=3600, description="Lifetime of an upload's POST.")] = 900
     max_input_image_bytes: Annotated[int, Field(gt=0, le=MAX_INPUT_IMAGE_BYTES)] = MAX_INPUT_IMAGE_BYTES
+
+
+class PublicPageSettings(_Settings):
+    """Settings of the public routes: health, the OpenAPI document, the docs and playground pages."""
+
+    s3_endpoint_url: Annotated[
+        HttpUrl | None,
+        Field(description="Only for the local stack: where the pages may load the images from (else S3 itself)."),
+    ] = None
 
 
 class AuthorizerSettings(_Settings):
