@@ -99,8 +99,8 @@ def _moto_app(cors_rules: Any = ()) -> Any:
 
     from local.s3 import BucketCors, PresignedPostPolicy
 
-    checked = PresignedPostPolicy(DomainDispatcherApplication(create_backend_app), credentials=dict([LOCAL_CREDENTIALS]))
-    return BucketCors(checked, list(cors_rules))
+    moto = DomainDispatcherApplication(create_backend_app)
+    return BucketCors(PresignedPostPolicy(moto, credentials=dict([LOCAL_CREDENTIALS])), list(cors_rules))
 
 
 def _moto_handler() -> Any:
@@ -158,7 +158,8 @@ class LocalStack:
             "IntegrationTimeoutMs": self.config.integration_timeout_ms,
             "CorsAllowOrigins": self.config.cors_allow_origins,
         }
-        gateway = LocalApiGateway(ROOT, ROOT / "template.yaml", parameters=parameters, throttling=self.config.throttling)
+        throttling = self.config.throttling
+        gateway = LocalApiGateway(ROOT, ROOT / "template.yaml", parameters=parameters, throttling=throttling)
         moto = _moto_app(bucket_cors_rules(template, parameters))
         aws_server = _bind("AWS_PORT", self.config.host, self.config.aws_port, moto, _moto_handler())
         try:
