@@ -4,7 +4,7 @@ The pages load nothing from outside the service: every script and style sheet is
 the health function (Swagger UI vendored from npm at a pinned version, see ``vendor.json``), served from
 ``/v1/assets/<name>``. Each page is sent with a Content-Security-Policy that allows exactly that: scripts,
 styles and calls from the API's own origin, images from it and from S3 (the presigned URLs), no frames, no
-plugins, no inline script. The pages keep no credential anywhere but in memory.
+plugins, no inline script or style. The pages keep no credential anywhere but in memory.
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ def content_security_policy(s3_endpoint_url: str | None = None) -> str:
     directives = {
         "default-src": ["'none'"],
         "script-src": ["'self'"],
-        # Swagger UI sets a few style attributes from its scripts; no page has inline <style> of its own.
-        "style-src": ["'self'", "'unsafe-inline'"],
+        "style-src": ["'self'"],
         "img-src": images,
         "font-src": ["'self'"],
         "connect-src": ["'self'"],
