@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tests.e2e.conftest import API_KEY, ROOT, RunningStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
+BASH = shutil.which("bash") or "/bin/bash"
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 # A snippet's first line -> why it is not run here (it is covered elsewhere, or needs what a test cannot have).
 NOT_RUN = {
@@ -82,8 +84,8 @@ def test_the_bash_snippets_run(stack: RunningStack, workdir: Path) -> None:
             continue
         # --fail-with-body: an HTTP error fails the snippet (as written, curl would only print it).
         script = localised(snippet, stack).replace("curl -sS", "curl -sS --fail-with-body")
-        done = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
+        done = subprocess.run(  # noqa: S603 (the README's own snippets)
+            [BASH, "-euo", "pipefail", "-c", script],
             cwd=workdir,
             env={**os.environ, "API_KEY": API_KEY},
             capture_output=True,
