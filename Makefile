@@ -8,12 +8,13 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: openapi help install run test test-unit test-integration test-template test-e2e lint bench requirements build clean
+.PHONY: openapi help install run test test-unit test-integration test-template test-e2e lint bench requirements build package clean
 
 help:
 	@echo "make run     serve the API on http://127.0.0.1:$${PORT:-3000}/v1 (embedded S3 + upstream simulator)"
 	@echo "make test    lint + unit, integration, template and end-to-end tests"
-	@echo "make bench   handler overhead and memory benchmark"
+	@echo "make bench   the generations handler against a naive one: overhead, memory, cold start, layer size"
+	@echo "make package the deploy artifact (.aws-sam/build) for linux/arm64 python3.13, no Docker needed"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -50,8 +51,12 @@ lint: install
 	$(VENV)/bin/vulture
 	$(VENV)/bin/mypy
 
-bench: install
-	$(VENV)/bin/python scripts/bench.py
+bench: package
+	$(VENV)/bin/python -m bench
+
+# What `sam deploy` uploads, for linux/arm64 cp313 from wheels (no Docker, no python3.13): .aws-sam/build.
+package: install
+	$(VENV)/bin/python scripts/package.py
 
 # The layer's requirements.txt is what `sam build` installs; it is exported from uv.lock, never edited.
 requirements: install

@@ -4,7 +4,7 @@
 # only through model_dump() and the schema
 model_config
 _.output_compression, _.background, _.moderation, _.partial_images, _.user
-_.input_tokens, _.total_tokens, _.b64_json, _.image_url
+_.input_tokens, _.total_tokens, _.b64_json, _.image_url, _.version
 
 # the request log line: RequestRecord fields are written by asdict()
 _.prompt_chars, _.prompt_sha256, _.images_in, _.dropped_params, _.idempotent_replay, _.error_code
@@ -18,6 +18,10 @@ MAX_ERROR_BODY_BYTES
 
 # the LambdaContext interface the local stack and the benchmark implement
 _.memory_limit_in_mb, _.invoked_function_arn, _.function_version, _.log_group_name, _.log_stream_name
+
+# Pillow reads its module-level limits (set explicitly: a truncated image is an error, never padded; its own
+# bomb guard follows the input pixel limit)
+_.LOAD_TRUNCATED_IMAGES, _.MAX_IMAGE_PIXELS
 
 # the local Lambda runtime gives shared Powertools objects a per-invocation subclass (read by Python itself)
 _.__class__

@@ -264,6 +264,8 @@ class LocalStack:
                 "S3_ENDPOINT_URL": self.aws_url,
                 # Every other AWS client (DynamoDB, SQS, EventBridge) talks to the embedded moto server too.
                 "AWS_ENDPOINT_URL": self.aws_url,
+                # The local stack serves plain HTTP: the URLs the API gives for itself (poll_url) say so.
+                "PUBLIC_URL_SCHEME": "http",
             }
         )
 

@@ -26,7 +26,7 @@ from imagecore.settings import AuthorizerSettings
 
 @cache
 def keyring() -> Callable[[], Keyring]:
-    return keyring_loader(AuthorizerSettings())
+    return keyring_loader(AuthorizerSettings.from_environment())
 
 
 def current_keyring() -> Keyring:

@@ -23,7 +23,7 @@ from imagecore.runtime import ImageRuntime
 from imagecore.service import describe_request
 from imagecore.settings import EditSettings
 from imagecore.storage import UploadStore
-from imagecore.task_answers import task_accepted
+from imagecore.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.tasks import new_task_id, task_folder
 
 app = create_resolver()
@@ -39,7 +39,7 @@ _EDIT_ERRORS: dict[int, OpenAPIResponse] = {
 @cache
 def runtime() -> ImageRuntime:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return ImageRuntime.from_settings(EditSettings())
+    return ImageRuntime.from_settings(EditSettings.from_environment())
 
 
 @cache
@@ -102,7 +102,11 @@ def edit_images(
     summary="Edit or combine images, as a task to poll",
     description="The same bodies as /v1/images/edits; the inputs are checked now and kept for the task.",
     responses={
-        202: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
+        202: {
+            "description": "The task; poll its Location",
+            "content": {"application/json": {"model": TaskObject}},
+            "headers": ACCEPTED_HEADERS,
+        },
         **_EDIT_ERRORS,
     },
 )
@@ -132,7 +136,8 @@ def edit_images_async(
         )
 
     task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
-    return task_accepted(event, task, runtime.now(), runtime.service.store.presign)
+    settings = runtime.service.settings
+    return task_accepted(event, task, runtime.now(), runtime.service.store.presign, scheme=settings.public_url_scheme)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -18,7 +18,7 @@ from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.runtime import ImageRuntime
 from imagecore.service import describe_request
 from imagecore.settings import GenerationSettings
-from imagecore.task_answers import task_accepted
+from imagecore.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.tasks import new_task_id, task_folder
 
 app = create_resolver()
@@ -27,7 +27,7 @@ app = create_resolver()
 @cache
 def runtime() -> ImageRuntime:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return ImageRuntime.from_settings(GenerationSettings())
+    return ImageRuntime.from_settings(GenerationSettings.from_environment())
 
 
 @app.post(
@@ -64,7 +64,11 @@ def create_images(
     "/v1/images/generations/async",
     summary="Create images from a prompt, as a task to poll",
     responses={
-        202: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
+        202: {
+            "description": "The task; poll its Location",
+            "content": {"application/json": {"model": TaskObject}},
+            "headers": ACCEPTED_HEADERS,
+        },
         400: {"description": "Invalid request (no task is made)", "content": ERROR_CONTENT},
     },
 )
@@ -91,7 +95,8 @@ def create_images_async(
             folder=task_folder(task_id),
         ),
     )
-    return task_accepted(event, task, runtime.now(), runtime.service.store.presign)
+    settings = runtime.service.settings
+    return task_accepted(event, task, runtime.now(), runtime.service.store.presign, scheme=settings.public_url_scheme)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -3,6 +3,7 @@ pages with their /v1/assets, and the CORS preflight (OPTIONS) of every API route
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from imagecore.settings import PublicPageSettings
 
 app = create_resolver()
 static = StaticFiles(Path(__file__).resolve().parent / "static")
-settings = PublicPageSettings()
 ASSET_CACHE = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
+HTML_PAGE: dict[int, Any] = {
+    200: {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+}
 
 
 @app.get("/v1/health", summary="Liveness")
@@ -29,17 +32,21 @@ def health() -> HealthResponse:
     return HealthResponse(version=imagecore.__version__)
 
 
-@app.get("/v1/openapi.json", summary="The OpenAPI 3.1 document of the whole API", include_in_schema=True)
+@app.get(
+    "/v1/openapi.json",
+    summary="The OpenAPI 3.1 document of the whole API",
+    responses={200: {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}},
+)
 def openapi_document():
     return Response(200, content_types.APPLICATION_JSON, packaged_document(), {"Cache-Control": "max-age=300"})
 
 
-@app.get("/v1/docs", summary="Swagger UI (served with the service, no CDN)", include_in_schema=True)
+@app.get("/v1/docs", summary="Swagger UI (served with the service, no CDN)", responses=HTML_PAGE)
 def docs():
     return Response(200, HTML, static.page("docs"), page_headers(_s3_endpoint()))
 
 
-@app.get("/v1/playground", summary="A page to try generations and edits from a browser", include_in_schema=True)
+@app.get("/v1/playground", summary="A page to try generations and edits from a browser", responses=HTML_PAGE)
 def playground():
     return Response(200, HTML, static.page("playground"), page_headers(_s3_endpoint()))
 
@@ -53,7 +60,9 @@ def asset(name: str):
     return Response(200, content_type, text, ASSET_CACHE)
 
 
+@cache
 def _s3_endpoint() -> str | None:
+    settings = PublicPageSettings.from_environment()
     return str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
 
 

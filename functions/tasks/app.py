@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.caller import caller_of
 from imagecore.errors import NotFound, TasksUnavailable
-from imagecore.models import TaskObject
+from imagecore.models import TASK_ID, TaskObject, matches
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.settings import TaskReadSettings
@@ -25,7 +25,7 @@ app = create_resolver()
 
 @cache
 def stores() -> tuple[TaskStore, ImageStore]:
-    settings = TaskReadSettings()
+    settings = TaskReadSettings.from_environment()
     images = ImageStore(
         make_s3_client(settings.aws_region, settings.s3_endpoint_url),
         settings.images_bucket,
@@ -40,6 +40,7 @@ def stores() -> tuple[TaskStore, ImageStore]:
     responses={
         200: {"description": "The task", "content": {"application/json": {"model": TaskObject}}},
         404: {"description": "No such task for this key", "content": ERROR_CONTENT},
+        503: {"description": "Tasks cannot be read right now", "content": ERROR_CONTENT},
     },
 )
 def get_task(
@@ -50,7 +51,7 @@ def get_task(
     record = current_record()
     record.task_id = task_id
     try:
-        task = tasks.get(task_id) if task_id.startswith("task_") and len(task_id) <= 64 else None
+        task = tasks.get(task_id) if matches(TASK_ID, task_id) else None
     except TaskStoreError:
         raise TasksUnavailable("Tasks cannot be read right now; try again.") from None
     if task is None or task.owner != owner:

@@ -23,7 +23,7 @@ app = create_resolver()
 
 @cache
 def settings() -> UploadSettings:
-    return UploadSettings()
+    return UploadSettings.from_environment()
 
 
 @cache
@@ -46,7 +46,10 @@ def upload_store() -> UploadStore:
         "POST the returned fields plus the file (as the last part, named file) to url as multipart/form-data. "
         'Then name it in an edit: {"images": [{"upload_id": id}]}. Uploads expire after about a day.'
     ),
-    responses={400: {"description": "Invalid request", "content": ERROR_CONTENT}},
+    responses={
+        200: {"description": "The presigned POST", "content": {"application/json": {"model": UploadResponse}}},
+        400: {"description": "Invalid request", "content": ERROR_CONTENT},
+    },
 )
 def create_upload(
     request: Annotated[UploadRequest, Body()],

@@ -20,7 +20,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 @cache
 def worker() -> Worker:
     """Built once per execution environment (cold start)."""
-    return Worker.from_settings(WorkerSettings())
+    return Worker.from_settings(WorkerSettings.from_environment())
 
 
 def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:

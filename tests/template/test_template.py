@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings
 
 from imagecore.auth import Keyring
 from imagecore.edits import MAX_IMAGES
@@ -391,7 +391,7 @@ def resolve(value: Any, sam: dict[str, Any], overrides: dict[str, Any] | None = 
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def env_names(model: type[BaseSettings]) -> set[str]:
+def env_names(model: type[BaseModel]) -> set[str]:
     """The environment variables a settings model reads: field names (case-insensitive) and aliases."""
     names = set()
     for field_name, field in model.model_fields.items():
@@ -424,8 +424,8 @@ def function_env(cfn: dict[str, Any], function: str) -> dict[str, Any]:
 
 
 def settings_from_env(
-    monkeypatch: pytest.MonkeyPatch, model: type[BaseSettings], environment: dict[str, str]
-) -> BaseSettings:
+    monkeypatch: pytest.MonkeyPatch, model: type[BaseModel], environment: dict[str, str]
+) -> BaseModel:
     for name in env_names(model):  # nothing from the developer's shell may fill a gap in the template
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
@@ -541,7 +541,7 @@ def test_image_function_is_told_the_integration_timeout(cfn: dict[str, Any], fun
 
 
 @pytest.mark.parametrize("model", [GenerationSettings, EditSettings], ids=lambda m: m.__name__)
-def test_integration_timeout_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseSettings]) -> None:
+def test_integration_timeout_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseModel]) -> None:
     timeout = parameter(sam, "IntegrationTimeoutMs")
     field = model.model_fields["integration_timeout_ms"]
 
@@ -1413,7 +1413,7 @@ def test_image_settings_accept_every_parameter_extreme(
 @pytest.mark.parametrize(
     "model", [GenerationSettings, EditSettings, TaskReadSettings, WorkerSettings], ids=lambda m: m.__name__
 )
-def test_presign_expiry_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseSettings]) -> None:
+def test_presign_expiry_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseModel]) -> None:
     expiry = parameter(sam, "PresignExpirySeconds")
     field = model.model_fields["presign_expiry_seconds"]
 
@@ -1478,7 +1478,7 @@ def test_layer_requirements_are_the_locked_closure_of_imagecore() -> None:
     assert set(pins) == set(expected), "regenerate it: make requirements"
     for name, version in pins.items():
         assert version in expected[name], f"{name}=={version} but uv.lock has {sorted(expected[name])}"
-    assert {"aws-lambda-powertools", "httpx", "pydantic", "pydantic-settings", "pillow"} <= set(pins)
+    assert {"aws-lambda-powertools", "httpx", "pydantic", "pillow"} <= set(pins)
     assert not {"imagecore", "moto"} & set(pins)
     assert "boto3" in pins  # matched to the botocore that aws-xray-sdk brings into the layer
 
@@ -1493,3 +1493,50 @@ def test_layer_requirements_keep_the_declared_pins() -> None:
     for requirement in declared["dependencies"]:
         name, _, version = requirement.partition("==")
         assert pins[normalise(name.split("[")[0])] == version, requirement
+
+
+def test_request_too_large_sends_only_edit_callers_to_uploads(api_body: dict[str, Any]) -> None:
+    """One gateway response serves every route: a generation's caller is not told to upload images."""
+    response = api_body["x-amazon-apigateway-gateway-responses"]["REQUEST_TOO_LARGE"]
+    message = render_gateway_template(response["responseTemplates"]["application/json"])["error"]["message"]
+
+    assert message.startswith("The request body is too large")
+    assert "Only edits take files: for POST /v1/images/edits, upload" in message
+
+
+# --- CORS ----------------------------------------------------------------------------------------------------
+def test_cors_origins_are_one_parameter_for_the_functions_and_the_bucket(sam: dict[str, Any]) -> None:
+    parameter = sam["Parameters"]["CorsAllowOrigins"]
+    pattern = re.compile(parameter["AllowedPattern"])
+    bucket = sam["Resources"]["ImagesBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
+
+    assert sam["Globals"]["Function"]["Environment"]["Variables"]["CORS_ALLOW_ORIGINS"] == {"Ref": "CorsAllowOrigins"}
+    assert parameter["Default"] == "*"
+    assert pattern.fullmatch("https://app.example.com,http://localhost:5173")
+    assert not pattern.fullmatch("https://app.example.com/path") and not pattern.fullmatch("")
+    (rule,) = bucket
+    assert rule["AllowedOrigins"] == {"Fn::Split": [",", {"Ref": "CorsAllowOrigins"}]}
+    assert {"GET", "POST"} <= set(rule["AllowedMethods"])
+
+
+def test_every_gateway_response_lets_a_page_read_it(api_body: dict[str, Any]) -> None:
+    responses = api_body["x-amazon-apigateway-gateway-responses"]
+
+    assert {"UNAUTHORIZED", "ACCESS_DENIED", "REQUEST_TOO_LARGE", "THROTTLED", "INTEGRATION_TIMEOUT"} <= set(responses)
+    for kind, response in responses.items():
+        parameters = response.get("responseParameters", {})
+        assert parameters.get("gatewayresponse.header.Access-Control-Allow-Origin") == "method.request.header.Origin", (
+            kind
+        )
+        exposed = parameters["gatewayresponse.header.Access-Control-Expose-Headers"].strip("'").split(",")
+        assert {"Retry-After", "Location", "x-amzn-RequestId"} <= set(exposed), kind
+
+
+def test_every_keyed_route_has_a_keyless_preflight(api_body: dict[str, Any]) -> None:
+    keyed_paths = {
+        path
+        for (method, path), op in routes(api_body).items()
+        if method != "OPTIONS" and op.get("security") != [{"NONE": []}]
+    }
+
+    assert keyed_paths == {path for (method, path) in routes(api_body) if method == "OPTIONS"}

@@ -361,8 +361,12 @@ def test_a_completed_task_carries_the_sync_answer_with_fresh_urls():
     assert view["result"] == {
         "created": STORED["created"],
         "data": [
-            {"url": presign("images/2026/11/25/t/0.png"), "revised_prompt": "a lighthouse (as drawn)"},
-            {"url": presign("images/2026/11/25/t/1.png"), "revised_prompt": None},
+            {
+                "url": presign("images/2026/11/25/t/0.png"),
+                "b64_json": None,
+                "revised_prompt": "a lighthouse (as drawn)",
+            },
+            {"url": presign("images/2026/11/25/t/1.png"), "b64_json": None, "revised_prompt": None},
         ],
         "model": "gpt-image-2",
         "size": "1024x1024",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from imagecore.openapi import build_document, packaged_document, render
+from imagecore.openapi import PUBLIC_PATHS, build_document, packaged_document, render
 
 
 def test_packaged_document_is_up_to_date():
@@ -27,7 +27,11 @@ def test_document_shows_every_route_and_the_validation_rules():
         "/v1/playground",
     }
     generation = document["paths"]["/v1/images/generations"]["post"]
-    assert "422" not in generation["responses"]
+    # Validation errors are OpenAI-style 400s, never Powertools' 422; a 422 is only a reused Idempotency-Key.
+    refused_key = generation["responses"]["422"]
+    assert "Idempotency-Key" in refused_key["description"]
+    assert refused_key["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+    assert "HTTPValidationError" not in document["components"]["schemas"]
     assert {"400", "502", "504"} <= set(generation["responses"])
     request = document["components"]["schemas"]["GenerationRequest"]
     assert request["required"] == ["prompt"]
@@ -50,3 +54,54 @@ def test_edits_document_both_of_their_request_bodies():
     uploads = schemas[body["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
     assert uploads["properties"]["images"]["maxItems"] == 16
     assert uploads["additionalProperties"] is False
+
+
+def test_every_operation_declares_every_answer_it_can_give():
+    """API Gateway's own answers on every route (and the authorizer's on protected ones), every POST's body and
+    Idempotency-Key answers: a client reading the document meets no undeclared status."""
+    document = json.loads(packaged_document())
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            declared = set(operation["responses"])
+            assert {"429", "504"} <= declared, (method, path)
+            if path not in PUBLIC_PATHS:
+                assert {"401", "403"} <= declared, (method, path)
+                assert operation["responses"]["401"]["headers"]["WWW-Authenticate"]
+            if method == "post":
+                assert {"400", "409", "413", "415", "422", "503"} <= declared, path
+                (key,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+                assert (key["in"], key["schema"]["maxLength"]) == ("header", 255)
+    for path in ("/v1/images/generations/async", "/v1/images/edits/async"):
+        accepted = document["paths"][path]["post"]["responses"]["202"]
+        assert set(accepted["headers"]) == {"Location", "Retry-After"}
+    assert "text/html" in document["paths"]["/v1/docs"]["get"]["responses"]["200"]["content"]
+    task_id = document["paths"]["/v1/images/tasks/{task_id}"]["get"]["parameters"][0]["schema"]
+    assert task_id["pattern"] == "^(?:task_[0-9a-f]{32})$"
+
+
+def test_every_request_field_has_an_upper_bound():
+    """Every string of every request body is bounded (length, enum or pattern), every integer has a maximum,
+    every array a maxItems: nothing a client sends can outgrow the stores it reaches."""
+    document = json.loads(packaged_document())
+    schemas = document["components"]["schemas"]
+    bodies = ["GenerationRequest", "EditUploadRequest", "EditForm", "UploadRequest", "UploadRef"]
+
+    def bounded(schema: dict, where: str) -> None:
+        if "$ref" in schema:
+            return  # checked where it is defined
+        for variant in schema.get("anyOf", []):
+            bounded(variant, where)
+        kind = schema.get("type")
+        if kind == "string" and schema.get("format") != "binary":
+            assert "maxLength" in schema or "enum" in schema or "const" in schema, where
+        elif kind == "integer":
+            assert "maximum" in schema, where
+        elif kind == "array":
+            assert "maxItems" in schema, where
+            bounded(schema["items"], where + "[]")
+
+    for name in bodies:
+        for field, schema in schemas[name]["properties"].items():
+            bounded(schema, f"{name}.{field}")
+    assert schemas["GenerationRequest"]["properties"]["user"]["anyOf"][0]["maxLength"] == 256
+    assert schemas["UploadRef"]["properties"]["upload_id"]["pattern"] == "^(?:upl_[A-Za-z0-9]{20,64})$"

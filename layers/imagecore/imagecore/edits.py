@@ -9,22 +9,23 @@ import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from werkzeug.datastructures import FileStorage, MultiDict
-from werkzeug.formparser import MultiPartParser
-from werkzeug.http import parse_options_header
 
 from imagecore.errors import InvalidRequest, NotFound
-from imagecore.images import ImageInfo, NotAnImage, inspect_image
-from imagecore.models import CONTENT_TYPES, EXTENSIONS, EditParameters, EditUploadRequest
+from imagecore.images import ImageInfo, ImageTooLarge, NotAnImage, verify_image
+from imagecore.jsonbody import parse_json_body
+from imagecore.models import CONTENT_TYPES, EXTENSIONS, FILENAME_MAX_CHARS, EditParameters, EditUploadRequest
 from imagecore.storage import UploadedFile, UploadNotFound, UploadTooLarge
 from imagecore.validation import validation_error
 
+if TYPE_CHECKING:  # werkzeug's multipart parser is imported by the edits function only, when it parses a body
+    from werkzeug.datastructures import FileStorage, MultiDict
+
 MAX_IMAGES = 16
 MULTIPART = "multipart/form-data"
-_INDEXED_IMAGE = re.compile(r"^image\[(\d{1,2})\]$")
+_INDEXED_IMAGE = re.compile(r"image\[(\d{1,2})\]\Z")
 _MAX_FORM_PARTS = 64
 _MAX_TEXT_FIELD_BYTES = 256 * 1024  # the prompt is at most 32,000 characters
 
@@ -107,7 +108,7 @@ def edit_from_uploads(
     max_image_bytes: int,
 ) -> EditInput:
     try:
-        request = EditUploadRequest.model_validate_json(body)
+        request = EditUploadRequest.model_validate(parse_json_body(body))
     except ValidationError as exc:
         raise validation_error(exc.errors(include_url=False)) from None
     refs = [(f"images[{i}]", ref.upload_id) for i, ref in enumerate(request.images)]
@@ -180,8 +181,21 @@ def check_images(
 def _checked(raw: RawFile, max_image_bytes: int) -> InputImage:
     if len(raw.data) > max_image_bytes:
         raise _too_large(raw.param, max_image_bytes)
+    if raw.filename is not None and len(raw.filename) > FILENAME_MAX_CHARS:
+        raise InvalidRequest(
+            f"The file name of '{raw.param}' is {len(raw.filename):,} characters long; at most "
+            f"{FILENAME_MAX_CHARS} are taken.",
+            param=raw.param,
+            code="invalid_filename",
+        )
     try:
-        info = inspect_image(raw.data)
+        info = verify_image(raw.data)
+    except ImageTooLarge as exc:
+        raise InvalidRequest(
+            f"'{raw.param}' is too large: {exc}. Scale it down and send it again.",
+            param=raw.param,
+            code="image_too_large",
+        ) from None
     except NotAnImage:
         raise InvalidRequest(
             f"'{raw.param}' is not a readable PNG, JPEG or WebP image.", param=raw.param, code="invalid_image_format"
@@ -199,6 +213,9 @@ def _too_large(param: str, max_image_bytes: int) -> InvalidRequest:
 
 
 def _parse_multipart(body: bytes, content_type: str) -> tuple[MultiDict[str, str], MultiDict[str, FileStorage]]:
+    from werkzeug.formparser import MultiPartParser
+    from werkzeug.http import parse_options_header
+
     _, options = parse_options_header(content_type)
     boundary = options.get("boundary")
     if not boundary:

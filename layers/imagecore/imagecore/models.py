@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 MODELS = ("gpt-image-2", "gpt-image-2-2026-04-21")
@@ -30,7 +30,38 @@ ResponseFormat = Literal["url", "b64_json"]
 CONTENT_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
-_SIZE_RE = re.compile(r"^([1-9][0-9]{0,5})x([1-9][0-9]{0,5})$")
+# Upper bounds of the free-text fields, chosen so that a request at every bound still fits each store it
+# reaches: a task item in DynamoDB (400 KB, strings counted in UTF-8), an SQS/EventBridge message (1 MB), S3
+# user metadata (2 KB, where only short ASCII derivatives are kept). At most: a prompt of 32,000 characters is
+# 128,000 UTF-8 bytes; a user id 1,024; 17 multipart filenames 17 x 1,020.
+USER_MAX_CHARS = 256
+FILENAME_MAX_CHARS = 255
+SIZE_MAX_CHARS = 16
+
+_SIZE_RE = re.compile(r"([1-9][0-9]{0,5})x([1-9][0-9]{0,5})\Z")
+
+
+def identifier_field(body: str, *, max_length: int, description: str) -> Any:
+    """The schema side of an identifier: its length bound, and ``body`` as the ECMA pattern the OpenAPI
+    document shows (there ``$`` is the end of the input)."""
+    return Field(max_length=max_length, description=description, json_schema_extra={"pattern": f"^(?:{body})$"})
+
+
+def anchored(body: str, what: str) -> AfterValidator:
+    """The check side of an identifier: exactly ``body``, anchored with ``\\Z`` so a trailing newline fails."""
+    regex = re.compile(rf"(?:{body})\Z")
+
+    def check(value: str) -> str:
+        if not regex.match(value):
+            raise PydanticCustomError("invalid_identifier", "not a valid {what}", {"what": what})
+        return value
+
+    return AfterValidator(check)
+
+
+def matches(body: str, value: object) -> bool:
+    """Whether ``value`` is a string that is exactly ``body`` (anchored with ``\\Z``, not ``$``)."""
+    return isinstance(value, str) and re.match(rf"(?:{body})\Z", value) is not None
 
 
 @dataclass(frozen=True)
@@ -74,7 +105,9 @@ def parse_size(value: str) -> ImageSize:
 class ImageRequest(BaseModel):
     """The parameters generations and edits share: the OpenAI Images API, restricted to what gpt-image-2 takes."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # Models are built (their validators compiled) when first used, except the generations request's: each
+    # function pays at cold start only for the models it validates.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
     prompt: Annotated[
         str,
@@ -85,6 +118,7 @@ class ImageRequest(BaseModel):
     size: Annotated[
         str,
         Field(
+            max_length=SIZE_MAX_CHARS,
             description=(
                 "'auto' or WIDTHxHEIGHT: longest edge at most 3840, both edges multiples of 16, long/short ratio "
                 "at most 3, total pixels between 655,360 and 8,294,400."
@@ -104,7 +138,10 @@ class ImageRequest(BaseModel):
     moderation: Moderation | None = None
     stream: Annotated[bool, Field(description="Server-sent events: not available yet on this service.")] = False
     partial_images: Annotated[int | None, Field(ge=0, le=3, description="0-3 partial images, only with stream.")] = None
-    user: Annotated[str | None, Field(description="End-user identifier for abuse monitoring.")] = None
+    user: Annotated[
+        str | None,
+        Field(max_length=USER_MAX_CHARS, description="End-user id for abuse monitoring, at most 256 characters."),
+    ] = None
     response_format: Annotated[
         ResponseFormat,
         Field(description="'url' (default): presigned download links. 'b64_json': inline, only while it fits 6 MB."),
@@ -183,8 +220,11 @@ class ImageRequest(BaseModel):
 class GenerationRequest(ImageRequest):
     """Body of ``POST /v1/images/generations``."""
 
+    model_config = ConfigDict(defer_build=False)
 
-UPLOAD_ID_PATTERN = r"^upl_[A-Za-z0-9]{20,64}$"
+
+UPLOAD_ID = r"upl_[A-Za-z0-9]{20,64}"
+TASK_ID = r"task_[0-9a-f]{32}"
 
 
 class EditParameters(ImageRequest):
@@ -199,9 +239,13 @@ class EditParameters(ImageRequest):
 
 
 class UploadRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
-    upload_id: Annotated[str, Field(pattern=UPLOAD_ID_PATTERN, description="An id from POST /v1/uploads.")]
+    upload_id: Annotated[
+        str,
+        identifier_field(UPLOAD_ID, max_length=68, description="An id from POST /v1/uploads."),
+        anchored(UPLOAD_ID, "upload id"),
+    ]
 
 
 class EditUploadRequest(EditParameters):
@@ -218,18 +262,22 @@ class EditUploadRequest(EditParameters):
 class UploadRequest(BaseModel):
     """Body of ``POST /v1/uploads``: what the caller is about to upload."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
     content_type: Annotated[
         Literal["image/png", "image/jpeg", "image/webp"], Field(description="The file's type; S3 enforces it.")
     ]
     bytes: Annotated[int, Field(ge=1, le=50 * 1024 * 1024, description="The file's size in bytes (at most 50 MB).")]
-    filename: Annotated[str | None, Field(max_length=255, description="Kept for the upstream request.")] = None
+    filename: Annotated[
+        str | None, Field(max_length=FILENAME_MAX_CHARS, description="Kept for the upstream request (255 characters).")
+    ] = None
     purpose: Annotated[Literal["image", "mask"], Field(description="A reference image or a mask.")] = "image"
 
 
 class UploadResponse(BaseModel):
     """A presigned S3 POST: send ``fields`` plus the file (as the last part, named ``file``) to ``url``."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: str
     object: Literal["upload"] = "upload"
@@ -279,12 +327,16 @@ class ErrorResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     status: Literal["ok"] = "ok"
     version: str
 
 
 class TaskObject(BaseModel):
     """An async task, as sub2api answers it (submit: 202; poll: GET /v1/images/tasks/{id})."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: str
     task_id: str

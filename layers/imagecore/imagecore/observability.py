@@ -14,17 +14,50 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
 
 SERVICE = os.getenv("POWERTOOLS_SERVICE_NAME", "image-service")
 # Powertools reads these from the environment the template sets; the defaults keep a missing variable from
 # turning into a failed request (Metrics refuses to flush without a namespace).
 logger = Logger(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", "ImageService"))
-tracer = Tracer(service=SERVICE)
+
+
+class _NoTracer:
+    """Stands in for Powertools' Tracer when tracing is off: the same decorators, doing nothing. Powertools'
+    own Tracer imports the X-Ray SDK (and through it botocore's session machinery) even to switch itself
+    off, which would cost every cold start with tracing off a good tenth of a second for nothing."""
+
+    def capture_lambda_handler(self, lambda_handler: Any = None, **_options: Any) -> Any:
+        return lambda_handler if lambda_handler is not None else (lambda handler: handler)
+
+    def capture_method(self, method: Any = None, **_options: Any) -> Any:
+        return method if method is not None else (lambda function: function)
+
+
+def tracing_enabled() -> bool:
+    """Powertools' rule: on in Lambda unless POWERTOOLS_TRACE_DISABLED says otherwise; off outside Lambda
+    (no LAMBDA_TASK_ROOT) and under SAM local or Chalice local."""
+    disabled = os.getenv("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in {"1", "true", "yes", "on", "y", "t"}
+    local = bool(os.getenv("AWS_SAM_LOCAL") or os.getenv("AWS_CHALICE_CLI_MODE"))
+    return bool(os.getenv("LAMBDA_TASK_ROOT")) and not disabled and not local
+
+
+def _make_tracer() -> Tracer:
+    if not tracing_enabled():
+        return cast("Tracer", _NoTracer())  # the decorators this code uses, with the same signatures
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE)
+
+
+tracer = _make_tracer()
 
 REQUEST_LOG_MESSAGE = "image request"
 JOB_LOG_MESSAGE = "image job"

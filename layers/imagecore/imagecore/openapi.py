@@ -16,7 +16,7 @@ from aws_lambda_powertools.event_handler.openapi.merge import OpenAPIMerge
 from aws_lambda_powertools.event_handler.openapi.models import HTTPBearer, Server
 
 import imagecore
-from imagecore.models import EditParameters, EditUploadRequest, UploadRef
+from imagecore.models import TASK_ID, EditParameters, EditUploadRequest, UploadRef
 
 FUNCTION_MODULES = (
     "functions.generations.app",
@@ -57,14 +57,91 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
     for path in PUBLIC_PATHS:
         for operation in document.get("paths", {}).get(path, {}).values():
             operation["security"] = []
+    _document_shared_answers(document)
+    _document_task_id(document)
     return document
+
+
+def _document_task_id(document: dict[str, Any]) -> None:
+    """What a task id looks like (any other id is answered 404, like an unknown one)."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "path" and parameter.get("name") == "task_id":
+                    parameter["schema"] = {
+                        **parameter.get("schema", {}),
+                        "pattern": f"^(?:{TASK_ID})$",
+                        "maxLength": 37,
+                        "description": "The task's id, as the submission answered it.",
+                    }
+
+
+def _error(description: str, **headers: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    if headers:
+        answer["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+        }
+    return answer
+
+
+# What API Gateway itself answers (the template's GatewayResponses), before or around any function.
+_GATEWAY_ANSWERS = {
+    "429": _error("Throttled by the API's rate limit", **{"Retry-After": "Seconds to wait"}),
+    "504": _error("The API's integration timeout passed before the answer"),
+}
+_AUTHORIZED_ANSWERS = {
+    "401": _error("Missing or unknown API key", **{"WWW-Authenticate": "Bearer"}),
+    "403": _error("This API key may not call this route"),
+}
+# Every POST: its body (JSON read strictly, media types matched case-insensitively) and its Idempotency-Key.
+_POST_ANSWERS = {
+    "400": _error("Invalid request: the error's param names the field"),
+    "409": _error("A request with this Idempotency-Key is still running"),
+    "413": _error("The body is larger than API Gateway and Lambda take (use /v1/uploads for large images)"),
+    "415": _error("A Content-Type this route does not take"),
+    "422": _error("This Idempotency-Key was used for a different request"),
+    "503": _error("Idempotency-Key records or tasks cannot be reached right now: nothing was run; try again"),
+}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retry with the same key (same API key and route, within 24 h) gets the first answer back.",
+    "schema": {"type": "string", "maxLength": 255},
+}
+
+
+def _document_shared_answers(document: dict[str, Any]) -> None:
+    """The answers every operation of a kind can give, declared once here rather than on each route: API
+    Gateway's own (throttling, timeout, and the authorizer's on protected routes), and every POST's."""
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            answers = dict(_GATEWAY_ANSWERS)
+            if path not in PUBLIC_PATHS:
+                answers.update(_AUTHORIZED_ANSWERS)
+            if method == "post":
+                answers.update(_POST_ANSWERS)
+                parameters = operation.setdefault("parameters", [])
+                if not any(p.get("name") == IDEMPOTENCY_KEY["name"] for p in parameters):
+                    parameters.append(json.loads(json.dumps(IDEMPOTENCY_KEY)))
+            responses = operation.setdefault("responses", {})
+            for status, answer in answers.items():
+                responses.setdefault(status, json.loads(json.dumps(answer)))
 
 
 def _document_edit_bodies(document: dict[str, Any]) -> None:
     """The edits route reads its body itself (repeated and indexed file fields do not fit a function signature),
     so its two request bodies are described here, from the same models that validate them."""
-    operation = document.get("paths", {}).get("/v1/images/edits", {}).get("post")
-    if operation is None:
+    operations = [
+        operation
+        for path in ("/v1/images/edits", "/v1/images/edits/async")
+        if (operation := document.get("paths", {}).get(path, {}).get("post")) is not None
+    ]
+    if not operations:
         return
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for model in (EditParameters, EditUploadRequest, UploadRef):
@@ -86,14 +163,21 @@ def _document_edit_bodies(document: dict[str, Any]) -> None:
         **form["properties"],
     }
     form["required"] = ["image[]", *form.get("required", [])]
+    for name, field in form["properties"].items():
+        # A form field is text or a file: it cannot be null (leave it out instead).
+        variants = field.get("anyOf")
+        if variants and {"type": "null"} in variants:
+            kept = [variant for variant in variants if variant != {"type": "null"}]
+            form["properties"][name] = {**{k: v for k, v in field.items() if k not in ("anyOf", "default")}, **kept[0]}
     schemas["EditForm"] = form
-    operation["requestBody"] = {
-        "required": True,
-        "content": {
-            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/EditForm"}},
-            "application/json": {"schema": {"$ref": "#/components/schemas/EditUploadRequest"}},
-        },
-    }
+    for operation in operations:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": {"$ref": "#/components/schemas/EditForm"}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/EditUploadRequest"}},
+            },
+        }
 
 
 def render(document: dict[str, Any]) -> str:

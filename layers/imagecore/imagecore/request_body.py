@@ -23,18 +23,38 @@ def content_type_of(event: dict[str, Any]) -> str:
 
 
 def require_content_type(event: dict[str, Any], accepted: tuple[str, ...]) -> None:
-    """Refuse a body of a type the route does not take, before validation reads it."""
+    """Refuse a body of a type the route does not take, before validation reads it. Media types are
+    case-insensitive (RFC 9110), so the header is rewritten in lower case for the parsers that compare it as
+    written; a JSON body that arrived base64-encoded is decoded here, once (it must be UTF-8)."""
     if (event.get("httpMethod") or "").upper() not in ("POST", "PUT", "PATCH"):
         return
-    content_type = content_type_of(event).split(";", 1)[0].strip().lower()
+    media_type, _, parameters = content_type_of(event).partition(";")
+    content_type = media_type.strip().lower()
     if not content_type and not event.get("body"):
         return  # empty body: validation says what is missing
     if content_type not in accepted:
-        shown = content_type or "none"
+        shown = content_type[:100] or "none"
         raise UnsupportedMediaType(
             f"Unsupported Content-Type '{shown}': this route takes {' or '.join(accepted)}.",
             param="Content-Type",
         )
+    _set_content_type(event, content_type + (f";{parameters}" if parameters else ""))
+    if content_type == JSON and event.get("isBase64Encoded"):
+        try:
+            event["body"] = body_bytes(event).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest("The request body is not UTF-8 text.", code="invalid_json") from None
+        event["isBase64Encoded"] = False
+
+
+def _set_content_type(event: dict[str, Any], value: str) -> None:
+    for field in ("headers", "multiValueHeaders"):
+        headers = event.get(field)
+        if headers is None:
+            continue
+        for name in [name for name in headers if name.lower() == "content-type"]:
+            del headers[name]
+        headers["Content-Type"] = value if field == "headers" else [value]
 
 
 def body_bytes(event: dict[str, Any]) -> bytes:

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagecore.cors import with_cors
 from imagecore.errors import ImageServiceError, NotFound
 from imagecore.http_errors import error_answer, internal_error, record_error
+from imagecore.jsonbody import parse_json_body
 from imagecore.models import ErrorResponse
 from imagecore.observability import current_record, logger, request_record
 from imagecore.request_body import JSON, require_content_type
@@ -28,7 +29,7 @@ ERROR_CONTENT: dict[str, OpenAPIResponseContentSchema | OpenAPIResponseContentMo
 
 def create_resolver() -> APIGatewayRestResolver:
     """A REST resolver with pydantic validation whose every error answers in the OpenAI shape."""
-    app = APIGatewayRestResolver(enable_validation=True)
+    app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json_body)
 
     @app.exception_handler(RequestValidationError)
     def _validation_error(exc: RequestValidationError) -> Response[str]:

@@ -7,18 +7,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from imagecore.deadline import Deadline
-from imagecore.edits import EditInput
 from imagecore.errors import InvalidRequest, StorageUnavailable
 from imagecore.models import GenerationRequest, GenerationResponse, ImageData, ImageRequest, Usage
 from imagecore.observability import RequestRecord, logger, tracer
 from imagecore.settings import GenerationSettings
 from imagecore.storage import ImageStore, ImageToStore, StorageError, make_s3_client
 from imagecore.upstream import CallTrace, GeneratedImage, RetryPolicy, UpstreamClient, UpstreamResult
+
+if TYPE_CHECKING:  # the generations function never reads an edit: it does not import that module
+    from imagecore.edits import EditInput
 
 # JSON around the base64 images in an inline answer (keys, usage, API Gateway's envelope).
 _INLINE_OVERHEAD_BYTES = 2048

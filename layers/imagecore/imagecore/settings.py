@@ -1,22 +1,60 @@
-"""Configuration: one pydantic-settings model per function, read from the environment once at cold start.
+"""Configuration: one pydantic model per function, read from the environment once at cold start.
 
 The field names are the environment variables (case-insensitive); ``tests/template`` checks that every
-variable the template sets is a field here, so the two cannot drift apart.
+variable the template sets is a field here, so the two cannot drift apart. A plain model reading
+``os.environ`` does what these functions need from pydantic-settings (flat string variables, aliases,
+case-insensitive names) without its source machinery (dotenv, CLI, cloud secret providers), whose import
+alone cost every cold start some 40 ms.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AliasChoices, Field, HttpUrl, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, SecretStr, model_validator
+from pydantic.fields import FieldInfo
 
 # Lambda's synchronous response limit is 6 MB (6,291,456 bytes) for the whole JSON document.
 LAMBDA_RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024
 
 
-class _Settings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=False)
+def _variable_names(name: str, field: FieldInfo) -> list[str]:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return [choice for choice in alias.choices if isinstance(choice, str)]
+    return [alias] if isinstance(alias, str) else [name]
+
+
+class _Settings(BaseModel):
+    """Built without arguments, a settings model reads its fields from the environment; arguments win. Each
+    function builds only its own model's validator (``defer_build``), when it reads its settings."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True, defer_build=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        environment = {key.lower(): value for key, value in os.environ.items()}
+        found: dict[str, Any] = {}
+        for name, field in cls.model_fields.items():
+            names = _variable_names(name, field)
+            if name in data or any(variable in data for variable in names):
+                continue
+            value = next((environment[v.lower()] for v in names if v.lower() in environment), None)
+            if value is not None:
+                found[name] = value
+        return {**found, **data}
+
+    @classmethod
+    def from_environment(cls) -> Self:
+        """The settings as the function's environment gives them (what calling the class without arguments
+        does, spelled so that type checkers know every field comes from somewhere)."""
+        return cls.model_validate({})
 
     aws_region: Annotated[str, Field(validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))] = "us-east-1"
     cors_allow_origins: Annotated[
@@ -56,6 +94,10 @@ class GenerationSettings(_Settings):
         float, Field(ge=0, le=60, description="Time kept back from the upstream call to store and answer.")
     ] = 4.0
     log_prompts: Annotated[bool, Field(description="Log prompt text (off: only its length and hash).")] = False
+    public_url_scheme: Annotated[
+        Literal["https", "http"],
+        Field(description="Scheme of the URLs the API gives for itself (poll_url): https; the local stack's http."),
+    ] = "https"
     max_inline_response_bytes: Annotated[int, Field(gt=0, le=LAMBDA_RESPONSE_LIMIT_BYTES)] = (
         LAMBDA_RESPONSE_LIMIT_BYTES - 64 * 1024
     )

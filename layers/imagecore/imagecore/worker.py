@@ -38,8 +38,9 @@ from pydantic import ValidationError
 
 from imagecore.deadline import Deadline
 from imagecore.edits import edit_from_kept
-from imagecore.errors import ImageServiceError
+from imagecore.errors import ImageServiceError, InvalidRequest
 from imagecore.idempotency import digest
+from imagecore.jsonbody import NotJson, parse_json_body
 from imagecore.manifest import (
     MANIFEST,
     Finished,
@@ -73,8 +74,9 @@ REQUESTED = "ImageGenerationRequested"
 COMPLETED = "ImageGenerationCompleted"
 FAILED = "ImageGenerationFailed"
 EVENT_SOURCE = "image-service"
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,7}$")
-_JOB_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,128}$")
+# Anchored with \Z (not $, which also matches before a trailing newline).
+_PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}){0,7}\Z")
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9-]{1,128}\Z")
 
 
 class BadJob(Exception):
@@ -118,9 +120,11 @@ class GenerationJob:
 
 def parse_job(body: str, message_id: str) -> TaskJob | GenerationJob:
     try:
-        message = json.loads(body)
-    except ValueError:
+        message = parse_json_body(body)
+    except NotJson:
         raise BadJob("the message is not JSON") from None
+    except InvalidRequest as refused:  # NaN, a key twice, a huge number, deep nesting: never a crash
+        raise BadJob(f"the message is not acceptable JSON: {refused.message}") from None
     if not isinstance(message, dict):
         raise BadJob("the message is not a JSON object")
     if set(message) == {"task_id"} and isinstance(message["task_id"], str):

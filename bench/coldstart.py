@@ -1,0 +1,75 @@
+"""Cold start of both handlers in fresh processes (import + build dependencies, tracing off), run in turn, in a
+venv holding only the layer's requirements (built once under the cache dir from the exported requirements)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.cases import ROOT, BenchError
+
+REQUIREMENTS = ROOT / "layers" / "imagecore" / "requirements.txt"
+HANDLERS = ("naive", "generations")
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "image-service-bench"
+
+
+def _uv() -> str:
+    local = ROOT / ".tools" / "bin" / "uv"
+    found = str(local) if local.exists() else shutil.which("uv")
+    if not found:
+        raise BenchError("uv is needed to build the layer's venv (make install puts it in .tools/bin)")
+    return found
+
+
+def layer_venv() -> Path:
+    """A venv with exactly the layer's pinned requirements, keyed by their text and this Python's version."""
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:12]
+    venv = _cache_dir() / f"layer-venv-{digest}"
+    python = venv / "bin" / "python"
+    if python.exists():
+        return venv
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
+    commands = (
+        [_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)],
+        [_uv(), "pip", "install", "--quiet", "--python", str(python), "-r", str(REQUIREMENTS)],
+    )
+    for command in commands:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+        if done.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise BenchError(f"building the layer venv failed: {done.stderr.strip()[-800:]}")
+    return venv
+
+
+def _probe(python: Path, which: str, environment: dict[str, str]) -> dict[str, float]:
+    env = {**environment, "PATH": os.environ.get("PATH", ""), "PYTHONPATH": f"{ROOT}:{ROOT / 'layers' / 'imagecore'}"}
+    command = [str(python), "-m", "bench.coldprobe", which]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
+    if done.returncode != 0:
+        raise BenchError(f"cold start of {which} failed: {done.stderr.strip()[-800:]}")
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"ms": float(answer["ms"]), "cpu_ms": float(answer["cpu_ms"])}
+
+
+def cold_starts(environment: dict[str, str], runs: int) -> dict[str, list[float]]:
+    """Wall-clock ms (``naive``, ``generations``) and CPU ms (``naive cpu``, ``generations cpu``) per fresh
+    process, the two handlers alternating so that load from elsewhere on the machine hits both alike."""
+    python = layer_venv() / "bin" / "python"
+    samples: dict[str, list[float]] = {key: [] for name in HANDLERS for key in (name, f"{name} cpu")}
+    for run in range(runs + 1):  # the first pair only warms the OS file cache
+        for name in HANDLERS if run % 2 == 0 else HANDLERS[::-1]:
+            figures = _probe(python, name, environment)
+            if run:
+                samples[name].append(figures["ms"])
+                samples[f"{name} cpu"].append(figures["cpu_ms"])
+    return samples

@@ -1,0 +1,123 @@
+"""The embedded S3 (moto server) and the upstream simulator (latency 0) in a process of their own, so that
+neither their CPU time nor their memory counts as a handler's; their wall time does, where a handler waits."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from typing import Any
+
+from bench.cases import BenchError
+
+HOST = "127.0.0.1"
+REGION = "us-east-1"
+BUCKET = "image-service-bench"
+
+
+def aws_environment() -> dict[str, str]:
+    """moto takes any credentials; these (and no config files) keep boto3 from looking for real ones."""
+    return {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        # The layer ships no awscrt, so in Lambda botocore signs and checksums in pure Python; the dev venv
+        # has awscrt (aws-sam-cli wants boto3[crt]), which botocore would otherwise pick up.
+        "BOTO_DISABLE_CRT": "true",
+    }
+
+
+def function_environment(servers: Servers, upstream_key: str) -> dict[str, str]:
+    """What the template gives the generations function, pointed at the local servers; tracing off."""
+    return {
+        **aws_environment(),
+        "POWERTOOLS_SERVICE_NAME": "image-service",
+        "POWERTOOLS_METRICS_NAMESPACE": "ImageServiceBench",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "IMAGES_BUCKET": BUCKET,
+        "S3_ENDPOINT_URL": servers.s3_url,
+        "UPSTREAM_BASE_URL": servers.upstream_url,
+        "UPSTREAM_API_KEY": upstream_key,
+        "INTEGRATION_TIMEOUT_MS": "29000",
+    }
+
+
+def _start(upstream_key: str) -> tuple[Any, Any, Any, dict[str, str]]:
+    import threading
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+    from werkzeug.serving import make_server
+
+    from local.simulator import SimulatorOptions, UpstreamSimulator
+
+    moto = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    s3_url = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=s3_url, region_name=REGION).create_bucket(Bucket=BUCKET)
+    simulator = UpstreamSimulator(SimulatorOptions(api_key=upstream_key, latency_ms=0, keepalive_ms=0))
+    upstream = make_server(HOST, 0, simulator, threaded=True)
+    serve = threading.Thread(target=upstream.serve_forever, kwargs={"poll_interval": 0.02}, name="simulator")
+    serve.daemon = True
+    serve.start()
+    urls = {"s3_url": s3_url, "upstream_url": f"http://{HOST}:{upstream.server_address[1]}/v1"}
+    return moto, simulator, upstream, urls
+
+
+def _serve(conn: Any, upstream_key: str) -> None:
+    """Servers process: report the URLs, serve until told to stop (or the parent goes), report the call count."""
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    os.environ.update(aws_environment())
+    try:
+        moto, simulator, upstream, urls = _start(upstream_key)
+    except Exception as exc:
+        conn.send({"error": f"{type(exc).__name__}: {exc}"})
+        return
+    conn.send(urls)
+    with contextlib.suppress(EOFError, OSError):
+        conn.recv()
+    calls = simulator.calls
+    upstream.shutdown()
+    upstream.server_close()
+    moto.stop()
+    with contextlib.suppress(OSError):
+        conn.send({"calls": calls})
+
+
+class Servers:
+    """The servers process, seen from the parent."""
+
+    def __init__(self, upstream_key: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, upstream_key), name="bench-servers", daemon=True)
+        self._process.start()
+        child.close()
+        info = self._conn.recv() if self._conn.poll(120) else {"error": "no answer within 120 s"}
+        if "error" in info:
+            self.stop()
+            raise BenchError(f"the S3 server or the upstream simulator failed to start: {info['error']}")
+        self.s3_url: str = info["s3_url"]
+        self.upstream_url: str = info["upstream_url"]
+
+    def stop(self) -> int | None:
+        """Stop both servers; the number of upstream calls the simulator received (None if unknown)."""
+        calls = None
+        with contextlib.suppress(OSError, EOFError):
+            self._conn.send("stop")
+            if self._conn.poll(30):
+                calls = self._conn.recv().get("calls")
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout=5)
+        self._conn.close()
+        return calls

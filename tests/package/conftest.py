@@ -1,0 +1,37 @@
+"""The packaged artifact, built once for the tests that import from it or measure it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "scripts" / "package.py"
+
+
+@pytest.fixture(scope="session")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The artifact built with this machine's wheels (plus the pinned SDK standing in for the runtime's)."""
+    out = tmp_path_factory.mktemp("package") / "build"
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, str(PACKAGE), "--platform", "host", "--out", str(out), "--runtime-sdk"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Building the artifact and the quick bench take longer than a unit test: a wider per-test timeout, where
+    the timeout plugin runs."""
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.timeout(300))

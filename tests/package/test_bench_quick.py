@@ -1,0 +1,42 @@
+"""A quick run of ``make bench`` (few runs, smaller images), so the benchmark cannot rot: it must finish, check
+every answer it gets, and end with the ratio lines in their fixed shape."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RATIO_LINES = [
+    "ratio overhead 1024-n1",
+    "ratio overhead 4k-n4",
+    "ratio memory 4k-n4",
+    "ratio memory-flat 4k",
+    "ratio cold-start generations",
+    "layer-mb",
+]
+
+
+def test_a_quick_bench_run_ends_with_the_ratio_lines(packaged: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_", "UPSTREAM_"))}
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "bench", "--quick", "--layer", str(packaged / "CoreLayer")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-len(RATIO_LINES) :]
+    for line, label in zip(last, RATIO_LINES, strict=True):
+        match = re.fullmatch(rf"{re.escape(label)} (\d+\.\d+)", line)
+        assert match, f"{line!r} is not '{label} <number>'"
+        value = float(match.group(1))
+        assert math.isfinite(value) and value > 0, line
+    assert "naive" in done.stdout and "generations" in done.stdout and "floor" in done.stdout

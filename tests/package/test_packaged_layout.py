@@ -1,0 +1,144 @@
+"""What ships is what is tested: ``scripts/package.py`` builds sam build's layout, and every handler is imported
+from it alone (its ``CodeUri`` copy, the layer's ``python/`` and a stand-in for the runtime's AWS SDK, nothing
+else on ``sys.path``), so a module missing from the layer or a file outside ``CodeUri`` fails here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.gateway import load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "scripts" / "package.py"
+
+# Runs in `python -I -S`: no site-packages, no PYTHONPATH, no current directory; only what Lambda would have.
+PROBE = """
+import json, os, sys
+code_dir, layer_dir, runtime_dir, event_path = sys.argv[1:5]
+sys.path[:0] = [code_dir, layer_dir, runtime_dir]
+import app
+assert callable(app.lambda_handler), "no lambda_handler"
+answer = None
+if event_path:
+    class Context:
+        function_name = "probe"; memory_limit_in_mb = 1024; aws_request_id = "probe-request"
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:probe"
+        function_version = "$LATEST"; log_group_name = "/aws/lambda/probe"; log_stream_name = "probe"
+        def get_remaining_time_in_millis(self): return 30000
+    with open(event_path) as source:
+        answer = app.lambda_handler(json.load(source), Context())
+outside = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)
+                  and "site-packages" in m.__file__})
+print(json.dumps({"answer": answer, "outside": outside}))
+"""
+
+ENVIRONMENT = {
+    "POWERTOOLS_SERVICE_NAME": "image-service",
+    "POWERTOOLS_METRICS_NAMESPACE": "ImageServicePackage",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "package-test",
+    "AWS_SECRET_ACCESS_KEY": "package-test",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "IMAGES_BUCKET": "image-service-package",
+    "S3_ENDPOINT_URL": "http://127.0.0.1:9",
+    "UPSTREAM_BASE_URL": "http://127.0.0.1:9/v1",
+    "UPSTREAM_API_KEY": "package-test-upstream",
+    "TASKS_TABLE": "image-service-tasks",
+    "API_KEYS": "package-test-key",
+}
+
+
+def functions_of(template_path: Path) -> dict[str, str]:
+    resources = load_template(template_path)["Resources"]
+    return {
+        name: resource["Properties"]["CodeUri"]
+        for name, resource in resources.items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def probe(packaged: Path, function: str, event: Path | None) -> dict[str, Any]:
+    command = [sys.executable, "-I", "-S", "-c", PROBE, str(packaged / function)]
+    command += [str(packaged / "CoreLayer" / "python"), str(packaged / "runtime"), str(event or "")]
+    done = subprocess.run(command, env=ENVIRONMENT, capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
+    assert done.returncode == 0, f"{function}: {done.stderr[-3000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_packaged_template_points_every_function_at_its_own_built_directory(packaged: Path) -> None:
+    built = functions_of(packaged / "template.yaml")
+    assert built == {name: name for name in functions_of(ROOT / "template.yaml")}
+    assert len(built) == 7
+    for name in built:
+        assert (packaged / name / "app.py").is_file()
+        assert not (packaged / name / "functions").exists()  # only what CodeUri holds
+    layer = load_template(packaged / "template.yaml")["Resources"]["CoreLayer"]
+    assert layer["Properties"]["ContentUri"] == "CoreLayer"
+
+
+def test_the_layer_holds_imagecore_and_its_requirements_but_not_the_runtime_sdk(packaged: Path) -> None:
+    layer = packaged / "CoreLayer" / "python"
+    assert (layer / "imagecore" / "openapi.json").is_file()
+    for package in ("pydantic", "aws_lambda_powertools", "httpx", "PIL"):
+        assert (layer / package).is_dir(), package
+    for package in ("boto3", "botocore", "s3transfer"):
+        assert not (layer / package).exists(), f"{package} is the runtime's, not the layer's"
+        assert (packaged / "runtime" / package).is_dir()
+    assert not list(layer.rglob("__pycache__"))
+
+
+@pytest.mark.parametrize("function", sorted(functions_of(ROOT / "template.yaml")))
+def test_every_handler_imports_from_the_packaged_layout_alone(packaged: Path, function: str) -> None:
+    result = probe(packaged, function, None)
+    assert result["outside"] == [], f"{function} loaded modules from outside the package: {result['outside']}"
+
+
+def test_the_packaged_health_function_answers(packaged: Path) -> None:
+    answer = probe(packaged, "HealthFunction", ROOT / "events" / "health.json")["answer"]
+    assert answer["statusCode"] == 200
+    assert json.loads(answer["body"]) == {"status": "ok", "version": json.loads(answer["body"])["version"]}
+    assert json.loads(answer["body"])["version"]
+
+
+def test_the_packaged_generations_function_validates_a_request(packaged: Path, tmp_path: Path) -> None:
+    event = json.loads((ROOT / "events" / "generations.json").read_text())
+    event["body"] = json.dumps({"model": "gpt-image-2", "prompt": "a lighthouse", "size": "100x100"})
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event))
+    answer = probe(packaged, "GenerationsFunction", path)["answer"]
+    assert answer["statusCode"] == 400
+    error = json.loads(answer["body"])["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "size"
+
+
+def test_the_zips_hold_what_the_directories_hold(packaged: Path) -> None:
+    sizes = json.loads((packaged / "sizes.json").read_text())
+    with zipfile.ZipFile(packaged / "zips" / "GenerationsFunction.zip") as archive:
+        assert "app.py" in archive.namelist()
+    with zipfile.ZipFile(packaged / "zips" / "CoreLayer.zip") as archive:
+        assert "python/imagecore/service.py" in archive.namelist()
+    assert sizes["GenerationsFunction"]["with_layers"] < 250 * 1024 * 1024
+
+
+def test_the_arm64_layer_carries_only_linux_aarch64_cp313_extensions(tmp_path: Path) -> None:
+    out = tmp_path / "arm64"
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, str(PACKAGE), "--out", str(out)], capture_output=True, text=True, check=False, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    extensions = [path.name for path in (out / "CoreLayer" / "python").rglob("*.so")]
+    assert any("pydantic_core" in name for name in extensions)
+    modules = [name for name in extensions if ".cpython-" in name]
+    assert modules and all(name.endswith(".cpython-313-aarch64-linux-gnu.so") for name in modules), modules
+    assert json.loads((out / "sizes.json").read_text())["CoreLayer"]["unzipped"] <= 45 * 1024 * 1024
