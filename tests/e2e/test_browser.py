@@ -218,6 +218,58 @@ def test_playground_shows_a_refused_key(stack: RunningStack, driver: Any, tmp_pa
     assert stack.upstream_calls() == calls
 
 
+# --- client tokens ------------------------------------------------------------------------------------------
+TOKENS_MISSING = "client tokens (POST /v1/client_tokens) are not in this build"
+
+
+def test_a_client_token_minted_by_a_server_key_drives_the_playground(
+    stack: RunningStack, driver: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    pytest.importorskip("imagecore.client_tokens", reason=TOKENS_MISSING)
+    minted = httpx.post(
+        stack.api_url + "/client_tokens", json={"max_images": 2}, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    assert minted.status_code == 200, minted.text
+    driver.get(stack.api_url + "/playground")
+    fill_playground(driver, minted.json()["token"])
+    driver.find_element(By.ID, "prompt").send_keys("made with a client token")
+    select(driver, "size", "1024x1024")
+    driver.find_element(By.ID, "generate").click()
+    wait_for(driver, "[...document.querySelectorAll('#images img')].filter(i => i.complete && i.naturalWidth).length")
+    screenshot(driver, "playground-client-token", tmp_path)
+
+    assert [(i["width"], i["height"]) for i in decoded_images(driver)] == [(1024, 1024)]
+    assert stored_anything(driver) == {"local": 0, "session": 0, "cookie": ""}
+
+
+def test_an_expired_client_token_shows_the_401_on_the_playground(
+    stack: RunningStack, driver: Any, tmp_path: Path
+) -> None:
+    import time
+
+    from selenium.webdriver.common.by import By
+
+    client_tokens = pytest.importorskip("imagecore.client_tokens", reason=TOKENS_MISSING)
+    from imagecore import auth
+    from tests.e2e import conftest
+
+    owner = auth.owner_for_hash(auth.hash_key(API_KEY))
+    expired, _ = client_tokens.mint(owner, signing_key=conftest.SIGNING_KEY, now=int(time.time()) - 3601)
+    calls = stack.upstream_calls()
+    driver.get(stack.api_url + "/playground")
+    fill_playground(driver, expired)
+    driver.find_element(By.ID, "prompt").send_keys("too late")
+    driver.find_element(By.ID, "generate").click()
+    shown = wait_for(driver, "!document.getElementById('error').hidden && document.getElementById('error').textContent")
+    screenshot(driver, "playground-expired-token", tmp_path)
+
+    assert shown.startswith("HTTP 401 invalid_api_key")
+    assert "client token" in shown
+    assert stack.upstream_calls() == calls
+
+
 # --- another origin -----------------------------------------------------------------------------------------
 FETCH_FROM_PAGE = """
 const [api, key, done] = arguments;
