@@ -6,8 +6,23 @@ Pillow, answers in the upstream's shape with realistic usage figures, and can be
 real one does: latency, sub2api's whitespace keep-alive before the JSON, errors under a 200, 5xx, 429 with
 Retry-After, garbage.
 
+With ``stream: true`` it answers server-sent events like the upstream: ``partial_images`` partial images
+(``image_generation.partial_image`` / ``image_edit.partial_image``), then one ``*.completed`` event per image with
+``usage``, the latency spread between them.
+
 Control endpoints (not part of the upstream API):
-- ``POST /_simulator/faults`` ``{"responses": [{"status": 503}, ...]}`` queues scripted answers, one per call;
+- ``POST /_simulator/faults`` ``{"responses": [{"status": 503}, ...]}`` queues scripted answers, one per call.
+  An entry with ``status`` answers that status with an error object (``error``, ``retry_after``, ``garbage``,
+  ``latency_ms``, ``keepalive_ms`` refine it). An entry with ``mode`` answers the real images, damaged:
+
+  - ``cut``: a 200 whose body stops halfway (``fraction``, default 0.5) and the connection closes;
+  - ``keepalive_cut``: keep-alive whitespace (``keepalives``, default 3), then the connection closes;
+  - ``odd_metadata``: the answer with ``fields`` laid over its top level (``{"created": 1e20}``...);
+  - ``bomb``: ``data[0]`` is a PNG whose header declares ``width`` x ``height`` (default 50000x50000);
+  - ``truncated_image``: ``data[0]`` is a PNG cut short of its end;
+  - ``oversized``: a 200 whose ``b64_json`` runs on for ``bytes`` bytes (streamed, never built in memory);
+  - ``sse_error``: (with ``stream``) an ``error`` event after ``after_partials`` partial images;
+  - ``sse_cut``: (with ``stream``) the connection closes after ``after_partials`` partial images;
 - ``GET /_simulator/stats`` counts calls and shows the last request received (headers, and the JSON body or the
   form fields and file parts with their names, sizes and SHA-256);
 - ``POST /_simulator/reset`` clears both.
@@ -21,8 +36,10 @@ import io
 import json
 import math
 import secrets
+import struct
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -150,10 +167,10 @@ class UpstreamSimulator:
             body = json.loads(request.get_data() or b"null")
         except ValueError:
             body = None
-        early = self._receive(request, {"json": body})
+        early, damage = self._receive(request, {"json": body})
         if early is not None:
             return early
-        return self._images(body, self._headers())
+        return self._images(body, self._headers(), damage=damage)
 
     def _edits(self, request: Request) -> Response:
         """Multipart like sub2api's: image / image[] / image[N] file parts and an optional mask; 400 without a file."""
@@ -168,7 +185,7 @@ class UpstreamSimulator:
             }
             for name, storage in request.files.items(multi=True)
         ]
-        early = self._receive(request, {"form": fields, "files": parts})
+        early, damage = self._receive(request, {"form": fields, "files": parts})
         if early is not None:
             return early
         headers = self._headers()
@@ -180,12 +197,18 @@ class UpstreamSimulator:
             body["n"] = int(body["n"])
         if "output_compression" in body:
             body["output_compression"] = int(body["output_compression"])
+        for name in ("partial_images",):
+            if name in body:
+                body[name] = int(body[name])
+        if "stream" in body:
+            body["stream"] = str(body["stream"]).lower() == "true"
         body.setdefault("model", "gpt-image-2")
         # Edit input tokens: the prompt plus each reference image (a flat 765 per image here).
-        return self._images(body, headers, extra_input_tokens=765 * len(images))
+        return self._images(body, headers, extra_input_tokens=765 * len(images), damage=damage, kind="image_edit")
 
-    def _receive(self, request: Request, summary: dict[str, Any]) -> Response | None:
-        """Count the call, remember what came, and answer early when a fault is queued or the key is wrong."""
+    def _receive(self, request: Request, summary: dict[str, Any]) -> tuple[Response | None, dict[str, Any] | None]:
+        """Count the call, remember what came, and answer early when a fault is queued or the key is wrong;
+        a fault with a ``mode`` is handed back, to damage the real answer."""
         with self._state.lock:
             self._state.calls += 1
             self._state.last_request = {
@@ -197,10 +220,12 @@ class UpstreamSimulator:
             fault = self._state.faults.popleft() if self._state.faults else None
         headers = self._headers()
         if not self._authorized(request):
-            return _json(401, _error("Invalid API key", "authentication_error", "invalid_api_key"), headers)
+            return _json(401, _error("Invalid API key", "authentication_error", "invalid_api_key"), headers), None
+        if fault is not None and "mode" in fault:
+            return None, fault
         if fault is not None:
-            return self._fault(fault, headers)
-        return None
+            return self._fault(fault, headers), None
+        return None, None
 
     def _headers(self) -> dict[str, str]:
         headers = {"x-request-id": f"req_{secrets.token_hex(12)}"}
@@ -208,7 +233,14 @@ class UpstreamSimulator:
             headers["x-account-id"] = self.options.account_id
         return headers
 
-    def _images(self, body: Any, headers: dict[str, str], extra_input_tokens: int = 0) -> Response:
+    def _images(
+        self,
+        body: Any,
+        headers: dict[str, str],
+        extra_input_tokens: int = 0,
+        damage: dict[str, Any] | None = None,
+        kind: str = "image_generation",
+    ) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
             return _json(400, _error("prompt is required", "invalid_request_error", "missing_required_parameter"))
         if body.get("model") not in MODELS:
@@ -226,6 +258,19 @@ class UpstreamSimulator:
             render_image(width, height, output_format, body.get("output_compression"), f"{prompt}#{i}")
             for i in range(n)
         ]
+        fields = {
+            "size": f"{width}x{height}",
+            "quality": "medium" if quality == "auto" else quality,
+            "output_format": output_format,
+            "background": body.get("background") or "opaque",
+        }
+        usage = estimate_usage(prompt, size, fields["quality"], n, extra_input_tokens)
+        if body.get("stream"):
+            partials = [
+                render_image(width, height, output_format, body.get("output_compression"), f"{prompt}#partial{k}")
+                for k in range(int(body.get("partial_images") or 0))
+            ]
+            return self._events(kind, images, partials, fields, usage, headers, damage or {})
         payload = {
             "created": int(time.time()),
             "data": [
@@ -233,13 +278,75 @@ class UpstreamSimulator:
                 for data in images
             ],
             "model": body["model"],
-            "size": f"{width}x{height}",
-            "quality": "medium" if quality == "auto" else quality,
-            "output_format": output_format,
-            "background": body.get("background") or "opaque",
-            "usage": estimate_usage(prompt, size, "medium" if quality == "auto" else quality, n, extra_input_tokens),
+            **fields,
+            "usage": usage,
         }
+        if damage is not None:
+            return self._damaged(payload, headers, damage)
         return self._respond(200, payload, headers, self.options.latency_ms, self.options.keepalive_ms)
+
+    def _damaged(self, payload: dict[str, Any], headers: dict[str, str], damage: dict[str, Any]) -> Response:
+        """The real answer, broken the way a faulty upstream or network breaks it."""
+        mode = damage["mode"]
+        if mode == "odd_metadata":
+            payload.update(damage.get("fields") or {})
+        elif mode == "bomb":
+            bomb = declared_size_png(int(damage.get("width", 50_000)), int(damage.get("height", 50_000)))
+            payload["data"][0]["b64_json"] = base64.b64encode(bomb).decode("ascii")
+        elif mode == "truncated_image":
+            whole = base64.b64decode(payload["data"][0]["b64_json"])
+            payload["data"][0]["b64_json"] = base64.b64encode(whole[: len(whole) * 2 // 3]).decode("ascii")
+        elif mode in ("cut", "keepalive_cut"):
+            body = json.dumps(payload).encode("utf-8")
+            if mode == "cut":
+                prefix = body[: int(len(body) * float(damage.get("fraction", 0.5)))]
+            else:
+                prefix = b" \n" * int(damage.get("keepalives", 3))
+            return _cut_off(prefix, headers, "application/json")
+        elif mode == "oversized":
+            return Response(
+                _runaway_image(int(damage.get("bytes", 64 << 20))),
+                status=200,
+                headers=headers,
+                content_type="application/json",
+            )
+        return self._respond(200, payload, headers, self.options.latency_ms, self.options.keepalive_ms)
+
+    def _events(
+        self,
+        kind: str,
+        images: list[bytes],
+        partials: list[bytes],
+        fields: dict[str, Any],
+        usage: dict[str, Any],
+        headers: dict[str, str],
+        damage: dict[str, Any],
+    ) -> Response:
+        """The upstream's SSE answer: the partial images, then one completed event per image; the latency is
+        spread over the events, so a client sees them arrive one by one."""
+        pause = self.options.latency_ms / 1000 / (len(partials) + 1)
+        mode = damage.get("mode")
+        stop_after = int(damage.get("after_partials", 0)) if mode in ("sse_error", "sse_cut") else None
+
+        def stream() -> Iterator[bytes]:
+            for index, data in enumerate(partials):
+                if index == stop_after:
+                    break
+                time.sleep(pause)
+                event = {"type": f"{kind}.partial_image", "b64_json": _b64(data), "partial_image_index": index}
+                yield _sse(event | fields | {"created_at": int(time.time())})
+            if mode == "sse_error":
+                error = _error("simulated failure while generating", "server_error", "upstream_error")
+                yield _sse({"type": "error", **error}, name="error")
+                return
+            if mode == "sse_cut":
+                raise ConnectionAbortedError("simulated cut after the partial images")
+            time.sleep(pause)
+            for data in images:
+                completed = {"type": f"{kind}.completed", "b64_json": _b64(data), "created_at": int(time.time())}
+                yield _sse(completed | fields | {"usage": usage})
+
+        return Response(stream(), status=200, headers=headers, content_type="text/event-stream")
 
     def _fault(self, fault: dict[str, Any], headers: dict[str, str]) -> Response:
         status = int(fault.get("status", 500))
@@ -279,6 +386,49 @@ class UpstreamSimulator:
             yield body
 
         return Response(stream(), status=status, headers=headers, content_type="application/json")
+
+
+def declared_size_png(width: int, height: int) -> bytes:
+    """A small, well-formed PNG whose header declares ``width`` x ``height``: a decompression bomb for anyone who
+    trusts the header (its one IDAT row is all there is)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _sse(event: dict[str, Any], name: str | None = None) -> bytes:
+    return f"event: {name or event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+
+
+def _cut_off(prefix: bytes, headers: dict[str, str], content_type: str) -> Response:
+    """A 200 that sends ``prefix`` and then drops the connection (the status line is already committed)."""
+
+    def stream() -> Iterator[bytes]:
+        yield prefix
+        raise ConnectionAbortedError("simulated cut after a committed 200")
+
+    return Response(stream(), status=200, headers=headers, content_type=content_type)
+
+
+def _runaway_image(size: int) -> Iterator[bytes]:
+    """A JSON answer whose one image string is ``size`` bytes of valid base64 and never seems to end."""
+    yield b'{"created": 1, "data": [{"b64_json": "'
+    block = b"A" * 65536
+    for _ in range(size // len(block)):
+        yield block
+    yield b'"}]}'
 
 
 def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:

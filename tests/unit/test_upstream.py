@@ -16,7 +16,13 @@ import pytest
 from imagecore.deadline import Deadline
 from imagecore.errors import ImageServiceError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
 from imagecore.images import ImageInfo
-from imagecore.upstream import CallTrace, RetryPolicy, UpstreamClient, UpstreamResult
+from imagecore.upstream import (
+    MAX_ERROR_BODY_BYTES,
+    CallTrace,
+    RetryPolicy,
+    UpstreamClient,
+    UpstreamResult,
+)
 
 BASE_URL = "https://sub2api.example.test/v1"
 API_KEY = "sk-upstream-test-key"
@@ -558,3 +564,244 @@ class TestNoNetwork:
     def test_a_real_http_client_cannot_connect(self) -> None:
         with httpx.Client() as client, pytest.raises((RuntimeError, httpx.TransportError)):
             client.get("http://192.0.2.1:9/", timeout=1)
+
+
+# --- a committed 200 is final ------------------------------------------------------------------------------------
+
+
+def cut_after(prefix: bytes, error: Exception) -> Callable[[httpx.Request], httpx.Response]:
+    """A 200 whose body stops after ``prefix`` with ``error`` (what httpx raises when the peer closes early)."""
+
+    def stream() -> Iterator[bytes]:
+        yield prefix
+        raise error
+
+    return lambda request: httpx.Response(200, content=stream())
+
+
+class TestCommitted200:
+    @pytest.mark.parametrize(
+        "prefix",
+        [b"", b" \n \n", b'{"created": 1, "data": [{"b64_json": "iVBORw0KGgo'],
+        ids=["nothing", "keep-alive-then-close", "half-the-json"],
+    )
+    @pytest.mark.parametrize(
+        "error", [httpx.RemoteProtocolError("peer closed"), httpx.ReadError("reset")], ids=["protocol", "read"]
+    )
+    def test_a_cut_body_is_a_502_incomplete_after_exactly_one_call(
+        self, call, sleep: FakeSleep, png: bytes, prefix: bytes, error: Exception
+    ) -> None:
+        outcome, upstream, trace = call([cut_after(prefix, error), ok(png)])
+        assert isinstance(outcome, UpstreamFailed)
+        assert (outcome.status, outcome.code) == (502, "upstream_incomplete")
+        assert upstream.calls == 1
+        assert trace.attempts == 1
+        assert sleep.delays == []
+
+    def test_a_body_that_simply_ends_early_is_incomplete_too(self, call, png: bytes) -> None:
+        body = json.dumps({"data": [{"b64_json": b64(png)}]}).encode()
+        outcome, upstream, _ = call([httpx.Response(200, content=body[: len(body) // 2]), ok(png)])
+        assert isinstance(outcome, UpstreamFailed)
+        assert outcome.code == "upstream_incomplete"
+        assert upstream.calls == 1
+
+    def test_a_body_larger_than_the_request_can_produce_is_cut_off(self, call, clock: FakeClock) -> None:
+        sent = 0
+
+        def runaway() -> Iterator[bytes]:
+            nonlocal sent
+            yield b'{"data": [{"b64_json": "'
+            while True:
+                sent += 65536
+                yield b"A" * 65536
+
+        outcome, upstream, _ = call([lambda request: httpx.Response(200, content=runaway())])
+        assert isinstance(outcome, UpstreamFailed)
+        assert outcome.code == "upstream_too_large"
+        assert upstream.calls == 1
+        assert sent < 40 << 20  # 1024x1024 n=1: stopped long before the end that never comes
+
+    def test_whitespace_padding_is_bounded_too(self, call) -> None:
+        sent = 0
+
+        def padding() -> Iterator[bytes]:
+            nonlocal sent
+            while True:
+                sent += 1 << 20
+                yield b" " * (1 << 20)
+
+        outcome, _, _ = call([lambda request: httpx.Response(200, content=padding())])
+        assert isinstance(outcome, UpstreamFailed)
+        assert outcome.code == "upstream_too_large"
+        assert sent < 40 << 20
+
+    def test_a_callback_failure_ends_the_call_without_a_retry(self, clock: FakeClock, png: bytes) -> None:
+        calls = 0
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            nonlocal calls
+            calls += 1
+            return ok(png)
+
+        def refuse(image: Any) -> None:
+            raise UpstreamTimeout("no room left")
+
+        client = UpstreamClient(BASE_URL, lambda: API_KEY, http=httpx.Client(transport=httpx.MockTransport(answer)))
+        with pytest.raises(UpstreamTimeout):
+            client.generate(dict(BODY), timeout=120, deadline=Deadline(clock() + 100, clock), on_image=refuse)
+        assert calls == 1
+
+
+class TestOddStatuses:
+    @pytest.mark.parametrize("code", [418, 451, 302, 304, 199, 201, 204, 299])
+    def test_a_status_outside_the_contract_is_a_502_without_a_retry(self, call, code: int) -> None:
+        outcome, upstream, trace = call([httpx.Response(code, content=b'{"error": {"message": "teapot"}}')])
+        assert isinstance(outcome, UpstreamFailed)
+        assert outcome.status == 502
+        assert "teapot" not in outcome.message
+        assert upstream.calls == 1
+        assert trace.attempts == 1
+
+    @pytest.mark.parametrize(
+        "header, relayed, waited",
+        [("abc", None, None), ("-5", None, None), ("2.5", None, None), ("99999999", "3600", None), ("2", "2", 2)],
+    )
+    def test_retry_after_is_honoured_and_relayed_only_when_valid(
+        self, call, sleep: FakeSleep, png: bytes, header: str, relayed: str | None, waited: float | None
+    ) -> None:
+        outcome, _, _ = call([status(429, headers={"Retry-After": header})], budget=60)
+        assert isinstance(outcome, UpstreamRejected)
+        assert outcome.headers.get("Retry-After") == relayed
+        if waited is not None:
+            assert sleep.delays and min(sleep.delays) >= waited
+        else:
+            assert all(delay <= RetryPolicy().max_delay for delay in sleep.delays)
+
+    def test_an_error_body_is_read_only_up_to_its_limit(self, call) -> None:
+        sent = 0
+
+        def endless_error() -> Iterator[bytes]:
+            nonlocal sent
+            yield b'{"error": {"message": "'
+            while True:
+                sent += 4096
+                yield b"x" * 4096
+
+        outcome, upstream, _ = call([lambda request: httpx.Response(400, content=endless_error())])
+        assert isinstance(outcome, UpstreamRejected)
+        assert outcome.status == 400
+        assert sent <= MAX_ERROR_BODY_BYTES + 8192
+        assert upstream.calls == 1
+
+
+# --- server-sent events ------------------------------------------------------------------------------------------
+
+
+def event_stream(*events: dict[str, Any]) -> bytes:
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
+
+
+def partial_event(index: int, data: bytes) -> dict[str, Any]:
+    return {
+        "type": "image_generation.partial_image",
+        "b64_json": b64(data),
+        "partial_image_index": index,
+        "size": "64x48",
+        "quality": "low",
+        "background": "opaque",
+        "output_format": "png",
+        "created_at": 1_760_000_000,
+    }
+
+
+def completed_event(data: bytes) -> dict[str, Any]:
+    return {
+        "type": "image_generation.completed",
+        "b64_json": b64(data),
+        "size": "64x48",
+        "quality": "low",
+        "background": "opaque",
+        "output_format": "png",
+        "created_at": 1_760_000_005,
+        "usage": USAGE,
+    }
+
+
+class TestServerSentEvents:
+    def stream(self, clock: FakeClock, replies: list[Reply]) -> tuple[Any, list[Any], list[Any], FakeUpstream]:
+        upstream = FakeUpstream(clock, replies)
+        client = UpstreamClient(
+            BASE_URL,
+            lambda: API_KEY,
+            http=httpx.Client(transport=httpx.MockTransport(upstream)),
+            sleep=FakeSleep(clock),
+        )
+        images: list[Any] = []
+        partials: list[Any] = []
+        body = {**BODY, "stream": True, "partial_images": 2}
+        try:
+            outcome: Any = client.generate(
+                body,
+                timeout=120,
+                deadline=Deadline(clock() + 100, clock),
+                on_image=images.append,
+                on_partial=partials.append,
+            )
+        except ImageServiceError as exc:
+            outcome = exc
+        return outcome, images, partials, upstream
+
+    def sse(self, content: bytes) -> httpx.Response:
+        return httpx.Response(200, content=content, headers={"content-type": "text/event-stream; charset=utf-8"})
+
+    def test_partials_then_the_image_with_usage(self, clock: FakeClock, make_image, png: bytes) -> None:
+        preview = make_image("PNG", (32, 24))
+        content = event_stream(partial_event(0, preview), partial_event(1, preview), completed_event(png))
+        outcome, images, partials, upstream = self.stream(clock, [self.sse(content)])
+        assert isinstance(outcome, UpstreamResult)
+        assert upstream.requests[0].headers["Accept"] == "text/event-stream"
+        assert json.loads(upstream.requests[0].content)["stream"] is True
+        assert [(p.index, p.data, p.fields["quality"]) for p in partials] == [(0, preview, "low"), (1, preview, "low")]
+        assert [image.data for image in images] == [png]
+        assert outcome.images == []  # handed to the sink, not kept
+        assert outcome.usage == USAGE
+        assert outcome.body["created"] == 1_760_000_005
+        assert [summary.info.size for summary in outcome.summaries] == ["64x48"]
+
+    def test_an_error_event_before_any_image_is_the_upstream_error(self, clock: FakeClock, png: bytes) -> None:
+        error = {
+            "type": "error",
+            "error": {"message": "blocked", "type": "invalid_request_error", "code": "moderation_blocked"},
+        }
+        content = f"event: error\ndata: {json.dumps(error)}\n\n".encode()
+        outcome, _, _, upstream = self.stream(clock, [self.sse(content), self.sse(event_stream(completed_event(png)))])
+        assert isinstance(outcome, UpstreamRejected)
+        assert (outcome.status, outcome.code) == (400, "moderation_blocked")
+        assert upstream.calls == 1
+
+    def test_an_error_event_after_a_partial_is_final(self, clock: FakeClock, make_image, png: bytes) -> None:
+        error = {"type": "error", "error": {"message": "account failed", "type": "server_error"}}
+        content = (
+            event_stream(partial_event(0, make_image("PNG", (8, 8))))
+            + f"event: error\ndata: {json.dumps(error)}\n\n".encode()
+        )
+        outcome, _, partials, upstream = self.stream(
+            clock, [self.sse(content), self.sse(event_stream(completed_event(png)))]
+        )
+        assert isinstance(outcome, UpstreamFailed)
+        assert outcome.status == 502
+        assert len(partials) == 1
+        assert upstream.calls == 1
+
+    def test_a_stream_cut_after_a_partial_is_incomplete_after_one_call(self, clock: FakeClock, make_image, png) -> None:
+        def cut(request: httpx.Request) -> httpx.Response:
+            def body() -> Iterator[bytes]:
+                yield event_stream(partial_event(0, make_image("PNG", (8, 8))))
+                raise httpx.RemoteProtocolError("peer closed")
+
+            return httpx.Response(200, content=body(), headers={"content-type": "text/event-stream"})
+
+        outcome, images, partials, upstream = self.stream(clock, [cut, self.sse(event_stream(completed_event(png)))])
+        assert isinstance(outcome, UpstreamFailed)
+        assert outcome.code == "upstream_incomplete"
+        assert (len(partials), images, upstream.calls) == (1, [], 1)

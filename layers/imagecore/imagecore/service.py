@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,11 +14,19 @@ import httpx
 
 from imagecore.deadline import Deadline
 from imagecore.errors import InvalidRequest, StorageUnavailable
+from imagecore.images import ImageInfo
 from imagecore.models import GenerationRequest, GenerationResponse, ImageData, ImageRequest, Usage
 from imagecore.observability import RequestRecord, logger, tracer
 from imagecore.settings import GenerationSettings
-from imagecore.storage import ImageStore, ImageToStore, StorageError, make_s3_client
-from imagecore.upstream import CallTrace, GeneratedImage, RetryPolicy, UpstreamClient, UpstreamResult
+from imagecore.storage import ImageStore, ImageToStore, StorageError, image_folder, make_s3_client, new_image_id
+from imagecore.upstream import (
+    CallTrace,
+    GeneratedImage,
+    PartialImage,
+    RetryPolicy,
+    UpstreamClient,
+    UpstreamResult,
+)
 
 if TYPE_CHECKING:  # the generations function never reads an edit: it does not import that module
     from imagecore.edits import EditInput
@@ -78,6 +87,125 @@ class Delivery:
         return cls(stored=stored, images=[], summary=stored.summary())
 
 
+@dataclass(frozen=True)
+class ImageEvent:
+    """An image the service has just stored, with what a streamed answer needs to announce it.
+
+    ``kind`` is ``"partial"`` (a preview: ``index`` is its ``partial_image_index``, ``fields`` its event's
+    fields: size, quality, background, output_format, created_at...) or ``"image"`` (a final image: ``index``
+    is its place in ``data``, ``fields`` holds its ``revised_prompt`` when there is one). ``key`` is where it
+    is in the bucket (None when S3 refused it); ``data`` the image bytes and ``info`` what they are."""
+
+    kind: str
+    index: int
+    key: str | None
+    data: bytes
+    info: ImageInfo
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+ImageEventCallback = Callable[[ImageEvent], None]
+
+
+@dataclass
+class _StoreAsRead:
+    """The sink the upstream client hands each image to: stores it at once (in a background thread, so the S3
+    PUT overlaps reading the next image), keeps its bytes only when the answer is inline (or S3 refused it),
+    and tells the caller once it is stored. Images are stored and announced in order."""
+
+    service: ImageService
+    record: RequestRecord
+    folder: str
+    metadata: dict[str, str]
+    keep_bytes: bool
+    on_partial: ImageEventCallback | None
+    on_stored: ImageEventCallback | None
+    refs: list[StoredImageRef] = field(default_factory=list)
+    kept: list[GeneratedImage] = field(default_factory=list)
+    first: ImageInfo | None = None
+    failed: bool = False
+    pending: tuple[GeneratedImage, Future[str]] | None = None
+    pool: ThreadPoolExecutor | None = None
+
+    def image(self, image: GeneratedImage) -> None:
+        """Start storing ``image`` in the background while the next one is read (``settle`` has already waited
+        for the one before, so at most one image is held besides the one being decoded)."""
+        self.settle()
+        self.first = self.first or image.info
+        if self.failed:  # S3 is not asked again for this answer: the rest is kept in memory
+            self._stored(image, None)
+            return
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        put = self.pool.submit(
+            self.service.put_image, self.folder, str(image.index), image.data, image.info.format, self.metadata
+        )
+        self.pending = (image, put)
+
+    def settle(self) -> None:
+        """Wait for the image being stored, then announce it."""
+        if self.pending is None:
+            return
+        (image, put), self.pending = self.pending, None
+        try:
+            key: str | None = put.result()
+        except StorageError:
+            key, self.failed = None, True
+        self._stored(image, key)
+
+    def close(self) -> None:
+        try:
+            self.settle()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+
+    def _stored(self, image: GeneratedImage, key: str | None) -> None:
+        if key is not None:
+            self.refs.append(StoredImageRef(key, image.revised_prompt))
+        if key is None or self.keep_bytes:
+            self.kept.append(image)
+        if self.on_stored is not None:
+            fields = {"revised_prompt": image.revised_prompt} if image.revised_prompt else {}
+            self.on_stored(ImageEvent("image", image.index, key, image.data, image.info, fields))
+
+    def partial(self, partial: PartialImage) -> None:
+        """A preview: stored once (not retried: the next one supersedes it), never fatal."""
+        key: str | None = None
+        try:
+            image = ImageToStore(partial.data, partial.info.format)
+            key = self.service.store.save_one(self.folder, f"partial-{partial.index}", image, self.metadata).key
+        except StorageError:
+            logger.exception("partial image not stored", extra={"bucket": self.service.store.bucket})
+        if self.on_partial is not None:
+            fields = {k: v for k, v in partial.fields.items() if k != "b64_json"}
+            self.on_partial(ImageEvent("partial", partial.index, key, partial.data, partial.info, fields))
+
+    def delivery(self, request: ImageRequest, result: UpstreamResult) -> Delivery:
+        """Stored first, always: an image that was paid for is never lost, whatever the answer looks like."""
+        self.close()
+        summary = summarise(request, result, self.first)
+        if self.failed:
+            self.record.storage = "failed"
+            return Delivery(stored=None, images=self._recovered(), summary=summary)
+        self.record.storage = "s3"
+        stored = StoredResult(bucket=self.service.store.bucket, images=list(self.refs), **summary)
+        return Delivery(stored=stored, images=list(self.kept), summary=summary)
+
+    def _recovered(self) -> list[GeneratedImage]:
+        """S3 refused an image after others were stored: read those back so the answer can carry them all."""
+        images: list[GeneratedImage] = []
+        for ref in [] if self.keep_bytes else self.refs:
+            try:
+                data = self.service.store.read(ref.key)
+            except StorageError:
+                logger.exception("stored image could not be read back", extra={"key": ref.key})
+                continue
+            assert self.first is not None
+            images.append(GeneratedImage(data, self.first, ref.revised_prompt))
+        return images + self.kept
+
+
 @dataclass
 class ImageService:
     """Generates or edits through the upstream, stores what comes back, answers presigned URLs."""
@@ -111,23 +239,55 @@ class ImageService:
 
     @tracer.capture_method(capture_response=False)
     def generate(
-        self, request: GenerationRequest, deadline: Deadline, record: RequestRecord, folder: str | None = None
+        self,
+        request: GenerationRequest,
+        deadline: Deadline,
+        record: RequestRecord,
+        folder: str | None = None,
+        *,
+        on_partial: ImageEventCallback | None = None,
+        on_stored: ImageEventCallback | None = None,
     ) -> Delivery:
         """Generate and store. ``folder``: where the images go (a task's or an event's own, so a second run
-        finds them); a new random one by default."""
+        finds them); a new random one by default.
+
+        Each image is stored as soon as it has been read from the upstream, before the next one is read, and
+        ``on_stored(event)`` is then called with it (``event.key`` is None when S3 refused it: it is kept in
+        memory for an inline answer instead). With ``stream`` in the upstream body, each partial image is stored
+        as ``<folder>/partial-<index>.<ext>`` and given to ``on_partial(event)``. A streamed edge relays these
+        events as they come; the returned ``Delivery`` is the whole outcome either way. Callbacks should not
+        raise: an exception ends the request as it is (the images stored so far stay stored)."""
         describe_request(record, request, include_prompt=self.settings.log_prompts)
+        storing = self._storing(request, record, folder, on_partial, on_stored)
         trace = CallTrace()
         try:
             result = self.upstream.generate(
-                request.upstream_body(), timeout=self.timeout_for(request), deadline=deadline, trace=trace
+                _upstream_body(request),
+                timeout=self.timeout_for(request),
+                deadline=deadline,
+                trace=trace,
+                on_image=storing.image,
+                on_partial=storing.partial,
+                before_image=storing.settle,
             )
         finally:
+            storing.close()
             _describe_call(record, trace)
         _describe_result(record, result)
-        return self._store(request, result, record, folder)
+        return storing.delivery(request, result)
 
     @tracer.capture_method(capture_response=False)
-    def edit(self, edit: EditInput, deadline: Deadline, record: RequestRecord, folder: str | None = None) -> Delivery:
+    def edit(
+        self,
+        edit: EditInput,
+        deadline: Deadline,
+        record: RequestRecord,
+        folder: str | None = None,
+        *,
+        on_partial: ImageEventCallback | None = None,
+        on_stored: ImageEventCallback | None = None,
+    ) -> Delivery:
+        """Edit and store, as ``generate`` does (same callbacks)."""
         request = edit.parameters
         describe_request(record, request, include_prompt=self.settings.log_prompts)
         record.images_in = len(edit.images)
@@ -138,59 +298,55 @@ class ImageService:
         files = [("image[]", (image.filename, image.data, image.content_type)) for image in edit.images]
         if edit.mask is not None:
             files.append(("mask", (edit.mask.filename, edit.mask.data, edit.mask.content_type)))
+        storing = self._storing(request, record, folder, on_partial, on_stored)
         trace = CallTrace()
         try:
             result = self.upstream.edit(
-                request.upstream_body(), files, timeout=self.timeout_for(request), deadline=deadline, trace=trace
+                _upstream_body(request),
+                files,
+                timeout=self.timeout_for(request),
+                deadline=deadline,
+                trace=trace,
+                on_image=storing.image,
+                on_partial=storing.partial,
+                before_image=storing.settle,
             )
         finally:
+            storing.close()
             _describe_call(record, trace)
         _describe_result(record, result)
-        return self._store(request, result, record, folder)
+        return storing.delivery(request, result)
 
-    def _store(
-        self, request: ImageRequest, result: UpstreamResult, record: RequestRecord, folder: str | None
-    ) -> Delivery:
-        """Store first, always: an image that was paid for is never lost, whatever the answer looks like."""
-        body = result.body
-        raw_created = body.get("created")
-        created = raw_created if isinstance(raw_created, int) else int(time.time())
-        first = result.images[0].info
-        summary: dict[str, Any] = {
-            "created": created,
-            "model": str(body.get("model") or request.model),
-            "size": str(body.get("size") or first.size),
-            "quality": str(body.get("quality") or request.quality),
-            "output_format": str(body.get("output_format") or first.format),
-            "background": body.get("background") if isinstance(body.get("background"), str) else None,
-            "usage": result.usage,
-        }
-        images = [ImageToStore(image.data, image.info.format) for image in result.images]
-        stored = None
-        for attempt in range(1, self.store_attempts + 1):
+    def _storing(
+        self,
+        request: ImageRequest,
+        record: RequestRecord,
+        folder: str | None,
+        on_partial: ImageEventCallback | None,
+        on_stored: ImageEventCallback | None,
+    ) -> _StoreAsRead:
+        return _StoreAsRead(
+            service=self,
+            record=record,
+            folder=folder or image_folder(datetime.now(UTC), new_image_id()),
+            metadata=_metadata(request, record),
+            keep_bytes=request.response_format == "b64_json",
+            on_partial=on_partial,
+            on_stored=on_stored,
+        )
+
+    def put_image(self, folder: str, name: str, data: bytes, output_format: str, metadata: dict[str, str]) -> str:
+        """Store one image, retried ``store_attempts`` times; raises ``StorageError`` when S3 keeps refusing."""
+        attempt = 1
+        while True:
             try:
-                items = self.store.save(
-                    images,
-                    created=datetime.fromtimestamp(created, UTC),
-                    metadata=_metadata(request, result, record),
-                    folder=folder,
-                )
+                return self.store.save_one(folder, name, ImageToStore(data, output_format), metadata).key
             except StorageError:
-                logger.exception("images not stored", extra={"bucket": self.store.bucket, "attempt": attempt})
-                if attempt < self.store_attempts:
-                    self.sleep(min(8.0, 0.5 * 2**attempt))
-                continue
-            stored = StoredResult(
-                bucket=self.store.bucket,
-                images=[
-                    StoredImageRef(item.key, image.revised_prompt)
-                    for item, image in zip(items, result.images, strict=True)
-                ],
-                **summary,
-            )
-            break
-        record.storage = "s3" if stored is not None else "failed"
-        return Delivery(stored=stored, images=result.images, summary=summary)
+                logger.exception("image not stored", extra={"bucket": self.store.bucket, "attempt": attempt})
+                if attempt >= self.store_attempts:
+                    raise
+            self.sleep(min(8.0, 0.5 * 2**attempt))
+            attempt += 1
 
     def respond(self, delivery: Delivery, response_format: str) -> GenerationResponse:
         """The OpenAI-shaped answer: fresh presigned URLs, or the images inline when asked (or when S3 refused
@@ -257,6 +413,14 @@ def upstream_key_reader(settings: GenerationSettings) -> Callable[[], str]:
     return read
 
 
+def _upstream_body(request: ImageRequest) -> dict[str, Any]:
+    """The upstream body; a streamed request asks the upstream for its events (and so for partial images)."""
+    body = request.upstream_body()
+    if request.stream:
+        body["stream"] = True
+    return body
+
+
 def _describe_call(record: RequestRecord, trace: CallTrace) -> None:
     record.attempts = trace.attempts
     record.attempt_errors = trace.errors
@@ -277,23 +441,39 @@ def describe_request(record: RequestRecord, request: ImageRequest, *, include_pr
 
 def _describe_result(record: RequestRecord, result: UpstreamResult) -> None:
     """What came back, so a mismatch with what was asked (n cut to 1, a degraded 4K) shows in the log."""
-    record.images_returned = len(result.images)
-    record.sizes_returned = [image.info.size for image in result.images]
-    record.formats_returned = [image.info.format for image in result.images]
-    record.bytes_returned = sum(len(image.data) for image in result.images)
+    record.images_returned = len(result.summaries)
+    record.sizes_returned = [image.info.size for image in result.summaries]
+    record.formats_returned = [image.info.format for image in result.summaries]
+    record.bytes_returned = sum(image.size_bytes for image in result.summaries)
     record.usage = result.usage
 
 
-def _metadata(request: ImageRequest, result: UpstreamResult, record: RequestRecord) -> dict[str, str]:
-    usage = result.usage or {}
+def _metadata(request: ImageRequest, record: RequestRecord) -> dict[str, str]:
+    """What each stored image says about itself. It is written before the rest of the answer has been read,
+    so it holds what was asked; what the upstream reported (usage, revised prompt) is in the log line and in
+    the stored result."""
     return {
-        "model": str(result.body.get("model") or request.model),
+        "model": request.model,
         "size": request.size,
-        "quality": str(result.body.get("quality") or request.quality),
+        "quality": request.quality,
         "output-format": request.output_format,
-        "total-tokens": str(usage.get("total_tokens", "")),
         "api-request-id": record.api_request_id or "",
         "api-key-id": record.api_key_id or "",
+    }
+
+
+def summarise(request: ImageRequest, result: UpstreamResult, first: ImageInfo | None) -> dict[str, Any]:
+    """The answer's fields from what the upstream said (already normalised: each is usable or absent), or
+    from the request and the image bytes where it said nothing usable."""
+    body = result.body
+    return {
+        "created": body.get("created") or int(time.time()),
+        "model": body.get("model") or request.model,
+        "size": body.get("size") or (first.size if first else request.size),
+        "quality": body.get("quality") or request.quality,
+        "output_format": body.get("output_format") or (first.format if first else request.output_format),
+        "background": body.get("background"),
+        "usage": result.usage,
     }
 
 

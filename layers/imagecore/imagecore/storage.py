@@ -98,24 +98,24 @@ class ImageStore:
         ``images/<yyyy>/<mm>/<dd>/<new random id>``."""
         created = created or datetime.now(UTC)
         folder = folder or image_folder(created, new_image_id())
+
+        def put(pair: tuple[int, ImageToStore]) -> StoredImage:
+            return self.save_one(folder, str(pair[0]), pair[1], metadata)
+
+        if len(images) == 1:
+            return [put((0, images[0]))]
+        with ThreadPoolExecutor(max_workers=min(len(images), 8)) as pool:
+            return list(pool.map(put, enumerate(images)))
+
+    def save_one(
+        self, folder: str, name: str, image: ImageToStore, metadata: dict[str, str] | None = None
+    ) -> StoredImage:
+        """Write one image as ``<folder>/<name>.<ext>``: images read from a streamed answer are stored one by
+        one as they arrive, so only one is ever held in memory."""
+        stored = StoredImage(f"{folder}/{name}.{EXTENSIONS[image.output_format]}", CONTENT_TYPES[image.output_format])
         meta = {k: _ascii(v) for k, v in (metadata or {}).items() if v is not None}
-        jobs = [
-            StoredImage(
-                f"{folder}/{index}.{EXTENSIONS[image.output_format]}",
-                CONTENT_TYPES[image.output_format],
-            )
-            for index, image in enumerate(images)
-        ]
-
-        def put(pair: tuple[StoredImage, ImageToStore]) -> StoredImage:
-            stored, image = pair
-            self._put(stored.key, image.data, stored.content_type, meta)
-            return stored
-
-        if len(jobs) == 1:
-            return [put((jobs[0], images[0]))]
-        with ThreadPoolExecutor(max_workers=min(len(jobs), 8)) as pool:
-            return list(pool.map(put, zip(jobs, images, strict=True)))
+        self._put(stored.key, image.data, stored.content_type, meta)
+        return stored
 
     def _put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str]) -> None:
         try:

@@ -1,0 +1,103 @@
+"""The service stores each image as soon as it is read, tells the caller (``on_stored``), and for a streamed
+answer stores and announces each partial image (``on_partial``): against the simulator and moto S3."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from imagecore.deadline import Deadline
+from imagecore.models import GenerationRequest
+from imagecore.observability import RequestRecord
+from imagecore.service import ImageEvent
+from tests.integration.conftest import BUCKET
+
+
+def opened(s3: Any, key: str) -> Image.Image:
+    image = Image.open(io.BytesIO(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()))
+    image.load()
+    return image
+
+
+@pytest.fixture
+def service(generations: Any) -> Any:
+    return generations.runtime().service
+
+
+def streamed(partials: int, **fields: Any) -> GenerationRequest:
+    request = GenerationRequest.model_validate({"prompt": "a harbour at dusk", "size": "1024x1024", **fields})
+    # Streaming is switched on by the streamed edge; the model copy stands in for its request.
+    return request.model_copy(update={"stream": True, "partial_images": partials})
+
+
+def test_each_image_is_stored_before_the_next_one_is_read(service, simulator, aws) -> None:
+    request = GenerationRequest.model_validate({"prompt": "tiles", "size": "1024x1024", "n": 3})
+    seen: list[tuple[ImageEvent, list[str]]] = []
+
+    def on_stored(event: ImageEvent) -> None:
+        keys = [obj["Key"] for obj in aws.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+        seen.append((event, keys))
+
+    delivery = service.generate(request, Deadline.after(60), RequestRecord("generations"), on_stored=on_stored)
+
+    assert [event.index for event, _ in seen] == [0, 1, 2]
+    for position, (event, keys_then) in enumerate(seen):
+        assert event.kind == "image"
+        assert event.key in keys_then  # in S3 when announced
+        assert len(keys_then) == position + 1  # and the next one not yet
+        assert opened(aws, event.key).size == (1024, 1024)
+        assert event.fields["revised_prompt"].startswith("tiles")
+    assert delivery.stored is not None and delivery.stored.keys == [event.key for event, _ in seen]
+    assert delivery.images == []  # url answers keep no image bytes around
+    assert simulator.calls == 1
+
+
+@pytest.mark.parametrize("partials", [0, 1, 3])
+def test_a_streamed_answer_stores_each_partial_as_a_preview(service, simulator, aws, partials: int) -> None:
+    events: list[ImageEvent] = []
+    record = RequestRecord("generations")
+    delivery = service.generate(
+        streamed(partials), Deadline.after(60), record, on_partial=events.append, on_stored=events.append
+    )
+
+    assert [(event.kind, event.index) for event in events] == [("partial", i) for i in range(partials)] + [("image", 0)]
+    assert delivery.stored is not None
+    folder = delivery.stored.keys[0].rsplit("/", 1)[0]
+    for event in events:
+        assert event.key is not None
+        assert opened(aws, event.key).size == (1024, 1024)
+        assert Image.open(io.BytesIO(event.data)).size == (1024, 1024)
+        if event.kind == "partial":
+            assert event.key == f"{folder}/partial-{event.index}.png"
+            assert event.fields["partial_image_index"] == event.index
+            assert event.fields["size"] == "1024x1024" and "b64_json" not in event.fields
+    assert delivery.summary["usage"]["total_tokens"] > 0
+    assert simulator.last_request["json"]["stream"] is True
+    assert (simulator.calls, record.attempts) == (1, 1)
+
+
+def test_a_stream_failing_after_a_partial_keeps_the_preview_and_is_not_retried(service, simulator, aws) -> None:
+    from imagecore.errors import UpstreamFailed
+
+    simulator.queue_faults({"mode": "sse_error", "after_partials": 1})
+    events: list[ImageEvent] = []
+    record = RequestRecord("generations")
+    with pytest.raises(UpstreamFailed):
+        service.generate(streamed(2), Deadline.after(60), record, on_partial=events.append)
+    assert [event.kind for event in events] == ["partial"]
+    assert opened(aws, events[0].key).size == (1024, 1024)
+    assert (simulator.calls, record.attempts) == (1, 1)
+
+
+def test_a_stream_cut_after_a_partial_is_incomplete_after_one_call(service, simulator, aws) -> None:
+    from imagecore.errors import UpstreamFailed
+
+    simulator.queue_faults({"mode": "sse_cut", "after_partials": 2})
+    record = RequestRecord("generations")
+    with pytest.raises(UpstreamFailed) as raised:
+        service.generate(streamed(3), Deadline.after(60), record)
+    assert raised.value.code == "upstream_incomplete"
+    assert (simulator.calls, record.attempts) == (1, 1)
