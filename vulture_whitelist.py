@@ -25,3 +25,8 @@ _.LOAD_TRUNCATED_IMAGES, _.MAX_IMAGE_PIXELS
 
 # the local Lambda runtime gives shared Powertools objects a per-invocation subclass (read by Python itself)
 _.__class__
+
+# the streamed edge's fields of the request log line (asdict), the ASGI factory run.sh names, and uvicorn's stop flag
+_.events_relayed, _.keepalives_sent, _.client_disconnected, _.partial_images_stored
+streamed_app
+_.should_exit

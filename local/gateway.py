@@ -61,6 +61,9 @@ class Route:
     integration_timeout_ms: int  # how long API Gateway waits for it
     authorized: bool
     pattern: re.Pattern[str]
+    # ResponseTransferMode RESPONSE_STREAM: relayed by local.streaming (the function runs its run.sh app).
+    streamed: bool = False
+    memory_mb: int = 128
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         if self.method not in (method, "ANY"):
@@ -186,6 +189,8 @@ def _routes(tpl: _Template, name: str, props: dict[str, Any]) -> list[Route]:
                 integration_timeout_ms=int(integration_ms),
                 authorized=(spec.get("Auth") or {}).get("Authorizer") != "NONE",
                 pattern=_path_pattern(spec["Path"]),
+                streamed=spec.get("ResponseTransferMode") == "RESPONSE_STREAM",
+                memory_mb=int(tpl.function_setting(props, "MemorySize", 128)),
             )
         )
     return routes
@@ -246,12 +251,18 @@ class LocalApiGateway:
         parameters: dict[str, Any] | None = None,
         load: HandlerLoader | None = None,
         throttling: bool = False,
+        stream_idle_limit_s: float | None = None,
     ) -> None:
         """``parameters`` override the template's parameter defaults; ``load`` imports a handler (code_uri,
         handler); ``throttling`` applies the stage's rate and burst limits (off by default: local tests and
-        benchmarks would otherwise be paced like one deployed stage)."""
+        benchmarks would otherwise be paced like one deployed stage); ``stream_idle_limit_s`` replaces the idle
+        limit of streamed responses (API Gateway's for the template's endpoint type)."""
+        from local.streaming import StreamedIntegrations, idle_limit_of
+
         self.root = root
-        self.api = read_api(load_template(template_path), parameters)
+        template = load_template(template_path)
+        self.api = read_api(template, parameters)
+        self.streams = StreamedIntegrations(root, stream_idle_limit_s or idle_limit_of(template))
         limits = self.api.throttle if throttling else None
         self._throttle = TokenBucket(*limits) if limits else None
         self._load = load or (lambda code_uri, handler: load_handler(root, code_uri, handler))
@@ -282,6 +293,8 @@ class LocalApiGateway:
                 self._authorize(event, route)
             if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT_BYTES:
                 raise GatewayError("REQUEST_TOO_LARGE", 413, "Request Too Long")
+            if route.streamed:
+                return self.stream(route, event, call)
             result = self.integrate(route, event, call)
             return self.proxy_response(result, call)
         except GatewayError as error:
@@ -367,6 +380,26 @@ class LocalApiGateway:
             logger.error("function response not a proxy result within 6 MB", extra={"function": route.function})
             raise GatewayError("DEFAULT_5XX", 502, "Internal server error")
         return result
+
+    def stream(self, route: Route, event: dict[str, Any], call: _Call) -> Response:
+        """A streamed integration: the function's run.sh app behind the adapter, its answer relayed as written."""
+        from local.streaming import StreamedFunction, asgi_target
+
+        target, factory = asgi_target(self.root / route.code_uri / route.handler)
+        function = StreamedFunction(route.function, route.code_uri, target, factory, route.timeout_s, route.memory_mb)
+        return self.streams.invoke(
+            function,
+            event,
+            call.request.get_data(),
+            integration_timeout_s=route.integration_timeout_ms / 1000,
+            request_id=call.request_id,
+            on_timeout=lambda: self.gateway_response(
+                "INTEGRATION_TIMEOUT", call.request_id, 504, "Endpoint request timed out"
+            ),
+        )
+
+    def close(self) -> None:
+        self.streams.close()
 
     def proxy_response(self, result: dict[str, Any], call: _Call) -> Response:
         """A Lambda proxy result as the HTTP response API Gateway sends."""

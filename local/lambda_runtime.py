@@ -141,6 +141,13 @@ def _isolate_resolvers() -> None:
     _isolated.add(id(router))
 
 
+def begin_invocation() -> None:
+    """Start an invocation in the current context with state of its own: for an app server (a streamed
+    function's ASGI app), whose requests each run in a context copied from the server's."""
+    isolate_powertools_state()
+    _STATE.set({})
+
+
 def isolate_powertools_state() -> None:
     """Make the state Powertools keeps for the invocation being run (shared Logger keys, pending metrics, the
     event handler's current event and route) per invocation."""

@@ -45,6 +45,7 @@ class StackConfig:
     log_level: str = "INFO"
     throttling: bool = False  # the stage's rate and burst limits (template parameters), off unless asked
     cors_allow_origins: str = "*"  # the template's CorsAllowOrigins: web origins that may call the API and S3
+    stream_idle_limit_s: float | None = None  # None: API Gateway's, from the template's endpoint type
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StackConfig:
@@ -63,6 +64,7 @@ class StackConfig:
             log_level=env.get("POWERTOOLS_LOG_LEVEL", env.get("LOG_LEVEL", "INFO")),
             throttling=env.get("API_THROTTLING", "").lower() in ("1", "true", "on"),
             cors_allow_origins=env.get("CORS_ALLOW_ORIGINS", "*"),
+            stream_idle_limit_s=float(env.get("STREAM_IDLE_LIMIT_SECONDS") or 0) or None,
         )
 
 
@@ -138,6 +140,7 @@ class LocalStack:
         self.resources: Any = None
         self._poller: Any = None
         self._servers: list[_Serving] = []
+        self._gateway: Any = None
         self.api_url = ""
         self.aws_url = ""
         self.upstream_url = ""
@@ -158,8 +161,14 @@ class LocalStack:
             "IntegrationTimeoutMs": self.config.integration_timeout_ms,
             "CorsAllowOrigins": self.config.cors_allow_origins,
         }
-        throttling = self.config.throttling
-        gateway = LocalApiGateway(ROOT, ROOT / "template.yaml", parameters=parameters, throttling=throttling)
+        gateway = LocalApiGateway(
+            ROOT,
+            ROOT / "template.yaml",
+            parameters=parameters,
+            throttling=self.config.throttling,
+            stream_idle_limit_s=self.config.stream_idle_limit_s,
+        )
+        self._gateway = gateway
         moto = _moto_app(bucket_cors_rules(template, parameters))
         aws_server = _bind("AWS_PORT", self.config.host, self.config.aws_port, moto, _moto_handler())
         try:
@@ -222,6 +231,9 @@ class LocalStack:
         for serving in reversed(self._servers):
             serving.stop()
         self._servers.clear()
+        if self._gateway is not None:
+            self._gateway.close()
+            self._gateway = None
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -246,19 +258,29 @@ class LocalStack:
 
         for secret_id in SECRET_STAND_INS:
             os.environ.pop(secret_id, None)
-        os.environ.update(
-            function_environment(
-                template,
-                refs={
-                    **resource_refs(self.resources),
-                    "UpstreamBaseUrl": self.upstream_url,
-                    "IntegrationTimeoutMs": str(self.config.integration_timeout_ms),
-                    "CorsAllowOrigins": self.config.cors_allow_origins,
-                    "LogLevel": self.config.log_level,
-                },
-                secrets={"UPSTREAM_API_KEY": upstream_key, "API_KEYS": ",".join(self.keys)},
-            )
+        environment = function_environment(
+            template,
+            refs={
+                **resource_refs(self.resources),
+                "UpstreamBaseUrl": self.upstream_url,
+                "IntegrationTimeoutMs": str(self.config.integration_timeout_ms),
+                "CorsAllowOrigins": self.config.cors_allow_origins,
+                "LogLevel": self.config.log_level,
+            },
+            secrets={"UPSTREAM_API_KEY": upstream_key, "API_KEYS": ",".join(self.keys)},
         )
+        # The Lambda Web Adapter's own settings: here local.streaming plays the adapter.
+        for adapter_variable in (
+            "AWS_LAMBDA_EXEC_WRAPPER",
+            "AWS_LWA_INVOKE_MODE",
+            "AWS_LWA_READINESS_CHECK_PATH",
+            "PORT",
+        ):
+            environment.pop(adapter_variable, None)
+        if self.config.stream_idle_limit_s:
+            # The streamed edge speaks before the idle limit: the same limit as the local gateway's.
+            environment["STREAM_IDLE_LIMIT_SECONDS"] = str(self.config.stream_idle_limit_s)
+        os.environ.update(environment)
         os.environ.update(
             {
                 "S3_ENDPOINT_URL": self.aws_url,

@@ -25,7 +25,9 @@ Control endpoints (not part of the upstream API):
   - ``sse_cut``: (with ``stream``) the connection closes after ``after_partials`` partial images;
 - ``GET /_simulator/stats`` counts calls and shows the last request received (headers, and the JSON body or the
   form fields and file parts with their names, sizes and SHA-256);
-- ``POST /_simulator/reset`` clears both.
+- ``POST /_simulator/options`` ``{"latency_ms": 40000, "keepalive_ms": 0}`` changes the behaviour until the
+  next reset (a test that needs a slow upstream asks for one);
+- ``POST /_simulator/reset`` clears all three.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -120,6 +122,7 @@ class UpstreamSimulator:
 
     def __init__(self, options: SimulatorOptions | None = None) -> None:
         self.options = options or SimulatorOptions()
+        self._initial_options = self.options
         self._state = _State()
 
     # --- control -------------------------------------------------------------------------------------------
@@ -132,6 +135,15 @@ class UpstreamSimulator:
             self._state.faults.clear()
             self._state.calls = 0
             self._state.last_request = None
+            self.options = self._initial_options
+
+    def set_options(self, **changes: Any) -> None:
+        with self._state.lock:
+            self.options = replace(
+                self.options,
+                latency_ms=int(changes.get("latency_ms", self.options.latency_ms)),
+                keepalive_ms=int(changes.get("keepalive_ms", self.options.keepalive_ms)),
+            )
 
     @property
     def calls(self) -> int:
@@ -153,6 +165,9 @@ class UpstreamSimulator:
             return _json(200, {"queued": len(self._state.faults)})
         if path == "/_simulator/stats":
             return _json(200, {"calls": self.calls, "last_request": self.last_request})
+        if path == "/_simulator/options" and request.method == "POST":
+            self.set_options(**(request.get_json(force=True) or {}))
+            return _json(200, {"latency_ms": self.options.latency_ms, "keepalive_ms": self.options.keepalive_ms})
         if path == "/_simulator/reset" and request.method == "POST":
             self.reset()
             return _json(200, {"reset": True})

@@ -105,14 +105,27 @@ def build_function(logical_id: str, source: Path, out: Path, platform: str) -> N
         install(own, out / logical_id, platform)
 
 
+def _point_code_uri(text: str, logical_id: str, relative: str) -> str:
+    """``CodeUri: <relative>`` of the resource ``logical_id`` (several functions may share a code directory, as a
+    streamed function shares its buffered sibling's) pointed at its built directory."""
+    header = re.search(rf"^  {re.escape(logical_id)}:[ \t]*$", text, flags=re.M)
+    if header is None:
+        raise PackageError(f"{logical_id} not found in template.yaml")
+    following = re.search(r"^  \S", text[header.end() :], flags=re.M)
+    stop = header.end() + following.start() if following else len(text)
+    block, count = re.subn(
+        rf"(CodeUri:[ \t]*){re.escape(relative)}/?[ \t]*$", rf"\g<1>{logical_id}", text[header.end() : stop], flags=re.M
+    )
+    if count != 1:
+        raise PackageError(f"{logical_id}: CodeUri {relative} found {count} times in its resource")
+    return text[: header.end()] + block + text[stop:]
+
+
 def write_template(template_text: str, functions: dict[str, Path], out: Path) -> None:
     """The template with each ``CodeUri``/``ContentUri`` pointing at its built directory (as sam build does)."""
     text = template_text
     for logical_id, source in functions.items():
-        relative = source.relative_to(ROOT).as_posix()
-        text, count = re.subn(rf"(CodeUri:\s*){re.escape(relative)}/?\s*$", rf"\g<1>{logical_id}", text, flags=re.M)
-        if count != 1:
-            raise PackageError(f"{logical_id}: CodeUri {relative} found {count} times in template.yaml")
+        text = _point_code_uri(text, logical_id, source.relative_to(ROOT).as_posix())
     text, count = re.subn(r"(ContentUri:\s*)layers/imagecore/?\s*$", rf"\g<1>{LAYER_ID}", text, flags=re.M)
     if count != 1:
         raise PackageError(f"the layer's ContentUri was found {count} times in template.yaml")

@@ -1,6 +1,9 @@
 """POST /v1/images/edits (answered when the images are ready) and POST /v1/images/edits/async (a task to
 poll): reference images (multipart, or uploads named in JSON) checked for real, forwarded intact to the
-upstream's edits, results stored in S3 and answered as presigned URLs."""
+upstream's edits, results stored in S3 and answered as presigned URLs (or as server-sent events with stream: true).
+
+The synchronous route is deployed behind the Lambda Web Adapter (``run.sh`` serves ``streamed_app()``, which
+runs this same ``lambda_handler`` on each request); the async route is an ordinary Lambda proxy integration."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from imagecore.runtime import ImageRuntime
 from imagecore.service import describe_request
 from imagecore.settings import EditSettings
 from imagecore.storage import UploadStore
+from imagecore.stream_events import stream_answer
 from imagecore.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.tasks import new_task_id, task_folder
 
@@ -73,7 +77,12 @@ def read_edit(event: dict[str, Any], key_id: str, settings: EditSettings, upload
         "image[] or image[N], an optional mask. Or application/json naming images uploaded through /v1/uploads."
     ),
     responses={
-        200: {"description": "The edited images, as presigned S3 URLs (or inline base64 when asked)."},
+        200: {
+            "description": (
+                "The edited images, as presigned S3 URLs (or inline base64 when asked). With stream: true, "
+                "text/event-stream: image_edit.partial_image and image_edit.completed events."
+            )
+        },
         **_EDIT_ERRORS,
         502: {"description": "The upstream failed", "content": ERROR_CONTENT},
         504: {"description": "The upstream did not answer in time", "content": ERROR_CONTENT},
@@ -86,7 +95,23 @@ def edit_images(
     event, context = app.current_event.raw_event, app.lambda_context
     service = runtime.service
     edit = read_edit(event, caller_of(event).key_id, service.settings, uploads)  # type: ignore[arg-type]
+    edit.parameters.check_synchronous()
     deadline = runtime.deadline(event, context)
+    if edit.parameters.stream:
+        return stream_answer(
+            "image_edit",
+            service,
+            edit.parameters,
+            lambda events: runtime.deliver(
+                event,
+                context,
+                scope="edits",
+                payload=edit_fingerprint(edit),
+                produce=lambda: service.edit(
+                    edit, deadline, current_record(), on_partial=events.partial, on_stored=events.stored
+                ),
+            ),
+        )
     return runtime.answer(
         event,
         context,
@@ -118,6 +143,7 @@ def edit_images_async(
     owner = caller_of(event).key_id
     service = runtime.service
     edit = read_edit(event, owner, service.settings, uploads)  # type: ignore[arg-type]
+    edit.parameters.check_task()
     record = current_record()
     record.operation = "edits.async"
     describe_request(record, edit.parameters, include_prompt=service.settings.log_prompts)
@@ -145,3 +171,11 @@ def edit_images_async(
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return serve(app, event, context, operation="edits", accepted_content_types=(MULTIPART, JSON))
+
+
+def streamed_app() -> Any:
+    """The ASGI app ``run.sh`` serves behind the Lambda Web Adapter (uvicorn --factory)."""
+    from imagecore.streaming import StreamedEdge, StreamLimits
+
+    settings = runtime().service.settings
+    return StreamedEdge(lambda_handler, StreamLimits.for_idle_limit(settings.stream_idle_limit_seconds))

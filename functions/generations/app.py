@@ -1,5 +1,9 @@
-"""POST /v1/images/generations (answered when the images are ready) and POST /v1/images/generations/async
-(a task to poll): validate, generate upstream, store in S3, answer presigned URLs."""
+"""POST /v1/images/generations (answered when the images are ready, or as server-sent events with stream: true)
+and POST /v1/images/generations/async (a task to poll): validate, generate upstream, store in S3, answer
+presigned URLs.
+
+The synchronous route is deployed behind the Lambda Web Adapter (``run.sh`` serves ``streamed_app()``, which
+runs this same ``lambda_handler`` on each request); the async route is an ordinary Lambda proxy integration."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.runtime import ImageRuntime
 from imagecore.service import describe_request
 from imagecore.settings import GenerationSettings
+from imagecore.stream_events import stream_answer
 from imagecore.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.tasks import new_task_id, task_folder
 
@@ -34,7 +39,12 @@ def runtime() -> ImageRuntime:
     "/v1/images/generations",
     summary="Create images from a prompt",
     responses={
-        200: {"description": "The images, as presigned S3 URLs (or inline base64 when asked)."},
+        200: {
+            "description": (
+                "The images, as presigned S3 URLs (or inline base64 when asked). With stream: true, "
+                "text/event-stream: image_generation.partial_image and image_generation.completed events."
+            )
+        },
         400: {"description": "Invalid request or refused by the upstream's policy", "content": ERROR_CONTENT},
         409: {"description": "The same Idempotency-Key is still running", "content": ERROR_CONTENT},
         422: {"description": "The Idempotency-Key was used with another request", "content": ERROR_CONTENT},
@@ -48,8 +58,24 @@ def create_images(
 ) -> GenerationResponse:
     event, context = app.current_event.raw_event, app.lambda_context
     caller_of(event)
+    request.check_synchronous()
     service = runtime.service
     deadline = runtime.deadline(event, context)
+    if request.stream:
+        return stream_answer(
+            "image_generation",
+            service,
+            request,
+            lambda events: runtime.deliver(
+                event,
+                context,
+                scope="generations",
+                payload=request.model_dump(),
+                produce=lambda: service.generate(
+                    request, deadline, current_record(), on_partial=events.partial, on_stored=events.stored
+                ),
+            ),
+        )
     return runtime.answer(
         event,
         context,
@@ -78,6 +104,7 @@ def create_images_async(
 ) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
     owner = caller_of(event).key_id
+    request.check_task()
     record = current_record()
     record.operation = "generations.async"
     describe_request(record, request, include_prompt=runtime.service.settings.log_prompts)
@@ -104,3 +131,11 @@ def create_images_async(
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return serve(app, event, context, operation="generations")
+
+
+def streamed_app() -> Any:
+    """The ASGI app ``run.sh`` serves behind the Lambda Web Adapter (uvicorn --factory)."""
+    from imagecore.streaming import StreamedEdge, StreamLimits
+
+    settings = runtime().service.settings
+    return StreamedEdge(lambda_handler, StreamLimits.for_idle_limit(settings.stream_idle_limit_seconds))

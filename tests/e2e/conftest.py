@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +66,54 @@ class RunningStack:
 
     def reset_simulator(self) -> None:
         httpx.post(self.simulator_url.removesuffix("/v1") + "/_simulator/reset")
+
+    def slow_simulator(self, latency_ms: int) -> None:
+        """The upstream takes ``latency_ms`` per answer until the next reset."""
+        httpx.post(self.simulator_url.removesuffix("/v1") + "/_simulator/options", json={"latency_ms": latency_ms})
+
+
+@contextmanager
+def running_stack(log_path: Path, **extra_env: str) -> Iterator[RunningStack]:
+    """``python -m local`` on free ports with ``extra_env`` on top of the test keys; stopped on exit."""
+    port, aws_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "AWS_PORT": str(aws_port),
+        "API_KEYS": f"{API_KEY},isk-e2e-second-key",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for name in ("UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "IMAGES_BUCKET", "S3_ENDPOINT_URL"):
+        env.pop(name, None)
+    env.update(extra_env)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        banner = ""
+        deadline = time.monotonic() + 60
+        while "upstream" not in banner or "API key" not in banner:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the local stack did not start:\n{log_path.read_text()}")
+            time.sleep(0.2)
+            banner = log_path.read_text()
+        simulator = re.search(r"simulator at (\S+)", banner)
+        assert simulator, banner
+        running = RunningStack(
+            api_url=f"http://127.0.0.1:{port}/v1",
+            aws_url=f"http://127.0.0.1:{aws_port}",
+            simulator_url=simulator.group(1),
+            log_path=log_path,
+        )
+        httpx.get(running.api_url + "/health", timeout=10).raise_for_status()
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from tests.e2e.conftest import API_KEY
 pytestmark = pytest.mark.e2e
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 FUNCTIONS = {
-    "/images/generations": "GenerationsFunction",
+    "/images/generations": "GenerationsStreamFunction",  # a streamed route: the adapter's app serves it
     "/health": "HealthFunction",
     "/uploads": "UploadsFunction",
     "/images/tasks/task_0123456789abcdef0123456789abcdef": "TasksFunction",

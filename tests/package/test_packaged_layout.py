@@ -5,6 +5,7 @@ else on ``sys.path``), so a module missing from the layer or a file outside ``Co
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -79,9 +80,11 @@ def probe(packaged: Path, function: str, event: Path | None) -> dict[str, Any]:
 def test_the_packaged_template_points_every_function_at_its_own_built_directory(packaged: Path) -> None:
     built = functions_of(packaged / "template.yaml")
     assert built == {name: name for name in functions_of(ROOT / "template.yaml")}
-    assert len(built) == 7
+    assert len(built) == 9  # the two streamed image functions share their buffered siblings' code
     for name in built:
         assert (packaged / name / "app.py").is_file()
+        if name.endswith("StreamFunction"):  # the adapter starts run.sh, which must stay executable
+            assert os.access(packaged / name / "run.sh", os.X_OK)
         assert not (packaged / name / "functions").exists()  # only what CodeUri holds
     layer = load_template(packaged / "template.yaml")["Resources"]["CoreLayer"]
     assert layer["Properties"]["ContentUri"] == "CoreLayer"

@@ -75,8 +75,8 @@ PUBLIC_ROUTES = (HEALTH_ROUTE, *PAGES, ASSETS_ROUTE)
 PATH_PARAMETER = re.compile(r"\{(\w+)\}")  # {task_id}
 # The routes behind the bearer-key authorizer, and the function each one reaches.
 AUTHORIZED_ROUTES = {
-    GENERATIONS_ROUTE: "GenerationsFunction",
-    EDITS_ROUTE: "EditsFunction",
+    GENERATIONS_ROUTE: "GenerationsStreamFunction",
+    EDITS_ROUTE: "EditsStreamFunction",
     GENERATIONS_ASYNC_ROUTE: "GenerationsFunction",
     EDITS_ASYNC_ROUTE: "EditsFunction",
     TASK_ROUTE: "TasksFunction",
@@ -84,9 +84,14 @@ AUTHORIZED_ROUTES = {
 }
 # A browser's CORS preflight of each keyed route, without the key, answered by the health function.
 PREFLIGHT_ROUTES = {("OPTIONS", path): "HealthFunction" for _, path in AUTHORIZED_ROUTES}
-# The routes that call the upstream: their integration timeout is IntegrationTimeoutMs, and their function
-# outlives the upstream budget.
-IMAGE_ROUTES = {GENERATIONS_ROUTE: "GenerationsFunction", EDITS_ROUTE: "EditsFunction"}
+# The routes that call the upstream: streamed integrations (no 29 s cut, no 6 MB limit) whose function runs the
+# Lambda Web Adapter and outlives the upstream budget.
+IMAGE_ROUTES = {GENERATIONS_ROUTE: "GenerationsStreamFunction", EDITS_ROUTE: "EditsStreamFunction"}
+STREAMED_INTEGRATION_TIMEOUT_MS = 900_000  # the most a streamed integration may last (15 minutes)
+ADAPTER_LAYER = "arn:aws:lambda:${AWS::Region}:753240598075:layer:LambdaAdapterLayer{arch}:${WebAdapterLayerVersion}"
+ADAPTER_ARCHITECTURES = {"arm64": "Arm64", "x86_64": "X86"}
+# What the adapter needs to stream: its wrapper, the invoke mode, the app's port and readiness path.
+ADAPTER_VARIABLES = {"AWS_LAMBDA_EXEC_WRAPPER", "AWS_LWA_INVOKE_MODE", "AWS_LWA_READINESS_CHECK_PATH", "PORT"}
 # The routes that answer at once (submit a task, read one, presign an upload): API Gateway's default timeout.
 QUICK_ROUTES = sorted(set(AUTHORIZED_ROUTES) - set(IMAGE_ROUTES))
 UPSTREAM_BUDGET_SECONDS = 300  # the longest upstream call (sizes over 2560x1440)
@@ -96,6 +101,8 @@ API_GATEWAY_DEFAULT_TIMEOUT_MS = 29000  # a route without TimeoutInMillis
 SETTINGS_OF = {
     "GenerationsFunction": GenerationSettings,
     "EditsFunction": EditSettings,
+    "GenerationsStreamFunction": GenerationSettings,
+    "EditsStreamFunction": EditSettings,
     "UploadsFunction": UploadSettings,
     "TasksFunction": TaskReadSettings,
     "WorkerFunction": WorkerSettings,
@@ -108,6 +115,13 @@ IMAGES_OBJECTS = "${ImagesBucket.Arn}/images/*"
 UPLOADS_OBJECTS = "${ImagesBucket.Arn}/uploads/*"
 S3_GRANTS = {
     "GenerationsFunction": {("s3:GetObject", IMAGES_OBJECTS), ("s3:PutObject", IMAGES_OBJECTS)},
+    "GenerationsStreamFunction": {("s3:GetObject", IMAGES_OBJECTS), ("s3:PutObject", IMAGES_OBJECTS)},
+    # writes and presigns its results (and previews) under images/, reads the caller's uploaded inputs
+    "EditsStreamFunction": {
+        ("s3:GetObject", IMAGES_OBJECTS),
+        ("s3:PutObject", IMAGES_OBJECTS),
+        ("s3:GetObject", UPLOADS_OBJECTS),
+    },
     # writes and presigns its results under images/, reads the caller's uploaded inputs and keeps an async
     # task's checked inputs under the caller's uploads/ folder for the worker
     "EditsFunction": {
@@ -134,6 +148,8 @@ S3_GRANTS = {
 LIST_PREFIXES = {
     "GenerationsFunction": set(),
     "EditsFunction": {"uploads/*"},  # a missing upload id is a 404 for the caller
+    "GenerationsStreamFunction": set(),
+    "EditsStreamFunction": {"uploads/*"},
     "UploadsFunction": set(),
     "TasksFunction": set(),
     "WorkerFunction": {"images/*", "uploads/*"},  # a first run finds no result.json: a 404, not a 403
@@ -150,6 +166,9 @@ IDEMPOTENCY_RECORDS = {
 DYNAMODB_GRANTS = {
     "GenerationsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS,
     "EditsFunction": TASK_SUBMISSION | IDEMPOTENCY_RECORDS,
+    # the synchronous routes submit no task
+    "GenerationsStreamFunction": IDEMPOTENCY_RECORDS,
+    "EditsStreamFunction": IDEMPOTENCY_RECORDS,
     "UploadsFunction": IDEMPOTENCY_RECORDS,
     "TasksFunction": {("dynamodb:GetItem", "TasksTable")},  # reads; a task past its limit reads as failed
     "WorkerFunction": {("dynamodb:GetItem", "TasksTable"), ("dynamodb:UpdateItem", "TasksTable")},
@@ -159,6 +178,8 @@ DYNAMODB_GRANTS = {
 SQS_GRANTS = {
     "GenerationsFunction": {("sqs:SendMessage", "JobsQueue")},
     "EditsFunction": {("sqs:SendMessage", "JobsQueue")},
+    "GenerationsStreamFunction": set(),
+    "EditsStreamFunction": set(),
     "UploadsFunction": set(),
     "TasksFunction": set(),
     # receives through its event source mapping; sends only the jobs that can never run, with the reason
@@ -169,6 +190,8 @@ SQS_GRANTS = {
 EVENTS_GRANTS = {
     "GenerationsFunction": set(),
     "EditsFunction": set(),
+    "GenerationsStreamFunction": set(),
+    "EditsStreamFunction": set(),
     "UploadsFunction": set(),
     "TasksFunction": set(),
     "WorkerFunction": {("events:PutEvents", "ImageEventsBus")},  # ImageGenerationCompleted / Failed
@@ -408,6 +431,8 @@ def exempt(variable: str, function: str) -> bool:
     """Read by Powertools itself, or the shared LOG_PROMPTS global that only the image functions use."""
     if variable.startswith("POWERTOOLS_"):
         return True
+    if variable in ADAPTER_VARIABLES:  # read by the Lambda Web Adapter and run.sh
+        return function in IMAGE_ROUTES.values()
     model = SETTINGS_OF[function]
     return variable == "LOG_PROMPTS" and (model is None or "log_prompts" not in model.model_fields)
 
@@ -502,21 +527,25 @@ def test_routes_are_exactly_the_image_task_upload_and_public_ones(api_body: dict
 
 
 @pytest.mark.parametrize("route", sorted(IMAGE_ROUTES), ids=" ".join)
-def test_image_route_integration_timeout_is_the_parameter(
-    sam: dict[str, Any], api_body: dict[str, Any], route: tuple[str, str]
-) -> None:
+def test_image_route_is_a_streamed_integration(api_body: dict[str, Any], route: tuple[str, str]) -> None:
     integration = routes(api_body)[route]["x-amazon-apigateway-integration"]
-    timeout = parameter(sam, "IntegrationTimeoutMs")
+    uri = sub_string(integration["uri"])
 
-    assert integration["timeoutInMillis"] == {"Ref": "IntegrationTimeoutMs"}
-    assert (timeout["Type"], timeout["Default"], timeout["MinValue"], timeout["MaxValue"]) == (
-        "Number",
-        29000,
-        50,
-        300000,
-    )
-    assert "Service Quotas" in timeout["Description"]
-    assert "29000" in timeout["Description"]
+    # InvokeWithResponseStream: API Gateway relays the answer as it is written, no 29 s cut, no 6 MB limit.
+    assert integration["responseTransferMode"] == "STREAM"
+    assert uri.startswith("arn:aws:apigateway:${AWS::Region}:lambda:path/2021-11-15/functions/")
+    assert uri.endswith("/response-streaming-invocations")
+    assert integration["type"] == "aws_proxy"
+    # A stream may last 15 minutes without any quota raise; the function ends before.
+    assert integration["timeoutInMillis"] == STREAMED_INTEGRATION_TIMEOUT_MS
+
+
+@pytest.mark.parametrize("route", QUICK_ROUTES, ids=" ".join)
+def test_quick_route_stays_a_buffered_integration(api_body: dict[str, Any], route: tuple[str, str]) -> None:
+    integration = routes(api_body)[route]["x-amazon-apigateway-integration"]
+
+    assert integration.get("responseTransferMode", "BUFFERED") == "BUFFERED"
+    assert sub_string(integration["uri"]).endswith("/invocations")
 
 
 @pytest.mark.parametrize("route", QUICK_ROUTES, ids=" ".join)
@@ -529,25 +558,27 @@ def test_quick_route_answers_within_the_default_integration_timeout(
     # Presigning, submitting or reading a task takes milliseconds: the route keeps API Gateway's default and
     # needs no raised quota (an async route exists precisely so that the client need not wait).
     assert integration.get("timeoutInMillis", API_GATEWAY_DEFAULT_TIMEOUT_MS) <= API_GATEWAY_DEFAULT_TIMEOUT_MS
-    if function not in IMAGE_ROUTES.values():  # the image functions also serve their synchronous route
+    if function not in ("GenerationsFunction", "EditsFunction"):  # these also hold the synchronous route's code
         assert cfn["Resources"][function]["Properties"]["Timeout"] * 1000 < API_GATEWAY_DEFAULT_TIMEOUT_MS
 
 
 @pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
-def test_image_function_is_told_the_integration_timeout(cfn: dict[str, Any], function: str) -> None:
+def test_image_function_is_told_its_integration_timeout(
+    cfn: dict[str, Any], api_body: dict[str, Any], function: str
+) -> None:
     env = function_env(cfn, function)
+    (route,) = [route for route, name in IMAGE_ROUTES.items() if name == function]
+    integration = routes(api_body)[route]["x-amazon-apigateway-integration"]
 
-    assert env["INTEGRATION_TIMEOUT_MS"] == {"Ref": "IntegrationTimeoutMs"}
+    assert int(env["INTEGRATION_TIMEOUT_MS"]) == integration["timeoutInMillis"]
 
 
 @pytest.mark.parametrize("model", [GenerationSettings, EditSettings], ids=lambda m: m.__name__)
-def test_integration_timeout_bounds_match_the_settings_model(sam: dict[str, Any], model: type[BaseModel]) -> None:
-    timeout = parameter(sam, "IntegrationTimeoutMs")
+def test_integration_timeout_bounds_match_the_settings_model(model: type[BaseModel]) -> None:
     field = model.model_fields["integration_timeout_ms"]
 
-    assert timeout["MinValue"] == bound(field, "ge")
-    assert timeout["MaxValue"] == bound(field, "le")
-    assert timeout["Default"] == field.default
+    assert bound(field, "le") == STREAMED_INTEGRATION_TIMEOUT_MS
+    assert field.default == API_GATEWAY_DEFAULT_TIMEOUT_MS  # a buffered route's, when nothing says otherwise
 
 
 @pytest.mark.parametrize("route", sorted(AUTHORIZED_ROUTES), ids=" ".join)
@@ -725,13 +756,46 @@ def test_function_runtime_architecture_tracing_and_layer(
     assert props["Runtime"] == "python3.13"
     assert props["Architectures"] == ["arm64"]
     assert props["TracingConfig"] == {"Mode": "Active"}
-    assert props["Handler"] == "app.lambda_handler"
     assert {"Ref": layer_name} in props["Layers"]
     assert props["Runtime"] in layer["CompatibleRuntimes"]
     assert props["Architectures"][0] in layer["CompatibleArchitectures"]
     code_dir = ROOT / sam["Resources"][function]["Properties"]["CodeUri"]
     module = ast.parse((code_dir / "app.py").read_text())
-    assert "lambda_handler" in {n.name for n in module.body if isinstance(n, ast.FunctionDef)}
+    functions = {n.name for n in module.body if isinstance(n, ast.FunctionDef)}
+    assert "lambda_handler" in functions
+    if function in IMAGE_ROUTES.values():  # the adapter starts run.sh, which serves app.streamed_app
+        assert props["Handler"] == "run.sh"
+        assert "streamed_app" in functions
+    else:
+        assert props["Handler"] == "app.lambda_handler"
+
+
+@pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
+def test_streamed_function_runs_the_web_adapter_of_its_architecture(cfn: dict[str, Any], function: str) -> None:
+    props = cfn["Resources"][function]["Properties"]
+    env = function_env(cfn, function)
+    (architecture,) = props["Architectures"]
+    adapter_layers = [sub_string(layer) for layer in props["Layers"] if isinstance(layer, dict) and "Fn::Sub" in layer]
+
+    assert adapter_layers == [ADAPTER_LAYER.replace("{arch}", ADAPTER_ARCHITECTURES[architecture])]
+    assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
+    assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"
+    assert env["AWS_LWA_READINESS_CHECK_PATH"] == "/_ready"
+    assert int(env["PORT"]) > 1024
+
+
+@pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
+def test_run_script_serves_the_streamed_app_on_the_adapters_port(sam: dict[str, Any], function: str) -> None:
+    from local.streaming import asgi_target
+
+    run = ROOT / sam["Resources"][function]["Properties"]["CodeUri"] / "run.sh"
+    text = run.read_text()
+
+    assert run.stat().st_mode & 0o111, "run.sh must be executable"
+    assert text.startswith("#!/bin/bash\n")
+    assert asgi_target(run) == ("app:streamed_app", True)
+    assert '--port "${PORT' in text and "--host 127.0.0.1" in text
+    assert "/opt/python" in text  # the layer's packages
 
 
 @pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
@@ -740,19 +804,23 @@ def test_image_function_outlives_the_upstream_budget(cfn: dict[str, Any], sam: d
     model = SETTINGS_OF[function]
     assert model is not None
     margin = model.model_fields["storage_margin_seconds"].default
-    longest_integration = parameter(sam, "IntegrationTimeoutMs")["MaxValue"] / 1000
 
-    assert props["Timeout"] == 330
-    assert props["Timeout"] > UPSTREAM_BUDGET_SECONDS + margin
-    assert props["Timeout"] >= longest_integration
+    assert props["Timeout"] == 360
+    # the full upstream budget, then storing and the last events, well within the stream's 15 minutes
+    assert props["Timeout"] > UPSTREAM_BUDGET_SECONDS + margin + 30
+    assert props["Timeout"] * 1000 < STREAMED_INTEGRATION_TIMEOUT_MS
+    # the idle limit the edge keeps under is API Gateway's for the template's Regional endpoint
+    assert int(function_env(cfn, function)["STREAM_IDLE_LIMIT_SECONDS"]) == 300
 
 
 def test_generations_function_memory(cfn: dict[str, Any]) -> None:
     assert cfn["Resources"]["GenerationsFunction"]["Properties"]["MemorySize"] == 1024
+    assert cfn["Resources"]["GenerationsStreamFunction"]["Properties"]["MemorySize"] == 1024
 
 
-def test_edits_function_has_room_for_sixteen_inputs(cfn: dict[str, Any]) -> None:
-    props = cfn["Resources"]["EditsFunction"]["Properties"]
+@pytest.mark.parametrize("function", ["EditsFunction", "EditsStreamFunction"])
+def test_edits_function_has_room_for_sixteen_inputs(cfn: dict[str, Any], function: str) -> None:
+    props = cfn["Resources"][function]["Properties"]
     largest_input = EditSettings.model_fields["max_input_image_bytes"].default
 
     assert props["MemorySize"] >= 2048
@@ -1293,14 +1361,33 @@ def test_image_settings_load_from_the_template_env(
     assert settings.upstream_url == UPSTREAM_BASE_URL
     assert settings.upstream_api_key is None
     assert settings.upstream_api_key_secret_id == REF_VALUES["UpstreamApiKeySecret"]
-    assert settings.integration_timeout_ms == 29000
+    assert settings.integration_timeout_ms == STREAMED_INTEGRATION_TIMEOUT_MS
+    assert settings.stream_idle_limit_seconds == 300
+    # b64_json answers are streamed: up to Lambda's 200 MB stream, not the 6 MB buffered limit
+    assert settings.max_inline_response_bytes > 200_000_000
     assert settings.presign_expiry_seconds == 3600
     assert settings.log_prompts is False
     assert settings.s3_endpoint_url is None
+    # Idempotency-Key is on in AWS; the synchronous routes submit no task
+    assert settings.idempotency_table == REF_VALUES["IdempotencyTable"]
+    assert (settings.tasks_table, settings.jobs_queue_url) == (None, None)
+
+
+@pytest.mark.parametrize("function", ["GenerationsFunction", "EditsFunction"])
+def test_async_submission_settings_load_from_the_template_env(
+    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch, function: str
+) -> None:
+    model = SETTINGS_OF[function]
+    assert model is not None
+    env = {k: resolve(v, sam) for k, v in function_env(cfn, function).items()}
+
+    settings = settings_from_env(monkeypatch, model, env)
+
     # async submission and Idempotency-Key are on in AWS: both need all three set
     assert settings.tasks_table == REF_VALUES["TasksTable"]
     assert settings.jobs_queue_url == REF_VALUES["JobsQueue"]
     assert settings.idempotency_table == REF_VALUES["IdempotencyTable"]
+    assert settings.max_inline_response_bytes < 6 * 1024 * 1024  # buffered
 
 
 def test_edit_settings_load_their_input_limits_from_the_template_env(
@@ -1388,8 +1475,8 @@ def test_async_settings_accept_every_presign_expiry(
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"IntegrationTimeoutMs": 300000, "PresignExpirySeconds": 604800, "LogPrompts": "true"},
-        {"IntegrationTimeoutMs": 50, "PresignExpirySeconds": 60},
+        {"PresignExpirySeconds": 604800, "LogPrompts": "true"},
+        {"PresignExpirySeconds": 60},
     ],
 )
 def test_image_settings_accept_every_parameter_extreme(
@@ -1406,8 +1493,8 @@ def test_image_settings_accept_every_parameter_extreme(
     settings = settings_from_env(monkeypatch, model, env)
 
     assert isinstance(settings, model)
-    assert settings.integration_timeout_ms == overrides["IntegrationTimeoutMs"]
     assert settings.presign_expiry_seconds == overrides["PresignExpirySeconds"]
+    assert settings.log_prompts is (overrides.get("LogPrompts") == "true")
 
 
 @pytest.mark.parametrize(

@@ -50,12 +50,13 @@ def test_a_function_gets_the_globals_and_its_own_variables_resolved():
 def test_every_function_at_once_and_parameters_overridden():
     env = function_environment(
         project_template(),
-        refs=refs(IntegrationTimeoutMs="300000", LogLevel="DEBUG"),
+        refs=refs(PresignExpirySeconds="600", LogLevel="DEBUG"),
         secrets={"UPSTREAM_API_KEY": "k", "API_KEYS": "a,b"},
     )
 
     assert (env["EVENT_BUS_NAME"], env["DEAD_LETTER_QUEUE_URL"]) == ("bus-x", "http://sqs/dlq-x")
-    assert (env["INTEGRATION_TIMEOUT_MS"], env["POWERTOOLS_LOG_LEVEL"]) == ("300000", "DEBUG")
+    assert (env["PRESIGN_EXPIRY_SECONDS"], env["POWERTOOLS_LOG_LEVEL"]) == ("600", "DEBUG")
+    assert env["INTEGRATION_TIMEOUT_MS"] == "900000"  # the streamed image functions' own, not a parameter
     assert env["API_KEYS"] == "a,b"
     assert not [name for name in env if name.endswith("_SECRET_ID")]
 

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,11 @@ def test_the_routes_and_their_timeouts_come_from_the_template():
     routes = {(r.method, r.path): r for r in api.routes}
 
     generations = routes[("POST", "/v1/images/generations")]
-    assert (generations.function, generations.timeout_s) == ("GenerationsFunction", 330.0)
-    assert generations.integration_timeout_ms == 29_000  # IntegrationTimeoutMs's default
+    assert (generations.function, generations.timeout_s) == ("GenerationsStreamFunction", 360.0)
+    assert (generations.integration_timeout_ms, generations.streamed) == (900_000, True)  # a streamed integration
+    submit = routes[("POST", "/v1/images/generations/async")]
+    assert (submit.function, submit.streamed) == ("GenerationsFunction", False)
+    assert submit.integration_timeout_ms == DEFAULT_INTEGRATION_TIMEOUT_MS
     assert routes[("GET", "/v1/images/tasks/{task_id}")].integration_timeout_ms == DEFAULT_INTEGRATION_TIMEOUT_MS
     assert not routes[("GET", "/v1/health")].authorized and generations.authorized
     assert api.binary_media_types == ("multipart/form-data",)
@@ -105,17 +109,19 @@ def test_the_routes_and_their_timeouts_come_from_the_template():
     }
     assert api.gateway_responses["DEFAULT_4XX"].status is None
 
-    raised = read_api(load_template(TEMPLATE), {"IntegrationTimeoutMs": 300_000})
-    timeouts = {(r.method, r.path): r.integration_timeout_ms for r in raised.routes}
-    assert timeouts[("POST", "/v1/images/edits")] == 300_000
-    assert timeouts[("POST", "/v1/uploads")] == DEFAULT_INTEGRATION_TIMEOUT_MS
+    raised = read_api(load_template(TEMPLATE), {"ApiThrottlingRateLimit": 50})
+    assert raised.throttle == (50.0, 20)  # parameters override their defaults
+    assert {(r.method, r.path) for r in raised.routes if r.streamed} == {
+        ("POST", "/v1/images/generations"),
+        ("POST", "/v1/images/edits"),
+    }
 
 
 # --- routes that do not exist -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/v1/images/generations"),  # a real path, a method it does not have
+        ("GET", "/v1/images/generations/async"),  # a real path, a method it does not have
         ("DELETE", "/v1/images/tasks/task_123"),
         ("OPTIONS", "/v1/images/variations"),  # preflights exist only for the real routes
         ("GET", "/v1/images/variations"),
@@ -140,7 +146,7 @@ def test_the_authorizers_context_reaches_the_function_as_strings():
     functions = Functions()
     _, client = gateway(functions)
 
-    response = client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Authorization": KEY})
+    response = client.post("/v1/images/generations/async", json={"prompt": "x"}, headers={"Authorization": KEY})
 
     assert response.status_code == 200
     event = response.get_json()["event"]
@@ -159,7 +165,7 @@ def test_a_missing_key_is_the_templates_401_and_the_function_never_runs():
     functions = Functions()
     _, client = gateway(functions)
 
-    response = client.post("/v1/images/generations", json={"prompt": "x"})
+    response = client.post("/v1/images/generations/async", json={"prompt": "x"})
 
     assert error_of(response, 401)["code"] == "invalid_api_key"
     assert response.headers["WWW-Authenticate"] == "Bearer"
@@ -198,10 +204,15 @@ def test_the_integration_timeout_is_the_templates_504_and_does_not_wait_for_the_
 
     functions = Functions()
     functions.handlers[GENERATIONS] = slow
-    _, client = gateway(functions, parameters={"IntegrationTimeoutMs": 200})
+    app, client = gateway(functions)
+    # A route whose TimeoutInMillis is 200 ms (the template's buffered routes keep API Gateway's 29 s).
+    app.api.routes[:] = [
+        replace(route, integration_timeout_ms=200) if route.path == "/v1/images/generations/async" else route
+        for route in app.api.routes
+    ]
     started = time.monotonic()
 
-    response = client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Authorization": KEY})
+    response = client.post("/v1/images/generations/async", json={"prompt": "x"}, headers={"Authorization": KEY})
 
     elapsed = time.monotonic() - started
     release.set()
@@ -218,7 +229,7 @@ def test_a_response_over_lambdas_6_mb_is_a_502_in_the_templates_5xx_shape():
     functions.handlers[GENERATIONS] = lambda event, context: {"statusCode": 200, "body": "x" * (6 * 1024 * 1024)}
     _, client = gateway(functions)
 
-    response = client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Authorization": KEY})
+    response = client.post("/v1/images/generations/async", json={"prompt": "x"}, headers={"Authorization": KEY})
 
     error = error_of(response, 502)
     assert (error["message"], error["type"], error["code"]) == ("Internal server error", "server_error", None)
@@ -230,7 +241,7 @@ def test_a_response_just_under_6_mb_goes_through():
     functions.handlers[GENERATIONS] = lambda event, context: {"statusCode": 200, "body": body}
     _, client = gateway(functions)
 
-    response = client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Authorization": KEY})
+    response = client.post("/v1/images/generations/async", json={"prompt": "x"}, headers={"Authorization": KEY})
 
     assert (response.status_code, len(response.get_data())) == (200, len(body))
 
@@ -253,7 +264,7 @@ def test_a_request_over_10_mb_is_the_templates_413_before_anything_runs():
     body = b"x" * (API_REQUEST_LIMIT_BYTES + 1)
 
     response = client.post(
-        "/v1/images/edits", data=body, headers={"Authorization": KEY, "Content-Type": "multipart/form-data; b=x"}
+        "/v1/images/edits/async", data=body, headers={"Authorization": KEY, "Content-Type": "multipart/form-data; b=x"}
     )
 
     assert error_of(response, 413)["code"] == "payload_too_large"
@@ -266,7 +277,7 @@ def test_an_event_over_lambdas_6_mb_is_a_413_and_the_function_never_runs():
     body = b"x" * (5 * 1024 * 1024)  # base64 makes it ~6.7 MB in the event
 
     response = client.post(
-        "/v1/images/edits", data=body, headers={"Authorization": KEY, "Content-Type": "multipart/form-data; b=x"}
+        "/v1/images/edits/async", data=body, headers={"Authorization": KEY, "Content-Type": "multipart/form-data; b=x"}
     )
 
     assert error_of(response, 413)["code"] == "payload_too_large"
@@ -301,11 +312,13 @@ def test_binary_media_types_arrive_base64_encoded_and_json_as_text():
     payload = b'--b\r\nContent-Disposition: form-data; name="image"\r\n\r\n\x89PNG\x00\xff\r\n--b--\r\n'
 
     multipart = client.post(
-        "/v1/images/edits",
+        "/v1/images/edits/async",
         data=payload,
         headers={"Authorization": KEY, "Content-Type": "multipart/form-data; boundary=b"},
     ).get_json()["event"]
-    text = client.post("/v1/images/edits", json={"prompt": "é"}, headers={"Authorization": KEY}).get_json()["event"]
+    text = client.post("/v1/images/edits/async", json={"prompt": "é"}, headers={"Authorization": KEY}).get_json()[
+        "event"
+    ]
 
     assert multipart["isBase64Encoded"] is True
     assert base64.b64decode(multipart["body"]) == payload
@@ -356,7 +369,7 @@ def test_concurrent_invocations_keep_their_own_log_fields_and_metrics(log_tap, c
     from imagecore.observability import logger, metrics, request_record
 
     per_route = 6
-    routes = [("POST", "/v1/images/generations"), ("GET", "/v1/health"), ("POST", "/v1/uploads")]
+    routes = [("POST", "/v1/images/generations/async"), ("GET", "/v1/health"), ("POST", "/v1/uploads")]
     routes += [("GET", "/v1/images/tasks/task_{i}")]
     inside = threading.Barrier(per_route * len(routes), timeout=10)
 

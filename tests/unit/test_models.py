@@ -251,26 +251,30 @@ class TestOutputCompression:
 
 
 class TestStreaming:
-    def test_stream_true_is_refused_until_streaming_exists(self) -> None:
-        errors = refused(stream=True)
-        assert errors[0]["loc"] == ("stream",)
-        assert errors[0]["type"] == "stream_unsupported"
-        assert "not available" in errors[0]["msg"]
+    def test_stream_true_is_a_valid_request(self) -> None:
+        assert request(stream=True).stream is True
 
     def test_stream_false_is_accepted(self) -> None:
         assert request(stream=False).stream is False
 
-    def test_partial_images_without_stream_is_refused(self) -> None:
-        errors = refused(partial_images=2)
-        assert errors[0]["loc"] == ("partial_images",)
-        assert "only with stream" in errors[0]["msg"]
+    def test_partial_images_without_stream_is_refused_on_a_synchronous_route(self) -> None:
+        with pytest.raises(InvalidRequest) as caught:
+            request(partial_images=2).check_synchronous()
+        assert caught.value.param == "partial_images"
+        assert "only with stream" in caught.value.message
 
-    def test_partial_images_with_stream_gets_both_messages(self) -> None:
-        errors = refused(stream=True, partial_images=2)
-        messages = {e["loc"][0]: e["msg"] for e in errors}
-        assert set(messages) == {"stream", "partial_images"}
-        assert "not available" in messages["stream"]
-        assert "only with stream" in messages["partial_images"]
+    @pytest.mark.parametrize("partial_images", [None, 0, 1, 2, 3])
+    def test_stream_with_any_partial_images_is_a_synchronous_request(self, partial_images: int | None) -> None:
+        request(stream=True, partial_images=partial_images).check_synchronous()  # raises nothing
+
+    def test_stream_is_refused_on_a_task(self) -> None:
+        with pytest.raises(InvalidRequest) as caught:
+            request(stream=True, partial_images=2).check_task()
+        assert (caught.value.param, caught.value.code) == ("stream", "stream_unsupported")
+        assert "polled, not streamed" in caught.value.message
+
+    def test_a_task_may_ask_for_partial_images_without_stream(self) -> None:
+        request(partial_images=3).check_task()  # raises nothing
 
     @pytest.mark.parametrize("partial_images", [-1, 4])
     def test_partial_images_out_of_range_is_refused(self, partial_images: int) -> None:
@@ -383,10 +387,10 @@ class TestValidationError:
         assert error.param == "background"
         assert "gpt-image-2 does not support transparent" in error.message
 
-    def test_stream_says_streaming_is_not_available_yet(self) -> None:
-        error = self.mapped({"prompt": PROMPT, "stream": True})
+    def test_stream_must_be_a_boolean(self) -> None:
+        error = self.mapped({"prompt": PROMPT, "stream": "yes"})
         assert error.param == "stream"
-        assert "not available" in error.message
+        assert error.code == "invalid_type"
 
     def test_the_body_is_serialisable_in_the_openai_shape(self) -> None:
         error = self.mapped({"prompt": ""})

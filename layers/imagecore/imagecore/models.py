@@ -10,6 +10,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from imagecore.errors import InvalidRequest
+
 MODELS = ("gpt-image-2", "gpt-image-2-2026-04-21")
 PROMPT_MAX_CHARS = 32_000
 MAX_EDGE = 3840
@@ -136,15 +138,30 @@ class ImageRequest(BaseModel):
         Field(description="'auto' or 'opaque'; gpt-image-2 cannot make transparent images."),
     ] = None
     moderation: Moderation | None = None
-    stream: Annotated[bool, Field(description="Server-sent events: not available yet on this service.")] = False
-    partial_images: Annotated[int | None, Field(ge=0, le=3, description="0-3 partial images, only with stream.")] = None
+    stream: Annotated[
+        bool,
+        Field(
+            description=(
+                "Synchronous routes: answer as server-sent events (image_generation.partial_image / .completed, "
+                "image_edit.* for edits) like OpenAI's. Refused on the async routes."
+            )
+        ),
+    ] = False
+    partial_images: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            le=3,
+            description="0-3 previews while the image is drawn: with stream (as events) or on an async task (polled).",
+        ),
+    ] = None
     user: Annotated[
         str | None,
         Field(max_length=USER_MAX_CHARS, description="End-user id for abuse monitoring, at most 256 characters."),
     ] = None
     response_format: Annotated[
         ResponseFormat,
-        Field(description="'url' (default): presigned download links. 'b64_json': inline, only while it fits 6 MB."),
+        Field(description="'url' (default): presigned download links. 'b64_json': the images inline (base64)."),
     ] = "url"
 
     @field_validator("prompt")
@@ -183,23 +200,25 @@ class ImageRequest(BaseModel):
             )
         return value
 
-    @field_validator("stream")
-    @classmethod
-    def _no_streaming_yet(cls, value: bool) -> bool:
-        if value:
-            raise PydanticCustomError(
-                "stream_unsupported",
-                "streaming (stream: true) is not available on this service yet; send the request without "
-                "stream and read the images from data[].url",
+    def check_synchronous(self) -> None:
+        """A synchronous answer shows previews only as stream events: partial_images needs stream."""
+        if self.partial_images is not None and not self.stream:
+            raise InvalidRequest(
+                "Invalid value for 'partial_images': partial_images applies only with stream: true (or on the "
+                "async routes, where the task shows its previews while it runs).",
+                param="partial_images",
+                code="partial_images_need_stream",
             )
-        return value
 
-    @field_validator("partial_images")
-    @classmethod
-    def _partials_need_stream(cls, value: int | None, info: ValidationInfo) -> int | None:
-        if value is not None and not info.data.get("stream", False):
-            raise PydanticCustomError("partial_images_need_stream", "partial_images applies only with stream: true")
-        return value
+    def check_task(self) -> None:
+        """An async task is polled, not streamed."""
+        if self.stream:
+            raise InvalidRequest(
+                "Invalid value for 'stream': async tasks are polled, not streamed. Send stream: true to the "
+                "synchronous route, or ask for partial_images here and read them from the task while it runs.",
+                param="stream",
+                code="stream_unsupported",
+            )
 
     @property
     def image_size(self) -> ImageSize | None:
@@ -211,8 +230,13 @@ class ImageRequest(BaseModel):
         return size is not None and size.pixels > LARGE_IMAGE_PIXELS
 
     def upstream_body(self) -> dict[str, Any]:
-        """What goes to the upstream: the same fields, without ours (response_format: we always take b64)."""
-        return self.model_dump(exclude_none=True, exclude={"response_format", "stream", *self._not_forwarded})
+        """What goes to the upstream: the same fields, without ours (response_format: we always take b64).
+        Previews only come as server-sent events, so asking for ``partial_images`` (a stream, or a task that
+        shows its progress) asks the upstream to stream; otherwise it answers plain JSON."""
+        body = self.model_dump(exclude_none=True, exclude={"response_format", "stream", *self._not_forwarded})
+        if self.stream or self.partial_images is not None:
+            body["stream"] = True
+        return body
 
     _not_forwarded: ClassVar[frozenset[str]] = frozenset()
 
@@ -350,3 +374,7 @@ class TaskObject(BaseModel):
     result: GenerationResponse | None = None
     error: dict[str, Any] | None = None
     completed_at: int | None = None
+    partial_images: Annotated[
+        list[dict[str, Any]] | None,
+        Field(description="While processing, when asked: the previews stored so far ({index, url, created_at})."),
+    ] = None

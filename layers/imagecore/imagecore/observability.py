@@ -101,6 +101,15 @@ class RequestRecord:
     outcome: str = "unknown"
     error_code: str | None = None
     total_latency_ms: float | None = None
+    # The streamed edge: how the answer went out (buffered, json-keepalive or sse) and what that took.
+    streamed: bool | None = None
+    delivery: str | None = None
+    events_relayed: int | None = None
+    first_partial_ms: float | None = None  # time to the first partial image event
+    bytes_sent: int | None = None
+    keepalives_sent: int | None = None
+    client_disconnected: bool | None = None
+    partial_images_stored: int | None = None
 
     def describe_prompt(self, prompt: str, *, include_text: bool) -> None:
         self.prompt_chars = len(prompt)
@@ -114,6 +123,25 @@ class RequestRecord:
 
 
 _current: ContextVar[RequestRecord | None] = ContextVar("request_record", default=None)
+# Set by an edge that knows more about the request after the handler returns (the streamed edge: bytes sent,
+# whether the client left): records are handed to it instead of written, and it writes each once.
+_held: ContextVar[list[tuple[RequestRecord, str]] | None] = ContextVar("held_records", default=None)
+
+
+@contextmanager
+def hold_records() -> Iterator[list[tuple[RequestRecord, str]]]:
+    """Within the block (and the threads started from it), finished records are collected, not written."""
+    held: list[tuple[RequestRecord, str]] = []
+    token = _held.set(held)
+    try:
+        yield held
+    finally:
+        _held.reset(token)
+
+
+def write_record(record: RequestRecord, message: str = REQUEST_LOG_MESSAGE) -> None:
+    """Write a held record (see ``hold_records``)."""
+    _emit(record, message)
 
 
 def current_record() -> RequestRecord:
@@ -154,7 +182,11 @@ def recording(record: RequestRecord, message: str = REQUEST_LOG_MESSAGE) -> Iter
         record.total_latency_ms = round((time.perf_counter() - started) * 1000, 1)
         if record.outcome == "unknown":
             record.outcome = "success" if record.status is not None and record.status < 400 else "error"
-        _emit(record, message)
+        held = _held.get()
+        if held is not None:
+            held.append((record, message))
+        else:
+            _emit(record, message)
 
 
 def _emit(record: RequestRecord, message: str) -> None:

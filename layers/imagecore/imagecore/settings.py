@@ -17,6 +17,11 @@ from pydantic.fields import FieldInfo
 
 # Lambda's synchronous response limit is 6 MB (6,291,456 bytes) for the whole JSON document.
 LAMBDA_RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024
+# A streamed response (InvokeWithResponseStream) may carry 200 MB (Lambda's soft limit); API Gateway relays the
+# first 10 MB at full speed and the rest at 2 MB/s.
+LAMBDA_STREAMED_RESPONSE_LIMIT_BYTES = 200 * 1024 * 1024
+# A streamed integration may last 15 minutes.
+STREAMED_INTEGRATION_TIMEOUT_MS = 900_000
 
 
 def _variable_names(name: str, field: FieldInfo) -> list[str]:
@@ -88,19 +93,40 @@ class GenerationSettings(_Settings):
     ] = "x-account-id"
 
     integration_timeout_ms: Annotated[
-        int, Field(ge=50, le=300_000, description="API Gateway integration timeout: we never work past it.")
+        int,
+        Field(
+            ge=50,
+            le=STREAMED_INTEGRATION_TIMEOUT_MS,
+            description="API Gateway integration timeout: we never work past it (streamed routes: 15 minutes).",
+        ),
     ] = 29_000
     storage_margin_seconds: Annotated[
         float, Field(ge=0, le=60, description="Time kept back from the upstream call to store and answer.")
     ] = 4.0
     log_prompts: Annotated[bool, Field(description="Log prompt text (off: only its length and hash).")] = False
+    stream_idle_limit_seconds: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=900,
+            description=(
+                "Streamed routes: API Gateway closes a response silent this long (300 s Regional). The answer's "
+                "status is held until shortly before it; past that, keep-alives go out."
+            ),
+        ),
+    ] = 300.0
     public_url_scheme: Annotated[
         Literal["https", "http"],
         Field(description="Scheme of the URLs the API gives for itself (poll_url): https; the local stack's http."),
     ] = "https"
-    max_inline_response_bytes: Annotated[int, Field(gt=0, le=LAMBDA_RESPONSE_LIMIT_BYTES)] = (
-        LAMBDA_RESPONSE_LIMIT_BYTES - 64 * 1024
-    )
+    max_inline_response_bytes: Annotated[
+        int,
+        Field(
+            gt=0,
+            le=LAMBDA_STREAMED_RESPONSE_LIMIT_BYTES,
+            description="Largest b64_json answer: 6 MB buffered, up to 200 MB on the streamed routes.",
+        ),
+    ] = LAMBDA_RESPONSE_LIMIT_BYTES - 64 * 1024
 
     tasks_table: Annotated[str | None, Field(description="DynamoDB table of async tasks.")] = None
     jobs_queue_url: Annotated[str | None, Field(description="SQS queue the async tasks are sent to.")] = None

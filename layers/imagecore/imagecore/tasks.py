@@ -103,6 +103,8 @@ class Task:
     completed_at: int | None = None
     claimed_until: int | None = None
     upstream_calls: int = 0  # deliveries that got as far as asking the upstream: never more than one
+    # Previews stored while the task runs (asked with partial_images): {"index", "key", "created_at"}.
+    partial_images: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def expires_at(self) -> int:
@@ -155,6 +157,10 @@ class Task:
             completed_at=number("completed_at"),
             claimed_until=number("claimed_until"),
             upstream_calls=number("upstream_calls") or 0,
+            partial_images=[
+                {"index": int(p["index"]), "key": str(p["key"]), "created_at": int(p["created_at"])}
+                for p in item.get("partial_images") or []
+            ],
         )
 
 
@@ -210,6 +216,23 @@ class TaskStore:
         except BotoCoreError as exc:
             raise TaskStoreError(f"claim {task_id}: {type(exc).__name__}") from exc
         return Task.from_item(answer["Attributes"])
+
+    def add_partial(self, task_id: str, index: int, key: str, created_at: int) -> None:
+        """Note a preview the running task has stored; its poll answers list it until the task ends."""
+        entry = {"index": index, "key": key, "created_at": created_at}
+        try:
+            self._table.update_item(
+                Key={"id": task_id},
+                UpdateExpression="SET partial_images = list_append(if_not_exists(partial_images, :none), :one)",
+                ConditionExpression=Attr("status").eq("processing"),
+                ExpressionAttributeValues={":none": [], ":one": [entry]},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return  # already finished: the preview no longer matters
+            raise TaskStoreError(f"partial {task_id}: {exc.response.get('Error', {}).get('Code')}") from exc
+        except BotoCoreError as exc:
+            raise TaskStoreError(f"partial {task_id}: {type(exc).__name__}") from exc
 
     def claim_job(self, job_key: str, digest: str, *, hold_seconds: int) -> JobClaim:
         """The claim of an event job, keyed by its identity (its folder) and bound to the digest of its request:
@@ -344,6 +367,12 @@ def task_view(task: Task, now: int, presign: Callable[[str], str], poll_url: str
         view["poll_url"] = poll_url
     if task.overdue(now):
         view.update(status="failed", http_status=504, error=task_timeout_error())
+    elif task.status == "processing" and task.partial_images:
+        # The picture forming: each preview stored so far, freshly presigned.
+        view["partial_images"] = [
+            {"index": p["index"], "url": presign(p["key"]), "created_at": p["created_at"]}
+            for p in sorted(task.partial_images, key=lambda p: p["index"])
+        ]
     elif task.status == "completed" and task.result is not None:
         result = answer_body(task.result, presign)
         view.update(http_status=200, image_url=result["data"][0]["url"], result=result, completed_at=task.completed_at)

@@ -52,7 +52,7 @@ from imagecore.manifest import (
 )
 from imagecore.models import GenerationRequest
 from imagecore.observability import JOB_LOG_MESSAGE, RequestRecord, logger, recording
-from imagecore.service import ImageService, StoredResult, describe_request
+from imagecore.service import ImageEvent, ImageService, StoredResult, describe_request
 from imagecore.settings import WorkerSettings
 from imagecore.storage import StorageError
 from imagecore.tasks import (
@@ -146,13 +146,42 @@ def parse_job(body: str, message_id: str) -> TaskJob | GenerationJob:
         not isinstance(output_prefix, str) or not _PREFIX_RE.match(output_prefix) or ".." in output_prefix
     ):
         raise BadJob("output_prefix must be 1 to 8 path segments of letters, digits, '.', '_' or '-'")
-    try:
-        request = GenerationRequest.model_validate(detail)
-    except ValidationError as exc:
-        raise BadJob(validation_error(exc.errors(include_url=False)).message) from None
+    request = _job_request(detail)
     if not _JOB_ID_RE.match(job_id):
         raise BadJob("the event id is not usable as a key")
     return GenerationJob(job_id, request, correlation_id, output_prefix, source)
+
+
+def _job_request(detail: dict[str, Any]) -> GenerationRequest:
+    """The request a job carries, checked as the async routes check theirs (a job is run, never streamed)."""
+    try:
+        request = GenerationRequest.model_validate(detail)
+        request.check_task()
+    except ValidationError as exc:
+        raise BadJob(validation_error(exc.errors(include_url=False)).message) from None
+    except ImageServiceError as refused:
+        raise BadJob(refused.message) from None
+    return request
+
+
+@dataclass(frozen=True)
+class TaskPreviews:
+    """The previews of a task asked with ``partial_images``: each stored one is listed on the task at once, so
+    its poll answers show the picture forming. A preview that cannot be listed is only logged."""
+
+    tasks: TaskStore
+    task_id: str
+
+    def __call__(self, event: ImageEvent) -> None:
+        if event.key is None:
+            return
+        created = event.fields.get("created_at")
+        try:
+            self.tasks.add_partial(
+                self.task_id, event.index, event.key, created if isinstance(created, int) else int(time.time())
+            )
+        except TaskStoreError:
+            logger.warning("preview not listed on the task", extra={"task_id": self.task_id, "index": event.index})
 
 
 class EventPublishError(Exception):
@@ -360,16 +389,20 @@ class Worker:
         record.fail("failed", str(error.get("code")))
 
     def _prepare(self, task: Task) -> Callable[[Deadline, RequestRecord, str], StoredResult | None]:
-        """The task's run, with what it needs read beforehand (so a passing S3 fault here leaves no claim)."""
+        """The task's run, with what it needs read beforehand (so a passing S3 fault here leaves no claim); its
+        previews, when it asked for them, are listed on the task as they are stored."""
+        previews = TaskPreviews(self.tasks, task.id)
         if task.kind == "generation":
             request = GenerationRequest.model_validate(task.request)
             return lambda deadline, record, folder: (
-                self.service.generate(request, deadline, record, folder=folder).stored
+                self.service.generate(request, deadline, record, folder=folder, on_partial=previews).stored
             )
         edit = edit_from_kept(
             task.request, task.inputs, self.service.store.read, max_image_bytes=self.settings.max_input_image_bytes
         )
-        return lambda deadline, record, folder: self.service.edit(edit, deadline, record, folder=folder).stored
+        return lambda deadline, record, folder: (
+            self.service.edit(edit, deadline, record, folder=folder, on_partial=previews).stored
+        )
 
     # --- event-triggered generations ----------------------------------------------------------------------
     def _run_event(self, job: GenerationJob, context: LambdaContext, record: RequestRecord) -> None:

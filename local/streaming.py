@@ -1,0 +1,226 @@
+"""Streamed integrations (``ResponseTransferMode: RESPONSE_STREAM`` in template.yaml) for the local gateway.
+
+In AWS such a route is invoked with InvokeWithResponseStream; the function runs AWS's Lambda Web Adapter, which
+starts ``run.sh`` (uvicorn serving the function's ASGI app) and relays each event to it as an HTTP request with
+the request context in ``x-amzn-request-context`` and the Lambda context in ``x-amzn-lambda-context``; API
+Gateway passes the bytes on as they come. Here the same happens in-process: each streamed function's app (the
+one its ``run.sh`` names) is served by uvicorn on a loopback port, and the gateway relays its answer chunk by
+chunk (chunked HTTP: ``curl -N`` shows each event as it is written) under API Gateway's streaming rules:
+
+- no 29 s integration cut: the route's ``TimeoutInMillis`` (up to 15 minutes) and the function's ``Timeout``;
+- the idle limit: a stream that sends nothing for ``idle_limit`` seconds (5 minutes on a Regional endpoint,
+  30 s edge-optimized) is closed;
+- no 6 MB / 10 MB payload limit on the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from werkzeug.wrappers import Response
+
+from imagecore.observability import logger
+
+# API Gateway's idle timeout of a streamed response, by endpoint type.
+IDLE_LIMIT_SECONDS = {"REGIONAL": 300.0, "PRIVATE": 300.0, "EDGE": 30.0}
+STREAM_MAX_SECONDS = 15 * 60
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length"}
+_NOT_RELAYED = _HOP_BY_HOP | {"date", "server"}  # API Gateway writes its own
+
+
+@dataclass(frozen=True)
+class StreamedFunction:
+    name: str
+    code_uri: str
+    app_target: str  # module:attribute, as run.sh hands it to uvicorn
+    factory: bool
+    timeout_s: float
+    memory_mb: int
+
+
+def asgi_target(run_script: Path) -> tuple[str, bool]:
+    """The ``module:attribute`` that ``run.sh`` serves with uvicorn, and whether it is a factory."""
+    text = run_script.read_text()
+    for line in _logical_lines(text):
+        words = shlex.split(line, comments=True)
+        if "uvicorn" in words:
+            rest = words[words.index("uvicorn") + 1 :]
+            targets = [w for w in rest if re.fullmatch(r"[\w.]+:[\w.]+", w)]
+            if targets:
+                return targets[0], "--factory" in rest
+    raise ValueError(f"{run_script} starts no uvicorn app")
+
+
+def _logical_lines(text: str) -> list[str]:
+    return [line for line in text.replace("\\\n", " ").splitlines() if line.strip() and not line.startswith("#")]
+
+
+def idle_limit_of(template: dict[str, Any]) -> float:
+    """The idle limit of the template's REST API, from its endpoint type."""
+    for resource in template.get("Resources", {}).values():
+        if resource.get("Type") == "AWS::Serverless::Api":
+            endpoint = (resource.get("Properties") or {}).get("EndpointConfiguration") or {}
+            kind = endpoint.get("Type", "EDGE") if isinstance(endpoint, dict) else str(endpoint)
+            return IDLE_LIMIT_SECONDS.get(str(kind).upper(), 30.0)
+    return 30.0
+
+
+def _per_invocation(app: Any) -> Any:
+    """In AWS each execution environment serves one request at a time; here one app serves them all at once,
+    so each request starts with Powertools state of its own (``local.lambda_runtime``)."""
+    from local.lambda_runtime import begin_invocation
+
+    async def isolated(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            begin_invocation()
+        await app(scope, receive, send)
+
+    return isolated
+
+
+class _AppServer:
+    """One function's ASGI app on a loopback port, as the adapter's local web server."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, loop="asyncio", http="h11", lifespan="off", access_log=False, log_config=None
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="adapter-app")
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the streamed function's app did not start")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+
+
+class StreamedIntegrations:
+    """The adapter and API Gateway's streaming relay for every streamed function of the template."""
+
+    def __init__(self, root: Path, idle_limit: float) -> None:
+        self.root = root
+        self.idle_limit = idle_limit
+        self._servers: dict[str, _AppServer] = {}
+        self._lock = threading.Lock()
+        self._http = httpx.Client(follow_redirects=False)
+
+    def _server(self, function: StreamedFunction) -> _AppServer:
+        with self._lock:
+            if function.name not in self._servers:
+                import importlib
+
+                module_name, _, attribute = function.app_target.partition(":")
+                package = ".".join(Path(function.code_uri.strip("/")).parts)
+                module = importlib.import_module(f"{package}.{module_name}")
+                app = getattr(module, attribute)
+                self._servers[function.name] = _AppServer(_per_invocation(app() if function.factory else app))
+            return self._servers[function.name]
+
+    def invoke(
+        self,
+        function: StreamedFunction,
+        event: dict[str, Any],
+        body: bytes,
+        *,
+        integration_timeout_s: float,
+        request_id: str,
+        on_timeout: Any,
+    ) -> Response:
+        """Relay one request to the function's app and its answer back as it comes."""
+        server = self._server(function)
+        started = time.monotonic()
+        lambda_request_id = request_id.replace("-", "")[:8] + "-" + str(int(time.time() * 1000))
+        lambda_context = {
+            "request_id": lambda_request_id,
+            "deadline": int(time.time() * 1000 + function.timeout_s * 1000),
+            "invoked_function_arn": f"arn:aws:lambda:us-east-1:123456789012:function:{function.name}",
+            "xray_trace_id": None,
+            "env_config": {
+                "function_name": function.name,
+                "memory": function.memory_mb,
+                "version": "$LATEST",
+                "log_stream": "local",
+                "log_group": f"/aws/lambda/{function.name}",
+            },
+        }
+        headers: list[tuple[str, str]] = []
+        for name, values in (event.get("multiValueHeaders") or {}).items():
+            if name.lower() in _HOP_BY_HOP or name.lower() == "host":
+                continue
+            headers.extend((name, value) for value in values)
+        headers.append(("x-amzn-request-context", json.dumps(event["requestContext"])))
+        headers.append(("x-amzn-lambda-context", json.dumps(lambda_context)))
+        query = [(k, v) for k, vs in (event.get("multiValueQueryStringParameters") or {}).items() for v in vs]
+        first_byte = min(integration_timeout_s, function.timeout_s, self.idle_limit)
+        request = self._http.build_request(
+            event["httpMethod"],
+            f"http://127.0.0.1:{server.port}{event['path']}",
+            params=query,
+            headers=headers,
+            content=body,
+            timeout=httpx.Timeout(first_byte, connect=5.0),
+        )
+        try:
+            upstream = self._http.send(request, stream=True)
+        except httpx.TimeoutException:
+            # Nothing came back before API Gateway gave up; the function goes on, as in AWS.
+            return on_timeout()
+        ends_at = started + min(STREAM_MAX_SECONDS, function.timeout_s)
+        response = Response(
+            self._relay(upstream, ends_at, request_id, function.name),
+            status=upstream.status_code,
+            direct_passthrough=True,
+        )
+        response.headers.remove("Content-Type")
+        for name, value in upstream.headers.multi_items():
+            if name.lower() not in _NOT_RELAYED:
+                response.headers.add(name, value)
+        response.headers["x-amzn-RequestId"] = request_id
+        return response
+
+    def _relay(self, upstream: httpx.Response, ends_at: float, request_id: str, function: str) -> Iterator[bytes]:
+        """The body as it comes, cut like API Gateway cuts a stream: idle too long, or past the time limits."""
+        try:
+            stream = upstream.iter_raw()
+            while True:
+                # Each read waits at most the idle limit (httpx's read timeout).
+                try:
+                    chunk = next(stream)
+                except StopIteration:
+                    return
+                except httpx.ReadTimeout:
+                    logger.warning(
+                        "streamed response idle past the limit: closed",
+                        extra={"request_id": request_id, "function": function, "idle_limit_s": self.idle_limit},
+                    )
+                    return
+                if chunk:
+                    yield chunk
+                if time.monotonic() > ends_at:
+                    logger.warning("streamed response past its time limit: closed", extra={"request_id": request_id})
+                    return
+        finally:
+            upstream.close()
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            server.stop()
+        self._servers.clear()
+        self._http.close()
