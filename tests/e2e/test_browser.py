@@ -47,10 +47,14 @@ def page_origin() -> Iterator[PageOrigin]:
 
 
 def wait_for(driver: Any, script: str, timeout: float = 60) -> Any:
-    """Poll a JavaScript expression until it is truthy; its value."""
+    """Poll a JavaScript expression until it is truthy; its value (on a timeout, the page's text is printed)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: d.execute_script(f"return {script}"))
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: d.execute_script(f"return {script}"))
+    except Exception:
+        print("PAGE", driver.execute_script("return document.body.innerText")[-2000:], console_errors(driver))
+        raise
 
 
 def stored_anything(driver: Any) -> dict[str, Any]:
@@ -169,6 +173,41 @@ def test_playground_generates_images_and_shows_them(stack: RunningStack, driver:
     assert stack.upstream_calls() == calls + 1
     assert "2 images" in driver.find_element(By.ID, "status").text
     assert stored_anything(driver) == {"local": 0, "session": 0, "cookie": ""}
+    assert console_errors(driver) == []
+
+
+def test_playground_streams_partial_previews_then_the_images(stack: RunningStack, driver: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    calls = stack.upstream_calls()
+    driver.get(stack.api_url + "/playground")
+    # Every preview the page shows while the answer streams in, as it is shown.
+    driver.execute_script(
+        """window.previews = [];
+           new MutationObserver(() => {
+             const img = document.querySelector('#preview img');
+             if (img && !window.previews.includes(img.src)) window.previews.push(img.src);
+           }).observe(document.getElementById('images'), {subtree: true, childList: true, attributes: true});"""
+    )
+    fill_playground(driver, API_KEY)
+    driver.find_element(By.ID, "prompt").send_keys("a lighthouse, streamed")
+    select(driver, "size", "1536x1024")
+    driver.find_element(By.ID, "stream").click()
+    select(driver, "partial_images", "2")
+    driver.find_element(By.ID, "generate").click()
+    wait_for(driver, "document.getElementById('status').textContent.includes('1 image in')")
+    wait_for(
+        driver, "[...document.querySelectorAll('#images img')].filter(i => i.complete && i.naturalWidth).length == 1"
+    )
+    images = decoded_images(driver)
+    previews = driver.execute_script("return window.previews")
+    screenshot(driver, "playground-stream", tmp_path)
+
+    assert len(previews) == 2 and all(p.startswith("data:image/png;base64,") for p in previews)
+    assert [(i["width"], i["height"]) for i in images] == [(1536, 1024)]
+    assert images[0]["src"].startswith(stack.aws_url) and "X-Amz-Signature=" in images[0]["link"]
+    assert driver.find_elements(By.ID, "preview") == []
+    assert stack.upstream_calls() == calls + 1
     assert console_errors(driver) == []
 
 

@@ -34,28 +34,78 @@
 
   function showImages(answer) {
     const format = answer.output_format || "png";
-    (answer.data || []).forEach((item, index) => {
-      const source = item.url || (item.b64_json ? "data:image/" + format + ";base64," + item.b64_json : "");
-      const figure = document.createElement("figure");
-      const image = document.createElement("img");
-      image.alt = "image " + (index + 1);
-      image.dataset.index = String(index);
-      const caption = document.createElement("figcaption");
-      const link = document.createElement("a");
-      link.href = source;
-      link.download = "image-" + (index + 1) + "." + format;
-      link.target = "_blank";
-      link.rel = "noopener noreferrer";
-      link.textContent = "Download";
-      const size = document.createElement("span");
-      image.addEventListener("load", () => {
-        size.textContent = " " + image.naturalWidth + "x" + image.naturalHeight + " " + format;
-      });
-      image.src = source;
-      caption.append(link, size);
-      figure.append(image, caption);
-      $("images").append(figure);
+    (answer.data || []).forEach((item, index) => showImage(item, index, format));
+  }
+
+  function showImage(item, index, format) {
+    const source = item.url || (item.b64_json ? "data:image/" + format + ";base64," + item.b64_json : "");
+    const figure = document.createElement("figure");
+    const image = document.createElement("img");
+    image.alt = "image " + (index + 1);
+    image.dataset.index = String(index);
+    const caption = document.createElement("figcaption");
+    const link = document.createElement("a");
+    link.href = source;
+    link.download = "image-" + (index + 1) + "." + format;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    link.textContent = "Download";
+    const size = document.createElement("span");
+    image.addEventListener("load", () => {
+      size.textContent = " " + image.naturalWidth + "x" + image.naturalHeight + " " + format;
     });
+    image.src = source;
+    caption.append(link, size);
+    figure.append(image, caption);
+    $("images").append(figure);
+  }
+
+  // A partial image replaces the preview shown so far; it goes when the finished images come.
+  function showPreview(event) {
+    let figure = $("preview");
+    if (!figure) {
+      figure = document.createElement("figure");
+      figure.id = "preview";
+      figure.className = "preview";
+      figure.append(document.createElement("img"), document.createElement("figcaption"));
+      $("images").append(figure);
+    }
+    figure.querySelector("img").src = "data:image/" + (event.output_format || "png") + ";base64," + event.b64_json;
+    figure.querySelector("figcaption").textContent = "preview " + (event.partial_image_index + 1);
+  }
+
+  // Server-sent events over fetch(): "event: <type>" and "data: <json>" lines, blocks split by a blank line.
+  async function readEvents(response) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let finished = 0;
+    let failure = null;
+    for (;;) {
+      const { value, done } = await reader.read();
+      buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const lines = block.split("\n");
+        const name = (lines.find((l) => l.startsWith("event:")) || "").slice(6).trim();
+        const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+        if (!data) continue; // a keep-alive comment
+        const event = JSON.parse(data);
+        if (name === "error" || event.error) {
+          failure = event.error ? event : { error: event };
+        } else if (name.endsWith(".partial_image")) {
+          showPreview(event);
+        } else if (name.endsWith(".completed")) {
+          if ($("preview")) $("preview").remove();
+          showImage(event, finished, event.output_format || "png");
+          finished += 1;
+        }
+      }
+      if (done) break;
+    }
+    return { finished, failure };
   }
 
   async function call(route, init, label) {
@@ -74,6 +124,18 @@
         credentials: "omit",
         cache: "no-store",
       });
+      const type = response.headers.get("Content-Type") || "";
+      if (response.ok && type.startsWith("text/event-stream")) {
+        const { finished, failure } = await readEvents(response);
+        const seconds = ((performance.now() - started) / 1000).toFixed(1);
+        if (failure) {
+          showError(response.status, failure);
+          setBusy(false, label + " failed after " + seconds + " s.");
+          return;
+        }
+        setBusy(false, label + ": " + finished + " image" + (finished === 1 ? "" : "s") + " in " + seconds + " s.");
+        return;
+      }
       const text = await response.text();
       let body = text;
       try {
@@ -105,6 +167,10 @@
       output_format: $("output_format").value,
       n: Number($("n").value),
     };
+    if ($("stream").checked) {
+      body.stream = true;
+      body.partial_images = Number($("partial_images").value);
+    }
     call("images/generations", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
