@@ -5,6 +5,9 @@ UV_VERSION := 0.13.8
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
+# checkov pins its own boto3, so it lives in an environment of its own, from tools/checkov.txt (uv pip compile of
+# tools/checkov.in).
+CHECKOV := $(TOOLS)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
@@ -24,7 +27,12 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock layers/imagecore/pyproject.toml
 	$(UV) sync --frozen --all-groups
 	@touch $@
 
-install: $(VENV)/.synced
+$(CHECKOV): $(UV) tools/checkov.txt
+	$(UV) venv -q --allow-existing --python $(PYTHON) $(TOOLS)/checkov
+	VIRTUAL_ENV=$(TOOLS)/checkov $(UV) pip sync -q tools/checkov.txt
+	@touch $@
+
+install: $(VENV)/.synced $(CHECKOV)
 
 run: install
 	$(VENV)/bin/python -m local

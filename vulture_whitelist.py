@@ -7,7 +7,7 @@ _.output_compression, _.background, _.moderation, _.partial_images, _.user
 _.input_tokens, _.total_tokens, _.b64_json, _.image_url, _.version
 
 # the request log line: RequestRecord fields are written by asdict()
-_.prompt_chars, _.prompt_sha256, _.images_in, _.dropped_params, _.idempotent_replay, _.error_code
+_.prompt_chars, _.prompt_hmac, _.images_in, _.dropped_params, _.idempotent_replay, _.error_code
 _.sizes_returned, _.formats_returned, _.bytes_returned, _.upstream_request_id, _.attempt_errors
 
 # a task record's fields are stored by name (Task.to_item)
@@ -25,6 +25,9 @@ _.LOAD_TRUNCATED_IMAGES, _.MAX_IMAGE_PIXELS
 
 # the local Lambda runtime gives shared Powertools objects a per-invocation subclass (read by Python itself)
 _.__class__
+
+# the IAM grants each function's code needs, read by tests/template against the template's roles
+PERMISSIONS
 
 # the streamed edge's fields of the request log line (asdict), the ASGI factory run.sh names, and uvicorn's stop flag
 _.events_relayed, _.keepalives_sent, _.client_disconnected, _.partial_images_stored

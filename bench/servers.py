@@ -43,6 +43,7 @@ def function_environment(servers: Servers, upstream_key: str) -> dict[str, str]:
         "S3_ENDPOINT_URL": servers.s3_url,
         "UPSTREAM_BASE_URL": servers.upstream_url,
         "UPSTREAM_API_KEY": upstream_key,
+        "ALLOW_HTTP_UPSTREAM": "true",  # the local simulator
         "INTEGRATION_TIMEOUT_MS": "29000",
     }
 

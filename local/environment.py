@@ -1,10 +1,11 @@
 """The environment template.yaml gives the functions, for running them outside AWS: the Globals' variables plus a
 function's own, with each ``!Ref`` resolved to the local resource or parameter it names.
 
-Two things differ from AWS, on purpose: a variable naming a Secrets Manager secret is replaced by its local
-stand-in holding the value itself (``UPSTREAM_API_KEY_SECRET_ID`` -> ``UPSTREAM_API_KEY``), and X-Ray tracing is
-off. The local stack, the tests and the benchmark all take the functions' environment from here, so a variable
-added to the template reaches all three.
+Three things differ from AWS, on purpose: a variable naming a Secrets Manager secret is replaced by its local
+stand-in holding the value itself (``UPSTREAM_API_KEY_SECRET_ID`` -> ``UPSTREAM_API_KEY``), X-Ray tracing is
+off, and the upstream may be plain http (the simulator; in AWS the settings refuse anything but https). The
+local stack, the tests and the benchmark all take the functions' environment from here, so a variable added to
+the template reaches all three.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from local.resources import LocalResources
 SECRET_STAND_INS = {
     "UPSTREAM_API_KEY_SECRET_ID": "UPSTREAM_API_KEY",
     "API_KEYS_SECRET_ID": "API_KEYS",
+    "PROMPT_DIGEST_KEY_SECRET_ID": "PROMPT_DIGEST_KEY",
 }
-LOCAL_ONLY = {"POWERTOOLS_TRACE_DISABLED": "true"}
+LOCAL_ONLY = {"POWERTOOLS_TRACE_DISABLED": "true", "ALLOW_HTTP_UPSTREAM": "true"}
 
 
 def resource_refs(resources: LocalResources) -> dict[str, str]:

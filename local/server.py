@@ -267,7 +267,12 @@ class LocalStack:
                 "CorsAllowOrigins": self.config.cors_allow_origins,
                 "LogLevel": self.config.log_level,
             },
-            secrets={"UPSTREAM_API_KEY": upstream_key, "API_KEYS": ",".join(self.keys)},
+            secrets={
+                "UPSTREAM_API_KEY": upstream_key,
+                "API_KEYS": ",".join(self.keys),
+                # made at each start: digests compare within one run, and nothing outside it can recompute them
+                "PROMPT_DIGEST_KEY": secrets.token_hex(32),
+            },
         )
         # The Lambda Web Adapter's own settings: here local.streaming plays the adapter.
         for adapter_variable in (

@@ -4,6 +4,7 @@ counted, the log line read."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import re
@@ -149,7 +150,8 @@ def test_one_log_line_per_request_with_every_field_and_no_secrets(invoke, log_ta
     assert line["images_returned"] == 2
     assert line["sizes_returned"] == ["1024x1536", "1024x1536"]
     assert line["prompt_chars"] == len(prompt)
-    assert len(line["prompt_sha256"]) == 16
+    assert len(line["prompt_hmac"]) == 16
+    assert line["prompt_hmac"] != hashlib.sha256(prompt.encode()).hexdigest()[:16]  # keyed, not a plain hash
     assert records[0]["correlation_id"] == line["api_request_id"]
     assert "prompt" not in line
     assert prompt not in log_tap.text

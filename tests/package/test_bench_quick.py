@@ -35,8 +35,10 @@ def test_a_quick_bench_run_ends_with_the_ratio_lines(packaged: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     last = done.stdout.strip().splitlines()[-len(RATIO_LINES) :]
     for line, label in zip(last, RATIO_LINES, strict=True):
-        match = re.fullmatch(rf"{re.escape(label)} (\d+\.\d+)", line)
+        match = re.fullmatch(rf"{re.escape(label)} (-?\d+\.\d+)", line)
         assert match, f"{line!r} is not '{label} <number>'"
         value = float(match.group(1))
-        assert math.isfinite(value) and value > 0, line
+        # Overhead is time beyond a bare fetch of the same answer: in a quick run on a busy machine it can come
+        # out just below zero; every other figure is a positive size or ratio.
+        assert math.isfinite(value) and (value > 0 or label.startswith("ratio overhead")), line
     assert "naive" in done.stdout and "generations" in done.stdout and "floor" in done.stdout

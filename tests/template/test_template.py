@@ -55,6 +55,7 @@ REF_VALUES = {
     "ImagesBucket": "image-service-imagesbucket-1a2b3c4d5e6f",
     "UpstreamApiKeySecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:UpstreamApiKeySecret-AbCdEf",
     "ApiKeysSecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ApiKeysSecret-GhIjKl",
+    "PromptDigestKeySecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:PromptDigestKeySecret-MnOpQr",
     "TasksTable": "image-service-TasksTable-1A2B3C4D5E6F",
     "IdempotencyTable": "image-service-IdempotencyTable-6F5E4D3C2B1A",
     "JobsQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/image-service-JobsQueue-AbCdEfGhIjKl",
@@ -147,12 +148,13 @@ S3_GRANTS = {
 # s3:prefix condition to these patterns (unconditioned, it would list every caller's keys).
 LIST_PREFIXES = {
     "GenerationsFunction": set(),
-    "EditsFunction": {"uploads/*"},  # a missing upload id is a 404 for the caller
+    # a missing upload id is a 404 for the caller without it: S3's 403 for a missing key reads as missing too
+    "EditsFunction": set(),
     "GenerationsStreamFunction": set(),
-    "EditsStreamFunction": {"uploads/*"},
+    "EditsStreamFunction": set(),
     "UploadsFunction": set(),
     "TasksFunction": set(),
-    "WorkerFunction": {"images/*", "uploads/*"},  # a first run finds no result.json: a 404, not a 403
+    "WorkerFunction": set(),  # a first run finds no result.json: S3's 403 without s3:ListBucket reads as missing
     "AuthorizerFunction": set(),
     "HealthFunction": set(),
 }
@@ -182,8 +184,14 @@ SQS_GRANTS = {
     "EditsStreamFunction": set(),
     "UploadsFunction": set(),
     "TasksFunction": set(),
-    # receives through its event source mapping; sends only the jobs that can never run, with the reason
-    "WorkerFunction": {("sqs:SendMessage", "JobsDeadLetterQueue")},
+    # sends only the jobs that can never run, with the reason; its event source mapping polls the jobs queue
+    # with the worker's role
+    "WorkerFunction": {
+        ("sqs:SendMessage", "JobsDeadLetterQueue"),
+        ("sqs:ReceiveMessage", "JobsQueue"),
+        ("sqs:DeleteMessage", "JobsQueue"),
+        ("sqs:GetQueueAttributes", "JobsQueue"),
+    },
     "AuthorizerFunction": set(),
     "HealthFunction": set(),
 }
@@ -207,9 +215,6 @@ RESOURCE_VARIABLES = {
     "DEAD_LETTER_QUEUE_URL": "JobsDeadLetterQueue",
     "EVENT_BUS_NAME": "ImageEventsBus",
 }
-# Managed policies SAM attaches: logs and X-Ray for all; the worker's SQS event source adds the poller's rights.
-BASE_MANAGED_POLICIES = {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
-SQS_POLLER_POLICY = "AWSLambdaSQSQueueExecutionRole"
 
 LAMBDA_MAX_TIMEOUT_SECONDS = 900
 
@@ -396,7 +401,8 @@ def invoked_routes(cfn: dict[str, Any], function: str) -> set[str]:
 
 def role_managed_policies(cfn: dict[str, Any], function: str) -> set[str]:
     role_name = cfn["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
-    return {str(arn).rsplit("/", 1)[-1] for arn in cfn["Resources"][role_name]["Properties"]["ManagedPolicyArns"]}
+    arns = cfn["Resources"][role_name]["Properties"].get("ManagedPolicyArns", [])
+    return {str(arn).rsplit("/", 1)[-1] for arn in arns}
 
 
 def resolve(value: Any, sam: dict[str, Any], overrides: dict[str, Any] | None = None) -> str:
@@ -893,10 +899,9 @@ def test_layer_is_built_by_sam_for_the_runtime(sam: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("function", sorted(SETTINGS_OF))
 def test_every_function_has_a_log_group_with_retention(cfn: dict[str, Any], function: str) -> None:
+    group = cfn["Resources"][function]["Properties"]["LoggingConfig"]["LogGroup"]
     groups = [
-        g["Properties"]
-        for g in resources_of_type(cfn, "AWS::Logs::LogGroup").values()
-        if g["Properties"].get("LogGroupName") == {"Fn::Sub": f"/aws/lambda/${{{function}}}"}
+        g["Properties"] for name, g in resources_of_type(cfn, "AWS::Logs::LogGroup").items() if {"Ref": name} == group
     ]
 
     assert [g["RetentionInDays"] for g in groups] == [30]
@@ -1025,29 +1030,30 @@ def test_roles_are_least_privilege(cfn: dict[str, Any], function: str, secret: s
         assert not {"NotAction", "NotResource", "NotPrincipal"} & set(statement), statement
         actions = [str(a) for a in as_list(statement["Action"])]
         assert not any("*" in a for a in actions), actions  # neither "*", "s3:*" nor "s3:List*"
-        assert "*" not in as_list(statement["Resource"])
-        # the only conditional grant is the prefix-limited s3:ListBucket (list_bucket_prefixes checks it)
+        if "*" in as_list(statement["Resource"]):  # X-Ray's write calls have no resource-level permissions
+            assert set(actions) == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}, statement
+        # the only conditional grant would be a prefix-limited s3:ListBucket (list_bucket_prefixes checks it)
         assert "Condition" not in statement or actions == ["s3:ListBucket"], statement
     secret_statements = [
         st for st in statements if any(str(a).startswith("secretsmanager:") for a in as_list(st["Action"]))
     ]
-    if secret is None:
-        assert secret_statements == []
-    else:
-        assert [(as_list(st["Action"]), as_list(st["Resource"])) for st in secret_statements] == [
-            (["secretsmanager:GetSecretValue"], [{"Ref": secret}])
-        ]
+    # the functions that log prompts also read the prompt digest's key
+    digest_key = [(["secretsmanager:GetSecretValue"], [{"Ref": "PromptDigestKeySecret"}])]
+    expected_secrets = [] if secret is None else [(["secretsmanager:GetSecretValue"], [{"Ref": secret}])]
+    if secret == "UpstreamApiKeySecret":
+        expected_secrets += digest_key
+    assert [(as_list(st["Action"]), as_list(st["Resource"])) for st in secret_statements] == expected_secrets
     services = {str(a).split(":", 1)[0] for st in statements for a in as_list(st["Action"])}
     expected = (
-        ({"s3"} if S3_GRANTS[function] or LIST_PREFIXES[function] else set())
+        {"logs", "xray"}
+        | ({"s3"} if S3_GRANTS[function] or LIST_PREFIXES[function] else set())
         | ({"secretsmanager"} if secret else set())
         | {service for service, grants in ARN_GRANTS.items() if grants[function]}
     )
     assert services == expected, f"{function} may use services it does not need"
     list_bucket_prefixes(cfn, function)  # every s3:ListBucket is prefix-limited
-    # SAM gives the worker the poller's rights on its queue (AWSLambdaSQSQueueExecutionRole), no one else
-    poller = {SQS_POLLER_POLICY} if function == "WorkerFunction" else set()
-    assert role_managed_policies(cfn, function) == BASE_MANAGED_POLICIES | poller
+    # no managed policy: SAM's would grant logs on every group, and the SQS poller's every queue
+    assert role_managed_policies(cfn, function) == set()
 
 
 @pytest.mark.parametrize("service", sorted(ARN_GRANTS))
@@ -1074,6 +1080,8 @@ def test_a_function_is_told_of_exactly_the_tables_queues_and_bus_it_may_use(cfn:
     env = function_env(cfn, function)
     told = {resource for variable, resource in RESOURCE_VARIABLES.items() if variable in env}
     allowed = {resource for service in ARN_GRANTS for _, resource in arn_grants(cfn, function, service)}
+    if function == "WorkerFunction":  # its jobs queue reaches it through the event source mapping
+        allowed.discard("JobsQueue")
 
     for variable, resource in RESOURCE_VARIABLES.items():
         if variable in env:
@@ -1111,7 +1119,7 @@ def test_bucket_is_private_encrypted_and_expires_images_and_uploads(cfn: dict[st
 
 
 def test_bucket_policy_refuses_anything_but_tls(cfn: dict[str, Any]) -> None:
-    (policy,) = resources_of_type(cfn, "AWS::S3::BucketPolicy").values()
+    policy = cfn["Resources"]["ImagesBucketPolicy"]
     statements = as_list(policy["Properties"]["PolicyDocument"]["Statement"])
 
     assert policy["Properties"]["Bucket"] == {"Ref": "ImagesBucket"}
@@ -1458,7 +1466,7 @@ def test_worker_settings_load_from_the_template_env(
 
 
 @pytest.mark.parametrize("function", ["TasksFunction", "WorkerFunction"])
-@pytest.mark.parametrize("expiry", [60, 604800])
+@pytest.mark.parametrize("expiry", [60, 3600])
 def test_async_settings_accept_every_presign_expiry(
     cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch, expiry: int, function: str
 ) -> None:
@@ -1475,7 +1483,7 @@ def test_async_settings_accept_every_presign_expiry(
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"PresignExpirySeconds": 604800, "LogPrompts": "true"},
+        {"PresignExpirySeconds": 3600, "LogPrompts": "true"},
         {"PresignExpirySeconds": 60},
     ],
 )

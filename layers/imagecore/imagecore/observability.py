@@ -2,22 +2,26 @@
 structured line each request writes.
 
 The line is built up while the request runs (``current_record()``) and written exactly once when it ends,
-whatever the outcome. It never holds a key or the prompt text: the prompt goes in as length + hash.
+whatever the outcome. It never holds a key or the prompt text: the prompt goes in as its length and a keyed
+digest (HMAC-SHA256 under a secret key, so a guessed prompt cannot be confirmed from the logs; the same prompt
+gives the same digest while the key stays).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
+import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
@@ -59,6 +63,11 @@ def _make_tracer() -> Tracer:
 
 tracer = _make_tracer()
 
+# The outcomes the alarms watch (see template.yaml): an upstream that failed us (not a refusal of the prompt,
+# which is the caller's), and a task that ran out of time.
+UPSTREAM_FAILED = "upstream_failed"
+TASK_TIMEOUT = "task_timeout"
+
 REQUEST_LOG_MESSAGE = "image request"
 JOB_LOG_MESSAGE = "image job"
 
@@ -76,7 +85,7 @@ class RequestRecord:
     n: int | None = None
     response_format: str | None = None
     prompt_chars: int | None = None
-    prompt_sha256: str | None = None
+    prompt_hmac: str | None = None  # keyed digest, see prompt_digest()
     prompt: str | None = None  # only when LOG_PROMPTS is on
     images_in: int | None = None  # edits: reference images received
     input_bytes: int | None = None
@@ -113,13 +122,35 @@ class RequestRecord:
 
     def describe_prompt(self, prompt: str, *, include_text: bool) -> None:
         self.prompt_chars = len(prompt)
-        self.prompt_sha256 = hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
+        self.prompt_hmac = prompt_digest(prompt)
         if include_text:
             self.prompt = prompt
 
     def fail(self, outcome: str, code: str | None) -> None:
         self.outcome = outcome
         self.error_code = code
+
+
+# Until the functions say otherwise (configure_prompt_digest), a key of this process's own: digests then
+# compare within one process only, and nothing outside it can recompute them.
+_digest_key: Callable[[], bytes] = (lambda key: lambda: key)(secrets.token_bytes(32))
+
+
+def configure_prompt_digest(read_key: Callable[[], bytes]) -> None:
+    """Where the prompt digest's key comes from (Secrets Manager in AWS, the environment locally)."""
+    global _digest_key
+    _digest_key = read_key
+
+
+def prompt_digest(prompt: str) -> str | None:
+    """HMAC-SHA256 of the prompt under the digest key, 16 hex digits; None (no digest) if the key cannot be read:
+    a request never fails for its log line."""
+    try:
+        key = _digest_key()
+    except Exception:  # the key's store is down: log the request without a digest
+        logger.warning("prompt digest key unavailable: prompt logged by length only")
+        return None
+    return hmac.new(key, prompt.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
 
 
 _current: ContextVar[RequestRecord | None] = ContextVar("request_record", default=None)
@@ -193,17 +224,48 @@ def _emit(record: RequestRecord, message: str) -> None:
     fields = {k: v for k, v in asdict(record).items() if k != "prompt" or v is not None}
     level = logger.error if (record.status or 500) >= 500 else logger.info
     level(message, extra={"request": fields})
+    _count(record)
+
+
+def _count(record: RequestRecord) -> None:
+    """The request's metrics: per operation, and rolled up to the whole service (what the alarms and the
+    dashboard read); a failure also counts once under its error code. No per-key dimension: per-key data lives
+    in the logs and the usage table, not in CloudWatch's bill."""
     metrics.add_dimension(name="operation", value=record.operation)
+    if {"service": SERVICE} not in metrics.provider.dimension_sets:
+        metrics.add_dimensions(service=SERVICE)
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="RequestLatency", unit=MetricUnit.Milliseconds, value=record.total_latency_ms or 0)
     if record.outcome == "success":
         metrics.add_metric(name="ImagesGenerated", unit=MetricUnit.Count, value=record.images_returned or 0)
     else:
         metrics.add_metric(name="RequestsFailed", unit=MetricUnit.Count, value=1)
+    if record.upstream_latency_ms is not None or record.outcome == UPSTREAM_FAILED:
+        metrics.add_metric(name="UpstreamCalls", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(
+            name="UpstreamFailures", unit=MetricUnit.Count, value=1 if record.outcome == UPSTREAM_FAILED else 0
+        )
     if record.upstream_latency_ms is not None:
         metrics.add_metric(name="UpstreamLatency", unit=MetricUnit.Milliseconds, value=record.upstream_latency_ms)
         metrics.add_metric(name="UpstreamAttempts", unit=MetricUnit.Count, value=record.attempts)
+    if TASK_TIMEOUT in (record.outcome, record.error_code):
+        metrics.add_metric(name="TasksTimedOut", unit=MetricUnit.Count, value=1)
     if record.usage:
         total = record.usage.get("total_tokens")
         if isinstance(total, int):
             metrics.add_metric(name="TotalTokens", unit=MetricUnit.Count, value=total)
+    if record.outcome != "success":
+        _count_error(record.error_code or record.outcome)
+
+
+def _count_error(code: str) -> None:
+    """``Errors`` by code over the whole service (a rejected budget is ``budget_exceeded``), in a line of its
+    own: its dimensions are not the request metrics' ones."""
+    with single_metric(
+        name="Errors",
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=metrics.namespace,
+        default_dimensions={"service": SERVICE},
+    ) as errors:
+        errors.add_dimension(name="code", value=code)

@@ -16,7 +16,7 @@ from imagecore.deadline import Deadline
 from imagecore.errors import InvalidRequest, StorageUnavailable
 from imagecore.images import ImageInfo
 from imagecore.models import GenerationRequest, GenerationResponse, ImageData, ImageRequest, Usage
-from imagecore.observability import RequestRecord, logger, tracer
+from imagecore.observability import RequestRecord, configure_prompt_digest, logger, tracer
 from imagecore.settings import GenerationSettings
 from imagecore.storage import ImageStore, ImageToStore, StorageError, image_folder, make_s3_client, new_image_id
 from imagecore.upstream import (
@@ -230,6 +230,9 @@ class ImageService:
             settings.images_bucket,
             settings.presign_expiry_seconds,
         )
+        digest_key = prompt_digest_key_reader(settings)
+        if digest_key is not None:
+            configure_prompt_digest(digest_key)
         return cls(upstream=upstream, store=store, settings=settings)
 
     def timeout_for(self, request: ImageRequest) -> float:
@@ -237,7 +240,7 @@ class ImageService:
             return self.settings.upstream_large_timeout_seconds
         return self.settings.upstream_timeout_seconds
 
-    @tracer.capture_method(capture_response=False)
+    @tracer.capture_method(capture_response=False, capture_error=False)
     def generate(
         self,
         request: GenerationRequest,
@@ -276,7 +279,7 @@ class ImageService:
         _describe_result(record, result)
         return storing.delivery(request, result)
 
-    @tracer.capture_method(capture_response=False)
+    @tracer.capture_method(capture_response=False, capture_error=False)
     def edit(
         self,
         edit: EditInput,
@@ -409,6 +412,24 @@ def upstream_key_reader(settings: GenerationSettings) -> Callable[[], str]:
         from aws_lambda_powertools.utilities import parameters
 
         return str(parameters.get_secret(secret_id, max_age=300)).strip()
+
+    return read
+
+
+def prompt_digest_key_reader(settings: GenerationSettings) -> Callable[[], bytes] | None:
+    """The key of the logged prompt digest: from Secrets Manager in AWS (cached for an hour), from the
+    environment locally; None leaves the process's own key (see ``observability``)."""
+    if settings.prompt_digest_key is not None:
+        key = settings.prompt_digest_key.get_secret_value().encode("utf-8")
+        return lambda: key
+    secret_id = settings.prompt_digest_key_secret_id
+    if not secret_id:
+        return None
+
+    def read() -> bytes:
+        from aws_lambda_powertools.utilities import parameters
+
+        return str(parameters.get_secret(secret_id, max_age=3600)).strip().encode("utf-8")
 
     return read
 

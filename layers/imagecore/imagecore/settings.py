@@ -17,6 +17,9 @@ from pydantic.fields import FieldInfo
 
 # Lambda's synchronous response limit is 6 MB (6,291,456 bytes) for the whole JSON document.
 LAMBDA_RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024
+# A presigned URL is a bearer credential for its image: it lives an hour at most (the design's bound; the Lambda
+# role's temporary credentials end it about then anyway).
+MAX_PRESIGN_EXPIRY_SECONDS = 3600
 # A streamed response (InvokeWithResponseStream) may carry 200 MB (Lambda's soft limit); API Gateway relays the
 # first 10 MB at full speed and the rest at 2 MB/s.
 LAMBDA_STREAMED_RESPONSE_LIMIT_BYTES = 200 * 1024 * 1024
@@ -76,9 +79,15 @@ class GenerationSettings(_Settings):
         HttpUrl | None,
         Field(description="Only for the local stack: the embedded S3. Unset in AWS (regional endpoint)."),
     ] = None
-    presign_expiry_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
+    presign_expiry_seconds: Annotated[int, Field(ge=60, le=MAX_PRESIGN_EXPIRY_SECONDS)] = 3600
 
-    upstream_base_url: Annotated[HttpUrl, Field(description="sub2api base URL, ending in /v1.")]
+    upstream_base_url: Annotated[
+        HttpUrl, Field(description="sub2api base URL, ending in /v1: https (the upstream key travels with it).")
+    ]
+    allow_http_upstream: Annotated[
+        bool,
+        Field(description="Local only (with UPSTREAM_API_KEY): accept an http:// upstream, the simulator."),
+    ] = False
     upstream_api_key: Annotated[SecretStr | None, Field(description="Local only: the upstream key itself.")] = None
     upstream_api_key_secret_id: Annotated[
         str | None,
@@ -103,7 +112,14 @@ class GenerationSettings(_Settings):
     storage_margin_seconds: Annotated[
         float, Field(ge=0, le=60, description="Time kept back from the upstream call to store and answer.")
     ] = 4.0
-    log_prompts: Annotated[bool, Field(description="Log prompt text (off: only its length and hash).")] = False
+    log_prompts: Annotated[bool, Field(description="Log prompt text (off: only its length and keyed hash).")] = False
+    prompt_digest_key: Annotated[
+        SecretStr | None, Field(description="Local only: the HMAC key of the logged prompt digest.")
+    ] = None
+    prompt_digest_key_secret_id: Annotated[
+        str | None,
+        Field(description="In AWS: Secrets Manager secret holding the HMAC key of the logged prompt digest."),
+    ] = None
     stream_idle_limit_seconds: Annotated[
         float,
         Field(
@@ -138,6 +154,17 @@ class GenerationSettings(_Settings):
     def _one_upstream_key_source(self) -> GenerationSettings:
         if self.upstream_api_key is None and not self.upstream_api_key_secret_id:
             raise ValueError("set UPSTREAM_API_KEY_SECRET_ID (AWS) or UPSTREAM_API_KEY (local)")
+        return self
+
+    @model_validator(mode="after")
+    def _upstream_over_tls(self) -> GenerationSettings:
+        """The upstream key is sent with every call: only over TLS, except to the local simulator."""
+        if self.upstream_base_url.scheme == "https":
+            return self
+        if not self.allow_http_upstream:
+            raise ValueError("UPSTREAM_BASE_URL must be https:// (the upstream key travels with every call)")
+        if self.upstream_api_key is None:
+            raise ValueError("ALLOW_HTTP_UPSTREAM is for the local stack only (with UPSTREAM_API_KEY)")
         return self
 
     @property
@@ -181,7 +208,7 @@ class TaskReadSettings(_Settings):
 
     images_bucket: Annotated[str, Field(min_length=3)]
     s3_endpoint_url: HttpUrl | None = None
-    presign_expiry_seconds: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
+    presign_expiry_seconds: Annotated[int, Field(ge=60, le=MAX_PRESIGN_EXPIRY_SECONDS)] = 3600
     tasks_table: Annotated[str, Field(min_length=3)]
 
 

@@ -1,0 +1,86 @@
+"""The AWS calls each function's code makes, as IAM grants: (action, resource) pairs, the resource named by the
+template's logical id (with an object-key pattern for S3), ``LOG_GROUP`` for the function's own log group and
+``"*"`` only where the service has no resource-level permissions (X-Ray).
+
+Kept beside the handlers so that a change to what a function calls and a change to what its role allows are made
+together: tests/template derives every role's grants from the transformed template and compares them with this
+table, both ways (an extra grant fails as much as a missing one). Nothing here runs in Lambda.
+"""
+
+from __future__ import annotations
+
+LOG_GROUP = "LogGroup"  # the function's own log group (LoggingConfig.LogGroup)
+IMAGES = "ImagesBucket/images/*"  # generated images, result.json and failure.json of tasks and events
+UPLOADS = "ImagesBucket/uploads/*"  # uploaded edit inputs, and the inputs an async edit keeps for the worker
+
+# Every function: its log lines (Powertools Logger and the EMF metrics lines) and its traces.
+RUNTIME = {
+    ("logs:CreateLogStream", LOG_GROUP),
+    ("logs:PutLogEvents", LOG_GROUP),
+    ("xray:PutTraceSegments", "*"),
+    ("xray:PutTelemetryRecords", "*"),
+}
+
+# imagecore.storage.ImageStore: put_object, get_object (read_json; a missing key is 404 or 403 alike, so no
+# s3:ListBucket), generate_presigned_url(get_object).
+STORE_IMAGES = {("s3:PutObject", IMAGES), ("s3:GetObject", IMAGES)}
+# imagecore.idempotency.Idempotency (Powertools' DynamoDB persistence layer).
+IDEMPOTENCY = {
+    ("dynamodb:GetItem", "IdempotencyTable"),
+    ("dynamodb:PutItem", "IdempotencyTable"),
+    ("dynamodb:UpdateItem", "IdempotencyTable"),
+    ("dynamodb:DeleteItem", "IdempotencyTable"),
+}
+# imagecore.tasks.TaskSubmitter: TaskStore.create (put_item), TaskStore.fail when the queue refuses
+# (update_item), JobQueue.send (send_message).
+SUBMIT_TASKS = {
+    ("dynamodb:PutItem", "TasksTable"),
+    ("dynamodb:UpdateItem", "TasksTable"),
+    ("sqs:SendMessage", "JobsQueue"),
+}
+# imagecore.service.upstream_key_reader and prompt_digest_key_reader (Powertools parameters.get_secret).
+UPSTREAM_KEY = {("secretsmanager:GetSecretValue", "UpstreamApiKeySecret")}
+PROMPT_DIGEST_KEY = {("secretsmanager:GetSecretValue", "PromptDigestKeySecret")}
+
+PERMISSIONS: dict[str, set[tuple[str, str]]] = {
+    "GenerationsFunction": RUNTIME | STORE_IMAGES | IDEMPOTENCY | SUBMIT_TASKS | UPSTREAM_KEY | PROMPT_DIGEST_KEY,
+    "EditsFunction": RUNTIME
+    | STORE_IMAGES
+    | IDEMPOTENCY
+    | SUBMIT_TASKS
+    | UPSTREAM_KEY
+    | PROMPT_DIGEST_KEY
+    # imagecore.storage.UploadStore: read (head_object, get_object) and keep_inputs (put_object)
+    | {("s3:GetObject", UPLOADS), ("s3:PutObject", UPLOADS)},
+    # UploadStore.presign: generate_presigned_post carries the role's right to put, under uploads/ only
+    "UploadsFunction": RUNTIME | IDEMPOTENCY | {("s3:PutObject", UPLOADS)},
+    # TaskStore.get (get_item) and ImageStore.presign / read_json of a large result
+    "TasksFunction": RUNTIME | {("dynamodb:GetItem", "TasksTable"), ("s3:GetObject", IMAGES)},
+    "WorkerFunction": RUNTIME
+    | STORE_IMAGES
+    | UPSTREAM_KEY
+    | PROMPT_DIGEST_KEY
+    | {
+        ("s3:GetObject", UPLOADS),  # an edit task's kept inputs
+        ("dynamodb:GetItem", "TasksTable"),  # TaskStore.get, job claims
+        ("dynamodb:UpdateItem", "TasksTable"),  # start, complete, fail, claims
+        ("events:PutEvents", "ImageEventsBus"),  # ImageGenerationCompleted / Failed
+        ("sqs:SendMessage", "JobsDeadLetterQueue"),  # jobs that can never run, with the reason
+        # the SQS event source mapping, with this role
+        ("sqs:ReceiveMessage", "JobsQueue"),
+        ("sqs:DeleteMessage", "JobsQueue"),
+        ("sqs:GetQueueAttributes", "JobsQueue"),
+    },
+    # the streamed image routes (the ASGI app behind the Lambda Web Adapter): generate or edit, store, presign,
+    # once per Idempotency-Key; no tasks (the async routes stay with the buffered functions)
+    "GenerationsStreamFunction": RUNTIME | STORE_IMAGES | IDEMPOTENCY | UPSTREAM_KEY | PROMPT_DIGEST_KEY,
+    "EditsStreamFunction": RUNTIME
+    | STORE_IMAGES
+    | IDEMPOTENCY
+    | UPSTREAM_KEY
+    | PROMPT_DIGEST_KEY
+    | {("s3:GetObject", UPLOADS)},  # UploadStore.read of the caller's uploaded inputs
+    # imagecore.auth.keyring_loader: the hashed keys
+    "AuthorizerFunction": RUNTIME | {("secretsmanager:GetSecretValue", "ApiKeysSecret")},
+    "HealthFunction": RUNTIME,
+}
