@@ -8,7 +8,7 @@ _.input_tokens, _.total_tokens, _.b64_json, _.image_url, _.version
 
 # the request log line: RequestRecord fields are written by asdict()
 _.prompt_chars, _.prompt_hmac, _.images_in, _.dropped_params, _.idempotent_replay, _.error_code
-_.sizes_returned, _.formats_returned, _.bytes_returned, _.upstream_request_id, _.attempt_errors
+_.sizes_returned, _.formats_returned, _.bytes_returned, _.upstream_request_id, _.attempt_errors, _.images_recovered
 
 # a task record's fields are stored by name (Task.to_item)
 _.claimed_until

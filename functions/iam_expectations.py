@@ -24,6 +24,11 @@ RUNTIME = {
 # imagecore.storage.ImageStore: put_object, get_object (read_json; a missing key is 404 or 403 alike, so no
 # s3:ListBucket), generate_presigned_url(get_object).
 STORE_IMAGES = {("s3:PutObject", IMAGES), ("s3:GetObject", IMAGES)}
+# imagecore.storage.ImageStore.list_folder (list_objects_v2): the bucket, only under an s3:prefix condition. The
+# worker lists a job's folder on a redelivery, the synchronous routes an Idempotency-Key's folder on a retry, for
+# the images a run that died had stored.
+LIST_JOB_FOLDERS = {("s3:ListBucket", "ImagesBucket?prefix=images/*")}
+LIST_KEYED_FOLDERS = {("s3:ListBucket", "ImagesBucket?prefix=images/keyed/*")}
 # imagecore.idempotency.Idempotency (Powertools' DynamoDB persistence layer).
 IDEMPOTENCY = {
     ("dynamodb:GetItem", "IdempotencyTable"),
@@ -58,6 +63,7 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     "TasksFunction": RUNTIME | {("dynamodb:GetItem", "TasksTable"), ("s3:GetObject", IMAGES)},
     "WorkerFunction": RUNTIME
     | STORE_IMAGES
+    | LIST_JOB_FOLDERS
     | UPSTREAM_KEY
     | PROMPT_DIGEST_KEY
     | {
@@ -73,9 +79,15 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     },
     # the streamed image routes (the ASGI app behind the Lambda Web Adapter): generate or edit, store, presign,
     # once per Idempotency-Key; no tasks (the async routes stay with the buffered functions)
-    "GenerationsStreamFunction": RUNTIME | STORE_IMAGES | IDEMPOTENCY | UPSTREAM_KEY | PROMPT_DIGEST_KEY,
+    "GenerationsStreamFunction": RUNTIME
+    | STORE_IMAGES
+    | LIST_KEYED_FOLDERS
+    | IDEMPOTENCY
+    | UPSTREAM_KEY
+    | PROMPT_DIGEST_KEY,
     "EditsStreamFunction": RUNTIME
     | STORE_IMAGES
+    | LIST_KEYED_FOLDERS
     | IDEMPOTENCY
     | UPSTREAM_KEY
     | PROMPT_DIGEST_KEY

@@ -107,8 +107,8 @@ def edit_images(
                 context,
                 scope="edits",
                 payload=edit_fingerprint(edit),
-                produce=lambda: service.edit(
-                    edit, deadline, current_record(), on_partial=events.partial, on_stored=events.stored
+                produce=lambda folder: service.edit(
+                    edit, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
                 ),
             ),
         )
@@ -117,7 +117,7 @@ def edit_images(
         context,
         scope="edits",
         payload=edit_fingerprint(edit),
-        produce=lambda: service.edit(edit, deadline, current_record()),
+        produce=lambda folder: service.edit(edit, deadline, current_record(), folder),
         response_format=edit.parameters.response_format,
     )
 

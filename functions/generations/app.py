@@ -71,8 +71,8 @@ def create_images(
                 context,
                 scope="generations",
                 payload=request.model_dump(),
-                produce=lambda: service.generate(
-                    request, deadline, current_record(), on_partial=events.partial, on_stored=events.stored
+                produce=lambda folder: service.generate(
+                    request, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
                 ),
             ),
         )
@@ -81,7 +81,7 @@ def create_images(
         context,
         scope="generations",
         payload=request.model_dump(),
-        produce=lambda: service.generate(request, deadline, current_record()),
+        produce=lambda folder: service.generate(request, deadline, current_record(), folder),
         response_format=request.response_format,
     )
 

@@ -7,6 +7,8 @@ The README shows the same rows; ``test_the_readme_shows_this_table`` keeps the t
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 import uuid
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from PIL import Image
 
 from tests.faults import Call, Crash, Faults, dynamodb_status, faults  # noqa: F401 (fixture)
 from tests.helpers import key_of
@@ -37,14 +41,32 @@ class Row:
 # --- what the rows look at --------------------------------------------------------------------------------------
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def stored_in(stack: Stack, folder: str) -> str:
-    """'1 image + result.json': every image opened whole, then the manifests beside them."""
+    """'1 image + 1 record + result.json': every image opened whole, the records beside them (one per image, in a
+    folder the service comes back to), then the manifests."""
     keys = stack.stored_keys(folder + "/")
     images = [key for key in keys if not key.endswith(".json")]
     for key in images:
         assert stack.image(key).size == (1024, 1024), key
-    manifests = sorted(key.rsplit("/", 1)[1] for key in keys if key.endswith(".json"))
-    return " + ".join([f"{len(images)} image" + ("" if len(images) == 1 else "s"), *manifests])
+    names = [key.rsplit("/", 1)[1] for key in keys if key.endswith(".json")]
+    records = [name for name in names if name.split(".")[0].isdigit()]
+    manifests = sorted(name for name in names if name not in records)
+    return " + ".join(
+        [plural(len(images), "image"), *([plural(len(records), "record")] if records else []), *manifests]
+    )
+
+
+def downloaded(url: str) -> Image.Image:
+    """The image a presigned URL answers, opened whole."""
+    answer = requests.get(url, timeout=30)
+    assert answer.status_code == 200, url
+    image = Image.open(io.BytesIO(answer.content))
+    image.load()
+    return image
 
 
 def task_seen(stack: Stack, task_id: str) -> str:
@@ -52,8 +74,14 @@ def task_seen(stack: Stack, task_id: str) -> str:
     seen = f"task {view['status']} {view['http_status']}"
     if view["status"] == "failed":
         return f"{seen} {view['error']['code']}"
-    assert stack.image(key_of(view["image_url"])).size == (1024, 1024)
+    assert view["image_url"] == view["result"]["data"][0]["url"]
+    for item in view["result"]["data"]:
+        assert downloaded(item["url"]).size == (1024, 1024)
     return seen
+
+
+def task_images(stack: Stack, task_id: str) -> list[dict[str, Any]]:
+    return list(stack.get_task(task_id).body["result"]["data"])
 
 
 def events_seen(stack: Stack) -> str:
@@ -82,6 +110,37 @@ def lapse_hold(stack: Stack, key: str) -> None:
 def on_delivery(message: dict[str, Any], count: int) -> dict[str, Any]:
     """The same message as SQS hands it over on its ``count``-th receive."""
     return {**message, "Attributes": {**message.get("Attributes", {}), "ApproximateReceiveCount": str(count)}}
+
+
+def lapse_in_progress(stack: Stack) -> None:
+    """Time passes: the dead invocation's in-progress idempotency record expires (Powertools gives it as long as
+    that invocation could live), so a retry may run."""
+    for item in stack.idempotency_table.scan()["Items"]:
+        stack.idempotency_table.update_item(
+            Key={"id": item["id"]},
+            UpdateExpression="SET in_progress_expiration = :t",
+            ExpressionAttributeValues={":t": int(time.time() * 1000) - 1},
+        )
+
+
+def completed_images(stack: Stack) -> tuple[str, int]:
+    """The events published, and how many images the completion names (each downloaded from a fresh presigned
+    URL and opened whole)."""
+    (event,) = stack.published()
+    keys = event["detail"].get("keys") or []
+    presign = stack.worker().service.store.presign
+    for key in keys:
+        assert key.startswith(f"images/events/jobs/{event['detail']['request_id']}/")
+        assert downloaded(presign(key)).size == (1024, 1024)
+    return event["detail-type"], len(keys)
+
+
+def second_image(call: Call) -> bool:
+    return call.url_path.endswith("/1.png")
+
+
+def result_put(call: Call) -> bool:
+    return call.url_path.endswith("/result.json")
 
 
 def completing(call: Call) -> bool:
@@ -348,12 +407,138 @@ def emoji_prompt_with_a_key(stack: Stack, inject: Faults, pauses: list[float]) -
     return seen, stored_in(stack, folder)
 
 
+def crash_after_image_one_of_two(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024", "n": 2}).body["id"]
+    (job,) = stack.jobs()
+    inject.crash(stack.worker().service.store.s3, "PutObject", when=second_image)
+    with pytest.raises(Crash):
+        stack.run_worker([job])
+    inject.clear()
+    assert stack.run_worker([on_delivery(job, 2)]) == [job["MessageId"]]  # held by the dead delivery: later
+    lapse_hold(stack, task_id)
+    assert stack.run_worker([on_delivery(job, 3)]) == []
+    (image,) = task_images(stack, task_id)  # what it stored, with its revised prompt
+    assert image["revised_prompt"] == "p (as drawn)"
+    return f"{task_seen(stack, task_id)} with 1 image", stored_in(stack, task_folder(stack, task_id))
+
+
+def crash_after_image_one_of_two_redelivered_late(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024", "n": 2}).body["id"]
+    (job,) = stack.jobs()
+    inject.crash(stack.worker().service.store.s3, "PutObject", when=second_image)
+    with pytest.raises(Crash):
+        stack.run_worker([job])
+    inject.clear()
+    # On AWS the redelivery comes after the visibility timeout (an hour): past the 30-minute limit, claim lapsed.
+    stack.task_table.update_item(
+        Key={"id": task_id},
+        UpdateExpression="SET created_at = :t, claimed_until = :t",
+        ExpressionAttributeValues={":t": int(time.time()) - 3600},
+    )
+    assert stack.run_worker([on_delivery(job, 2)]) == []
+    assert len(task_images(stack, task_id)) == 1
+    return f"{task_seen(stack, task_id)} with 1 image", stored_in(stack, task_folder(stack, task_id))
+
+
+def crash_before_the_result_manifest(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024", "n": 2}).body["id"]
+    (job,) = stack.jobs()
+    inject.crash(stack.worker().service.store.s3, "PutObject", when=result_put)
+    with pytest.raises(Crash):
+        stack.run_worker([job])
+    inject.clear()
+    assert stack.stored_keys(task_folder(stack, task_id) + "/result.json") == []
+    lapse_hold(stack, task_id)
+    assert stack.run_worker([on_delivery(job, 2)]) == []
+    images = task_images(stack, task_id)
+    assert [image["revised_prompt"] for image in images] == ["p (as drawn)"] * 2
+    assert stack.get_task(task_id).body["result"]["usage"] is None  # reported at the end of the lost answer
+    return f"{task_seen(stack, task_id)} with 2 images", stored_in(stack, task_folder(stack, task_id))
+
+
+def crash_at_completed_write_two_images(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024", "n": 2}).body["id"]
+    (job,) = stack.jobs()
+    inject.crash(stack.worker().tasks.client, "UpdateItem", when=completing)
+    with pytest.raises(Crash):
+        stack.run_worker([job])
+    inject.clear()
+    assert stack.run_worker([on_delivery(job, 2)]) == []  # the claim still holds: result.json comes first
+    assert stack.get_task(task_id).body["result"]["usage"]["total_tokens"] > 0
+    return f"{task_seen(stack, task_id)} with 2 images", stored_in(stack, task_folder(stack, task_id))
+
+
+def event_crash_after_image_one_of_two(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    message = event_job(stack, {"prompt": "p", "size": "1024x1024", "n": 2, "correlation_id": "order-7"})
+    inject.crash(stack.worker().service.store.s3, "PutObject", when=second_image)
+    with pytest.raises(Crash):
+        stack.run_worker([message])
+    inject.clear()
+    lapse_hold(stack, f"job#{event_folder(message)}")
+    assert stack.run_worker([on_delivery(message, 2)]) == []
+    kind, count = completed_images(stack)
+    assert stack.run_worker([on_delivery(message, 3)]) == []  # a later delivery finishes from result.json
+    assert completed_images(stack) == (kind, count)
+    return f"{kind} with {count} image", stored_in(stack, event_folder(message))
+
+
+def event_crash_before_the_result_manifest(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    message = event_job(stack, {"prompt": "p", "size": "1024x1024", "n": 2, "correlation_id": "order-8"})
+    inject.crash(stack.worker().service.store.s3, "PutObject", when=result_put)
+    with pytest.raises(Crash):
+        stack.run_worker([message])
+    inject.clear()
+    lapse_hold(stack, f"job#{event_folder(message)}")
+    assert stack.run_worker([on_delivery(message, 2)]) == []
+    kind, count = completed_images(stack)
+    return f"{kind} with {count} images", stored_in(stack, event_folder(message))
+
+
+def keyed_crash_before_the_answer(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    body = {"prompt": "p", "size": "1024x1024", "n": 2}
+    inject.crash(stack.generations.runtime().service.store.s3, "PutObject", when=result_put)
+    with pytest.raises(Crash):
+        stack.post("/v1/images/generations", body, headers={"Idempotency-Key": "crash-1"})
+    inject.clear()
+    busy = stack.post("/v1/images/generations", body, headers={"Idempotency-Key": "crash-1"})
+    assert busy.status == 409, busy.body  # the dead run could still be alive: the retry waits
+    lapse_in_progress(stack)
+    answer = stack.post("/v1/images/generations", body, headers={"Idempotency-Key": "crash-1"})
+    assert answer.status == 200, answer.body
+    assert [item["revised_prompt"] for item in answer.body["data"]] == ["p (as drawn)"] * 2
+    for item in answer.body["data"]:
+        assert downloaded(item["url"]).size == (1024, 1024)
+    again = stack.post("/v1/images/generations", body, headers={"Idempotency-Key": "crash-1"})
+    assert [key_of(item["url"]) for item in again.body["data"]] == [key_of(item["url"]) for item in answer.body["data"]]
+    folder = key_of(answer.body["data"][0]["url"]).rsplit("/", 1)[0]
+    assert folder.startswith("images/keyed/")
+    seen = f"{busy.status} {busy.body['error']['code']}, then {answer.status} with the 2 images"
+    return seen, stored_in(stack, folder)
+
+
+def keyed_crash_after_image_one_of_two(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
+    body = {"prompt": "p", "size": "1024x1024", "n": 2, "response_format": "b64_json"}
+    inject.crash(stack.generations.runtime().service.store.s3, "PutObject", when=second_image)
+    with pytest.raises(Crash):
+        stack.post("/v1/images/generations", body, headers={"Idempotency-Key": "crash-2"})
+    inject.clear()
+    lapse_in_progress(stack)
+    answer = stack.post("/v1/images/generations", body, headers={"Idempotency-Key": "crash-2"})
+    assert answer.status == 200, answer.body
+    (item,) = answer.body["data"]
+
+    image = Image.open(io.BytesIO(base64.b64decode(item["b64_json"])))
+    assert image.size == (1024, 1024)
+    (folder,) = {key.rsplit("/", 1)[0] for key in stack.stored_keys("images/keyed/")}
+    return f"{answer.status} with 1 image", stored_in(stack, folder)
+
+
 ROWS = [
     Row(
         "DynamoDB refuses the task's `completed` write 3 times",
         "worker, UpdateItem (terminal write)",
         "task completed 200",
-        "1 image + result.json",
+        "1 image + 1 record + result.json",
         1,
         refused_completed_write,
     ),
@@ -361,7 +546,7 @@ ROWS = [
         "DynamoDB refuses `completed` for longer than the delivery; the redelivery comes after 1 h with S3 unreachable",
         "worker, UpdateItem; then GetObject",
         "task completed 200",
-        "1 image + result.json",
+        "1 image + 1 record + result.json",
         1,
         refused_past_the_delivery,
     ),
@@ -369,7 +554,7 @@ ROWS = [
         "S3 unreachable as the worker starts",
         "worker, GetObject (result.json)",
         "task completed 200",
-        "1 image + result.json",
+        "1 image + 1 record + result.json",
         1,
         s3_unreachable_at_start,
     ),
@@ -377,7 +562,7 @@ ROWS = [
         "S3 refuses the image twice",
         "worker, PutObject (image)",
         "task completed 200",
-        "1 image + result.json",
+        "1 image + 1 record + result.json",
         1,
         s3_refuses_the_image_twice,
     ),
@@ -401,7 +586,7 @@ ROWS = [
         "crash after result.json, before `completed` is written; redelivery",
         "worker, UpdateItem (terminal write)",
         "task completed 200",
-        "1 image + result.json",
+        "1 image + 1 record + result.json",
         1,
         crash_at_completed_write,
     ),
@@ -414,10 +599,74 @@ ROWS = [
         crash_storing_the_image,
     ),
     Row(
+        "crash after image 1 of 2 is stored; redelivery",
+        "worker, PutObject (image 2)",
+        "task completed 200 with 1 image",
+        "1 image + 1 record + result.json",
+        1,
+        crash_after_image_one_of_two,
+    ),
+    Row(
+        "crash after image 1 of 2 is stored; the redelivery comes after 1 h (past the 30-minute limit)",
+        "worker, PutObject (image 2)",
+        "task completed 200 with 1 image",
+        "1 image + 1 record + result.json",
+        1,
+        crash_after_image_one_of_two_redelivered_late,
+    ),
+    Row(
+        "crash after both images are stored, before result.json; redelivery",
+        "worker, PutObject (result.json)",
+        "task completed 200 with 2 images",
+        "2 images + 2 records + result.json",
+        1,
+        crash_before_the_result_manifest,
+    ),
+    Row(
+        "crash after result.json (2 images), before `completed` is written; redelivery",
+        "worker, UpdateItem (terminal write)",
+        "task completed 200 with 2 images",
+        "2 images + 2 records + result.json",
+        1,
+        crash_at_completed_write_two_images,
+    ),
+    Row(
+        "event job: crash after image 1 of 2 is stored; redelivery",
+        "worker, PutObject (image 2)",
+        "ImageGenerationCompleted with 1 image",
+        "1 image + 1 record + result.json",
+        1,
+        event_crash_after_image_one_of_two,
+    ),
+    Row(
+        "event job: crash after both images are stored, before result.json; redelivery",
+        "worker, PutObject (result.json)",
+        "ImageGenerationCompleted with 2 images",
+        "2 images + 2 records + result.json",
+        1,
+        event_crash_before_the_result_manifest,
+    ),
+    Row(
+        "Idempotency-Key: crash after both images are stored, before the answer; the same request again",
+        "generations, PutObject (result.json)",
+        "409 idempotency_request_in_progress, then 200 with the 2 images",
+        "2 images + 2 records + result.json",
+        1,
+        keyed_crash_before_the_answer,
+    ),
+    Row(
+        "Idempotency-Key: crash after image 1 of 2 is stored; the same request again",
+        "generations, PutObject (image 2)",
+        "200 with 1 image",
+        "1 image + 1 record + result.json",
+        1,
+        keyed_crash_after_image_one_of_two,
+    ),
+    Row(
         "event job: crash as the completion is published; redelivery",
         "worker, PutEvents",
         "ImageGenerationCompleted",
-        "1 image + result.json",
+        "1 image + 1 record + result.json",
         1,
         event_crash_at_publish,
     ),
@@ -425,7 +674,7 @@ ROWS = [
         "event job: EventBridge refuses the completion once",
         "worker, PutEvents",
         "ImageGenerationCompleted",
-        "1 image + result.json",
+        "1 image + 1 record + result.json",
         1,
         event_publish_refused,
     ),
@@ -449,7 +698,7 @@ ROWS = [
         "forged SQS envelope: another event's `id` with another request",
         "jobs queue",
         "dead-lettered, no event",
-        "1 image + result.json",
+        "1 image + 1 record + result.json",
         1,
         forged_envelope,
     ),
@@ -473,7 +722,7 @@ ROWS = [
         "Idempotency store refuses the record after the images were made",
         "generations, UpdateItem (idempotency)",
         "200 with the images",
-        "1 image + result.json",
+        "1 image + 1 record + result.json",
         1,
         idempotency_record_refused,
     ),
@@ -481,7 +730,7 @@ ROWS = [
         "`b64_json` answer too large; the same Idempotency-Key asks `url`",
         "generations, the answer",
         "400 response_too_large, then 200 with the images",
-        "2 images + result.json",
+        "2 images + 2 records + result.json",
         1,
         inline_too_large_then_url,
     ),
@@ -497,7 +746,7 @@ ROWS = [
         "a 32,000-emoji prompt, n=2, with an Idempotency-Key (sync and async)",
         "idempotency record",
         "200, the retry 200 with the same images; async 202, the same task, completed",
-        "2 images + result.json",
+        "2 images + 2 records + result.json",
         2,
         emoji_prompt_with_a_key,
     ),

@@ -48,9 +48,11 @@ def test_a_retry_with_the_same_key_gets_the_same_images_without_a_second_upstrea
     assert first.status == second.status == 200, (first.body, second.body)
     assert simulator.calls == 1
     assert paths(first) == paths(second)
-    # The image once, and the result.json the record points to (the record holds no result of its own).
+    # The image once in the key's own folder, its record, and the result.json the idempotency record points to
+    # (which holds no result of its own).
     folder = paths(first)[0].rsplit("/", 1)[0]
-    assert stack.stored_keys() == [paths(first)[0], f"{folder}/result.json"]
+    assert folder.startswith("images/keyed/")
+    assert stack.stored_keys() == [f"{folder}/0.json", paths(first)[0], f"{folder}/result.json"]
     for field in ("created", "model", "size", "quality", "output_format", "usage"):
         assert first.body[field] == second.body[field], field
     assert [item["revised_prompt"] for item in second.body["data"]] == [
@@ -362,3 +364,27 @@ def test_an_async_replay_after_the_task_completed_shows_it_completed_with_presig
     assert simulator.calls == 1
     (record,) = stack.idempotency_table.scan()["Items"]
     assert first.body["id"] in record["data"] and "lighthouse" not in json.dumps(record, default=str)
+
+
+def test_a_retry_after_an_answer_cut_past_its_first_image_answers_that_image_without_paying_again(
+    stack, simulator, log_tap
+):
+    body = {**GENERATION, "n": 2}
+    simulator.queue_faults({"mode": "cut", "fraction": 0.75})  # image 1 whole, image 2 cut off
+    first = stack.post("/v1/images/generations", body, **keyed("cut-1"))
+    assert first.status == 502, first.body
+    assert first.body["error"]["code"] == "upstream_incomplete"
+    (stored,) = [key for key in stack.stored_keys("images/keyed/") if key.endswith(".png")]
+
+    retry = stack.post("/v1/images/generations", body, **keyed("cut-1"))
+
+    assert retry.status == 200, retry.body
+    assert paths(retry) == [stored]
+    assert retry.body["data"][0]["revised_prompt"] == body["prompt"] + " (as drawn)"
+    assert retry.body["usage"] is None  # the upstream reports it at the end of the answer that was cut
+    assert stack.image(stored).size == (1024, 1024)
+    assert simulator.calls == 1
+    assert request_lines(log_tap)[-1]["images_recovered"] == 1
+    # The same request without a key is a new request: it runs.
+    plain = stack.post("/v1/images/generations", body)
+    assert (plain.status, len(plain.body["data"]), simulator.calls) == (200, 2, 2)

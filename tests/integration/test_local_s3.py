@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from imagecore.storage import UploadStore, make_s3_client
+from imagecore.storage import ImageStore, ImageToStore, UploadStore, make_s3_client
 from local.s3 import PresignedPostPolicy
 from tests.conftest import ServedApp
 
@@ -196,3 +197,20 @@ def test_other_s3_calls_pass_through_untouched(s3):
     s3.put_object(Bucket=BUCKET, Key="images/x.png", Body=PNG, ContentType="image/png")
 
     assert s3.get_object(Bucket=BUCKET, Key="images/x.png")["Body"].read() == PNG
+
+
+def test_an_image_put_is_checked_by_its_crc32_not_by_a_second_sha256_of_the_body(s3):
+    """The store's PUTs carry the body's CRC32, which S3 verifies (moto does not), with an unsigned payload as
+    over TLS in AWS: the body is hashed once, not also with SHA-256 for the signature."""
+    sent: list[dict[str, str]] = []
+
+    def capture(request: Any, **_: Any) -> None:
+        sent.append({k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()})
+
+    s3.meta.events.register("before-send.s3.PutObject", capture)
+    store = ImageStore(s3, BUCKET)
+    stored = store.save_one("images/t", "0", ImageToStore(PNG, "png"))
+    assert store.read(stored.key) == PNG
+    headers = sent[-1]
+    assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert headers["x-amz-checksum-crc32"] == base64.b64encode(zlib.crc32(PNG).to_bytes(4, "big")).decode()

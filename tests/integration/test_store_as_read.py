@@ -10,10 +10,13 @@ import pytest
 from PIL import Image
 
 from imagecore.deadline import Deadline
+from imagecore.manifest import read_stored
 from imagecore.models import GenerationRequest
 from imagecore.observability import RequestRecord
 from imagecore.service import ImageEvent
+from imagecore.storage import ImageToStore
 from tests.integration.conftest import BUCKET
+from tests.integration.stack import png
 
 
 def opened(s3: Any, key: str) -> Image.Image:
@@ -101,3 +104,45 @@ def test_a_stream_cut_after_a_partial_is_incomplete_after_one_call(service, simu
         service.generate(streamed(3), Deadline.after(60), record)
     assert raised.value.code == "upstream_incomplete"
     assert (simulator.calls, record.attempts) == (1, 1)
+
+
+def test_a_folder_a_run_left_without_its_result_is_rebuilt_in_order(service, aws) -> None:
+
+    store, folder = service.store, "images/jobs/rebuilt"
+    for index in (0, 2, 10):
+        store.save_one(folder, str(index), ImageToStore(png((64, 32)), "png"))
+    for index in (0, 10):  # image 2's record was never written: its run died between the two
+        store.write_json(
+            f"{folder}/{index}.json",
+            {
+                "index": index,
+                "revised_prompt": f"drawn {index}",
+                "size": "64x32",
+                "output_format": "png",
+                "created": 1_700_000_000,
+                "model": "gpt-image-2",
+                "quality": "low",
+                "background": "opaque",
+            },
+        )
+    store.save_one(folder, "partial-0", ImageToStore(png(), "png"))  # a preview is not an image of the answer
+    store.save_one(f"{folder}/other", "3", ImageToStore(png(), "png"))  # nor is anything in a folder below
+
+    rebuilt = read_stored(store, folder, {"model": "gpt-image-2", "quality": "high", "size": "1024x1024"})
+
+    assert rebuilt is not None
+    assert [(ref.key.rsplit("/", 1)[1], ref.revised_prompt) for ref in rebuilt.images] == [
+        ("0.png", "drawn 0"),
+        ("2.png", None),
+        ("10.png", "drawn 10"),
+    ]
+    assert (rebuilt.size, rebuilt.quality, rebuilt.output_format, rebuilt.created) == (
+        "64x32",
+        "low",
+        "png",
+        1_700_000_000,
+    )
+    assert rebuilt.usage is None
+    for ref in rebuilt.images:
+        assert opened(aws, ref.key).size == (64, 32)
+    assert read_stored(store, "images/jobs/empty", {}) is None

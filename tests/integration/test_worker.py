@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from imagecore.worker import COMPLETED, FAILED, MANIFEST
+from tests.faults import Crash, faults  # noqa: F401 (fixture)
 from tests.helpers import key_of
 from tests.integration.conftest import BUCKET
 from tests.integration.stack import KEY_ID, submit_generation
@@ -56,7 +57,7 @@ def test_a_redelivered_task_job_makes_no_second_upstream_call(stack, simulator, 
     assert (second["status"], second["http_status"]) == ("completed", 200)
     assert key_of(second["image_url"]) == key_of(first["image_url"])
     assert second["completed_at"] == first["completed_at"]
-    assert len(stack.stored_keys()) == 2  # the image and its result.json, once
+    assert len(stack.stored_keys()) == 3  # the image, its record and the result.json, once
     assert [(line["status"], line["outcome"]) for line in job_lines(log_tap)] == [
         (200, "success"),
         (200, "already_finished"),
@@ -163,7 +164,7 @@ def test_s3_faults_after_the_upstream_answered_are_retried_to_completion(
     view = stack.get_task(task_id).body
     assert (view["status"], view["http_status"]) == ("completed", 200), view
     assert stack.image(key_of(view["image_url"])).size == (1536, 1024)
-    assert (put.calls, put.failed) == (4, 2)  # two refused, the image, then result.json
+    assert (put.calls, put.failed) == (5, 2)  # two refused, the image, its record, then result.json
     assert pauses == [1.0, 2.0]
     assert job_lines(log_tap)[-1]["storage"] == "s3"
 
@@ -274,7 +275,13 @@ def test_a_generation_request_sent_straight_to_the_queue(stack, simulator, log_t
     assert stack.run_worker([message]) == []
 
     folder = f"images/events/jobs/{message['MessageId']}"
-    assert stack.stored_keys(folder) == [f"{folder}/0.png", f"{folder}/1.png", f"{folder}/{MANIFEST}"]
+    assert stack.stored_keys(folder) == [
+        f"{folder}/0.json",
+        f"{folder}/0.png",
+        f"{folder}/1.json",
+        f"{folder}/1.png",
+        f"{folder}/{MANIFEST}",
+    ]
     assert {stack.image(f"{folder}/{i}.png").size for i in (0, 1)} == {(1536, 1024)}
     (completed,) = stack.published()
     assert completed["detail"]["keys"] == [f"{folder}/0.png", f"{folder}/1.png"]
@@ -425,3 +432,28 @@ def test_a_busy_job_on_its_last_delivery_is_left_to_the_delivery_that_holds_it(s
     assert stack.task_item(task_id)["status"] == "processing"
     line = job_lines(log_tap)[-1]
     assert (line["status"], line["error_code"]) == (409, "task_busy")
+
+
+def test_a_job_finished_from_part_of_its_images_says_so_in_its_log_line(stack, simulator, log_tap, faults):  # noqa: F811
+    task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024", "n": 3}).body["id"]
+    (job,) = stack.jobs()
+    faults.crash(stack.worker().service.store.s3, "PutObject", when=lambda call: call.url_path.endswith("/2.png"))
+    with pytest.raises(Crash):
+        stack.run_worker([job])
+    faults.clear()
+    item = stack.task_item(task_id)
+    stack.task_table.update_item(
+        Key={"id": task_id}, UpdateExpression="SET claimed_until = :t", ExpressionAttributeValues={":t": 1}
+    )
+    redelivered = {**job, "Attributes": {**job.get("Attributes", {}), "ApproximateReceiveCount": "2"}}
+
+    assert stack.run_worker([redelivered]) == []
+
+    view = stack.get_task(task_id).body
+    assert (view["status"], len(view["result"]["data"])) == ("completed", 2), view
+    assert simulator.calls == 1
+    line = job_lines(log_tap)[-1]
+    assert (line["status"], line["outcome"], line["n"], line["images_recovered"]) == (200, "recovered_partial", 3, 2)
+    assert stack.stored_keys(item["folder"] + "/") == [
+        f"{item['folder']}/{name}" for name in ("0.json", "0.png", "1.json", "1.png", "result.json")
+    ]

@@ -76,11 +76,21 @@ def granted(cfn: dict[str, Any], function: str) -> set[tuple[str, str]]:
     for policy in role["Policies"]:
         for statement in as_list(policy["PolicyDocument"]["Statement"]):
             assert statement["Effect"] == "Allow", statement
-            assert not {"NotAction", "NotResource", "Condition"} & set(statement), statement
+            assert not {"NotAction", "NotResource"} & set(statement), statement
+            # The one condition allowed: s3:ListBucket on the bucket, under an s3:prefix (named "<bucket>?prefix=")
+            suffixes = [""]
+            if "Condition" in statement:
+                assert as_list(statement["Action"]) == ["s3:ListBucket"], statement
+                assert set(statement["Condition"]) == {"StringLike"}, statement
+                assert set(statement["Condition"]["StringLike"]) == {"s3:prefix"}, statement
+                suffixes = [
+                    f"?prefix={prefix}" for prefix in as_list(statement["Condition"]["StringLike"]["s3:prefix"])
+                ]
             for action in as_list(statement["Action"]):
                 assert "*" not in action, statement
                 for resource in as_list(statement["Resource"]):
-                    grants.add((action, resource_name(resource, log_group)))
+                    for suffix in suffixes:
+                        grants.add((action, resource_name(resource, log_group) + suffix))
     return grants
 
 
@@ -136,6 +146,7 @@ CALL_ACTIONS = {
     "put_object": "s3:PutObject",
     "get_object": "s3:GetObject",
     "head_object": "s3:GetObject",
+    "list_objects_v2": "s3:ListBucket",
     "generate_presigned_url": "s3:GetObject",
     "generate_presigned_post": "s3:PutObject",
     "get_item": "dynamodb:GetItem",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import fnmatch
 import inspect
 import json
 import re
@@ -150,15 +151,18 @@ LIST_PREFIXES = {
     "GenerationsFunction": set(),
     # a missing upload id is a 404 for the caller without it: S3's 403 for a missing key reads as missing too
     "EditsFunction": set(),
-    "GenerationsStreamFunction": set(),
-    "EditsStreamFunction": set(),
+    # an Idempotency-Key's retry lists the key's folder for the images a run that died had stored
+    "GenerationsStreamFunction": {"images/keyed/*"},
+    "EditsStreamFunction": {"images/keyed/*"},
     "UploadsFunction": set(),
     "TasksFunction": set(),
-    "WorkerFunction": set(),  # a first run finds no result.json: S3's 403 without s3:ListBucket reads as missing
+    # a first run finds no result.json (S3's 403 without s3:ListBucket reads as missing too); a redelivery lists
+    # its job's folder for the images a run that died had stored
+    "WorkerFunction": {"images/*"},
     "AuthorizerFunction": set(),
     "HealthFunction": set(),
 }
-LISTABLE_PREFIXES = {"images/*", "uploads/*"}
+LISTABLE_PREFIXES = {"images/*", "uploads/*", "images/keyed/*"}
 
 # The tables, queues and bus each role may use: (action, logical id of the resource whose Arn it is on).
 TASK_SUBMISSION = {("dynamodb:PutItem", "TasksTable"), ("dynamodb:UpdateItem", "TasksTable")}
@@ -968,9 +972,10 @@ def test_list_bucket_only_under_a_prefix_the_function_reads(cfn: dict[str, Any],
 
     assert prefixes == LIST_PREFIXES[function]
     assert prefixes <= LISTABLE_PREFIXES
-    # listing is there to make a missing object a 404 rather than a 403: only where the function reads objects
+    # listing is there to make a missing object a 404 rather than a 403, or to find what a dead run stored: only
+    # where the function reads objects
     for prefix in prefixes:
-        assert f"${{ImagesBucket.Arn}}/{prefix}" in readable, prefix
+        assert any(fnmatch.fnmatchcase(f"${{ImagesBucket.Arn}}/{prefix}", pattern) for pattern in readable), prefix
 
 
 def test_uploads_can_only_put_objects_under_uploads(cfn: dict[str, Any]) -> None:

@@ -88,6 +88,21 @@ class TestJsonBody:
         assert [image.data for image in images] == [RED, BLUE]
         assert body["created"] == 1_760_000_000
 
+    @pytest.mark.parametrize("sizes", [(1, 2, 3), (2, 5), (3, 3, 7), (5, 1, 1, 6)])
+    def test_ragged_chunks_split_base64_quanta_every_way(self, sizes: tuple[int, ...]) -> None:
+        """Chunks whose lengths are not multiples of 4 leave 1-3 characters over, sometimes more than the
+        next chunk completes: the images come out byte for byte."""
+        data = body_bytes((RED, BLUE, RED * 2))
+        chunks, position = [], 0
+        for size in itertools.cycle(sizes):
+            if position >= len(data):
+                break
+            chunks.append(data[position : position + size])
+            position += size
+        _, images = read_json(chunks)
+        assert [image.data for image in images] == [RED, BLUE, RED * 2]
+        assert all(type(image.data) is bytes for image in images)
+
     def test_each_image_is_handed_on_before_the_next_one_is_read(self) -> None:
         data = body_bytes()
         seen: list[tuple[int, int]] = []

@@ -5,6 +5,12 @@ objects (with fresh URLs), no second upstream call, no second bill. The same key
 422; a retry while the first is still running is a 409. Failures are not remembered, so a retry after one runs
 again.
 
+A first run that dies (a timeout, a crash) leaves its record "in progress" until the time that invocation could
+have lived is over (Powertools' in-progress expiry, from the Lambda context): until then a retry is a 409, after
+it the retry runs. What it then runs is the caller's ``produce``; the synchronous image routes make that look in
+the key's own folder first, so the images the dead run paid for are answered rather than paid again
+(``runtime.ImageRuntime.deliver``).
+
 A record stays small whatever the request: it holds a digest of the request and a reference to the result (the
 S3 key of a ``result.json``, a task id), never the request, the prompt or the images, so no request is refused
 for the size of its own record. And the store failing is never reported as "not run" once the request ran: the

@@ -3,19 +3,31 @@ can answer from S3 without the upstream: ``result.json`` (written after the last
 
 Each may carry the digest of the request that made it: a message that names the folder with another request does
 not get its result.
+
+Before either, each image is stored with a record beside it (``<index>.json``: its revised prompt, its size and
+format, what was asked): a run that died after paying (a timeout, a crash) between its first image and its
+``result.json`` leaves a folder from which ``read_stored`` rebuilds the result, so the images reach their caller
+without a second upstream call. What such a rebuild cannot know is the usage the upstream reported at the end
+of its answer (it is None), and the images the dead run never received (the result has the ones it stored).
 """
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from imagecore.service import StoredResult
+from imagecore.models import EXTENSIONS
+from imagecore.service import StoredImageRef, StoredResult, image_record_key
 from imagecore.storage import ImageStore
 
 MANIFEST = "result.json"
 FAILURE = "failure.json"
 _DIGEST = "request_digest"
+# A final image (not a partial preview, not a record): ``<folder>/<index>.<ext>``.
+_IMAGE_NAME = re.compile(r"(\d{1,3})\.(" + "|".join(sorted(set(EXTENSIONS.values()))) + r")\Z")
+_FORMATS = {extension: name for name, extension in EXTENSIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -74,3 +86,38 @@ def read_finished(store: ImageStore, folder: str) -> Finished | None:
     if failure:
         return Finished(http_status=int(failure["http_status"]), error=failure["error"], digest=failure.get(_DIGEST))
     return None
+
+
+def read_stored(store: ImageStore, folder: str, asked: dict[str, Any]) -> StoredResult | None:
+    """The result rebuilt from the images a run stored in ``folder`` before it died, in their order, with what
+    their records say (``asked``, the request's fields, stands in for a record that was not written); None when
+    the folder holds no image. ``StorageError`` when S3 cannot say."""
+    keys = store.list_folder(folder)
+    present = set(keys)
+    images = sorted(
+        (int(match.group(1)), key)
+        for key in keys
+        if (match := _IMAGE_NAME.match(key.rsplit("/", 1)[1])) and key.rsplit("/", 1)[0] == folder
+    )
+    if not images:
+        return None
+    refs: list[StoredImageRef] = []
+    records: list[dict[str, Any]] = []
+    for _, key in images:
+        record = store.read_json(image_record_key(key)) if image_record_key(key) in present else None
+        records.append(record or {})
+        refs.append(StoredImageRef(key, (record or {}).get("revised_prompt")))
+    first = next((record for record in records if record), {})
+    fields = {**asked, **first}
+    extension = images[0][1].rsplit(".", 1)[1]
+    return StoredResult(
+        bucket=store.bucket,
+        images=refs,
+        created=int(fields.get("created") or time.time()),
+        model=str(fields.get("model") or "gpt-image-2"),
+        size=str(fields.get("size") or "auto"),
+        quality=str(fields.get("quality") or "auto"),
+        output_format=str(first.get("output_format") or _FORMATS[extension]),
+        background=fields.get("background"),
+        usage=None,
+    )

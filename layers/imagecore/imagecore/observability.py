@@ -92,6 +92,7 @@ class RequestRecord:
     mask: bool | None = None
     dropped_params: list[str] | None = None  # accepted but not forwarded (input_fidelity)
     images_returned: int | None = None
+    images_recovered: int | None = None  # a job finished from the images an earlier, dead run stored
     sizes_returned: list[str] | None = None
     formats_returned: list[str] | None = None
     bytes_returned: int | None = None

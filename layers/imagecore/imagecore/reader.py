@@ -148,7 +148,10 @@ class _Base64Value:
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
-        self._out = bytearray()
+        # The decoded pieces, joined once at the end: one copy of the image, not one per append plus one more
+        # to turn a growing bytearray into bytes.
+        self._pieces: list[bytes] = []
+        self._size = 0
         self._carry = b""
         self._escaped: bytearray | None = None
 
@@ -162,11 +165,18 @@ class _Base64Value:
             if len(self._escaped) > self._max_bytes * 2:
                 raise BodyTooLarge("an image is larger than its size allows")
             return
-        data = self._carry + piece if self._carry else piece
-        whole = len(data) - len(data) % 4
+        view = memoryview(piece)
+        if self._carry:  # complete the carried quantum alone rather than copying the whole piece behind it
+            need = 4 - len(self._carry)
+            self._carry += piece[:need]
+            if len(self._carry) < 4:
+                return
+            self._decode(self._carry)
+            view = view[need:]
+        whole = len(view) - len(view) % 4
         if whole:
-            self._decode(memoryview(data)[:whole])
-        self._carry = data[whole:]
+            self._decode(view[:whole])
+        self._carry = bytes(view[whole:])
 
     def finish(self) -> bytes:
         tail: bytes = self._carry
@@ -178,19 +188,21 @@ class _Base64Value:
                 raise ImageUnusable("is not base64") from None
         if tail:
             self._decode(tail)
-        if not self._out:
+        if not self._size:
             raise ImageUnusable("is empty")
-        data = bytes(self._out)
-        self._out = bytearray()
+        data = b"".join(self._pieces)
+        self._pieces, self._size = [], 0
         return data
 
     def _decode(self, text: bytes | memoryview) -> None:
         try:
-            self._out += pybase64.b64decode(text, validate=True)
+            piece = pybase64.b64decode(text, validate=True)
         except ValueError:  # binascii.Error is a ValueError
             raise ImageUnusable("is not base64") from None
-        if len(self._out) > self._max_bytes:
+        self._size += len(piece)
+        if self._size > self._max_bytes:
             raise BodyTooLarge("an image is larger than its size allows")
+        self._pieces.append(piece)
 
 
 @dataclass

@@ -19,8 +19,8 @@ from imagecore.errors import (
     StorageUnavailable,
     TasksUnavailable,
 )
-from imagecore.idempotency import Idempotency, answer_once, idempotency_key
-from imagecore.manifest import folder_of, read_result, write_result
+from imagecore.idempotency import Idempotency, answer_once, digest, idempotency_key
+from imagecore.manifest import folder_of, manifest_key, read_result, read_stored, write_result
 from imagecore.models import GenerationResponse
 from imagecore.observability import current_record, logger
 from imagecore.service import Delivery, ImageService, StoredResult
@@ -63,7 +63,7 @@ class ImageRuntime:
         *,
         scope: str,
         payload: Any,
-        produce: Callable[[], Delivery],
+        produce: Callable[[str | None], Delivery],
         key: str | None = None,
     ) -> Delivery:
         """A synchronous generation or edit, once per Idempotency-Key (the request's, or ``key``): a replay is the
@@ -71,14 +71,31 @@ class ImageRuntime:
 
         The record holds the key of the result's ``result.json``, not the result (its revised prompts can be as
         long as the prompt). ``response_format`` is left out of the comparison: it changes how the same images
-        are answered, not which, so a retry asking ``url`` after a refused inline answer gets the paid images."""
+        are answered, not which, so a retry asking ``url`` after a refused inline answer gets the paid images.
+
+        ``produce(folder)`` stores the images in ``folder``: with an Idempotency-Key it is the key's own (derived
+        from the caller, the route, the key and the request), so a retry whose first run died after paying (the
+        Lambda timed out or crashed between storing the images and answering) finds them there and answers them
+        instead of paying again. Powertools lets such a retry run once the dead run's in-progress record has
+        expired (it lasts as long as that invocation could live; until then the retry is a 409)."""
+        request_key = idempotency_key(event) or key
+        trimmed = _without_presentation(payload)
+        folder = None
+        if self.idempotency is not None and request_key is not None:
+            owner = current_record().api_key_id or "anonymous"
+            folder = keyed_folder(owner, scope, request_key, trimmed)
+
+        def produce_once() -> Delivery:
+            earlier = self._left_in(folder, trimmed) if folder is not None else None
+            return earlier if earlier is not None else produce(folder)
+
         return answer_once(
             self.idempotency,
             event,
             context,
             scope=scope,
-            payload=_without_presentation(payload),
-            produce=produce,
+            payload=trimmed,
+            produce=produce_once,
             encode=self._remember,
             decode=self._recall,
             key=key,
@@ -91,7 +108,7 @@ class ImageRuntime:
         *,
         scope: str,
         payload: Any,
-        produce: Callable[[], Delivery],
+        produce: Callable[[str | None], Delivery],
         response_format: str,
     ) -> GenerationResponse:
         """Deliver (once per Idempotency-Key) and answer. An answer too large to send inline is refused, but the
@@ -107,7 +124,7 @@ class ImageRuntime:
             if key is None:
                 key = "auto-" + secrets.token_hex(16)
                 try:
-                    self.deliver(event, context, scope=scope, payload=payload, produce=lambda: delivery, key=key)
+                    self.deliver(event, context, scope=scope, payload=payload, produce=lambda _: delivery, key=key)
                 except ImageServiceError:
                     logger.warning("refused inline answer not remembered")
                     raise refused from None
@@ -118,6 +135,23 @@ class ImageRuntime:
                 code="response_too_large",
                 headers={"Idempotency-Key": key},
             ) from None
+
+    def _left_in(self, folder: str, payload: Any) -> Delivery | None:
+        """What an earlier run under the same Idempotency-Key left in its folder: its result, or the images it
+        stored before it died (rebuilt, and written as its result); None when it left nothing. When S3 cannot
+        say, nothing is run (running could pay a second time)."""
+        asked = payload.get("parameters", payload) if isinstance(payload, dict) else {}
+        try:
+            stored = read_result(self.service.store, manifest_key(folder))
+            if stored is None:
+                stored = read_stored(self.service.store, folder, asked if isinstance(asked, dict) else {})
+                if stored is None:
+                    return None
+                current_record().images_recovered = len(stored.images)
+                logger.warning("answered from the images a run that died had stored", extra={"folder": folder})
+        except StorageError:
+            raise StorageUnavailable("The images store cannot be read right now; nothing was run. Try again.") from None
+        return Delivery.replay(stored)
 
     def _remember(self, delivery: Delivery) -> dict[str, Any] | None:
         stored = delivery.stored
@@ -197,6 +231,13 @@ class ImageRuntime:
     def now(self) -> int:
         """The tasks' clock (seconds since the epoch)."""
         return self.tasks_submitter().tasks.now()
+
+
+def keyed_folder(owner: str, scope: str, key: str, payload: Any) -> str:
+    """The folder of a synchronous request with an Idempotency-Key: the same for its retries, and not to be
+    guessed without the key."""
+    name = digest({"owner": owner, "scope": scope, "key": key, "request": payload})[:32]
+    return f"images/keyed/{name}"
 
 
 def _without_presentation(payload: Any) -> Any:

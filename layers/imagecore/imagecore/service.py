@@ -107,6 +107,11 @@ class ImageEvent:
 ImageEventCallback = Callable[[ImageEvent], None]
 
 
+def image_record_key(image_key: str) -> str:
+    """Where the record of a stored image is kept: beside it, ``<folder>/<index>.json``."""
+    return image_key.rsplit(".", 1)[0] + ".json"
+
+
 @dataclass
 class _StoreAsRead:
     """The sink the upstream client hands each image to: stores it at once (in a background thread, so the S3
@@ -120,6 +125,9 @@ class _StoreAsRead:
     keep_bytes: bool
     on_partial: ImageEventCallback | None
     on_stored: ImageEventCallback | None
+    # A folder the caller comes back to (a job's, an Idempotency-Key's) gets a record beside each image, so a run
+    # that dies before its result.json still leaves what the answer needs (see ``manifest.read_stored``).
+    asked: dict[str, Any] | None = None
     refs: list[StoredImageRef] = field(default_factory=list)
     kept: list[GeneratedImage] = field(default_factory=list)
     first: ImageInfo | None = None
@@ -137,10 +145,25 @@ class _StoreAsRead:
             return
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        put = self.pool.submit(
-            self.service.put_image, self.folder, str(image.index), image.data, image.info.format, self.metadata
-        )
-        self.pending = (image, put)
+        self.pending = (image, self.pool.submit(self._store, image))
+
+    def _store(self, image: GeneratedImage) -> str:
+        key = self.service.put_image(self.folder, str(image.index), image.data, image.info.format, self.metadata)
+        if self.asked is not None:
+            record = {
+                "index": image.index,
+                "key": key,
+                "revised_prompt": image.revised_prompt,
+                "size": image.info.size,
+                "output_format": image.info.format,
+                "created": int(time.time()),
+                **self.asked,
+            }
+            try:
+                self.service.store.write_json(image_record_key(key), record)
+            except StorageError:  # the image is stored; a recovery then answers it without its revised prompt
+                logger.warning("image record not written", extra={"key": key})
+        return key
 
     def settle(self) -> None:
         """Wait for the image being stored, then announce it."""
@@ -251,8 +274,8 @@ class ImageService:
         on_partial: ImageEventCallback | None = None,
         on_stored: ImageEventCallback | None = None,
     ) -> Delivery:
-        """Generate and store. ``folder``: where the images go (a task's or an event's own, so a second run
-        finds them); a new random one by default.
+        """Generate and store. ``folder``: where the images go (a task's, an event's or an Idempotency-Key's own,
+        so a second run finds them, each image with its record beside it); a new random one by default.
 
         Each image is stored as soon as it has been read from the upstream, before the next one is read, and
         ``on_stored(event)`` is then called with it (``event.key`` is None when S3 refused it: it is kept in
@@ -336,6 +359,7 @@ class ImageService:
             keep_bytes=request.response_format == "b64_json",
             on_partial=on_partial,
             on_stored=on_stored,
+            asked=None if folder is None else _asked(request),
         )
 
     def put_image(self, folder: str, name: str, data: bytes, output_format: str, metadata: dict[str, str]) -> str:
@@ -481,6 +505,11 @@ def _metadata(request: ImageRequest, record: RequestRecord) -> dict[str, str]:
         "api-request-id": record.api_request_id or "",
         "api-key-id": record.api_key_id or "",
     }
+
+
+def _asked(request: ImageRequest) -> dict[str, Any]:
+    """What a stored image's record says of the request, for an answer rebuilt from the folder."""
+    return {"model": request.model, "quality": request.quality, "background": request.background}
 
 
 def summarise(request: ImageRequest, result: UpstreamResult, first: ImageInfo | None) -> dict[str, Any]:

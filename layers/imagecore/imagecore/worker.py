@@ -9,9 +9,13 @@ The ``detail`` (or the message) is a generation request plus optional ``correlat
 Nothing is lost and nothing is paid twice:
 - every job (task or event) is claimed in DynamoDB right before it asks the upstream, and the claim counts the
   deliveries that got that far: two deliveries cannot both call the upstream, and a delivery that finds an
-  earlier one died after asking does not ask again (the job ends ``job_interrupted``);
+  earlier one died after asking does not ask again (it finishes from what that one stored, below);
 - images go to a folder that belongs to the job, with a ``result.json`` written last (or a ``failure.json``):
   any later delivery reads it first, before the claim and before the 30-minute limit, and finishes from it;
+- each image is stored as soon as it is read, with a record beside it: a delivery that finds an earlier one died
+  after asking (its claim lapsed, no ``result.json``) completes the job from the images that run stored (all of
+  them, or as many as it stored before it died: the log line says ``recovered_partial``), and only a folder
+  without an image ends the job ``job_interrupted``;
 - an event job's claim and manifest carry the digest of its request, so a message that borrows another job's id
   gets nothing of that job: it goes to the dead-letter queue;
 - S3 is retried after the upstream has answered, every terminal write (complete, fail) is retried with backoff
@@ -47,6 +51,7 @@ from imagecore.manifest import (
     folder_of,
     manifest_key,
     read_finished,
+    read_stored,
     write_failure,
     write_result,
 )
@@ -344,9 +349,9 @@ class Worker:
             self._finish_task(task_id, finished, context, record)
             record.outcome = "recovered"
             return
-        if task.overdue(self.tasks.now()):
-            self._persist(context, lambda: self.tasks.fail(task_id, 504, task_timeout_error()))
-            record.status, record.outcome = 504, "task_timeout"
+        now = self.tasks.now()
+        if task.overdue(now):
+            self._end_overdue(task, now, context, record)
             return
         try:
             run = self._prepare(task)
@@ -360,7 +365,12 @@ class Worker:
             record.status, record.outcome = 200, "already_finished"
             return
         if claimed.upstream_calls > 1:
-            self._finish_task(task_id, Finished(http_status=500, error=_interrupted_error()), context, record)
+            # An earlier delivery asked the upstream and died: it is not asked twice. What it stored is answered.
+            recovered = self._recover(task.folder, task.request, None, context, record)
+            finished = (
+                Finished(result=recovered) if recovered else Finished(http_status=500, error=_interrupted_error())
+            )
+            self._finish_task(task_id, finished, context, record)
             return
         try:
             stored = run(self._deadline(context), record, task.folder)
@@ -375,6 +385,18 @@ class Worker:
         if finished.error is not None:
             self._write_failure(task.folder, finished, None)
         self._finish_task(task_id, finished, context, record)
+
+    def _end_overdue(self, task: Task, now: int, context: LambdaContext, record: RequestRecord) -> None:
+        """A task past its limit. On AWS the delivery after a crash comes after the visibility timeout, past the
+        limit: what the dead run stored is answered first (its claim has lapsed, so nobody else writes the
+        folder); without images it is ``task_timeout``."""
+        if task.claimed_until is None or task.claimed_until < now:
+            recovered = self._recover(task.folder, task.request, None, context, record)
+            if recovered is not None:
+                self._finish_task(task.id, Finished(result=recovered), context, record)
+                return
+        self._persist(context, lambda: self.tasks.fail(task.id, 504, task_timeout_error()))
+        record.status, record.outcome = 504, "task_timeout"
 
     def _finish_task(self, task_id: str, finished: Finished, context: LambdaContext, record: RequestRecord) -> None:
         """The terminal write, retried with backoff within the function's time."""
@@ -421,7 +443,13 @@ class Worker:
             self._announce(job, _finished_from(claim), record)
             return
         if claim.upstream_calls > 1:
-            # An earlier delivery asked the upstream and left no result behind: it is not asked twice.
+            # An earlier delivery asked the upstream and died: it is not asked twice. What it stored is answered.
+            recovered = self._recover(job.folder, job.request.model_dump(), job.digest, context, record)
+            if recovered is not None:
+                result = _compact(recovered)
+                self._persist(context, lambda: self.tasks.complete(job.key, result))
+                self._announce(job, Finished(result=recovered), record)
+                return
             self._end_event(job, 500, _interrupted_error(), context)
             record.status = 500
             record.fail("failed", "job_interrupted")
@@ -524,6 +552,25 @@ class Worker:
         """What an earlier delivery of this job left in its folder; S3 faults are retried, never read as
         "nothing there"."""
         return self._persist(context, lambda: read_finished(self.service.store, folder))
+
+    def _recover(
+        self, folder: str, asked: dict[str, Any], digest: str | None, context: LambdaContext, record: RequestRecord
+    ) -> StoredResult | None:
+        """The result rebuilt from the images a dead run stored in the job's folder (None when there is none),
+        written as its ``result.json`` so any later delivery finishes from it. Only for a job nobody else holds."""
+        stored = self._persist(context, lambda: read_stored(self.service.store, folder, asked))
+        if stored is None:
+            return None
+        self._write_result(folder, stored, digest, context)
+        asked_n = int(asked.get("n") or 1)
+        record.n = asked_n
+        record.images_recovered = record.images_returned = len(stored.images)
+        record.outcome = "recovered" if len(stored.images) >= asked_n else "recovered_partial"
+        logger.warning(
+            "job completed from the images a run that died had stored",
+            extra={"folder": folder, "images": len(stored.images), "asked": asked_n},
+        )
+        return stored
 
     def _write_result(self, folder: str, stored: StoredResult, digest: str | None, context: LambdaContext) -> None:
         try:
