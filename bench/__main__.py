@@ -29,12 +29,17 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cold-runs", type=int, default=15, help="fresh processes per handler (default 15)")
     parser.add_argument("--layer", type=Path, default=DEFAULT_LAYER, help="packaged layer dir (make package)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 runs, smaller images, 2 cold starts")
+    parser.add_argument(
+        "--only",
+        choices=("coldstart",),
+        help="coldstart: only the cold starts, ending with their ratio line (no cases, no layer needed)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs, args.warmup, args.memory_runs, args.cold_runs = 2, 1, 1, 2
     if min(1 if args.runs is None else args.runs, args.warmup, args.memory_runs, args.cold_runs) < 1:
         parser.error("every count must be at least 1")
-    if not args.layer.is_dir():
+    if not args.only and not args.layer.is_dir():
         parser.error(f"no packaged layer at {args.layer}: run make package first")
     return args
 
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         environment = function_environment(servers, upstream_key)
         os.environ.update(environment)  # the case processes are spawned with the function's environment
-        results = _run_cases(args, servers, upstream_key)
+        results = {} if args.only else _run_cases(args, servers, upstream_key)
         print("  cold starts ...", flush=True)
         cold = coldstart.cold_starts(environment, args.cold_runs)
     finally:
@@ -83,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     expected = sum(result["upstream_calls"] for result in results.values())
     if calls != expected:
         raise BenchError(f"the simulator saw {calls} upstream calls, expected exactly {expected}")
+    if args.only:
+        report.print_cold(cold)
+        print(f"\nbench finished in {time.perf_counter() - began:.0f} s\n{report.cold_ratio_line(cold)}")
+        return 0
     report.print_cases(list(results.values()))
     report.print_cold(cold)
     print(f"\nbench finished in {time.perf_counter() - began:.0f} s; layer at {args.layer}")

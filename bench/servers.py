@@ -1,5 +1,6 @@
-"""The embedded S3 (moto server) and the upstream simulator (latency 0) in a process of their own, so that
-neither their CPU time nor their memory counts as a handler's; their wall time does, where a handler waits."""
+"""The embedded AWS (moto server, holding the template's resources) and the upstream simulator (latency 0) in a
+process of their own, so that neither their CPU time nor their memory counts as a handler's; their wall time
+does, where a handler waits."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from bench.cases import BenchError
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
-BUCKET = "image-service-bench"
+PREFIX = "image-service-bench"
+BUCKET = PREFIX  # the images bucket create_resources makes
 
 
 def aws_environment() -> dict[str, str]:
@@ -32,42 +34,56 @@ def aws_environment() -> dict[str, str]:
 
 
 def function_environment(servers: Servers, upstream_key: str) -> dict[str, str]:
-    """What the template gives the generations function, pointed at the local servers; tracing off."""
+    """What the template gives the generations function (``local.environment``, the one source the local stack and
+    the tests use too), pointed at the local servers and the resources made on them; tracing off."""
+    from local.environment import SECRET_STAND_INS, function_environment, resource_refs
+    from local.resources import LocalResources
+    from local.template import project_template
+
+    resources = LocalResources(**servers.resources)
+    environment = function_environment(
+        project_template(),
+        "GenerationsFunction",
+        refs={**resource_refs(resources), "UpstreamBaseUrl": servers.upstream_url},
+        secrets={"UPSTREAM_API_KEY": upstream_key},
+    )
+    if set(SECRET_STAND_INS) & set(environment):
+        raise BenchError("a secret's id reached the local environment")
     return {
         **aws_environment(),
-        "POWERTOOLS_SERVICE_NAME": "image-service",
-        "POWERTOOLS_METRICS_NAMESPACE": "ImageServiceBench",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "INFO",
-        "IMAGES_BUCKET": BUCKET,
+        **environment,
         "S3_ENDPOINT_URL": servers.s3_url,
-        "UPSTREAM_BASE_URL": servers.upstream_url,
-        "UPSTREAM_API_KEY": upstream_key,
-        "ALLOW_HTTP_UPSTREAM": "true",  # the local simulator
-        "INTEGRATION_TIMEOUT_MS": "29000",
+        # DynamoDB and SQS (the tasks and idempotency clients) talk to the embedded moto server too.
+        "AWS_ENDPOINT_URL": servers.s3_url,
     }
 
 
-def _start(upstream_key: str) -> tuple[Any, Any, Any, dict[str, str]]:
+def _start(upstream_key: str) -> tuple[Any, Any, Any, dict[str, Any]]:
     import threading
+    from dataclasses import asdict
 
-    import boto3
     from moto.server import ThreadedMotoServer
     from werkzeug.serving import make_server
 
+    from local.resources import create_resources
     from local.simulator import SimulatorOptions, UpstreamSimulator
+    from local.template import project_template
 
     moto = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()
     s3_url = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=s3_url, region_name=REGION).create_bucket(Bucket=BUCKET)
+    resources = create_resources(s3_url, REGION, project_template(), prefix=PREFIX)
     simulator = UpstreamSimulator(SimulatorOptions(api_key=upstream_key, latency_ms=0, keepalive_ms=0))
     upstream = make_server(HOST, 0, simulator, threaded=True)
     serve = threading.Thread(target=upstream.serve_forever, kwargs={"poll_interval": 0.02}, name="simulator")
     serve.daemon = True
     serve.start()
-    urls = {"s3_url": s3_url, "upstream_url": f"http://{HOST}:{upstream.server_address[1]}/v1"}
+    urls = {
+        "s3_url": s3_url,
+        "upstream_url": f"http://{HOST}:{upstream.server_address[1]}/v1",
+        "resources": asdict(resources),
+    }
     return moto, simulator, upstream, urls
 
 
@@ -102,12 +118,13 @@ class Servers:
         self._process = context.Process(target=_serve, args=(child, upstream_key), name="bench-servers", daemon=True)
         self._process.start()
         child.close()
-        info = self._conn.recv() if self._conn.poll(120) else {"error": "no answer within 120 s"}
+        info: dict[str, Any] = self._conn.recv() if self._conn.poll(120) else {"error": "no answer within 120 s"}
         if "error" in info:
             self.stop()
-            raise BenchError(f"the S3 server or the upstream simulator failed to start: {info['error']}")
+            raise BenchError(f"the AWS server or the upstream simulator failed to start: {info['error']}")
         self.s3_url: str = info["s3_url"]
         self.upstream_url: str = info["upstream_url"]
+        self.resources: dict[str, str] = info["resources"]
 
     def stop(self) -> int | None:
         """Stop both servers; the number of upstream calls the simulator received (None if unknown)."""

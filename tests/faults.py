@@ -6,9 +6,9 @@ BaseException, so nothing in the service catches it: it is the Lambda dying betw
 A refusal raised in ``before-call`` is outside botocore's retry loop, so ``times`` is exactly the number of calls
 refused.
 
-``Faults`` hooks a client the test holds (the adapters expose theirs); ``AwsFaults`` hooks boto3's default session,
-so every client made afterwards (a function's, at its cold start) sees the rule, which can also skip the first calls,
-hold until a point in time, or match the call's own parameters:
+``Faults`` hooks a client the test holds (the adapters expose theirs); ``AwsFaults`` hooks the botocore session the
+core makes its clients from (``imagecore.aws``), so every client made afterwards (a function's, at its cold start)
+sees the rule, which can also skip the first calls, hold until a point in time, or match the call's own parameters:
 
     aws_faults.fail("s3", "PutObject", times=2)
     aws_faults.fail("dynamodb", "GetItem", when=lambda params: params["TableName"] == table)
@@ -24,10 +24,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
+import botocore.session
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, EndpointConnectionError
+
+from imagecore import aws
 
 
 class Crash(BaseException):
@@ -177,13 +179,8 @@ class Fault:
 class AwsFaults:
     """The rules in force; ``clear()`` removes them all (the ``aws_faults`` fixture does at teardown)."""
 
-    def __init__(self, session: boto3.Session | None = None) -> None:
-        if session is None:
-            if boto3.DEFAULT_SESSION is None:
-                boto3.setup_default_session()
-            session = boto3.DEFAULT_SESSION
-        assert session is not None
-        self._events = session.events
+    def __init__(self, session: botocore.session.Session | None = None) -> None:
+        self._events = (session or aws.session()).get_component("event_emitter")
         self._registered: list[tuple[str, str]] = []
         self.rules: list[Fault] = []
 

@@ -7,6 +7,11 @@ runs this same ``lambda_handler`` on each request); the async route is an ordina
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - the collector is paused before anything else is imported
+import gc
+
+gc.disable()  # for the cold start: see imagecore.coldstart (settled at the end of this module)
+
 from functools import cache
 from typing import Annotated, Any
 
@@ -15,6 +20,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore import coldstart
 from imagecore.caller import caller_of
 from imagecore.edits import EditInput, edit_fingerprint, edit_from_multipart, edit_from_uploads
 from imagecore.errors import PayloadTooLarge
@@ -43,7 +49,8 @@ _EDIT_ERRORS: dict[int, OpenAPIResponse] = {
 @cache
 def runtime() -> ImageRuntime:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return ImageRuntime.from_settings(EditSettings.from_environment())
+    with coldstart.paused("edits runtime"):
+        return ImageRuntime.from_settings(EditSettings.from_environment())
 
 
 @cache
@@ -179,3 +186,6 @@ def streamed_app() -> Any:
 
     settings = runtime().service.settings
     return StreamedEdge(lambda_handler, StreamLimits.for_idle_limit(settings.stream_idle_limit_seconds))
+
+
+coldstart.settle("edits import")

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+from imagecore import aws
 from imagecore.storage import ImageStore, ImageToStore, UploadStore, make_s3_client
 from local.s3 import PresignedPostPolicy
 from tests.conftest import ServedApp
@@ -45,8 +46,10 @@ def s3(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Iterator[Any]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
     monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    # The default session keeps the credentials it first resolved; these tests sign with the local ones.
+    # A session keeps the credentials it first resolved; these tests sign with the local ones (and leave no
+    # session holding them behind).
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    aws.session.cache_clear()
     moto = DomainDispatcherApplication(create_backend_app)
     app = PresignedPostPolicy(moto, credentials={"local": "local"}, clock=clock)
     served = ServedApp(app)
@@ -57,6 +60,7 @@ def s3(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Iterator[Any]:
         client.delete_object(Bucket=BUCKET, Key=item["Key"])
     client.delete_bucket(Bucket=BUCKET)
     served.close()
+    aws.session.cache_clear()
 
 
 @pytest.fixture

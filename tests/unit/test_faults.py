@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from imagecore import aws
 from tests.faults import AwsFaults
 
 BUCKET = "faults-test-bucket"
@@ -33,8 +34,9 @@ def faults(s3: Any) -> Iterator[AwsFaults]:
 
 
 def put(key: str) -> str:
-    """PutObject through a client made now (as a function's would be); the outcome: "ok" or the error code."""
-    client = boto3.client("s3", region_name="us-east-1")
+    """PutObject through a client made now, as a function's is (from the core's session); the outcome: "ok" or
+    the error code."""
+    client = aws.client("s3", region_name="us-east-1")
     try:
         client.put_object(Bucket=BUCKET, Key=key, Body=b"x")
     except ClientError as error:

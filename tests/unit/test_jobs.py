@@ -455,6 +455,17 @@ def test_a_task_is_claimed_once_until_its_hold_lapses(store):
     assert again.expires_at == NOW + 601 + TASK_TTL_SECONDS
 
 
+def test_a_running_task_lists_its_previews_and_a_finished_one_takes_no_more(store):
+    store.create(task(created_at=NOW))
+    store.add_partial(TASK_ID, 0, "images/x/partial-0.png", NOW + 1)
+    store.add_partial(TASK_ID, 1, "images/x/partial-1.png", NOW + 2)
+    assert [p["key"] for p in store.get(TASK_ID).partial_images] == ["images/x/partial-0.png", "images/x/partial-1.png"]
+
+    store.complete(TASK_ID, STORED)
+    store.add_partial(TASK_ID, 2, "images/x/partial-2.png", NOW + 3)  # too late: ignored, not an error
+    assert len(store.get(TASK_ID).partial_images) == 2
+
+
 def test_a_finished_or_unknown_task_is_not_claimed(store):
     store.create(task(created_at=NOW))
     store.complete(TASK_ID, STORED)

@@ -22,24 +22,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import boto3
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyPersistenceLayerError,
-    IdempotencyValidationError,
-)
-from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore import aws
 from imagecore.errors import ImageServiceError, InvalidRequest
 from imagecore.observability import current_record, logger
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+    from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 
 HEADER = "idempotency-key"
 EXPIRES_AFTER_SECONDS = 24 * 3600
@@ -126,9 +120,23 @@ def digest(payload: Any) -> str:
 
 
 class Idempotency:
+    """Powertools' idempotency utility, its DynamoDB persistence layer (which imports boto3) and the DynamoDB
+    client are loaded and made with the first request carrying an Idempotency-Key: a cold start answering a
+    request without one does not pay for them."""
+
     def __init__(self, table_name: str, *, region: str) -> None:
-        self.client = boto3.client("dynamodb", region_name=region)
-        self._store = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=self.client)
+        self._table_name = table_name
+        self._region = region
+
+    @cached_property
+    def client(self) -> Any:
+        return aws.client("dynamodb", region_name=self._region)
+
+    @cached_property
+    def _store(self) -> DynamoDBPersistenceLayer:
+        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+        return DynamoDBPersistenceLayer(table_name=self._table_name, boto3_client=self.client)
 
     def once(
         self,
@@ -145,6 +153,13 @@ class Idempotency:
         When ``encode`` answers None the result goes to the caller but is not remembered."""
         if key is None:
             return produce()
+        from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
+            IdempotencyPersistenceLayerError,
+            IdempotencyValidationError,
+        )
+
         fresh: list[T] = []
         replayed: list[bool] = []
         ran: list[bool] = []
@@ -202,6 +217,8 @@ class Idempotency:
 
 
 def _refusal(refused: Exception) -> ImageServiceError:
+    from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyValidationError
+
     if isinstance(refused, IdempotencyValidationError):
         return IdempotencyKeyReused(
             "This Idempotency-Key was already used with a different request. Use a new key for a new request.",

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagecore import aws
 from imagecore.models import CONTENT_TYPES, EXTENSIONS
 
 if TYPE_CHECKING:
@@ -76,12 +76,13 @@ def make_s3_client(region: str, endpoint_url: object | None = None, max_attempts
         connect_timeout=5,
         read_timeout=30,
     )
-    return boto3.client(
+    client: S3Client = aws.client(
         "s3",
         region_name=region,
         endpoint_url=endpoint or f"https://s3.{region}.amazonaws.com",
         config=config,
     )
+    return client
 
 
 class ImageStore:

@@ -12,17 +12,19 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
-import boto3
-from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagecore import aws
 from imagecore.observability import logger
 from imagecore.storage import StorageError, image_folder
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+    from boto3.dynamodb.conditions import Attr
 
     from imagecore.storage import ImageStore
 
@@ -164,12 +166,26 @@ class Task:
         )
 
 
+def _attr(name: str) -> Attr:
+    """A condition on the attribute ``name`` (boto3's conditions are imported with the first task written)."""
+    from boto3.dynamodb.conditions import Attr
+
+    return Attr(name)
+
+
 class TaskStore:
     """Task records in DynamoDB (partition key ``id``, TTL attribute ``expires_at``)."""
 
     def __init__(self, table_name: str, *, region: str, clock: Callable[[], float] = time.time) -> None:
-        self._table = boto3.resource("dynamodb", region_name=region).Table(table_name)
+        self._table_name = table_name
+        self._region = region
         self._clock = clock
+
+    @cached_property
+    def _table(self) -> Any:
+        """Made on first use: most image requests never touch a task, so a cold start does not load DynamoDB's
+        service and resource models (nor boto3) for them."""
+        return aws.resource("dynamodb", region_name=self._region).Table(self._table_name)
 
     @property
     def client(self) -> Any:
@@ -180,7 +196,7 @@ class TaskStore:
         return int(self._clock())
 
     def create(self, task: Task) -> None:
-        self._call(self._table.put_item, Item=task.to_item(), ConditionExpression=Attr("id").not_exists())
+        self._call(self._table.put_item, Item=task.to_item(), ConditionExpression=_attr("id").not_exists())
 
     def get(self, task_id: str) -> Task | None:
         item = self._call(self._table.get_item, Key={"id": task_id}, ConsistentRead=True).get("Item")
@@ -196,8 +212,8 @@ class TaskStore:
                 Key={"id": task_id},
                 UpdateExpression="SET claimed_until = :until, updated_at = :now, expires_at = :expires "
                 "ADD upstream_calls :one",
-                ConditionExpression=Attr("status").eq("processing")
-                & (Attr("claimed_until").not_exists() | Attr("claimed_until").lt(now)),
+                ConditionExpression=_attr("status").eq("processing")
+                & (_attr("claimed_until").not_exists() | _attr("claimed_until").lt(now)),
                 ExpressionAttributeValues={
                     ":until": now + hold_seconds,
                     ":now": now,
@@ -224,7 +240,7 @@ class TaskStore:
             self._table.update_item(
                 Key={"id": task_id},
                 UpdateExpression="SET partial_images = list_append(if_not_exists(partial_images, :none), :one)",
-                ConditionExpression=Attr("status").eq("processing"),
+                ConditionExpression=_attr("status").eq("processing"),
                 ExpressionAttributeValues={":none": [], ":one": [entry]},
             )
         except ClientError as exc:
@@ -246,11 +262,11 @@ class TaskStore:
                 UpdateExpression="SET #k = :kind, digest = if_not_exists(digest, :d), #s = if_not_exists(#s, :p), "
                 "created_at = if_not_exists(created_at, :now), claimed_until = :until, updated_at = :now, "
                 "expires_at = :expires ADD upstream_calls :one",
-                ConditionExpression=Attr("id").not_exists()
+                ConditionExpression=_attr("id").not_exists()
                 | (
-                    Attr("digest").eq(digest)
-                    & Attr("status").eq("processing")
-                    & (Attr("claimed_until").not_exists() | Attr("claimed_until").lt(now))
+                    _attr("digest").eq(digest)
+                    & _attr("status").eq("processing")
+                    & (_attr("claimed_until").not_exists() | _attr("claimed_until").lt(now))
                 ),
                 ExpressionAttributeNames={"#k": "kind", "#s": "status"},
                 ExpressionAttributeValues={
@@ -307,7 +323,7 @@ class TaskStore:
                 UpdateExpression=expression,
                 # Only a job still running is finished: the first outcome stands, a late delivery cannot turn a
                 # completed task into a failed one.
-                ConditionExpression=Attr("status").eq("processing"),
+                ConditionExpression=_attr("status").eq("processing"),
                 ExpressionAttributeValues=values,
                 ExpressionAttributeNames=names,
             )
@@ -330,8 +346,13 @@ class JobQueue:
     """The jobs queue (SQS): one message per task, ``{"task_id": ...}``."""
 
     def __init__(self, queue_url: str, *, region: str) -> None:
-        self._sqs = boto3.client("sqs", region_name=region)
+        self._region = region
         self._url = queue_url
+
+    @cached_property
+    def _sqs(self) -> Any:
+        """Made on first use (the first task queued), not at a cold start that may never queue one."""
+        return aws.client("sqs", region_name=self._region)
 
     @property
     def client(self) -> Any:

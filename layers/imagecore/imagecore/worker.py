@@ -34,12 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import boto3
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from imagecore import aws
 from imagecore.deadline import Deadline
 from imagecore.edits import edit_from_kept
 from imagecore.errors import ImageServiceError, InvalidRequest
@@ -195,7 +195,7 @@ class EventPublishError(Exception):
 
 class EventPublisher:
     def __init__(self, bus_name: str, *, region: str) -> None:
-        self._events = boto3.client("events", region_name=region)
+        self._events = aws.client("events", region_name=region)
         self._bus = bus_name
 
     @property
@@ -222,7 +222,7 @@ class EventPublisher:
 
 class DeadLetters:
     def __init__(self, queue_url: str, *, region: str) -> None:
-        self._sqs = boto3.client("sqs", region_name=region)
+        self._sqs = aws.client("sqs", region_name=region)
         self._url = queue_url
 
     def put(self, body: str, reason: str, message_id: str) -> None:
