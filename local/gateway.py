@@ -163,9 +163,10 @@ def _gateway_response(tpl: _Template, spec: dict[str, Any]) -> GatewayResponse:
     templates = spec.get("ResponseTemplates") or {}
     body = templates.get("application/json") or next(iter(templates.values()), "")
     status = tpl.value(spec.get("StatusCode"))
-    # SAM writes static header values as quoted literals: "'Bearer'".
+    # SAM writes static header values as quoted literals ("'Bearer'"); an unquoted one names where the value
+    # comes from (method.request.header.Origin), resolved per request.
     headers = {
-        name: str(tpl.value(value)).strip("'")
+        name: _static(str(tpl.value(value)))
         for name, value in ((spec.get("ResponseParameters") or {}).get("Headers") or {}).items()
     }
     return GatewayResponse(int(status) if status is not None else None, body, headers)
@@ -318,7 +319,7 @@ class LocalApiGateway:
             result = self.integrate(route, event, call)
             return self.proxy_response(result, call)
         except GatewayError as error:
-            return self.gateway_response(error.kind, call.request_id, error.status, error.message)
+            return self.gateway_response(error.kind, call.request_id, error.status, error.message, request)
 
     def _route(self, request: Request) -> tuple[Route, dict[str, str]]:
         for route in self.api.routes:
@@ -443,9 +444,12 @@ class LocalApiGateway:
         response.headers["x-amzn-RequestId"] = call.request_id
         return response
 
-    def gateway_response(self, kind: str, request_id: str, status: int, message: str) -> Response:
+    def gateway_response(
+        self, kind: str, request_id: str, status: int, message: str, request: Request | None = None
+    ) -> Response:
         """API Gateway's own answer: the template's response of that kind, else its DEFAULT_4XX/5XX one
-        (whose body is used with the error's own status), else API Gateway's plain ``{"message": ...}``."""
+        (whose body is used with the error's own status), else API Gateway's plain ``{"message": ...}``. Its
+        headers are static values or taken from the ``request`` (``method.request.header.<name>``)."""
         fallback = "DEFAULT_5XX" if status >= 500 else "DEFAULT_4XX"
         template = self.api.gateway_responses.get(kind) or self.api.gateway_responses.get(fallback)
         if template is not None and template.status is not None:
@@ -458,7 +462,9 @@ class LocalApiGateway:
         )
         response = Response(body, status=status, content_type="application/json")
         for name, value in (template.headers if template else {}).items():
-            response.headers[name] = value
+            resolved = _header_value(value, request)
+            if resolved is not None:
+                response.headers[name] = resolved
         response.headers["x-amzn-RequestId"] = request_id
         response.headers["x-amzn-ErrorType"] = _error_type(kind)
         return response
@@ -474,6 +480,25 @@ _ERROR_TYPES = {
     "QUOTA_EXCEEDED": "LimitExceededException",
     "INVALID_API_KEY": "ForbiddenException",
 }
+
+
+_REQUEST_HEADER = "method.request.header."
+
+
+def _static(source: str) -> str:
+    """A quoted literal loses its quotes; a request header source stays as it is, for ``_header_value``."""
+    if source.startswith(_REQUEST_HEADER):
+        return source
+    if len(source) >= 2 and source[0] == source[-1] == "'":
+        return source[1:-1]
+    raise ValueError(f"gateway response header source not emulated: {source}")
+
+
+def _header_value(source: str, request: Request | None) -> str | None:
+    """A gateway response header's value: the literal, or the named request header (absent: no header)."""
+    if source.startswith(_REQUEST_HEADER):
+        return request.headers.get(source[len(_REQUEST_HEADER) :]) if request is not None else None
+    return source
 
 
 def _error_type(kind: str) -> str:

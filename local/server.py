@@ -45,6 +45,7 @@ class StackConfig:
     log_level: str = "INFO"
     throttling: bool = False  # the stage's rate and burst limits (template parameters), off unless asked
     client_token_signing_key: str | None = None
+    cors_allow_origins: str = "*"  # the template's CorsAllowOrigins: web origins that may call the API and S3
     stream_idle_limit_s: float | None = None  # None: API Gateway's, from the template's endpoint type
     parameter_overrides: str = ""  # "Name=Value ..." over the template's defaults (e.g. the usage plans' limits)
 
@@ -65,6 +66,7 @@ class StackConfig:
             log_level=env.get("POWERTOOLS_LOG_LEVEL", env.get("LOG_LEVEL", "INFO")),
             throttling=env.get("API_THROTTLING", "").lower() in ("1", "true", "on"),
             client_token_signing_key=env.get("CLIENT_TOKEN_SIGNING_KEY") or None,
+            cors_allow_origins=env.get("CORS_ALLOW_ORIGINS", "*"),
             stream_idle_limit_s=float(env.get("STREAM_IDLE_LIMIT_SECONDS") or 0) or None,
             parameter_overrides=env.get("PARAMETER_OVERRIDES", ""),
         )
@@ -96,14 +98,17 @@ def _bind(variable: str, host: str, port: int, app: Any, handler: Any = None) ->
         sock.close()  # the server holds its own duplicate of the listening socket
 
 
-def _moto_app() -> Any:
-    """moto's server app (every AWS service on one endpoint) behind the S3 POST policy checks."""
+def _moto_app(cors_rules: Any = ()) -> Any:
+    """moto's server app (every AWS service on one endpoint) behind the S3 POST policy checks and the bucket's
+    CORS rules."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    from local.s3 import PresignedPostPolicy
+    from local.s3 import BucketCors, PresignedPostPolicy
 
-    app = PresignedPostPolicy(DomainDispatcherApplication(create_backend_app), credentials=dict([LOCAL_CREDENTIALS]))
-    return AtomicDynamoDB(app)
+    moto = DomainDispatcherApplication(create_backend_app)
+    return AtomicDynamoDB(
+        BucketCors(PresignedPostPolicy(moto, credentials=dict([LOCAL_CREDENTIALS])), list(cors_rules))
+    )
 
 
 class AtomicDynamoDB:
@@ -173,18 +178,26 @@ class LocalStack:
         if self.config.upstream_base_url and not self.config.upstream_api_key:
             raise StackError("UPSTREAM_BASE_URL is set: set UPSTREAM_API_KEY too")
         self._fake_aws_credentials()
+        from local.s3 import bucket_cors_rules
+
         template = project_template()
         overrides = self._parameter_overrides()
+        parameters = {
+            **overrides,
+            "IntegrationTimeoutMs": self.config.integration_timeout_ms,
+            "CorsAllowOrigins": self.config.cors_allow_origins,
+        }
         gateway = LocalApiGateway(
             ROOT,
             ROOT / "template.yaml",
-            parameters={**overrides, "IntegrationTimeoutMs": self.config.integration_timeout_ms},
+            parameters=parameters,
             throttling=self.config.throttling,
             stream_idle_limit_s=self.config.stream_idle_limit_s,
             plans=self._plans(template, overrides),
         )
         self._gateway = gateway
-        aws_server = _bind("AWS_PORT", self.config.host, self.config.aws_port, _moto_app(), _moto_handler())
+        moto = _moto_app(bucket_cors_rules(template, parameters))
+        aws_server = _bind("AWS_PORT", self.config.host, self.config.aws_port, moto, _moto_handler())
         try:
             api_server = _bind("PORT", self.config.host, self.config.port, gateway)
         except PortTaken:
@@ -298,6 +311,7 @@ class LocalStack:
                 **resource_refs(self.resources),
                 "UpstreamBaseUrl": self.upstream_url,
                 "IntegrationTimeoutMs": str(self.config.integration_timeout_ms),
+                "CorsAllowOrigins": self.config.cors_allow_origins,
                 "LogLevel": self.config.log_level,
             },
             secrets={
@@ -362,6 +376,8 @@ def main() -> None:
         f"  dead letters {stack.resources.dead_letter_queue_url}",
         f"  upstream     {upstream}",
         f"  API key      {shown}",
+        f"  pages        {stack.api_url}/docs   {stack.api_url}/playground",
+        f"  web origins  {config.cors_allow_origins}   (CORS; set CORS_ALLOW_ORIGINS to restrict)",
         "",
         f"  curl -sS {stack.api_url}/images/generations -H 'Authorization: Bearer {key}' \\",
         '    -H \'Content-Type: application/json\' -d \'{"prompt": "a lighthouse at dawn", "size": "1536x1024"}\'',

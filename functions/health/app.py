@@ -1,18 +1,30 @@
-"""Public routes, no key needed: GET /v1/health (liveness), /v1/openapi.json and /v1/docs."""
+"""Public routes, no key needed: GET /v1/health (liveness), /v1/openapi.json, the /v1/docs and /v1/playground
+pages with their /v1/assets, and the CORS preflight (OPTIONS) of every API route."""
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import imagecore
+from imagecore.cors import configured_policy, origin_of, with_cors
+from imagecore.errors import NotFound
 from imagecore.models import HealthResponse
-from imagecore.openapi import SWAGGER_HTML, packaged_document
-from imagecore.resolver import create_resolver
+from imagecore.openapi import packaged_document
+from imagecore.pages import HTML, StaticFiles, page_headers
+from imagecore.resolver import create_resolver, error_response
+from imagecore.settings import PublicPageSettings
 
 app = create_resolver()
+static = StaticFiles(Path(__file__).resolve().parent / "static")
+ASSET_CACHE = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}
+HTML_PAGE: dict[int, Any] = {
+    200: {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+}
 
 
 @app.get("/v1/health", summary="Liveness")
@@ -29,14 +41,46 @@ def openapi_document():
     return Response(200, content_types.APPLICATION_JSON, packaged_document(), {"Cache-Control": "max-age=300"})
 
 
-@app.get(
-    "/v1/docs",
-    summary="Swagger UI",
-    responses={200: {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}},
-)
+@app.get("/v1/docs", summary="Swagger UI (served with the service, no CDN)", responses=HTML_PAGE)
 def docs():
-    return Response(200, "text/html; charset=utf-8", SWAGGER_HTML)
+    return Response(200, HTML, static.page("docs"), page_headers(_s3_endpoint()))
+
+
+@app.get("/v1/playground", summary="A page to try generations and edits from a browser", responses=HTML_PAGE)
+def playground():
+    return Response(200, HTML, static.page("playground"), page_headers(_s3_endpoint()))
+
+
+@app.get("/v1/assets/<name>", include_in_schema=False)
+def asset(name: str):
+    found = static.asset(name)
+    if found is None:
+        return error_response(NotFound(f"No asset named {name!r}.", code="unknown_asset"))
+    text, content_type = found
+    return Response(200, content_type, text, ASSET_CACHE)
+
+
+@cache
+def _s3_endpoint() -> str | None:
+    settings = PublicPageSettings.from_environment()
+    return str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
+
+
+def preflight(event: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a browser's CORS preflight: 204, with the CORS headers when the origin is allowed."""
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    allowed = configured_policy().preflight(origin_of(headers), headers.get("access-control-request-method"))
+    return {
+        "statusCode": 204,
+        "multiValueHeaders": {name: [value] for name, value in allowed.items()},
+        "body": "",
+        "isBase64Encoded": False,
+    }
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    if event.get("httpMethod") == "OPTIONS":
+        return preflight(event)
+    response = app.resolve(event, context)
+    with_cors(response.setdefault("multiValueHeaders", {}), event.get("headers"))
+    return response

@@ -138,3 +138,11 @@ def openai_client(stack: RunningStack) -> Any:
 @pytest.fixture(autouse=True)
 def _fresh_simulator(stack: RunningStack) -> None:
     stack.reset_simulator()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say it plainly when the browser tests could not run on this machine."""
+    from tests.e2e.browser import MISSING, find_browser
+
+    if find_browser() is None and any("test_browser.py" in r.nodeid for r in terminalreporter.stats.get("skipped", [])):
+        terminalreporter.write_line(f"BROWSER TESTS NOT RUN: {MISSING}", yellow=True, bold=True)

@@ -36,7 +36,8 @@ def start() -> None:
         "CLIENT_TOKEN_SIGNING_KEY": SIGNING_KEY,
         "PYTHONUNBUFFERED": "1",
     }
-    for name in ("UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "IMAGES_BUCKET", "S3_ENDPOINT_URL"):
+    # make run's defaults (any web origin may call it), whatever the test process's own environment says.
+    for name in ("UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "IMAGES_BUCKET", "S3_ENDPOINT_URL", "CORS_ALLOW_ORIGINS"):
         env.pop(name, None)
     log: IO[str] = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

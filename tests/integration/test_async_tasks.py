@@ -77,7 +77,8 @@ def test_async_generation_submit_poll_and_download(stack, simulator, log_tap):
     )
     assert result["usage"]["total_tokens"] > 0
     (item,) = result["data"]
-    assert set(item) == {"url", "revised_prompt"}  # the sync shape with URLs: never b64_json
+    # the synchronous answer's shape with URLs: b64_json is there, null
+    assert set(item) == {"url", "b64_json", "revised_prompt"} and item["b64_json"] is None
     assert view["image_url"] == item["url"]
     image = stack.image(key_of(view["image_url"]))
     assert (image.format, image.size) == ("PNG", (1536, 1024))

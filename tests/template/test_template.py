@@ -37,6 +37,7 @@ from imagecore.settings import (
     ClientTokenSettings,
     EditSettings,
     GenerationSettings,
+    PublicPageSettings,
     TaskReadSettings,
     UploadSettings,
     UsageSettings,
@@ -78,7 +79,9 @@ UPLOADS_ROUTE = ("POST", "/v1/uploads")
 USAGE_ROUTE = ("GET", "/v1/usage")
 CLIENT_TOKENS_ROUTE = ("POST", "/v1/client_tokens")
 HEALTH_ROUTE = ("GET", "/v1/health")
-PUBLIC_ROUTES = (HEALTH_ROUTE, ("GET", "/v1/openapi.json"), ("GET", "/v1/docs"))
+ASSETS_ROUTE = ("GET", "/v1/assets/{name}")  # the pages' scripts and styles, not an API operation
+PAGES = (("GET", "/v1/openapi.json"), ("GET", "/v1/docs"), ("GET", "/v1/playground"))
+PUBLIC_ROUTES = (HEALTH_ROUTE, *PAGES, ASSETS_ROUTE)
 PATH_PARAMETER = re.compile(r"\{(\w+)\}")  # {task_id}
 # The routes behind the bearer-key authorizer, and the function each one reaches.
 AUTHORIZED_ROUTES = {
@@ -91,6 +94,8 @@ AUTHORIZED_ROUTES = {
     USAGE_ROUTE: "UsageFunction",
     CLIENT_TOKENS_ROUTE: "ClientTokensFunction",
 }
+# A browser's CORS preflight of each keyed route, without the key, answered by the health function.
+PREFLIGHT_ROUTES = {("OPTIONS", path): "HealthFunction" for _, path in AUTHORIZED_ROUTES}
 # The routes that call the upstream: streamed integrations (no 29 s cut, no 6 MB limit) whose function runs the
 # Lambda Web Adapter and outlives the upstream budget.
 IMAGE_ROUTES = {GENERATIONS_ROUTE: "GenerationsStreamFunction", EDITS_ROUTE: "EditsStreamFunction"}
@@ -116,7 +121,7 @@ SETTINGS_OF = {
     "AuthorizerFunction": AuthorizerSettings,
     "UsageFunction": UsageSettings,
     "ClientTokensFunction": ClientTokenSettings,
-    "HealthFunction": None,
+    "HealthFunction": PublicPageSettings,
 }
 
 # The S3 object keys each function's role may act on: (action, resource) pairs, nothing else.
@@ -560,6 +565,7 @@ def test_routes_are_exactly_the_image_task_upload_and_public_ones(api_body: dict
     assert wired == {
         **AUTHORIZED_ROUTES,
         **{route: "HealthFunction" for route in PUBLIC_ROUTES},
+        **PREFLIGHT_ROUTES,
     }
     for operation in routes(api_body).values():
         assert operation["x-amazon-apigateway-integration"]["type"] == "aws_proxy"
@@ -674,7 +680,7 @@ def test_api_gateway_may_invoke_a_function_for_its_own_routes_only(
 
 
 def test_public_routes_need_no_key(api_body: dict[str, Any]) -> None:
-    for route in PUBLIC_ROUTES:
+    for route in (*PUBLIC_ROUTES, *PREFLIGHT_ROUTES):
         # neither the bearer key nor a usage plan's API key
         assert routes(api_body)[route].get("security", []) in ([], [{"NONE": []}]), route
 
@@ -685,7 +691,7 @@ def test_deployed_routes_are_the_routes_the_code_serves(api_body: dict[str, Any]
     documented = {
         (method.upper(), path) for path, operations in build_document()["paths"].items() for method in operations
     }
-    assert set(routes(api_body)) == documented
+    assert set(routes(api_body)) - set(PREFLIGHT_ROUTES) - {ASSETS_ROUTE} == documented
 
 
 def test_api_is_regional_with_multipart_as_binary(cfn: dict[str, Any], api_body: dict[str, Any]) -> None:
@@ -1738,3 +1744,51 @@ def test_layer_requirements_keep_the_declared_pins() -> None:
     for requirement in declared["dependencies"]:
         name, _, version = requirement.partition("==")
         assert pins[normalise(name.split("[")[0])] == version, requirement
+
+
+def test_request_too_large_sends_only_edit_callers_to_uploads(api_body: dict[str, Any]) -> None:
+    """One gateway response serves every route: a generation's caller is not told to upload images."""
+    response = api_body["x-amazon-apigateway-gateway-responses"]["REQUEST_TOO_LARGE"]
+    message = render_gateway_template(response["responseTemplates"]["application/json"])["error"]["message"]
+
+    assert message.startswith("The request body is too large")
+    assert "Only edits take files: for POST /v1/images/edits, upload" in message
+
+
+# --- CORS ----------------------------------------------------------------------------------------------------
+def test_cors_origins_are_one_parameter_for_the_functions_and_the_bucket(sam: dict[str, Any]) -> None:
+    parameter = sam["Parameters"]["CorsAllowOrigins"]
+    pattern = re.compile(parameter["AllowedPattern"])
+    bucket = sam["Resources"]["ImagesBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
+
+    assert sam["Globals"]["Function"]["Environment"]["Variables"]["CORS_ALLOW_ORIGINS"] == {"Ref": "CorsAllowOrigins"}
+    assert parameter["Default"] == "*"
+    assert pattern.fullmatch("https://app.example.com,http://localhost:5173")
+    assert not pattern.fullmatch("https://app.example.com/path") and not pattern.fullmatch("")
+    (rule,) = bucket
+    assert rule["AllowedOrigins"] == {"Fn::Split": [",", {"Ref": "CorsAllowOrigins"}]}
+    assert {"GET", "POST"} <= set(rule["AllowedMethods"])
+
+
+def test_every_gateway_response_lets_a_page_read_it(api_body: dict[str, Any]) -> None:
+    responses = api_body["x-amazon-apigateway-gateway-responses"]
+
+    assert {"UNAUTHORIZED", "ACCESS_DENIED", "REQUEST_TOO_LARGE", "THROTTLED", "INTEGRATION_TIMEOUT"} <= set(responses)
+    for kind, response in responses.items():
+        parameters = response.get("responseParameters", {})
+        assert parameters.get("gatewayresponse.header.Access-Control-Allow-Origin") == "method.request.header.Origin", (
+            kind
+        )
+        exposed = parameters["gatewayresponse.header.Access-Control-Expose-Headers"].strip("'").split(",")
+        assert {"Retry-After", "Location", "x-amzn-RequestId"} <= set(exposed), kind
+
+
+def test_every_keyed_route_has_a_keyless_preflight(api_body: dict[str, Any]) -> None:
+    keyed_paths = {
+        path
+        for (method, path), op in routes(api_body).items()
+        # a keyless route has no authorizer ([{"NONE": []}]) or, being also free of the usage plans' API key, none
+        if method != "OPTIONS" and op.get("security") not in ([], [{"NONE": []}])
+    }
+
+    assert keyed_paths == {path for (method, path) in routes(api_body) if method == "OPTIONS"}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from imagecore.models import GenerationRequest
+from imagecore.models import GenerationRequest, ImageData
 from imagecore.tasks import (
     RETRY_AFTER_SECONDS,
     TASK_LIMIT_SECONDS,
@@ -361,8 +361,12 @@ def test_a_completed_task_carries_the_sync_answer_with_fresh_urls():
     assert view["result"] == {
         "created": STORED["created"],
         "data": [
-            {"url": presign("images/2026/11/25/t/0.png"), "revised_prompt": "a lighthouse (as drawn)"},
-            {"url": presign("images/2026/11/25/t/1.png"), "revised_prompt": None},
+            {
+                "url": presign("images/2026/11/25/t/0.png"),
+                "b64_json": None,
+                "revised_prompt": "a lighthouse (as drawn)",
+            },
+            {"url": presign("images/2026/11/25/t/1.png"), "b64_json": None, "revised_prompt": None},
         ],
         "model": "gpt-image-2",
         "size": "1024x1024",
@@ -407,7 +411,9 @@ def test_a_processing_task_at_exactly_its_limit_is_still_processing():
 def test_answer_body_is_the_sync_shape():
     body = answer_body(STORED, presign)
     assert set(body) == {"created", "data", "model", "size", "quality", "output_format", "background", "usage"}
-    assert all(set(item) == {"url", "revised_prompt"} for item in body["data"])
+    # Each item has exactly the synchronous answer's fields (ImageData), b64_json null as there.
+    assert all(set(item) == set(ImageData.model_fields) for item in body["data"])
+    assert all(item["b64_json"] is None and item["url"] for item in body["data"])
 
 
 # --- TaskStore on moto's in-process DynamoDB ----------------------------------------------------------------------

@@ -100,7 +100,13 @@ def test_the_routes_and_their_timeouts_come_from_the_template():
     assert not routes[("GET", "/v1/health")].authorized and generations.authorized
     assert api.binary_media_types == ("multipart/form-data",)
     assert api.throttle == (10.0, 20)
-    assert api.gateway_responses["UNAUTHORIZED"].headers == {"WWW-Authenticate": "Bearer"}
+    assert api.gateway_responses["UNAUTHORIZED"].headers == {
+        "WWW-Authenticate": "Bearer",
+        # the caller's Origin, per request (see test_gateway_responses_echo_the_callers_origin)
+        "Access-Control-Allow-Origin": "method.request.header.Origin",
+        "Access-Control-Expose-Headers": "Location,Retry-After,x-amzn-RequestId",
+        "Vary": "Origin",
+    }
     assert api.gateway_responses["DEFAULT_4XX"].status is None
 
     raised = read_api(load_template(TEMPLATE), {"ApiThrottlingRateLimit": 50})
@@ -117,7 +123,7 @@ def test_the_routes_and_their_timeouts_come_from_the_template():
     [
         ("GET", "/v1/images/generations/async"),  # a real path, a method it does not have
         ("DELETE", "/v1/images/tasks/task_123"),
-        ("OPTIONS", "/v1/uploads"),
+        ("OPTIONS", "/v1/images/variations"),  # preflights exist only for the real routes
         ("GET", "/v1/images/variations"),
         ("POST", "/v2/images/generations"),
         ("GET", "/"),
@@ -493,3 +499,30 @@ def test_threads_writing_lines_in_pieces_never_split_each_others_lines():
         (str(n), i) for n in range(8) for i in range(200)
     )
     assert last == "no newline yet"
+
+
+# --- CORS on API Gateway's own answers ----------------------------------------------------------------------
+def test_gateway_responses_echo_the_callers_origin():
+    """A page must see API Gateway's 401 (or 429, 413...), not an opaque CORS failure."""
+    functions = Functions()
+    _, client = gateway(functions)
+
+    seen = client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Origin": "https://app.example"})
+    plain = client.post("/v1/images/generations", json={"prompt": "x"})
+
+    assert error_of(seen, 401)["code"] == "invalid_api_key"
+    assert seen.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert "Retry-After" in seen.headers["Access-Control-Expose-Headers"]
+    assert "Access-Control-Allow-Origin" not in plain.headers  # no Origin, nothing to echo
+    assert functions.calls == [AUTHORIZER, AUTHORIZER]
+
+
+def test_a_preflight_reaches_the_health_function_without_the_authorizer():
+    functions = Functions(**{HEALTH: echo})
+    _, client = gateway(functions)
+
+    response = client.open("/v1/images/tasks/task_1", method="OPTIONS", headers={"Origin": "https://app.example"})
+
+    assert response.status_code == 200
+    assert response.get_json()["event"]["httpMethod"] == "OPTIONS"
+    assert functions.calls == [HEALTH]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from imagecore.openapi import build_document, packaged_document, render
+from imagecore.openapi import PUBLIC_PATHS, build_document, packaged_document, render
 
 
 def test_packaged_document_is_up_to_date():
@@ -26,6 +26,7 @@ def test_document_shows_every_route_and_the_validation_rules():
         "/v1/health",
         "/v1/openapi.json",
         "/v1/docs",
+        "/v1/playground",
     }
     generation = document["paths"]["/v1/images/generations"]["post"]
     # Validation errors are OpenAI-style 400s, never Powertools' 422; a 422 is only a reused Idempotency-Key.
@@ -83,7 +84,7 @@ def test_every_operation_declares_every_answer_it_can_give():
         for method, operation in operations.items():
             declared = set(operation["responses"])
             assert {"429", "504"} <= declared, (method, path)
-            if path not in ("/v1/health", "/v1/openapi.json", "/v1/docs"):
+            if path not in PUBLIC_PATHS:
                 assert {"401", "403"} <= declared, (method, path)
                 assert operation["responses"]["401"]["headers"]["WWW-Authenticate"]
             if method == "post":

@@ -304,3 +304,26 @@ def test_limits_scale_with_the_idle_limit():
     assert (regional.hold, regional.keepalive_interval) == (270, 15)
     tiny = StreamLimits.for_idle_limit(4)
     assert tiny.hold == 3 and tiny.keepalive_interval <= tiny.hold
+
+
+def test_a_streamed_answer_carries_the_cors_headers_of_its_origin(monkeypatch):
+    """Its headers go out with the first event, before the handler's own answer (and its CORS headers) exist."""
+    monkeypatch.setenv("CORS_ALLOW_ORIGINS", "https://app.example.com")
+
+    def handler(event, context):
+        channel = current_events()
+        assert channel is not None
+        channel.expect_events()
+        channel.send("image_generation.partial_image", {"type": "image_generation.partial_image"})
+        return proxy(200, {"created": 1, "data": []})
+
+    edge = StreamedEdge(handler, StreamLimits(idle_limit=60, margin=1, keepalive_interval=10))
+    request = scope()
+    allowed = run(edge, request={**request, "headers": [*request["headers"], (b"origin", b"https://app.example.com")]})
+    other = run(edge, request={**request, "headers": [*request["headers"], (b"origin", b"https://evil.example")]})
+
+    headers = dict(start_of(allowed)["headers"])
+    assert headers[b"content-type"].startswith(b"text/event-stream")
+    assert headers[b"access-control-allow-origin"] == b"https://app.example.com"
+    assert b"Retry-After" in headers[b"access-control-expose-headers"]
+    assert b"access-control-allow-origin" not in dict(start_of(other)["headers"])

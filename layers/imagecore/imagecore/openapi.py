@@ -2,7 +2,7 @@
 
 Each function only knows its own routes, and in AWS no function can import another's code, so the merged
 document is built ahead of time (``make openapi``, checked by a test) and shipped in this package as
-``openapi.json``; the health function serves it with a Swagger UI page.
+``openapi.json``; the health function serves it, and its Swagger UI page (``imagecore.pages``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ DESCRIPTION = (
     "OpenAI-compatible image generation (gpt-image-2 through sub2api). Images are stored in S3 and returned as "
     "presigned URLs. Every error has the shape {error: {message, type, param, code}}."
 )
-PUBLIC_PATHS = ("/v1/health", "/v1/openapi.json", "/v1/docs")
+PUBLIC_PATHS = ("/v1/health", "/v1/openapi.json", "/v1/docs", "/v1/playground")
 
 
 def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any]:
@@ -203,24 +203,6 @@ def render(document: dict[str, Any]) -> str:
 
 def packaged_document() -> str:
     return resources.files(imagecore).joinpath("openapi.json").read_text(encoding="utf-8")
-
-
-SWAGGER_HTML = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>image-service API</title>
-  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
-</head>
-<body>
-  <div id="swagger-ui"></div>
-  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-  <script>
-    window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#swagger-ui", persistAuthorization: true});
-  </script>
-</body>
-</html>
-"""
 
 
 if __name__ == "__main__":

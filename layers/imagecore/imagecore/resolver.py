@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseContentModel, OpenAPIResponseContentSchema
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore.cors import with_cors
 from imagecore.errors import ImageServiceError, NotFound
 from imagecore.http_errors import error_answer, internal_error, record_error
 from imagecore.jsonbody import parse_json_body
@@ -92,6 +93,7 @@ def serve(
         # Answers carry presigned URLs, task states or errors: no shared cache may keep them.
         headers = response.setdefault("multiValueHeaders", {})
         headers.setdefault("Cache-Control", ["no-store"])
+        with_cors(headers, event.get("headers"))
         return response
 
 

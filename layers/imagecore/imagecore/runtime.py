@@ -142,7 +142,7 @@ class ImageRuntime:
         trimmed = _without_presentation(payload)
         folder = None
         if self.idempotency is not None and request_key is not None:
-            owner = current_record().api_key_id or "anonymous"
+            owner = current_record().owner_id or "anonymous"
             folder = keyed_folder(owner, scope, request_key, trimmed)
 
         def produce_once() -> Delivery:

@@ -65,6 +65,10 @@ class _Settings(BaseModel):
         return cls.model_validate({})
 
     aws_region: Annotated[str, Field(validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))] = "us-east-1"
+    cors_allow_origins: Annotated[
+        str,
+        Field(description="Web origins that may call the API: a comma list, or * for any (see imagecore.cors)."),
+    ] = ""
 
 
 class GenerationSettings(_Settings):
@@ -257,6 +261,15 @@ class ClientTokenSettings(SigningKeySettings):
         if not self.signs_tokens:
             raise ValueError("set CLIENT_TOKEN_SIGNING_SECRET_ID (AWS) or CLIENT_TOKEN_SIGNING_KEY (local)")
         return self
+
+
+class PublicPageSettings(_Settings):
+    """Settings of the public routes: health, the OpenAPI document, the docs and playground pages."""
+
+    s3_endpoint_url: Annotated[
+        HttpUrl | None,
+        Field(description="Only for the local stack: where the pages may load the images from (else S3 itself)."),
+    ] = None
 
 
 # A revoked key stops working once both caches have forgotten it: the authorizer's result cache

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from imagecore.cors import configured_policy, origin_of
 from imagecore.http_errors import error_answer, internal_error
 from imagecore.observability import RequestRecord, hold_records, logger, metrics, write_record
 
@@ -209,6 +210,8 @@ class _Relay:
     keepalives: int = 0
     client_left: bool = False
     started: float = field(default_factory=time.monotonic)
+    # The CORS headers for the request's origin: on every start, whether the answer is SSE, keep-alive or whole.
+    cors: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 class StreamedEdge:
@@ -235,6 +238,8 @@ class StreamedEdge:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         query = _query_pairs(scope.get("query_string", b""))
         event = proxy_event(scope["method"], scope["path"], query, headers, body)
+        cors = configured_policy().headers(origin_of(dict(headers)))
+        relay.cors = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in cors.items()]
         context = AdapterLambdaContext.from_header(dict(headers_lower(headers)).get(LAMBDA_CONTEXT_HEADER))
         trace = dict(headers_lower(headers)).get("x-amzn-trace-id")
         if trace:
@@ -330,6 +335,8 @@ class StreamedEdge:
     async def _start(self, send: Send, relay: _Relay, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         if relay.client_left:
             return
+        present = {name for name, _ in headers}
+        headers = [*headers, *((name, value) for name, value in relay.cors if name not in present)]
         try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
         except OSError:

@@ -417,7 +417,11 @@ def answer_body(stored: dict[str, Any], presign: Callable[[str], str]) -> dict[s
     """The synchronous answer for a stored result, with fresh presigned URLs."""
     return {
         "created": stored["created"],
-        "data": [{"url": presign(ref["key"]), "revised_prompt": ref.get("revised_prompt")} for ref in stored["images"]],
+        # The same item shape as the synchronous answer (ImageData): b64_json is there, null.
+        "data": [
+            {"url": presign(ref["key"]), "b64_json": None, "revised_prompt": ref.get("revised_prompt")}
+            for ref in stored["images"]
+        ],
         "model": stored["model"],
         "size": stored["size"],
         "quality": stored["quality"],
