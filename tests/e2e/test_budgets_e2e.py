@@ -21,6 +21,7 @@ USAGE_KEY = "isk-e2e-usage"  # no plan, no budget
 EDGE_KEY = "isk-e2e-edge"  # 5 images a day, asked concurrently
 TOKENS_KEY = "isk-e2e-tokens"  # 3000 tokens a day
 ASYNC_KEY = "isk-e2e-async"  # 2 images a day, through async tasks
+PARENT_KEY = "isk-e2e-parent"  # 2 images a day, spent through a client token it minted
 API_KEYS = ",".join(
     [
         f"{QUOTA_KEY}@free",
@@ -30,6 +31,7 @@ API_KEYS = ",".join(
         f"{EDGE_KEY}:images_per_day=5",
         f"{TOKENS_KEY}:tokens_per_day=3000",
         f"{ASYNC_KEY}:images_per_day=2",
+        f"{PARENT_KEY}:images_per_day=2",
     ]
 )
 # The plans' limits for this stack (sam deploy's --parameter-overrides syntax).
@@ -229,3 +231,20 @@ def test_usage_refuses_unknown_query_parameters(plans_stack: RunningStack) -> No
 
 def test_usage_needs_a_key(plans_stack: RunningStack) -> None:
     assert httpx.get(plans_stack.api_url + "/usage").status_code == 401
+
+
+def test_a_client_token_spends_its_parent_keys_budget_and_shows_in_its_usage(plans_stack: RunningStack) -> None:
+    minted = httpx.post(plans_stack.api_url + "/client_tokens", json={}, headers=auth(PARENT_KEY), timeout=30)
+    assert minted.status_code == 200, minted.text
+    token = minted.json()["token"]
+
+    assert generate(plans_stack, token, n=2).status_code == 200
+    calls = plans_stack.upstream_calls()
+    over = generate(plans_stack, PARENT_KEY)  # the key's own request: its budget is spent by its token
+
+    assert over.status_code == 429
+    assert error_of(over)["code"] == "budget_exceeded"
+    assert plans_stack.upstream_calls() == calls
+    report = usage(plans_stack, PARENT_KEY)
+    assert report["totals"]["images"] == 2
+    assert report["budgets"]["images_per_day"]["remaining"] == 0
