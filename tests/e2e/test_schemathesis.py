@@ -68,6 +68,7 @@ def test_every_operation_answers_as_documented(stack: RunningStack) -> None:
     headers = {"Authorization": f"Bearer {API_KEY}"}
     statuses: Counter[tuple[str, int]] = Counter()
     timings: dict[str, float] = {}
+    tool_limits: Counter[str] = Counter()  # cases the tool could not check (see _TOOL_LIMIT)
     refused: list[str] = []  # valid by the document, refused by the service for no rule the document cannot say
 
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -98,9 +99,17 @@ def test_every_operation_answers_as_documented(stack: RunningStack) -> None:
         )
         @given(case=operation.as_strategy(generation_mode=mode))
         def run(case: Any) -> None:
-            response = case.call(base_url=base_url, session=session, headers=headers, timeout=30)
-            statuses[(case.operation.label, response.status_code)] += 1
-            case.validate_response(response, checks=CHECKS)
+            try:
+                response = case.call(base_url=base_url, session=session, headers=headers, timeout=30)
+                statuses[(case.operation.label, response.status_code)] += 1
+                case.validate_response(response, checks=CHECKS)
+            except Exception as exc:
+                # The tool cannot hold a generated multipart file part (a Binary value) against the schema; such a
+                # case is counted aside, and any 5xx it drew is still caught by the status count below.
+                if _TOOL_LIMIT not in str(exc):
+                    raise
+                tool_limits[case.operation.label] += 1
+                return
             if mode == GenerationMode.POSITIVE and response.status_code >= 400 and not _unexpressed_rule(response):
                 refused.append(f"{case.operation.label}: {response.status_code} {response.text[:300]}")
 
@@ -123,7 +132,7 @@ def test_every_operation_answers_as_documented(stack: RunningStack) -> None:
     elapsed = time.monotonic() - started
 
     total = sum(statuses.values())
-    print(f"schemathesis: {total} cases in {elapsed:.1f} s", dict(sorted(statuses.items())), timings)
+    print(f"schemathesis: {total} cases in {elapsed:.1f} s", dict(sorted(statuses.items())), timings, dict(tool_limits))
     assert not failures, "\n\n".join(failures)
     assert not refused, "\n".join(refused[:20])
     assert total >= MIN_CASES, statuses
@@ -137,6 +146,7 @@ def test_every_operation_answers_as_documented(stack: RunningStack) -> None:
 # (JSON Schema counts it as an integer; the service, strict like a typed client, does not); and what only the bytes
 # or the stores can tell: a file part that is not a whole image (or not a mask), an upload or task id that is
 # well formed but unknown, an Idempotency-Key reused for another request.
+_TOOL_LIMIT = "Unsupported type: 'Binary'"
 _CROSS_FIELD = re.compile(r"(size|output_compression|partial_images|stream|prompt|Idempotency-Key)\Z")
 _IMAGE_PART = re.compile(r"(image|image\[\d+\]|images\[\d+\]|mask)\Z")
 _IMAGE_CODES = {"invalid_image_format", "invalid_mask", "image_too_large"}
