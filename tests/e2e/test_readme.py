@@ -31,6 +31,10 @@ BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 NOT_RUN = {
     "make run    # serve the API": "the commands that start this stack and run this suite",
     ".venv/bin/sam deploy": "deploys to an AWS account",
+    "python scripts/api_key.py create ios-app --plan standard --images-per-day": (
+        "needs a deployed stack's keys secret and API Gateway; tests/integration/test_api_key_script.py runs "
+        "each of these commands against moto"
+    ),
     "const answer = await fetch(": "JavaScript: run in Chromium by tests/e2e/test_browser.py (FETCH_FROM_PAGE)",
 }
 
