@@ -12,6 +12,7 @@ import gc
 
 gc.disable()  # for the cold start: see imagecore.coldstart (settled at the end of this module)
 
+from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any
 
@@ -30,7 +31,7 @@ from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.request_body import JSON, MULTIPART, body_bytes, content_type_of
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.runtime import ImageRuntime
-from imagecore.service import describe_request
+from imagecore.service import Delivery, describe_request
 from imagecore.settings import EditSettings
 from imagecore.storage import UploadStore
 from imagecore.stream_events import stream_answer
@@ -110,6 +111,11 @@ def edit_images(
     edit = read_edit(event, caller.owner_id, service.settings, uploads)  # type: ignore[arg-type]
     edit.parameters.check_synchronous()
     deadline = runtime.deadline(event, context)
+    cost = estimated_cost(edit.parameters, reference_images=len(edit.images))
+
+    def charge(make: Callable[[], Delivery]) -> Delivery:
+        return runtime.charged(spender_of(event), caller.token, cost, edit.parameters.n, make)
+
     if edit.parameters.stream:
         return stream_answer(
             "image_edit",
@@ -120,16 +126,10 @@ def edit_images(
                 context,
                 scope="edits",
                 payload=edit_fingerprint(edit),
-                produce=lambda folder: runtime.within_budget(
-                    spender_of(event),
-                    estimated_cost(edit.parameters, reference_images=len(edit.images)),
-                    lambda: runtime.counted(
-                        caller.token,
-                        edit.parameters.n,
-                        lambda: service.edit(
-                            edit, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
-                        ),
-                    ),
+                produce=lambda folder: charge(
+                    lambda: service.edit(
+                        edit, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
+                    )
                 ),
             ),
         )
@@ -138,13 +138,7 @@ def edit_images(
         context,
         scope="edits",
         payload=edit_fingerprint(edit),
-        produce=lambda folder: runtime.within_budget(
-            spender_of(event),
-            estimated_cost(edit.parameters, reference_images=len(edit.images)),
-            lambda: runtime.counted(
-                caller.token, edit.parameters.n, lambda: service.edit(edit, deadline, current_record(), folder)
-            ),
-        ),
+        produce=lambda folder: charge(lambda: service.edit(edit, deadline, current_record(), folder)),
         response_format=edit.parameters.response_format,
     )
 

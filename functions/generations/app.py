@@ -12,6 +12,7 @@ import gc
 
 gc.disable()  # for the cold start: see imagecore.coldstart (settled at the end of this module)
 
+from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any
 
@@ -27,7 +28,7 @@ from imagecore.models import GenerationRequest, GenerationResponse, TaskObject
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.runtime import ImageRuntime
-from imagecore.service import describe_request
+from imagecore.service import Delivery, describe_request
 from imagecore.settings import GenerationSettings
 from imagecore.stream_events import stream_answer
 from imagecore.task_answers import ACCEPTED_HEADERS, task_accepted
@@ -73,6 +74,10 @@ def create_images(
     request.check_synchronous()
     service = runtime.service
     deadline = runtime.deadline(event, context)
+
+    def charge(make: Callable[[], Delivery]) -> Delivery:
+        return runtime.charged(spender_of(event), caller.token, estimated_cost(request), request.n, make)
+
     if request.stream:
         return stream_answer(
             "image_generation",
@@ -83,21 +88,10 @@ def create_images(
                 context,
                 scope="generations",
                 payload=request.model_dump(),
-                produce=lambda folder: runtime.within_budget(
-                    spender_of(event),
-                    estimated_cost(request),
-                    lambda: runtime.counted(
-                        caller.token,
-                        request.n,
-                        lambda: service.generate(
-                            request,
-                            deadline,
-                            current_record(),
-                            folder,
-                            on_partial=events.partial,
-                            on_stored=events.stored,
-                        ),
-                    ),
+                produce=lambda folder: charge(
+                    lambda: service.generate(
+                        request, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
+                    )
                 ),
             ),
         )
@@ -106,13 +100,7 @@ def create_images(
         context,
         scope="generations",
         payload=request.model_dump(),
-        produce=lambda folder: runtime.within_budget(
-            spender_of(event),
-            estimated_cost(request),
-            lambda: runtime.counted(
-                caller.token, request.n, lambda: service.generate(request, deadline, current_record(), folder)
-            ),
-        ),
+        produce=lambda folder: charge(lambda: service.generate(request, deadline, current_record(), folder)),
         response_format=request.response_format,
     )
 

@@ -101,6 +101,13 @@ class ImageRuntime:
         upstream is called, and what was not made is given back."""
         return counted_images(self.token_images, token, n, produce, made=images_made)
 
+    def charged(
+        self, spender: Spender, token: ClientTokenGrant | None, cost: Cost, n: int, produce: Callable[[], Delivery]
+    ) -> Delivery:
+        """A generation or edit of ``n`` images within the caller's budgets (``within_budget``) and its client
+        token's image limit (``counted``)."""
+        return self.within_budget(spender, cost, lambda: self.counted(token, n, produce))
+
     def counted_task(self, token: ClientTokenGrant | None, n: int, make: Callable[[], T]) -> T:
         """An async task within the client token's image limit: its ``n`` images are counted when it is queued
         (given back only if it could not be queued)."""
