@@ -39,3 +39,6 @@ PERMISSIONS
 _.events_relayed, _.keepalives_sent, _.client_disconnected, _.partial_images_stored
 streamed_app
 _.should_exit
+
+# botocore calls its file loader's _load_file (imagecore.aws overrides it to parse into plain dicts)
+_._load_file

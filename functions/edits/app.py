@@ -34,7 +34,6 @@ from imagecore.runtime import ImageRuntime
 from imagecore.service import Delivery, describe_request
 from imagecore.settings import EditSettings
 from imagecore.storage import UploadStore
-from imagecore.stream_events import stream_answer
 from imagecore.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.tasks import new_task_id, task_folder
 
@@ -117,6 +116,9 @@ def edit_images(
         return runtime.charged(spender_of(event), caller.token, cost, edit.parameters.n, make)
 
     if edit.parameters.stream:
+        # Only a streamed answer needs the event stream (and asyncio): imported on the first one.
+        from imagecore.stream_events import stream_answer
+
         return stream_answer(
             "image_edit",
             service,

@@ -30,7 +30,6 @@ from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.runtime import ImageRuntime
 from imagecore.service import Delivery, describe_request
 from imagecore.settings import GenerationSettings
-from imagecore.stream_events import stream_answer
 from imagecore.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.tasks import new_task_id, task_folder
 
@@ -79,6 +78,9 @@ def create_images(
         return runtime.charged(spender_of(event), caller.token, estimated_cost(request), request.n, make)
 
     if request.stream:
+        # Only a streamed answer needs the event stream (and asyncio): imported on the first one.
+        from imagecore.stream_events import stream_answer
+
         return stream_answer(
             "image_generation",
             service,

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagecore import aws
 from imagecore.errors import ImageServiceError
 from imagecore.observability import RequestRecord, logger
 
@@ -252,9 +253,7 @@ class UsageLedger:
             if self.client is not None:
                 self._dynamodb = self.client
             else:
-                import boto3
-
-                self._dynamodb = boto3.client("dynamodb", region_name=self.region)
+                self._dynamodb = aws.client("dynamodb", region_name=self.region)
         return self._dynamodb
 
     # reserving -----------------------------------------------------------------------------------------------

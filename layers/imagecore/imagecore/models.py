@@ -1,8 +1,6 @@
 """Request and response models: the upstream contract's rules live here, so the OpenAPI spec shows
 exactly what the code enforces."""
 
-from __future__ import annotations
-
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
@@ -340,6 +338,8 @@ class GenerationResponse(BaseModel):
 
 
 class ErrorDetail(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     message: str
     type: str
     param: str | None = None
@@ -347,6 +347,8 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     error: ErrorDetail
 
 
@@ -383,6 +385,8 @@ class TaskObject(BaseModel):
 class UsageDay(BaseModel):
     """One UTC day of a key's usage (its client tokens' included)."""
 
+    model_config = ConfigDict(defer_build=True)
+
     date: Annotated[str, Field(description="The UTC day, YYYY-MM-DD.")]
     requests: int
     images: Annotated[int, Field(description="Images made (and billed) by the upstream.")]
@@ -393,6 +397,8 @@ class UsageDay(BaseModel):
 
 
 class UsageTotals(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     requests: int
     images: int
     input_tokens: int
@@ -402,6 +408,8 @@ class UsageTotals(BaseModel):
 
 
 class BudgetLeft(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     limit: int
     used: Annotated[int, Field(description="Spent so far in the period, including requests still running.")]
     remaining: int
@@ -410,6 +418,8 @@ class BudgetLeft(BaseModel):
 
 class UsageResponse(BaseModel):
     """GET /v1/usage: the caller's usage per day, newest first, and what is left of each of its budgets."""
+
+    model_config = ConfigDict(defer_build=True)
 
     object: Literal["usage"] = "usage"
     days: list[UsageDay]
@@ -449,6 +459,8 @@ class ClientTokenRequest(BaseModel):
 
 class ClientTokenResponse(BaseModel):
     """A client token: send it as ``Authorization: Bearer <token>`` from a browser or a phone."""
+
+    model_config = ConfigDict(defer_build=True)
 
     token: Annotated[str, Field(description="The signed token (a JWT); shown only now.")]
     expires_at: Annotated[int, Field(description="Unix time after which the token is refused.")]

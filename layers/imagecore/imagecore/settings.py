@@ -7,8 +7,6 @@ case-insensitive names) without its source machinery (dotenv, CLI, cloud secret 
 alone cost every cold start some 40 ms.
 """
 
-from __future__ import annotations
-
 import os
 from typing import Annotated, Any, Literal, Self
 
@@ -159,13 +157,13 @@ class GenerationSettings(_Settings):
     ] = None
 
     @model_validator(mode="after")
-    def _one_upstream_key_source(self) -> GenerationSettings:
+    def _one_upstream_key_source(self) -> Self:
         if self.upstream_api_key is None and not self.upstream_api_key_secret_id:
             raise ValueError("set UPSTREAM_API_KEY_SECRET_ID (AWS) or UPSTREAM_API_KEY (local)")
         return self
 
     @model_validator(mode="after")
-    def _upstream_over_tls(self) -> GenerationSettings:
+    def _upstream_over_tls(self) -> Self:
         """The upstream key is sent with every call: only over TLS, except to the local simulator."""
         if self.upstream_base_url.scheme == "https":
             return self
@@ -257,7 +255,7 @@ class ClientTokenSettings(SigningKeySettings):
     """Settings of the client-tokens function (POST /v1/client_tokens)."""
 
     @model_validator(mode="after")
-    def _one_signing_key_source(self) -> ClientTokenSettings:
+    def _one_signing_key_source(self) -> Self:
         if not self.signs_tokens:
             raise ValueError("set CLIENT_TOKEN_SIGNING_SECRET_ID (AWS) or CLIENT_TOKEN_SIGNING_KEY (local)")
         return self
@@ -293,7 +291,7 @@ class AuthorizerSettings(SigningKeySettings):
     ] = 30
 
     @model_validator(mode="after")
-    def _one_key_source(self) -> AuthorizerSettings:
+    def _one_key_source(self) -> Self:
         if self.api_keys is None and not self.api_keys_secret_id:
             raise ValueError("set API_KEYS_SECRET_ID (AWS) or API_KEYS (local)")
         return self

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagecore import aws
 from imagecore.errors import ImageServiceError, ServiceMisconfigured, StorageUnavailable, TokenBudgetExceeded
 from imagecore.observability import logger
 
@@ -40,7 +40,15 @@ class TokenUsageUnavailable(ImageServiceError):
 class TokenImageCounter:
     def __init__(self, table_name: str, *, region: str, client: Any = None) -> None:
         self._table = table_name
-        self._dynamodb = client or boto3.client("dynamodb", region_name=region)
+        self._region = region
+        self._client = client
+
+    @property
+    def _dynamodb(self) -> Any:
+        """The DynamoDB client, made on first use (most requests carry no client token)."""
+        if self._client is None:
+            self._client = aws.client("dynamodb", region_name=self._region)
+        return self._client
 
     def reserve(self, token_id: str, n: int, *, limit: int, expires_at: int) -> None:
         """Count ``n`` more images against the token, or raise ``TokenBudgetExceeded`` (nothing counted)."""
