@@ -14,7 +14,7 @@ from pathlib import Path
 from bench.cases import ROOT, BenchError
 
 REQUIREMENTS = ROOT / "layers" / "imagecore" / "requirements.txt"
-HANDLERS = ("naive", "generations")
+HANDLERS = ("naive", "generations", "streamed")
 
 
 def _cache_dir() -> Path:
@@ -62,8 +62,8 @@ def _probe(python: Path, which: str, environment: dict[str, str]) -> dict[str, f
 
 
 def cold_starts(environment: dict[str, str], runs: int) -> dict[str, list[float]]:
-    """Wall-clock ms (``naive``, ``generations``) and CPU ms (``naive cpu``, ``generations cpu``) per fresh
-    process, the two handlers alternating so that load from elsewhere on the machine hits both alike."""
+    """Wall-clock ms (``naive``, ``generations``, ``streamed``) and CPU ms (``naive cpu``, ...) per fresh process,
+    the handlers taking turns (forwards, then backwards) so that load from elsewhere on the machine hits all alike."""
     python = layer_venv() / "bin" / "python"
     samples: dict[str, list[float]] = {key: [] for name in HANDLERS for key in (name, f"{name} cpu")}
     for run in range(runs + 1):  # the first pair only warms the OS file cache

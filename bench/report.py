@@ -62,7 +62,7 @@ def print_cases(results: list[dict[str, Any]]) -> None:
 
 def print_cold(cold: dict[str, list[float]]) -> None:
     print("\ncold start (fresh process: import + build dependencies, tracing off, layer requirements only), ms")
-    for name in HANDLERS:
+    for name in (*HANDLERS, "streamed"):
         wall, cpu = cold[name], cold[f"{name} cpu"]
         print(
             f"  {name:<13} median {statistics.median(wall):7.1f}  p95 {p95(wall):7.1f}  "
@@ -70,6 +70,11 @@ def print_cold(cold: dict[str, list[float]]) -> None:
         )
     cpu_ratio = statistics.median(cold["generations cpu"]) / statistics.median(cold["naive cpu"])
     print(f"  CPU-time ratio {cpu_ratio:.2f} (less disturbed than wall clock by other load on the machine)")
+    streamed = statistics.median(cold["streamed"]) / statistics.median(cold["naive"])
+    print(
+        f"  streamed: the synchronous route's function as the Web Adapter starts it (uvicorn, then the same import\n"
+        f"  and build, then the ASGI edge): {streamed:.2f}x the naive handler, for information (no target)"
+    )
 
 
 def ratio_lines(results: dict[str, dict[str, Any]], cold: dict[str, list[float]], layer_mb: float) -> list[str]:

@@ -28,7 +28,7 @@ from imagecore.authorizer import Grant, Refused, authorize, authorizer_context
 from imagecore.client_tokens import signing_key_reader
 from imagecore.errors import Unauthorized
 from imagecore.observability import logger
-from imagecore.settings import AuthorizerSettings
+from imagecore.route_settings import AuthorizerSettings
 
 
 @cache

@@ -16,10 +16,10 @@ from imagecore.caller import caller_of
 from imagecore.client_tokens import DEFAULT_SCOPE, mint, signing_key_reader
 from imagecore.errors import ServiceMisconfigured
 from imagecore.idempotency import answer_once
-from imagecore.models import ClientTokenRequest, ClientTokenResponse
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
-from imagecore.settings import ClientTokenSettings
+from imagecore.route_models import ClientTokenRequest, ClientTokenResponse
+from imagecore.route_settings import ClientTokenSettings
 
 app = create_resolver()
 

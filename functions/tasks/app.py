@@ -16,7 +16,7 @@ from imagecore.errors import NotFound, TasksUnavailable
 from imagecore.models import TASK_ID, TaskObject, matches
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
-from imagecore.settings import TaskReadSettings
+from imagecore.route_settings import TaskReadSettings
 from imagecore.storage import ImageStore, make_s3_client
 from imagecore.task_answers import NO_STORE, task_shown
 from imagecore.tasks import TaskStore, TaskStoreError, full_result, task_view

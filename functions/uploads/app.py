@@ -12,10 +12,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.caller import caller_of
 from imagecore.idempotency import Idempotency, answer_once
-from imagecore.models import UploadRequest, UploadResponse
 from imagecore.observability import current_record, logger, metrics, tracer
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
-from imagecore.settings import UploadSettings
+from imagecore.route_models import UploadRequest, UploadResponse
+from imagecore.route_settings import UploadSettings
 from imagecore.storage import UploadStore, make_s3_client
 
 app = create_resolver()

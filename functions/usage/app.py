@@ -12,11 +12,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.budgets import MAX_USAGE_DAYS, UsageLedger
 from imagecore.caller import spender_of
-from imagecore.models import UsageResponse
 from imagecore.observability import logger, metrics, tracer
 from imagecore.request_body import refuse_unknown_query_parameters
 from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
-from imagecore.settings import UsageSettings
+from imagecore.route_models import UsageResponse
+from imagecore.route_settings import UsageSettings
 
 app = create_resolver()
 

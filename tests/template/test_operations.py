@@ -22,7 +22,8 @@ from botocore import xform_name
 from functions.iam_expectations import LOG_GROUP, PERMISSIONS
 from imagecore import observability
 from imagecore.observability import RequestRecord, recording
-from imagecore.settings import MAX_PRESIGN_EXPIRY_SECONDS, GenerationSettings, TaskReadSettings
+from imagecore.route_settings import TaskReadSettings
+from imagecore.settings import MAX_PRESIGN_EXPIRY_SECONDS, GenerationSettings
 from tests.template.test_template import (  # noqa: F401 - fixtures
     _offline_aws_env,
     as_list,

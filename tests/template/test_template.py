@@ -30,19 +30,16 @@ from imagecore.auth import Keyring
 from imagecore.edits import MAX_IMAGES
 from imagecore.idempotency import Idempotency
 from imagecore.models import EditUploadRequest, UploadRef
-from imagecore.settings import (
-    MAX_INLINE_REQUEST_BYTES,
+from imagecore.route_settings import (
     REVOCATION_SECONDS,
     AuthorizerSettings,
     ClientTokenSettings,
-    EditSettings,
-    GenerationSettings,
     PublicPageSettings,
     TaskReadSettings,
     UploadSettings,
     UsageSettings,
-    WorkerSettings,
 )
+from imagecore.settings import MAX_INLINE_REQUEST_BYTES, EditSettings, GenerationSettings, WorkerSettings
 from imagecore.storage import ImageStore, ImageToStore, UploadStore, owner_prefix
 from imagecore.tasks import TASK_TTL_SECONDS, Task, task_folder
 from imagecore.worker import REQUESTED, GenerationJob, parse_job

@@ -26,10 +26,10 @@ from imagecore.models import (
     UPLOAD_ID,
     EditUploadRequest,
     GenerationRequest,
-    UploadRequest,
     matches,
 )
 from imagecore.request_body import require_content_type
+from imagecore.route_models import UploadRequest
 from imagecore.task_answers import poll_url
 from imagecore.worker import BadJob, parse_job
 

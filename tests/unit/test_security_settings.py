@@ -12,8 +12,9 @@ from pydantic import ValidationError
 
 from imagecore import observability
 from imagecore.observability import RequestRecord, configure_prompt_digest, prompt_digest
+from imagecore.route_settings import TaskReadSettings
 from imagecore.service import prompt_digest_key_reader
-from imagecore.settings import MAX_PRESIGN_EXPIRY_SECONDS, GenerationSettings, TaskReadSettings
+from imagecore.settings import MAX_PRESIGN_EXPIRY_SECONDS, GenerationSettings
 
 PROMPT = "a lighthouse in a storm"
 

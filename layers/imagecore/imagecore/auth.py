@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagecore.budgets import Budget
-from imagecore.settings import AuthorizerSettings
+from imagecore.route_settings import AuthorizerSettings
 
 KEY_PREFIX = "isk-"
 LOCAL_USAGE_KEY_PREFIX = "local-usage-"

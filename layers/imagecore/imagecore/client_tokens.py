@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import jwt
 
-from imagecore.models import ClientTokenScope as Scope
-from imagecore.settings import SigningKeySettings
+from imagecore.route_models import ClientTokenScope as Scope
+from imagecore.route_settings import SigningKeySettings
 
 DEFAULT_SCOPE: tuple[Scope, ...] = ("generations", "edits", "uploads", "tasks")
 

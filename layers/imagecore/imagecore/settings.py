@@ -1,4 +1,6 @@
-"""Configuration: one pydantic model per function, read from the environment once at cold start.
+"""Configuration: one pydantic model per function, read from the environment once at cold start. This module
+holds the image functions' (generations, edits, the worker); ``route_settings`` those of the other routes, so
+that an image function's cold start does not define models it never reads.
 
 The field names are the environment variables (case-insensitive); ``tests/template`` checks that every
 variable the template sets is a field here, so the two cannot drift apart. A plain model reading
@@ -32,7 +34,7 @@ def _variable_names(name: str, field: FieldInfo) -> list[str]:
     return [alias] if isinstance(alias, str) else [name]
 
 
-class _Settings(BaseModel):
+class EnvironmentSettings(BaseModel):
     """Built without arguments, a settings model reads its fields from the environment; arguments win. Each
     function builds only its own model's validator (``defer_build``), when it reads its settings."""
 
@@ -69,7 +71,7 @@ class _Settings(BaseModel):
     ] = ""
 
 
-class GenerationSettings(_Settings):
+class GenerationSettings(EnvironmentSettings):
     """Settings of the image functions (generations, and later edits)."""
 
     images_bucket: Annotated[str, Field(min_length=3, description="Bucket the images are written to.")]
@@ -207,91 +209,3 @@ class WorkerSettings(EditSettings):
             description="The jobs queue's maxReceiveCount: on that delivery a job that still fails ends as failed.",
         ),
     ] = 5
-
-
-class TaskReadSettings(_Settings):
-    """Settings of the tasks function (GET /v1/images/tasks/{id})."""
-
-    images_bucket: Annotated[str, Field(min_length=3)]
-    s3_endpoint_url: HttpUrl | None = None
-    presign_expiry_seconds: Annotated[int, Field(ge=60, le=MAX_PRESIGN_EXPIRY_SECONDS)] = 3600
-    tasks_table: Annotated[str, Field(min_length=3)]
-
-
-class UsageSettings(_Settings):
-    """Settings of the usage function (GET /v1/usage)."""
-
-    usage_table: Annotated[str, Field(min_length=3, description="DynamoDB table of per-key usage counters.")]
-
-
-class UploadSettings(_Settings):
-    """Settings of the uploads function (presigned S3 POSTs for large edit inputs)."""
-
-    images_bucket: Annotated[str, Field(min_length=3)]
-    s3_endpoint_url: HttpUrl | None = None
-    idempotency_table: str | None = None
-    upload_expiry_seconds: Annotated[int, Field(ge=60, le=3600, description="Lifetime of an upload's POST.")] = 900
-    max_input_image_bytes: Annotated[int, Field(gt=0, le=MAX_INPUT_IMAGE_BYTES)] = MAX_INPUT_IMAGE_BYTES
-
-
-class SigningKeySettings(_Settings):
-    """Where the key that signs client tokens comes from: a Secrets Manager secret in AWS (read through
-    Powertools Parameters, cached briefly so a rotation takes effect soon), an environment variable locally."""
-
-    client_token_signing_secret_id: Annotated[
-        str | None, Field(description="In AWS: the Secrets Manager secret holding the client-token signing key.")
-    ] = None
-    client_token_signing_key: Annotated[
-        SecretStr | None, Field(description="Local only: the signing key itself (make run generates one).")
-    ] = None
-    signing_key_cache_seconds: Annotated[int, Field(ge=0, le=900)] = 60
-
-    @property
-    def signs_tokens(self) -> bool:
-        return self.client_token_signing_key is not None or bool(self.client_token_signing_secret_id)
-
-
-class ClientTokenSettings(SigningKeySettings):
-    """Settings of the client-tokens function (POST /v1/client_tokens)."""
-
-    @model_validator(mode="after")
-    def _one_signing_key_source(self) -> Self:
-        if not self.signs_tokens:
-            raise ValueError("set CLIENT_TOKEN_SIGNING_SECRET_ID (AWS) or CLIENT_TOKEN_SIGNING_KEY (local)")
-        return self
-
-
-class PublicPageSettings(_Settings):
-    """Settings of the public routes: health, the OpenAPI document, the docs and playground pages."""
-
-    s3_endpoint_url: Annotated[
-        HttpUrl | None,
-        Field(description="Only for the local stack: where the pages may load the images from (else S3 itself)."),
-    ] = None
-
-
-# A revoked key stops working once both caches have forgotten it: the authorizer's result cache
-# (ReauthorizeEvery in template.yaml) and the keyring cache below. Together they stay within this.
-REVOCATION_SECONDS = 60
-
-
-class AuthorizerSettings(SigningKeySettings):
-    """Settings of the bearer-key authorizer (client tokens are accepted when a signing key is configured)."""
-
-    api_keys_secret_id: Annotated[
-        str | None,
-        Field(description='Secrets Manager secret: {"keys": [{"id": ..., "sha256": ...}]} (hashes only).'),
-    ] = None
-    api_keys: Annotated[
-        SecretStr | None,
-        Field(description="Local only: comma-separated plain keys.", validation_alias=AliasChoices("API_KEYS")),
-    ] = None
-    keys_cache_seconds: Annotated[
-        int, Field(ge=0, le=REVOCATION_SECONDS, description="How long the key list is cached (revocation delay).")
-    ] = 30
-
-    @model_validator(mode="after")
-    def _one_key_source(self) -> Self:
-        if self.api_keys is None and not self.api_keys_secret_id:
-            raise ValueError("set API_KEYS_SECRET_ID (AWS) or API_KEYS (local)")
-        return self
