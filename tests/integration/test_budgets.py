@@ -157,3 +157,79 @@ def test_budgets_in_the_keys_secret_are_checked() -> None:
         Budget.from_mapping({"images_per_dya": 5})
     with pytest.raises(ValueError, match=">= 0"):
         Budget.from_mapping({"tokens_per_month": -1})
+
+
+class CountingClient:
+    """The DynamoDB client, counting the calls the ledger makes by operation."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(**kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(**kwargs)
+
+        return call
+
+
+def test_a_reservation_and_a_settlement_are_one_write_each(ledger: UsageLedger) -> None:
+    counting = CountingClient(ledger.dynamodb)
+    ledger.client, ledger._dynamodb = counting, counting
+    budget = Budget(images_per_day=10, images_per_month=100, tokens_per_day=10**6, tokens_per_month=10**7)
+
+    hold = ledger.reserve("key_a", budget, Cost(images=2, tokens=9_000))
+    assert counting.calls == ["update_item"]
+    ledger.settle(hold, Spent(images=2, input_tokens=30, output_tokens=2_000, upstream_ms=900))
+    assert counting.calls == ["update_item", "update_item"]
+    # a key without budgets reserves nothing and settles in one write
+    ledger.settle(ledger.reserve("key_b", Budget(), Cost(images=1, tokens=100)), Spent(images=1))
+    assert counting.calls == ["update_item"] * 3
+
+    report = ledger.usage("key_a", budget, 1)
+    assert counting.calls[-1] == "query"
+    assert report["days"][0] == {
+        "date": "2026-11-25",
+        "requests": 1,
+        "images": 2,
+        "input_tokens": 30,
+        "output_tokens": 2_000,
+        "upstream_seconds": 0.9,
+        "failures": {},
+    }
+    assert report["budgets"]["images_per_month"]["used"] == 2
+    assert report["budgets"]["tokens_per_day"]["used"] == 2_030
+
+
+def test_usage_over_two_months_reads_each_day_from_its_month(ledger: UsageLedger) -> None:
+    budget = Budget(images_per_day=50, images_per_month=60)
+    for day, month, images in ((30, 11, 3), (1, 12, 4), (2, 12, 5)):
+        ledger.clock = lambda day=day, month=month: datetime(2026, month, day, 8, tzinfo=UTC).timestamp()
+        hold = ledger.reserve("key_a", budget, Cost(images=images, tokens=0))
+        ledger.settle(hold, Spent(images=images, upstream_ms=1000))
+    ledger.clock = lambda: datetime(2026, 12, 1, 6, tzinfo=UTC).timestamp()
+    ledger.settle(ledger.reserve("key_a", budget, Cost(images=1, tokens=0)), Spent(failure="upstream_timeout"))
+
+    ledger.clock = lambda: datetime(2026, 12, 2, 20, tzinfo=UTC).timestamp()
+    report = ledger.usage("key_a", budget, 4)
+    assert [(day["date"], day["requests"], day["images"]) for day in report["days"]] == [
+        ("2026-12-02", 1, 5),
+        ("2026-12-01", 2, 4),
+        ("2026-11-30", 1, 3),
+        ("2026-11-29", 0, 0),
+    ]
+    assert report["days"][1]["failures"] == {"upstream_timeout": 1}
+    assert report["totals"]["images"] == 12
+    # December's counters only: 4 + 5 (the request that failed gave its reserved image back)
+    assert report["budgets"]["images_per_month"]["used"] == 9
+    assert report["budgets"]["images_per_day"]["used"] == 5
+
+
+def test_a_hold_whose_day_is_not_in_its_month_is_refused(ledger: UsageLedger) -> None:
+    from imagecore.budgets import Hold
+
+    with pytest.raises(ValueError, match="not in month"):
+        ledger.settle(Hold("key_a", "2026-11-30", "2026-12"), Spent(images=1))

@@ -3,14 +3,15 @@
 Requests are not what costs money: images and tokens are. A key may have a daily and a monthly budget in images
 and/or tokens (its settings in the keys secret, handed to the functions by the authorizer). Before the upstream
 is called a request reserves what it may cost, with one conditional atomic write over the day's and the month's
-counters (a DynamoDB transaction), so concurrent requests cannot together pass a budget by more than one
-request's worth; once the upstream has answered it settles with what was really made and billed.
+counters, so concurrent requests cannot together pass a budget by more than one request's worth; once the
+upstream has answered it settles with what was really made and billed, again in one write.
 
 Counters live in the usage table, one partition per account (the key's owner, so a server key's client tokens
-count in it):
-- ``day#YYYY-MM-DD``: requests, images, input/output tokens, upstream milliseconds, ``failed_<code>`` per error
-  code, and the budget counters ``spent_images`` / ``spent_tokens`` (which include what is reserved);
-- ``month#YYYY-MM``: the month's budget counters;
+count in it), one item per account and UTC month (``month#YYYY-MM``), so that a reservation and a settlement
+are each a single ``UpdateItem`` on one item (no transaction, one round trip):
+- ``spent_images`` / ``spent_tokens``: the month's budget counters (which include what is reserved);
+- ``dDD_<name>`` for each day DD of the month: requests, images, input/output tokens, upstream milliseconds,
+  ``failed_<code>`` per error code, and the day's budget counters ``spent_images`` / ``spent_tokens``;
 and, in a partition of its own (``hold#<task id>``), what an async task reserved when it was queued, settled
 once by the worker: the hold is deleted and read in one call, so a second delivery cannot settle it again.
 Per-key figures stay here, never in CloudWatch dimensions.
@@ -38,8 +39,7 @@ _FAULTS = (BotoCoreError, ClientError)
 Period = Literal["day", "month"]
 Unit = Literal["images", "tokens"]
 
-# How long the counters are kept: a day's usage for the longest report (90 days) and some; a month's a year.
-DAY_ITEM_DAYS = 100
+# How long a month's counters are kept: its days' usage for the longest report (90 days), and a year in all.
 MONTH_ITEM_DAYS = 400
 HOLD_ITEM_DAYS = 2
 MAX_USAGE_DAYS = 90
@@ -270,34 +270,31 @@ class UsageLedger:
                 limit = budget.limit(unit, period)  # type: ignore[arg-type]
                 if limit is not None and amount > limit:
                     raise self._exceeded(hold, budget, unit, period, now)  # type: ignore[arg-type]
-        updates = [self._reservation(hold, budget, period) for period in ("day", "month")]
         try:
-            self.dynamodb.transact_write_items(TransactItems=[{"Update": update} for update in updates])
+            self.dynamodb.update_item(**self._reservation(hold, budget))
         except _FAULTS as exc:
-            if _error_code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException"):
+            if _error_code(exc) == "ConditionalCheckFailedException":
                 raise self._over_which(hold, budget, cost, now) from None
             raise _unavailable(exc) from exc
         return hold
 
-    def _reservation(self, hold: Hold, budget: Budget, period: Period) -> dict[str, Any]:
-        conditions, values = (
-            [],
-            {
-                ":images": {"N": str(hold.images)},
-                ":tokens": {"N": str(hold.tokens)},
-                ":expires": {"N": str(self._expiry(period))},
-            },
-        )
+    def _reservation(self, hold: Hold, budget: Budget) -> dict[str, Any]:
+        """One conditional write: the hold added to the day's and the month's counters, if every budget the key
+        has still has room for it."""
+        day = _day_prefix(hold)
+        conditions: list[str] = []
+        values = {":images": {"N": str(hold.images)}, ":tokens": {"N": str(hold.tokens)}, ":expires": self._expiry()}
         for unit, amount in (("images", hold.images), ("tokens", hold.tokens)):
-            limit = budget.limit(unit, period)  # type: ignore[arg-type]
-            if limit is not None:
-                conditions.append(f"(attribute_not_exists(spent_{unit}) OR spent_{unit} <= :room_{unit})")
-                values[f":room_{unit}"] = {"N": str(limit - amount)}
+            for period, counter in (("day", f"{day}spent_{unit}"), ("month", f"spent_{unit}")):
+                limit = budget.limit(unit, period)  # type: ignore[arg-type]
+                if limit is not None:
+                    conditions.append(f"(attribute_not_exists({counter}) OR {counter} <= :room_{period}_{unit})")
+                    values[f":room_{period}_{unit}"] = {"N": str(limit - amount)}
         update: dict[str, Any] = {
             "TableName": self.table,
-            "Key": self._key(hold.account, period, hold.day if period == "day" else hold.month),
-            "UpdateExpression": "ADD spent_images :images, spent_tokens :tokens "
-            "SET expires_at = if_not_exists(expires_at, :expires)",
+            "Key": self._key(hold.account, hold.month),
+            "UpdateExpression": f"ADD spent_images :images, spent_tokens :tokens, {day}spent_images :images, "
+            f"{day}spent_tokens :tokens SET expires_at = if_not_exists(expires_at, :expires)",
             "ExpressionAttributeValues": values,
         }
         if conditions:
@@ -307,7 +304,7 @@ class UsageLedger:
     def _over_which(self, hold: Hold, budget: Budget, cost: Cost, now: float) -> BudgetExceeded:
         """Which budget the refused reservation would have passed (read back, for the message)."""
         try:
-            spent = {period: self._spent(hold.account, period, key) for period, key in _periods(hold)}
+            spent = self._spent(hold)
         except _FAULTS:  # the refusal stands; only its message is less precise
             spent = {}
         for period in ("day", "month"):
@@ -349,52 +346,41 @@ class UsageLedger:
 
     # settling ------------------------------------------------------------------------------------------------
     def settle(self, hold: Hold, spent: Spent, *, requests: int = 1) -> None:
-        """Count the request and what it really cost (giving back the rest of its reservation). A failure here
-        only leaves the counters off: the request's answer does not depend on it."""
+        """Count the request and what it really cost (giving back the rest of its reservation), in one write. A
+        failure here only leaves the counters off: the request's answer does not depend on it."""
         try:
-            self.dynamodb.update_item(**self._day_settlement(hold, spent, requests))
-            self.dynamodb.update_item(
-                TableName=self.table,
-                Key=self._key(hold.account, "month", hold.month),
-                UpdateExpression="ADD spent_images :images, spent_tokens :tokens "
-                "SET expires_at = if_not_exists(expires_at, :expires)",
-                ExpressionAttributeValues={
-                    ":images": {"N": str(spent.images - hold.images)},
-                    ":tokens": {"N": str(spent.tokens - hold.tokens)},
-                    ":expires": {"N": str(self._expiry("month"))},
-                },
-            )
-        except _FAULTS as exc:  # see above
+            self.dynamodb.update_item(**self._settlement(hold, spent, requests))
+        except _FAULTS as exc:
             logger.warning("usage not counted", extra={"error": type(exc).__name__, "code": _error_code(exc)})
 
-    def _day_settlement(self, hold: Hold, spent: Spent, requests: int) -> dict[str, Any]:
+    def _settlement(self, hold: Hold, spent: Spent, requests: int) -> dict[str, Any]:
+        day = _day_prefix(hold)
         adds = {
-            "requests": requests,
-            "images": spent.images,
-            "input_tokens": spent.input_tokens,
-            "output_tokens": spent.output_tokens,
-            "upstream_ms": spent.upstream_ms,
+            f"{day}requests": requests,
+            f"{day}images": spent.images,
+            f"{day}input_tokens": spent.input_tokens,
+            f"{day}output_tokens": spent.output_tokens,
+            f"{day}upstream_ms": spent.upstream_ms,
+            f"{day}spent_images": spent.images - hold.images,
+            f"{day}spent_tokens": spent.tokens - hold.tokens,
             "spent_images": spent.images - hold.images,
             "spent_tokens": spent.tokens - hold.tokens,
         }
-        names: dict[str, str] = {}
+        names = {f"#a{index}": name for index, name in enumerate(adds)}
+        values = {f":a{index}": {"N": str(value)} for index, value in enumerate(adds.values())}
         if spent.failure:
             code = spent.failure if _CODE_RE.match(spent.failure) else "other"
-            names["#failed"] = _FAILURE_PREFIX + code
-        parts = [f"{name} :{name}" for name in adds] + (["#failed :one"] if names else [])
-        values = {f":{name}": {"N": str(value)} for name, value in adds.items()}
-        if names:
+            names["#failed"] = f"{day}{_FAILURE_PREFIX}{code}"
             values[":one"] = {"N": "1"}
-        values[":expires"] = {"N": str(self._expiry("day"))}
-        update: dict[str, Any] = {
+        parts = [f"{name} {value}" for name, value in zip(names, values, strict=False)]
+        values[":expires"] = self._expiry()
+        return {
             "TableName": self.table,
-            "Key": self._key(hold.account, "day", hold.day),
+            "Key": self._key(hold.account, hold.month),
             "UpdateExpression": "ADD " + ", ".join(parts) + " SET expires_at = if_not_exists(expires_at, :expires)",
+            "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
-        if names:
-            update["ExpressionAttributeNames"] = names
-        return update
 
     def settle_task(self, task_id: str, spent: Spent) -> bool:
         """Settle the reservation an async task made when it was queued, once: the hold is removed in the same
@@ -419,24 +405,24 @@ class UsageLedger:
         now = self.clock()
         first = day_of(now - (days - 1) * 86400)
         try:
-            items = self._query(account, f"day#{first}", f"day#{day_of(now)}")
-            month = self._spent(account, "month", month_of(now))
+            items = self._query(account, f"month#{first[:7]}", f"month#{month_of(now)}")
         except _FAULTS as exc:
             raise _unavailable(exc) from exc
-        by_day = {item["period"]["S"].removeprefix("day#"): item for item in items}
-        report = [
-            _day_report(day_of(now - back * 86400), by_day.get(day_of(now - back * 86400))) for back in range(days)
-        ]
-        today = by_day.get(day_of(now))
-        spent_today = {
-            "images": int((today or {}).get("spent_images", {}).get("N", 0)),
-            "tokens": int((today or {}).get("spent_tokens", {}).get("N", 0)),
-        }
+        by_month = {item["period"]["S"].removeprefix("month#"): item for item in items}
+        report = []
+        for back in range(days):
+            day = day_of(now - back * 86400)
+            report.append(_day_report(day, _day_view(by_month.get(day[:7]), day)))
+        this_month = by_month.get(month_of(now))
         return {
             "object": "usage",
             "days": report,
             "totals": _totals(report),
-            "budgets": _remaining(budget, {"day": spent_today, "month": month}, now),
+            "budgets": _remaining(
+                budget,
+                {"day": _spent_of(_day_view(this_month, day_of(now))), "month": _spent_of(this_month)},
+                now,
+            ),
         }
 
     def _query(self, account: str, low: str, high: str) -> list[dict[str, Any]]:
@@ -454,33 +440,44 @@ class UsageLedger:
                 return items
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def _spent(self, account: str, period: str, key: str) -> dict[str, int]:
-        item = (
-            self.dynamodb.get_item(TableName=self.table, Key=self._key(account, period, key), ConsistentRead=True).get(
-                "Item"
-            )
-            or {}
-        )
-        return {
-            "images": int(item.get("spent_images", {}).get("N", 0)),
-            "tokens": int(item.get("spent_tokens", {}).get("N", 0)),
-        }
+    def _spent(self, hold: Hold) -> dict[str, dict[str, int]]:
+        """The day's and the month's budget counters of the hold's account, as they are now."""
+        key = self._key(hold.account, hold.month)
+        item = self.dynamodb.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
+        return {"day": _spent_of(_day_view(item, hold.day)), "month": _spent_of(item)}
 
     # helpers -------------------------------------------------------------------------------------------------
     @staticmethod
-    def _key(account: str, period: str, key: str) -> dict[str, Any]:
-        return {"account": {"S": account}, "period": {"S": f"{period}#{key}"}}
+    def _key(account: str, month: str) -> dict[str, Any]:
+        return {"account": {"S": account}, "period": {"S": f"month#{month}"}}
 
-    def _expiry(self, period: Period) -> int:
-        return int(self.clock()) + (DAY_ITEM_DAYS if period == "day" else MONTH_ITEM_DAYS) * 86400
+    def _expiry(self) -> dict[str, str]:
+        return {"N": str(int(self.clock()) + MONTH_ITEM_DAYS * 86400)}
 
 
 def _hold_key(task_id: str) -> dict[str, Any]:
     return {"account": {"S": f"hold#{task_id}"}, "period": {"S": "hold"}}
 
 
-def _periods(hold: Hold) -> list[tuple[str, str]]:
-    return [("day", hold.day), ("month", hold.month)]
+def _day_prefix(hold: Hold) -> str:
+    """Where the hold's day lives in its month's item: ``dDD_``."""
+    if not hold.day.startswith(hold.month):
+        raise ValueError(f"day {hold.day} is not in month {hold.month}")
+    return f"d{hold.day[8:10]}_"
+
+
+def _day_view(month_item: Mapping[str, Any] | None, day: str) -> dict[str, Any]:
+    """One day's attributes of a month's item, without their ``dDD_`` prefix."""
+    prefix = f"d{day[8:10]}_"
+    return {name.removeprefix(prefix): value for name, value in (month_item or {}).items() if name.startswith(prefix)}
+
+
+def _spent_of(counters: Mapping[str, Any] | None) -> dict[str, int]:
+    counters = counters or {}
+    return {
+        "images": int(counters.get("spent_images", {}).get("N", 0)),
+        "tokens": int(counters.get("spent_tokens", {}).get("N", 0)),
+    }
 
 
 def _error_code(exc: Exception) -> str | None:
