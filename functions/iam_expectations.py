@@ -101,6 +101,8 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
         # UsageLedger.settle_task: an async task's hold, removed as it is read, then settled
         ("dynamodb:DeleteItem", "UsageTable"),
         ("dynamodb:UpdateItem", "UsageTable"),
+        # TokenImageCounter.release: the client token's images an ended task did not make
+        ("dynamodb:UpdateItem", "TokenUsageTable"),
     },
     # the streamed image routes (the ASGI app behind the Lambda Web Adapter): generate or edit, store, presign,
     # once per Idempotency-Key; no tasks (the async routes stay with the buffered functions)

@@ -36,6 +36,7 @@ from imagecore.settings import EditSettings
 from imagecore.storage import UploadStore
 from imagecore.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.tasks import new_task_id, task_folder
+from imagecore.token_usage import TokenHold
 
 app = create_resolver()
 
@@ -175,7 +176,7 @@ def edit_images_async(
     task_id = new_task_id()
 
     def make_task(submitter: Any) -> Any:
-        def submit() -> Any:
+        def submit(token_hold: TokenHold | None) -> Any:
             inputs = uploads.keep_inputs(owner, task_id, edit.files())
             return submitter.submit(
                 task_id=task_id,
@@ -184,6 +185,7 @@ def edit_images_async(
                 request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask"}),
                 folder=task_folder(task_id),
                 inputs=inputs,
+                token_hold=token_hold,
             )
 
         return runtime.queue_within_budget(

@@ -143,12 +143,13 @@ def create_images_async(
             lambda: runtime.counted_task(
                 caller.token,
                 request.n,
-                lambda: submitter.submit(
+                lambda token_hold: submitter.submit(
                     task_id=task_id,
                     owner=caller.owner_id,
                     kind="generation",
                     request=request.model_dump(exclude_none=True),
                     folder=task_folder(task_id),
+                    token_hold=token_hold,
                 ),
             ),
         ),

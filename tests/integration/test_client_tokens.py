@@ -28,6 +28,7 @@ from PIL import Image
 
 from local.gateway import policy_allows
 from tests.conftest import FakeLambdaContext
+from tests.faults import Crash, faults  # noqa: F401 (fixture)
 from tests.helpers import key_of
 from tests.integration.environment import BUCKET, REGION
 from tests.integration.stack import Reply, Stack, png, reply_of
@@ -328,6 +329,91 @@ def test_a_failed_generation_gives_its_images_back(service, capsys, simulator):
     assert failed.status == 400, failed.body
     assert service.counted(token_id_of(token)) == 0
     assert service.request(token, "POST", "/v1/images/generations", {**GENERATION, "n": 2}).status == 200
+    assert service.counted(token_id_of(token)) == 2
+
+
+def async_task(service: Service, token: str, n: int) -> tuple[str, dict[str, Any]]:
+    """A task the token queues, and its job as the worker receives it."""
+    submitted = service.request(token, "POST", "/v1/images/generations/async", {**GENERATION, "n": n})
+    assert submitted.status == 202, submitted.body
+    (job,) = service.stack.jobs()
+    return submitted.body["id"], job
+
+
+def delivery(job: dict[str, Any], count: int) -> dict[str, Any]:
+    return {**job, "Attributes": {**job.get("Attributes", {}), "ApproximateReceiveCount": str(count)}}
+
+
+def test_a_task_the_upstream_refuses_gives_its_images_back_once(service, capsys, simulator):
+    key = service.key_script("create", "web-backend", capsys=capsys)
+    token = service.mint(key, max_images=2)["token"]
+    token_id = token_id_of(token)
+    simulator.queue_faults(
+        {"status": 400, "error": {"message": "blocked", "type": "invalid_request_error", "code": "moderation_blocked"}}
+    )
+    task_id, job = async_task(service, token, 2)
+    assert service.counted(token_id) == 2
+    assert service.request(token, "POST", "/v1/images/generations", GENERATION).status == 429
+
+    assert service.stack.run_worker([job]) == []
+
+    view = service.request(key, "GET", f"/v1/images/tasks/{task_id}").body
+    assert (view["status"], view["http_status"]) == ("failed", 400), view
+    assert service.counted(token_id) == 0
+    again = service.request(token, "POST", "/v1/images/generations", {**GENERATION, "n": 2})
+    assert again.status == 200, again.body
+    assert len(again.body["data"]) == 2
+    assert service.counted(token_id) == 2
+    # The same job delivered again gives nothing back a second time.
+    assert service.stack.run_worker([delivery(job, 2)]) == []
+    assert service.counted(token_id) == 2
+    assert simulator.calls == 2
+
+
+def test_a_task_completed_with_fewer_images_gives_back_the_rest_once(service, capsys, simulator, faults):  # noqa: F811
+    key = service.key_script("create", "web-backend", capsys=capsys)
+    token = service.mint(key, max_images=3)["token"]
+    token_id = token_id_of(token)
+    task_id, job = async_task(service, token, 2)
+    worker = service.stack.worker()
+    faults.crash(worker.service.store.s3, "PutObject", when=lambda call: call.url_path.endswith("/1.png"))
+    with pytest.raises(Crash):
+        service.stack.run_worker([job])
+    faults.clear()
+    service.stack.task_table.update_item(  # the dead delivery's claim lapses
+        Key={"id": task_id}, UpdateExpression="SET claimed_until = :t", ExpressionAttributeValues={":t": 1}
+    )
+    assert service.counted(token_id) == 2
+
+    assert service.stack.run_worker([delivery(job, 2)]) == []
+
+    view = service.request(key, "GET", f"/v1/images/tasks/{task_id}").body
+    assert (view["status"], len(view["result"]["data"])) == ("completed", 1), view
+    image = Image.open(
+        io.BytesIO(service.stack.s3.get_object(Bucket=BUCKET, Key=key_of(view["image_url"]))["Body"].read())
+    )
+    assert image.size == (1024, 1024)
+    assert service.counted(token_id) == 1  # the image it did not make is given back
+    assert service.stack.run_worker([delivery(job, 3)]) == []
+    assert service.counted(token_id) == 1  # once
+    assert service.request(token, "POST", "/v1/images/generations", {**GENERATION, "n": 2}).status == 200
+    assert service.request(token, "POST", "/v1/images/generations", GENERATION).status == 429
+    assert simulator.calls == 2
+
+
+def test_a_task_whose_images_were_made_but_not_stored_keeps_them_counted(service, capsys, simulator, faults):  # noqa: F811
+    key = service.key_script("create", "web-backend", capsys=capsys)
+    token = service.mint(key, max_images=2)["token"]
+    task_id, job = async_task(service, token, 2)
+    worker = service.stack.worker()
+    worker.service.sleep = lambda _seconds: None
+    faults.refuse(worker.service.store.s3, "PutObject", times=10**6)
+
+    assert service.stack.run_worker([job]) == []
+
+    view = service.request(key, "GET", f"/v1/images/tasks/{task_id}").body
+    assert (view["status"], view["error"]["code"]) == ("failed", "storage_unavailable"), view
+    assert simulator.calls == 1  # billed
     assert service.counted(token_id_of(token)) == 2
 
 

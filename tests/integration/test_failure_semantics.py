@@ -306,6 +306,78 @@ def event_crash_storing_the_image(stack: Stack, inject: Faults, pauses: list[flo
     return events_seen(stack), stored_in(stack, event_folder(message))
 
 
+def claiming(call: Call) -> bool:
+    return dynamodb_status(call) is None
+
+
+def later_deliveries_refuse_the_claim(stack: Stack, inject: Faults, message: dict[str, Any]) -> None:
+    """Deliveries 2 to 4 meet a refused claim and come back; the 5th (the last) meets it too and ends the job."""
+    inject.refuse(stack.worker().tasks.client, "UpdateItem", times=10**6, when=claiming)
+    for count in (2, 3, 4):
+        assert stack.run_worker([on_delivery(message, count)]) == [message["MessageId"]]
+    assert stack.run_worker([on_delivery(message, 5)]) == []
+    assert stack.dead_letters() == []
+
+
+def task_stored_then_writes_refused_to_the_last_delivery(
+    stack: Stack, inject: Faults, pauses: list[float]
+) -> tuple[str, str]:
+    task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024"}).body["id"]
+    (job,) = stack.jobs()
+    manifest = inject.refuse(stack.worker().service.store.s3, "PutObject", times=10**6, when=result_put)
+    completed = inject.refuse(stack.worker().tasks.client, "UpdateItem", times=10**6, when=completing)
+    assert stack.run_worker([job]) == [job["MessageId"]]  # the function's time is spent: delivered again
+    assert manifest.hits > 10 and completed.hits > 10
+    assert stack.task_item(task_id)["status"] == "processing"
+    inject.clear()
+    later_deliveries_refuse_the_claim(stack, inject, job)
+    (image,) = task_images(stack, task_id)  # what the first delivery stored, with its revised prompt
+    assert image["revised_prompt"] == "p (as drawn)"
+    return task_seen(stack, task_id), stored_in(stack, task_folder(stack, task_id))
+
+
+def task_crash_before_the_manifest_then_claims_refused(
+    stack: Stack, inject: Faults, pauses: list[float]
+) -> tuple[str, str]:
+    task_id = submit_generation(stack, {"prompt": "p", "size": "1024x1024", "n": 2}).body["id"]
+    (job,) = stack.jobs()
+    inject.crash(stack.worker().service.store.s3, "PutObject", when=result_put)
+    with pytest.raises(Crash):
+        stack.run_worker([job])
+    inject.clear()
+    later_deliveries_refuse_the_claim(stack, inject, job)
+    assert len(task_images(stack, task_id)) == 2
+    return f"{task_seen(stack, task_id)} with 2 images", stored_in(stack, task_folder(stack, task_id))
+
+
+def event_stored_then_writes_refused_to_the_last_delivery(
+    stack: Stack, inject: Faults, pauses: list[float]
+) -> tuple[str, str]:
+    message = event_job(stack)
+    manifest = inject.refuse(stack.worker().service.store.s3, "PutObject", times=10**6, when=result_put)
+    completed = inject.refuse(stack.worker().tasks.client, "UpdateItem", times=10**6, when=completing)
+    assert stack.run_worker([message]) == [message["MessageId"]]  # the function's time is spent: delivered again
+    assert manifest.hits > 10 and completed.hits > 10
+    assert stack.published() == []
+    inject.clear()
+    later_deliveries_refuse_the_claim(stack, inject, message)
+    kind, count = completed_images(stack)
+    return f"{kind} with {count} image", stored_in(stack, event_folder(message))
+
+
+def event_crash_before_the_manifest_then_claims_refused(
+    stack: Stack, inject: Faults, pauses: list[float]
+) -> tuple[str, str]:
+    message = event_job(stack, {"prompt": "p", "size": "1024x1024", "n": 2, "correlation_id": "order-9"})
+    inject.crash(stack.worker().service.store.s3, "PutObject", when=result_put)
+    with pytest.raises(Crash):
+        stack.run_worker([message])
+    inject.clear()
+    later_deliveries_refuse_the_claim(stack, inject, message)
+    kind, count = completed_images(stack)
+    return f"{kind} with {count} images", stored_in(stack, event_folder(message))
+
+
 def forged_envelope(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
     victim = event_job(stack, {"prompt": "the victim's drawing", "size": "1024x1024", "correlation_id": "victim"})
     assert stack.run_worker([victim]) == []
@@ -583,6 +655,22 @@ ROWS = [
         task_claim_refused_every_delivery,
     ),
     Row(
+        "image stored, then result.json and `completed` refused past the delivery, and the claim on deliveries 2 to 5",
+        "worker, PutObject (result.json), UpdateItem",
+        "task completed 200",
+        "1 image + 1 record + result.json",
+        1,
+        task_stored_then_writes_refused_to_the_last_delivery,
+    ),
+    Row(
+        "crash after both images are stored, before result.json; DynamoDB refuses the claim on deliveries 2 to 5",
+        "worker, PutObject (result.json); then UpdateItem (claim)",
+        "task completed 200 with 2 images",
+        "2 images + 2 records + result.json",
+        1,
+        task_crash_before_the_manifest_then_claims_refused,
+    ),
+    Row(
         "crash after result.json, before `completed` is written; redelivery",
         "worker, UpdateItem (terminal write)",
         "task completed 200",
@@ -685,6 +773,24 @@ ROWS = [
         "0 images + failure.json",
         0,
         event_claim_refused_every_delivery,
+    ),
+    Row(
+        "event job: image stored, then result.json and `completed` refused past the delivery, and the claim on "
+        "deliveries 2 to 5",
+        "worker, PutObject (result.json), UpdateItem",
+        "ImageGenerationCompleted with 1 image",
+        "1 image + 1 record + result.json",
+        1,
+        event_stored_then_writes_refused_to_the_last_delivery,
+    ),
+    Row(
+        "event job: crash after both images are stored, before result.json; DynamoDB refuses the claim on "
+        "deliveries 2 to 5",
+        "worker, PutObject (result.json); then UpdateItem (claim)",
+        "ImageGenerationCompleted with 2 images",
+        "2 images + 2 records + result.json",
+        1,
+        event_crash_before_the_manifest_then_claims_refused,
     ),
     Row(
         "event job: crash after the upstream answered, before the image is stored; redelivery",

@@ -488,3 +488,36 @@ def test_a_job_finished_from_part_of_its_images_says_so_in_its_log_line(stack, s
     assert stack.stored_keys(item["folder"] + "/") == [
         f"{item['folder']}/{name}" for name in ("0.json", "0.png", "1.json", "1.png", "result.json")
     ]
+
+
+def test_a_borrowed_job_id_on_its_last_delivery_neither_gets_nor_ends_the_job(stack, simulator, faults):  # noqa: F811
+    detail = {"prompt": "the victim's drawing", "size": "1024x1024", "correlation_id": "victim"}
+    victim = stack.send_job(json.dumps(requested_event(detail)))
+    event_id = json.loads(victim["Body"])["id"]
+    faults.crash(stack.worker().service.store.s3, "PutObject", when=lambda call: call.url_path.endswith("/result.json"))
+    with pytest.raises(Crash):
+        stack.run_worker([victim])  # its image is stored, its claim still processing
+    faults.clear()
+    forged = stack.send_job(
+        json.dumps(requested_event({**detail, "correlation_id": "thief"}, event_id=event_id)),
+    )
+    faults.refuse(stack.worker().tasks.client, "UpdateItem", times=10**6)
+    last = {**forged, "Attributes": {**forged.get("Attributes", {}), "ApproximateReceiveCount": "5"}}
+
+    assert stack.run_worker([last]) == []  # dead-lettered: the victim's images are not handed over
+
+    (dead,) = stack.dead_letters()
+    assert "another request" in dead["MessageAttributes"]["reason"]["StringValue"]
+    assert stack.published() == []
+    folder = f"images/events/jobs/{event_id}"
+    assert stack.stored_keys(folder + "/") == [f"{folder}/0.json", f"{folder}/0.png"]  # no failure.json
+    faults.clear()
+    stack.task_table.update_item(
+        Key={"id": f"job#{folder}"}, UpdateExpression="SET claimed_until = :t", ExpressionAttributeValues={":t": 1}
+    )
+    redelivered = {**victim, "Attributes": {**victim.get("Attributes", {}), "ApproximateReceiveCount": "2"}}
+    assert stack.run_worker([redelivered]) == []
+    (event,) = stack.published()
+    assert (event["detail-type"], event["detail"]["correlation_id"]) == (COMPLETED, "victim")
+    assert stack.image(event["detail"]["keys"][0]).size == (1024, 1024)
+    assert simulator.calls == 1

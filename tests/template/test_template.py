@@ -200,6 +200,8 @@ DYNAMODB_GRANTS = {
         ("dynamodb:UpdateItem", "TasksTable"),
         ("dynamodb:UpdateItem", "UsageTable"),
         ("dynamodb:DeleteItem", "UsageTable"),
+        # gives back the client token's images an ended task did not make
+        ("dynamodb:UpdateItem", "TokenUsageTable"),
     },
     "AuthorizerFunction": set(),
     # the caller's own days (a query on its partition) and month

@@ -14,9 +14,11 @@ from imagecore.errors import ServiceMisconfigured, StorageUnavailable, TokenBudg
 from imagecore.token_usage import (
     KEEP_AFTER_EXPIRY_SECONDS,
     ClientTokenGrant,
+    TokenHold,
     TokenImageCounter,
     TokenUsageUnavailable,
     counted_images,
+    images_to_give_back,
 )
 
 TABLE = "token-usage"
@@ -127,3 +129,23 @@ def test_an_unreachable_table_is_a_503_and_nothing_runs(dynamodb):
         counted_images(counter, grant(), 1, lambda: produced.append(1), made=lambda _: 1)
     assert (unavailable.value.status, unavailable.value.code) == (503, "token_usage_unavailable")
     assert produced == []
+
+
+@pytest.mark.parametrize(
+    ("made", "failure", "upstream_calls", "back"),
+    [
+        (2, None, 1, 0),  # completed with all it asked
+        (1, None, 1, 1),  # completed with fewer: the rest
+        (0, None, 1, 2),
+        (None, "content_policy_violation", 1, 2),  # the upstream refused: nothing billed
+        (None, "upstream_error", 1, 2),
+        (None, "storage_unavailable", 1, 0),  # made and billed, then lost
+        (None, "job_interrupted", 2, 0),  # a run that asked died: it may have been billed
+        (None, "job_abandoned", 0, 2),  # never got as far as the upstream
+        (None, "job_abandoned", 1, 0),
+        (None, "task_timeout", 0, 2),
+        (None, "task_timeout", 1, 0),
+    ],
+)
+def test_an_ended_task_gives_back_what_it_did_not_make(made, failure, upstream_calls, back):
+    assert images_to_give_back(TokenHold("tok-1", 2), made, failure, upstream_calls) == back

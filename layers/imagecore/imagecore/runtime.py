@@ -36,7 +36,7 @@ from imagecore.service import Delivery, ImageService, StoredResult
 from imagecore.settings import GenerationSettings
 from imagecore.storage import StorageError
 from imagecore.tasks import JobQueue, Task, TaskStore, TaskStoreError, TaskSubmitter
-from imagecore.token_usage import ClientTokenGrant, TokenImageCounter, counted_images
+from imagecore.token_usage import ClientTokenGrant, TokenHold, TokenImageCounter, counted_images
 
 T = TypeVar("T")
 
@@ -108,10 +108,12 @@ class ImageRuntime:
         token's image limit (``counted``)."""
         return self.within_budget(spender, cost, lambda: self.counted(token, n, produce))
 
-    def counted_task(self, token: ClientTokenGrant | None, n: int, make: Callable[[], T]) -> T:
+    def counted_task(self, token: ClientTokenGrant | None, n: int, make: Callable[[TokenHold | None], T]) -> T:
         """An async task within the client token's image limit: its ``n`` images are counted when it is queued
-        (given back only if it could not be queued)."""
-        return counted_images(self.token_images, token, n, make, made=lambda _task: n)
+        (all given back if it could not be queued). ``make`` queues it with what it holds (``None``: nothing
+        counted), which travels with the task: the worker gives back the images it did not make when it ends it."""
+        hold = TokenHold(token.id, n) if token is not None and token.max_images is not None else None
+        return counted_images(self.token_images, token, n, lambda: make(hold), made=lambda _task: n)
 
     def deadline(self, event: dict[str, Any], context: LambdaContext) -> Deadline:
         """When the upstream call of this API request must be over (see ``request_deadline``)."""

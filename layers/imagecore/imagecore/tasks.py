@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from imagecore import aws
 from imagecore.observability import logger
 from imagecore.storage import StorageError, image_folder
+from imagecore.token_usage import TokenHold
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -58,10 +59,12 @@ class JobClaim:
     http_status: int | None = None
     error: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
+    digest: str | None = None  # of the request that made the claim
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> JobClaim:
         return cls(
+            digest=item.get("digest"),
             status=item["status"],
             upstream_calls=int(item.get("upstream_calls") or 0),
             http_status=int(item["http_status"]) if item.get("http_status") is not None else None,
@@ -107,6 +110,8 @@ class Task:
     upstream_calls: int = 0  # deliveries that got as far as asking the upstream: never more than one
     # Previews stored while the task runs (asked with partial_images): {"index", "key", "created_at"}.
     partial_images: list[dict[str, Any]] = field(default_factory=list)
+    # The images it counted against its client token when it was queued (a token with max_images).
+    token_hold: TokenHold | None = None
 
     @property
     def expires_at(self) -> int:
@@ -136,6 +141,8 @@ class Task:
             value = getattr(self, name)
             if value is not None:
                 item[name] = value
+        if self.token_hold is not None:
+            item["token_id"], item["token_images"] = self.token_hold.token_id, self.token_hold.images
         return item
 
     @classmethod
@@ -163,7 +170,27 @@ class Task:
                 {"index": int(p["index"]), "key": str(p["key"]), "created_at": int(p["created_at"])}
                 for p in item.get("partial_images") or []
             ],
+            token_hold=_token_hold(item),
         )
+
+
+def _token_hold(item: Mapping[str, Any]) -> TokenHold | None:
+    if not item.get("token_id"):
+        return None
+    return TokenHold(str(item["token_id"]), int(item.get("token_images") or 0))
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What the one call that ended a task (or job) found on it: the client token's images it held, and how many
+    deliveries had claimed it to ask the upstream."""
+
+    token_hold: TokenHold | None
+    upstream_calls: int
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Ended:
+        return cls(_token_hold(item), int(item.get("upstream_calls") or 0))
 
 
 def _attr(name: str) -> Attr:
@@ -296,9 +323,15 @@ class TaskStore:
             raise TaskStoreError(f"claim {job_key}: {type(exc).__name__}") from exc
         return JobClaim.from_item(answer["Attributes"])
 
-    def complete(self, task_id: str, result: dict[str, Any]) -> None:
+    def job_claim(self, job_key: str) -> JobClaim | None:
+        """An event job's claim as it stands (None when there is none), without taking it."""
+        item = self._call(self._table.get_item, Key={"id": job_key}, ConsistentRead=True).get("Item")
+        return JobClaim.from_item(item) if item else None
+
+    def complete(self, task_id: str, result: dict[str, Any]) -> Ended | None:
+        """Complete the task (or job): what it was as this call ended it, None when it had ended already."""
         now = self.now()
-        self._finish(
+        return self._finish(
             task_id,
             "SET #s = :s, #r = :r, http_status = :h, completed_at = :now, updated_at = :now, expires_at = :e "
             "REMOVE claimed_until",
@@ -306,9 +339,10 @@ class TaskStore:
             {"#s": "status", "#r": "result"},
         )
 
-    def fail(self, task_id: str, http_status: int, error: dict[str, Any]) -> None:
+    def fail(self, task_id: str, http_status: int, error: dict[str, Any]) -> Ended | None:
+        """Fail the task (or job): what it was as this call ended it, None when it had ended already."""
         now = self.now()
-        self._finish(
+        return self._finish(
             task_id,
             "SET #s = :s, #e = :err, http_status = :h, completed_at = :now, updated_at = :now, expires_at = :e "
             "REMOVE claimed_until",
@@ -316,9 +350,9 @@ class TaskStore:
             {"#s": "status", "#e": "error"},
         )
 
-    def _finish(self, task_id: str, expression: str, values: dict[str, Any], names: dict[str, str]) -> None:
+    def _finish(self, task_id: str, expression: str, values: dict[str, Any], names: dict[str, str]) -> Ended | None:
         try:
-            self._table.update_item(
+            answer = self._table.update_item(
                 Key={"id": task_id},
                 UpdateExpression=expression,
                 # Only a job still running is finished: the first outcome stands, a late delivery cannot turn a
@@ -326,13 +360,16 @@ class TaskStore:
                 ConditionExpression=_attr("status").eq("processing"),
                 ExpressionAttributeValues=values,
                 ExpressionAttributeNames=names,
+                # The one call that ends it reads what it held (its client token's images) as it ends it.
+                ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
             if _code(exc) == "ConditionalCheckFailedException":
-                return  # finished already, or expired and gone
+                return None  # finished already, or expired and gone
             raise TaskStoreError(f"finish {task_id}: {_code(exc)}") from exc
         except BotoCoreError as exc:
             raise TaskStoreError(f"finish {task_id}: {type(exc).__name__}") from exc
+        return Ended.from_item(answer.get("Attributes") or {})
 
     @staticmethod
     def _call(method: Callable[..., Mapping[str, Any]], **kwargs: Any) -> Mapping[str, Any]:
@@ -448,6 +485,7 @@ class TaskSubmitter:
         request: dict[str, Any],
         folder: str,
         inputs: list[dict[str, str]] | None = None,
+        token_hold: TokenHold | None = None,
     ) -> Task:
         now = self.tasks.now()
         task = Task(
@@ -459,6 +497,7 @@ class TaskSubmitter:
             inputs=inputs or [],
             created_at=now,
             updated_at=now,
+            token_hold=token_hold,
         )
         self.tasks.create(task)
         try:

@@ -3,6 +3,10 @@
 A request reserves its ``n`` images with one conditional atomic update before the upstream is called, so
 concurrent requests can never together pass the limit; once the images are made it gives back what it did not
 use (a failure before the upstream billed anything gives back everything). The item expires with the token.
+
+An async task counts its ``n`` images when it is queued; the count it holds (``TokenHold``) travels with the task,
+and the worker gives back what the task did not make when it ends the task, once: only the call that moves the
+task out of ``processing`` gives back.
 """
 
 from __future__ import annotations
@@ -29,6 +33,31 @@ class ClientTokenGrant:
     id: str
     expires_at: int
     max_images: int | None
+
+
+@dataclass(frozen=True)
+class TokenHold:
+    """The images an async task counted against its client token when it was queued."""
+
+    token_id: str
+    images: int
+
+
+# The failures after which the upstream may have made (and billed) the images: they stay counted.
+_BILLED_FAILURES = frozenset({"storage_unavailable", "job_interrupted"})
+# The failures that say nothing of the upstream: billed only if a delivery got as far as asking it.
+_UNKNOWN_FAILURES = frozenset({"job_abandoned", "task_timeout"})
+
+
+def images_to_give_back(hold: TokenHold, made: int | None, failure: str | None, upstream_calls: int) -> int:
+    """How many of the images ``hold`` counted an ended task gives back: those it did not make (``made``, when it
+    completed), everything when it failed before the upstream billed anything, nothing when the upstream may have
+    made images that were then lost."""
+    if made is not None:
+        return max(0, hold.images - made)
+    if failure in _BILLED_FAILURES or (failure in _UNKNOWN_FAILURES and upstream_calls > 0):
+        return 0
+    return hold.images
 
 
 class TokenUsageUnavailable(ImageServiceError):

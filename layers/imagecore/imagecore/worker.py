@@ -21,8 +21,12 @@ Nothing is lost and nothing is paid twice:
 - S3 is retried after the upstream has answered, every terminal write (complete, fail) is retried with backoff
   within the function's time; what still fails is finished by the next delivery;
 - a message that can never run (not JSON, not a valid request) goes to the dead-letter queue with its reason;
-  a passing fault (DynamoDB, S3, EventBridge) fails the record so SQS delivers it again, and on the last
-  delivery the job ends as failed (task ``failed``, ``ImageGenerationFailed``) rather than silently.
+- a passing fault (DynamoDB, S3, EventBridge) fails the record so SQS delivers it again, and on the last
+  delivery the job ends rather than silently: from the images an earlier delivery stored when its folder holds
+  any (task ``completed``, ``ImageGenerationCompleted``, with no upstream call), else as failed (task ``failed``,
+  ``ImageGenerationFailed``);
+- a task queued with a client token's images counted gives back, as it ends, the images it did not make (all
+  of them when it failed before the upstream billed any): only the call that ends it does, so never twice.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from imagecore.service import ImageEvent, ImageService, StoredResult, describe_r
 from imagecore.settings import WorkerSettings
 from imagecore.storage import StorageError
 from imagecore.tasks import (
+    Ended,
     JobClaim,
     JobIdentityMismatch,
     Task,
@@ -70,6 +75,7 @@ from imagecore.tasks import (
     TaskStoreError,
     task_timeout_error,
 )
+from imagecore.token_usage import TokenImageCounter, images_to_give_back
 from imagecore.validation import validation_error
 
 __all__ = ["COMPLETED", "FAILED", "MANIFEST", "REQUESTED", "Worker", "parse_job"]
@@ -254,9 +260,11 @@ class Worker:
         settings: WorkerSettings,
         sleep: Callable[[float], None] = time.sleep,
         ledger: UsageLedger | None = None,
+        token_images: TokenImageCounter | None = None,
     ) -> None:
         self.service = service
         self.ledger = ledger
+        self.token_images = token_images
         self.tasks = tasks
         self.events = events
         self.dead_letters = dead_letters
@@ -277,12 +285,15 @@ class Worker:
             DeadLetters(settings.dead_letter_queue_url, region=region),
             settings,
             ledger=UsageLedger(settings.usage_table, region=region) if settings.usage_table else None,
+            token_images=(
+                TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None
+            ),
         )
 
     def handle(self, record: SQSRecord, context: LambdaContext) -> None:
         """One queue message. Returns when it is done with (ran, finished earlier, or dead-lettered); raises
-        when it should be delivered again. On its last delivery a job that still meets a passing fault ends as
-        failed (task failed, ImageGenerationFailed published) instead of going silently to the dead-letter queue."""
+        when it should be delivered again. On its last delivery a job that still meets a passing fault ends
+        (``_abandon``) instead of going silently to the dead-letter queue."""
         job_record = RequestRecord(
             operation="worker", lambda_request_id=getattr(context, "aws_request_id", None), job_id=record.message_id
         )
@@ -310,8 +321,12 @@ class Worker:
             except PASSING_FAULTS as fault:
                 if not last_delivery:
                     raise
-                logger.exception("job abandoned after its last delivery", extra={"fault": type(fault).__name__})
-                self._abandon(job, context, job_record)
+                logger.exception("job ended on its last delivery", extra={"fault": type(fault).__name__})
+                try:
+                    self._abandon(job, context, job_record)
+                except JobIdentityMismatch:
+                    reason = "the job id belongs to another request: its images are not handed to this message"
+                    self._dead_letter(record, reason, "job_identity_taken", job_record)
 
     def _dead_letter(self, record: SQSRecord, reason: str, code: str, job_record: RequestRecord) -> None:
         logger.error("job refused, sent to the dead-letter queue", extra={"reason": reason})
@@ -319,25 +334,66 @@ class Worker:
         job_record.status, job_record.outcome, job_record.error_code = 400, "dead_lettered", code
 
     def _abandon(self, job: TaskJob | GenerationJob, context: LambdaContext, record: RequestRecord) -> None:
-        error = _abandoned_error(self.settings.job_max_receives)
+        """End a job on its last delivery, without asking the upstream: as its folder says (the outcome an earlier
+        delivery wrote, or the images a run stored before a fault stopped it: completed from them), else failed
+        ``job_abandoned``."""
+        abandoned = Finished(http_status=503, error=_abandoned_error(self.settings.job_max_receives))
         if isinstance(job, TaskJob):
-            salvaged = self._salvage(job.task_id)
-            if salvaged is not None:  # its images made it: completed (or failed) as its folder says
-                self._finish_task(job.task_id, salvaged, context, record)
-                return
-            self._persist(context, lambda: self.tasks.fail(job.task_id, 503, error))
-        else:
-            self._end_event(job, 503, error, context, last_word=True)
-        record.status = 503
-        record.fail("failed", error["code"])
+            self._finish_task(
+                job.task_id, self._salvage_task(job.task_id, context, record) or abandoned, context, record
+            )
+            return
+        finished = self._salvage_event(job, context, record) or abandoned
+        if finished.result is not None:
+            result = _compact(finished.result)
+            try:
+                self._persist(context, lambda: self.tasks.complete(job.key, result))
+            except TaskStoreError:  # no delivery follows: the announcement still goes out
+                logger.warning("completed job not recorded", extra={"job_id": job.job_id})
+            self._announce(job, finished, record)
+            return
+        status, error = finished.http_status or 500, finished.error or {}
+        self._end_event(job, status, error, context, last_word=True)
+        record.status = status
+        record.fail("failed", str(error.get("code")))
 
-    def _salvage(self, task_id: str) -> Finished | None:
-        """What the task's folder says, read once more on its last delivery; None when it cannot be read."""
+    def _salvage_task(self, task_id: str, context: LambdaContext, record: RequestRecord) -> Finished | None:
+        """What the task's folder holds, read once more on its last delivery: the outcome an earlier delivery
+        wrote, or the images a run stored before it failed (the result rebuilt from them); None when it holds
+        neither or cannot be read."""
         try:
             task = self.tasks.get(task_id)
-            return read_finished(self.service.store, task.folder) if task is not None else None
+            if task is None:
+                return None
+            finished = read_finished(self.service.store, task.folder)
+            if finished is not None:
+                return finished
+            recovered = self._recover(task.folder, task.request, None, context, record)
         except (TaskStoreError, StorageError):
             return None
+        return Finished(result=recovered) if recovered is not None else None
+
+    def _salvage_event(self, job: GenerationJob, context: LambdaContext, record: RequestRecord) -> Finished | None:
+        """The same for an event job, whose folder belongs to the request that claimed its id first: its recorded
+        outcome, or the images a run stored; ``JobIdentityMismatch`` when this message borrows another request's
+        job id (that job is neither answered to it nor ended by it)."""
+        try:
+            claim = self.tasks.job_claim(job.key)
+            if claim is None:
+                return None
+            if claim.digest != job.digest:
+                raise JobIdentityMismatch(job.key)
+            if claim.status != "processing":
+                return _finished_from(claim)
+            finished = read_finished(self.service.store, job.folder)
+            if finished is not None:
+                if finished.digest != job.digest:
+                    raise JobIdentityMismatch(job.key)
+                return finished
+            recovered = self._recover(job.folder, job.request.model_dump(), job.digest, context, record)
+        except (TaskStoreError, StorageError):
+            return None
+        return Finished(result=recovered) if recovered is not None else None
 
     # --- async tasks --------------------------------------------------------------------------------------
     def _run_task(self, task_id: str, context: LambdaContext, record: RequestRecord) -> None:
@@ -399,23 +455,41 @@ class Worker:
             if recovered is not None:
                 self._finish_task(task.id, Finished(result=recovered), context, record)
                 return
-        self._persist(context, lambda: self.tasks.fail(task.id, 504, task_timeout_error()))
-        record.status, record.outcome = 504, "task_timeout"
+        self._finish_task(task.id, Finished(http_status=504, error=task_timeout_error()), context, record)
+        record.outcome = "task_timeout"
 
     def _finish_task(self, task_id: str, finished: Finished, context: LambdaContext, record: RequestRecord) -> None:
         """The terminal write, retried with backoff within the function's time; then what the task reserved of its
-        key's budgets when it was queued is settled with what it really cost."""
+        key's budgets when it was queued is settled with what it really cost, and (by the call that ended it) the
+        client token's images it did not make are given back."""
         if finished.result is not None:
             result = _compact(finished.result)
-            self._persist(context, lambda: self.tasks.complete(task_id, result))
+            ended = self._persist(context, lambda: self.tasks.complete(task_id, result))
             record.status = 200
         else:
             status, error = finished.http_status or 500, finished.error or {}
-            self._persist(context, lambda: self.tasks.fail(task_id, status, error))
+            ended = self._persist(context, lambda: self.tasks.fail(task_id, status, error))
             record.status = status
             record.fail("failed", str(error.get("code")))
         if self.ledger is not None:
             self.ledger.settle_task(task_id, _spent(finished, record))
+        if ended is not None:
+            self._give_back_images(task_id, ended, finished)
+
+    def _give_back_images(self, task_id: str, ended: Ended, finished: Finished) -> None:
+        """The images the task counted against its client token when it was queued and did not make."""
+        hold = ended.token_hold
+        if hold is None:
+            return
+        made = len(finished.result.images) if finished.result is not None else None
+        failure = None if finished.error is None else str(finished.error.get("code"))
+        back = images_to_give_back(hold, made, failure, ended.upstream_calls)
+        if back <= 0:
+            return
+        if self.token_images is None:
+            logger.warning("token images not given back: no TOKEN_USAGE_TABLE", extra={"task_id": task_id})
+            return
+        self.token_images.release(hold.token_id, back)
 
     def _prepare(self, task: Task) -> Callable[[Deadline, RequestRecord, str], StoredResult | None]:
         """The task's run, with what it needs read beforehand (so a passing S3 fault here leaves no claim); its
