@@ -139,6 +139,25 @@ def test_one_busy_record_does_not_fail_the_rest_of_the_batch(stack, simulator):
     assert len(stack.dead_letters()) == 1
 
 
+def test_each_record_of_a_batch_counts_under_its_own_operation(stack, simulator, capsys):
+    task_id = submit_generation(stack, {"prompt": "counted", "size": "1024x1024"}).body["id"]
+    jobs = stack.jobs()
+    unknown = stack.send_job(json.dumps({"task_id": "task_" + "e" * 32}))
+    capsys.readouterr()
+
+    assert stack.run_worker([*jobs, unknown]) == []
+
+    out = capsys.readouterr().out
+    blobs = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"_aws"' in line]
+    counted = [
+        (blob["operation"], blob["Requests"], blob.get("ImagesGenerated")) for blob in blobs if "Requests" in blob
+    ]
+    # one EMF document per record, each with its own request (not both under the last record's operation)
+    assert sorted(counted, key=str) == [("worker.task", [1.0], None), ("worker.task", [1.0], [1.0])]
+    assert stack.get_task(task_id).body["status"] == "completed"
+    assert simulator.calls == 1
+
+
 def test_a_job_for_an_unknown_or_expired_task_is_done_with(stack, simulator, log_tap):
     message = stack.send_job(json.dumps({"task_id": "task_" + "f" * 32}))
     assert stack.run_worker([message]) == []

@@ -235,7 +235,10 @@ def _emit(record: RequestRecord, message: str) -> None:
 def _count(record: RequestRecord) -> None:
     """The request's metrics: per operation, and rolled up to the whole service (what the alarms and the
     dashboard read); a failure also counts once under its error code. No per-key dimension: per-key data lives
-    in the logs and the usage table, not in CloudWatch's bill."""
+    in the logs and the usage table, not in CloudWatch's bill. One invocation may count several requests (the
+    worker's batch): each request's metrics then go out under its own operation, the ones before it flushed."""
+    if "operation" in metrics.provider.dimension_set and metrics.provider.metric_set:
+        metrics.flush_metrics()
     metrics.add_dimension(name="operation", value=record.operation)
     if {"service": SERVICE} not in metrics.provider.dimension_sets:
         metrics.add_dimensions(service=SERVICE)
