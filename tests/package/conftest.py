@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts.package import Interpreter, discovery_venv, find_python313
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "scripts" / "package.py"
 
@@ -25,6 +27,22 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert done.returncode == 0, done.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def python313() -> Interpreter:
+    """The Python 3.13 that scripts/package.py writes the bytecode with (found the same way)."""
+    found = find_python313()
+    if found is None:
+        pytest.skip("no Python 3.13 on this machine: the package carries no bytecode to check")
+    return found
+
+
+@pytest.fixture(scope="session")
+def discovery_site(python313: Interpreter) -> Path:
+    """site-packages of the venv scripts/package.py found the imported modules in (this machine's cp313 wheels)."""
+    (site,) = (discovery_venv(python313) / "lib").glob("python3.13/site-packages")
+    return site
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -82,9 +82,9 @@ def probe(packaged: Path, function: str, event: Path | None) -> dict[str, Any]:
 def test_the_packaged_template_points_every_function_at_its_own_built_directory(packaged: Path) -> None:
     built = functions_of(packaged / "template.yaml")
     assert built == {name: name for name in functions_of(ROOT / "template.yaml")}
-    # eight functions (client tokens among them), and the two streamed image functions, which share their
-    # buffered siblings' code
-    assert len(built) == 10
+    # nine functions (client tokens and usage among them), and the two streamed image functions, which share
+    # their buffered siblings' code
+    assert len(built) == 11
     for name in built:
         assert (packaged / name / "app.py").is_file()
         if name.endswith("StreamFunction"):  # the adapter starts run.sh, which must stay executable
@@ -102,7 +102,8 @@ def test_the_layer_holds_imagecore_and_its_requirements_but_not_the_runtime_sdk(
     for package in ("boto3", "botocore", "s3transfer"):
         assert not (layer / package).exists(), f"{package} is the runtime's, not the layer's"
         assert (packaged / "runtime" / package).is_dir()
-    assert not list(layer.rglob("__pycache__"))
+    # bytecode only of Python 3.13's (tests/package/test_bytecode.py), none of the Python that ran the build
+    assert all(path.name.endswith(".cpython-313.pyc") for path in layer.rglob("*.pyc"))
 
 
 @pytest.mark.parametrize("function", sorted(functions_of(ROOT / "template.yaml")))
