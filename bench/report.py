@@ -6,7 +6,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.measure import HANDLERS
+from bench.coldstart import HANDLERS as COLD_HANDLERS
+from bench.measure import HANDLERS, UNMETERED
 
 
 def p95(values: list[float]) -> float:
@@ -25,7 +26,7 @@ def summary(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     samples = result["samples"]
     upstream = statistics.median(samples["upstream"])
     rows = {}
-    for name in HANDLERS:
+    for name in (name for name in (*HANDLERS, UNMETERED) if name in samples):
         own = samples[name]
         overheads = [total - upstream for total in own["total"]]
         rows[name] = {
@@ -41,7 +42,8 @@ def summary(result: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def print_cases(results: list[dict[str, Any]]) -> None:
-    print("\nper case: ms wall clock (medians unless p95), MiB = 2^20 bytes; naive = the 30-line reference handler")
+    print("\nper case: ms wall clock (medians unless p95), MiB = 2^20 bytes; naive = the 30-line reference handler;")
+    print("unmetered (smallest case only) = the generations handler without its usage write, for information")
     header = (
         f"{'case':<22}{'handler':<13}{'total':>9}{'p95':>9}{'overhead':>10}{'p95':>9}"
         f"{'tracemalloc peak':>18}{'RSS growth':>12}"
@@ -49,7 +51,7 @@ def print_cases(results: list[dict[str, Any]]) -> None:
     print(header + "\n" + "-" * len(header))
     for result in results:
         rows = summary(result)
-        for name in HANDLERS:
+        for name in (name for name in (*HANDLERS, UNMETERED) if name in rows):
             row = rows[name]
             print(
                 f"{result['name']:<22}{name:<13}{row['total']:>9.1f}{row['total_p95']:>9.1f}{row['overhead']:>10.1f}"
@@ -62,7 +64,7 @@ def print_cases(results: list[dict[str, Any]]) -> None:
 
 def print_cold(cold: dict[str, list[float]]) -> None:
     print("\ncold start (fresh process: import + build dependencies, tracing off, layer requirements only), ms")
-    for name in (*HANDLERS, "streamed"):
+    for name in COLD_HANDLERS:
         wall, cpu = cold[name], cold[f"{name} cpu"]
         print(
             f"  {name:<13} median {statistics.median(wall):7.1f}  p95 {p95(wall):7.1f}  "
