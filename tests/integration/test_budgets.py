@@ -178,7 +178,7 @@ class CountingClient:
 
 def test_a_reservation_and_a_settlement_are_one_write_each(ledger: UsageLedger) -> None:
     counting = CountingClient(ledger.dynamodb)
-    ledger.client, ledger._dynamodb = counting, counting
+    ledger.dynamodb = counting
     budget = Budget(images_per_day=10, images_per_month=100, tokens_per_day=10**6, tokens_per_month=10**7)
 
     hold = ledger.reserve("key_a", budget, Cost(images=2, tokens=9_000))

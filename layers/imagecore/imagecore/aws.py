@@ -23,7 +23,7 @@ from typing import Any
 
 import botocore.session
 from botocore.exceptions import DataNotFoundError
-from botocore.loaders import ExtrasProcessor, JSONFileLoader, Loader
+from botocore.loaders import ExtrasProcessor, JSONFileLoader, Loader, instance_cache
 
 
 class _PlainJSONFileLoader(JSONFileLoader):
@@ -41,18 +41,15 @@ class ServiceModelLoader(Loader):
 
     def __init__(self, extra_search_paths: list[str] | None = None) -> None:
         super().__init__(extra_search_paths=extra_search_paths, file_loader=_PlainJSONFileLoader())
-        self._models: dict[tuple[str, str, str | None], Any] = {}
 
+    @instance_cache
     def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:
-        key = (service_name, type_name, api_version)
-        if key not in self._models:
-            try:
-                version = api_version or self.determine_latest_version(service_name, type_name)
-            except DataNotFoundError:
-                # Not a service: botocore lists every one and says so (UnknownServiceError naming them).
-                return super().load_service_model(service_name, type_name, api_version)
-            self._models[key] = self._load(service_name, type_name, version)
-        return self._models[key]
+        try:
+            version = api_version or self.determine_latest_version(service_name, type_name)
+        except DataNotFoundError:
+            # Not a service: botocore lists every one and says so (UnknownServiceError naming them).
+            return super().load_service_model(service_name, type_name, api_version)
+        return self._load(service_name, type_name, version)
 
     def _load(self, service_name: str, type_name: str, version: str) -> Any:
         """As botocore loads a model: its file, then each of its extras files present (``*.sdk-extras``)."""

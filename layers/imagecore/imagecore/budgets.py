@@ -23,8 +23,9 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -245,16 +246,11 @@ class UsageLedger:
     region: str = "us-east-1"
     client: Any = None
     clock: Callable[[], float] = time.time
-    _dynamodb: Any = field(default=None, init=False, repr=False)
 
-    @property
+    @cached_property
     def dynamodb(self) -> Any:
-        if self._dynamodb is None:
-            if self.client is not None:
-                self._dynamodb = self.client
-            else:
-                self._dynamodb = aws.client("dynamodb", region_name=self.region)
-        return self._dynamodb
+        """The given client, or one made on first use."""
+        return self.client or aws.client("dynamodb", region_name=self.region)
 
     # reserving -----------------------------------------------------------------------------------------------
     def reserve(self, account: str, budget: Budget, cost: Cost) -> Hold:

@@ -310,12 +310,11 @@ class TaskStore:
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
                 raise TaskStoreError(f"claim {job_key}: {_code(exc)}") from exc
-            item = self._call(self._table.get_item, Key={"id": job_key}, ConsistentRead=True).get("Item")
-            if item is None:  # expired between the two calls: the next delivery makes it anew
+            claim = self.job_claim(job_key)
+            if claim is None:  # expired between the two calls: the next delivery makes it anew
                 raise TaskBusy(job_key) from None
-            if item.get("digest") != digest:
+            if claim.digest != digest:
                 raise JobIdentityMismatch(job_key) from None
-            claim = JobClaim.from_item(item)
             if claim.status == "processing":
                 raise TaskBusy(job_key) from None
             return claim

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -72,12 +73,10 @@ class TokenImageCounter:
         self._region = region
         self._client = client
 
-    @property
+    @cached_property
     def _dynamodb(self) -> Any:
         """The DynamoDB client, made on first use (most requests carry no client token)."""
-        if self._client is None:
-            self._client = aws.client("dynamodb", region_name=self._region)
-        return self._client
+        return self._client or aws.client("dynamodb", region_name=self._region)
 
     def reserve(self, token_id: str, n: int, *, limit: int, expires_at: int) -> None:
         """Count ``n`` more images against the token, or raise ``TokenBudgetExceeded`` (nothing counted)."""

@@ -345,12 +345,7 @@ class Worker:
             return
         finished = self._salvage_event(job, context, record) or abandoned
         if finished.result is not None:
-            result = _compact(finished.result)
-            try:
-                self._persist(context, lambda: self.tasks.complete(job.key, result))
-            except TaskStoreError:  # no delivery follows: the announcement still goes out
-                logger.warning("completed job not recorded", extra={"job_id": job.job_id})
-            self._announce(job, finished, record)
+            self._complete_event(job, finished.result, context, record, last_word=True)
             return
         status, error = finished.http_status or 500, finished.error or {}
         self._end_event(job, status, error, context, last_word=True)
@@ -527,9 +522,7 @@ class Worker:
             # An earlier delivery asked the upstream and died: it is not asked twice. What it stored is answered.
             recovered = self._recover(job.folder, job.request.model_dump(), job.digest, context, record)
             if recovered is not None:
-                result = _compact(recovered)
-                self._persist(context, lambda: self.tasks.complete(job.key, result))
-                self._announce(job, Finished(result=recovered), record)
+                self._complete_event(job, recovered, context, record)
                 return
             self._end_event(job, 500, _interrupted_error(), context)
             record.status = 500
@@ -548,8 +541,26 @@ class Worker:
             record.fail("failed", "storage_unavailable")
             return
         self._write_result(job.folder, stored, job.digest, context)
+        self._complete_event(job, stored, context, record)
+
+    def _complete_event(
+        self,
+        job: GenerationJob,
+        stored: StoredResult,
+        context: LambdaContext,
+        record: RequestRecord,
+        *,
+        last_word: bool = False,
+    ) -> None:
+        """Record the job completed, then announce it. As the ``last_word`` (no delivery follows) the announcement
+        goes out even when DynamoDB cannot record it."""
         result = _compact(stored)
-        self._persist(context, lambda: self.tasks.complete(job.key, result))
+        try:
+            self._persist(context, lambda: self.tasks.complete(job.key, result))
+        except TaskStoreError:
+            if not last_word:
+                raise
+            logger.warning("completed job not recorded", extra={"job_id": job.job_id})
         self._announce(job, Finished(result=stored), record)
 
     def _end_event(
