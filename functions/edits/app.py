@@ -208,9 +208,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def streamed_app() -> Any:
-    """The ASGI app ``run.sh`` serves behind the Lambda Web Adapter (uvicorn --factory)."""
+    """The ASGI app ``run.sh`` serves behind the Lambda Web Adapter (uvicorn --factory). Made during init, before
+    the adapter's readiness check passes: the after-response extension registers then, as Lambda requires."""
+    from imagecore import after_response
     from imagecore.streaming import StreamedEdge, StreamLimits
 
+    after_response.start_extension()
     settings = runtime().service.settings
     return StreamedEdge(lambda_handler, StreamLimits.for_idle_limit(settings.stream_idle_limit_seconds))
 

@@ -19,6 +19,7 @@ Per-key figures stay here, never in CloudWatch dimensions.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -30,7 +31,7 @@ from typing import Any, Literal, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagecore import aws
+from imagecore import after_response, aws
 from imagecore.errors import ImageServiceError
 from imagecore.observability import RequestRecord, logger
 
@@ -349,6 +350,11 @@ class UsageLedger:
         except _FAULTS as exc:
             logger.warning("usage not counted", extra={"error": type(exc).__name__, "code": _error_code(exc)})
 
+    def settle_after_answer(self, hold: Hold, spent: Spent) -> None:
+        """``settle`` once the request's answer has gone (``imagecore.after_response``): the answer never waits
+        for the write. What the reservation holds stays counted until then, so no budget can be passed."""
+        after_response.defer(functools.partial(self.settle, hold, spent))
+
     def _settlement(self, hold: Hold, spent: Spent, requests: int) -> dict[str, Any]:
         day = _day_prefix(hold)
         adds = {
@@ -548,7 +554,7 @@ def reserve_or_count_refusal(ledger: UsageLedger, account: str, budget: Budget, 
         return ledger.reserve(account, budget, cost)
     except BudgetExceeded:
         now = ledger.clock()
-        ledger.settle(Hold(account, day_of(now), month_of(now)), Spent(failure=BudgetExceeded.code))
+        ledger.settle_after_answer(Hold(account, day_of(now), month_of(now)), Spent(failure=BudgetExceeded.code))
         raise
 
 
@@ -561,17 +567,18 @@ def within_budget(
     produce: Callable[[], T],
 ) -> T:
     """``produce()`` with ``cost`` reserved first (a 429 ``budget_exceeded`` before anything runs when it would go
-    over) and settled after with what the request's record says was made, whether it succeeded or failed."""
+    over) and settled with what the request's record says was made, whether it succeeded or failed: after the
+    answer, when the function defers (``imagecore.after_response``)."""
     if ledger is None:
         return produce()
     hold = reserve_or_count_refusal(ledger, account, budget, cost)
     try:
         result = produce()
     except ImageServiceError as error:
-        ledger.settle(hold, Spent.from_record(record, failure=error.code))
+        ledger.settle_after_answer(hold, Spent.from_record(record, failure=error.code))
         raise
     except BaseException:
-        ledger.settle(hold, Spent.from_record(record, failure="internal_error"))
+        ledger.settle_after_answer(hold, Spent.from_record(record, failure="internal_error"))
         raise
-    ledger.settle(hold, Spent.from_record(record))
+    ledger.settle_after_answer(hold, Spent.from_record(record))
     return result

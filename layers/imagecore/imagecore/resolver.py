@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseContentModel, OpenAPIResponseContentSchema
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore import after_response
 from imagecore.cors import with_cors
 from imagecore.errors import ImageServiceError, NotFound
 from imagecore.http_errors import error_answer, internal_error, record_error
@@ -81,8 +82,10 @@ def serve(
     operation: str,
     accepted_content_types: tuple[str, ...] = (JSON,),
 ) -> dict[str, Any]:
-    """Resolve one API Gateway event, writing exactly one request record."""
-    with request_record(operation, event, getattr(context, "aws_request_id", None)) as record:
+    """Resolve one API Gateway event, writing exactly one request record; what the request defers runs after
+    (``imagecore.after_response``)."""
+    request_id = getattr(context, "aws_request_id", None)
+    with after_response.invocation(request_id), request_record(operation, event, request_id) as record:
         try:
             require_content_type(event, accepted_content_types)
         except ImageServiceError as exc:

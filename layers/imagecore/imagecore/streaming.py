@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from imagecore import after_response
 from imagecore.cors import configured_policy, origin_of
 from imagecore.http_errors import error_answer, internal_error
 from imagecore.observability import RequestRecord, hold_records, logger, metrics, write_record
@@ -118,6 +119,7 @@ class AdapterLambdaContext:
     memory_limit_in_mb: int = 0
     log_group_name: str = ""
     log_stream_name: str = ""
+    forwarded: bool = False  # whether the adapter named the invocation (its request id is Lambda's own)
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, self.deadline_ms - int(time.time() * 1000))
@@ -142,6 +144,7 @@ class AdapterLambdaContext:
             memory_limit_in_mb=int(env.get("memory") or 0),
             log_group_name=str(env.get("log_group") or ""),
             log_stream_name=str(env.get("log_stream") or ""),
+            forwarded=bool(data.get("request_id")),
         )
 
 
@@ -233,14 +236,23 @@ class StreamedEdge:
         await self._serve(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        context = AdapterLambdaContext.from_header(dict(headers_lower(headers)).get(LAMBDA_CONTEXT_HEADER))
+        # For Lambda the invocation is over when its answer is complete and its request line written; what it
+        # deferred (its usage settlement) runs after that, while the environment is still held, however the
+        # request ended.
+        with after_response.invocation(context.aws_request_id if context.forwarded else None):
+            await self._answer(scope, receive, send, headers, context)
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, headers: list[tuple[str, str]], context: AdapterLambdaContext
+    ) -> None:
         relay = _Relay()
         body = await _read_body(receive)
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         query = _query_pairs(scope.get("query_string", b""))
         event = proxy_event(scope["method"], scope["path"], query, headers, body)
         cors = configured_policy().headers(origin_of(dict(headers)))
         relay.cors = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in cors.items()]
-        context = AdapterLambdaContext.from_header(dict(headers_lower(headers)).get(LAMBDA_CONTEXT_HEADER))
         trace = dict(headers_lower(headers)).get("x-amzn-trace-id")
         if trace:
             # What the Python runtime does for each invocation: X-Ray reads the trace header from here.
