@@ -117,9 +117,10 @@ class Bench:
         # Init of the generations function's environment: what streamed_app() starts before it serves.
         self.environment = LocalExtensionsApi(function_name="GenerationsStreamFunction")
         os.environ["AWS_LAMBDA_RUNTIME_API"] = self.environment.address
-        self._after_response = after_response
-        if after_response.start_extension() is None:
+        extension = after_response.start_extension()
+        if extension is None:
             raise BenchError("the after-response extension did not register")
+        self._extension, self._after_response = extension, after_response
         self.environment.finish_init()
 
     def context(self, name: str) -> Any:
@@ -141,6 +142,7 @@ class Bench:
 
     def close(self) -> None:
         self.environment.close()
+        self._extension.join(5)
         self._after_response.stop_extension()
 
     def fetch(self) -> bytes:

@@ -22,7 +22,10 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalExtensionsApi]:
     monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", emulated.address)
     after_response.stop_extension()
     yield emulated
+    extension = after_response._extension  # the one this test started, if any
     emulated.close()
+    if extension is not None:
+        extension.join(5)  # its last log line is this test's, not the next one's
     after_response.stop_extension()
 
 
@@ -132,15 +135,22 @@ def test_work_of_a_request_that_was_no_invocation_runs_without_letting_the_envir
     assert ran == ["stray", "own"]
 
 
-def test_a_hand_over_without_a_request_id_is_the_running_invocations(
+def test_a_request_that_cannot_name_its_invocation_defers_nothing_and_hands_nothing_over(
     api: LocalExtensionsApi, started: after_response.InternalExtension
 ) -> None:
-    ran: list[str] = []
-    api.invoke()
-    with after_response.invocation(None):
-        after_response.defer(lambda: ran.append("work"))
+    order: list[str] = []
+    with after_response.invocation(None):  # e.g. the adapter's readiness check, or no x-amzn-lambda-context
+        after_response.defer(lambda: order.append("deferred"))
+        order.append("answer")
+    assert order == ["deferred", "answer"]
+    # nothing stray is queued: the next invocation is held until its own hand-over, then let go
+    request_id = api.invoke()
+    with pytest.raises(TimeoutError):
+        api.wait_idle(0.2)
+    with after_response.invocation(request_id):
+        after_response.defer(lambda: order.append("own"))
     api.wait_idle(5)
-    assert ran == ["work"]
+    assert order == ["deferred", "answer", "own"]
 
 
 def test_an_invocation_with_nothing_deferred_still_lets_the_environment_go(
@@ -170,14 +180,23 @@ def test_failing_work_is_logged_and_the_rest_still_runs(
     assert [line["error"] for line in failures] == ["ConnectionError"]
 
 
-def test_an_invocation_that_never_hands_over_is_let_go_before_its_deadline(
+def test_an_invocation_that_never_hands_over_is_let_go_before_its_deadline_and_deferring_stops(
     api: LocalExtensionsApi, started: after_response.InternalExtension, log_tap: Any
 ) -> None:
     began = time.monotonic()
     api.invoke(timeout_s=after_response.DEADLINE_MARGIN_S + 0.3)
     api.wait_idle(5)
     assert time.monotonic() - began < 2
-    assert any(line.get("message") == "no after-response hand-over before the deadline" for line in log_tap.lines)
+    assert any(line.get("message", "").startswith("no after-response hand-over") for line in log_tap.lines)
+    # from then on work runs before the answer, and invocations are let go at once
+    assert not started.alive
+    order: list[str] = []
+    request_id = api.invoke()
+    with after_response.invocation(request_id):
+        after_response.defer(lambda: order.append("deferred"))
+        order.append("answer")
+    assert order == ["deferred", "answer"]
+    api.wait_idle(5)
 
 
 def test_registration_after_init_is_refused_and_nothing_is_deferred(api: LocalExtensionsApi, log_tap: Any) -> None:

@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from imagecore.observability import logger
@@ -43,8 +44,6 @@ EXTENSION_NAME = "image-service-after-response"
 
 Work = Callable[[], None]
 
-_collected: contextvars.ContextVar[list[Work] | None] = contextvars.ContextVar("after_response", default=None)
-
 
 class RegistrationError(Exception):
     """The Extensions API refused or did not answer the registration."""
@@ -59,7 +58,7 @@ class InternalExtension:
         self.name = name
         self.clock = clock
         self.identifier: str | None = None
-        self._handovers: queue.Queue[tuple[str | None, list[Work]]] = queue.Queue()
+        self._handovers: queue.Queue[tuple[str, list[Work]]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._stopping = threading.Lock()  # a hand-over and the thread's stop cannot cross
@@ -84,14 +83,18 @@ class InternalExtension:
         self._thread = threading.Thread(target=self._run, name=f"extension-{self.name}", daemon=True)
         self._thread.start()
 
+    def join(self, timeout: float) -> None:
+        """Wait for the thread to end (it does when the Extensions API goes away)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._stopped.is_set()
 
-    def hand_over(self, request_id: str | None, work: list[Work]) -> None:
-        """The invocation ``request_id`` has answered: run ``work``, then let the environment go (``None``: the
-        request could not tell its invocation's id, and is taken for the running one). If the extension has
-        stopped, the work runs here and now (it is never dropped)."""
+    def hand_over(self, request_id: str, work: list[Work]) -> None:
+        """The invocation ``request_id`` has answered: run ``work``, then let the environment go. If the extension
+        has stopped, the work runs here and now (it is never dropped)."""
         with self._stopping:
             if self.alive:
                 self._handovers.put((request_id, work))
@@ -100,17 +103,25 @@ class InternalExtension:
 
     # the extension's thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
-        try:
-            while True:
+        while True:
+            try:
                 event = self._next_event()
-                if event.get("eventType") == "INVOKE":
-                    self._serve(str(event.get("requestId") or ""), event.get("deadlineMs"))
-        except Exception as exc:  # the Extensions API is gone or broke its contract: stop deferring
-            with self._stopping:
-                self._stopped.set()
-            logger.error("after-response extension stopped", extra={"error": type(exc).__name__})
-            while not self._handovers.empty():  # what was handed over before still runs
-                run_all(self._handovers.get_nowait()[1])
+            except Exception as exc:  # the Extensions API is gone or broke its contract
+                self._stop("after-response extension stopped", error=type(exc).__name__)
+                return
+            if event.get("eventType") != "INVOKE":
+                continue
+            request_id = str(event.get("requestId") or "")
+            if self.alive and not self._serve(request_id, event.get("deadlineMs")):
+                # Without hand-overs every invocation would be held to its deadline: stop deferring instead.
+                self._stop("no after-response hand-over before the deadline; deferring stops", invocation=request_id)
+
+    def _stop(self, message: str, **extra: str) -> None:
+        with self._stopping:
+            self._stopped.set()
+        logger.error(message, extra=extra)
+        while not self._handovers.empty():  # what was handed over before still runs
+            run_all(self._handovers.get_nowait()[1])
 
     def _next_event(self) -> dict[str, Any]:
         status, _headers, body = self._request(
@@ -121,19 +132,18 @@ class InternalExtension:
         event: dict[str, Any] = json.loads(body)
         return event
 
-    def _serve(self, request_id: str, deadline_ms: Any) -> None:
-        """Run hand-overs until this invocation's own has run, or its deadline is near."""
+    def _serve(self, request_id: str, deadline_ms: Any) -> bool:
+        """Run hand-overs until this invocation's own has run (True), or its deadline is near (False)."""
         deadline = float(deadline_ms) / 1000 - DEADLINE_MARGIN_S if isinstance(deadline_ms, int | float) else None
         while True:
             timeout = None if deadline is None else max(0.0, deadline - self.clock())
             try:
                 handed, work = self._handovers.get(timeout=timeout)
             except queue.Empty:
-                logger.error("no after-response hand-over before the deadline", extra={"invocation": request_id})
-                return
+                return False
             run_all(work)
-            if handed is None or handed == request_id:
-                return
+            if handed == request_id:
+                return True
             # An earlier request's (one that was not this invocation): its work has run all the same.
 
     def _request(
@@ -185,36 +195,46 @@ def stop_extension() -> None:
     _extension = None
 
 
+@dataclass
+class _Invocation:
+    request_id: str
+    work: list[Work] = field(default_factory=list)
+    deferring: bool = False  # False: deferred work runs at once
+
+
+_current: contextvars.ContextVar[_Invocation | None] = contextvars.ContextVar("after_response", default=None)
+
+
 def defer(work: Work) -> None:
     """Run ``work`` after the running invocation's answer (in its context: its log keys), or now when it cannot
     be deferred. ``work`` must not raise for a reason the answer should know about: failures are logged."""
-    pending = _collected.get()
-    if pending is None or _extension is None or not _extension.alive:
+    running = _current.get()
+    if running is None or not running.deferring:
         run_all([work])
         return
     context = contextvars.copy_context()
-    pending.append(lambda: context.run(work))
+    running.work.append(lambda: context.run(work))
 
 
 @contextlib.contextmanager
 def invocation(request_id: str | None) -> Iterator[None]:
-    """Collect what the invocation defers; when it ends, hand it over (the extension runs it after the answer,
-    or it runs now). Within another ``invocation`` (the streamed edge around a function's handler) this does
-    nothing: the outermost hands over, once its answer is complete."""
-    if _collected.get() is not None:
+    """One invocation: collect what it defers, and when it ends hand that to the extension, which runs it after
+    the answer and then lets the environment go. ``request_id`` is Lambda's id of the invocation; None (a request
+    that cannot name its invocation) defers nothing. Within another ``invocation`` (the streamed edge around a
+    function's handler) this does nothing: the outermost hands over, once its answer is complete."""
+    if _current.get() is not None:
         yield
         return
-    pending: list[Work] = []
-    token = _collected.set(pending)
+    extension = _extension
+    running = _Invocation(request_id or "", deferring=bool(request_id) and extension is not None and extension.alive)
+    token = _current.set(running)
     try:
         yield
     finally:
-        _collected.reset(token)
-        extension = _extension
-        if extension is None:
-            run_all(pending)
-        else:  # even with nothing to run: the extension is waiting to hear that this invocation is done
-            extension.hand_over(request_id, pending)
+        _current.reset(token)
+        if running.deferring and extension is not None:
+            # even with nothing to run: the extension is waiting to hear that this invocation is done
+            extension.hand_over(running.request_id, running.work)
 
 
 def run_all(work: list[Work]) -> None:
