@@ -5,15 +5,26 @@ drops work when it cannot run it later."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import io
+import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
+from PIL import Image
 
 from imagecore import after_response
+from imagecore.budgets import Budget, UsageLedger
+from imagecore.caller import spender_of
 from local.extensions_api import EnvironmentBusy, LocalExtensionsApi
+from tests.helpers import key_of
+from tests.integration.conftest import BUCKET
 
 
 @pytest.fixture
@@ -86,8 +97,6 @@ def test_the_answer_does_not_wait_for_deferred_work_but_the_environment_does(
 def test_deferred_work_runs_in_the_invocations_context(
     api: LocalExtensionsApi, started: after_response.InternalExtension
 ) -> None:
-    import contextvars
-
     who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
     seen: list[str] = []
     request_id = api.invoke()
@@ -211,8 +220,6 @@ def test_registration_after_init_is_refused_and_nothing_is_deferred(api: LocalEx
 
 
 def test_an_unreachable_extensions_api_defers_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -242,9 +249,6 @@ def test_when_the_extensions_api_goes_away_work_is_run_not_dropped(
 # --- the generations function: its usage settlement after the answer ------------------------------------------
 def _drive_edge(edge: Any, request_context: dict[str, Any], request_id: str, body: dict[str, Any]) -> list[Any]:
     """One request through the streamed edge, as the Web Adapter sends it; the ASGI messages it wrote."""
-    import asyncio
-    import json
-
     headers = [
         ("content-type", "application/json"),
         ("x-amzn-request-context", json.dumps(request_context)),
@@ -282,8 +286,6 @@ def _drive_edge(edge: Any, request_context: dict[str, Any], request_id: str, bod
 @pytest.fixture
 def blocked_settlements(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, list[str]]:
     """Every usage settlement waits for the event before it writes; the list says which thread wrote."""
-    from imagecore.budgets import UsageLedger
-
     release = threading.Event()
     writers: list[str] = []
     settle = UsageLedger.settle
@@ -297,12 +299,22 @@ def blocked_settlements(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Even
     return release, writers
 
 
+@pytest.fixture
+def streamed(api: LocalExtensionsApi, configure: Any, simulator: Any) -> tuple[Any, Any]:
+    """The generations function's module and its streamed edge, after init: its extension registered."""
+    generations = configure()
+    edge = generations.streamed_app()
+    api.finish_init()
+    return generations, edge
+
+
+def _answer_of(sent: list[Any]) -> dict[str, Any]:
+    assert sent[0]["status"] == 200 and sent[-1]["more_body"] is False  # the whole answer went out
+    answer: dict[str, Any] = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    return answer
+
+
 def _usage_today(aws_resources: Any, event: dict[str, Any]) -> dict[str, Any]:
-    import boto3
-
-    from imagecore.budgets import Budget, UsageLedger
-    from imagecore.caller import spender_of
-
     ledger = UsageLedger(aws_resources.usage_table, client=boto3.client("dynamodb", region_name="us-east-1"))
     day: dict[str, Any] = ledger.usage(spender_of(event).account, Budget(), 1)["days"][0]
     return day
@@ -310,7 +322,7 @@ def _usage_today(aws_resources: Any, event: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_streamed_generation_is_answered_before_its_usage_is_written_and_the_environment_waits_for_it(
     api: LocalExtensionsApi,
-    configure: Any,
+    streamed: tuple[Any, Any],
     api_event: Any,
     aws_resources: Any,
     simulator: Any,
@@ -318,26 +330,13 @@ def test_a_streamed_generation_is_answered_before_its_usage_is_written_and_the_e
     log_tap: Any,
     blocked_settlements: tuple[threading.Event, list[str]],
 ) -> None:
-    import io
-    import json
-
-    from PIL import Image
-
-    from tests.helpers import key_of
-    from tests.integration.conftest import BUCKET
-
     release, writers = blocked_settlements
-    generations = configure()
-    edge = generations.streamed_app()  # init: the extension registers
-    api.finish_init()
     event = api_event("generations")
-    request_id = api.invoke()
 
-    sent = _drive_edge(edge, event["requestContext"], request_id, {"prompt": "a red fox", "size": "1024x1024"})
+    sent = _drive_edge(streamed[1], event["requestContext"], api.invoke(), {"prompt": "a red fox", "size": "1024x1024"})
 
-    # the whole answer went out, with its stored image, and the request line was written ...
-    assert sent[0]["status"] == 200 and sent[-1]["more_body"] is False
-    answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    # the answer went out, with its stored image, and the request line was written ...
+    answer = _answer_of(sent)
     stored = aws.get_object(Bucket=BUCKET, Key=key_of(answer["data"][0]["url"]))["Body"].read()
     image = Image.open(io.BytesIO(stored))
     assert (image.format, image.size) == ("PNG", (1024, 1024))
@@ -360,19 +359,15 @@ def test_a_streamed_generation_is_answered_before_its_usage_is_written_and_the_e
 
 def test_a_refused_request_is_counted_after_its_answer_too(
     api: LocalExtensionsApi,
-    configure: Any,
+    streamed: tuple[Any, Any],
     api_event: Any,
     aws_resources: Any,
     simulator: Any,
     lambda_context: Any,
     blocked_settlements: tuple[threading.Event, list[str]],
 ) -> None:
-    import json
-
     release, writers = blocked_settlements
-    generations = configure()
-    generations.streamed_app()
-    api.finish_init()
+    generations = streamed[0]
     event = api_event("generations", body={"prompt": "p", "n": 3})
     event["requestContext"]["authorizer"]["budget_images_per_day"] = 2
     lambda_context.aws_request_id = api.invoke()
@@ -390,32 +385,23 @@ def test_a_refused_request_is_counted_after_its_answer_too(
 
 def test_a_usage_write_that_fails_after_the_answer_is_logged_and_the_environment_is_let_go(
     api: LocalExtensionsApi,
-    configure: Any,
-    api_event: Any,
     aws_resources: Any,
+    aws_faults: Any,
+    streamed: tuple[Any, Any],
+    api_event: Any,
     simulator: Any,
     aws: Any,
     log_tap: Any,
-    aws_faults: Any,
 ) -> None:
-    import json
-
-    from tests.helpers import key_of
-    from tests.integration.conftest import BUCKET
-
     usage_writes = aws_faults.fail(
         "dynamodb", "UpdateItem", when=lambda params: params.get("TableName") == aws_resources.usage_table
     )
-    generations = configure()
-    edge = generations.streamed_app()
-    api.finish_init()
     event = api_event("generations")
 
-    sent = _drive_edge(edge, event["requestContext"], api.invoke(), {"prompt": "a red fox", "size": "1024x1024"})
+    sent = _drive_edge(streamed[1], event["requestContext"], api.invoke(), {"prompt": "a red fox", "size": "1024x1024"})
     api.wait_idle(10)
 
-    assert sent[0]["status"] == 200
-    answer = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    answer = _answer_of(sent)
     assert aws.head_object(Bucket=BUCKET, Key=key_of(answer["data"][0]["url"]))["ContentLength"] > 0
     assert simulator.calls == 1
     assert usage_writes.failed >= 1
