@@ -99,16 +99,16 @@ def _bind(variable: str, host: str, port: int, app: Any, handler: Any = None) ->
 
 
 def _moto_app(cors_rules: Any = ()) -> Any:
-    """moto's server app (every AWS service on one endpoint) behind the S3 POST policy checks and the bucket's
-    CORS rules."""
+    """moto's server app (every AWS service on one endpoint) behind S3's checks of presigned URLs and POST
+    policies, and the bucket's CORS rules."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    from local.s3 import BucketCors, PresignedPostPolicy
+    from local.s3 import BucketCors, PresignedPostPolicy, PresignedUrlCheck
 
     moto = DomainDispatcherApplication(create_backend_app)
-    return AtomicDynamoDB(
-        BucketCors(PresignedPostPolicy(moto, credentials=dict([LOCAL_CREDENTIALS])), list(cors_rules))
-    )
+    credentials = dict([LOCAL_CREDENTIALS])
+    checked = PresignedUrlCheck(PresignedPostPolicy(moto, credentials=credentials), credentials=credentials)
+    return AtomicDynamoDB(BucketCors(checked, list(cors_rules)))
 
 
 class AtomicDynamoDB:

@@ -1,6 +1,7 @@
-"""The local stack's S3 checks presigned POSTs like S3 does, so the upload limits of ``POST /v1/uploads`` are
-real: the tickets come from the service's own ``UploadStore`` and are posted over HTTP to moto's server behind
-``local.s3.PresignedPostPolicy``."""
+"""The local stack's S3 checks presigned POSTs and presigned URLs like S3 does, so the upload limits of
+``POST /v1/uploads`` are real and a download link that was altered or has expired fails locally as it would in
+AWS: the tickets and links come from the service's own ``UploadStore`` and ``ImageStore`` and go over HTTP to
+moto's server behind ``local.s3.PresignedUrlCheck`` and ``local.s3.PresignedPostPolicy``."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
+import botocore.config
 import httpx
 import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 from imagecore import aws
 from imagecore.storage import ImageStore, ImageToStore, UploadStore, make_s3_client
-from local.s3 import PresignedPostPolicy
+from local.s3 import PresignedPostPolicy, PresignedUrlCheck
 from tests.conftest import ServedApp
 
 BUCKET = "local-s3-policy-tests"
@@ -51,7 +53,10 @@ def s3(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Iterator[Any]:
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     aws.session.cache_clear()
     moto = DomainDispatcherApplication(create_backend_app)
-    app = PresignedPostPolicy(moto, credentials={"local": "local"}, clock=clock)
+    credentials = {"local": "local"}
+    app = PresignedUrlCheck(
+        PresignedPostPolicy(moto, credentials=credentials, clock=clock), credentials=credentials, clock=clock
+    )
     served = ServedApp(app)
     client = make_s3_client("us-east-1", served.url)
     client.create_bucket(Bucket=BUCKET)
@@ -218,3 +223,75 @@ def test_an_image_put_is_checked_by_its_crc32_not_by_a_second_sha256_of_the_body
     headers = sent[-1]
     assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
     assert headers["x-amz-checksum-crc32"] == base64.b64encode(zlib.crc32(PNG).to_bytes(4, "big")).decode()
+
+
+# --- presigned download links ----------------------------------------------------------------------------------
+@pytest.fixture
+def link(s3: Any) -> str:
+    """What an answer's ``url`` is: the store's presigned GET of a stored image (an hour)."""
+    s3.put_object(Bucket=BUCKET, Key="images/2026/11/26/a b+c ü.png", Body=PNG, ContentType="image/png")
+    return ImageStore(s3, BUCKET, presign_expiry_seconds=3600).presign("images/2026/11/26/a b+c ü.png")
+
+
+def test_a_presigned_link_downloads_the_image(link: str) -> None:
+    response = httpx.get(link, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.content == PNG
+    assert response.headers["content-type"] == "image/png"
+
+
+def test_a_presigned_head_is_checked_the_same_way(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="images/h.png", Body=PNG)
+    url = s3.generate_presigned_url("head_object", Params={"Bucket": BUCKET, "Key": "images/h.png"}, ExpiresIn=60)
+    assert httpx.head(url, timeout=30).status_code == 200
+    assert httpx.head(url.replace("h.png", "g.png"), timeout=30).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("change", "replacement"),
+    [
+        ("a%20b", "a%20c"),  # another object
+        ("X-Amz-Expires=3600", "X-Amz-Expires=604800"),  # a longer life
+        (f"/{BUCKET}/", "/local-s3-policy-other/"),  # another bucket
+    ],
+)
+def test_a_link_changed_after_signing_no_longer_matches_its_signature(link: str, change: str, replacement: str) -> None:
+    assert change in link
+    error = s3_error(httpx.get(link.replace(change, replacement), timeout=30), 403)
+    assert error["Code"] == "SignatureDoesNotMatch"
+
+
+def test_an_expired_link_is_refused_as_s3_refuses_it(link: str, clock: Clock) -> None:
+    clock.shift = timedelta(seconds=3599)
+    assert httpx.get(link, timeout=30).status_code == 200
+    clock.shift = timedelta(seconds=3601)
+    error = s3_error(httpx.get(link, timeout=30), 403)
+    assert (error["Code"], error["Message"], error["X-Amz-Expires"]) == ("AccessDenied", "Request has expired", "3600")
+    assert datetime.fromisoformat(error["ServerTime"].replace("Z", "+00:00")) > datetime.fromisoformat(
+        error["Expires"].replace("Z", "+00:00")
+    )
+
+
+def test_a_link_from_the_future_is_not_valid_yet(link: str, clock: Clock) -> None:
+    clock.shift = -timedelta(hours=1)
+    error = s3_error(httpx.get(link, timeout=30), 403)
+    assert (error["Code"], error["Message"]) == ("AccessDenied", "Request is not valid yet")
+
+
+def test_a_link_signed_with_an_unknown_key_is_refused(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    s3.put_object(Bucket=BUCKET, Key="images/k.png", Body=PNG)
+    stranger = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=s3.meta.endpoint_url,
+        aws_access_key_id="AKIDSTRANGER",
+        aws_secret_access_key="secret",
+        config=botocore.config.Config(signature_version="s3v4"),
+    )
+    url = stranger.generate_presigned_url("get_object", Params={"Bucket": BUCKET, "Key": "images/k.png"})
+    assert s3_error(httpx.get(url, timeout=30), 403)["Code"] == "InvalidAccessKeyId"
+
+
+def test_a_link_with_a_bad_expiry_is_a_query_parameters_error(link: str) -> None:
+    error = s3_error(httpx.get(link.replace("X-Amz-Expires=3600", "X-Amz-Expires=0"), timeout=30), 400)
+    assert error["Code"] == "AuthorizationQueryParametersError"
