@@ -6,7 +6,8 @@ would), so the local stack serves what would be deployed. Each HTTP request beco
 Gateway would send (binary media types base64-encoded), goes through the REQUEST authorizer, then to the
 function's real ``lambda_handler``. API Gateway's own answers are the template's gateway responses, and the
 limits that matter are enforced the same way: the 10 MB request cap, Lambda's 6 MB payloads, the integration
-timeout, and a route that does not exist for the method (403 MISSING_AUTHENTICATION_TOKEN).
+timeout, and a route that does not exist for the method (403 MISSING_AUTHENTICATION_TOKEN). Each request can
+write the stage's access log line (``local.access_log``, in the template's format).
 
 A request goes through ``respond``: match the route, build the event, authorize, then ``integrate`` (invoke
 the function under the route's timeout) and ``proxy_response`` (turn its result into HTTP). A route with
@@ -23,7 +24,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from imagecore.observability import logger
+from local.access_log import AccessLog, access_log_format
 from local.context import ACCOUNT_ID, LambdaContext
 from local.lambda_runtime import Handler, invoke, load_handler, new_context
 from local.plans import UsagePlans
@@ -250,11 +252,34 @@ class GatewayError(Exception):
 
 @dataclass
 class _Call:
-    """One request on its way through the gateway."""
+    """One request on its way through the gateway, and what its access log line says of it."""
 
     request: Request
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    started: float = field(default_factory=time.monotonic)
+    route: Route | None = None
+    key_id: str | None = None
+    error_kind: str | None = None
+    integration_ms: int | None = None
+
+    def access_values(self, status: int, length: int) -> dict[str, Any]:
+        """The ``$context`` variables of the template's access log format."""
+        request = self.request
+        return {
+            "requestId": self.request_id,
+            "authorizer.keyId": self.key_id,
+            "identity.sourceIp": request.remote_addr,
+            "identity.userAgent": request.user_agent.string,
+            "requestTime": _request_time(self.started_ms),
+            "httpMethod": request.method,
+            "resourcePath": self.route.path if self.route else None,
+            "status": status,
+            "responseLatency": round((time.monotonic() - self.started) * 1000),
+            "integrationLatency": self.integration_ms,
+            "responseLength": length,
+            "error.responseType": self.error_kind,
+        }
 
 
 class LocalApiGateway:
@@ -270,18 +295,22 @@ class LocalApiGateway:
         throttling: bool = False,
         stream_idle_limit_s: float | None = None,
         plans: UsagePlans | None = None,
+        access_log: Callable[[str], None] | None = None,
     ) -> None:
         """``parameters`` override the template's parameter defaults; ``load`` imports a handler (code_uri,
         handler); ``throttling`` applies the stage's rate and burst limits (off by default: local tests and
         benchmarks would otherwise be paced like one deployed stage); ``stream_idle_limit_s`` replaces the idle
         limit of streamed responses (API Gateway's for the template's endpoint type); ``plans``: the usage plans
-        and the keys on them (None: no per-key throttle or quota)."""
+        and the keys on them (None: no per-key throttle or quota); ``access_log``: where the access log lines
+        go, in the template's ``AccessLogSetting`` format (None: none written)."""
         from local.streaming import StreamedIntegrations, idle_limit_of
 
         self.plans = plans
         self.root = root
         template = load_template(template_path)
         self.api = read_api(template, parameters)
+        log_format = access_log_format(template)
+        self.access_log = AccessLog(log_format, access_log) if access_log and log_format else None
         self.streams = StreamedIntegrations(root, stream_idle_limit_s or idle_limit_of(template))
         limits = self.api.throttle if throttling else None
         self._throttle = TokenBucket(*limits) if limits else None
@@ -302,15 +331,48 @@ class LocalApiGateway:
 
     def respond(self, request: Request) -> Response:
         call = _Call(request)
+        response = self._respond(call)
+        if self.access_log is not None:
+            self._log_access(call, response, self.access_log)
+        return response
+
+    @staticmethod
+    def _log_access(call: _Call, response: Response, log: AccessLog) -> None:
+        """The request's access log line: when its answer is known, or for a streamed one when it has ended."""
+        if not response.is_streamed:
+            log.record(call.access_values(response.status_code, len(response.get_data())))
+            return
+
+        # A streamed answer is passed through as it is (no close callbacks): the line is written when the
+        # server has read it to its end, or closed it.
+        def counted(chunks: Iterable[bytes | str]) -> Iterator[bytes]:
+            sent = 0
+            try:
+                for chunk in chunks:
+                    data = chunk.encode() if isinstance(chunk, str) else chunk
+                    sent += len(data)
+                    yield data
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+                log.record(call.access_values(response.status_code, sent))
+
+        response.response = counted(response.response)
+
+    def _respond(self, call: _Call) -> Response:
+        request = call.request
         try:
             if (request.content_length or 0) > API_REQUEST_LIMIT_BYTES:
                 raise GatewayError("REQUEST_TOO_LARGE", 413, "Request Too Long")
             route, params = self._route(request)
+            call.route = route
             if self._throttle is not None and not self._throttle.take():
                 raise GatewayError("THROTTLED", 429, "Too Many Requests")
             event = self._event(call, route, params)
             if route.authorized and self.api.authorizer:
                 self._authorize(event, route)
+                call.key_id = event["requestContext"]["authorizer"].get("keyId")
                 self._admit(event)
             if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT_BYTES:
                 raise GatewayError("REQUEST_TOO_LARGE", 413, "Request Too Long")
@@ -319,6 +381,7 @@ class LocalApiGateway:
             result = self.integrate(route, event, call)
             return self.proxy_response(result, call)
         except GatewayError as error:
+            call.error_kind = error.kind
             return self.gateway_response(error.kind, call.request_id, error.status, error.message, request)
 
     def _route(self, request: Request) -> tuple[Route, dict[str, str]]:
@@ -394,11 +457,13 @@ class LocalApiGateway:
         """Invoke the route's function and wait for it as long as API Gateway would (its integration timeout,
         counted from the request's arrival, or the function's own timeout if that is shorter)."""
         context = new_context(route.function, route.timeout_s)
+        called = time.monotonic()
         future = self._pool.submit(invoke, self.handler(route.code_uri, route.handler), event, context)
         waited = time.time() - call.started_ms / 1000
         limit = min(route.integration_timeout_ms / 1000, route.timeout_s)
         try:
             result = future.result(timeout=max(0.0, limit - waited))
+            call.integration_ms = round((time.monotonic() - called) * 1000)
         except FutureTimeout as exc:
             # The function goes on (as in AWS); the caller gets API Gateway's timeout answer.
             raise GatewayError("INTEGRATION_TIMEOUT", 504, "Endpoint request timed out") from exc
@@ -526,7 +591,7 @@ def _request_context(call: _Call, route: Route) -> dict[str, Any]:
         "resourcePath": route.path,
         "httpMethod": request.method,
         "extendedRequestId": secrets.token_urlsafe(12),
-        "requestTime": datetime.fromtimestamp(call.started_ms / 1000, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+        "requestTime": _request_time(call.started_ms),
         # Locally the stage is not part of the URL, so the full path is the request's own.
         "path": request.path,
         "accountId": ACCOUNT_ID,
@@ -539,3 +604,8 @@ def _request_context(call: _Call, route: Route) -> dict[str, Any]:
         "domainName": request.host,
         "apiId": API_ID,
     }
+
+
+def _request_time(epoch_ms: int) -> str:
+    """API Gateway's ``requestTime``: CLF, UTC."""
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")

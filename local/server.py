@@ -194,6 +194,8 @@ class LocalStack:
             throttling=self.config.throttling,
             stream_idle_limit_s=self.config.stream_idle_limit_s,
             plans=self._plans(template, overrides),
+            # the stage's access log (a log group of its own in AWS), on the stack's output
+            access_log=lambda line: print(line, flush=True),
         )
         self._gateway = gateway
         moto = _moto_app(bucket_cors_rules(template, parameters))

@@ -1,11 +1,14 @@
 """The local stack as ``make run`` serves it answers like the deployed API: wrong methods and unknown routes
-as API Gateway (the template's 404), concurrent requests each logging their own fields, and the upload
-limits enforced by its S3 like by S3."""
+as API Gateway (the template's 404), concurrent requests each logging their own fields, the stage's access log
+line for each request (streamed ones when their stream has ended), and the upload limits enforced by its S3 like
+by S3."""
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -87,3 +90,35 @@ def test_the_upload_limits_are_enforced_by_the_local_s3(stack):
     assert code(post(b"0123456789", key=ticket["fields"]["key"] + "-other")) == (403, "AccessDenied")
     assert code(post(b"0123456789", **{"x-amz-signature": "0" * 64})) == (403, "SignatureDoesNotMatch")
     assert post(b"0123456789").status_code == 204
+
+
+def _access_line(stack: Any, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [line for line in stack.log_lines() if line.get("requestId") == request_id and "route" in line]
+        if found or time.monotonic() > deadline:
+            assert len(found) == 1, found
+            return found[0]
+        time.sleep(0.1)
+
+
+def test_a_streamed_generation_gets_its_access_log_line_once_its_stream_has_ended(stack):
+    with httpx.stream(
+        "POST", stack.api_url + "/images/generations", json={"prompt": "a kite", "stream": True}, headers=AUTH
+    ) as response:
+        body = b"".join(response.iter_bytes())
+    request_id = response.headers["x-amzn-requestid"]
+
+    line = _access_line(stack, request_id)
+    assert b"image_generation.completed" in body
+    assert (line["route"], line["httpMethod"], line["status"]) == ("/v1/images/generations", "POST", "200")
+    assert line["responseLength"] == str(len(body))
+    assert line["keyId"].startswith("key_") and line["errorType"] == "-"
+    assert int(line["latencyMs"]) > 0
+
+
+def test_a_refused_request_gets_its_access_log_line_with_the_gateway_error(stack):
+    response = httpx.post(stack.api_url + "/images/generations", json={"prompt": "p"})  # no key
+
+    line = _access_line(stack, response.headers["x-amzn-requestid"])
+    assert (line["status"], line["errorType"], line["keyId"]) == ("401", "UNAUTHORIZED", "-")

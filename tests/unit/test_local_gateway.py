@@ -526,3 +526,53 @@ def test_a_preflight_reaches_the_health_function_without_the_authorizer():
     assert response.status_code == 200
     assert response.get_json()["event"]["httpMethod"] == "OPTIONS"
     assert functions.calls == [HEALTH]
+
+
+# --- the access log -----------------------------------------------------------------------------------------
+def test_each_request_writes_one_access_log_line_in_the_templates_format():
+    lines: list[str] = []
+    _, client = gateway(Functions(), access_log=lines.append)
+
+    ok = client.post(
+        "/v1/images/generations/async",
+        json={"prompt": "p"},
+        headers={"Authorization": KEY, "User-Agent": 'sdk "quoted"/1.0'},
+        environ_base={"REMOTE_ADDR": "203.0.113.9"},
+    )
+    refused = client.post("/v1/images/generations/async", json={"prompt": "p"})  # no key
+
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)  # one JSON object a line, quotes and all
+    assert first == {
+        "requestId": ok.headers["x-amzn-RequestId"],
+        "keyId": "key_gateway0001",
+        "sourceIp": "203.0.113.9",
+        "userAgent": 'sdk "quoted"/1.0',
+        "requestTime": first["requestTime"],
+        "httpMethod": "POST",
+        "route": "/v1/images/generations/async",
+        "status": "200",
+        "latencyMs": first["latencyMs"],
+        "integrationLatencyMs": first["integrationLatencyMs"],
+        "responseLength": str(len(ok.get_data())),
+        "errorType": "-",
+        "wafStatus": "-",
+    }
+    assert time.strptime(first["requestTime"], "%d/%b/%Y:%H:%M:%S +0000")
+    assert int(first["latencyMs"]) >= int(first["integrationLatencyMs"]) >= 0
+    assert (second["status"], second["keyId"], second["errorType"]) == ("401", "-", "UNAUTHORIZED")
+    assert (second["integrationLatencyMs"], second["responseLength"]) == ("-", str(len(refused.get_data())))
+
+
+def test_an_unknown_route_is_logged_without_a_route():
+    lines: list[str] = []
+    _, client = gateway(Functions(), access_log=lines.append)
+    client.get("/v1/nowhere")
+    line = json.loads(lines[0])
+    assert (line["route"], line["status"], line["errorType"]) == ("-", "404", "MISSING_AUTHENTICATION_TOKEN")
+
+
+def test_without_a_writer_no_access_log_is_kept():
+    app, client = gateway(Functions())
+    assert app.access_log is None
+    assert client.get("/v1/health").status_code == 200
