@@ -6,6 +6,7 @@ drops work when it cannot run it later."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
 import io
 import json
@@ -408,3 +409,41 @@ def test_a_usage_write_that_fails_after_the_answer_is_logged_and_the_environment
     warnings = [line for line in log_tap.lines if line.get("message") == "usage not counted"]
     assert [line["code"] for line in warnings] == ["ServiceUnavailable"]
     assert _usage_today(aws_resources, event)["requests"] == 0
+
+
+def test_a_streamed_edit_settles_after_its_answer_too(
+    api: LocalExtensionsApi,
+    monkeypatch: pytest.MonkeyPatch,
+    simulator: Any,
+    aws_resources: Any,
+    api_event: Any,
+    lambda_context: Any,
+    blocked_settlements: tuple[threading.Event, list[str]],
+) -> None:
+    from functions.edits import app as edits
+    from tests.helpers import encode, multipart
+    from tests.integration.environment import set_function_env
+
+    release, writers = blocked_settlements
+    set_function_env(monkeypatch, simulator.url, function="EditsFunction")
+    edits.runtime.cache_clear()
+    edits.streamed_app()  # init: the edits function registers its extension too
+    api.finish_init()
+    body, content_type = multipart(
+        {"prompt": "add a hat"}, [("image", ("cat.png", encode(Image.new("RGB", (64, 64))), "image/png"))]
+    )
+    event = api_event("generations", raw_body=base64.b64encode(body).decode(), headers={"Content-Type": content_type})
+    event["path"] = event["resource"] = event["requestContext"]["resourcePath"] = "/v1/images/edits"
+    event["isBase64Encoded"] = True
+    lambda_context.aws_request_id = api.invoke()
+    try:
+        response = edits.lambda_handler(event, lambda_context)
+
+        assert response["statusCode"] == 200, response["body"]
+        assert writers == [] and simulator.calls == 1
+        release.set()
+        api.wait_idle(10)
+        day = _usage_today(aws_resources, event)
+        assert (day["requests"], day["images"]) == (1, 1)
+    finally:
+        edits.runtime.cache_clear()
