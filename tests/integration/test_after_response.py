@@ -49,6 +49,14 @@ def started(api: LocalExtensionsApi) -> after_response.InternalExtension:
     return extension
 
 
+def _served(api: LocalExtensionsApi, ran: list[str], label: str, request_id: str | None = None) -> None:
+    """One invocation (``request_id``, or a new one) whose handler defers appending ``label``, to its end."""
+    request_id = request_id or api.invoke()
+    with after_response.invocation(request_id):
+        after_response.defer(lambda: ran.append(label))
+    api.wait_idle(5)
+
+
 def test_outside_lambda_deferred_work_runs_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
     after_response.stop_extension()
@@ -120,11 +128,7 @@ def test_only_the_outermost_invocation_hands_over(
         after_response.defer(lambda: ran.append("outer"))
     api.wait_idle(5)
     assert ran == ["inner", "outer"]
-    # the next invocation is served on its own hand-over, not on a stray one
-    second = api.invoke()
-    with after_response.invocation(second):
-        after_response.defer(lambda: ran.append("second"))
-    api.wait_idle(5)
+    _served(api, ran, "second")  # the next invocation is served on its own hand-over, not on a stray one
     assert ran == ["inner", "outer", "second"]
 
 
@@ -139,9 +143,7 @@ def test_work_of_a_request_that_was_no_invocation_runs_without_letting_the_envir
     assert ran == ["stray"]
     with pytest.raises(TimeoutError):  # still waiting for this invocation's own hand-over
         api.wait_idle(0.1)
-    with after_response.invocation(request_id):
-        after_response.defer(lambda: ran.append("own"))
-    api.wait_idle(5)
+    _served(api, ran, "own", request_id)
     assert ran == ["stray", "own"]
 
 
@@ -157,9 +159,7 @@ def test_a_request_that_cannot_name_its_invocation_defers_nothing_and_hands_noth
     request_id = api.invoke()
     with pytest.raises(TimeoutError):
         api.wait_idle(0.2)
-    with after_response.invocation(request_id):
-        after_response.defer(lambda: order.append("own"))
-    api.wait_idle(5)
+    _served(api, order, "own", request_id)
     assert order == ["deferred", "answer", "own"]
 
 
