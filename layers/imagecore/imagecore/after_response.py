@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import http.client
-import json
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagecore.observability import logger
+
+if TYPE_CHECKING:  # the extension's own modules are imported when one is started (in Lambda only)
+    import queue
 
 API_VERSION = "2020-01-01"
 NAME_HEADER = "Lambda-Extension-Name"
@@ -54,6 +54,8 @@ class InternalExtension:
     hand-over of that invocation's work (``hand_over``), runs it, and only then asks for the next event."""
 
     def __init__(self, runtime_api: str, name: str, *, clock: Callable[[], float] = time.time) -> None:
+        import queue
+
         self.runtime_api = runtime_api
         self.name = name
         self.clock = clock
@@ -70,7 +72,7 @@ class InternalExtension:
         status, headers, body = self._request(
             "POST",
             "register",
-            body=json.dumps({"events": ["INVOKE"]}).encode(),
+            body=b'{"events": ["INVOKE"]}',
             headers={NAME_HEADER: self.name, "Content-Type": "application/json"},
             timeout=REGISTER_TIMEOUT_S,
         )
@@ -129,11 +131,15 @@ class InternalExtension:
         )
         if status != 200:
             raise RegistrationError(f"event/next answered {status}: {_error_type(body)}")
+        import json
+
         event: dict[str, Any] = json.loads(body)
         return event
 
     def _serve(self, request_id: str, deadline_ms: Any) -> bool:
         """Run hand-overs until this invocation's own has run (True), or its deadline is near (False)."""
+        import queue
+
         deadline = float(deadline_ms) / 1000 - DEADLINE_MARGIN_S if isinstance(deadline_ms, int | float) else None
         while True:
             timeout = None if deadline is None else max(0.0, deadline - self.clock())
@@ -155,6 +161,8 @@ class InternalExtension:
         headers: dict[str, str] | None = None,
         timeout: float | None,
     ) -> tuple[int, dict[str, str], bytes]:
+        import http.client
+
         connection = http.client.HTTPConnection(self.runtime_api, timeout=timeout)
         try:
             connection.request(method, f"/{API_VERSION}/extension/{path}", body=body, headers=headers or {})
@@ -176,6 +184,8 @@ def start_extension(name: str = EXTENSION_NAME) -> InternalExtension | None:
     runtime_api = os.getenv("AWS_LAMBDA_RUNTIME_API")
     if not runtime_api:
         return None
+    import http.client
+
     extension = InternalExtension(runtime_api, name)
     try:
         extension.register()
@@ -246,6 +256,8 @@ def run_all(work: list[Work]) -> None:
 
 
 def _error_type(body: bytes) -> str:
+    import json
+
     try:
         return str(json.loads(body).get("errorType") or "unknown error")
     except (ValueError, AttributeError):
