@@ -45,8 +45,8 @@ EXTENSION_NAME = "image-service-after-response"
 Work = Callable[[], None]
 
 
-class RegistrationError(Exception):
-    """The Extensions API refused or did not answer the registration."""
+class ExtensionsApiError(Exception):
+    """The Extensions API refused a call or answered outside its contract."""
 
 
 class InternalExtension:
@@ -78,7 +78,7 @@ class InternalExtension:
         )
         identifier = headers.get(ID_HEADER.lower())
         if status != 200 or not identifier:
-            raise RegistrationError(f"registration answered {status}: {_error_type(body)}")
+            raise ExtensionsApiError(f"registration answered {status}: {_error_type(body)}")
         self.identifier = identifier
 
     def start(self) -> None:
@@ -130,7 +130,7 @@ class InternalExtension:
             "GET", "event/next", headers={ID_HEADER: self.identifier or ""}, timeout=None
         )
         if status != 200:
-            raise RegistrationError(f"event/next answered {status}: {_error_type(body)}")
+            raise ExtensionsApiError(f"event/next answered {status}: {_error_type(body)}")
         import json
 
         event: dict[str, Any] = json.loads(body)
@@ -189,7 +189,7 @@ def start_extension(name: str = EXTENSION_NAME) -> InternalExtension | None:
     extension = InternalExtension(runtime_api, name)
     try:
         extension.register()
-    except (OSError, RegistrationError, http.client.HTTPException) as exc:
+    except (OSError, ExtensionsApiError, http.client.HTTPException) as exc:
         logger.warning(
             "after-response extension not registered; work runs before the answer", extra={"error": str(exc)}
         )
