@@ -26,7 +26,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, help="measured runs per handler and case (default: 31 to 15 by size)")
     parser.add_argument("--warmup", type=int, default=2, help="uncounted calls per handler and case (default 2)")
     parser.add_argument("--memory-runs", type=int, default=2, help="tracemalloc calls per handler (default 2)")
-    parser.add_argument("--cold-runs", type=int, default=15, help="fresh processes per handler (default 15)")
+    parser.add_argument("--cold-runs", type=int, default=25, help="fresh processes per handler (default 25)")
     parser.add_argument("--layer", type=Path, default=DEFAULT_LAYER, help="packaged layer dir (make package)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 runs, smaller images, 2 cold starts")
     parser.add_argument(

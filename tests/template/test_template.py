@@ -472,8 +472,9 @@ def env_names(model: type[BaseModel]) -> set[str]:
 
 
 def exempt(variable: str, function: str) -> bool:
-    """Read by Powertools itself, or the shared LOG_PROMPTS global that only the image functions use."""
-    if variable.startswith("POWERTOOLS_"):
+    """Read by Powertools or pydantic themselves, or the shared LOG_PROMPTS global that only the image functions
+    use."""
+    if variable.startswith(("POWERTOOLS_", "PYDANTIC_")):
         return True
     if variable in ADAPTER_VARIABLES:  # read by the Lambda Web Adapter and run.sh
         return function in IMAGE_ROUTES.values()
@@ -1791,3 +1792,20 @@ def test_every_keyed_route_has_a_keyless_preflight(api_body: dict[str, Any]) -> 
     }
 
     assert keyed_paths == {path for (method, path) in routes(api_body) if method == "OPTIONS"}
+
+
+def test_pydantic_looks_for_no_plugins_in_any_function(sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The layer holds no pydantic plugin; without this, the first model built at each cold start reads the
+    entry points of every installed package looking for one."""
+    from pydantic.plugin import _loader
+
+    value = sam["Globals"]["Function"]["Environment"]["Variables"]["PYDANTIC_DISABLE_PLUGINS"]
+    scanned: list[bool] = []
+    monkeypatch.setattr(_loader.importlib_metadata, "distributions", lambda: scanned.append(True) or [])
+    monkeypatch.setattr(_loader, "_plugins", None)
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", value)
+    assert list(_loader.get_plugins()) == []
+    assert scanned == []  # the pinned pydantic reads the value as "no plugins": nothing is scanned
+    monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS")
+    list(_loader.get_plugins())
+    assert scanned == [True]  # (and scans without it)
