@@ -481,7 +481,8 @@ class LocalApiGateway:
 
         target, factory = asgi_target(self.root / route.code_uri / route.handler)
         function = StreamedFunction(route.function, route.code_uri, target, factory, route.timeout_s, route.memory_mb)
-        return self.streams.invoke(
+        called = time.monotonic()
+        response = self.streams.invoke(
             function,
             event,
             call.request.get_data(),
@@ -491,6 +492,8 @@ class LocalApiGateway:
                 "INTEGRATION_TIMEOUT", call.request_id, 504, "Endpoint request timed out"
             ),
         )
+        call.integration_ms = round((time.monotonic() - called) * 1000)  # until the function's answer began
+        return response
 
     def close(self) -> None:
         self.streams.close()
