@@ -208,14 +208,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def streamed_app() -> Any:
-    """The ASGI app ``run.sh`` serves behind the Lambda Web Adapter (uvicorn --factory). Made during init, before
-    the adapter's readiness check passes: the after-response extension registers then, as Lambda requires."""
-    from imagecore import after_response
-    from imagecore.streaming import StreamedEdge, StreamLimits
+    """The ASGI app ``run.sh`` serves behind the Lambda Web Adapter (uvicorn --factory)."""
+    from imagecore.streaming import function_edge
 
-    after_response.start_extension()
-    settings = runtime().service.settings
-    return StreamedEdge(lambda_handler, StreamLimits.for_idle_limit(settings.stream_idle_limit_seconds))
+    return function_edge(lambda_handler, runtime().service.settings.stream_idle_limit_seconds)
 
 
 coldstart.settle("edits import")

@@ -218,6 +218,13 @@ class _Relay:
     cors: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
+def function_edge(handler: Handler, idle_limit_seconds: float) -> StreamedEdge:
+    """A streamed function's ASGI app (its ``streamed_app``), made during init, before the adapter's readiness
+    check passes: the after-response extension registers then, as Lambda requires."""
+    after_response.start_extension()
+    return StreamedEdge(handler, StreamLimits.for_idle_limit(idle_limit_seconds))
+
+
 class StreamedEdge:
     """ASGI app: ``GET /_ready`` for the adapter's readiness check, every other request to ``handler``."""
 
