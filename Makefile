@@ -58,6 +58,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/vulture
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: package
 	$(VENV)/bin/python -m bench
@@ -79,4 +80,4 @@ clean:
 
 # The merged OpenAPI document the health function serves; a test fails when it is stale.
 openapi: install
-	$(VENV)/bin/python -m imagecore.openapi
+	$(VENV)/bin/python -m imagecore.edge.openapi

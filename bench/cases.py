@@ -82,7 +82,7 @@ def check_stored(case: Case, who: str, url: str) -> None:
     """Download one presigned URL and check it is the image asked for."""
     import httpx
 
-    from imagecore.images import inspect_image
+    from imagecore.domain.images import inspect_image
 
     response = httpx.get(url, timeout=60)
     if response.status_code != 200:

@@ -95,7 +95,7 @@ class Bench:
     def __init__(self, job: dict[str, Any]) -> None:
         from bench import naive
         from functions.generations import app
-        from imagecore import after_response
+        from imagecore.platform import after_response
         from local.context import LambdaContext
         from local.extensions_api import LocalExtensionsApi
 
@@ -199,7 +199,7 @@ def _rounds(bench: Bench, samples: dict[str, Any]) -> None:
 def run_case(job: dict[str, Any]) -> dict[str, Any]:
     """Entry point of a case process; a dict either way (the parent cannot unpickle this module's errors)."""
     try:
-        from imagecore.observability import logger
+        from imagecore.platform.observability import logger
 
         bench = Bench(job)
         handlers = handlers_of(Case(**job["case"]))

@@ -21,37 +21,37 @@ RUNTIME = {
     ("xray:PutTelemetryRecords", "*"),
 }
 
-# imagecore.storage.ImageStore: put_object, get_object (read_json; a missing key is 404 or 403 alike, so no
+# imagecore.storage.store.ImageStore: put_object, get_object (read_json; a missing key is 404 or 403 alike, so no
 # s3:ListBucket), generate_presigned_url(get_object).
 STORE_IMAGES = {("s3:PutObject", IMAGES), ("s3:GetObject", IMAGES)}
-# imagecore.storage.ImageStore.list_folder (list_objects_v2): the bucket, only under an s3:prefix condition. The
+# imagecore.storage.store.ImageStore.list_folder (list_objects_v2): the bucket, only under an s3:prefix condition. The
 # worker lists a job's folder on a redelivery, the synchronous routes an Idempotency-Key's folder on a retry, for
 # the images a run that died had stored.
 LIST_JOB_FOLDERS = {("s3:ListBucket", "ImagesBucket?prefix=images/*")}
 LIST_KEYED_FOLDERS = {("s3:ListBucket", "ImagesBucket?prefix=images/keyed/*")}
-# imagecore.idempotency.Idempotency (Powertools' DynamoDB persistence layer).
+# imagecore.usecases.idempotency.Idempotency (Powertools' DynamoDB persistence layer).
 IDEMPOTENCY = {
     ("dynamodb:GetItem", "IdempotencyTable"),
     ("dynamodb:PutItem", "IdempotencyTable"),
     ("dynamodb:UpdateItem", "IdempotencyTable"),
     ("dynamodb:DeleteItem", "IdempotencyTable"),
 }
-# imagecore.tasks.TaskSubmitter: TaskStore.create (put_item), TaskStore.fail when the queue refuses
+# imagecore.jobs.tasks.TaskSubmitter: TaskStore.create (put_item), TaskStore.fail when the queue refuses
 # (update_item), JobQueue.send (send_message).
 SUBMIT_TASKS = {
     ("dynamodb:PutItem", "TasksTable"),
     ("dynamodb:UpdateItem", "TasksTable"),
     ("sqs:SendMessage", "JobsQueue"),
 }
-# imagecore.service.upstream_key_reader and prompt_digest_key_reader (Powertools parameters.get_secret).
+# imagecore.usecases.service.upstream_key_reader and prompt_digest_key_reader (Powertools parameters.get_secret).
 UPSTREAM_KEY = {("secretsmanager:GetSecretValue", "UpstreamApiKeySecret")}
 PROMPT_DIGEST_KEY = {("secretsmanager:GetSecretValue", "PromptDigestKeySecret")}
-# imagecore.token_usage.TokenImageCounter: reserve and give back a client token's images (update_item).
+# imagecore.accounts.token_usage.TokenImageCounter: reserve and give back a client token's images (update_item).
 TOKEN_IMAGES = {("dynamodb:UpdateItem", "TokenUsageTable")}
-# imagecore.client_tokens.signing_key_reader (Powertools parameters.get_secret).
+# imagecore.accounts.client_tokens.signing_key_reader (Powertools parameters.get_secret).
 SIGNING_KEY = {("secretsmanager:GetSecretValue", "ClientTokenSigningSecret")}
 
-# imagecore.budgets.UsageLedger: reserve (transact_write_items of conditional updates), the refusal's read-back
+# imagecore.accounts.budgets.UsageLedger: reserve (transact_write_items of conditional updates), the refusal's read-back
 # (get_item), settle (update_item), an async task's hold (put_item; delete_item when it could not be queued).
 KEY_BUDGETS = {
     ("dynamodb:GetItem", "UsageTable"),
@@ -77,7 +77,7 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     | UPSTREAM_KEY
     | PROMPT_DIGEST_KEY
     | TOKEN_IMAGES
-    # imagecore.storage.UploadStore: read (head_object, get_object) and keep_inputs (put_object)
+    # imagecore.storage.store.UploadStore: read (head_object, get_object) and keep_inputs (put_object)
     | {("s3:GetObject", UPLOADS), ("s3:PutObject", UPLOADS)},
     # UploadStore.presign: generate_presigned_post carries the role's right to put, under uploads/ only
     "UploadsFunction": RUNTIME | IDEMPOTENCY | {("s3:PutObject", UPLOADS)},
@@ -123,8 +123,8 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     | PROMPT_DIGEST_KEY
     | TOKEN_IMAGES
     | {("s3:GetObject", UPLOADS)},  # UploadStore.read of the caller's uploaded inputs
-    # imagecore.auth.keyring_loader: the hashed keys
-    # and the client-token signing key (imagecore.client_tokens.signing_key_reader)
+    # imagecore.accounts.auth.keyring_loader: the hashed keys
+    # and the client-token signing key (imagecore.accounts.client_tokens.signing_key_reader)
     "AuthorizerFunction": RUNTIME | {("secretsmanager:GetSecretValue", "ApiKeysSecret")} | SIGNING_KEY,
     # POST /v1/client_tokens signs with it
     "ClientTokensFunction": RUNTIME | SIGNING_KEY,

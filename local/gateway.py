@@ -34,7 +34,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from imagecore.observability import logger
+from imagecore.platform.observability import logger
 from local.access_log import AccessLog, access_log_format
 from local.context import ACCOUNT_ID, LambdaContext
 from local.lambda_runtime import Handler, invoke, load_handler, new_context

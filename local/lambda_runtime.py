@@ -151,7 +151,7 @@ def begin_invocation() -> None:
 def isolate_powertools_state() -> None:
     """Make the state Powertools keeps for the invocation being run (shared Logger keys, pending metrics, the
     event handler's current event and route) per invocation."""
-    from imagecore.observability import logger, metrics
+    from imagecore.platform.observability import logger, metrics
 
     with _isolating:
         _isolate(logger.registered_formatter, {"log_format": None})

@@ -14,7 +14,7 @@ from typing import Any
 
 import boto3
 
-from imagecore.observability import logger
+from imagecore.platform.observability import logger
 from local.context import LambdaContext
 from local.lambda_runtime import Handler, invoke
 

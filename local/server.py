@@ -248,7 +248,7 @@ class LocalStack:
 
     def _plans(self, template: dict[str, Any], overrides: dict[str, str]) -> Any:
         """The template's usage plans, and the local keys that name one (``KEY@PLAN`` in API_KEYS) on it."""
-        from imagecore.auth import Keyring
+        from imagecore.accounts.auth import Keyring
         from local.plans import UsagePlans, read_plans
 
         try:

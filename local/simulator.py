@@ -51,7 +51,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 from werkzeug.wrappers import Request, Response
 
-from imagecore.models import MODELS, parse_size
+from imagecore.domain.models import MODELS, parse_size
 
 # Output tokens per image at 1024x1024 for each quality (OpenAI's published table for GPT image models).
 _TOKENS_1M = {"low": 272, "medium": 1056, "high": 4160}

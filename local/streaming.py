@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from werkzeug.wrappers import Response
 
-from imagecore.observability import logger
+from imagecore.platform.observability import logger
 
 # API Gateway's idle timeout of a streamed response, by endpoint type.
 IDLE_LIMIT_SECONDS = {"REGIONAL": 300.0, "PRIVATE": 300.0, "EDGE": 30.0}

@@ -34,8 +34,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from imagecore.auth import hash_key, new_api_key, owner_for_hash
-from imagecore.budgets import MAX_USAGE_DAYS, Budget, UsageLedger
+from imagecore.accounts.auth import hash_key, new_api_key, owner_for_hash
+from imagecore.accounts.budgets import MAX_USAGE_DAYS, Budget, UsageLedger
 
 ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # The label the new version is written under until it is made current (so it is never current by accident).

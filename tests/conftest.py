@@ -69,7 +69,7 @@ def load_event(name: str) -> dict[str, Any]:
 
 def owner_of_key_id(key_id: str) -> str:
     """The owner id the events of ``api_event`` give a key id (an authorizer derives it from the key's hash)."""
-    from imagecore.auth import owner_for_hash
+    from imagecore.accounts.auth import owner_for_hash
 
     return owner_for_hash(hashlib.sha256(key_id.encode()).hexdigest())
 
@@ -102,7 +102,7 @@ def api_event():
         if key_id is None:
             context.pop("authorizer", None)
         elif "authorizer" in context:
-            # What the authorizer puts there (imagecore.authorizer.authorizer_context): by default an owner
+            # What the authorizer puts there (imagecore.accounts.authorizer.authorizer_context): by default an owner
             # derived from the key id, so two key ids are two owners.
             context["authorizer"]["keyId"] = key_id
             context["authorizer"]["principalId"] = key_id
@@ -186,7 +186,7 @@ class LogTap:
 
 @pytest.fixture
 def log_tap() -> Iterator[LogTap]:
-    from imagecore.observability import logger
+    from imagecore.platform.observability import logger
 
     tap = LogTap()
     handler = logging.StreamHandler(tap.stream)

@@ -7,7 +7,8 @@ A refusal raised in ``before-call`` is outside botocore's retry loop, so ``times
 refused.
 
 ``Faults`` hooks a client the test holds (the adapters expose theirs); ``AwsFaults`` hooks the botocore session the
-core makes its clients from (``imagecore.aws``), so every client made afterwards (a function's, at its cold start)
+core makes its clients from
+(``imagecore.platform.aws``), so every client made afterwards (a function's, at its cold start)
 sees the rule, which can also skip the first calls, hold until a point in time, or match the call's own parameters:
 
     aws_faults.fail("s3", "PutObject", times=2)
@@ -29,7 +30,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from imagecore import aws
+from imagecore.platform import aws
 
 
 class Crash(BaseException):

@@ -1,5 +1,5 @@
 """REQUEST authorizer: the bearer credential must be a stored key (by hash) or a client token one of them
-minted (``imagecore.authorizer``).
+minted (``imagecore.accounts.authorizer``).
 
 A missing, wrong, expired or revoked credential raises ``Unauthorized``, which API Gateway turns into its
 UNAUTHORIZED gateway response (a 401 in the OpenAI error shape, see template.yaml). The policy is cached by
@@ -23,12 +23,12 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.auth import KeyRecord, Keyring, bearer_token, keyring_loader
-from imagecore.authorizer import Grant, Refused, authorize, authorizer_context
-from imagecore.client_tokens import signing_key_reader
-from imagecore.errors import Unauthorized
-from imagecore.observability import logger
-from imagecore.route_settings import AuthorizerSettings
+from imagecore.accounts.auth import KeyRecord, Keyring, bearer_token, keyring_loader
+from imagecore.accounts.authorizer import Grant, Refused, authorize, authorizer_context
+from imagecore.accounts.client_tokens import signing_key_reader
+from imagecore.domain.errors import Unauthorized
+from imagecore.platform.observability import logger
+from imagecore.platform.route_settings import AuthorizerSettings
 
 
 @cache

@@ -1,5 +1,5 @@
 """POST /v1/client_tokens: a server key mints a short-lived client token for a browser or a phone
-(``imagecore.client_tokens``). The token is in the answer only: it is never logged, stored or traced."""
+(``imagecore.accounts.client_tokens``). The token is in the answer only: it is never logged, stored or traced."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.caller import caller_of
-from imagecore.client_tokens import DEFAULT_SCOPE, mint, signing_key_reader
-from imagecore.errors import ServiceMisconfigured
-from imagecore.idempotency import answer_once
-from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
-from imagecore.route_models import ClientTokenRequest, ClientTokenResponse
-from imagecore.route_settings import ClientTokenSettings
+from imagecore.accounts.caller import caller_of
+from imagecore.accounts.client_tokens import DEFAULT_SCOPE, mint, signing_key_reader
+from imagecore.domain.errors import ServiceMisconfigured
+from imagecore.domain.route_models import ClientTokenRequest, ClientTokenResponse
+from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
+from imagecore.platform.observability import current_record, logger, metrics, tracer
+from imagecore.platform.route_settings import ClientTokenSettings
+from imagecore.usecases.idempotency import answer_once
 
 app = create_resolver()
 

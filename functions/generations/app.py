@@ -10,7 +10,7 @@ from __future__ import annotations
 # ruff: noqa: E402 - the collector is paused before anything else is imported
 import gc
 
-gc.disable()  # for the cold start: see imagecore.coldstart (settled at the end of this module)
+gc.disable()  # for the cold start: see imagecore.platform.coldstart (settled at the end of this module)
 
 from collections.abc import Callable
 from functools import cache
@@ -21,17 +21,17 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore import coldstart
-from imagecore.budgets import estimated_cost
-from imagecore.caller import caller_of, spender_of
-from imagecore.models import GenerationRequest, GenerationResponse, TaskObject
-from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
-from imagecore.runtime import ImageRuntime
-from imagecore.service import Delivery, describe_request
-from imagecore.settings import GenerationSettings
-from imagecore.task_answers import ACCEPTED_HEADERS, task_accepted
-from imagecore.tasks import new_task_id, task_folder
+from imagecore.accounts.budgets import estimated_cost
+from imagecore.accounts.caller import caller_of, spender_of
+from imagecore.domain.models import GenerationRequest, GenerationResponse, TaskObject
+from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
+from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
+from imagecore.jobs.tasks import new_task_id, task_folder
+from imagecore.platform import coldstart
+from imagecore.platform.observability import current_record, logger, metrics, tracer
+from imagecore.platform.settings import GenerationSettings
+from imagecore.usecases.runtime import ImageRuntime
+from imagecore.usecases.service import Delivery, describe_request
 
 app = create_resolver()
 
@@ -79,7 +79,7 @@ def create_images(
 
     if request.stream:
         # Only a streamed answer needs the event stream (and asyncio): imported on the first one.
-        from imagecore.stream_events import stream_answer
+        from imagecore.edge.stream_events import stream_answer
 
         return stream_answer(
             "image_generation",
@@ -167,7 +167,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 def streamed_app() -> Any:
     """The ASGI app ``run.sh`` serves behind the Lambda Web Adapter (uvicorn --factory)."""
-    from imagecore.streaming import function_edge
+    from imagecore.edge.streaming import function_edge
 
     return function_edge(lambda_handler, runtime().service.settings.stream_idle_limit_seconds)
 

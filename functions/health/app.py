@@ -11,13 +11,13 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import imagecore
-from imagecore.cors import configured_policy, origin_of, with_cors
-from imagecore.errors import NotFound
-from imagecore.openapi import packaged_document
-from imagecore.pages import HTML, StaticFiles, page_headers
-from imagecore.resolver import create_resolver, error_response
-from imagecore.route_models import HealthResponse
-from imagecore.route_settings import PublicPageSettings
+from imagecore.domain.errors import NotFound
+from imagecore.domain.route_models import HealthResponse
+from imagecore.edge.cors import configured_policy, origin_of, with_cors
+from imagecore.edge.openapi import packaged_document
+from imagecore.edge.pages import HTML, StaticFiles, page_headers
+from imagecore.edge.resolver import create_resolver, error_response
+from imagecore.platform.route_settings import PublicPageSettings
 
 app = create_resolver()
 static = StaticFiles(Path(__file__).resolve().parent / "static")

@@ -11,15 +11,15 @@ from aws_lambda_powertools.event_handler import Depends, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.caller import caller_of
-from imagecore.errors import NotFound, TasksUnavailable
-from imagecore.models import TASK_ID, TaskObject, matches
-from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
-from imagecore.route_settings import TaskReadSettings
-from imagecore.storage import ImageStore, make_s3_client
-from imagecore.task_answers import NO_STORE, task_shown
-from imagecore.tasks import TaskStore, TaskStoreError, full_result, task_view
+from imagecore.accounts.caller import caller_of
+from imagecore.domain.errors import NotFound, TasksUnavailable
+from imagecore.domain.models import TASK_ID, TaskObject, matches
+from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
+from imagecore.edge.task_answers import NO_STORE, task_shown
+from imagecore.jobs.tasks import TaskStore, TaskStoreError, full_result, task_view
+from imagecore.platform.observability import current_record, logger, metrics, tracer
+from imagecore.platform.route_settings import TaskReadSettings
+from imagecore.storage.store import ImageStore, make_s3_client
 
 app = create_resolver()
 

@@ -10,13 +10,13 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.caller import caller_of
-from imagecore.idempotency import Idempotency, answer_once
-from imagecore.observability import current_record, logger, metrics, tracer
-from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
-from imagecore.route_models import UploadRequest, UploadResponse
-from imagecore.route_settings import UploadSettings
-from imagecore.storage import UploadStore, make_s3_client
+from imagecore.accounts.caller import caller_of
+from imagecore.domain.route_models import UploadRequest, UploadResponse
+from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
+from imagecore.platform.observability import current_record, logger, metrics, tracer
+from imagecore.platform.route_settings import UploadSettings
+from imagecore.storage.store import UploadStore, make_s3_client
+from imagecore.usecases.idempotency import Idempotency, answer_once
 
 app = create_resolver()
 

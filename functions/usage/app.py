@@ -10,13 +10,13 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.budgets import MAX_USAGE_DAYS, UsageLedger
-from imagecore.caller import spender_of
-from imagecore.observability import logger, metrics, tracer
-from imagecore.request_body import refuse_unknown_query_parameters
-from imagecore.resolver import ERROR_CONTENT, create_resolver, serve
-from imagecore.route_models import UsageResponse
-from imagecore.route_settings import UsageSettings
+from imagecore.accounts.budgets import MAX_USAGE_DAYS, UsageLedger
+from imagecore.accounts.caller import spender_of
+from imagecore.domain.route_models import UsageResponse
+from imagecore.edge.request_body import refuse_unknown_query_parameters
+from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
+from imagecore.platform.observability import logger, metrics, tracer
+from imagecore.platform.route_settings import UsageSettings
 
 app = create_resolver()
 

@@ -10,9 +10,9 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.observability import logger, metrics, tracer
-from imagecore.settings import WorkerSettings
-from imagecore.worker import Worker
+from imagecore.platform.observability import logger, metrics, tracer
+from imagecore.platform.settings import WorkerSettings
+from imagecore.usecases.worker import Worker
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 

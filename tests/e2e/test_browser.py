@@ -266,7 +266,7 @@ def test_a_client_token_minted_by_a_server_key_drives_the_playground(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    pytest.importorskip("imagecore.client_tokens", reason=TOKENS_MISSING)
+    pytest.importorskip("imagecore.accounts.client_tokens", reason=TOKENS_MISSING)
     minted = httpx.post(
         stack.api_url + "/client_tokens", json={"max_images": 2}, headers={"Authorization": f"Bearer {API_KEY}"}
     )
@@ -290,8 +290,8 @@ def test_an_expired_client_token_shows_the_401_on_the_playground(
 
     from selenium.webdriver.common.by import By
 
-    client_tokens = pytest.importorskip("imagecore.client_tokens", reason=TOKENS_MISSING)
-    from imagecore import auth
+    client_tokens = pytest.importorskip("imagecore.accounts.client_tokens", reason=TOKENS_MISSING)
+    from imagecore.accounts import auth
     from tests.e2e import conftest
 
     owner = auth.owner_for_hash(auth.hash_key(API_KEY))

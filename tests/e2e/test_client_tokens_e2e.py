@@ -11,8 +11,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from imagecore.auth import hash_key, owner_for_hash
-from imagecore.client_tokens import mint
+from imagecore.accounts.auth import hash_key, owner_for_hash
+from imagecore.accounts.client_tokens import mint
 from tests.e2e.conftest import API_KEY, SIGNING_KEY
 
 pytestmark = pytest.mark.e2e

@@ -63,7 +63,7 @@ def _empty(moto: _Moto) -> None:
     for table in (resources.tasks_table, resources.idempotency_table, resources.token_usage_table):
         for item in dynamodb.scan(TableName=table, ProjectionExpression="id", ConsistentRead=True)["Items"]:
             dynamodb.delete_item(TableName=table, Key={"id": item["id"]})
-    usage_key = "account, period"  # the usage table's key (imagecore.budgets)
+    usage_key = "account, period"  # the usage table's key (imagecore.accounts.budgets)
     for item in dynamodb.scan(TableName=resources.usage_table, ProjectionExpression=usage_key)["Items"]:
         dynamodb.delete_item(TableName=resources.usage_table, Key=item)
     # PurgeQueue may run once a minute: receive and delete instead (every message is visible again at once).
@@ -98,8 +98,8 @@ def aws_resources(monkeypatch: pytest.MonkeyPatch, _moto: _Moto) -> Iterator[Loc
 def upstream_pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The upstream client's waits between attempts (backoff, Retry-After), recorded instead of slept: every
     UpstreamClient the functions build gets this list's ``append`` as its ``sleep``."""
-    from imagecore import service
-    from imagecore.upstream import UpstreamClient
+    from imagecore.upstream.client import UpstreamClient
+    from imagecore.usecases import service
 
     pauses: list[float] = []
 

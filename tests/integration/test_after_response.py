@@ -1,4 +1,5 @@
-"""Work deferred past the answer (``imagecore.after_response``): the internal extension against the Extensions API
+"""Work deferred past the answer (``imagecore.platform.after_response``): the
+internal extension against the Extensions API
 (``local.extensions_api``): it registers during init, holds the environment until each invocation's own work has
 run, matches work to invocations by request id, lets go at the deadline, survives failing work, and never
 drops work when it cannot run it later."""
@@ -20,9 +21,9 @@ import boto3
 import pytest
 from PIL import Image
 
-from imagecore import after_response
-from imagecore.budgets import Budget, UsageLedger
-from imagecore.caller import spender_of
+from imagecore.accounts.budgets import Budget, UsageLedger
+from imagecore.accounts.caller import spender_of
+from imagecore.platform import after_response
 from local.extensions_api import EnvironmentBusy, LocalExtensionsApi
 from tests.helpers import key_of
 from tests.integration.conftest import BUCKET

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imagecore.auth import Keyring, hash_key, owner_for_hash
+from imagecore.accounts.auth import Keyring, hash_key, owner_for_hash
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "api_key.py"
 
@@ -142,7 +142,7 @@ def test_an_unknown_plan_is_refused_and_nothing_is_written(aws, capsys, monkeypa
 def test_usage_prints_what_the_key_itself_reads(aws_resources, capsys, monkeypatch):
     import boto3
 
-    from imagecore.budgets import Cost, Spent, UsageLedger
+    from imagecore.accounts.budgets import Cost, Spent, UsageLedger
 
     monkeypatch.setattr(sys, "argv", sys.argv)
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
@@ -153,7 +153,7 @@ def test_usage_prints_what_the_key_itself_reads(aws_resources, capsys, monkeypat
     run("create", "ios-app", "--plan", "free", "--images-per-day", "10", "--secret-arn", arn, "--stack", "usage-stack")
     capsys.readouterr()
     ledger = UsageLedger(table, client=dynamodb)
-    from imagecore.budgets import Budget
+    from imagecore.accounts.budgets import Budget
 
     (entry,) = current(secrets, arn)["keys"]
     # the key's usage is counted under its owner id, its client tokens' with it
@@ -275,7 +275,7 @@ def test_without_the_api_the_script_says_the_cache_was_not_flushed(aws, capsys):
 def test_list_shows_names_and_owner_ids(aws, capsys):
     import boto3
 
-    from imagecore.auth import hash_key, owner_for_hash
+    from imagecore.accounts.auth import hash_key, owner_for_hash
 
     main = load_script()
     secrets = boto3.client("secretsmanager", region_name="us-east-1")

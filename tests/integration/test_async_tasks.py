@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from imagecore.tasks import TASK_LIMIT_SECONDS, TASK_OBJECT, TASK_TTL_SECONDS
+from imagecore.jobs.tasks import TASK_LIMIT_SECONDS, TASK_OBJECT, TASK_TTL_SECONDS
 from tests.conftest import owner_of_key_id
 from tests.helpers import key_of, rgba_mask, sha256
 from tests.integration.conftest import BUCKET
@@ -281,7 +281,7 @@ def test_a_task_whose_job_cannot_be_queued_is_a_503_and_is_failed_not_left_proce
 
 
 def test_async_edit_of_uploaded_images(stack, simulator):
-    from imagecore.storage import owner_prefix
+    from imagecore.storage.store import owner_prefix
 
     image, mask = png((512, 512), (30, 60, 90)), rgba_mask((512, 512))
     ids = []

@@ -9,7 +9,7 @@ from typing import Any
 import boto3
 import pytest
 
-from imagecore.budgets import (
+from imagecore.accounts.budgets import (
     Budget,
     BudgetExceeded,
     Cost,
@@ -19,8 +19,8 @@ from imagecore.budgets import (
     seconds_until_reset,
     within_budget,
 )
-from imagecore.models import GenerationRequest
-from imagecore.observability import RequestRecord
+from imagecore.domain.models import GenerationRequest
+from imagecore.platform.observability import RequestRecord
 
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp()
 
@@ -100,7 +100,7 @@ def test_an_async_hold_is_settled_once(ledger: UsageLedger) -> None:
 
 
 def test_within_budget_counts_failures_by_code_and_gives_everything_back(ledger: UsageLedger) -> None:
-    from imagecore.errors import UpstreamTimeout
+    from imagecore.domain.errors import UpstreamTimeout
 
     budget = Budget(images_per_day=3)
     record = RequestRecord(operation="generations")
@@ -229,7 +229,7 @@ def test_usage_over_two_months_reads_each_day_from_its_month(ledger: UsageLedger
 
 
 def test_a_hold_whose_day_is_not_in_its_month_is_refused(ledger: UsageLedger) -> None:
-    from imagecore.budgets import Hold
+    from imagecore.accounts.budgets import Hold
 
     with pytest.raises(ValueError, match="not in month"):
         ledger.settle(Hold("key_a", "2026-11-30", "2026-12"), Spent(images=1))

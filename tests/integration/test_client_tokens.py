@@ -431,7 +431,7 @@ class AtomicUpdates:
 
 
 def test_concurrent_requests_never_pass_max_images(service, capsys, simulator):
-    from imagecore.token_usage import TokenImageCounter
+    from imagecore.accounts.token_usage import TokenImageCounter
 
     key = service.key_script("create", "web-backend", capsys=capsys)
     token = service.mint(key, max_images=3)["token"]

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import pytest
 from PIL import Image
 
-from imagecore.storage import owner_prefix
+from imagecore.storage.store import owner_prefix
 from tests.conftest import UPSTREAM_KEY, owner_of_key_id
 from tests.helpers import multipart, rgba_mask, sha256
 from tests.integration.conftest import BUCKET, set_function_env

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from imagecore.storage import owner_prefix
+from imagecore.storage.store import owner_prefix
 from tests.conftest import owner_of_key_id
 from tests.helpers import key_of, multipart, rgba_mask, sha256
 from tests.integration.conftest import BUCKET

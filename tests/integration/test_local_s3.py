@@ -19,8 +19,8 @@ import httpx
 import pytest
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from imagecore import aws
-from imagecore.storage import ImageStore, ImageToStore, UploadStore, make_s3_client
+from imagecore.platform import aws
+from imagecore.storage.store import ImageStore, ImageToStore, UploadStore, make_s3_client
 from local.s3 import PresignedPostPolicy, PresignedUrlCheck
 from tests.conftest import ServedApp
 

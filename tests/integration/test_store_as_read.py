@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from imagecore.deadline import Deadline
-from imagecore.manifest import read_stored
-from imagecore.models import GenerationRequest
-from imagecore.observability import RequestRecord
-from imagecore.service import ImageEvent
-from imagecore.storage import ImageToStore
+from imagecore.domain.deadline import Deadline
+from imagecore.domain.models import GenerationRequest
+from imagecore.platform.observability import RequestRecord
+from imagecore.storage.manifest import read_stored
+from imagecore.storage.store import ImageToStore
+from imagecore.usecases.service import ImageEvent
 from tests.integration.conftest import BUCKET
 from tests.integration.stack import png
 
@@ -83,7 +83,7 @@ def test_a_streamed_answer_stores_each_partial_as_a_preview(service, simulator, 
 
 
 def test_a_stream_failing_after_a_partial_keeps_the_preview_and_is_not_retried(service, simulator, aws) -> None:
-    from imagecore.errors import UpstreamFailed
+    from imagecore.domain.errors import UpstreamFailed
 
     simulator.queue_faults({"mode": "sse_error", "after_partials": 1})
     events: list[ImageEvent] = []
@@ -96,7 +96,7 @@ def test_a_stream_failing_after_a_partial_keeps_the_preview_and_is_not_retried(s
 
 
 def test_a_stream_cut_after_a_partial_is_incomplete_after_one_call(service, simulator, aws) -> None:
-    from imagecore.errors import UpstreamFailed
+    from imagecore.domain.errors import UpstreamFailed
 
     simulator.queue_faults({"mode": "sse_cut", "after_partials": 2})
     record = RequestRecord("generations")

@@ -3,7 +3,8 @@ enabled and every supported library patched, as Powertools does at a cold start 
 SDK would send to the daemon is captured by an emitter of ours, then searched, with every log and metrics line,
 for the bearer key, the upstream key, the prompt, its revised prompt and presigned signatures.
 
-Tracing is decided when ``imagecore.observability`` is imported (off outside Lambda, so the other tests' process
+Tracing is decided when ``imagecore.platform.observability`` is imported
+(off outside Lambda, so the other tests' process
 has no Tracer at all): the traced run happens in a fresh interpreter that looks like Lambda with active tracing.
 """
 
@@ -92,7 +93,7 @@ def traced(emitter: CapturingEmitter, call: Any) -> Any:
 def test_traced_invocations(stack: Stack, xray, log_tap, capsys):
     from aws_xray_sdk import global_sdk_config
 
-    from imagecore.observability import tracer
+    from imagecore.platform.observability import tracer
 
     assert type(tracer).__name__ == "Tracer" and not tracer.disabled  # the real one, on
     assert global_sdk_config.sdk_enabled()

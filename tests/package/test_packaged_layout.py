@@ -96,7 +96,7 @@ def test_the_packaged_template_points_every_function_at_its_own_built_directory(
 
 def test_the_layer_holds_imagecore_and_its_requirements_but_not_the_runtime_sdk(packaged: Path) -> None:
     layer = packaged / "CoreLayer" / "python"
-    assert (layer / "imagecore" / "openapi.json").is_file()
+    assert (layer / "imagecore" / "edge" / "openapi.json").is_file()
     for package in ("pydantic", "aws_lambda_powertools", "httpx", "PIL", "jwt"):
         assert (layer / package).is_dir(), package
     for package in ("boto3", "botocore", "s3transfer"):
@@ -154,7 +154,7 @@ def test_the_zips_hold_what_the_directories_hold(packaged: Path) -> None:
     with zipfile.ZipFile(packaged / "zips" / "GenerationsFunction.zip") as archive:
         assert "app.py" in archive.namelist()
     with zipfile.ZipFile(packaged / "zips" / "CoreLayer.zip") as archive:
-        assert "python/imagecore/service.py" in archive.namelist()
+        assert "python/imagecore/usecases/service.py" in archive.namelist()
     assert sizes["GenerationsFunction"]["with_layers"] < 250 * 1024 * 1024
 
 

@@ -20,10 +20,10 @@ import pytest
 from botocore import xform_name
 
 from functions.iam_expectations import LOG_GROUP, PERMISSIONS
-from imagecore import observability
-from imagecore.observability import RequestRecord, recording
-from imagecore.route_settings import TaskReadSettings
-from imagecore.settings import MAX_PRESIGN_EXPIRY_SECONDS, GenerationSettings
+from imagecore.platform import observability
+from imagecore.platform.observability import RequestRecord, recording
+from imagecore.platform.route_settings import TaskReadSettings
+from imagecore.platform.settings import MAX_PRESIGN_EXPIRY_SECONDS, GenerationSettings
 from tests.template.test_template import (  # noqa: F401 - fixtures
     _offline_aws_env,
     as_list,
@@ -154,7 +154,7 @@ CALL_ACTIONS = {
     "put_item": "dynamodb:PutItem",
     "update_item": "dynamodb:UpdateItem",
     "delete_item": "dynamodb:DeleteItem",
-    # a transaction's Update items need the UpdateItem grant (imagecore.budgets reserves with one)
+    # a transaction's Update items need the UpdateItem grant (imagecore.accounts.budgets reserves with one)
     "transact_write_items": "dynamodb:UpdateItem",
     "query": "dynamodb:Query",
     "send_message": "sqs:SendMessage",
@@ -414,9 +414,9 @@ def test_api_access_log_is_json_with_who_what_and_how_it_went(cfn: dict[str, Any
     assert line["responseLength"] == "$context.responseLength"
     assert "Authorization" not in setting["Format"] and "$input" not in setting["Format"]
     assert group["RetentionInDays"] == {"Ref": "AccessLogRetentionDays"}
-    # the authorizer's context (imagecore.authorizer.authorizer_context) carries the key's name as keyId
-    from imagecore.auth import KeyRecord
-    from imagecore.authorizer import Grant, authorizer_context
+    # the authorizer's context (imagecore.accounts.authorizer.authorizer_context) carries the key's name as keyId
+    from imagecore.accounts.auth import KeyRecord
+    from imagecore.accounts.authorizer import Grant, authorizer_context
 
     assert authorizer_context(Grant(KeyRecord("ios-app", "0" * 64)))["keyId"] == "ios-app"
 

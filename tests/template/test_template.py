@@ -26,11 +26,10 @@ from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from imagecore.auth import Keyring
-from imagecore.edits import MAX_IMAGES
-from imagecore.idempotency import Idempotency
-from imagecore.models import EditUploadRequest, UploadRef
-from imagecore.route_settings import (
+from imagecore.accounts.auth import Keyring
+from imagecore.domain.models import EditUploadRequest, UploadRef
+from imagecore.jobs.tasks import TASK_TTL_SECONDS, Task, task_folder
+from imagecore.platform.route_settings import (
     REVOCATION_SECONDS,
     AuthorizerSettings,
     ClientTokenSettings,
@@ -39,10 +38,11 @@ from imagecore.route_settings import (
     UploadSettings,
     UsageSettings,
 )
-from imagecore.settings import MAX_INLINE_REQUEST_BYTES, EditSettings, GenerationSettings, WorkerSettings
-from imagecore.storage import ImageStore, ImageToStore, UploadStore, owner_prefix
-from imagecore.tasks import TASK_TTL_SECONDS, Task, task_folder
-from imagecore.worker import REQUESTED, GenerationJob, parse_job
+from imagecore.platform.settings import MAX_INLINE_REQUEST_BYTES, EditSettings, GenerationSettings, WorkerSettings
+from imagecore.storage.store import ImageStore, ImageToStore, UploadStore, owner_prefix
+from imagecore.usecases.edits import MAX_IMAGES
+from imagecore.usecases.idempotency import Idempotency
+from imagecore.usecases.worker import REQUESTED, GenerationJob, parse_job
 from tests.template import sam_validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -686,7 +686,7 @@ def test_public_routes_need_no_key(api_body: dict[str, Any]) -> None:
 
 
 def test_deployed_routes_are_the_routes_the_code_serves(api_body: dict[str, Any]) -> None:
-    from imagecore.openapi import build_document
+    from imagecore.edge.openapi import build_document
 
     documented = {
         (method.upper(), path) for path, operations in build_document()["paths"].items() for method in operations

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from imagecore.auth import KeyRecord, Keyring, bearer_token, hash_key, key_id_for_hash, new_api_key, owner_for_hash
+from imagecore.accounts.auth import (
+    KeyRecord,
+    Keyring,
+    bearer_token,
+    hash_key,
+    key_id_for_hash,
+    new_api_key,
+    owner_for_hash,
+)
 
 GOOD_KEY = "isk-test-good-key-0123456789"
 OTHER_KEY = "isk-test-other-key-9876543210"
@@ -200,7 +208,7 @@ class TestAuthorizer:
         assert str(caught.value) == "Unauthorized"
 
     def test_the_key_never_reaches_the_logs(self, authorizer, lambda_context, capsys) -> None:
-        from imagecore.observability import logger
+        from imagecore.platform.observability import logger
 
         handler = logger.registered_handler
         original = handler.setStream(sys.stdout)  # the handler kept the stdout of import time; use capsys'
@@ -286,7 +294,7 @@ class TestPlansAndBudgets:
         ],
     )
     def test_local_key_syntax(self, spec: str, key: str, plan: str | None, budgets: dict[str, int]) -> None:
-        from imagecore.auth import parse_local_key
+        from imagecore.accounts.auth import parse_local_key
 
         parsed_key, parsed_plan, budget = parse_local_key(spec)
         assert (parsed_key, parsed_plan, budget.as_dict()) == (key, plan, budgets)
@@ -295,7 +303,7 @@ class TestPlansAndBudgets:
         "spec", ["k:images_per_day", "k:images_per_day=-1", "k:images_a_day=5", "k:images_per_day=x"]
     )
     def test_bad_local_budgets_are_refused(self, spec: str) -> None:
-        from imagecore.auth import parse_local_key
+        from imagecore.accounts.auth import parse_local_key
 
         with pytest.raises(ValueError):
             parse_local_key(spec)
@@ -305,7 +313,7 @@ class TestAuthorizerWithClientTokens:
     """The handler's policy for a client token: its scope's routes and nothing else, cached safely by header."""
 
     def mint(self, key: str, **options: Any) -> str:
-        from imagecore.client_tokens import mint
+        from imagecore.accounts.client_tokens import mint
 
         return mint(owner_for_hash(sha256(key)), signing_key=SIGNING_KEY, now=int(time.time()), **options)[0]
 
@@ -344,7 +352,7 @@ class TestAuthorizerWithClientTokens:
             authorizer.lambda_handler(authorizer_event(f"Bearer {token}"), lambda_context)
 
     def test_expired_and_forged_tokens_are_unauthorized(self, authorizer, lambda_context) -> None:
-        from imagecore.client_tokens import mint
+        from imagecore.accounts.client_tokens import mint
 
         expired, _ = mint(owner_for_hash(sha256(GOOD_KEY)), signing_key=SIGNING_KEY, now=int(time.time()) - 3600)
         forged, _ = mint(owner_for_hash(sha256(GOOD_KEY)), signing_key="x" * 64, now=int(time.time()))

@@ -13,8 +13,8 @@ from botocore.config import Config
 from botocore.exceptions import UnknownServiceError
 from botocore.loaders import Loader
 
-from imagecore import aws
-from imagecore.aws import ServiceModelLoader
+from imagecore.platform import aws
+from imagecore.platform.aws import ServiceModelLoader
 
 SERVICES = ("s3", "dynamodb", "sqs", "events", "secretsmanager")
 

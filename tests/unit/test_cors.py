@@ -1,4 +1,4 @@
-"""CORS rules (imagecore.cors), the preflight the health function answers, the headers every function's answer
+"""CORS rules (imagecore.edge.cors), the preflight the health function answers, the headers every function's answer
 carries, and the local S3's bucket rules read from the template."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
-from imagecore.cors import ALLOW_HEADERS, CorsPolicy, configured_policy, with_cors
+from imagecore.edge.cors import ALLOW_HEADERS, CorsPolicy, configured_policy, with_cors
 from local.s3 import BucketCors, bucket_cors_rules
 from local.template import project_template
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from imagecore.deadline import request_deadline
+from imagecore.domain.deadline import request_deadline
 
 NOW_WALL = 1_760_000_000.0  # seconds since the epoch, as time.time() gives
 NOW_MONO = 5_000.0

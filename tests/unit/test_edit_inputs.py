@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from imagecore.edits import MAX_IMAGES, RawFile, check_images, edit_from_multipart, edit_from_uploads
-from imagecore.errors import ImageServiceError, InvalidRequest, NotFound
-from imagecore.models import EditParameters, EditUploadRequest, UploadRef
-from imagecore.storage import UploadedFile, UploadNotFound, UploadTooLarge
+from imagecore.domain.errors import ImageServiceError, InvalidRequest, NotFound
+from imagecore.domain.models import EditParameters, EditUploadRequest, UploadRef
+from imagecore.storage.store import UploadedFile, UploadNotFound, UploadTooLarge
+from imagecore.usecases.edits import MAX_IMAGES, RawFile, check_images, edit_from_multipart, edit_from_uploads
 from tests.helpers import multipart
 from tests.unit.conftest import image_bytes
 

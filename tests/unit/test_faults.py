@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from imagecore import aws
+from imagecore.platform import aws
 from tests.faults import AwsFaults
 
 BUCKET = "faults-test-bucket"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from imagecore.errors import (
+from imagecore.domain.errors import (
     ImageServiceError,
     InvalidRequest,
     NotFound,
@@ -20,10 +20,10 @@ from imagecore.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from imagecore.http_errors import ErrorAnswer, error_answer, internal_error, outcome_of
-from imagecore.idempotency import IdempotencyConflict
-from imagecore.observability import RequestRecord, recording
-from imagecore.resolver import error_response
+from imagecore.edge.http_errors import ErrorAnswer, error_answer, internal_error, outcome_of
+from imagecore.edge.resolver import error_response
+from imagecore.platform.observability import RequestRecord, recording
+from imagecore.usecases.idempotency import IdempotencyConflict
 
 
 @pytest.mark.parametrize(

@@ -17,21 +17,21 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from imagecore.edits import _INDEXED_IMAGE, RawFile, check_images
-from imagecore.errors import InvalidRequest, UnsupportedMediaType
-from imagecore.images import MAX_INPUT_PIXELS, ImageTooLarge, NotAnImage, inspect_image, verify_image
-from imagecore.jsonbody import parse_json_body
-from imagecore.models import (
+from imagecore.domain.errors import InvalidRequest, UnsupportedMediaType
+from imagecore.domain.images import MAX_INPUT_PIXELS, ImageTooLarge, NotAnImage, inspect_image, verify_image
+from imagecore.domain.jsonbody import parse_json_body
+from imagecore.domain.models import (
     TASK_ID,
     UPLOAD_ID,
     EditUploadRequest,
     GenerationRequest,
     matches,
 )
-from imagecore.request_body import require_content_type
-from imagecore.route_models import UploadRequest
-from imagecore.task_answers import poll_url
-from imagecore.worker import BadJob, parse_job
+from imagecore.domain.route_models import UploadRequest
+from imagecore.edge.request_body import require_content_type
+from imagecore.edge.task_answers import poll_url
+from imagecore.usecases.edits import _INDEXED_IMAGE, RawFile, check_images
+from imagecore.usecases.worker import BadJob, parse_job
 
 # --- image bytes -------------------------------------------------------------------------------------------
 
@@ -195,7 +195,7 @@ def test_every_free_field_has_an_upper_bound(model, body, param):
 
 def test_a_prompt_at_its_bound_fits_a_dynamodb_item_as_utf8():
     """32,000 emoji are 128,000 bytes of UTF-8: the task item stores them as UTF-8 (DynamoDB counts bytes)."""
-    from imagecore.tasks import Task
+    from imagecore.jobs.tasks import Task
 
     request = GenerationRequest(prompt="🌅" * 32_000, user="👤" * 256)
     task = Task(
@@ -279,7 +279,7 @@ def test_decoding_a_4k_input_holds_its_pixels_only_while_checking(tmp_path):
         """
         import json, resource, sys
         from PIL import Image
-        from imagecore.images import verify_image
+        from imagecore.domain.images import verify_image
 
         data = open(sys.argv[1], "rb").read()
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from imagecore.models import GenerationRequest, ImageData
-from imagecore.tasks import (
+from imagecore.domain.models import GenerationRequest, ImageData
+from imagecore.jobs.tasks import (
     RETRY_AFTER_SECONDS,
     TASK_LIMIT_SECONDS,
     TASK_OBJECT,
@@ -23,7 +23,7 @@ from imagecore.tasks import (
     answer_body,
     task_view,
 )
-from imagecore.worker import REQUESTED, BadJob, GenerationJob, TaskJob, parse_job
+from imagecore.usecases.worker import REQUESTED, BadJob, GenerationJob, TaskJob, parse_job
 from local.resources import create_resources
 from local.template import project_template
 
@@ -496,7 +496,7 @@ def test_finishing_a_task_that_expired_is_harmless(store):
 
 
 def test_a_task_id_is_made_once(store):
-    from imagecore.tasks import TaskStoreError
+    from imagecore.jobs.tasks import TaskStoreError
 
     store.create(task(created_at=NOW))
     with pytest.raises(TaskStoreError):
@@ -515,7 +515,7 @@ JOB_KEY = "job#images/events/jobs/" + EVENT_ID
 
 
 def test_an_event_job_is_claimed_by_its_identity_and_bound_to_its_request(store):
-    from imagecore.tasks import JobIdentityMismatch
+    from imagecore.jobs.tasks import JobIdentityMismatch
 
     first = store.claim_job(JOB_KEY, "digest-a", hold_seconds=600)
     assert (first.status, first.upstream_calls) == ("processing", 1)

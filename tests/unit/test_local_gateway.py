@@ -366,7 +366,7 @@ def test_concurrent_invocations_keep_their_own_log_fields_and_metrics(log_tap, c
     stack (one process, many threads) each invocation must still log and flush only its own."""
     from aws_lambda_powertools.logging import correlation_paths
 
-    from imagecore.observability import logger, metrics, request_record
+    from imagecore.platform.observability import logger, metrics, request_record
 
     per_route = 6
     routes = [("POST", "/v1/images/generations/async"), ("GET", "/v1/health"), ("POST", "/v1/uploads")]

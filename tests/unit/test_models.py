@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from imagecore.errors import InvalidRequest, UnsupportedMediaType
-from imagecore.models import GenerationRequest
-from imagecore.request_body import require_content_type
-from imagecore.validation import validation_error
+from imagecore.domain.errors import InvalidRequest, UnsupportedMediaType
+from imagecore.domain.models import GenerationRequest
+from imagecore.domain.validation import validation_error
+from imagecore.edge.request_body import require_content_type
 
 PROMPT = "A lighthouse on a cliff at dusk, oil painting"
 
@@ -336,7 +336,7 @@ class TestUpstreamBody:
         assert "response_format" not in body and "stream" not in body
 
 
-# --- imagecore.validation.validation_error ----------------------------------------------------------------------------
+# --- imagecore.domain.validation.validation_error ---
 
 
 class TestValidationError:
@@ -422,7 +422,7 @@ class TestValidationError:
         assert error.type == "invalid_request_error"
 
 
-# --- imagecore.request_body.require_content_type ----------------------------------------------------------------------
+# --- imagecore.edge.request_body.require_content_type ---
 
 
 def event(method: str = "POST", content_type: str | None = "application/json", body: str | None = "{}") -> dict:

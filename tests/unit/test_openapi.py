@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from imagecore.openapi import PUBLIC_PATHS, build_document, packaged_document, render
+from imagecore.edge.openapi import PUBLIC_PATHS, build_document, packaged_document, render
 
 
 def test_packaged_document_is_up_to_date():

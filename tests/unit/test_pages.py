@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from imagecore.pages import ASSETS, PAGES, content_security_policy
+from imagecore.edge.pages import ASSETS, PAGES, content_security_policy
 
 STATIC = Path(__file__).resolve().parents[2] / "functions" / "health" / "static"
 

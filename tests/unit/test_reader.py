@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from imagecore.reader import (
+from imagecore.upstream.reader import (
     BodyIncomplete,
     BodyMalformed,
     BodyTooLarge,

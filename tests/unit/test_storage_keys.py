@@ -10,8 +10,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from imagecore.images import NotAnImage, inspect_image
-from imagecore.storage import ImageStore, ImageToStore, image_folder, new_image_id
+from imagecore.domain.images import NotAnImage, inspect_image
+from imagecore.storage.store import ImageStore, ImageToStore, image_folder, new_image_id
 
 CREATED = datetime(2026, 3, 7, 23, 59, 59, tzinfo=UTC)
 IMAGE_ID = "0123456789abcdef0123456789abcdef"

@@ -1,4 +1,4 @@
-"""The streamed edge (``imagecore.streaming``) as an ASGI app, driven directly: what goes on the wire and when,
+"""The streamed edge (``imagecore.edge.streaming``) as an ASGI app, driven directly: what goes on the wire and when,
 for a handler that answers at once, late, with events, with an error after events, or for a client that left;
 and the proxy event and Lambda context it rebuilds from the adapter's headers."""
 
@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from imagecore.observability import current_record, request_record
-from imagecore.streaming import (
+from imagecore.edge.streaming import (
     READINESS_PATH,
     AdapterLambdaContext,
     StreamedEdge,
@@ -21,6 +20,7 @@ from imagecore.streaming import (
     current_events,
     proxy_event,
 )
+from imagecore.platform.observability import current_record, request_record
 
 FAST = StreamLimits(idle_limit=0.4, margin=0.1, keepalive_interval=0.1)  # hold 0.3 s
 

@@ -13,10 +13,10 @@ from typing import Any
 import jwt
 import pytest
 
-from imagecore.auth import KeyRecord, Keyring, owner_for_hash
-from imagecore.authorizer import Grant, Refused, authorize, authorizer_context
-from imagecore.caller import Caller, caller_of
-from imagecore.client_tokens import (
+from imagecore.accounts.auth import KeyRecord, Keyring, owner_for_hash
+from imagecore.accounts.authorizer import Grant, Refused, authorize, authorizer_context
+from imagecore.accounts.caller import Caller, caller_of
+from imagecore.accounts.client_tokens import (
     DEFAULT_LIFETIME_SECONDS,
     DEFAULT_SCOPE,
     MAX_LIFETIME_SECONDS,
@@ -26,7 +26,7 @@ from imagecore.client_tokens import (
     mint,
     read,
 )
-from imagecore.errors import Forbidden, Unauthorized
+from imagecore.domain.errors import Forbidden, Unauthorized
 
 KEY = "isk-unit-parent-key-000000000000000000001"
 OTHER_KEY = "isk-unit-other-key-0000000000000000000002"

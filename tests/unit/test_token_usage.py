@@ -10,8 +10,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from imagecore.errors import ServiceMisconfigured, StorageUnavailable, TokenBudgetExceeded, UpstreamFailed
-from imagecore.token_usage import (
+from imagecore.accounts.token_usage import (
     KEEP_AFTER_EXPIRY_SECONDS,
     ClientTokenGrant,
     TokenHold,
@@ -20,6 +19,7 @@ from imagecore.token_usage import (
     counted_images,
     images_to_give_back,
 )
+from imagecore.domain.errors import ServiceMisconfigured, StorageUnavailable, TokenBudgetExceeded, UpstreamFailed
 
 TABLE = "token-usage"
 EXPIRES = 1_900_000_000

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
-from imagecore.deadline import Deadline
-from imagecore.errors import ImageServiceError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
-from imagecore.images import ImageInfo
-from imagecore.upstream import (
+from imagecore.domain.deadline import Deadline
+from imagecore.domain.errors import ImageServiceError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+from imagecore.domain.images import ImageInfo
+from imagecore.upstream.client import (
     MAX_ERROR_BODY_BYTES,
     CallTrace,
     RetryPolicy,

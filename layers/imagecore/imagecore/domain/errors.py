@@ -1,0 +1,130 @@
+"""Domain errors. Each one knows the HTTP status and the OpenAI error fields it becomes.
+
+One place (``imagecore.edge.http_errors``) turns them into responses; nothing else builds error bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ImageServiceError(Exception):
+    """Base of every error a client may see. ``message`` is written for the client: never put
+    exception text from a library, a secret or user data in it."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        self.headers = headers or {}
+
+    def to_body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(ImageServiceError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_value"
+
+
+class UnsupportedMediaType(ImageServiceError):
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(ImageServiceError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class NotFound(ImageServiceError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class Unauthorized(ImageServiceError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(ImageServiceError):
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
+class TokenBudgetExceeded(ImageServiceError):
+    """A client token asked for more images than its ``max_images`` has left: refused before the upstream."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "token_budget_exceeded"
+
+
+class UpstreamRejected(ImageServiceError):
+    """The upstream answered a 4xx (or an error object that means one): relayed with its status and code."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class UpstreamFailed(ImageServiceError):
+    """The upstream failed (5xx after retries, garbage, no image): 502."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeout(ImageServiceError):
+    """No answer within the time budget: 504."""
+
+    status = 504
+    type = "upstream_error"
+    code = "upstream_timeout"
+
+
+class StorageUnavailable(ImageServiceError):
+    """S3 refused the images after retries and they were too large to hand back inline."""
+
+    status = 503
+    type = "server_error"
+    code = "storage_unavailable"
+
+
+class TasksUnavailable(ImageServiceError):
+    """The task store or the jobs queue did not answer: nothing was queued or read."""
+
+    status = 503
+    type = "server_error"
+    code = "tasks_unavailable"
+
+
+class ServiceMisconfigured(ImageServiceError):
+    status = 500
+    type = "server_error"
+    code = "service_misconfigured"

@@ -1,0 +1,96 @@
+"""Settings of the functions beside the image routes: tasks, usage, uploads, client tokens, the public pages and
+the authorizer (the image functions' are in ``imagecore.platform.settings``, with the rules they all share)."""
+
+from typing import Annotated, Self
+
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, model_validator
+
+from imagecore.platform.settings import MAX_INPUT_IMAGE_BYTES, MAX_PRESIGN_EXPIRY_SECONDS, EnvironmentSettings
+
+
+class TaskReadSettings(EnvironmentSettings):
+    """Settings of the tasks function (GET /v1/images/tasks/{id})."""
+
+    images_bucket: Annotated[str, Field(min_length=3)]
+    s3_endpoint_url: HttpUrl | None = None
+    presign_expiry_seconds: Annotated[int, Field(ge=60, le=MAX_PRESIGN_EXPIRY_SECONDS)] = 3600
+    tasks_table: Annotated[str, Field(min_length=3)]
+
+
+class UsageSettings(EnvironmentSettings):
+    """Settings of the usage function (GET /v1/usage)."""
+
+    usage_table: Annotated[str, Field(min_length=3, description="DynamoDB table of per-key usage counters.")]
+
+
+class UploadSettings(EnvironmentSettings):
+    """Settings of the uploads function (presigned S3 POSTs for large edit inputs)."""
+
+    images_bucket: Annotated[str, Field(min_length=3)]
+    s3_endpoint_url: HttpUrl | None = None
+    idempotency_table: str | None = None
+    upload_expiry_seconds: Annotated[int, Field(ge=60, le=3600, description="Lifetime of an upload's POST.")] = 900
+    max_input_image_bytes: Annotated[int, Field(gt=0, le=MAX_INPUT_IMAGE_BYTES)] = MAX_INPUT_IMAGE_BYTES
+
+
+class SigningKeySettings(EnvironmentSettings):
+    """Where the key that signs client tokens comes from: a Secrets Manager secret in AWS (read through
+    Powertools Parameters, cached briefly so a rotation takes effect soon), an environment variable locally."""
+
+    client_token_signing_secret_id: Annotated[
+        str | None, Field(description="In AWS: the Secrets Manager secret holding the client-token signing key.")
+    ] = None
+    client_token_signing_key: Annotated[
+        SecretStr | None, Field(description="Local only: the signing key itself (make run generates one).")
+    ] = None
+    signing_key_cache_seconds: Annotated[int, Field(ge=0, le=900)] = 60
+
+    @property
+    def signs_tokens(self) -> bool:
+        return self.client_token_signing_key is not None or bool(self.client_token_signing_secret_id)
+
+
+class ClientTokenSettings(SigningKeySettings):
+    """Settings of the client-tokens function (POST /v1/client_tokens)."""
+
+    @model_validator(mode="after")
+    def _one_signing_key_source(self) -> Self:
+        if not self.signs_tokens:
+            raise ValueError("set CLIENT_TOKEN_SIGNING_SECRET_ID (AWS) or CLIENT_TOKEN_SIGNING_KEY (local)")
+        return self
+
+
+class PublicPageSettings(EnvironmentSettings):
+    """Settings of the public routes: health, the OpenAPI document, the docs and playground pages."""
+
+    s3_endpoint_url: Annotated[
+        HttpUrl | None,
+        Field(description="Only for the local stack: where the pages may load the images from (else S3 itself)."),
+    ] = None
+
+
+# A revoked key stops working once both caches have forgotten it: the authorizer's result cache
+# (ReauthorizeEvery in template.yaml) and the keyring cache below. Together they stay within this.
+REVOCATION_SECONDS = 60
+
+
+class AuthorizerSettings(SigningKeySettings):
+    """Settings of the bearer-key authorizer (client tokens are accepted when a signing key is configured)."""
+
+    api_keys_secret_id: Annotated[
+        str | None,
+        Field(description='Secrets Manager secret: {"keys": [{"id": ..., "sha256": ...}]} (hashes only).'),
+    ] = None
+    api_keys: Annotated[
+        SecretStr | None,
+        Field(description="Local only: comma-separated plain keys.", validation_alias=AliasChoices("API_KEYS")),
+    ] = None
+    keys_cache_seconds: Annotated[
+        int, Field(ge=0, le=REVOCATION_SECONDS, description="How long the key list is cached (revocation delay).")
+    ] = 30
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        if self.api_keys is None and not self.api_keys_secret_id:
+            raise ValueError("set API_KEYS_SECRET_ID (AWS) or API_KEYS (local)")
+        return self
