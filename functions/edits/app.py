@@ -7,11 +7,6 @@ runs this same ``lambda_handler`` on each request); the async route is an ordina
 
 from __future__ import annotations
 
-# ruff: noqa: E402 - the collector is paused before anything else is imported
-import gc
-
-gc.disable()  # for the cold start: see imagecore.platform.coldstart (settled at the end of this module)
-
 from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any
@@ -30,7 +25,6 @@ from imagecore.edge.request_body import JSON, MULTIPART, body_bytes, content_typ
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.jobs.tasks import new_task_id, task_folder
-from imagecore.platform import coldstart
 from imagecore.platform.observability import current_record, logger, metrics, tracer
 from imagecore.platform.settings import EditSettings
 from imagecore.storage.store import UploadStore
@@ -55,8 +49,7 @@ _EDIT_ERRORS: dict[int, OpenAPIResponse] = {
 @cache
 def runtime() -> ImageRuntime:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    with coldstart.paused("edits runtime"):
-        return ImageRuntime.from_settings(EditSettings.from_environment())
+    return ImageRuntime.from_settings(EditSettings.from_environment())
 
 
 @cache
@@ -212,6 +205,3 @@ def streamed_app() -> Any:
     from imagecore.edge.streaming import function_edge
 
     return function_edge(lambda_handler, runtime().service.settings.stream_idle_limit_seconds)
-
-
-coldstart.settle("edits import")
