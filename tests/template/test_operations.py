@@ -135,7 +135,7 @@ def aws_calls_in_core() -> dict[str, set[str]]:
     } | {"generate_presigned_url", "generate_presigned_post", "get_secret"}
     operations.discard("get_secret_value")  # pydantic's SecretStr; the AWS reads go through get_secret
     found: dict[str, set[str]] = {}
-    for path in CORE.glob("*.py"):
+    for path in CORE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in operations:
                 found.setdefault(node.attr, set()).add(path.stem)
@@ -244,7 +244,7 @@ def alarms(sam: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_the_code_emits_under_the_templates_namespace_and_service(sam: dict[str, Any]) -> None:
     env = globals_env(sam)
-    source = (CORE / "observability.py").read_text()
+    source = (CORE / "platform" / "observability.py").read_text()
 
     assert f'os.getenv("{OWN_NAMESPACE_VARIABLE}", "{env[OWN_NAMESPACE_VARIABLE]}")' in source
     assert f'os.getenv("{SERVICE_VARIABLE}", "{env[SERVICE_VARIABLE]}")' in source
