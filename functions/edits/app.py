@@ -107,7 +107,9 @@ def edit_images(
     cost = estimated_cost(edit.parameters, reference_images=len(edit.images))
 
     def charge(make: Callable[[], Delivery]) -> Delivery:
-        return runtime.charged(spender_of(event), caller.token, cost, edit.parameters.n, make)
+        return runtime.charged(
+            spender_of(event), caller.token, cost, edit.parameters.n, make, slots=caller.slots(), deadline=deadline
+        )
 
     if edit.parameters.stream:
         # Only a streamed answer needs the event stream (and asyncio): imported on the first one.

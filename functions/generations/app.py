@@ -68,7 +68,15 @@ def create_images(
     deadline = runtime.deadline(event, context)
 
     def charge(make: Callable[[], Delivery]) -> Delivery:
-        return runtime.charged(spender_of(event), caller.token, estimated_cost(request), request.n, make)
+        return runtime.charged(
+            spender_of(event),
+            caller.token,
+            estimated_cost(request),
+            request.n,
+            make,
+            slots=caller.slots(),
+            deadline=deadline,
+        )
 
     if request.stream:
         # Only a streamed answer needs the event stream (and asyncio): imported on the first one.

@@ -4,7 +4,9 @@ a POST runs its use case: synchronously (the stored images) or as an async task 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,6 +21,7 @@ from imagecore.accounts.budgets import (
     reserve_or_count_refusal,
     within_budget,
 )
+from imagecore.accounts.concurrency import ConcurrencyLeases, Slot
 from imagecore.accounts.token_usage import ClientTokenGrant, TokenHold, TokenImageCounter, counted_images
 from imagecore.domain.deadline import Deadline, request_deadline
 from imagecore.domain.errors import (
@@ -53,6 +56,7 @@ class ImageRuntime:
     submitter: TaskSubmitter | None
     ledger: UsageLedger | None = None
     token_images: TokenImageCounter | None = None
+    leases: ConcurrencyLeases | None = None
 
     @classmethod
     def from_settings(cls, settings: GenerationSettings) -> ImageRuntime:
@@ -67,7 +71,8 @@ class ImageRuntime:
         token_images = (
             TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None
         )
-        return cls(ImageService.from_settings(settings), idempotency, submitter, ledger, token_images)
+        leases = ConcurrencyLeases(settings.usage_table, region=region) if settings.usage_table else None
+        return cls(ImageService.from_settings(settings), idempotency, submitter, ledger, token_images, leases)
 
     def within_budget(self, spender: Spender, cost: Cost, produce: Callable[[], T]) -> T:
         """A generation or edit within the caller's image and token budgets: ``cost`` is reserved before the
@@ -102,11 +107,34 @@ class ImageRuntime:
         return counted_images(self.token_images, token, n, produce, made=images_made)
 
     def charged(
-        self, spender: Spender, token: ClientTokenGrant | None, cost: Cost, n: int, produce: Callable[[], Delivery]
+        self,
+        spender: Spender,
+        token: ClientTokenGrant | None,
+        cost: Cost,
+        n: int,
+        produce: Callable[[], Delivery],
+        *,
+        slots: Sequence[Slot] = (),
+        deadline: Deadline | None = None,
     ) -> Delivery:
-        """A generation or edit of ``n`` images within the caller's budgets (``within_budget``) and its client
-        token's image limit (``counted``)."""
-        return self.within_budget(spender, cost, lambda: self.counted(token, n, produce))
+        """A generation or edit of ``n`` images within the caller's concurrency (``leased``), its budgets
+        (``within_budget``) and its client token's image limit (``counted``)."""
+        with self.leased(slots, deadline):
+            return self.within_budget(spender, cost, lambda: self.counted(token, n, produce))
+
+    @contextmanager
+    def leased(self, slots: Sequence[Slot], deadline: Deadline | None) -> Iterator[None]:
+        """A lease in each of the caller's concurrency slots while the block runs (429 ``concurrency_exceeded``
+        at once when one is full). It expires when the request must be over: its deadline plus the time to
+        store and answer, so a crashed invocation holds none past it."""
+        if self.leases is None or not slots:
+            yield
+            return
+        settings = self.service.settings
+        remaining = deadline.remaining() if deadline is not None else settings.integration_timeout_ms / 1000
+        expires_at = time.time() + max(0.0, remaining) + settings.storage_margin_seconds
+        with self.leases.hold(slots, expires_at):
+            yield
 
     def counted_task(self, token: ClientTokenGrant | None, n: int, make: Callable[[TokenHold | None], T]) -> T:
         """An async task within the client token's image limit: its ``n`` images are counted when it is queued
