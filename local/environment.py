@@ -83,7 +83,13 @@ def _resolve(name: str, value: Any, refs: Mapping[str, str], parameters: dict[st
             return _text(parameters[target]["Default"])
         raise KeyError(f"{name}: nothing local for !Ref {target} (pass it in refs)")
     if isinstance(value, dict):
-        raise ValueError(f"{name}: only literal values and !Ref are understood locally, not {value}")
+        from local.intrinsics import Intrinsics
+
+        values = {key: spec["Default"] for key, spec in parameters.items() if "Default" in spec}
+        resolved = Intrinsics({}, {**values, **refs}).resolve(value)
+        if isinstance(resolved, dict):
+            raise ValueError(f"{name}: only literal values, !Ref and !Sub are understood locally, not {value}")
+        return _text(resolved)
     return _text(value)
 
 

@@ -37,6 +37,8 @@ from werkzeug.wrappers import Request, Response
 from imagecore.platform.observability import logger
 from local.access_log import AccessLog, access_log_format
 from local.context import ACCOUNT_ID, LambdaContext
+from local.intrinsics import Intrinsics
+from local.lambda_concurrency import THROTTLED_INTEGRATION, THROTTLED_STATUS, ReservedConcurrency
 from local.lambda_runtime import Handler, invoke, load_handler, new_context
 from local.plans import UsagePlans
 from local.template import load_template
@@ -68,6 +70,7 @@ class Route:
     # ResponseTransferMode RESPONSE_STREAM: relayed by local.streaming (the function runs its run.sh app).
     streamed: bool = False
     memory_mb: int = 128
+    reserved: int | None = None  # the function's ReservedConcurrentExecutions (None: unreserved)
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         if self.method not in (method, "ANY"):
@@ -100,13 +103,16 @@ class _Template:
         parameters = template.get("Parameters", {}) or {}
         self.parameters = {name: spec.get("Default") for name, spec in parameters.items()}
         self.parameters.update(overrides or {})
+        pseudo = {"AWS::StackName": "local", "AWS::Region": "us-east-1", "AWS::AccountId": ACCOUNT_ID}
+        self.intrinsics = Intrinsics(template, {**pseudo, **self.parameters})
         self.function_globals: dict[str, Any] = (template.get("Globals", {}) or {}).get("Function", {}) or {}
 
     def value(self, value: Any) -> Any:
-        """Resolve a parameter reference to its value (enough for the settings the emulation reads)."""
+        """Resolve a parameter reference, condition or substitution to its value (enough for the settings the
+        emulation reads)."""
         if isinstance(value, dict) and "Ref" in value:
             return self.parameters.get(value["Ref"])
-        return value
+        return self.intrinsics.resolve(value)
 
     def of_type(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
         return [
@@ -195,9 +201,14 @@ def _routes(tpl: _Template, name: str, props: dict[str, Any]) -> list[Route]:
                 pattern=_path_pattern(spec["Path"]),
                 streamed=spec.get("ResponseTransferMode") == "RESPONSE_STREAM",
                 memory_mb=int(tpl.function_setting(props, "MemorySize", 128)),
+                reserved=_reserved(tpl.value(props.get("ReservedConcurrentExecutions"))),
             )
         )
     return routes
+
+
+def _reserved(value: Any) -> int | None:
+    return int(value) if value not in (None, "") else None
 
 
 def _path_pattern(path: str) -> re.Pattern[str]:
@@ -318,6 +329,7 @@ class LocalApiGateway:
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lambda")
+        self.concurrency = ReservedConcurrency()
 
     def handler(self, code_uri: str, handler: str) -> Handler:
         key = f"{code_uri}:{handler}"
@@ -376,8 +388,11 @@ class LocalApiGateway:
                 self._admit(event)
             if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT_BYTES:
                 raise GatewayError("REQUEST_TOO_LARGE", 413, "Request Too Long")
+            if not self.concurrency.enter(route.function, route.reserved):
+                # Lambda throttles the invocation: API Gateway answers its integration failure.
+                raise GatewayError(THROTTLED_INTEGRATION, THROTTLED_STATUS, "Internal server error")
             if route.streamed:
-                return self.stream(route, event, call)
+                return self._relayed(route, event, call)
             result = self.integrate(route, event, call)
             return self.proxy_response(result, call)
         except GatewayError as error:
@@ -458,7 +473,13 @@ class LocalApiGateway:
         counted from the request's arrival, or the function's own timeout if that is shorter)."""
         context = new_context(route.function, route.timeout_s)
         called = time.monotonic()
-        future = self._pool.submit(invoke, self.handler(route.code_uri, route.handler), event, context)
+        try:
+            future = self._pool.submit(invoke, self.handler(route.code_uri, route.handler), event, context)
+        except BaseException:
+            self.concurrency.leave(route.function)
+            raise
+        # The invocation holds its slot until the function is done, even when API Gateway stops waiting.
+        future.add_done_callback(lambda _: self.concurrency.leave(route.function))
         waited = time.time() - call.started_ms / 1000
         limit = min(route.integration_timeout_ms / 1000, route.timeout_s)
         try:
@@ -493,6 +514,19 @@ class LocalApiGateway:
             ),
         )
         call.integration_ms = round((time.monotonic() - called) * 1000)  # until the function's answer began
+        return response
+
+    def _relayed(self, route: Route, event: dict[str, Any], call: _Call) -> Response:
+        """A streamed invocation, holding its slot until its answer has been relayed."""
+        try:
+            response = self.stream(route, event, call)
+        except BaseException:
+            self.concurrency.leave(route.function)
+            raise
+        if response.is_streamed:
+            response.response = self.concurrency.until_relayed(route.function, response.response)
+        else:
+            self.concurrency.leave(route.function)
         return response
 
     def close(self) -> None:
