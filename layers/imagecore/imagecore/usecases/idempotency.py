@@ -101,16 +101,23 @@ def answer_once(
     key = idempotency_key(event) or key
     if guard is None:
         return produce()
-    owner = current_record().owner_id or "anonymous"
     return guard.once(
         key=key,
-        scope=f"{owner}#{scope}",
+        scope=f"{idempotency_subject()}#{scope}",
         payload=payload,
         context=context,
         produce=produce,
         encode=encode,
         decode=decode,
     )
+
+
+def idempotency_subject() -> str:
+    """Whose Idempotency-Keys a request's is among: its key's owner, or, sent with a client token, that token's
+    (two browser users of one app who both pick ``order-42`` never get each other's images)."""
+    record = current_record()
+    owner = record.owner_id or "anonymous"
+    return f"{owner}/{record.client_token_id}" if record.client_token_id else owner
 
 
 def digest(payload: Any) -> str:

@@ -38,7 +38,7 @@ from imagecore.platform.observability import current_record, logger
 from imagecore.platform.settings import GenerationSettings
 from imagecore.storage.manifest import StoredResult, folder_of, manifest_key, read_result, read_stored, write_result
 from imagecore.storage.store import StorageError
-from imagecore.usecases.idempotency import Idempotency, answer_once, digest, idempotency_key
+from imagecore.usecases.idempotency import Idempotency, answer_once, digest, idempotency_key, idempotency_subject
 from imagecore.usecases.service import Delivery, ImageService
 
 T = TypeVar("T")
@@ -179,8 +179,7 @@ class ImageRuntime:
         trimmed = _without_presentation(payload)
         folder = None
         if self.idempotency is not None and request_key is not None:
-            owner = current_record().owner_id or "anonymous"
-            folder = keyed_folder(owner, scope, request_key, trimmed)
+            folder = keyed_folder(idempotency_subject(), scope, request_key, trimmed)
 
         def produce_once() -> Delivery:
             earlier = self._left_in(folder, trimmed) if folder is not None else None
