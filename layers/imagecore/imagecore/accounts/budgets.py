@@ -19,6 +19,7 @@ Per-key figures stay here, never in CloudWatch dimensions.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -31,7 +32,7 @@ from typing import Any, Literal, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagecore.domain.errors import ImageServiceError
+from imagecore.domain.errors import BILLED_FAILURE_CODES, ImageServiceError
 from imagecore.platform import after_response, aws
 from imagecore.platform.observability import RequestRecord, logger
 
@@ -575,7 +576,13 @@ def within_budget(
     try:
         result = produce()
     except ImageServiceError as error:
-        ledger.settle_after_answer(hold, Spent.from_record(record, failure=error.code))
+        spent = Spent.from_record(record, failure=error.code)
+        if error.code in BILLED_FAILURE_CODES:
+            # The upstream billed an answer the caller never got: what was reserved for it stays spent.
+            spent = dataclasses.replace(
+                spent, images=max(spent.images, cost.images), output_tokens=max(spent.output_tokens, cost.tokens)
+            )
+        ledger.settle_after_answer(hold, spent)
         raise
     except BaseException:
         ledger.settle_after_answer(hold, Spent.from_record(record, failure="internal_error"))
