@@ -19,7 +19,7 @@ from imagecore.domain.route_models import ClientTokenRequest, ClientTokenRespons
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.platform.observability import current_record, logger, metrics, tracer
 from imagecore.platform.route_settings import ClientTokenSettings
-from imagecore.usecases.idempotency import answer_once
+from imagecore.usecases.idempotency import idempotency_key
 
 app = create_resolver()
 
@@ -37,8 +37,8 @@ def signing_key() -> Callable[[], str]:
     summary="Mint a short-lived client token for a browser or a phone",
     description=(
         "Server keys only. The token is valid for expires_in seconds (at most one hour), calls only the routes in "
-        "scope and creates at most max_images images in all (20 when not given, 1000 at most). What it creates belongs to the key "
-        "that minted it; revoking that key revokes its tokens."
+        "scope and creates at most max_images images in all (20 when not given, 1000 at most). What it creates "
+        "belongs to the key that minted it; revoking that key revokes its tokens."
     ),
     responses={
         200: {"description": "The client token", "content": {"application/json": {"model": ClientTokenResponse}}},
@@ -51,34 +51,25 @@ def create_client_token(request: Annotated[ClientTokenRequest, Body()]) -> Clien
     caller = caller_of(event)
     caller.require_server_key()
 
-    def issue() -> ClientTokenResponse:
-        signed, token = mint(
-            caller.owner_id,
-            signing_key=signing_key()(),
-            now=int(time.time()),
-            lifetime_seconds=request.expires_in,
-            scope=request.scope or DEFAULT_SCOPE,
-            max_images=request.max_images,
-            max_concurrent=request.max_concurrent,
-        )
-        current_record().client_token_id = token.id
-        return ClientTokenResponse(
-            token=signed, expires_at=token.expires_at, scope=list(token.scope),
-            max_images=token.max_images,
-            max_concurrent=token.max_concurrent,
-        )
-
     # An Idempotency-Key is checked like on every POST, but never remembered: the answer is a credential, and
     # a retry that mints another short-lived token costs nothing.
-    return answer_once(
-        None,
-        event,
-        app.lambda_context,
-        scope="client_tokens",
-        payload=request.model_dump(),
-        produce=issue,
-        encode=lambda _answer: None,
-        decode=ClientTokenResponse.model_validate,
+    idempotency_key(event)
+    signed, token = mint(
+        caller.owner_id,
+        signing_key=signing_key()(),
+        now=int(time.time()),
+        lifetime_seconds=request.expires_in,
+        scope=request.scope or DEFAULT_SCOPE,
+        max_images=request.max_images,
+        max_concurrent=request.max_concurrent,
+    )
+    current_record().client_token_id = token.id
+    return ClientTokenResponse(
+        token=signed,
+        expires_at=token.expires_at,
+        scope=list(token.scope),
+        max_images=token.max_images,
+        max_concurrent=token.max_concurrent,
     )
 
 

@@ -9,10 +9,10 @@ plus the token's id, expiry and image limit.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from imagecore.accounts.budgets import Spender, budget_of
+from imagecore.accounts.budgets import Budget, Spender, budget_of
 from imagecore.accounts.concurrency import Slot, slots_for
 from imagecore.accounts.token_usage import ClientTokenGrant
 from imagecore.domain.errors import Forbidden, Unauthorized
@@ -35,6 +35,8 @@ class Caller:
     key_id: str
     owner_id: str
     token: ClientTokenGrant | None = None
+    # The key's image and token budgets (a client token spends its parent key's).
+    budget: Budget = field(default_factory=Budget)
     max_concurrent: int | None = None  # the key's image requests in flight at most (None: no limit)
     token_max_concurrent: int | None = None  # the client token's own, lower limit
 
@@ -55,9 +57,10 @@ def caller_of(event: dict[str, Any], *, now: float | None = None) -> Caller:
     if not key_id or not owner_id:
         # Only reachable if a route is deployed without the authorizer: fail closed.
         raise Unauthorized("The request was not authenticated.", code="unauthenticated")
+    budget = budget_of(authorizer)
     max_concurrent = _count(authorizer.get(MAX_CONCURRENT))
     if authorizer.get(CREDENTIAL) != "client_token":
-        return Caller(key_id=str(key_id), owner_id=str(owner_id), max_concurrent=max_concurrent)
+        return Caller(key_id=str(key_id), owner_id=str(owner_id), budget=budget, max_concurrent=max_concurrent)
     try:
         max_images = authorizer.get(TOKEN_MAX_IMAGES)
         token = ClientTokenGrant(
@@ -74,6 +77,7 @@ def caller_of(event: dict[str, Any], *, now: float | None = None) -> Caller:
         key_id=str(key_id),
         owner_id=str(owner_id),
         token=token,
+        budget=budget,
         max_concurrent=max_concurrent,
         token_max_concurrent=_count(authorizer.get(TOKEN_MAX_CONCURRENT)),
     )

@@ -97,6 +97,29 @@ class ConcurrencyLeases:
             for slot, lease_id in reversed(taken):
                 self.release(slot.subject, lease_id)
 
+    @contextmanager
+    def hold_waiting(
+        self, slot: Slot, expires_at: float, *, wait_seconds: float, sleep: Callable[[float], None] = time.sleep
+    ) -> Iterator[None]:
+        """A lease for work that must run anyway (an async task the worker took from the queue): while the slot
+        is full it waits for one to free (up to ``wait_seconds``), then holds one regardless, so the key's
+        synchronous requests are refused while its tasks run and no task is ever dropped."""
+        waited = 0.0
+        while True:
+            try:
+                lease_id = self.acquire(slot, expires_at)
+                break
+            except ConcurrencyExceeded:
+                if waited >= wait_seconds:
+                    lease_id = self.acquire(Slot(slot.subject, 2**31), expires_at)
+                    break
+                sleep(1.0)
+                waited += 1.0
+        try:
+            yield
+        finally:
+            self.release(slot.subject, lease_id)
+
     def acquire(self, slot: Slot, expires_at: float) -> str:
         """A new lease id under ``slot``, valid until ``expires_at`` (epoch seconds); ``ConcurrencyExceeded``
         when ``slot.limit`` live leases are already out."""

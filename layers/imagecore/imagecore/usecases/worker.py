@@ -35,6 +35,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from imagecore.accounts.budgets import Spent, UsageLedger
+from imagecore.accounts.concurrency import ConcurrencyLeases, Slot
 from imagecore.accounts.token_usage import TokenImageCounter, images_to_give_back
 from imagecore.domain.deadline import Deadline
 from imagecore.domain.errors import ImageServiceError, InvalidRequest
@@ -75,9 +77,10 @@ from imagecore.storage.manifest import (
     write_result,
 )
 from imagecore.storage.store import StorageError
+from imagecore.usecases.delivery import ImageEvent
 from imagecore.usecases.edits import edit_from_kept
 from imagecore.usecases.idempotency import digest
-from imagecore.usecases.service import ImageEvent, ImageService, describe_request
+from imagecore.usecases.service import ImageService, describe_request
 
 __all__ = ["COMPLETED", "FAILED", "MANIFEST", "REQUESTED", "Worker", "parse_job"]
 
@@ -185,7 +188,10 @@ class TaskPreviews:
     tasks: TaskStore
     task_id: str
 
-    def __call__(self, event: ImageEvent) -> None:
+    def stored(self, event: ImageEvent) -> None:
+        del event  # a task's images are listed when it completes
+
+    def partial(self, event: ImageEvent) -> None:
         if event.key is None:
             return
         created = event.fields.get("created_at")
@@ -249,6 +255,8 @@ PASSING_FAULTS = (TaskStoreError, StorageError, EventPublishError, BotoCoreError
 # Time kept back from retrying a write, so the function still answers its batch before it times out.
 _ANSWER_MARGIN_SECONDS = 5.0
 _MAX_PAUSE_SECONDS = 8.0
+# How long a task waits for a free slot in its key's concurrency before it runs anyway.
+_LEASE_WAIT_SECONDS = 30.0
 
 
 class Worker:
@@ -262,8 +270,10 @@ class Worker:
         sleep: Callable[[float], None] = time.sleep,
         ledger: UsageLedger | None = None,
         token_images: TokenImageCounter | None = None,
+        leases: ConcurrencyLeases | None = None,
     ) -> None:
         self.service = service
+        self.leases = leases
         self.ledger = ledger
         self.token_images = token_images
         self.tasks = tasks
@@ -289,6 +299,7 @@ class Worker:
             token_images=(
                 TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None
             ),
+            leases=ConcurrencyLeases(settings.usage_table, region=region) if settings.usage_table else None,
         )
 
     def handle(self, record: SQSRecord, context: LambdaContext) -> None:
@@ -428,8 +439,10 @@ class Worker:
             )
             self._finish_task(task_id, finished, context, record)
             return
+        deadline = self._deadline(context)
         try:
-            stored = run(self._deadline(context), record, task.folder)
+            with self._counted_in_concurrency(task, deadline):
+                stored = run(deadline, record, task.folder)
         except ImageServiceError as error:
             finished = Finished(http_status=error.status, error=error.to_body()["error"])
         else:
@@ -441,6 +454,16 @@ class Worker:
         if finished.error is not None:
             self._write_failure(task.folder, finished, None)
         self._finish_task(task_id, finished, context, record)
+
+    def _counted_in_concurrency(self, task: Task, deadline: Deadline) -> AbstractContextManager[None]:
+        """A running task holds a lease in its key's concurrency (waiting a little for a free slot, never
+        dropped for want of one)."""
+        if self.leases is None or not task.max_concurrent:
+            return nullcontext()
+        expires_at = time.time() + max(0.0, deadline.remaining()) + self.settings.storage_margin_seconds
+        return self.leases.hold_waiting(
+            Slot(task.owner, task.max_concurrent), expires_at, wait_seconds=_LEASE_WAIT_SECONDS, sleep=self.sleep
+        )
 
     def _end_overdue(self, task: Task, now: int, context: LambdaContext, record: RequestRecord) -> None:
         """A task past its limit. On AWS the delivery after a crash comes after the visibility timeout, past the
@@ -494,13 +517,13 @@ class Worker:
         if task.kind == "generation":
             request = GenerationRequest.model_validate(task.request)
             return lambda deadline, record, folder: (
-                self.service.generate(request, deadline, record, folder=folder, on_partial=previews).stored
+                self.service.generate(request, deadline, record, folder=folder, events=previews).stored
             )
         edit = edit_from_kept(
-            task.request, task.inputs, self.service.store.read, max_image_bytes=self.settings.max_input_image_bytes
+            task.request, task.inputs, self.service.store, max_image_bytes=self.settings.max_input_image_bytes
         )
         return lambda deadline, record, folder: (
-            self.service.edit(edit, deadline, record, folder=folder, on_partial=previews).stored
+            self.service.edit(edit, deadline, record, folder=folder, events=previews).stored
         )
 
     # --- event-triggered generations ----------------------------------------------------------------------
