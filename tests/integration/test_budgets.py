@@ -239,37 +239,29 @@ def test_a_hold_whose_day_is_not_in_its_month_is_refused(ledger: UsageLedger) ->
 
 def test_a_billed_answer_that_was_cut_short_keeps_its_budget_spent(ledger: UsageLedger, aws_resources: Any) -> None:
     """The upstream committed a 200 (and billed it) but the body was cut: nothing reached the caller, and the
-    budget and the client token's count are not given back."""
-    from imagecore.accounts.token_usage import ClientTokenGrant, TokenImageCounter, counted_images
+    budget and the client token's count are not given back; a failure before any 200 gives both back."""
+    from imagecore.accounts.admission import Admission
+    from imagecore.accounts.caller import Caller
+    from imagecore.accounts.token_usage import ClientTokenGrant, TokenBudgetExceeded, TokenImageCounter
     from imagecore.domain.errors import UpstreamFailed
 
-    budget = Budget(images_per_day=5)
     counter = TokenImageCounter(
         aws_resources.token_usage_table, region="us-east-1", client=boto3.client("dynamodb", region_name="us-east-1")
     )
     token = ClientTokenGrant("ctk_cut", expires_at=int(NOON) + 600, max_images=4)
+    caller = Caller("key_a", "key_a", token=token, budget=Budget(images_per_day=5))
+    admission = Admission(ledger, counter)
 
-    def cut() -> None:
-        raise UpstreamFailed("cut short after a 200", code="upstream_incomplete")
+    for code in ("upstream_incomplete", "upstream_error"):
+        with pytest.raises(UpstreamFailed), admission.hold(
+            caller, Cost(images=2, tokens=100), images=2, record=RequestRecord(operation="generations")
+        ):
+            raise UpstreamFailed("the upstream failed", code=code)
 
-    def timed_out() -> None:
-        raise UpstreamFailed("refused before a 200", code="upstream_error")
-
-    for fails in (cut, timed_out):
-        with pytest.raises(UpstreamFailed):
-            within_budget(
-                ledger,
-                "key_a",
-                budget,
-                Cost(images=2, tokens=100),
-                RequestRecord(operation="generations"),
-                lambda fails=fails: counted_images(counter, token, 2, fails, made=lambda _: 0),
-            )
-
-    report = ledger.usage("key_a", budget, 1)
+    report = ledger.usage("key_a", caller.budget, 1)
     assert report["budgets"]["images_per_day"]["remaining"] == 3  # the cut one's 2 stay spent, the other's came back
     assert report["days"][0]["failures"] == {"upstream_incomplete": 1, "upstream_error": 1}
     # the token: 2 of its 4 are used, so 2 more fit and a third does not
-    counted_images(counter, token, 2, lambda: None, made=lambda _: 2)
-    with pytest.raises(Exception, match="may create 4"):
-        counted_images(counter, token, 1, lambda: None, made=lambda _: 1)
+    counter.reserve("ctk_cut", 2, limit=4, expires_at=token.expires_at)
+    with pytest.raises(TokenBudgetExceeded):
+        counter.reserve("ctk_cut", 1, limit=4, expires_at=token.expires_at)

@@ -155,3 +155,21 @@ def test_concurrent_requests_from_threads_never_hold_more_than_the_limit(served_
     assert outcomes.count("refused") == threads - limit
     assert held == limit
     assert leases.in_flight("own_greedy") == 0  # every lease was given back
+
+
+def test_a_running_task_waits_for_a_slot_then_runs_anyway_and_counts_meanwhile(leases: ConcurrencyLeases) -> None:
+    slot = Slot("own_a", 1)
+    waits: list[float] = []
+    busy = leases.acquire(slot, NOW + 60)  # a synchronous request of the key holds its only slot
+
+    with leases.hold_waiting(slot, NOW + 60, wait_seconds=3, sleep=waits.append):
+        assert waits == [1.0, 1.0, 1.0]  # it waited, then ran rather than be dropped
+        assert leases.in_flight("own_a") == 2
+    assert leases.in_flight("own_a") == 1
+
+    leases.release("own_a", busy)
+    with leases.hold_waiting(slot, NOW + 60, wait_seconds=3, sleep=waits.append):
+        # a synchronous request of the same key is refused while the task runs
+        with pytest.raises(ConcurrencyExceeded):
+            leases.acquire(slot, NOW + 60)
+    assert leases.in_flight("own_a") == 0

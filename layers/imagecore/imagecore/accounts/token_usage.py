@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagecore.domain.errors import ImageServiceError, TokenBudgetExceeded
+from imagecore.domain.errors import BILLED_FAILURE_CODES, ImageServiceError, TokenBudgetExceeded
 from imagecore.platform import aws
 from imagecore.platform.observability import logger
 
