@@ -42,3 +42,6 @@ _.should_exit
 
 # botocore calls its file loader's _load_file (imagecore.platform.aws overrides it to parse into plain dicts)
 _._load_file
+
+# how many concurrency leases a subject holds now: read by the tests and by an operator's console session
+_.in_flight

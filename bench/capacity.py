@@ -243,9 +243,10 @@ def _worker_case(environment: dict[str, str], task_id: str) -> dict[str, Any]:
 
     sqs = boto3.client("sqs", endpoint_url=environment["AWS_ENDPOINT_URL"], region_name="us-east-1")
     messages = sqs.receive_message(QueueUrl=environment["JOBS_QUEUE_URL"], MaxNumberOfMessages=1, WaitTimeSeconds=5)
-    (message,) = messages.get("Messages") or [None]
-    if message is None:
+    found = messages.get("Messages") or []
+    if len(found) != 1:
         raise BenchError("worker: no job on the queue")
+    message = found[0]
     record = {
         "messageId": message["MessageId"],
         "receiptHandle": message["ReceiptHandle"],

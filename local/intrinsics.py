@@ -23,7 +23,7 @@ class Intrinsics:
     def resolve(self, value: Any) -> Any:
         if not isinstance(value, dict) or len(value) != 1:
             return value
-        (name, argument), = value.items()
+        ((name, argument),) = value.items()
         if name == "Ref":
             return None if argument == NO_VALUE else self._ref(argument)
         if name == "Fn::If":
@@ -48,7 +48,7 @@ class Intrinsics:
         return self._true(self.conditions[name])
 
     def _true(self, expression: Any) -> bool:
-        (name, argument), = expression.items()
+        ((name, argument),) = expression.items()
         if name == "Condition":
             return self.condition(argument)
         if name == "Fn::Not":

@@ -36,14 +36,11 @@ class ReservedConcurrency:
         with self._lock:
             self._in_flight[function] = max(0, self._in_flight.get(function, 0) - 1)
 
-    def in_flight(self, function: str) -> int:
-        with self._lock:
-            return self._in_flight.get(function, 0)
-
-    def until_relayed(self, function: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    def until_relayed(self, function: str, chunks: Iterable[bytes | str]) -> Iterator[bytes]:
         """``chunks`` passed through; the invocation ends when they are read to the end or closed."""
         try:
-            yield from chunks
+            for chunk in chunks:
+                yield chunk.encode() if isinstance(chunk, str) else chunk
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:

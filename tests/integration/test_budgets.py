@@ -253,8 +253,9 @@ def test_a_billed_answer_that_was_cut_short_keeps_its_budget_spent(ledger: Usage
     admission = Admission(ledger, counter)
 
     for code in ("upstream_incomplete", "upstream_error"):
-        with pytest.raises(UpstreamFailed), admission.hold(
-            caller, Cost(images=2, tokens=100), images=2, record=RequestRecord(operation="generations")
+        with (
+            pytest.raises(UpstreamFailed),
+            admission.hold(caller, Cost(images=2, tokens=100), images=2, record=RequestRecord(operation="generations")),
         ):
             raise UpstreamFailed("the upstream failed", code=code)
 

@@ -57,7 +57,9 @@ def test_a_key_holds_at_most_its_limit_and_a_released_slot_is_free_again(leases:
     assert leases.in_flight("own_a") == 2
 
 
-def test_expired_leases_do_not_count_and_are_pruned(leases: ConcurrencyLeases, clock: Clock, aws_resources: Any) -> None:
+def test_expired_leases_do_not_count_and_are_pruned(
+    leases: ConcurrencyLeases, clock: Clock, aws_resources: Any
+) -> None:
     slot = Slot("own_a", 1)
     leases.acquire(slot, NOW + 30)  # a crashed invocation never gives this back
     with pytest.raises(ConcurrencyExceeded):
@@ -168,8 +170,7 @@ def test_a_running_task_waits_for_a_slot_then_runs_anyway_and_counts_meanwhile(l
     assert leases.in_flight("own_a") == 1
 
     leases.release("own_a", busy)
-    with leases.hold_waiting(slot, NOW + 60, wait_seconds=3, sleep=waits.append):
-        # a synchronous request of the same key is refused while the task runs
-        with pytest.raises(ConcurrencyExceeded):
-            leases.acquire(slot, NOW + 60)
+    # a synchronous request of the same key is refused while the task runs
+    with leases.hold_waiting(slot, NOW + 60, wait_seconds=3, sleep=waits.append), pytest.raises(ConcurrencyExceeded):
+        leases.acquire(slot, NOW + 60)
     assert leases.in_flight("own_a") == 0

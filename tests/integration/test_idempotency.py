@@ -410,4 +410,7 @@ def test_a_client_tokens_idempotency_keys_are_its_own(stack, simulator):
     assert paths(as_token("ctk_bob")) == paths(bob)
     assert simulator.calls == 2
     # the key itself has its own space too
-    assert paths(stack.post("/v1/images/generations", GENERATION, **keyed("order-42"))) not in (paths(alice), paths(bob))
+    assert paths(stack.post("/v1/images/generations", GENERATION, **keyed("order-42"))) not in (
+        paths(alice),
+        paths(bob),
+    )

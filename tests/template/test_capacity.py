@@ -99,7 +99,8 @@ def test_reserved_concurrency_leaves_the_account_room(template: dict[str, Any]) 
     functions = [
         name
         for name, spec in template["Resources"].items()
-        if "GenerationsReservedConcurrency" in json.dumps(spec.get("Properties", {}).get("ReservedConcurrentExecutions"))
+        if "GenerationsReservedConcurrency"
+        in json.dumps(spec.get("Properties", {}).get("ReservedConcurrentExecutions"))
     ]
     assert len(functions) == 4
     # AWS keeps 100 of the default 1,000 unreserved; the authorizer and the short routes need room beyond that

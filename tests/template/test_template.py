@@ -40,7 +40,6 @@ from imagecore.platform.route_settings import (
 )
 from imagecore.platform.settings import MAX_INLINE_REQUEST_BYTES, EditSettings, GenerationSettings, WorkerSettings
 from imagecore.storage.store import ImageStore, ImageToStore, UploadStore, owner_prefix
-from imagecore.usecases.edits import MAX_IMAGES
 from imagecore.usecases.idempotency import Idempotency
 from imagecore.usecases.worker import REQUESTED, GenerationJob, parse_job
 from tests.template import sam_validate
@@ -1770,7 +1769,12 @@ def test_every_gateway_response_lets_a_page_read_it(api_body: dict[str, Any]) ->
             "Fn::If": [
                 "AllowsAnyOrigin",
                 "'*'",
-                {"Fn::Sub": ["'${Origin}'", {"Origin": {"Fn::Select": [0, {"Fn::Split": [",", {"Ref": "CorsAllowOrigins"}]}]}}]},
+                {
+                    "Fn::Sub": [
+                        "'${Origin}'",
+                        {"Origin": {"Fn::Select": [0, {"Fn::Split": [",", {"Ref": "CorsAllowOrigins"}]}]}},
+                    ]
+                },
             ]
         }, kind
         exposed = parameters["gatewayresponse.header.Access-Control-Expose-Headers"].strip("'").split(",")

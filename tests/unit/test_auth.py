@@ -328,7 +328,7 @@ class TestPlansAndBudgets:
     def test_local_key_syntax(self, spec: str, key: str, plan: str | None, budgets: dict[str, int]) -> None:
         from imagecore.accounts.auth import parse_local_key
 
-        parsed_key, parsed_plan, budget = parse_local_key(spec)
+        parsed_key, parsed_plan, budget, _concurrent = parse_local_key(spec)
         assert (parsed_key, parsed_plan, budget.as_dict()) == (key, plan, budgets)
 
     @pytest.mark.parametrize(

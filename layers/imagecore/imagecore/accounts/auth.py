@@ -44,15 +44,10 @@ class KeyRecord:
         return owner_for_hash(self.sha256)
 
 
-def parse_local_key(spec: str) -> tuple[str, str | None, Budget]:
-    """One key of the local stack's ``API_KEYS``: ``KEY[@PLAN][:BUDGET=N]...``, e.g.
-    ``trial-key@trial:images_per_day=5`` (the key, the usage plan it is on, its budgets)."""
-    key, plan, budget, _concurrent = parse_local_key_limits(spec)
-    return key, plan, budget
-
-
-def parse_local_key_limits(spec: str) -> tuple[str, str | None, Budget, int | None]:
-    """``parse_local_key``, and the key's own concurrency limit: ``KEY[@PLAN][:BUDGET=N]...[:concurrent=N]``."""
+def parse_local_key(spec: str) -> tuple[str, str | None, Budget, int | None]:
+    """One key of the local stack's ``API_KEYS``: ``KEY[@PLAN][:BUDGET=N]...[:concurrent=N]``, e.g.
+    ``trial-key@trial:images_per_day=5:concurrent=2`` (the key, the usage plan it is on, its budgets, its own
+    limit of image requests in flight)."""
     key, *limits = spec.strip().split(":")
     key, _, plan = key.partition("@")
     budgets: dict[str, str] = {}
@@ -123,7 +118,7 @@ class Keyring:
         for spec in keys:
             if not spec.strip():
                 continue
-            key, plan, budget, concurrent = parse_local_key_limits(spec)
+            key, plan, budget, concurrent = parse_local_key(spec)
             digest = hash_key(key)
             usage_key = local_usage_key(digest) if plan else None
             records.append(KeyRecord(key_id_for_hash(digest), digest, plan, usage_key, budget, concurrent))
