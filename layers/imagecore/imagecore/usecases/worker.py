@@ -76,10 +76,10 @@ from imagecore.storage.manifest import (
     write_failure,
     write_result,
 )
-from imagecore.storage.store import StorageError
+from imagecore.storage.store import StorageError, UploadStore
 from imagecore.usecases.delivery import ImageEvent
-from imagecore.usecases.edits import edit_from_kept
 from imagecore.usecases.idempotency import digest
+from imagecore.usecases.pending_edits import kept_edit
 from imagecore.usecases.service import ImageService, describe_request
 
 __all__ = ["COMPLETED", "FAILED", "MANIFEST", "REQUESTED", "Worker", "parse_job"]
@@ -519,8 +519,14 @@ class Worker:
             return lambda deadline, record, folder: (
                 self.service.generate(request, deadline, record, folder=folder, events=previews).stored
             )
-        edit = edit_from_kept(
-            task.request, task.inputs, self.service.store, max_image_bytes=self.settings.max_input_image_bytes
+        store = self.service.store
+        edit = kept_edit(
+            task.request,
+            task.inputs,
+            store,
+            UploadStore(store.s3, store.bucket),
+            task.owner,
+            max_image_bytes=self.settings.max_input_image_bytes,
         )
         return lambda deadline, record, folder: (
             self.service.edit(edit, deadline, record, folder=folder, events=previews).stored
