@@ -42,7 +42,10 @@ _EDIT_ERRORS: dict[int, OpenAPIResponse] = {
     413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": ERROR_CONTENT},
     415: {"description": "Neither multipart/form-data nor application/json", "content": ERROR_CONTENT},
     429: {
-        "description": "Over the key's image or token budget, or the client token's max_images (nothing generated)",
+        "description": (
+            "Over the key's (or client token's) image requests in flight (concurrency_exceeded, with "
+            "Retry-After), its image or token budget, or the client token's max_images (nothing generated)"
+        ),
         "content": ERROR_CONTENT,
     },
 }
