@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from imagecore.usecases.worker import COMPLETED, FAILED, MANIFEST
+from imagecore.jobs.messages import COMPLETED, FAILED
+from imagecore.storage.manifest import MANIFEST
 from tests.conftest import owner_of_key_id
 from tests.faults import Crash, faults  # noqa: F401 (fixture)
 from tests.helpers import key_of
