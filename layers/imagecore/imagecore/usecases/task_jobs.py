@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.accounts.budgets import UsageLedger
+from imagecore.accounts.ledger import UsageLedger
 from imagecore.accounts.token_usage import TokenImageCounter, images_to_give_back
 from imagecore.domain.deadline import Deadline
 from imagecore.domain.errors import ImageServiceError

@@ -39,7 +39,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagecore.accounts.budgets import UsageLedger
+from imagecore.accounts.ledger import UsageLedger
 from imagecore.accounts.token_usage import TokenImageCounter
 from imagecore.jobs.messages import BadJob, GenerationJob, TaskJob, parse_job
 from imagecore.jobs.outcomes import (
