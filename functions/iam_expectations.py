@@ -36,7 +36,7 @@ IDEMPOTENCY = {
     ("dynamodb:UpdateItem", "IdempotencyTable"),
     ("dynamodb:DeleteItem", "IdempotencyTable"),
 }
-# imagecore.jobs.tasks.TaskSubmitter: TaskStore.create (put_item), TaskStore.fail when the queue refuses
+# imagecore.jobs.submitter.TaskSubmitter: TaskStore.create (put_item), TaskStore.fail when the queue refuses
 # (update_item), JobQueue.send (send_message).
 SUBMIT_TASKS = {
     ("dynamodb:PutItem", "TasksTable"),

@@ -13,6 +13,7 @@ from moto import mock_aws
 
 from imagecore.domain.models import GenerationRequest, ImageData
 from imagecore.jobs.messages import REQUESTED, BadJob, GenerationJob, TaskJob, parse_job
+from imagecore.jobs.task_view import answer_body, task_view
 from imagecore.jobs.tasks import (
     RETRY_AFTER_SECONDS,
     TASK_LIMIT_SECONDS,
@@ -21,8 +22,6 @@ from imagecore.jobs.tasks import (
     Task,
     TaskBusy,
     TaskStore,
-    answer_body,
-    task_view,
 )
 from local.resources import create_resources
 from local.template import project_template

@@ -13,18 +13,16 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from imagecore.upstream.bodies import JsonBody, SseBody
+from imagecore.upstream.fields import normalise_fields, normalise_usage
 from imagecore.upstream.reader import (
     BodyIncomplete,
     BodyMalformed,
     BodyTooLarge,
     ImageUnusable,
-    JsonBody,
     ReadImage,
     ReadLimits,
-    SseBody,
     StreamFailed,
-    normalise_fields,
-    normalise_usage,
 )
 from local.simulator import declared_size_png
 

@@ -13,7 +13,8 @@ from imagecore.accounts.ledger import UsageLedger
 from imagecore.accounts.token_usage import TokenImageCounter
 from imagecore.domain.deadline import Deadline, request_deadline
 from imagecore.domain.errors import ServiceMisconfigured
-from imagecore.jobs.tasks import JobQueue, TaskStore, TaskSubmitter
+from imagecore.jobs.submitter import JobQueue, TaskSubmitter
+from imagecore.jobs.tasks import TaskStore
 from imagecore.platform.settings import GenerationSettings
 from imagecore.usecases.idempotency import Idempotency
 from imagecore.usecases.service import ImageService
