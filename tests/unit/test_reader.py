@@ -26,7 +26,7 @@ from imagecore.upstream.reader import (
     normalise_fields,
     normalise_usage,
 )
-from local.simulator import declared_size_png
+from functions.upstream_simulator.simulator import declared_size_png
 
 LIMITS = ReadLimits(max_body_bytes=1 << 20, max_image_bytes=256 << 10)
 
