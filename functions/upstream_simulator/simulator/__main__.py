@@ -25,7 +25,9 @@ def api_key() -> str:
 
 def main() -> None:
     port = int(os.environ.get("AWS_LWA_PORT") or os.environ.get("PORT") or "8080")
-    simulator = UpstreamSimulator(SimulatorOptions(api_key=api_key(), account_id="acct-deployed-simulator", control=False))
+    simulator = UpstreamSimulator(
+        SimulatorOptions(api_key=api_key(), account_id="acct-deployed-simulator", control=False)
+    )
     # Threaded: a streamed answer (SSE, a delayed one) never holds up the adapter's next request.
     make_server("127.0.0.1", port, simulator, threaded=True).serve_forever()
 
