@@ -103,7 +103,8 @@ def parse_status_codes(text: str) -> frozenset[int]:
 
 def adapter_request_context(context: Mapping[str, Any]) -> dict[str, Any]:
     """The ``x-amzn-request-context`` the adapter sends for a REST event's ``requestContext``."""
-    identity = context.get("identity") if isinstance(context.get("identity"), dict) else {}
+    given = context.get("identity")
+    identity: Mapping[str, Any] = given if isinstance(given, dict) else {}
     out: dict[str, Any] = {}
     for name in REST_CONTEXT_FIELDS:
         if name == "operationName" and context.get(name) is None:

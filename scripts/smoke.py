@@ -106,7 +106,7 @@ class Smoke:
 
     def streamed_generation(self) -> str:
         self.spend(1)
-        body = {"model": "gpt-image-2", "prompt": "smoke test: a paper boat", "size": "1024x1024"}
+        body: dict[str, Any] = {"model": "gpt-image-2", "prompt": "smoke test: a paper boat", "size": "1024x1024"}
         body |= {"quality": "low", "stream": True, "partial_images": 1}
         events: list[dict[str, Any]] = []
         with self.http.stream("POST", f"{self.base_url}/images/generations", json=body, headers=self.headers()) as r:
