@@ -218,6 +218,16 @@ def test_the_simulator_runs_behind_the_adapter_and_a_streamed_function_url(sam: 
     assert url["Properties"]["InvokeMode"] == "RESPONSE_STREAM"
     # The stack's functions call it with a bearer key, as they call sub2api (they sign nothing).
     assert url["Properties"]["AuthType"] == "NONE"
+    # A public URL needs both grants (InvokeFunctionUrl, and InvokeFunction through the URL), each conditional.
+    grants = {
+        (res["Properties"]["Action"], res.get("Condition"))
+        for res in resources_of_type(cfn, "AWS::Lambda::Permission").values()
+        if res["Properties"]["FunctionName"] == {"Ref": "UpstreamSimulatorFunction"}
+    }
+    assert grants == {
+        ("lambda:InvokeFunctionUrl", "UsesUpstreamSimulator"),
+        ("lambda:InvokeFunction", "UsesUpstreamSimulator"),
+    }
     assert props["CodeUri"] == "functions/upstream_simulator/"
     assert props["Handler"] == "run.sh"
     assert props["Environment"]["Variables"]["SIMULATOR_API_KEY_SECRET_ID"] == {"Ref": "UpstreamSimulatorKeySecret"}
