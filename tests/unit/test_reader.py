@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from functions.upstream_simulator.simulator import declared_size_png
 from imagecore.upstream.bodies import JsonBody, SseBody
 from imagecore.upstream.fields import normalise_fields, normalise_usage
 from imagecore.upstream.reader import (
@@ -24,7 +25,6 @@ from imagecore.upstream.reader import (
     ReadLimits,
     StreamFailed,
 )
-from local.simulator import declared_size_png
 
 LIMITS = ReadLimits(max_body_bytes=1 << 20, max_image_bytes=256 << 10)
 
