@@ -80,7 +80,8 @@ class Service:
 
     def clear(self) -> None:
         self.stack.clear()
-        for cached in (self.authorizer.settings, self.authorizer.keyring, self.authorizer.signing_key):
+        authorizer = self.authorizer
+        for cached in (authorizer.settings, authorizer.keyring, authorizer.signing_key, authorizer.key_defaults):
             cached.cache_clear()
         self.client_tokens.signing_key.cache_clear()
 

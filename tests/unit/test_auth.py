@@ -169,12 +169,15 @@ def authorizer(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("API_KEYS", f"{GOOD_KEY},{OTHER_KEY}")
     monkeypatch.delenv("CLIENT_TOKEN_SIGNING_SECRET_ID", raising=False)
     monkeypatch.setenv("CLIENT_TOKEN_SIGNING_KEY", SIGNING_KEY)
+    # the settings' own defaults for the per-plan concurrency, and no default daily budget
+    monkeypatch.setenv("PLAN_MAX_CONCURRENT", "free=1 trial=2 standard=4 none=2")
+    monkeypatch.delenv("DEFAULT_IMAGES_PER_DAY", raising=False)
     from functions.authorizer import app
 
-    for cached in (app.settings, app.keyring, app.signing_key):
+    for cached in (app.settings, app.keyring, app.signing_key, app.key_defaults):
         cached.cache_clear()
     yield app
-    for cached in (app.settings, app.keyring, app.signing_key):
+    for cached in (app.settings, app.keyring, app.signing_key, app.key_defaults):
         cached.cache_clear()
 
 
