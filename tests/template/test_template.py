@@ -460,7 +460,13 @@ def resolve(value: Any, sam: dict[str, Any], overrides: dict[str, Any] | None = 
         simulated = resolve({"Ref": "UpstreamSimulator"}, sam, overrides) == "true"
         return resolve(when_true if simulated else when_false, sam, overrides)
     if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
-        return re.sub(r"\$\{([\w.]+)\}", lambda m: REF_VALUES[m.group(1)], value["Fn::Sub"])
+        return re.sub(
+            r"\$\{([\w.]+)\}",
+            lambda m: (
+                REF_VALUES[m.group(1)] if m.group(1) in REF_VALUES else resolve({"Ref": m.group(1)}, sam, overrides)
+            ),
+            value["Fn::Sub"],
+        )
     if isinstance(value, dict) and set(value) == {"Ref"}:
         name = value["Ref"]
         if name in overrides:
@@ -468,8 +474,6 @@ def resolve(value: Any, sam: dict[str, Any], overrides: dict[str, Any] | None = 
         if name in sam["Parameters"]:
             return str(sam["Parameters"][name]["Default"])
         return REF_VALUES[name]
-    if isinstance(value, dict) and set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
-        return re.sub(r"\$\{(\w+)\}", lambda found: resolve({"Ref": found[1]}, sam, overrides), value["Fn::Sub"])
     assert isinstance(value, str | int | float | bool), f"cannot resolve {value!r}"
     return str(value).lower() if isinstance(value, bool) else str(value)
 
