@@ -27,6 +27,9 @@ def test_document_shows_every_route_and_the_validation_rules():
         "/v1/openapi.json",
         "/v1/docs",
         "/v1/playground",
+        "/v1",
+        "/v1/models",
+        "/v1/models/{model}",
     }
     generation = document["paths"]["/v1/images/generations"]["post"]
     # Validation errors are OpenAI-style 400s, never Powertools' 422; a 422 is only a reused Idempotency-Key.
