@@ -120,6 +120,56 @@ def test_docs_try_it_out_calls_the_same_deployment(stack: RunningStack, driver: 
     assert console_errors(driver) == []
 
 
+def authorize_docs(driver: Any, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, ".btn.authorize").click()
+    field = wait_for(driver, "document.querySelector('.modal-ux input[type=text], .modal-ux input[type=password]')")
+    field.send_keys(key)
+    driver.find_element(By.CSS_SELECTOR, ".modal-ux .auth-btn-wrapper .authorize").click()
+    driver.find_element(By.CSS_SELECTOR, ".modal-ux .btn-done, .modal-ux .close-modal").click()
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("/v1/images/generations", "200"), ("/v1/images/generations/async", "202"), ("/v1/client_tokens", "200")],
+)
+def test_docs_try_it_out_succeeds_with_the_documented_body_unedited(
+    stack: RunningStack, driver: Any, tmp_path: Path, path: str, expected: str
+) -> None:
+    """Swagger UI's "Try it out" then "Execute", as a newcomer would, with nothing typed but the key."""
+    from selenium.webdriver.common.by import By
+
+    calls = stack.upstream_calls()
+    driver.get(stack.api_url + "/docs")
+    wait_for(driver, "document.querySelectorAll('.opblock').length > 5")
+    authorize_docs(driver, API_KEY)
+    block = wait_for(
+        driver,
+        f"""[...document.querySelectorAll('.opblock-post')].find(b =>
+              b.querySelector('.opblock-summary-path').textContent.replace(/\u200b/g, '') === '{path}')""",
+    )
+    block.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    wait_for(driver, "document.querySelector('.opblock.is-open .try-out__btn')").click()
+    body = wait_for(driver, "document.querySelector('.opblock.is-open textarea.body-param__text')?.value")
+    driver.find_element(By.CSS_SELECTOR, ".opblock.is-open .execute").click()
+    status = wait_for(
+        driver, "document.querySelector('.opblock.is-open .live-responses-table tbody .response-col_status')?.textContent"
+    )
+    answer = driver.execute_script(
+        "return document.querySelector('.opblock.is-open .live-responses-table .microlight')?.textContent"
+    )
+    screenshot(driver, "docs-try-" + path.strip("/").replace("/", "-"), tmp_path)
+
+    assert "output_compression" not in body and "partial_images" not in body
+    assert status.strip().startswith(expected), answer
+    if path != "/v1/client_tokens":
+        assert '"1024x1024"' in body
+        # the synchronous one drew its image; the async one's worker may still be at it
+        assert stack.upstream_calls() >= calls + (1 if expected == "200" else 0)
+    assert console_errors(driver) == []
+
+
 def test_pages_send_a_strict_content_security_policy(stack: RunningStack) -> None:
     for page in ("docs", "playground"):
         response = httpx.get(f"{stack.api_url}/{page}")
