@@ -154,7 +154,8 @@ def test_docs_try_it_out_succeeds_with_the_documented_body_unedited(
     body = wait_for(driver, "document.querySelector('.opblock.is-open textarea.body-param__text')?.value")
     driver.find_element(By.CSS_SELECTOR, ".opblock.is-open .execute").click()
     status = wait_for(
-        driver, "document.querySelector('.opblock.is-open .live-responses-table tbody .response-col_status')?.textContent"
+        driver,
+        "document.querySelector('.opblock.is-open .live-responses-table tbody .response-col_status')?.textContent",
     )
     answer = driver.execute_script(
         "return document.querySelector('.opblock.is-open .live-responses-table .microlight')?.textContent"

@@ -298,7 +298,7 @@ def _run_without_aws(*args: str, python_flags: tuple[str, ...] = (), **env: str)
         "AWS_EC2_METADATA_DISABLED": "true",
         **env,
     }
-    return subprocess.run(
+    return subprocess.run(  # noqa: S603 - the test's own interpreter and script
         [sys.executable, *python_flags, str(SCRIPT), *args],
         capture_output=True,
         text=True,

@@ -95,7 +95,12 @@ JSON_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "quality": "low",
         "n": 1,
     },
-    ("/v1/uploads", "post"): {"content_type": "image/png", "bytes": 1048576, "filename": "input.png", "purpose": "image"},
+    ("/v1/uploads", "post"): {
+        "content_type": "image/png",
+        "bytes": 1048576,
+        "filename": "input.png",
+        "purpose": "image",
+    },
     ("/v1/client_tokens", "post"): {"expires_in": 900, "scope": ["generations", "tasks"], "max_images": 4},
 }
 JSON_EXAMPLES[("/v1/images/edits/async", "post")] = JSON_EXAMPLES[("/v1/images/edits", "post")]

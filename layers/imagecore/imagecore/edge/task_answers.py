@@ -15,7 +15,6 @@ from imagecore.jobs.tasks import RETRY_AFTER_SECONDS, Task, task_view
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-
 # The 202's headers, as the OpenAPI document shows them.
 ACCEPTED_HEADERS: dict[str, Any] = {
     "Location": {"description": "The task's poll URL", "schema": {"type": "string"}},
