@@ -78,7 +78,9 @@ CLIENT_TOKENS_ROUTE = ("POST", "/v1/client_tokens")
 HEALTH_ROUTE = ("GET", "/v1/health")
 ASSETS_ROUTE = ("GET", "/v1/assets/{name}")  # the pages' scripts and styles, not an API operation
 PAGES = (("GET", "/v1/openapi.json"), ("GET", "/v1/docs"), ("GET", "/v1/playground"))
-PUBLIC_ROUTES = (HEALTH_ROUTE, *PAGES, ASSETS_ROUTE)
+ROOT_ROUTE = ("GET", "/")  # the bare URL's index, /v1's twin (not an API operation)
+INDEX_ROUTES = (ROOT_ROUTE, ("GET", "/v1"))
+PUBLIC_ROUTES = (HEALTH_ROUTE, *PAGES, ASSETS_ROUTE, *INDEX_ROUTES)
 PATH_PARAMETER = re.compile(r"\{(\w+)\}")  # {task_id}
 # The routes behind the bearer-key authorizer, and the function each one reaches.
 AUTHORIZED_ROUTES = {
@@ -90,6 +92,9 @@ AUTHORIZED_ROUTES = {
     UPLOADS_ROUTE: "UploadsFunction",
     USAGE_ROUTE: "UsageFunction",
     CLIENT_TOKENS_ROUTE: "ClientTokensFunction",
+    # keyed as at OpenAI, where listing the models is how a client checks its key
+    ("GET", "/v1/models"): "HealthFunction",
+    ("GET", "/v1/models/{model}"): "HealthFunction",
 }
 # A browser's CORS preflight of each keyed route, without the key, answered by the health function.
 PREFLIGHT_ROUTES = {("OPTIONS", path): "HealthFunction" for _, path in AUTHORIZED_ROUTES}
@@ -691,7 +696,7 @@ def test_deployed_routes_are_the_routes_the_code_serves(api_body: dict[str, Any]
     documented = {
         (method.upper(), path) for path, operations in build_document()["paths"].items() for method in operations
     }
-    assert set(routes(api_body)) - set(PREFLIGHT_ROUTES) - {ASSETS_ROUTE} == documented
+    assert set(routes(api_body)) - set(PREFLIGHT_ROUTES) - {ASSETS_ROUTE, ROOT_ROUTE} == documented
 
 
 def test_api_is_regional_with_multipart_as_binary(cfn: dict[str, Any], api_body: dict[str, Any]) -> None:
