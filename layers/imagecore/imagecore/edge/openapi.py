@@ -116,6 +116,12 @@ def _document_examples(document: dict[str, Any]) -> None:
         content = operation.get("requestBody", {}).get("content", {})
         if "application/json" in content:
             content["application/json"]["example"] = json.loads(json.dumps(example))
+        if "multipart/form-data" in content:
+            operation["requestBody"]["description"] = (
+                "multipart/form-data: the images themselves (choose the files; the other fields are filled in). "
+                "application/json: images uploaded first with POST /v1/uploads, named by their upload_id (the "
+                "example's is a placeholder)."
+            )
     form = document.get("components", {}).get("schemas", {}).get("EditForm")
     if form is not None:
         for name, value in FORM_EXAMPLES.items():
