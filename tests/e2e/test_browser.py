@@ -132,7 +132,12 @@ def authorize_docs(driver: Any, key: str) -> None:
 
 @pytest.mark.parametrize(
     ("path", "expected"),
-    [("/v1/images/generations", "200"), ("/v1/images/generations/async", "202"), ("/v1/client_tokens", "200")],
+    [
+        ("/v1/images/generations", "200"),
+        ("/v1/images/generations/async", "202"),
+        ("/v1/images/edits", "200"),
+        ("/v1/client_tokens", "200"),
+    ],
 )
 def test_docs_try_it_out_succeeds_with_the_documented_body_unedited(
     stack: RunningStack, driver: Any, tmp_path: Path, path: str, expected: str

@@ -3,6 +3,8 @@ bare URL, and every example body of the OpenAPI document sent exactly as Swagger
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 from typing import Any
 
@@ -87,39 +89,58 @@ def documented_examples(stack: Any) -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
-def small_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (256, 256), (40, 120, 200)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def uploaded_ids(stack: Any, example: dict[str, Any], count: int) -> list[str]:
-    """Uploads made with the uploads route's own example body (an edit's JSON body names uploads)."""
-    ids = []
-    for _ in range(count):
-        ticket = httpx.post(stack.api_url + "/uploads", json=example, headers=AUTH).json()
-        data = small_png()
-        posted = httpx.post(ticket["url"], data=ticket["fields"], files={"file": ("input.png", data, "image/png")})
-        assert posted.status_code in (200, 201, 204), posted.text
-        ids.append(ticket["id"])
-    return ids
-
-
 def test_every_documented_example_body_is_accepted_as_it_is(stack):
     examples = documented_examples(stack)
     routes = {(method, path) for method, path, _ in examples}
     assert {("post", "/v1/images/generations"), ("post", "/v1/uploads"), ("post", "/v1/client_tokens")} <= routes
-    upload_example = next(body for _, path, body in examples if path == "/v1/uploads")
+    assert ("post", "/v1/images/edits") in routes  # its JSON body: the input inline, as a data URL
 
     answers = {}
     for method, path, body in examples:
-        if "images" in body:
-            # the one change: the example's upload ids become uploads that exist (made with the uploads example)
-            body = {**body, "images": [{"upload_id": i} for i in uploaded_ids(stack, upload_example, 1)]}
         response = httpx.request(method, stack.api_url.removesuffix("/v1") + path, json=body, headers=AUTH, timeout=120)
         answers[path] = response.status_code
         assert response.status_code in (200, 202), (path, response.text)
     assert answers["/v1/images/generations"] == 200 and answers["/v1/images/generations/async"] == 202
+    assert answers["/v1/images/edits"] == 200 and answers["/v1/images/edits/async"] == 202
+
+
+def test_an_edit_takes_its_input_inline_as_a_data_url_and_forwards_it_intact(stack):
+    png = io.BytesIO()
+    Image.new("RGB", (512, 512), (10, 200, 90)).save(png, format="PNG")
+    data = png.getvalue()
+    url = "data:image/png;base64," + base64.b64encode(data).decode()
+
+    response = httpx.post(
+        stack.api_url + "/images/edits",
+        json={"images": [{"image_url": url}], "prompt": "add a kite", "size": "1024x1024", "quality": "low"},
+        headers=AUTH,
+        timeout=120,
+    )
+
+    assert response.status_code == 200, response.text
+    received = httpx.get(stack.simulator_url.removesuffix("/v1") + "/_simulator/stats").json()["last_request"]
+    [part] = received["files"]
+    assert part["name"] == "image[]" and part["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("image", "code"),
+    [
+        ({"image_url": "data:image/png;base64," + base64.b64encode(b"not an image").decode()}, "invalid_image_format"),
+        ({"image_url": "data:image/png;base64,AAA"}, "invalid_image_format"),  # base64 cut short
+        ({"image_url": "https://example.com/cat.png"}, "invalid_value"),  # only data URLs: nothing is fetched
+        ({}, "invalid_value"),
+    ],
+)
+def test_a_bad_inline_image_is_a_400_before_the_upstream(stack, image, code):
+    response = httpx.post(
+        stack.api_url + "/images/edits", json={"images": [image], "prompt": "p"}, headers=AUTH, timeout=60
+    )
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["param"].startswith("images[0]")
+    assert stack.upstream_calls() == 0
 
 
 def test_the_generation_example_is_small_and_cheap(stack):

@@ -74,7 +74,7 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
 # One request body per JSON operation that the service takes as it is (small and cheap: one low-quality
 # 1024x1024 image), so Swagger UI's "Try it out" sends something that works instead of a body it made up from
 # the schema (which combined output_compression with png, and partial_images without stream). An edit's JSON
-# body names uploads, which exist only once made: its example shows the shape (POST /v1/uploads first).
+# example carries its input inline (a 256x256 sky-blue PNG as a data URL); larger inputs are uploaded first.
 GENERATION_EXAMPLE: dict[str, Any] = {
     "model": "gpt-image-2",
     "prompt": "A lighthouse on a rocky coast at dawn, soft watercolor",
@@ -84,12 +84,20 @@ GENERATION_EXAMPLE: dict[str, Any] = {
     "n": 1,
 }
 EDIT_PROMPT = "Add a red kite flying in the sky"
-EXAMPLE_UPLOAD_ID = "upl_0123456789abcdefghijKLMNOP"
+EXAMPLE_INPUT = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAQAAAAEACAIAAADTED8xAAAB/0lEQVR42u3TQREAMAjAsDHzuMIQJnijgURC7xpZ/eCq"
+    "LwEGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAw"
+    "ABgADAAGAAOAATAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAA"
+    "GAAMAAYAA4ABwABgADAAGAAMAAbAAGAAMAAYAAwABgADgAHAAGAAMAAYAAwABgADgAHAAGAAMAAYAAwABgADgAHAAGAAMAAYAAwABgADgAHAAGAAMAAY"
+    "AAwABgADgAHAAGAAMAAYAAwABgADgAHAAGAAMAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgA"
+    "DAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAM"
+    "AAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAbAO8BgQwXqtQPQAAAABJRU5ErkJggg=="
+)
 JSON_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/images/generations", "post"): GENERATION_EXAMPLE,
     ("/v1/images/generations/async", "post"): GENERATION_EXAMPLE,
     ("/v1/images/edits", "post"): {
-        "images": [{"upload_id": EXAMPLE_UPLOAD_ID}],
+        "images": [{"image_url": EXAMPLE_INPUT}],
         "prompt": EDIT_PROMPT,
         "size": "1024x1024",
         "quality": "low",
@@ -119,8 +127,8 @@ def _document_examples(document: dict[str, Any]) -> None:
         if "multipart/form-data" in content:
             operation["requestBody"]["description"] = (
                 "multipart/form-data: the images themselves (choose the files; the other fields are filled in). "
-                "application/json: images uploaded first with POST /v1/uploads, named by their upload_id (the "
-                "example's is a placeholder)."
+                "application/json: each image inline as a base64 data URL (image_url, small images), or uploaded "
+                "first with POST /v1/uploads and named by its upload_id."
             )
     form = document.get("components", {}).get("schemas", {}).get("EditForm")
     if form is not None:
