@@ -130,6 +130,8 @@ def test_every_request_field_has_an_upper_bound():
     upload_ref = schemas["UploadRef"]["properties"]
     assert upload_ref["upload_id"]["anyOf"][0]["pattern"] == "^(?:upl_[A-Za-z0-9]{20,64})$"
     assert upload_ref["image_url"]["anyOf"][0]["pattern"].startswith("^(?:data:image/(?:png|jpeg|webp);base64,")
+    # exactly one of the two is given (a string), as the model checks
+    assert [branch["required"] for branch in schemas["UploadRef"]["oneOf"]] == [["upload_id"], ["image_url"]]
 
 
 def test_every_json_body_has_an_example_the_models_take():

@@ -260,6 +260,13 @@ class EditParameters(ImageRequest):
     _not_forwarded: ClassVar[frozenset[str]] = frozenset({"input_fidelity"})
 
 
+def _one_of_two_sources(schema: dict[str, Any]) -> None:
+    """The schema says what the validator checks: exactly one of the two fields is a string."""
+    schema["oneOf"] = [
+        {"required": [name], "properties": {name: {"type": "string"}}} for name in ("upload_id", "image_url")
+    ]
+
+
 IMAGE_DATA_URL = r"data:image/(?:png|jpeg|webp);base64,[A-Za-z0-9+/]+={0,2}"
 # An inline image travels in the JSON body, which API Gateway and Lambda cap at 6 MB: larger ones are uploaded.
 IMAGE_DATA_URL_MAX_CHARS = 4_500_000
@@ -269,7 +276,9 @@ class UploadRef(BaseModel):
     """One input image of a JSON edit: an upload's id, or (as OpenAI's ``image_url``) a small image itself as a
     base64 ``data:`` URL."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, defer_build=True, json_schema_extra=_one_of_two_sources
+    )
 
     upload_id: (
         Annotated[

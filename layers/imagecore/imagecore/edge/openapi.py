@@ -66,6 +66,7 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
             operation["security"] = []
     _document_shared_answers(document)
     _document_task_id(document)
+    _document_model_id(document)
     _document_client_tokens(document)
     _document_examples(document)
     return document
@@ -157,6 +158,22 @@ def _document_task_id(document: dict[str, Any]) -> None:
                         "maxLength": 37,
                         "description": "The task's id, as the submission answered it.",
                     }
+
+
+# What a model id looks like (the names the template's ResponsesAllowedModels accepts); any other is a 404.
+MODEL_ID = r"[A-Za-z0-9._:-]{1,128}"
+
+
+def _document_model_id(document: dict[str, Any]) -> None:
+    operation = document.get("paths", {}).get("/v1/models/{model}", {}).get("get")
+    for parameter in (operation or {}).get("parameters", []):
+        if parameter.get("in") == "path" and parameter.get("name") == "model":
+            parameter["schema"] = {
+                **parameter.get("schema", {}),
+                "pattern": f"^(?:{MODEL_ID})$",
+                "maxLength": 128,
+                "description": "A model id, as GET /v1/models lists them (any other: 404 model_not_found).",
+            }
 
 
 def _error(description: str, **headers: str) -> dict[str, Any]:
