@@ -33,7 +33,9 @@ HTML_PAGE: dict[int, Any] = {
 
 @app.get("/v1/health", summary="Liveness")
 def health() -> HealthResponse:
-    return HealthResponse(version=imagecore.__version__)
+    return HealthResponse(
+        version=imagecore.__version__, upstream="simulator" if _settings().upstream_simulator else "sub2api"
+    )
 
 
 @app.get(

@@ -76,6 +76,9 @@ class PublicPageSettings(EnvironmentSettings):
         Literal["https", "http"],
         Field(description="Scheme of the URLs the API gives for itself: https; the local stack's http."),
     ] = "https"
+    upstream_simulator: Annotated[
+        bool, Field(description="The stack calls the upstream simulator (a test deployment): health says so.")
+    ] = False
 
 
 # A revoked key stops working once both caches have forgotten it: the authorizer's result cache
