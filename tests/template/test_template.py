@@ -878,7 +878,7 @@ def test_request_too_large_tells_how_to_upload_instead(api_body: dict[str, Any])
     # the JSON it shows is the body the edits function takes for uploaded inputs
     assert '{"images": [{"upload_id": ...}]' in message
     assert {"images", "prompt"} <= set(EditUploadRequest.model_fields)
-    assert set(UploadRef.model_fields) == {"upload_id"}
+    assert {"upload_id", "image_url"} == set(UploadRef.model_fields)  # an upload, or a small image inline
     # the limit it names is the one the edits function enforces
     assert f"about {MAX_INLINE_REQUEST_BYTES / 1e6:.1f} MB of multipart" in message
     assert EditSettings.model_fields["max_request_bytes"].default == MAX_INLINE_REQUEST_BYTES
