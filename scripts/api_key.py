@@ -40,7 +40,8 @@ try:
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
     from imagecore.accounts.auth import hash_key, new_api_key, owner_for_hash
-    from imagecore.accounts.budgets import MAX_USAGE_DAYS, Budget, UsageLedger
+    from imagecore.accounts.budgets import MAX_USAGE_DAYS, Budget
+    from imagecore.accounts.ledger import UsageLedger
 except ModuleNotFoundError as missing:
     sys.exit(
         f"scripts/api_key.py runs in the project's environment ({missing.name} is not installed here): "
