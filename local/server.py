@@ -259,7 +259,8 @@ class LocalStack:
             raise StackError(f"API_KEYS: {exc}") from None
 
     def _start_worker(self, template: dict[str, Any]) -> None:
-        from local.gateway import load_handler
+        from functools import partial
+
         from local.poller import JobPoller
 
         worker = template["Resources"]["WorkerFunction"]["Properties"]
@@ -268,7 +269,7 @@ class LocalStack:
             endpoint=self.aws_url,
             region=LOCAL_REGION,
             queue_url=self.resources.jobs_queue_url,
-            handler=load_handler(ROOT, worker["CodeUri"], worker["Handler"]),
+            handler=partial(self._gateway.environments.invoke, worker["CodeUri"], worker["Handler"]),
             function_timeout_s=float(worker["Timeout"]),
             batch_size=int(jobs.get("BatchSize", 1)),
         ).start()

@@ -38,7 +38,7 @@ def chunky_app(chunks: list[tuple[float, bytes]]):
 def relay(chunks: list[tuple[float, bytes]], idle_limit: float) -> tuple[list[tuple[float, bytes]], Any]:
     integrations = StreamedIntegrations(ROOT, idle_limit)
     function = StreamedFunction("TestFunction", "functions/test/", "app:app", False, 60, 128)
-    integrations._servers[function.name] = _AppServer(chunky_app(chunks))
+    integrations.idle[function.name] = [_AppServer(chunky_app(chunks))]
     event = {
         "httpMethod": "POST",
         "path": "/v1/images/generations",

@@ -360,113 +360,62 @@ def test_path_and_query_parameters_reach_the_event():
     assert event["headers"]["X-Forwarded-Proto"] == "http"
 
 
-# --- each invocation's own log fields -----------------------------------------------------------------------
-def test_concurrent_invocations_keep_their_own_log_fields_and_metrics(log_tap, capsys):
-    """Powertools keeps the appended keys and pending metrics on objects every function shares; in the local
-    stack (one process, many threads) each invocation must still log and flush only its own."""
-    from aws_lambda_powertools.logging import correlation_paths
-
-    from imagecore.platform.observability import logger, metrics, request_record
-
-    per_route = 6
-    routes = [("POST", "/v1/images/generations/async"), ("GET", "/v1/health"), ("POST", "/v1/uploads")]
-    routes += [("GET", "/v1/images/tasks/task_{i}")]
-    inside = threading.Barrier(per_route * len(routes), timeout=10)
-
-    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-    @metrics.log_metrics
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        logger.info("started")
-        inside.wait()  # every invocation is between its start and its end at once
-        with request_record(context.function_name, event, context.aws_request_id) as record:
-            record.status = 200
-        logger.info("finished")
-        return {"statusCode": 200, "body": context.function_name}
-
-    functions = Functions()
-    for code_uri in (GENERATIONS, HEALTH, UPLOADS, TASKS):
-        functions.handlers[code_uri] = handler
-    app, _ = gateway(functions)
-    answers: dict[str, str] = {}
-    # A metric left pending outside any invocation is no invocation's to flush.
-    metrics.add_metric(name="Requests", unit="Count", value=1)
-
-    def call(method: str, path: str, index: int) -> None:
-        response = Client(app).open(path.format(i=index), method=method, headers={"Authorization": KEY})
-        assert response.status_code == 200, response.get_data(as_text=True)
-        answers[response.headers["x-amzn-RequestId"]] = response.get_data(as_text=True)
-
-    threads = [
-        threading.Thread(target=call, args=(method, path, index))
-        for index in range(per_route)
-        for method, path in routes
+# --- each invocation in an execution environment of its own ----------------------------------------------------
+def test_concurrent_invocations_run_apart_each_with_its_own_log_fields_metrics_and_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Powertools keeps the appended Logger keys, the pending metrics and the event being resolved on objects a
+    process shares; two functions, and two invocations of one function, running at once must each log, flush and
+    resolve only their own, as in Lambda, where each runs in an execution environment (a process) of its own."""
+    per_route, paths = 2, ["/v1/images/tasks/task_{i}", "/v1/health"]
+    monkeypatch.setenv("LOCAL_FUNCTIONS_BARRIER", str(tmp_path))
+    monkeypatch.setenv("LOCAL_FUNCTIONS_IN_FLIGHT", str(per_route * len(paths)))
+    app = LocalApiGateway(ROOT, TEMPLATE)  # the handlers in environments of their own, as the local stack runs them
+    # Time enough for four environments to start at once on a small machine, all waiting at the barrier.
+    run_here = {"code_uri": "tests/unit/", "handler": "local_functions.lambda_handler", "authorized": False}
+    app.api.routes[:] = [
+        replace(route, **run_here, timeout_s=120, integration_timeout_ms=120_000)
+        for route in app.api.routes
+        if route.path in ("/v1/images/tasks/{task_id}", "/v1/health") and route.method == "GET"
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
-
-    assert len(answers) == per_route * len(routes)
-    lines = [line for line in log_tap.lines if line.get("message") in ("started", "finished", "image request")]
-    assert len(lines) == 3 * len(answers)
-    for line in lines:
-        request_id = line.get("correlation_id")
-        assert request_id in answers, line
-        assert line["function_name"] == answers[request_id], line
-        if line["message"] == "image request":
-            assert line["request"]["api_request_id"] == request_id
-            assert line["request"]["operation"] == answers[request_id]
-    # One metrics blob per invocation, each with its own operation and one request counted.
-    blobs = [json.loads(out) for out in capsys.readouterr().out.splitlines() if out.startswith('{"_aws"')]
-    assert len(blobs) == len(answers)
-    assert sorted(blob["operation"] for blob in blobs) == sorted(answers.values())
-    assert all(blob["Requests"] in (1, 1.0, [1.0]) for blob in blobs)
-    metrics.clear_metrics()
-
-
-def test_concurrent_invocations_each_resolve_their_own_event_and_route():
-    """The event handler keeps the event and the matched route on objects shared by every function; two
-    functions and two routes of one function running at once must each see their own."""
-    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-
-    tasks_app, health_app = APIGatewayRestResolver(), APIGatewayRestResolver()
-    inside = threading.Barrier(16, timeout=10)
-
-    @tasks_app.get("/v1/images/tasks/<task_id>")
-    def task(task_id: str) -> dict[str, Any]:
-        inside.wait()
-        event = tasks_app.current_event
-        return {"task_id": task_id, "path": event.path, "request_id": event.request_context.request_id}
-
-    @health_app.get("/v1/health")
-    def health() -> dict[str, Any]:
-        inside.wait()
-        event = health_app.current_event
-        return {"task_id": None, "path": event.path, "request_id": event.request_context.request_id}
-
-    functions = Functions()
-    functions.handlers[TASKS] = tasks_app.resolve
-    functions.handlers[HEALTH] = health_app.resolve
-    app, _ = gateway(functions)
-    seen: list[tuple[str, dict[str, Any]]] = []
+    seen: list[dict[str, Any]] = []
 
     def call(path: str) -> None:
-        response = Client(app).get(path, headers={"Authorization": KEY})
+        response = Client(app).get(path)
         assert response.status_code == 200, response.get_data(as_text=True)
-        seen.append((path, {**response.get_json(), "answer_id": response.headers["x-amzn-RequestId"]}))
+        seen.append({**response.get_json(), "asked": path, "answer_id": response.headers["x-amzn-RequestId"]})
 
-    paths = [f"/v1/images/tasks/task_{i}" for i in range(8)] + ["/v1/health"] * 8
-    threads = [threading.Thread(target=call, args=(path,)) for path in paths]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
+    threads = [threading.Thread(target=call, args=(path.format(i=i),)) for i in range(per_route) for path in paths]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        app.close()
 
-    assert len(seen) == len(paths)
-    for path, answer in seen:
-        assert answer["path"] == path
+    assert len(seen) == per_route * len(paths)
+    assert len({answer["pid"] for answer in seen}) == len(seen)  # all in flight at once: one environment each
+    for answer in seen:
+        assert answer["path"] == answer["asked"]
         assert answer["request_id"] == answer["answer_id"]
-        assert answer["task_id"] == (path.rsplit("/", 1)[1] if "tasks" in path else None)
+        assert answer["task_id"] == (answer["asked"].rsplit("/", 1)[1] if "tasks" in answer["asked"] else None)
+    function_of = {
+        answer["answer_id"]: "TasksFunction" if "tasks" in answer["asked"] else "HealthFunction" for answer in seen
+    }
+    out = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    lines = [line for line in out if line.get("message") in ("started", "finished", "image request")]
+    assert len(lines) == 3 * len(seen)
+    for line in lines:
+        request_id = line.get("correlation_id")
+        assert line["function_name"] == function_of[request_id], line
+        if line["message"] == "image request":
+            assert line["request"]["api_request_id"] == request_id
+            assert line["request"]["operation"] == function_of[request_id]
+    # One metrics blob per invocation, each with its own operation and one request counted.
+    blobs = [line for line in out if "_aws" in line]
+    assert sorted(blob["operation"] for blob in blobs) == sorted(function_of.values())
+    assert all(blob["Requests"] in (1, 1.0, [1.0]) for blob in blobs)
 
 
 def test_threads_writing_lines_in_pieces_never_split_each_others_lines():
