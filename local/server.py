@@ -211,6 +211,8 @@ class LocalStack:
         self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
         upstream_key = self._start_upstream()
         self._function_environment(template, upstream_key)
+        if gateway.api.authorizer is not None:  # every authorized request calls it first: started with the stack
+            gateway.environments.warm(*gateway.api.authorizer)
         api = _Serving(api_server)
         self._servers.append(api)
         self.api_url = api.url + "/v1"

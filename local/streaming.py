@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import multiprocessing
+import os
 import re
 import shlex
 import threading
@@ -102,13 +102,14 @@ class _AppServer:
         self.thread.join(timeout=5)
 
 
-def _serve_app(conn: Connection, code_uri: str, app_target: str, factory: bool) -> None:
+def _serve_app(conn: Connection, code_uri: str, app_target: str, factory: bool, variables: dict[str, str]) -> None:
     """A streamed function's execution environment: its app (its init), served until the parent says stop."""
     import importlib
     import sys
 
-    from local.lambda_runtime import LineAtomicWriter
+    from local.lambda_runtime import LineAtomicWriter, take_environment
 
+    take_environment(variables)
     sys.stdout = LineAtomicWriter(sys.stdout)  # before the function is imported: its logger keeps this stream
     module_name, _, attribute = app_target.partition(":")
     package = ".".join(Path(code_uri.strip("/")).parts)
@@ -128,11 +129,11 @@ class _AppProcess:
     """A streamed function's execution environment in a process of its own, from the parent's side."""
 
     def __init__(self, function: StreamedFunction) -> None:
-        from local.lambda_runtime import INIT_TIMEOUT_S
+        from local.lambda_runtime import INIT_TIMEOUT_S, process_context
 
-        context = multiprocessing.get_context("spawn")
+        context = process_context()
         self.conn, child = context.Pipe()
-        arguments = (child, function.code_uri, function.app_target, function.factory)
+        arguments = (child, function.code_uri, function.app_target, function.factory, dict(os.environ))
         self.process = context.Process(target=_serve_app, args=arguments, daemon=True)
         self.process.start()
         child.close()
