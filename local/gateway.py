@@ -495,12 +495,31 @@ class LocalApiGateway:
             raise GatewayError("DEFAULT_5XX", 502, "Internal server error")
         return result
 
-    def stream(self, route: Route, event: dict[str, Any], call: _Call) -> Response:
-        """A streamed integration: the function's run.sh app behind the adapter, its answer relayed as written."""
+    def _streamed_function(self, route: Route) -> Any:
         from local.streaming import StreamedFunction, asgi_target
 
         target, factory = asgi_target(self.root / route.code_uri / route.handler)
-        function = StreamedFunction(route.function, route.code_uri, target, factory, route.timeout_s, route.memory_mb)
+        return StreamedFunction(route.function, route.code_uri, target, factory, route.timeout_s, route.memory_mb)
+
+    def warm(self) -> None:
+        """Start one execution environment of every function the API routes to, one after the other, so that the
+        first request to each finds one ready (a function's first request otherwise waits for its init)."""
+        started: set[str] = set()
+        for route in self.api.routes:
+            if route.function in started:
+                continue
+            started.add(route.function)
+            try:
+                if route.streamed:
+                    self.streams.warm(self._streamed_function(route))
+                else:
+                    self.environments.warm(route.code_uri, route.handler)
+            except Exception:
+                logger.exception("could not start an environment", extra={"function": route.function})
+
+    def stream(self, route: Route, event: dict[str, Any], call: _Call) -> Response:
+        """A streamed integration: the function's run.sh app behind the adapter, its answer relayed as written."""
+        function = self._streamed_function(route)
         called = time.monotonic()
         response = self.streams.invoke(
             function,

@@ -48,6 +48,9 @@ PRELOADED = [
     "aws_lambda_powertools.event_handler",
     "aws_lambda_powertools.logging",
     "aws_lambda_powertools.metrics",
+    "aws_lambda_powertools.utilities.idempotency",
+    "jwt",
+    "uvicorn",
 ]
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -217,7 +218,16 @@ class LocalStack:
         self._servers.append(api)
         self.api_url = api.url + "/v1"
         self._start_worker(template)
+        threading.Thread(target=self._warm, args=(gateway, template), name="warm-functions", daemon=True).start()
         return self
+
+    @staticmethod
+    def _warm(gateway: Any, template: dict[str, Any]) -> None:
+        """One execution environment of each function, started in the background while the stack serves."""
+        gateway.warm()
+        worker = template["Resources"]["WorkerFunction"]["Properties"]
+        with contextlib.suppress(Exception):  # the stack stopped meanwhile; a failed init shows at the first job
+            gateway.environments.warm(worker["CodeUri"], worker["Handler"])
 
     def _start_upstream(self) -> str:
         """The upstream the functions call: the one named by UPSTREAM_BASE_URL, else the simulator; its key."""
