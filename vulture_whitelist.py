@@ -39,6 +39,3 @@ PERMISSIONS
 _.events_relayed, _.keepalives_sent, _.client_disconnected, _.partial_images_stored
 streamed_app
 _.should_exit
-
-# http.server calls its request handler's methods and reads its settings by name (local.extensions_api)
-_.do_POST, _.do_GET, _.log_message, _.protocol_version, _.daemon_threads

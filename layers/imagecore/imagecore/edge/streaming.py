@@ -1,8 +1,11 @@
 """The streamed HTTP edge of the image routes: an ASGI app behind AWS's Lambda Web Adapter.
 
-API Gateway streams these routes (``responseTransferMode: STREAM``): the adapter turns each event back into an
-HTTP request to this app (the request context in ``x-amzn-request-context``, the Lambda context in
-``x-amzn-lambda-context``) and relays what the app writes as it writes it. The app rebuilds the proxy event and
+API Gateway streams these routes (``responseTransferMode: STREAM``): the adapter (1.x, ``AWS_LWA_INVOKE_MODE:
+response_stream``) waits until ``GET /_ready`` (``AWS_LWA_READINESS_CHECK_PATH``) answers 200
+(``AWS_LWA_READINESS_CHECK_HEALTHY_STATUS``) on ``AWS_LWA_PORT``, then turns each event back into an HTTP request
+to this app (the request context, re-serialized to the fields the adapter models, in ``x-amzn-request-context``;
+the Lambda context in ``x-amzn-lambda-context``) and relays what the app writes as it writes it, after a JSON
+prelude of its status and headers. The app rebuilds the proxy event and
 runs the function's own Powertools handler on it in a worker thread, so validation, the error-to-HTTP map,
 idempotency, the request line and the service are the very ones of ``imagecore.api``; this module only decides
 *when* bytes go out:
@@ -34,7 +37,6 @@ from typing import Any
 
 from imagecore.edge.cors import configured_policy, origin_of
 from imagecore.edge.http_errors import error_answer, internal_error
-from imagecore.platform import after_response
 from imagecore.platform.observability import RequestRecord, hold_records, logger, metrics, write_record
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -45,7 +47,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 REQUEST_CONTEXT_HEADER = "x-amzn-request-context"
 LAMBDA_CONTEXT_HEADER = "x-amzn-lambda-context"
-READINESS_PATH = "/_ready"
+READINESS_PATH = "/_ready"  # the template's AWS_LWA_READINESS_CHECK_PATH (tests/template checks they agree)
 # JSON allows whitespace before a value: a client's JSON parser reads " \n \n{...}" as the object.
 JSON_KEEPALIVE = b" \n"
 SSE_KEEPALIVE = b": keep-alive\n\n"
@@ -120,7 +122,6 @@ class AdapterLambdaContext:
     memory_limit_in_mb: int = 0
     log_group_name: str = ""
     log_stream_name: str = ""
-    forwarded: bool = False  # whether the adapter named the invocation (its request id is Lambda's own)
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, self.deadline_ms - int(time.time() * 1000))
@@ -145,7 +146,6 @@ class AdapterLambdaContext:
             memory_limit_in_mb=int(env.get("memory") or 0),
             log_group_name=str(env.get("log_group") or ""),
             log_stream_name=str(env.get("log_stream") or ""),
-            forwarded=bool(data.get("request_id")),
         )
 
 
@@ -219,9 +219,7 @@ class _Relay:
 
 
 def function_edge(handler: Handler, idle_limit_seconds: float) -> StreamedEdge:
-    """A streamed function's ASGI app (its ``streamed_app``), made during init, before the adapter's readiness
-    check passes: the after-response extension registers then, as Lambda requires."""
-    after_response.start_extension()
+    """A streamed function's ASGI app (its ``streamed_app``), made during init."""
     return StreamedEdge(handler, StreamLimits.for_idle_limit(idle_limit_seconds))
 
 
@@ -249,11 +247,7 @@ class StreamedEdge:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         context = AdapterLambdaContext.from_header(dict(headers_lower(headers)).get(LAMBDA_CONTEXT_HEADER))
-        # For Lambda the invocation is over when its answer is complete and its request line written; what it
-        # deferred (its usage settlement) runs after that, while the environment is still held, however the
-        # request ended.
-        with after_response.invocation(context.aws_request_id if context.forwarded else None):
-            await self._answer(scope, receive, send, headers, context)
+        await self._answer(scope, receive, send, headers, context)
 
     async def _answer(
         self, scope: Scope, receive: Receive, send: Send, headers: list[tuple[str, str]], context: AdapterLambdaContext
