@@ -512,22 +512,6 @@ class LocalApiGateway:
             route.function, route.code_uri, target, factory, route.timeout_s, route.memory_mb, adapter
         )
 
-    def warm(self) -> None:
-        """Start one execution environment of every function the API routes to, one after the other, so that the
-        first request to each finds one ready (a function's first request otherwise waits for its init)."""
-        started: set[str] = set()
-        for route in self.api.routes:
-            if route.function in started:
-                continue
-            started.add(route.function)
-            try:
-                if route.streamed:
-                    self.streams.warm(self._streamed_function(route))
-                else:
-                    self.environments.warm(route.code_uri, route.handler)
-            except Exception:
-                logger.exception("could not start an environment", extra={"function": route.function})
-
     def stream(self, route: Route, event: dict[str, Any], call: _Call) -> Response:
         """A streamed integration: the function's run.sh app behind the adapter, its answer relayed as written."""
         from local.web_adapter import PreludeError

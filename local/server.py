@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
@@ -212,22 +211,15 @@ class LocalStack:
         self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
         upstream_key = self._start_upstream()
         self._function_environment(template, upstream_key)
-        if gateway.api.authorizer is not None:  # every authorized request calls it first: started with the stack
+        if gateway.api.authorizer is not None:
+            # Every authorized request calls it first: its first environment (and the server every environment is
+            # forked from, with the functions' modules loaded) starts with the stack.
             gateway.environments.warm(*gateway.api.authorizer)
         api = _Serving(api_server)
         self._servers.append(api)
         self.api_url = api.url + "/v1"
         self._start_worker(template)
-        threading.Thread(target=self._warm, args=(gateway, template), name="warm-functions", daemon=True).start()
         return self
-
-    @staticmethod
-    def _warm(gateway: Any, template: dict[str, Any]) -> None:
-        """One execution environment of each function, started in the background while the stack serves."""
-        gateway.warm()
-        worker = template["Resources"]["WorkerFunction"]["Properties"]
-        with contextlib.suppress(Exception):  # the stack stopped meanwhile; a failed init shows at the first job
-            gateway.environments.warm(worker["CodeUri"], worker["Handler"])
 
     def _start_upstream(self) -> str:
         """The upstream the functions call: the one named by UPSTREAM_BASE_URL, else the simulator; its key."""

@@ -193,10 +193,6 @@ class StreamedIntegrations:
         self._closed = False
         self._http = httpx.Client(follow_redirects=False)
 
-    def warm(self, function: StreamedFunction) -> None:
-        """Start one execution environment of the function now."""
-        self._release(function.name, _AppProcess(function))
-
     def _lease(self, function: StreamedFunction) -> Any:
         with self._lock:
             idle = self.idle.get(function.name)
