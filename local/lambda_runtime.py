@@ -56,9 +56,9 @@ PRELOADED = [
 
 
 def process_context() -> Any:
-    """Where execution environments come from: forks of a fresh server process with the common libraries loaded
-    (never of the local stack's own process, which runs threads). Each is handed the environment variables the
-    stack has at the time (the fork server's are those of when it started)."""
+    """Where execution environments come from: forks of a fresh server process with the common libraries and the
+    functions' modules loaded (never of the local stack's own process, which runs threads). Each is handed the
+    environment variables the stack has when it starts."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([*PRELOADED, *_function_modules()])
     return context
@@ -77,6 +77,14 @@ def _function_modules() -> list[str]:
             if not handler.endswith(".sh"):  # a streamed function's run.sh serves its app module's app
                 modules.add(f"{package}.{handler.rpartition('.')[0]}")
     return sorted(modules)
+
+
+def start_fork_server() -> None:
+    """Start the fork server now (it imports the functions while the stack serves), not at the first request."""
+    from multiprocessing import forkserver
+
+    process_context()
+    forkserver.ensure_running()
 
 
 def take_environment(variables: dict[str, str]) -> None:
@@ -210,11 +218,6 @@ class ExecutionEnvironments:
         finally:
             self._release(key, environment, healthy=healthy)
         return answer
-
-    def warm(self, code_uri: str, handler: str) -> None:
-        """Start one environment of the function now (its init done before the first request needs it)."""
-        key = f"{code_uri}:{handler}"
-        self._release(key, self._lease(key, code_uri, handler), healthy=True)
 
     def _lease(self, key: str, code_uri: str, handler: str) -> _Environment:
         with self._changed:

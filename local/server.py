@@ -172,6 +172,7 @@ class LocalStack:
     def start(self) -> LocalStack:
         """Bind both ports first (a taken one raises ``PortTaken`` before anything starts), then serve."""
         from local.gateway import LocalApiGateway
+        from local.lambda_runtime import start_fork_server
         from local.resources import create_resources
         from local.template import project_template
 
@@ -211,10 +212,9 @@ class LocalStack:
         self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
         upstream_key = self._start_upstream()
         self._function_environment(template, upstream_key)
-        if gateway.api.authorizer is not None:
-            # Every authorized request calls it first: its first environment (and the server every environment is
-            # forked from, with the functions' modules loaded) starts with the stack.
-            gateway.environments.warm(*gateway.api.authorizer)
+        # The functions' environments are forked from it: it imports them while the stack serves (a request that
+        # comes first waits for it).
+        threading.Thread(target=start_fork_server, name="fork-server", daemon=True).start()
         api = _Serving(api_server)
         self._servers.append(api)
         self.api_url = api.url + "/v1"
