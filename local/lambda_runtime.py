@@ -79,14 +79,6 @@ def _function_modules() -> list[str]:
     return sorted(modules)
 
 
-def start_fork_server() -> None:
-    """Start the fork server now (it imports the functions while the stack serves), not at the first request."""
-    from multiprocessing import forkserver
-
-    process_context()
-    forkserver.ensure_running()
-
-
 def take_environment(variables: dict[str, str]) -> None:
     """In an execution environment: the environment variables the stack handed it, before the function's init."""
     os.environ.clear()
@@ -218,6 +210,11 @@ class ExecutionEnvironments:
         finally:
             self._release(key, environment, healthy=healthy)
         return answer
+
+    def warm(self, code_uri: str, handler: str) -> None:
+        """Start one environment of the function now (its init done before the first request needs it)."""
+        key = f"{code_uri}:{handler}"
+        self._release(key, self._lease(key, code_uri, handler), healthy=True)
 
     def _lease(self, key: str, code_uri: str, handler: str) -> _Environment:
         with self._changed:

@@ -172,7 +172,6 @@ class LocalStack:
     def start(self) -> LocalStack:
         """Bind both ports first (a taken one raises ``PortTaken`` before anything starts), then serve."""
         from local.gateway import LocalApiGateway
-        from local.lambda_runtime import start_fork_server
         from local.resources import create_resources
         from local.template import project_template
 
@@ -212,9 +211,10 @@ class LocalStack:
         self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
         upstream_key = self._start_upstream()
         self._function_environment(template, upstream_key)
-        # The functions' environments are forked from it: it imports them while the stack serves (a request that
-        # comes first waits for it).
-        threading.Thread(target=start_fork_server, name="fork-server", daemon=True).start()
+        if gateway.api.authorizer is not None:
+            # Every authorized request calls it first: its first environment starts with the stack, and with it the
+            # server every environment is forked from (the functions' modules loaded), before the stack says ready.
+            gateway.environments.warm(*gateway.api.authorizer)
         api = _Serving(api_server)
         self._servers.append(api)
         self.api_url = api.url + "/v1"
