@@ -28,6 +28,7 @@ from pydantic.fields import FieldInfo
 
 from imagecore.accounts.auth import Keyring
 from imagecore.domain.models import EditUploadRequest, UploadRef
+from imagecore.jobs.messages import REQUESTED, GenerationJob, parse_job
 from imagecore.jobs.tasks import TASK_TTL_SECONDS, Task, task_folder
 from imagecore.platform.route_settings import (
     REVOCATION_SECONDS,
@@ -42,7 +43,6 @@ from imagecore.platform.settings import MAX_INLINE_REQUEST_BYTES, EditSettings, 
 from imagecore.storage.store import ImageStore, ImageToStore, UploadStore, owner_prefix
 from imagecore.usecases.edits import MAX_IMAGES
 from imagecore.usecases.idempotency import Idempotency
-from imagecore.usecases.worker import REQUESTED, GenerationJob, parse_job
 from tests.template import sam_validate
 
 ROOT = Path(__file__).resolve().parents[2]
