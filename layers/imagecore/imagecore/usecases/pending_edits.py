@@ -8,8 +8,7 @@ the same error.
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,6 +29,7 @@ from imagecore.usecases.edits import (
 )
 
 MULTIPART_ROLE = "multipart"
+JSON_ROLE = "json"
 
 
 @dataclass(frozen=True)
@@ -40,19 +40,17 @@ class PendingEdit:
     parameters: EditParameters
     images: int
     fingerprint: dict[str, Any]
-    body: bytes | None = None  # a multipart body, kept as it came
-    content_type: str | None = None
-    upload_ids: list[tuple[str, str]] = field(default_factory=list)  # (role, upload id) of a JSON body
+    body: bytes  # the request body, kept as it came
+    content_type: str
+    role: str = MULTIPART_ROLE
 
     def keep(self, store: ImageStore, owner: str, task_id: str) -> list[dict[str, str]]:
-        """The task's inputs, for the worker: the multipart body written under the caller's prefix, or the
-        uploads' keys (under the same prefix: nobody else's can be named)."""
-        if self.body is not None:
-            key = f"{owner_prefix(owner)}{task_id}/request.multipart"
-            # stored as opaque bytes: its multipart Content-Type (and boundary) travels in the task's input entry
-            store.put_bytes(key, self.body, "application/octet-stream")
-            return [{"role": MULTIPART_ROLE, "key": key, "content_type": self.content_type or ""}]
-        return [{"role": role, "upload_id": upload_id} for role, upload_id in self.upload_ids]
+        """The task's inputs, for the worker: the body written under the caller's prefix (a JSON body names
+        uploads, which the worker reads under the same prefix: nobody else's can be named)."""
+        key = f"{owner_prefix(owner)}{task_id}/request.{self.role}"
+        # stored as opaque bytes: its Content-Type (a multipart boundary) travels in the task's input entry
+        store.put_bytes(key, self.body, "application/octet-stream")
+        return [{"role": self.role, "key": key, "content_type": self.content_type}]
 
 
 def pending_from_multipart(body: bytes, content_type: str) -> PendingEdit:
@@ -65,20 +63,24 @@ def pending_from_multipart(body: bytes, content_type: str) -> PendingEdit:
         "parameters": parameters.model_dump(exclude={"images", "mask"}),
         "inputs": [(role, hashlib.sha256(data).hexdigest()) for role, data in files],
     }
-    return PendingEdit(parameters, images, fingerprint, body=body, content_type=content_type)
+    return PendingEdit(parameters, images, fingerprint, body, content_type)
 
 
 def pending_from_uploads(body: str | bytes) -> PendingEdit:
-    """The JSON body validated; the uploads it names are read by the worker."""
+    """The JSON body validated; the uploads (or data URLs) it names are read and checked by the worker."""
     try:
         request = EditUploadRequest.model_validate(parse_json_body(body))
     except ValidationError as exc:
         raise validation_error(exc.errors(include_url=False)) from None
-    refs = [("image", ref.upload_id) for ref in request.images]
-    if request.mask is not None:
-        refs.append(("mask", request.mask.upload_id))
-    fingerprint = {"parameters": request.model_dump(exclude={"images", "mask"}), "uploads": refs}
-    return PendingEdit(request, len(request.images), fingerprint, upload_ids=refs)
+    refs = [("image", ref) for ref in request.images] + ([("mask", request.mask)] if request.mask else [])
+    fingerprint = {
+        "parameters": request.model_dump(exclude={"images", "mask"}),
+        "inputs": [
+            (role, ref.upload_id or hashlib.sha256(str(ref.image_url).encode()).hexdigest()) for role, ref in refs
+        ],
+    }
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    return PendingEdit(request, len(request.images), fingerprint, raw, "application/json", JSON_ROLE)
 
 
 def kept_edit(
@@ -94,16 +96,9 @@ def kept_edit(
     if inputs and inputs[0]["role"] == MULTIPART_ROLE:
         body = store.read(inputs[0]["key"])
         return edit_from_multipart(body, inputs[0].get("content_type") or "", max_image_bytes=max_image_bytes)
-    if inputs and "upload_id" in inputs[0]:
-        request = {
-            **parameters,
-            "images": [{"upload_id": entry["upload_id"]} for entry in inputs if entry["role"] == "image"],
-        }
-        mask = [entry["upload_id"] for entry in inputs if entry["role"] == "mask"]
-        if mask:
-            request["mask"] = {"upload_id": mask[0]}
+    if inputs and inputs[0]["role"] == JSON_ROLE:
         own = OwnUploads(uploads, owner, max_image_bytes)
-        return edit_from_uploads(json.dumps(request), own, max_image_bytes=max_image_bytes)
+        return edit_from_uploads(store.read(inputs[0]["key"]), own, max_image_bytes=max_image_bytes)
     return edit_from_kept(parameters, inputs, store, max_image_bytes=max_image_bytes)
 
 
