@@ -18,7 +18,7 @@ from tests.e2e.conftest import RunningStack, running_stack
 
 GREEDY = "isk-capacity-greedy"
 POLITE = "isk-capacity-polite"
-LATENCY_MS = 2500
+LATENCY_MS = 5000
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_a_key_over_its_concurrency_is_refused_at_once_and_the_upstream_is_not_c
     error: dict[str, Any] = refused.json()["error"]
     assert error["code"] == "concurrency_exceeded" and error["type"] == "rate_limit_error"
     assert 1 <= int(refused.headers["Retry-After"]) <= 5
-    assert took < 1.0  # answered at once, not after the first one's upstream wait
+    assert took < 2.5  # at once (a second execution environment may start cold), not after the upstream wait
     assert tight.upstream_calls() == 1
     # the slot is free again once the first has its answer
     again, _ = _generate(tight, GREEDY)
@@ -88,5 +88,5 @@ def test_a_function_at_its_reserved_concurrency_answers_503_overloaded(tight: Ru
     }
     assert busy.headers["Retry-After"] == "5"
     assert busy.headers["Access-Control-Allow-Origin"] == "*"
-    assert took < 1.0
+    assert took < 2.5
     assert tight.upstream_calls() == 2
