@@ -1,6 +1,6 @@
 """A stand-in for sub2api serving gpt-image-2, for the local stack, the tests and the benchmark.
 
-It serves ``/v1/images/generations`` and ``/v1/images/edits`` (multipart, like sub2api: ``image``, ``image[]``
+It serves ``/v1/images/generations``, ``/v1/images/edits`` and ``/v1/responses`` (``local.simulator_responses``) (multipart, like sub2api: ``image``, ``image[]``
 or ``image[N]`` file parts and ``mask``). It renders real images of the requested size and format with
 Pillow, answers in the upstream's shape with realistic usage figures, and can be told to misbehave the way the
 real one does: latency, sub2api's whitespace keep-alive before the JSON, errors under a 200, 5xx, 429 with
@@ -175,6 +175,10 @@ class UpstreamSimulator:
             return self._generations(request)
         if path.endswith("/images/edits") and request.method == "POST":
             return self._edits(request)
+        if path.endswith("/responses") and request.method == "POST":
+            from local.simulator_responses import answer_responses
+
+            return answer_responses(self, request)
         return _json(404, _error("Not found", "invalid_request_error", "not_found"))
 
     def _generations(self, request: Request) -> Response:
