@@ -44,7 +44,8 @@ def _summary(body: Any) -> Any:
     if isinstance(body, list):
         return [_summary(value) for value in body]
     if isinstance(body, str) and body.startswith("data:"):
-        return f"data:({len(body)} chars, sha256 {hashlib.sha256(body.encode()).hexdigest()[:16]})"
+        head = body[: body.find(",") + 1]
+        return f"{head}({len(body)} chars, sha256 {hashlib.sha256(body.encode()).hexdigest()[:16]})"
     return body
 
 

@@ -21,6 +21,7 @@ from imagecore.domain.models import TASK_ID, EditParameters, EditUploadRequest, 
 FUNCTION_MODULES = (
     "functions.generations.app",
     "functions.edits.app",
+    "functions.responses.app",
     "functions.uploads.app",
     "functions.tasks.app",
     "functions.usage.app",

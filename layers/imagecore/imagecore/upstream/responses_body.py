@@ -103,8 +103,9 @@ class ResponsesBody:
             self._failure = event.get("error") if isinstance(event.get("error"), dict) else event
             return
         if kind == "response.failed":
-            response = event.get("response") if isinstance(event.get("response"), dict) else {}
-            self._failure = response.get("error") or {"message": "the response failed", "type": "server_error"}
+            response = event.get("response")
+            error = response.get("error") if isinstance(response, dict) else None
+            self._failure = error or {"message": "the response failed", "type": "server_error"}
             return
         if kind in ("response.completed", "response.incomplete") and isinstance(event.get("response"), dict):
             self._final = event["response"]
