@@ -180,7 +180,7 @@ def test_a_server_key_mints_a_token_with_the_defaults(service, capsys, log_tap):
 
     assert minted.status == 200, minted.body
     assert set(minted.body) == {"token", "expires_at", "scope", "max_images"}
-    assert minted.body["scope"] == ["generations", "edits", "uploads", "tasks"]
+    assert minted.body["scope"] == ["generations", "edits", "uploads", "tasks", "responses"]
     assert minted.body["max_images"] is None
     assert before + 900 <= minted.body["expires_at"] <= int(time.time()) + 900
     assert minted.headers["cache-control"] == "no-store"

@@ -229,3 +229,39 @@ def test_an_idempotency_key_answers_the_first_response_again(call, simulator):
     assert simulator.calls == 1
     assert again["id"] == first["id"]
     assert image_calls(again)[0]["result"] == image_calls(first)[0]["result"]
+
+
+def test_images_and_tokens_count_in_the_key_budget(responses, api_event, lambda_context, simulator, aws):
+    from imagecore.accounts.budgets import Budget, UsageLedger
+    from tests.conftest import owner_of_key_id
+    from tests.integration.conftest import current_resources
+
+    app = responses()
+
+    def post() -> tuple[int, dict[str, Any]]:
+        event = api_event("responses", body={"model": "gpt-5", "input": "a fox", "tools": [TOOL]})
+        event["requestContext"]["authorizer"]["budget_images_per_day"] = 1
+        answer = app.lambda_handler(event, lambda_context)
+        return answer["statusCode"], json.loads(answer["body"])
+
+    status, first = post()
+    assert status == 200, first
+    status, refused = post()
+    assert status == 429 and refused["error"]["code"] == "budget_exceeded"
+    assert simulator.calls == 1
+    ledger = UsageLedger(current_resources().usage_table, region="us-east-1")
+    report = ledger.usage(owner_of_key_id("key_test0000001"), Budget(images_per_day=1), 1)
+    today = report["days"][0]
+    assert today["images"] == 1
+    assert today["input_tokens"] + today["output_tokens"] == first["usage"]["total_tokens"]
+
+
+def test_a_client_token_s_max_images_holds(call, simulator):
+    import time
+
+    token = {"tokenId": "ctk_responses", "tokenExpiresAt": int(time.time()) + 600, "tokenMaxImages": 1}
+    status, first = call({"model": "gpt-5", "input": "a fox", "tools": [TOOL]}, token=token)
+    assert status == 200, first
+    status, refused = call({"model": "gpt-5", "input": "a fox", "tools": [TOOL]}, token=token)
+    assert status == 429 and refused["error"]["code"] == "token_budget_exceeded"
+    assert simulator.calls == 1

@@ -21,7 +21,7 @@ import jwt
 from imagecore.domain.route_models import ClientTokenScope as Scope
 from imagecore.platform.route_settings import SigningKeySettings
 
-DEFAULT_SCOPE: tuple[Scope, ...] = ("generations", "edits", "uploads", "tasks")
+DEFAULT_SCOPE: tuple[Scope, ...] = ("generations", "edits", "uploads", "tasks", "responses")
 
 # The API routes (method, resource path as API Gateway policies name it) each scope opens. Routes not listed
 # here, POST /v1/client_tokens first of all, are never open to a client token.
@@ -30,6 +30,7 @@ SCOPE_ROUTES: dict[Scope, tuple[tuple[str, str], ...]] = {
     "edits": (("POST", "/v1/images/edits"), ("POST", "/v1/images/edits/async")),
     "uploads": (("POST", "/v1/uploads"),),
     "tasks": (("GET", "/v1/images/tasks/*"),),
+    "responses": (("POST", "/v1/responses"),),
 }
 
 DEFAULT_LIFETIME_SECONDS = 15 * 60

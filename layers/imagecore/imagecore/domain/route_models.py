@@ -95,7 +95,7 @@ class UsageResponse(BaseModel):
     ]
 
 
-ClientTokenScope = Literal["generations", "edits", "uploads", "tasks"]
+ClientTokenScope = Literal["generations", "edits", "uploads", "tasks", "responses"]
 
 
 class ClientTokenRequest(BaseModel):
@@ -110,8 +110,8 @@ class ClientTokenRequest(BaseModel):
         list[ClientTokenScope] | None,
         Field(
             min_length=1,
-            max_length=4,
-            description="The routes the token may call; by default generations, edits, uploads and tasks. "
+            max_length=5,
+            description="The routes the token may call; by default generations, edits, uploads, tasks and responses. "
             "A client token can never mint client tokens.",
         ),
     ] = None
