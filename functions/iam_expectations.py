@@ -132,7 +132,11 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     | UPSTREAM_KEY
     | PROMPT_DIGEST_KEY
     | TOKEN_IMAGES
-    | {("s3:GetObject", UPLOADS), ("dynamodb:GetItem", "ConversationsTable"), ("dynamodb:PutItem", "ConversationsTable")},
+    | {
+        ("s3:GetObject", UPLOADS),
+        ("dynamodb:GetItem", "ConversationsTable"),
+        ("dynamodb:PutItem", "ConversationsTable"),
+    },
     # imagecore.accounts.auth.keyring_loader: the hashed keys
     # and the client-token signing key (imagecore.accounts.client_tokens.signing_key_reader)
     "AuthorizerFunction": RUNTIME | {("secretsmanager:GetSecretValue", "ApiKeysSecret")} | SIGNING_KEY,

@@ -1,6 +1,7 @@
-"""The AWS resources of template.yaml, made on the embedded moto server: the bucket, the tasks, idempotency, usage
-client-token usage and conversations tables (with their TTL attributes), the jobs queue with its dead-letter queue, the event bus
-and the ImageGenerationRequested rule (its pattern read from the template) targeting the jobs queue.
+"""The AWS resources of template.yaml, made on the embedded moto server: the bucket, the tasks, idempotency, usage,
+client-token usage and conversations tables (with their TTL attributes), the jobs queue with its dead-letter
+queue, the event bus and the ImageGenerationRequested rule (its pattern read from the template) targeting the
+jobs queue.
 
 One addition for local work: a rule that copies every event the service publishes (source image-service) to a
 ``completions`` queue, so a developer can read ImageGenerationCompleted/Failed with boto3 or the AWS CLI.

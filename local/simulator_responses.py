@@ -55,6 +55,22 @@ def _refuse(message: str, param: str | None, code: str, status: int = 400) -> Re
     return _json(status, error)
 
 
+def _image_refusal(part: dict[str, Any], param: str) -> Response | None:
+    """Why the upstream could not use an input_image: a file id it does not know, unreadable data, a non-https URL."""
+    if part.get("file_id"):
+        return _refuse("No such file", f"{param}.file_id", "file_not_found")
+    url = str(part.get("image_url") or "")
+    if url.startswith("data:"):
+        try:
+            data = base64.b64decode(url.split(",", 1)[1], validate=True)
+            Image.open(io.BytesIO(data)).verify()
+        except (IndexError, binascii.Error, ValueError, OSError):
+            return _refuse("Invalid image data", f"{param}.image_url", "invalid_image")
+    elif not url.startswith("https://"):
+        return _refuse("Invalid image URL", f"{param}.image_url", "invalid_value")
+    return None
+
+
 def _walk_input(body: dict[str, Any]) -> tuple[str, int, Response | None]:
     """The last user text, the number of input images, or a refusal."""
     raw = body.get("input")
@@ -74,18 +90,9 @@ def _walk_input(body: dict[str, Any]) -> tuple[str, int, Response | None]:
             if kind in ("input_text", "output_text") and item.get("role") == "user":
                 prompt = str(part.get("text") or "")
             elif kind == "input_image":
-                if part.get("file_id"):
-                    return "", 0, _refuse("No such file", f"input[{i}].content[{j}].file_id", "file_not_found")
-                url = str(part.get("image_url") or "")
-                if url.startswith("data:"):
-                    try:
-                        data = base64.b64decode(url.split(",", 1)[1], validate=True)
-                        Image.open(io.BytesIO(data)).verify()
-                    except (IndexError, binascii.Error, ValueError, OSError):
-                        param = f"input[{i}].content[{j}].image_url"
-                        return "", 0, _refuse("Invalid image data", param, "invalid_image")
-                elif not url.startswith("https://"):
-                    return "", 0, _refuse("Invalid image URL", f"input[{i}].content[{j}].image_url", "invalid_value")
+                refused = _image_refusal(part, f"input[{i}].content[{j}]")
+                if refused is not None:
+                    return "", 0, refused
                 images += 1
     if not prompt.strip():
         return "", 0, _refuse("The conversation has no user text to act on", "input", "invalid_value")
@@ -189,7 +196,9 @@ def answer_responses(simulator: UpstreamSimulator, request: Request) -> Response
         return _stream(response, partials, headers, options.latency_ms, damage or {})
     if mode == "cut":
         whole = json.dumps(response).encode()
-        return _cut_off(whole[: int(len(whole) * float((damage or {}).get("fraction", 0.5)))], headers, "application/json")
+        return _cut_off(
+            whole[: int(len(whole) * float((damage or {}).get("fraction", 0.5)))], headers, "application/json"
+        )
     return simulator._respond(200, response, headers, options.latency_ms, options.keepalive_ms)
 
 

@@ -44,7 +44,10 @@ def runtime() -> ResponsesRuntime:
             )
         },
         400: {"description": "Invalid request, or refused by the upstream's policy", "content": ERROR_CONTENT},
-        404: {"description": "previous_response_id is not a response of yours (or has expired)", "content": ERROR_CONTENT},
+        404: {
+            "description": "previous_response_id is not a response of yours (or has expired)",
+            "content": ERROR_CONTENT,
+        },
         409: {"description": "The same Idempotency-Key is still running", "content": ERROR_CONTENT},
         429: {"description": "Over the key's budgets or the client token's max_images", "content": ERROR_CONTENT},
         502: {"description": "The upstream failed", "content": ERROR_CONTENT},

@@ -45,7 +45,9 @@ def call(responses: Any, api_event: Any, lambda_context: Any):
 
 def png(width: int, height: int, *, alpha: bool = False) -> bytes:
     out = io.BytesIO()
-    Image.new("RGBA" if alpha else "RGB", (width, height), (10, 200, 30, 0) if alpha else (10, 200, 30)).save(out, "PNG")
+    Image.new("RGBA" if alpha else "RGB", (width, height), (10, 200, 30, 0) if alpha else (10, 200, 30)).save(
+        out, "PNG"
+    )
     return out.getvalue()
 
 
@@ -72,9 +74,10 @@ def test_the_image_is_stored_linked_and_kept_inline(call, aws, simulator, log_ta
     (item,) = image_calls(body)
     image = stored(aws, item["url"])
     assert (image.format, image.size) == ("JPEG", (1024, 1536))
-    assert base64.b64decode(item["result"]) == aws.get_object(
-        Bucket=BUCKET, Key=urlparse(item["url"]).path.lstrip("/")
-    )["Body"].read()
+    assert (
+        base64.b64decode(item["result"])
+        == aws.get_object(Bucket=BUCKET, Key=urlparse(item["url"]).path.lstrip("/"))["Body"].read()
+    )
     assert body["usage"]["total_tokens"] > 0
     assert simulator.calls == 1
     sent = simulator.last_request["json"]
@@ -151,7 +154,11 @@ def test_an_earlier_image_named_by_its_call_id_is_sent_as_that_image(call, aws, 
         ({"tools": [{"type": "image_generation", "background": "transparent"}]}, "background", "invalid_value"),
         ({"tools": [{"type": "image_generation", "output_compression": 50}]}, "output_compression", "invalid_value"),
         ({"tools": [{"type": "image_generation", "partial_images": 4}]}, "partial_images", "invalid_value"),
-        ({"tools": [{"type": "image_generation", "input_fidelity": "high"}]}, "input_fidelity", "unsupported_parameter"),
+        (
+            {"tools": [{"type": "image_generation", "input_fidelity": "high"}]},
+            "input_fidelity",
+            "unsupported_parameter",
+        ),
         ({"tools": [{"type": "image_generation", "model": "dall-e-3"}]}, "tools[0].model", "invalid_value"),
         ({"tools": [{"type": "web_search"}]}, "tools[0].type", "unsupported_tool"),
         ({"tools": [TOOL, TOOL]}, "tools", "invalid_value"),
@@ -160,12 +167,25 @@ def test_an_earlier_image_named_by_its_call_id_is_sent_as_that_image(call, aws, 
         ({"background": True}, "background", "background_unsupported"),
         ({"n": 2}, "n", "unknown_parameter"),
         ({"previous_response_id": "resp_" + "0" * 48}, "previous_response_id", "previous_response_not_found"),
-        ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-abc"}]}]},
-         "input[0].content[0].file_id", "invalid_file_id"),
-        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]},
-         "input[0].content[0].image_url", "invalid_image_format"),
-        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x.test/a.png"}]}]},
-         "input[0].content[0].image_url", "invalid_image_url"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-abc"}]}]},
+            "input[0].content[0].file_id",
+            "invalid_file_id",
+        ),
+        (
+            {
+                "input": [
+                    {"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}
+                ]
+            },
+            "input[0].content[0].image_url",
+            "invalid_image_format",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "http://x.test/a.png"}]}]},
+            "input[0].content[0].image_url",
+            "invalid_image_url",
+        ),
     ],
 )
 def test_refused_before_the_upstream_is_paid(call, simulator, body, param, code):

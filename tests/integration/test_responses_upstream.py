@@ -21,7 +21,11 @@ TOOL = {"type": "image_generation", "size": "1024x1536", "output_format": "jpeg"
 
 def client(simulator: Any) -> UpstreamClient:
     return UpstreamClient(
-        simulator.url, lambda: UPSTREAM_KEY, http=httpx.Client(), retry=RetryPolicy(base_delay=0.01), sleep=lambda _: None
+        simulator.url,
+        lambda: UPSTREAM_KEY,
+        http=httpx.Client(),
+        retry=RetryPolicy(base_delay=0.01),
+        sleep=lambda _: None,
     )
 
 
@@ -41,7 +45,9 @@ def test_json_answer_holds_the_image_of_the_asked_size(simulator: Any) -> None:
 
 def test_stream_events_are_handed_on_in_order(simulator: Any) -> None:
     events: list[dict[str, Any]] = []
-    result = client(simulator).respond(body(stream=True), timeout=30, deadline=Deadline.after(60), on_event=events.append)
+    result = client(simulator).respond(
+        body(stream=True), timeout=30, deadline=Deadline.after(60), on_event=events.append
+    )
     kinds = [event["type"] for event in events]
     assert kinds[:2] == ["response.created", "response.in_progress"]
     assert kinds.count("response.image_generation_call.partial_image") == 2

@@ -17,6 +17,7 @@ def test_document_shows_every_route_and_the_validation_rules():
     assert set(document["paths"]) == {
         "/v1/images/generations",
         "/v1/images/edits",
+        "/v1/responses",
         "/v1/uploads",
         "/v1/images/generations/async",
         "/v1/images/edits/async",
@@ -125,3 +126,14 @@ def test_every_request_field_has_an_upper_bound():
             bounded(schema, f"{name}.{field}")
     assert schemas["GenerationRequest"]["properties"]["user"]["anyOf"][0]["maxLength"] == 256
     assert schemas["UploadRef"]["properties"]["upload_id"]["pattern"] == "^(?:upl_[A-Za-z0-9]{20,64})$"
+
+
+def test_the_responses_example_body_is_a_valid_request() -> None:
+    from imagecore.domain.responses import ResponsesRequest
+    from imagecore.edge.openapi import build_document
+
+    document = build_document()
+    schema = document["components"]["schemas"]["ResponsesRequest"]
+    (example,) = schema["examples"]
+    request = ResponsesRequest.model_validate(example)
+    assert request.checked_tool().type == "image_generation"

@@ -16,7 +16,6 @@ from imagecore.domain.errors import InvalidRequest
 from imagecore.domain.models import MODELS, PROMPT_MAX_CHARS, ImageRequest, OutputFormat, Quality
 from imagecore.domain.validation import validation_error
 
-RESPONSE_ID = r"resp_[0-9a-f]{48}"
 # The tool's options that are the Images routes' own parameters, checked by ImageRequest.
 IMAGE_OPTIONS = ("size", "quality", "output_format", "output_compression", "background", "moderation", "partial_images")
 TEXT_MAX_CHARS = 256_000
@@ -25,9 +24,9 @@ TEXT_MAX_CHARS = 256_000
 class InputImageMask(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    image_url: Annotated[str | None, Field(description="A data: URL (PNG with alpha, same size as the first image).")] = (
-        None
-    )
+    image_url: Annotated[
+        str | None, Field(description="A data: URL (PNG with alpha, same size as the first image).")
+    ] = None
     file_id: Annotated[str | None, Field(description="An upload id of yours (POST /v1/uploads).")] = None
 
 
@@ -118,7 +117,7 @@ class ResponsesRequest(BaseModel):
             raise InvalidRequest(
                 f"Invalid value for 'model': '{self.model}' is an image model. model is the text model that talks "
                 "and calls the image_generation tool (for example gpt-5); name the image model in the tool: "
-                "tools: [{\"type\": \"image_generation\", \"model\": \"gpt-image-2\"}].",
+                'tools: [{"type": "image_generation", "model": "gpt-image-2"}].',
                 param="model",
             )
         if self.background:
@@ -150,7 +149,7 @@ def image_tool(tools: list[dict[str, Any]]) -> ImageGenerationTool:
             )
     if len(tools) != 1:
         raise InvalidRequest(
-            "Invalid value for 'tools': send exactly one tool, {\"type\": \"image_generation\"}"
+            'Invalid value for \'tools\': send exactly one tool, {"type": "image_generation"}'
             f" ({len(tools)} were sent).",
             param="tools",
             code="missing_required_parameter" if not tools else "invalid_value",

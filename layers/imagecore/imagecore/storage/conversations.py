@@ -49,7 +49,9 @@ class Turn:
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> Turn:
-        return cls(str(value.get("role", "user")), str(value.get("text", "")), [str(i) for i in value.get("images", [])])
+        return cls(
+            str(value.get("role", "user")), str(value.get("text", "")), [str(i) for i in value.get("images", [])]
+        )
 
 
 def bounded(turns: list[Turn]) -> tuple[list[Turn], int]:
@@ -138,6 +140,8 @@ class ConversationStore:
         try:
             answer = self._dynamodb.get_item(TableName=self._table, Key={"id": {"S": key}}, ConsistentRead=True)
         except (BotoCoreError, ClientError) as exc:
-            raise ConversationsUnavailable("Conversations cannot be read right now; nothing was run. Try again.") from exc
+            raise ConversationsUnavailable(
+                "Conversations cannot be read right now; nothing was run. Try again."
+            ) from exc
         item: dict[str, Any] | None = answer.get("Item")
         return item

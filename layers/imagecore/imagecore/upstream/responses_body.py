@@ -19,8 +19,6 @@ from imagecore.upstream.reader import BodyIncomplete, BodyMalformed, BodyTooLarg
 
 # A streamed answer carries each image up to five times (three previews, the finished item, the final response).
 MAX_RESPONSES_BODY_BYTES = 512 * 1024 * 1024
-# The events that end a streamed answer.
-TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 
 EventSink = Callable[[dict[str, Any]], None]
 

@@ -26,16 +26,15 @@ from imagecore.accounts.budgets import Cost, Spender, UsageLedger, estimated_cos
 from imagecore.accounts.token_usage import ClientTokenGrant, TokenImageCounter, counted_images
 from imagecore.domain.deadline import Deadline
 from imagecore.domain.errors import InvalidRequest, NotFound, StorageUnavailable, UpstreamFailed
-from imagecore.domain.images import NotAnImage, inspect_image
-from imagecore.domain.images import ImageInfo
+from imagecore.domain.images import ImageInfo, NotAnImage, inspect_image
 from imagecore.domain.models import MAX_PIXELS
 from imagecore.domain.responses import ImageGenerationTool, ResponsesRequest
 from imagecore.platform.observability import RequestRecord, logger
 from imagecore.storage.conversations import ConversationStore, Turn, bounded
 from imagecore.storage.store import StorageError
 from imagecore.upstream.client import CallTrace
-from imagecore.usecases.respond_inputs import InputSources, NewImage, PreparedInput, prepare_input
 from imagecore.usecases.idempotency import Idempotency, answer_once
+from imagecore.usecases.respond_inputs import InputSources, NewImage, PreparedInput, prepare_input
 from imagecore.usecases.service import ImageService
 
 # Passed through to the upstream as they came (the text model's own options).
@@ -119,8 +118,12 @@ def respond(command: RespondCommand, deps: Responder) -> dict[str, Any]:
     record.images_in, record.input_bytes, record.mask = prepared.images_in, prepared.input_bytes, prepared.mask
     response_id = new_response_id()
     created = datetime.fromtimestamp(time.time(), UTC)
-    turn = _Turn(response_id, f"images/responses/{created:%Y/%m/%d}/{response_id}", request.previous_response_id,
-                 command.links_only)
+    turn = _Turn(
+        response_id,
+        f"images/responses/{created:%Y/%m/%d}/{response_id}",
+        request.previous_response_id,
+        command.links_only,
+    )
     body = upstream_body(request, prepared)
 
     def produce() -> dict[str, Any]:
@@ -132,7 +135,9 @@ def respond(command: RespondCommand, deps: Responder) -> dict[str, Any]:
     return answer
 
 
-def _admitted(command: RespondCommand, deps: Responder, cost: Cost, produce: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _admitted(
+    command: RespondCommand, deps: Responder, cost: Cost, produce: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
     """Admission, in one place: the key's budgets (one image and the estimated tokens reserved, settled with what
     the record says was made) and the client token's image count (one reserved, the rest given back)."""
     cost = Cost(images=1, tokens=cost.tokens)
@@ -222,8 +227,12 @@ def _relay(command: RespondCommand, deps: Responder, turn: _Turn, event: dict[st
     assert command.events is not None
     kind = event["type"]
     if isinstance(event.get("response"), dict):
-        event = {**event, "response": _finished(deps, turn, event["response"]) if kind == "response.completed"
-                 else _renamed(turn, event["response"])}
+        event = {
+            **event,
+            "response": _finished(deps, turn, event["response"])
+            if kind == "response.completed"
+            else _renamed(turn, event["response"]),
+        }
     elif kind == "response.image_generation_call.partial_image":
         event = _partial(deps, turn, event)
     elif kind == "response.output_item.done" and _is_image_call(event.get("item")):
@@ -326,7 +335,7 @@ def _keep(
         )
         deps.conversations.save(command.owner, turn.response_id, turns, dict(turn.stored))
         command.record.responses = {**(command.record.responses or {}), "turns": len(turns), "images_dropped": dropped}
-    except Exception:  # noqa: BLE001 - the answer is paid for and stored: it goes out whatever happens here
+    except Exception:
         logger.exception("conversation not kept", extra={"response_id": turn.response_id})
 
 
@@ -353,8 +362,6 @@ def describe(record: RequestRecord, request: ResponsesRequest, tool: ImageGenera
     }
 
 
-
-
 def respond_once(
     command: RespondCommand,
     deps: Responder,
@@ -371,7 +378,8 @@ def respond_once(
     def remember(answer: dict[str, Any]) -> dict[str, Any] | None:
         key = f"images/responses/answers/{answer['id']}.json"
         output = [
-            {**item, "key": command.stored[item["id"]]} if _is_image_call(item) and item.get("id") in command.stored
+            {**item, "key": command.stored[item["id"]]}
+            if _is_image_call(item) and item.get("id") in command.stored
             else item
             for item in answer.get("output", [])
         ]
@@ -388,7 +396,9 @@ def respond_once(
         try:
             answer = store.read_json(str(remembered.get("response")))
         except StorageError:
-            raise StorageUnavailable("The answer of this Idempotency-Key cannot be read right now; try again.") from None
+            raise StorageUnavailable(
+                "The answer of this Idempotency-Key cannot be read right now; try again."
+            ) from None
         if answer is None:
             raise NotFound("The answer of this Idempotency-Key is gone.", param="Idempotency-Key")
         return answer
@@ -409,11 +419,19 @@ def respond_once(
         answer = _relinked(deps, answer, command.links_only)
         if command.events is not None:
             for index, item in enumerate(answer.get("output", [])):
-                command.events("response.output_item.done", {"type": "response.output_item.done",
-                                                             "output_index": index, "item": item,
-                                                             "sequence_number": index})
-            command.events("response.completed", {"type": "response.completed", "response": answer,
-                                                  "sequence_number": len(answer.get("output", []))})
+                command.events(
+                    "response.output_item.done",
+                    {
+                        "type": "response.output_item.done",
+                        "output_index": index,
+                        "item": item,
+                        "sequence_number": index,
+                    },
+                )
+            command.events(
+                "response.completed",
+                {"type": "response.completed", "response": answer, "sequence_number": len(answer.get("output", []))},
+            )
     return answer
 
 

@@ -109,7 +109,9 @@ class _Builder:
                 code="invalid_file_id",
             ) from None
         except UploadTooLarge:
-            raise InvalidRequest(f"'{param}' is over the image size limit.", param=param, code="image_too_large") from None
+            raise InvalidRequest(
+                f"'{param}' is over the image size limit.", param=param, code="image_too_large"
+            ) from None
         return RawFile(param, upload.data, None)
 
     def checked(self, raw: RawFile) -> InputImage:
@@ -184,7 +186,9 @@ class _Builder:
             )
         role = item.get("role")
         if role not in _ROLES:
-            raise InvalidRequest(f"Invalid value for '{param}.role': one of {', '.join(_ROLES)}.", param=f"{param}.role")
+            raise InvalidRequest(
+                f"Invalid value for '{param}.role': one of {', '.join(_ROLES)}.", param=f"{param}.role"
+            )
         content = item.get("content")
         keep = role == "user"
         if isinstance(content, str):
@@ -193,7 +197,10 @@ class _Builder:
             return {"role": role, "content": content}
         if not isinstance(content, list) or not content:
             raise InvalidRequest(f"Missing required parameter: '{param}.content'.", param=f"{param}.content")
-        return {"role": role, "content": [self.part(f"{param}.content[{j}]", p, role, keep) for j, p in enumerate(content)]}
+        return {
+            "role": role,
+            "content": [self.part(f"{param}.content[{j}]", p, role, keep) for j, p in enumerate(content)],
+        }
 
 
 def history_items(
@@ -206,6 +213,8 @@ def history_items(
     for turn in turns:
         parts = [_image_part(ref if ref.startswith("https://") else _stored(ref, read_image)) for ref in turn.images]
         if turn.role == "assistant":
+            if carried:
+                items.append({"role": "user", "content": carried})
             items.append({"role": "assistant", "content": [{"type": "output_text", "text": turn.text or "(image)"}]})
             carried = parts
             continue

@@ -31,7 +31,9 @@ class ResponsesRuntime:
         service = ImageService.from_settings(settings)
         uploads = UploadStore(service.store.s3, settings.images_bucket)
         conversations = (
-            ConversationStore(settings.conversations_table, region=region, ttl_seconds=settings.conversation_ttl_days * 86400)
+            ConversationStore(
+                settings.conversations_table, region=region, ttl_seconds=settings.conversation_ttl_days * 86400
+            )
             if settings.conversations_table
             else None
         )
