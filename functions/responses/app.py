@@ -20,8 +20,8 @@ from imagecore.domain.responses import ResponsesRequest
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.platform.observability import current_record, logger, metrics, tracer
 from imagecore.platform.settings import ResponsesSettings
-from imagecore.usecases.respond import EventSink, RespondCommand, respond_once
-from imagecore.usecases.respond_runtime import ResponsesRuntime
+from imagecore.usecases.respond import EventSink, RespondCommand
+from imagecore.usecases.respond_runtime import ResponsesRuntime, respond_once
 
 app = create_resolver()
 

@@ -138,3 +138,46 @@ def test_a_failure_after_the_first_event_is_an_error_event(stack, openai_client)
             seen.append(event.type)
     assert "response.image_generation_call.partial_image" in seen
     assert stack.upstream_calls() == 1
+
+
+def test_a_client_leaving_mid_stream_still_gets_its_images_stored(stack):
+    import json
+    import socket
+    from urllib.parse import urlparse
+
+    import boto3
+
+    from tests.e2e.conftest import API_KEY
+
+    s3 = boto3.client(
+        "s3", endpoint_url=stack.aws_url, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    (bucket,) = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+    def stored() -> set[str]:
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix="images/responses/").get("Contents", [])
+        return {item["Key"] for item in listed}
+
+    stack.slow_simulator(3000)
+    before = stored()
+    url = urlparse(stack.api_url)
+    body = json.dumps(
+        {"model": "gpt-5", "input": "a slow comet", "stream": True, "tools": [{**TOOL, "partial_images": 2}]}
+    ).encode()
+    with socket.create_connection((url.hostname, url.port), timeout=10) as client:
+        client.sendall(
+            b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = client.recv(65536)  # the first events, then the client is gone
+        assert b" 200 " in head.split(b"\r\n", 1)[0]
+        request_id = next(
+            line.split(b": ", 1)[1].decode() for line in head.split(b"\r\n") if line.lower().startswith(b"x-amzn-")
+        )
+    record = stack.request_record(request_id, timeout=20)
+    assert record["client_disconnected"] is True and record["outcome"] == "success"
+    new = stored() - before
+    assert len([key for key in new if "-partial-" in key]) == 2
+    assert len([key for key in new if "-partial-" not in key]) == 1
+    assert stack.upstream_calls() == 1

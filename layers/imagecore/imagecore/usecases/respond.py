@@ -25,7 +25,7 @@ from typing import Any
 from imagecore.accounts.budgets import Cost, Spender, UsageLedger, estimated_cost, within_budget
 from imagecore.accounts.token_usage import ClientTokenGrant, TokenImageCounter, counted_images
 from imagecore.domain.deadline import Deadline
-from imagecore.domain.errors import InvalidRequest, NotFound, StorageUnavailable, UpstreamFailed
+from imagecore.domain.errors import InvalidRequest, NotFound, UpstreamFailed
 from imagecore.domain.images import ImageInfo, NotAnImage, inspect_image
 from imagecore.domain.models import MAX_PIXELS
 from imagecore.domain.responses import ImageGenerationTool, ResponsesRequest
@@ -33,7 +33,6 @@ from imagecore.platform.observability import RequestRecord, logger
 from imagecore.storage.conversations import ConversationStore, Turn, bounded
 from imagecore.storage.store import StorageError
 from imagecore.upstream.client import CallTrace
-from imagecore.usecases.idempotency import Idempotency, answer_once
 from imagecore.usecases.respond_inputs import InputSources, NewImage, PreparedInput, prepare_input
 from imagecore.usecases.service import ImageService
 
@@ -152,7 +151,7 @@ def _admitted(
 
 
 def _images_made(answer: dict[str, Any]) -> int:
-    return min(1, sum(1 for item in answer.get("output", []) if _is_image_call(item)))
+    return min(1, sum(1 for item in answer.get("output", []) if is_image_call(item)))
 
 
 def _history(command: RespondCommand, deps: Responder) -> list[Turn]:
@@ -218,7 +217,7 @@ def _call_upstream(command: RespondCommand, deps: Responder, turn: _Turn, body: 
         record.partial_images_stored = turn.partials or None
     answer = _finished(deps, turn, result.body)
     command.record.usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
-    command.record.images_returned = sum(1 for item in answer["output"] if _is_image_call(item))
+    command.record.images_returned = sum(1 for item in answer["output"] if is_image_call(item))
     return answer
 
 
@@ -235,7 +234,7 @@ def _relay(command: RespondCommand, deps: Responder, turn: _Turn, event: dict[st
         }
     elif kind == "response.image_generation_call.partial_image":
         event = _partial(deps, turn, event)
-    elif kind == "response.output_item.done" and _is_image_call(event.get("item")):
+    elif kind == "response.output_item.done" and is_image_call(event.get("item")):
         event = {**event, "item": _stored_item(deps, turn, event["item"])}
     command.events(kind, event)
 
@@ -246,11 +245,11 @@ def _renamed(turn: _Turn, response: dict[str, Any]) -> dict[str, Any]:
 
 def _finished(deps: Responder, turn: _Turn, response: dict[str, Any]) -> dict[str, Any]:
     output = response.get("output")
-    items = [_stored_item(deps, turn, item) if _is_image_call(item) else item for item in output or []]
+    items = [_stored_item(deps, turn, item) if is_image_call(item) else item for item in output or []]
     return {**_renamed(turn, response), "output": items}
 
 
-def _is_image_call(item: Any) -> bool:
+def is_image_call(item: Any) -> bool:
     return isinstance(item, dict) and item.get("type") == "image_generation_call"
 
 
@@ -360,89 +359,3 @@ def describe(record: RequestRecord, request: ResponsesRequest, tool: ImageGenera
         "previous_response_id": request.previous_response_id,
         "input_items": 1 if isinstance(request.input, str) else len(request.input),
     }
-
-
-def respond_once(
-    command: RespondCommand,
-    deps: Responder,
-    idempotency: Idempotency | None,
-    event: dict[str, Any],
-    context: Any,
-) -> dict[str, Any]:
-    """``respond``, once per Idempotency-Key: a retry gets the first answer (its images are not paid again). The
-    record holds the key of the answer, written to S3 beside its images; a streamed replay is the answer's
-    finished items and ``response.completed`` again."""
-    store = deps.service.store
-    replayed = False
-
-    def remember(answer: dict[str, Any]) -> dict[str, Any] | None:
-        key = f"images/responses/answers/{answer['id']}.json"
-        output = [
-            {**item, "key": command.stored[item["id"]]}
-            if _is_image_call(item) and item.get("id") in command.stored
-            else item
-            for item in answer.get("output", [])
-        ]
-        try:
-            store.write_json(key, {**answer, "output": output})
-        except StorageError:
-            logger.warning("responses answer not remembered: a retry runs again")
-            return None
-        return {"response": key}
-
-    def recall(remembered: dict[str, Any]) -> dict[str, Any]:
-        nonlocal replayed
-        replayed = True
-        try:
-            answer = store.read_json(str(remembered.get("response")))
-        except StorageError:
-            raise StorageUnavailable(
-                "The answer of this Idempotency-Key cannot be read right now; try again."
-            ) from None
-        if answer is None:
-            raise NotFound("The answer of this Idempotency-Key is gone.", param="Idempotency-Key")
-        return answer
-
-    payload = command.request.model_dump(exclude_none=True)
-    answer = answer_once(
-        idempotency,
-        event,
-        context,
-        scope="responses",
-        payload=payload,
-        produce=lambda: respond(command, deps),
-        encode=remember,
-        decode=recall,
-    )
-    if replayed:
-        command.record.idempotent_replay = True
-        answer = _relinked(deps, answer, command.links_only)
-        if command.events is not None:
-            for index, item in enumerate(answer.get("output", [])):
-                command.events(
-                    "response.output_item.done",
-                    {
-                        "type": "response.output_item.done",
-                        "output_index": index,
-                        "item": item,
-                        "sequence_number": index,
-                    },
-                )
-            command.events(
-                "response.completed",
-                {"type": "response.completed", "response": answer, "sequence_number": len(answer.get("output", []))},
-            )
-    return answer
-
-
-def _relinked(deps: Responder, answer: dict[str, Any], links_only: bool) -> dict[str, Any]:
-    """A remembered answer with fresh links (the first ones may have expired)."""
-    output = []
-    for item in answer.get("output", []):
-        key = item.pop("key", None) if isinstance(item, dict) else None
-        if _is_image_call(item) and isinstance(key, str):
-            item = {**item, "url": deps.service.store.presign(key)}
-            if links_only:
-                item["result"] = None
-        output.append(item)
-    return {**answer, "output": output}

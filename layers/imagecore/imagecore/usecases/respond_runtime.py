@@ -1,5 +1,5 @@
-"""What the responses function builds once per execution environment: the use case's dependencies, the
-Idempotency-Key guard, and its request deadline."""
+"""What the responses function builds once per execution environment (the use case's dependencies, the
+Idempotency-Key guard, its request deadline), and the use case run once per Idempotency-Key."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagecore.accounts.budgets import UsageLedger
 from imagecore.accounts.token_usage import TokenImageCounter
 from imagecore.domain.deadline import Deadline, request_deadline
+from imagecore.domain.errors import NotFound, StorageUnavailable
+from imagecore.platform.observability import logger
 from imagecore.platform.settings import ResponsesSettings
 from imagecore.storage.conversations import ConversationStore
-from imagecore.storage.store import UploadStore
-from imagecore.usecases.idempotency import Idempotency
-from imagecore.usecases.respond import Responder
+from imagecore.storage.store import StorageError, UploadStore
+from imagecore.usecases.idempotency import Idempotency, answer_once
+from imagecore.usecases.respond import RespondCommand, Responder, is_image_call, respond
 from imagecore.usecases.service import ImageService
 
 
@@ -63,3 +65,89 @@ class ResponsesRuntime:
             integration_timeout_ms=self.settings.integration_timeout_ms,
             margin_seconds=self.settings.storage_margin_seconds,
         )
+
+
+def respond_once(
+    command: RespondCommand,
+    deps: Responder,
+    idempotency: Idempotency | None,
+    event: dict[str, Any],
+    context: Any,
+) -> dict[str, Any]:
+    """``respond``, once per Idempotency-Key: a retry gets the first answer (its images are not paid again). The
+    record holds the key of the answer, written to S3 beside its images; a streamed replay is the answer's
+    finished items and ``response.completed`` again."""
+    store = deps.service.store
+    replayed = False
+
+    def remember(answer: dict[str, Any]) -> dict[str, Any] | None:
+        key = f"images/responses/answers/{answer['id']}.json"
+        output = [
+            {**item, "key": command.stored[item["id"]]}
+            if is_image_call(item) and item.get("id") in command.stored
+            else item
+            for item in answer.get("output", [])
+        ]
+        try:
+            store.write_json(key, {**answer, "output": output})
+        except StorageError:
+            logger.warning("responses answer not remembered: a retry runs again")
+            return None
+        return {"response": key}
+
+    def recall(remembered: dict[str, Any]) -> dict[str, Any]:
+        nonlocal replayed
+        replayed = True
+        try:
+            answer = store.read_json(str(remembered.get("response")))
+        except StorageError:
+            raise StorageUnavailable(
+                "The answer of this Idempotency-Key cannot be read right now; try again."
+            ) from None
+        if answer is None:
+            raise NotFound("The answer of this Idempotency-Key is gone.", param="Idempotency-Key")
+        return answer
+
+    payload = command.request.model_dump(exclude_none=True)
+    answer = answer_once(
+        idempotency,
+        event,
+        context,
+        scope="responses",
+        payload=payload,
+        produce=lambda: respond(command, deps),
+        encode=remember,
+        decode=recall,
+    )
+    if replayed:
+        command.record.idempotent_replay = True
+        answer = _relinked(deps, answer, command.links_only)
+        if command.events is not None:
+            for index, item in enumerate(answer.get("output", [])):
+                command.events(
+                    "response.output_item.done",
+                    {
+                        "type": "response.output_item.done",
+                        "output_index": index,
+                        "item": item,
+                        "sequence_number": index,
+                    },
+                )
+            command.events(
+                "response.completed",
+                {"type": "response.completed", "response": answer, "sequence_number": len(answer.get("output", []))},
+            )
+    return answer
+
+
+def _relinked(deps: Responder, answer: dict[str, Any], links_only: bool) -> dict[str, Any]:
+    """A remembered answer with fresh links (the first ones may have expired)."""
+    output = []
+    for item in answer.get("output", []):
+        key = item.pop("key", None) if isinstance(item, dict) else None
+        if is_image_call(item) and isinstance(key, str):
+            item = {**item, "url": deps.service.store.presign(key)}
+            if links_only:
+                item["result"] = None
+        output.append(item)
+    return {**answer, "output": output}
