@@ -70,6 +70,7 @@ class Responder:
     token_images: TokenImageCounter | None = None
     allowed_models: tuple[str, ...] = ()
     max_image_bytes: int = 50 * 1024 * 1024
+    log_prompts: bool = False
 
 
 @dataclass
@@ -115,6 +116,7 @@ def respond(command: RespondCommand, deps: Responder) -> dict[str, Any]:
     history = _history(command, deps)
     prepared = prepare_input(request, tool, history, _sources(command.owner, deps))
     record.images_in, record.input_bytes, record.mask = prepared.images_in, prepared.input_bytes, prepared.mask
+    record.describe_prompt(prepared.user_text, include_text=deps.log_prompts)
     response_id = new_response_id()
     created = datetime.fromtimestamp(time.time(), UTC)
     turn = _Turn(

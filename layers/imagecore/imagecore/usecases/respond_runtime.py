@@ -53,6 +53,7 @@ class ResponsesRuntime:
             ),
             allowed_models=settings.allowed_models,
             max_image_bytes=settings.max_input_image_bytes,
+            log_prompts=settings.log_prompts,
         )
         idempotency = Idempotency(settings.idempotency_table, region=region) if settings.idempotency_table else None
         return cls(settings, responder, idempotency)
