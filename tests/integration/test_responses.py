@@ -285,3 +285,39 @@ def test_a_client_token_s_max_images_holds(call, simulator):
     status, refused = call({"model": "gpt-5", "input": "a fox", "tools": [TOOL]}, token=token)
     assert status == 429 and refused["error"]["code"] == "token_budget_exceeded"
     assert simulator.calls == 1
+
+
+def test_a_turn_with_store_false_cannot_be_continued(call, simulator):
+    status, first = call({"model": "gpt-5", "input": "draw", "tools": [TOOL], "store": False})
+    assert status == 200 and first["store"] is False
+    status, refused = call({"model": "gpt-5", "input": "more", "tools": [TOOL], "previous_response_id": first["id"]})
+    assert status == 404 and refused["error"]["code"] == "previous_response_not_found"
+    assert simulator.calls == 1
+
+
+def test_an_expired_conversation_is_not_found(aws_resources):
+    import time
+
+    from imagecore.storage.conversations import ConversationStore, Turn
+
+    store = ConversationStore(aws_resources.conversations_table, region="us-east-1", ttl_seconds=60)
+    store.save("own_a", "resp_1", [Turn("user", "hi")], {"ig_1": "images/x.png"})
+    assert store.load("own_a", "resp_1") == [Turn("user", "hi")]
+    assert store.load("own_b", "resp_1") is None
+    assert store.image("own_a", "ig_1") == "images/x.png" and store.image("own_b", "ig_1") is None
+    assert store.load("own_a", "resp_1", now=time.time() + 61) is None
+
+
+def test_a_conversation_store_fault_loses_no_paid_image(
+    responses, api_event, lambda_context, simulator, aws, aws_faults, log_tap
+):
+    aws_faults.fail("dynamodb", "PutItem", times=5)
+    app = responses()
+    event = api_event("responses", body={"model": "gpt-5", "input": "a fox", "tools": [TOOL]})
+    answer = app.lambda_handler(event, lambda_context)
+    body = json.loads(answer["body"])
+    assert answer["statusCode"] == 200, body
+    (item,) = image_calls(body)
+    assert stored(aws, item["url"]).size == (1024, 1536)
+    assert simulator.calls == 1
+    assert log_tap.records("conversation not kept")

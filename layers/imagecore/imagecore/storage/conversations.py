@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagecore.domain.errors import ImageServiceError
+from imagecore.platform import aws
 
 DEFAULT_TTL_SECONDS = 30 * 24 * 3600
 MAX_IMAGES = 8
@@ -83,7 +83,7 @@ class ConversationStore:
 
     @cached_property
     def _dynamodb(self) -> Any:
-        return self._client or boto3.client("dynamodb", region_name=self._region)
+        return self._client or aws.client("dynamodb", region_name=self._region)
 
     @property
     def ttl_seconds(self) -> int:

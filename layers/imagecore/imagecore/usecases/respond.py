@@ -94,6 +94,7 @@ class _Turn:
     folder: str
     previous_id: str | None
     links_only: bool
+    kept: bool  # whether the turn is kept (store is not false): whether its id can be continued
     stored: dict[str, str] = field(default_factory=dict)  # call id -> S3 key
     partials: int = 0
 
@@ -124,6 +125,7 @@ def respond(command: RespondCommand, deps: Responder) -> dict[str, Any]:
         f"images/responses/{created:%Y/%m/%d}/{response_id}",
         request.previous_response_id,
         command.links_only,
+        kept=deps.conversations is not None and request.store is not False,
     )
     body = upstream_body(request, prepared)
 
@@ -153,7 +155,12 @@ def _admitted(
 
 
 def _images_made(answer: dict[str, Any]) -> int:
-    return min(1, sum(1 for item in answer.get("output", []) if is_image_call(item)))
+    return min(1, sum(1 for item in answer.get("output", []) if _made_image(item)))
+
+
+def _made_image(item: Any) -> bool:
+    """An image_generation_call that brought an image (a failed one brings none)."""
+    return is_image_call(item) and bool(item.get("url") or item.get("result"))
 
 
 def _history(command: RespondCommand, deps: Responder) -> list[Turn]:
@@ -219,7 +226,7 @@ def _call_upstream(command: RespondCommand, deps: Responder, turn: _Turn, body: 
         record.partial_images_stored = turn.partials or None
     answer = _finished(deps, turn, result.body)
     command.record.usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
-    command.record.images_returned = sum(1 for item in answer["output"] if is_image_call(item))
+    command.record.images_returned = sum(1 for item in answer["output"] if _made_image(item))
     return answer
 
 
@@ -242,7 +249,7 @@ def _relay(command: RespondCommand, deps: Responder, turn: _Turn, event: dict[st
 
 
 def _renamed(turn: _Turn, response: dict[str, Any]) -> dict[str, Any]:
-    return {**response, "id": turn.response_id, "previous_response_id": turn.previous_id, "store": True}
+    return {**response, "id": turn.response_id, "previous_response_id": turn.previous_id, "store": turn.kept}
 
 
 def _finished(deps: Responder, turn: _Turn, response: dict[str, Any]) -> dict[str, Any]:
