@@ -15,13 +15,15 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.accounts.caller import caller_of, spender_of
+from imagecore.accounts.caller import caller_of
 from imagecore.domain.responses import ResponsesRequest
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
-from imagecore.platform.observability import current_record, logger, metrics, tracer
+from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.settings import ResponsesSettings
-from imagecore.usecases.respond import EventSink, RespondCommand
-from imagecore.usecases.respond_runtime import ResponsesRuntime, respond_once
+from imagecore.usecases.idempotency import Once
+from imagecore.usecases.respond import RespondCommand, respond
+from imagecore.usecases.respond_runtime import ResponsesRuntime
+from imagecore.usecases.response_codec import EventSink
 
 app = create_resolver()
 
@@ -61,16 +63,14 @@ def create_response(
     event, context = app.current_event.raw_event, app.lambda_context
     caller = caller_of(event)
     command = RespondCommand(
+        caller=caller,
         request=request,
-        owner=caller.owner_id,
-        spender=spender_of(event),
-        token=caller.token,
         deadline=runtime.deadline(event, context),
-        record=current_record(),
+        once=Once.of(event, context, scope="responses", payload=request.model_dump(exclude_none=True)),
         links_only=_header(event, "x-image-result").strip().lower() == "url",
         events=_event_sink() if request.stream else None,
     )
-    answer = respond_once(command, runtime.responder, runtime.idempotency, event, context)
+    answer = respond(command, runtime.responder)
     return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=json.dumps(answer))
 
 

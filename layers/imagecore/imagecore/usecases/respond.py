@@ -18,22 +18,25 @@ import binascii
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from imagecore.accounts.budgets import Cost, Spender, UsageLedger, estimated_cost, within_budget
-from imagecore.accounts.token_usage import ClientTokenGrant, TokenImageCounter, counted_images
+from imagecore.accounts.admission import Admission
+from imagecore.accounts.budgets import Cost, Spent, estimated_cost
+from imagecore.accounts.caller import Caller
 from imagecore.domain.deadline import Deadline
 from imagecore.domain.errors import InvalidRequest, NotFound, UpstreamFailed
 from imagecore.domain.images import ImageInfo, NotAnImage, inspect_image
 from imagecore.domain.models import MAX_PIXELS
 from imagecore.domain.responses import ImageGenerationTool, ResponsesRequest
-from imagecore.platform.observability import RequestRecord, logger
+from imagecore.platform.observability import RequestRecord, current_record, logger
 from imagecore.storage.conversations import ConversationStore, Turn, bounded
 from imagecore.storage.store import StorageError
 from imagecore.upstream.client import CallTrace
+from imagecore.usecases.idempotency import Idempotency, Once
 from imagecore.usecases.respond_inputs import InputSources, NewImage, PreparedInput, prepare_input
+from imagecore.usecases.response_codec import EventSink, ResponseCodec, is_image_call
 from imagecore.usecases.service import ImageService
 
 # Passed through to the upstream as they came (the text model's own options).
@@ -56,7 +59,6 @@ PASSED_THROUGH = (
     "service_tier",
     "stream_options",
 )
-EventSink = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -66,24 +68,21 @@ class Responder:
     service: ImageService
     conversations: ConversationStore | None
     read_upload: Callable[[str, str], Any]  # (owner, upload id) -> UploadedFile
-    ledger: UsageLedger | None = None
-    token_images: TokenImageCounter | None = None
+    admission: Admission
+    idempotency: Idempotency
     allowed_models: tuple[str, ...] = ()
     max_image_bytes: int = 50 * 1024 * 1024
     log_prompts: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class RespondCommand:
+    caller: Caller
     request: ResponsesRequest
-    owner: str
-    spender: Spender
-    token: ClientTokenGrant | None
     deadline: Deadline
-    record: RequestRecord
+    once: Once  # the POST as idempotency sees it
     links_only: bool = False  # X-Image-Result: url
     events: EventSink | None = None  # stream: where the relayed events go
-    stored: dict[str, str] = field(default_factory=dict)  # filled in: call id -> S3 key of its image
 
 
 @dataclass
@@ -95,7 +94,7 @@ class _Turn:
     previous_id: str | None
     links_only: bool
     kept: bool  # whether the turn is kept (store is not false): whether its id can be continued
-    stored: dict[str, str] = field(default_factory=dict)  # call id -> S3 key
+    stored: dict[str, str]  # call id -> S3 key of its image (shared with the answer's codec)
     partials: int = 0
 
 
@@ -104,8 +103,14 @@ def new_response_id() -> str:
 
 
 def respond(command: RespondCommand, deps: Responder) -> dict[str, Any]:
-    """The response object (stored, linked); with ``command.events`` its events went out as they came."""
-    request, record = command.request, command.record
+    """The response object (stored, linked), once per Idempotency-Key (a replay: the first answer, with fresh
+    links); with ``command.events`` its events went out as they came."""
+    codec = ResponseCodec(deps.service.store, command.links_only, command.events)
+    return deps.idempotency.once(command.once, codec, lambda: _respond(command, deps, codec.stored))
+
+
+def _respond(command: RespondCommand, deps: Responder, stored: dict[str, str]) -> dict[str, Any]:
+    request, record, owner = command.request, current_record(), command.caller.owner_id
     tool = request.checked_tool()
     if deps.allowed_models and request.model not in deps.allowed_models:
         raise InvalidRequest(
@@ -114,8 +119,8 @@ def respond(command: RespondCommand, deps: Responder) -> dict[str, Any]:
             code="model_not_allowed",
         )
     describe(record, request, tool)
-    history = _history(command, deps)
-    prepared = prepare_input(request, tool, history, _sources(command.owner, deps))
+    history = _history(owner, request.previous_response_id, deps)
+    prepared = prepare_input(request, tool, history, _sources(owner, deps))
     record.images_in, record.input_bytes, record.mask = prepared.images_in, prepared.input_bytes, prepared.mask
     record.describe_prompt(prepared.user_text, include_text=deps.log_prompts)
     response_id = new_response_id()
@@ -126,32 +131,16 @@ def respond(command: RespondCommand, deps: Responder) -> dict[str, Any]:
         request.previous_response_id,
         command.links_only,
         kept=deps.conversations is not None and request.store is not False,
+        stored=stored,
     )
     body = upstream_body(request, prepared)
-
-    def produce() -> dict[str, Any]:
-        return _call_upstream(command, deps, turn, body)
-
-    command.stored = turn.stored
-    answer = _admitted(command, deps, estimated_cost(tool, reference_images=prepared.images_in), produce)
-    _keep(command, deps, turn, history, prepared, answer)
+    # One image reserved (the text model decides how many it draws; almost always one), settled with what was made.
+    cost = Cost(images=1, tokens=estimated_cost(tool, reference_images=prepared.images_in).tokens)
+    with deps.admission.hold(command.caller, cost, images=1, record=record) as hold:
+        answer = _call_upstream(command, deps, turn, body, record)
+        hold.settle(Spent.from_record(record), images=_images_made(answer))
+    _keep(owner, request, deps, turn, history, prepared, answer, record)
     return answer
-
-
-def _admitted(
-    command: RespondCommand, deps: Responder, cost: Cost, produce: Callable[[], dict[str, Any]]
-) -> dict[str, Any]:
-    """Admission, in one place: the key's budgets (one image and the estimated tokens reserved, settled with what
-    the record says was made) and the client token's image count (one reserved, the rest given back)."""
-    cost = Cost(images=1, tokens=cost.tokens)
-    return within_budget(
-        deps.ledger,
-        command.spender.account,
-        command.spender.budget,
-        cost,
-        command.record,
-        lambda: counted_images(deps.token_images, command.token, 1, produce, made=_images_made),
-    )
 
 
 def _images_made(answer: dict[str, Any]) -> int:
@@ -163,11 +152,10 @@ def _made_image(item: Any) -> bool:
     return is_image_call(item) and bool(item.get("url") or item.get("result"))
 
 
-def _history(command: RespondCommand, deps: Responder) -> list[Turn]:
-    previous = command.request.previous_response_id
+def _history(owner: str, previous: str | None, deps: Responder) -> list[Turn]:
     if previous is None:
         return []
-    turns = deps.conversations.load(command.owner, previous) if deps.conversations is not None else None
+    turns = deps.conversations.load(owner, previous) if deps.conversations is not None else None
     if turns is None:
         raise NotFound(
             f"Previous response with id '{previous[:64]}' not found (conversations are yours only, and are kept "
@@ -206,7 +194,9 @@ def upstream_body(request: ResponsesRequest, prepared: PreparedInput) -> dict[st
     return body
 
 
-def _call_upstream(command: RespondCommand, deps: Responder, turn: _Turn, body: dict[str, Any]) -> dict[str, Any]:
+def _call_upstream(
+    command: RespondCommand, deps: Responder, turn: _Turn, body: dict[str, Any], record: RequestRecord
+) -> dict[str, Any]:
     trace = CallTrace()
     relay = None if command.events is None else (lambda event: _relay(command, deps, turn, event))
     try:
@@ -218,15 +208,14 @@ def _call_upstream(command: RespondCommand, deps: Responder, turn: _Turn, body: 
             on_event=relay,
         )
     finally:
-        record = command.record
         record.attempts, record.attempt_errors = trace.attempts, trace.errors
         record.upstream_request_id, record.account_id = trace.request_id, trace.account_id
         record.upstream_latency_ms = trace.latency_ms
         record.images_returned = len(turn.stored)
         record.partial_images_stored = turn.partials or None
     answer = _finished(deps, turn, result.body)
-    command.record.usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
-    command.record.images_returned = sum(1 for item in answer["output"] if _made_image(item))
+    record.usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+    record.images_returned = sum(1 for item in answer["output"] if _made_image(item))
     return answer
 
 
@@ -256,10 +245,6 @@ def _finished(deps: Responder, turn: _Turn, response: dict[str, Any]) -> dict[st
     output = response.get("output")
     items = [_stored_item(deps, turn, item) if is_image_call(item) else item for item in output or []]
     return {**_renamed(turn, response), "output": items}
-
-
-def is_image_call(item: Any) -> bool:
-    return isinstance(item, dict) and item.get("type") == "image_generation_call"
 
 
 def _decoded(value: Any, what: str) -> tuple[bytes, ImageInfo]:
@@ -313,17 +298,19 @@ def _put(deps: Responder, turn: _Turn, name: str, data: bytes, output_format: st
 
 
 def _keep(
-    command: RespondCommand,
+    owner: str,
+    request: ResponsesRequest,
     deps: Responder,
     turn: _Turn,
     history: list[Turn],
     prepared: PreparedInput,
     answer: dict[str, Any],
+    record: RequestRecord,
 ) -> None:
     """The turn, kept for a follow-up (unless ``store: false``): its input's new images stored beside the
     answer's, both turns' text, and the answer's images by call id. A failure here loses no image: it is logged,
     and the answer goes out (its id then cannot be continued)."""
-    if deps.conversations is None or command.request.store is False:
+    if deps.conversations is None or request.store is False:
         return
     try:
         user_images = [
@@ -341,8 +328,8 @@ def _keep(
         turns, dropped = bounded(
             [*history, Turn("user", prepared.user_text, user_images), Turn("assistant", text, made)]
         )
-        deps.conversations.save(command.owner, turn.response_id, turns, dict(turn.stored))
-        command.record.responses = {**(command.record.responses or {}), "turns": len(turns), "images_dropped": dropped}
+        deps.conversations.save(owner, turn.response_id, turns, dict(turn.stored))
+        record.responses = {**(record.responses or {}), "turns": len(turns), "images_dropped": dropped}
     except Exception:
         logger.exception("conversation not kept", extra={"response_id": turn.response_id})
 
