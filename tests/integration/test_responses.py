@@ -166,6 +166,8 @@ def test_an_earlier_image_named_by_its_call_id_is_sent_as_that_image(call, aws, 
         ({"model": "gpt-image-2"}, "model", "invalid_value"),
         ({"background": True}, "background", "background_unsupported"),
         ({"n": 2}, "n", "unknown_parameter"),
+        ({"tool_choice": {"type": "function", "name": "f"}}, "tool_choice", "invalid_value"),
+        ({"tools": [{"type": "image_generation", "n": 2}]}, "n", "unknown_parameter"),
         ({"previous_response_id": "resp_" + "0" * 48}, "previous_response_id", "previous_response_not_found"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-abc"}]}]},
@@ -321,3 +323,14 @@ def test_a_conversation_store_fault_loses_no_paid_image(
     assert stored(aws, item["url"]).size == (1024, 1536)
     assert simulator.calls == 1
     assert log_tap.records("conversation not kept")
+
+
+def test_an_output_item_sent_back_whole_is_taken_as_its_image(call, simulator):
+    _, first = call({"model": "gpt-5", "input": "draw a cat", "tools": [TOOL]})
+    (item,) = image_calls(first)
+    foreign = {**item, "id": "ig_not_kept_here"}
+    message = {"role": "user", "content": [{"type": "input_text", "text": "add a hat"}]}
+    status, answer = call({"model": "gpt-5", "input": [foreign, message], "tools": [TOOL]}, key_id="key_other")
+    assert status == 200, answer
+    sent = simulator.last_request["json"]["input"]
+    assert sent[0]["content"][0]["image_url"].startswith("data:image/jpeg;base64,")

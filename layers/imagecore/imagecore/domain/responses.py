@@ -127,6 +127,12 @@ class ResponsesRequest(BaseModel):
                 param="background",
                 code="background_unsupported",
             )
+        if not _offered_choice(self.tool_choice):
+            raise InvalidRequest(
+                "Invalid value for 'tool_choice': 'auto', 'required', 'none' or {\"type\": \"image_generation\"} "
+                "(the image_generation tool is the only one offered here).",
+                param="tool_choice",
+            )
         if isinstance(self.input, str) and not self.input.strip():
             raise InvalidRequest("Invalid value for 'input': it must not be empty.", param="input")
         if isinstance(self.input, list) and not self.input:
@@ -134,6 +140,12 @@ class ResponsesRequest(BaseModel):
         if len(self.input) > PROMPT_MAX_CHARS * 8:
             raise InvalidRequest("Invalid value for 'input': it is too long.", param="input")
         return image_tool(self.tools)
+
+
+def _offered_choice(choice: str | dict[str, Any] | None) -> bool:
+    if choice is None or choice in ("auto", "required", "none"):
+        return True
+    return isinstance(choice, dict) and choice.get("type") == "image_generation"
 
 
 def image_tool(tools: list[dict[str, Any]]) -> ImageGenerationTool:

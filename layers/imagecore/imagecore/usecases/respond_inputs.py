@@ -158,8 +158,14 @@ class _Builder:
             self.prepared.user_images.append(NewImage(image))
         return _image_part(data_url(image.data, image.content_type))
 
-    def referenced(self, param: str, call_id: Any) -> dict[str, Any]:
+    def referenced(self, param: str, call_id: Any, result: Any = None) -> dict[str, Any]:
+        """The image an earlier call of this caller made; an output item sent back whole (``result`` included)
+        that this service does not know is taken as the image it carries, checked like any input."""
         key = self.sources.find_call(call_id) if isinstance(call_id, str) and len(call_id) <= 128 else None
+        if key is None and isinstance(result, str) and result:
+            carried = self.checked(self.decoded(f"{param[: -len('.id')]}.result", "data:image/png;base64," + result))
+            self.prepared.user_images.append(NewImage(carried))
+            return _image_part(data_url(carried.data, carried.content_type))
         if key is None:
             raise InvalidRequest(
                 f"Invalid value for '{param}': no image_generation_call '{str(call_id)[:128]}' of yours "
@@ -177,7 +183,7 @@ class _Builder:
             raise InvalidRequest(f"Invalid value for '{param}': an input item is an object.", param=param)
         kind = item.get("type")
         if kind in ("image_generation_call", "item_reference"):
-            return {"role": "user", "content": [self.referenced(f"{param}.id", item.get("id"))]}
+            return {"role": "user", "content": [self.referenced(f"{param}.id", item.get("id"), item.get("result"))]}
         if kind not in (None, "message"):
             raise InvalidRequest(
                 f"Invalid value for '{param}.type': input items are messages and image_generation_call references "
