@@ -181,3 +181,19 @@ def test_a_client_leaving_mid_stream_still_gets_its_images_stored(stack):
     assert len([key for key in new if "-partial-" in key]) == 2
     assert len([key for key in new if "-partial-" not in key]) == 1
     assert stack.upstream_calls() == 1
+
+
+def test_the_docs_quickstart_runs_as_written(stack, capsys):
+    import re
+
+    from tests.e2e.conftest import API_KEY, ROOT
+
+    text = (ROOT / "docs" / "responses.md").read_text()
+    (snippet, *_) = re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+    snippet = snippet.replace("http://127.0.0.1:3000/v1", stack.api_url).replace('"isk-..."', repr(API_KEY))
+    exec(compile(snippet, "docs/responses.md", "exec"), {})  # noqa: S102 - the documentation's own example
+    printed = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("preview http") for line in printed)
+    assert printed[-1].startswith("done resp_")
+    assert opened(downloaded(printed[0])).size == (1024, 1536)
+    assert stack.upstream_calls() == 3
