@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.caller import caller_of
 from imagecore.domain.responses import ResponsesRequest
+from imagecore.domain.responses_schema import ResponseObject
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.settings import ResponsesSettings
@@ -43,7 +44,11 @@ def runtime() -> ResponsesRuntime:
                 "OpenAI's response object; each image_generation_call item carries a presigned url beside result "
                 "(result is null with X-Image-Result: url). With stream: true, text/event-stream of the Responses "
                 "events (response.created ... response.completed)."
-            )
+            ),
+            "content": {
+                "application/json": {"model": ResponseObject},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
         },
         400: {"description": "Invalid request, or refused by the upstream's policy", "content": ERROR_CONTENT},
         404: {

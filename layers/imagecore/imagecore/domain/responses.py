@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from imagecore.domain.errors import InvalidRequest
 from imagecore.domain.models import MODELS, PROMPT_MAX_CHARS, ImageRequest, OutputFormat, Quality
+from imagecore.domain.responses_schema import INPUT, TOOL_CHOICE, TOOLS
 from imagecore.domain.validation import validation_error
 
 # The tool's options that are the Images routes' own parameters, checked by ImageRequest.
@@ -61,6 +62,7 @@ class ResponsesRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         defer_build=True,
         json_schema_extra={
             "examples": [
@@ -74,27 +76,20 @@ class ResponsesRequest(BaseModel):
     )
 
     model: Annotated[str, Field(min_length=1, max_length=128, description="The text model (for example gpt-5).")]
-    input: Annotated[
-        str | list[dict[str, Any]],
-        Field(
-            description=(
-                "A string, or items: messages whose content holds input_text and input_image parts (image_url: a "
-                "data: or https URL, or file_id: an upload of yours), or {type: image_generation_call, id} naming "
-                "an earlier image of yours."
-            )
-        ),
-    ]
-    tools: Annotated[
-        list[dict[str, Any]], Field(description="Exactly one tool: {type: image_generation, size, quality, ...}.")
-    ]
-    tool_choice: str | dict[str, Any] | None = None
+    input: Annotated[str | list[dict[str, Any]], WithJsonSchema(INPUT)]
+    tools: Annotated[list[dict[str, Any]], WithJsonSchema(TOOLS)]
+    tool_choice: Annotated[str | dict[str, Any] | None, WithJsonSchema(TOOL_CHOICE)] = None
     previous_response_id: Annotated[
         str | None, Field(max_length=64, description="Continue a conversation this service answered you.")
     ] = None
     instructions: Annotated[str | None, Field(max_length=TEXT_MAX_CHARS)] = None
     stream: bool = False
     store: Annotated[bool | None, Field(description="false: the turn is not kept (cannot be continued).")] = None
-    background: Annotated[bool | None, Field(description="Not offered: use the async image routes.")] = None
+    background: Annotated[
+        bool | None,
+        Field(description="Not offered (true is refused): use the async image routes."),
+        WithJsonSchema({"anyOf": [{"const": False}, {"type": "null"}]}),
+    ] = None
     metadata: dict[str, str] | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -143,9 +138,7 @@ class ResponsesRequest(BaseModel):
 
 
 def _offered_choice(choice: str | dict[str, Any] | None) -> bool:
-    if choice is None or choice in ("auto", "required", "none"):
-        return True
-    return isinstance(choice, dict) and choice.get("type") == "image_generation"
+    return choice is None or choice in ("auto", "required", "none") or choice == {"type": "image_generation"}
 
 
 def image_tool(tools: list[dict[str, Any]]) -> ImageGenerationTool:
