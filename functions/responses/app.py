@@ -47,7 +47,13 @@ def runtime() -> ResponsesRuntime:
             ),
             "content": {
                 "application/json": {"model": ResponseObject},
-                "text/event-stream": {"schema": {"type": "string"}},
+                # each event: its name (the event's type) and its JSON data
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+                    }
+                },
             },
         },
         400: {"description": "Invalid request, or refused by the upstream's policy", "content": ERROR_CONTENT},

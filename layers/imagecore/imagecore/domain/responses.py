@@ -91,10 +91,10 @@ class ResponsesRequest(BaseModel):
         WithJsonSchema({"anyOf": [{"const": False}, {"type": "null"}]}),
     ] = None
     metadata: dict[str, str] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_output_tokens: int | None = None
-    max_tool_calls: int | None = None
+    temperature: Annotated[float | None, Field(ge=0, le=2)] = None
+    top_p: Annotated[float | None, Field(ge=0, le=1)] = None
+    max_output_tokens: Annotated[int | None, Field(ge=16, le=1_000_000)] = None
+    max_tool_calls: Annotated[int | None, Field(ge=1, le=100)] = None
     parallel_tool_calls: bool | None = None
     reasoning: dict[str, Any] | None = None
     text: dict[str, Any] | None = None
@@ -173,7 +173,9 @@ def image_tool(tools: list[dict[str, Any]]) -> ImageGenerationTool:
             param="tools[0].model",
         )
     try:
-        ImageRequest.model_validate({"prompt": "-", **{k: options[k] for k in IMAGE_OPTIONS if k in options}})
+        ImageRequest.model_validate(
+            {"prompt": "-", **{k: options[k] for k in IMAGE_OPTIONS if options.get(k) is not None}}
+        )
         return ImageGenerationTool.model_validate(options)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
