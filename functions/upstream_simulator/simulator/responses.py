@@ -24,15 +24,13 @@ import math
 import secrets
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 from werkzeug.wrappers import Request, Response
 
-from local.simulator import _TOKENS_1M, _cut_off, _error, _json, _sse, render_image
-
-if TYPE_CHECKING:
-    from local.simulator import UpstreamSimulator
+from .rendering import _TOKENS_1M, render_image
+from .server import UpstreamSimulator, _cut_off, _error, _json, _sse
 
 IMAGE_INPUT_TOKENS = 765
 
@@ -277,3 +275,6 @@ def _stream(
         yield event("response.completed", response=response)
 
     return Response(stream(), status=200, headers=headers, content_type="text/event-stream")
+
+
+UpstreamSimulator.ROUTES[("POST", "/responses")] = answer_responses
