@@ -47,3 +47,6 @@ _._load_file
 _.tool_choice, _.instructions, _.temperature, _.top_p, _.max_output_tokens, _.max_tool_calls
 _.parallel_tool_calls, _.reasoning, _.truncation, _.include, _.safety_identifier, _.prompt_cache_key
 _.service_tier, _.stream_options
+
+# the index's links (GET / and /v1) reach the client through the model's dump
+_.docs, _.playground, _.openapi

@@ -254,7 +254,8 @@ def test_an_idempotency_key_answers_the_first_response_again(call, simulator):
 
 
 def test_images_and_tokens_count_in_the_key_budget(responses, api_event, lambda_context, simulator, aws):
-    from imagecore.accounts.budgets import Budget, UsageLedger
+    from imagecore.accounts.budgets import Budget
+    from imagecore.accounts.ledger import UsageLedger
     from tests.conftest import owner_of_key_id
     from tests.integration.conftest import current_resources
 

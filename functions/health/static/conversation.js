@@ -36,7 +36,7 @@
   );
   const panel = el(
     "section",
-    { id: "conversation" },
+    { id: "conversation", className: "panel" },
     el("h2", { textContent: "Conversation (POST /v1/responses)" }),
     log,
     form,

@@ -9,7 +9,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.admission import Admission
-from imagecore.accounts.budgets import UsageLedger
+from imagecore.accounts.ledger import UsageLedger
 from imagecore.accounts.token_usage import TokenImageCounter
 from imagecore.domain.deadline import Deadline, request_deadline
 from imagecore.platform.settings import ResponsesSettings
