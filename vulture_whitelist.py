@@ -40,9 +40,6 @@ _.events_relayed, _.keepalives_sent, _.client_disconnected, _.partial_images_sto
 streamed_app
 _.should_exit
 
-# botocore calls its file loader's _load_file (imagecore.platform.aws overrides it to parse into plain dicts)
-_._load_file
-
 # POST /v1/responses: the text model's options reach the upstream through model_dump(include=PASSED_THROUGH)
 _.tool_choice, _.instructions, _.temperature, _.top_p, _.max_output_tokens, _.max_tool_calls
 _.parallel_tool_calls, _.reasoning, _.truncation, _.include, _.safety_identifier, _.prompt_cache_key
