@@ -123,6 +123,20 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     | PROMPT_DIGEST_KEY
     | TOKEN_IMAGES
     | {("s3:GetObject", UPLOADS)},  # UploadStore.read of the caller's uploaded inputs
+    # POST /v1/responses (streamed like the image routes): store and presign its images, read the caller's uploads
+    # (UploadStore.read), keep and read conversations (imagecore.storage.conversations: get_item, put_item)
+    "ResponsesFunction": RUNTIME
+    | STORE_IMAGES
+    | IDEMPOTENCY
+    | KEY_BUDGETS
+    | UPSTREAM_KEY
+    | PROMPT_DIGEST_KEY
+    | TOKEN_IMAGES
+    | {
+        ("s3:GetObject", UPLOADS),
+        ("dynamodb:GetItem", "ConversationsTable"),
+        ("dynamodb:PutItem", "ConversationsTable"),
+    },
     # imagecore.accounts.auth.keyring_loader: the hashed keys
     # and the client-token signing key (imagecore.accounts.client_tokens.signing_key_reader)
     "AuthorizerFunction": RUNTIME | {("secretsmanager:GetSecretValue", "ApiKeysSecret")} | SIGNING_KEY,

@@ -35,6 +35,7 @@ def resource_refs(resources: LocalResources) -> dict[str, str]:
         "IdempotencyTable": resources.idempotency_table,
         "UsageTable": resources.usage_table,
         "TokenUsageTable": resources.token_usage_table,
+        "ConversationsTable": resources.conversations_table,
         "JobsQueue": resources.jobs_queue_url,
         "JobsDeadLetterQueue": resources.dead_letter_queue_url,
         "ImageEventsBus": resources.event_bus_name,

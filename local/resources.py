@@ -1,6 +1,7 @@
-"""The AWS resources of template.yaml, made on the embedded moto server: the bucket, the tasks, idempotency, usage
-and client-token usage tables (with their TTL attributes), the jobs queue with its dead-letter queue, the event bus
-and the ImageGenerationRequested rule (its pattern read from the template) targeting the jobs queue.
+"""The AWS resources of template.yaml, made on the embedded moto server: the bucket, the tasks, idempotency, usage,
+client-token usage and conversations tables (with their TTL attributes), the jobs queue with its dead-letter
+queue, the event bus and the ImageGenerationRequested rule (its pattern read from the template) targeting the
+jobs queue.
 
 One addition for local work: a rule that copies every event the service publishes (source image-service) to a
 ``completions`` queue, so a developer can read ImageGenerationCompleted/Failed with boto3 or the AWS CLI.
@@ -31,6 +32,7 @@ class LocalResources:
     dead_letter_queue_url: str
     completions_queue_url: str
     event_bus_name: str
+    conversations_table: str = ""
 
 
 def _resource(template: dict[str, Any], name: str) -> dict[str, Any]:
@@ -50,7 +52,7 @@ def create_resources(
 
     dynamodb = client("dynamodb")
     tables = {}
-    for logical in ("TasksTable", "IdempotencyTable", "UsageTable", "TokenUsageTable"):
+    for logical in ("TasksTable", "IdempotencyTable", "UsageTable", "TokenUsageTable", "ConversationsTable"):
         props = _resource(template, logical)
         name = f"{prefix}-{logical.removesuffix('Table').lower()}"
         dynamodb.create_table(
@@ -106,4 +108,5 @@ def create_resources(
         dead_letter_queue_url=dlq_url,
         completions_queue_url=completions_url,
         event_bus_name=bus,
+        conversations_table=tables["ConversationsTable"],
     )

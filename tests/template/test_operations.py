@@ -291,6 +291,7 @@ EXPECTED_ALARMS = {
     "EditsConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
     "GenerationsStreamConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
     "EditsStreamConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
+    "ResponsesConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
     "WorkerConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
 }
 
@@ -528,5 +529,6 @@ def test_the_prompt_digest_key_is_a_generated_secret_read_by_the_prompt_loggers(
         "EditsFunction",
         "GenerationsStreamFunction",
         "EditsStreamFunction",
+        "ResponsesFunction",
         "WorkerFunction",
     }

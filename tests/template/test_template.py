@@ -39,7 +39,13 @@ from imagecore.platform.route_settings import (
     UploadSettings,
     UsageSettings,
 )
-from imagecore.platform.settings import MAX_INLINE_REQUEST_BYTES, EditSettings, GenerationSettings, WorkerSettings
+from imagecore.platform.settings import (
+    MAX_INLINE_REQUEST_BYTES,
+    EditSettings,
+    GenerationSettings,
+    ResponsesSettings,
+    WorkerSettings,
+)
 from imagecore.storage.store import ImageStore, ImageToStore, UploadStore, owner_prefix
 from imagecore.usecases.idempotency import Idempotency
 from tests.template import sam_validate
@@ -65,6 +71,7 @@ REF_VALUES = {
     "ImageEventsBus": "image-service-images",
     "UsageTable": "image-service-UsageTable-0A1B2C3D4E5F",
     "TokenUsageTable": "image-service-TokenUsageTable-0A1B2C3D4E5F",
+    "ConversationsTable": "image-service-ConversationsTable-0A1B2C3D4E5F",
     "ClientTokenSigningSecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ClientTokenSigning-QrStUv",
 }
 
@@ -76,6 +83,7 @@ TASK_ROUTE = ("GET", "/v1/images/tasks/{task_id}")
 UPLOADS_ROUTE = ("POST", "/v1/uploads")
 USAGE_ROUTE = ("GET", "/v1/usage")
 CLIENT_TOKENS_ROUTE = ("POST", "/v1/client_tokens")
+RESPONSES_ROUTE = ("POST", "/v1/responses")
 HEALTH_ROUTE = ("GET", "/v1/health")
 ASSETS_ROUTE = ("GET", "/v1/assets/{name}")  # the pages' scripts and styles, not an API operation
 PAGES = (("GET", "/v1/openapi.json"), ("GET", "/v1/docs"), ("GET", "/v1/playground"))
@@ -93,6 +101,7 @@ AUTHORIZED_ROUTES = {
     UPLOADS_ROUTE: "UploadsFunction",
     USAGE_ROUTE: "UsageFunction",
     CLIENT_TOKENS_ROUTE: "ClientTokensFunction",
+    RESPONSES_ROUTE: "ResponsesFunction",
     # keyed as at OpenAI, where listing the models is how a client checks its key
     ("GET", "/v1/models"): "HealthFunction",
     ("GET", "/v1/models/{model}"): "HealthFunction",
@@ -101,7 +110,11 @@ AUTHORIZED_ROUTES = {
 PREFLIGHT_ROUTES = {("OPTIONS", path): "HealthFunction" for _, path in AUTHORIZED_ROUTES}
 # The routes that call the upstream: streamed integrations (no 29 s cut, no 6 MB limit) whose function runs the
 # Lambda Web Adapter and outlives the upstream budget.
-IMAGE_ROUTES = {GENERATIONS_ROUTE: "GenerationsStreamFunction", EDITS_ROUTE: "EditsStreamFunction"}
+IMAGE_ROUTES = {
+    GENERATIONS_ROUTE: "GenerationsStreamFunction",
+    EDITS_ROUTE: "EditsStreamFunction",
+    RESPONSES_ROUTE: "ResponsesFunction",
+}
 STREAMED_INTEGRATION_TIMEOUT_MS = 900_000  # the most a streamed integration may last (15 minutes)
 ADAPTER_LAYER = "arn:aws:lambda:${AWS::Region}:753240598075:layer:LambdaAdapterLayer{arch}:${WebAdapterLayerVersion}"
 ADAPTER_ARCHITECTURES = {"arm64": "Arm64", "x86_64": "X86"}
@@ -124,6 +137,7 @@ SETTINGS_OF = {
     "EditsFunction": EditSettings,
     "GenerationsStreamFunction": GenerationSettings,
     "EditsStreamFunction": EditSettings,
+    "ResponsesFunction": ResponsesSettings,
     "UploadsFunction": UploadSettings,
     "TasksFunction": TaskReadSettings,
     "WorkerFunction": WorkerSettings,
@@ -141,6 +155,12 @@ S3_GRANTS = {
     "GenerationsStreamFunction": {("s3:GetObject", IMAGES_OBJECTS), ("s3:PutObject", IMAGES_OBJECTS)},
     # writes and presigns its results (and previews) under images/, reads the caller's uploaded inputs
     "EditsStreamFunction": {
+        ("s3:GetObject", IMAGES_OBJECTS),
+        ("s3:PutObject", IMAGES_OBJECTS),
+        ("s3:GetObject", UPLOADS_OBJECTS),
+    },
+    # stores and presigns its images (and previews, inputs kept with a conversation), reads the caller's uploads
+    "ResponsesFunction": {
         ("s3:GetObject", IMAGES_OBJECTS),
         ("s3:PutObject", IMAGES_OBJECTS),
         ("s3:GetObject", UPLOADS_OBJECTS),
@@ -177,6 +197,7 @@ LIST_PREFIXES = {
     # an Idempotency-Key's retry lists the key's folder for the images a run that died had stored
     "GenerationsStreamFunction": {"images/keyed/*"},
     "EditsStreamFunction": {"images/keyed/*"},
+    "ResponsesFunction": set(),
     "UploadsFunction": set(),
     "TasksFunction": set(),
     # a first run finds no result.json (S3's 403 without s3:ListBucket reads as missing too); a redelivery lists
@@ -205,6 +226,11 @@ DYNAMODB_GRANTS = {
     # the synchronous routes submit no task; they reserve and settle budgets like the buffered ones
     "GenerationsStreamFunction": IDEMPOTENCY_RECORDS | KEY_BUDGETS | TOKEN_IMAGE_COUNTS,
     "EditsStreamFunction": IDEMPOTENCY_RECORDS | KEY_BUDGETS | TOKEN_IMAGE_COUNTS,
+    # and its conversations: read one (or an image by call id), keep one
+    "ResponsesFunction": IDEMPOTENCY_RECORDS
+    | KEY_BUDGETS
+    | TOKEN_IMAGE_COUNTS
+    | {("dynamodb:GetItem", "ConversationsTable"), ("dynamodb:PutItem", "ConversationsTable")},
     "UploadsFunction": IDEMPOTENCY_RECORDS,
     "TasksFunction": {("dynamodb:GetItem", "TasksTable")},  # reads; a task past its limit reads as failed
     "WorkerFunction": {
@@ -226,6 +252,7 @@ SQS_GRANTS = {
     "EditsFunction": {("sqs:SendMessage", "JobsQueue")},
     "GenerationsStreamFunction": set(),
     "EditsStreamFunction": set(),
+    "ResponsesFunction": set(),
     "UploadsFunction": set(),
     "TasksFunction": set(),
     # sends only the jobs that can never run, with the reason; its event source mapping polls the jobs queue
@@ -246,6 +273,7 @@ EVENTS_GRANTS = {
     "EditsFunction": set(),
     "GenerationsStreamFunction": set(),
     "EditsStreamFunction": set(),
+    "ResponsesFunction": set(),
     "UploadsFunction": set(),
     "TasksFunction": set(),
     "WorkerFunction": {("events:PutEvents", "ImageEventsBus")},  # ImageGenerationCompleted / Failed
@@ -264,6 +292,7 @@ RESOURCE_VARIABLES = {
     "DEAD_LETTER_QUEUE_URL": "JobsDeadLetterQueue",
     "EVENT_BUS_NAME": "ImageEventsBus",
     "USAGE_TABLE": "UsageTable",
+    "CONVERSATIONS_TABLE": "ConversationsTable",
 }
 
 LAMBDA_MAX_TIMEOUT_SECONDS = 900
@@ -975,8 +1004,8 @@ def test_image_functions_share_the_optional_reserved_concurrency(sam: dict[str, 
             {"Ref": "AWS::NoValue"},
         ]
     }
-    # reserved by default: 4 x 150 leaves 400 of the default 1,000 for the authorizer and the short routes
-    assert parameter(sam, "GenerationsReservedConcurrency")["Default"] == 150
+    # reserved by default (how much room it leaves the account: tests/template/test_capacity.py)
+    assert parameter(sam, "GenerationsReservedConcurrency")["Default"] > 0
 
 
 @pytest.mark.parametrize("function", ["AuthorizerFunction", "UploadsFunction", "TasksFunction"])

@@ -17,6 +17,7 @@ def test_document_shows_every_route_and_the_validation_rules():
     assert set(document["paths"]) == {
         "/v1/images/generations",
         "/v1/images/edits",
+        "/v1/responses",
         "/v1/uploads",
         "/v1/images/generations/async",
         "/v1/images/edits/async",
@@ -146,6 +147,7 @@ def test_every_request_field_has_an_upper_bound():
 def test_every_json_body_has_an_example_the_models_take():
     """Swagger UI's "Try it out" sends the example as it is (tests/e2e sends each one through the local stack)."""
     from imagecore.domain.models import EditUploadRequest, GenerationRequest
+    from imagecore.domain.responses import ResponsesRequest
     from imagecore.domain.route_models import ClientTokenRequest, UploadRequest
 
     document = json.loads(packaged_document())
@@ -154,6 +156,7 @@ def test_every_json_body_has_an_example_the_models_take():
         "EditUploadRequest": EditUploadRequest,
         "UploadRequest": UploadRequest,
         "ClientTokenRequest": ClientTokenRequest,
+        "ResponsesRequest": ResponsesRequest,
     }
     seen = set()
     for path, operations in document["paths"].items():
@@ -170,3 +173,14 @@ def test_every_json_body_has_an_example_the_models_take():
                 assert (example["size"], example["n"]) == ("1024x1024", 1)
                 assert "output_compression" not in example and "partial_images" not in example
     assert seen == set(models)
+
+
+def test_the_responses_example_body_is_a_valid_request() -> None:
+    from imagecore.domain.responses import ResponsesRequest
+    from imagecore.edge.openapi import build_document
+
+    document = build_document()
+    schema = document["components"]["schemas"]["ResponsesRequest"]
+    (example,) = schema["examples"]
+    request = ResponsesRequest.model_validate(example)
+    assert request.checked_tool().type == "image_generation"

@@ -114,7 +114,7 @@ class UsageResponse(BaseModel):
     ]
 
 
-ClientTokenScope = Literal["generations", "edits", "uploads", "tasks"]
+ClientTokenScope = Literal["generations", "edits", "uploads", "tasks", "responses"]
 
 # A client token is a credential in a browser or a phone: it never spends without a limit. One minted without
 # max_images may create this many images; none may ask for more than the maximum.
@@ -135,8 +135,8 @@ class ClientTokenRequest(BaseModel):
         list[ClientTokenScope] | None,
         Field(
             min_length=1,
-            max_length=4,
-            description="The routes the token may call; by default generations, edits, uploads and tasks. "
+            max_length=5,
+            description="The routes the token may call; by default generations, edits, uploads, tasks and responses. "
             "A client token can never mint client tokens.",
         ),
     ] = None

@@ -21,6 +21,7 @@ from imagecore.domain.models import TASK_ID, EditParameters, EditUploadRequest, 
 FUNCTION_MODULES = (
     "functions.generations.app",
     "functions.edits.app",
+    "functions.responses.app",
     "functions.uploads.app",
     "functions.tasks.app",
     "functions.usage.app",
@@ -111,6 +112,11 @@ JSON_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "purpose": "image",
     },
     ("/v1/client_tokens", "post"): {"expires_in": 900, "scope": ["generations", "tasks"], "max_images": 4},
+    ("/v1/responses", "post"): {
+        "model": "gpt-5",
+        "input": "Draw a red fox sitting in fresh snow, watercolour.",
+        "tools": [{"type": "image_generation", "size": "1024x1024", "quality": "low"}],
+    },
 }
 JSON_EXAMPLES[("/v1/images/edits/async", "post")] = JSON_EXAMPLES[("/v1/images/edits", "post")]
 # The edit form's text fields, filled in: "Try it out" then needs only a file.

@@ -95,6 +95,8 @@ class RequestRecord:
     keepalives_sent: int | None = None
     client_disconnected: bool | None = None
     partial_images_stored: int | None = None
+    # POST /v1/responses: the text model, the tool's options, the conversation (never the input text).
+    responses: dict[str, Any] | None = None
 
     def describe_prompt(self, prompt: str, *, include_text: bool) -> None:
         self.prompt_chars = len(prompt)

@@ -9,9 +9,6 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.admission import Admission
-from imagecore.accounts.concurrency import ConcurrencyLeases
-from imagecore.accounts.ledger import UsageLedger
-from imagecore.accounts.token_usage import TokenImageCounter
 from imagecore.domain.deadline import Deadline, request_deadline
 from imagecore.domain.errors import ServiceMisconfigured
 from imagecore.jobs.submitter import JobQueue, TaskSubmitter
@@ -36,12 +33,7 @@ class ImageDeps:
             submitter = TaskSubmitter(
                 TaskStore(settings.tasks_table, region=region), JobQueue(settings.jobs_queue_url, region=region)
             )
-        admission = Admission(
-            UsageLedger(settings.usage_table, region=region) if settings.usage_table else None,
-            TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None,
-            ConcurrencyLeases(settings.usage_table, region=region) if settings.usage_table else None,
-            lease_margin_seconds=settings.storage_margin_seconds,
-        )
+        admission = Admission.from_settings(settings)
         idempotency = Idempotency(settings.idempotency_table or None, region=region)
         return cls(ImageService.from_settings(settings), idempotency, admission, submitter)
 
