@@ -162,6 +162,7 @@ def edit_images_async(
     service = runtime.service
     edit = read_edit(event, owner, service.settings, uploads)  # type: ignore[arg-type]
     edit.parameters.check_task()
+    runtime.check_webhook_url(edit.parameters.webhook_url)
     record = current_record()
     record.operation = "edits.async"
     describe_request(record, edit.parameters, include_prompt=service.settings.log_prompts)
@@ -175,10 +176,11 @@ def edit_images_async(
                 task_id=task_id,
                 owner=owner,
                 kind="edit",
-                request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask"}),
+                request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask", "webhook_url"}),
                 folder=task_folder(task_id),
                 inputs=inputs,
                 token_hold=token_hold,
+                webhook_url=edit.parameters.webhook_url,
             )
 
         return runtime.queue_within_budget(

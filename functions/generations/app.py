@@ -120,6 +120,7 @@ def create_images_async(
     event, context = app.current_event.raw_event, app.lambda_context
     caller = caller_of(event)
     request.check_task()
+    runtime.check_webhook_url(request.webhook_url)
     record = current_record()
     record.operation = "generations.async"
     describe_request(record, request, include_prompt=runtime.service.settings.log_prompts)
@@ -140,9 +141,10 @@ def create_images_async(
                     task_id=task_id,
                     owner=caller.owner_id,
                     kind="generation",
-                    request=request.model_dump(exclude_none=True),
+                    request=request.model_dump(exclude_none=True, exclude={"webhook_url"}),
                     folder=task_folder(task_id),
                     token_hold=token_hold,
+                    webhook_url=request.webhook_url,
                 ),
             ),
         ),

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagecore.accounts.token_usage import TokenHold
+from imagecore.jobs.webhook_state import new_webhook_state, webhook_state, webhook_view
+from imagecore.jobs.webhook_urls import RefusedUrl, UrlPolicy
 from imagecore.platform import aws
 from imagecore.platform.observability import logger
 from imagecore.storage.store import StorageError, image_folder
@@ -112,6 +114,9 @@ class Task:
     partial_images: list[dict[str, Any]] = field(default_factory=list)
     # The images it counted against its client token when it was queued (a token with max_images).
     token_hold: TokenHold | None = None
+    # Where its end is announced (imagecore.jobs.webhook_outbox), and how that delivery stands.
+    webhook_url: str | None = None
+    webhook: dict[str, Any] | None = None
 
     @property
     def expires_at(self) -> int:
@@ -143,6 +148,8 @@ class Task:
                 item[name] = value
         if self.token_hold is not None:
             item["token_id"], item["token_images"] = self.token_hold.token_id, self.token_hold.images
+        if self.webhook_url is not None:
+            item["webhook_url"], item["webhook"] = self.webhook_url, self.webhook or new_webhook_state()
         return item
 
     @classmethod
@@ -171,6 +178,8 @@ class Task:
                 for p in item.get("partial_images") or []
             ],
             token_hold=_token_hold(item),
+            webhook_url=item.get("webhook_url"),
+            webhook=webhook_state(item.get("webhook")),
         )
 
 
@@ -422,6 +431,8 @@ def task_view(task: Task, now: int, presign: Callable[[str], str], poll_url: str
     }
     if poll_url:
         view["poll_url"] = poll_url
+    if task.webhook_url is not None:
+        view["webhook"] = webhook_view(task.webhook)
     if task.overdue(now):
         view.update(status="failed", http_status=504, error=task_timeout_error())
     elif task.status == "processing" and task.partial_images:
@@ -471,9 +482,19 @@ class TaskSubmitter:
     """Makes the task record, then queues its job; a task whose job cannot be queued is failed at once, never
     left ``processing``."""
 
-    def __init__(self, tasks: TaskStore, queue: JobQueue) -> None:
+    def __init__(self, tasks: TaskStore, queue: JobQueue, webhook_urls: UrlPolicy | None = None) -> None:
         self.tasks = tasks
         self.queue = queue
+        self.webhook_urls = webhook_urls or UrlPolicy()
+
+    def check_webhook_url(self, url: str | None) -> None:
+        """A 400 on ``webhook_url`` unless the URL may be called (``imagecore.jobs.webhook_urls``)."""
+        if url is None:
+            return
+        try:
+            self.webhook_urls.check(url)
+        except RefusedUrl as refused:
+            raise refused.as_invalid_request() from None
 
     def submit(
         self,
@@ -485,7 +506,9 @@ class TaskSubmitter:
         folder: str,
         inputs: list[dict[str, str]] | None = None,
         token_hold: TokenHold | None = None,
+        webhook_url: str | None = None,
     ) -> Task:
+        self.check_webhook_url(webhook_url)
         now = self.tasks.now()
         task = Task(
             id=task_id,
@@ -497,6 +520,7 @@ class TaskSubmitter:
             created_at=now,
             updated_at=now,
             token_hold=token_hold,
+            webhook_url=webhook_url,
         )
         self.tasks.create(task)
         try:

@@ -31,6 +31,7 @@ from imagecore.domain.errors import (
 )
 from imagecore.domain.models import GenerationResponse
 from imagecore.jobs.tasks import JobQueue, Task, TaskStore, TaskStoreError, TaskSubmitter
+from imagecore.jobs.webhook_urls import UrlPolicy
 from imagecore.platform.observability import current_record, logger
 from imagecore.platform.settings import GenerationSettings
 from imagecore.storage.manifest import StoredResult, folder_of, manifest_key, read_result, read_stored, write_result
@@ -60,7 +61,9 @@ class ImageRuntime:
         submitter = None
         if settings.tasks_table and settings.jobs_queue_url:
             submitter = TaskSubmitter(
-                TaskStore(settings.tasks_table, region=region), JobQueue(settings.jobs_queue_url, region=region)
+                TaskStore(settings.tasks_table, region=region),
+                JobQueue(settings.jobs_queue_url, region=region),
+                UrlPolicy(allow_loopback=settings.webhook_allow_loopback),
             )
         idempotency = Idempotency(settings.idempotency_table, region=region) if settings.idempotency_table else None
         ledger = UsageLedger(settings.usage_table, region=region) if settings.usage_table else None
@@ -291,6 +294,11 @@ class ImageRuntime:
         )
         current_record().task_id = task.id
         return task
+
+    def check_webhook_url(self, url: str | None) -> None:
+        """Refused before anything is reserved or kept: a 400 on ``webhook_url``."""
+        if url is not None:
+            self.tasks_submitter().check_webhook_url(url)
 
     def tasks_submitter(self) -> TaskSubmitter:
         if self.submitter is None:
