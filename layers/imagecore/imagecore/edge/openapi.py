@@ -25,6 +25,7 @@ FUNCTION_MODULES = (
     "functions.tasks.app",
     "functions.usage.app",
     "functions.client_tokens.app",
+    "functions.webhook_secrets.app",
     "functions.health.app",
 )
 TITLE = "image-service"
