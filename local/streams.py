@@ -83,7 +83,7 @@ class StreamPoller:
 
     def _invoke(self, records: list[dict[str, Any]]) -> str | None:
         """None when the batch passed, else the sequence number to read it again from."""
-        event = {"Records": [self._lambda_record(record) for record in records]}
+        event = {"Records": [stream_record(record, self._arn, self._region) for record in records]}
         context = LambdaContext(self._function_name, 256, self._timeout, f"local-{time.time_ns()}", time.monotonic())
         try:
             answer = invoke(self._handler, event, context) or {}
@@ -93,15 +93,17 @@ class StreamPoller:
         failures = [item["itemIdentifier"] for item in answer.get("batchItemFailures", [])]
         return str(failures[0]) if failures else None
 
-    def _lambda_record(self, record: dict[str, Any]) -> dict[str, Any]:
-        change = dict(record["dynamodb"])
-        created = change.get("ApproximateCreationDateTime")
-        if created is not None and not isinstance(created, int | float):
-            change["ApproximateCreationDateTime"] = int(created.timestamp())
-        return {
-            **record,
-            "eventSource": "aws:dynamodb",
-            "eventSourceARN": self._arn,
-            "awsRegion": self._region,
-            "dynamodb": change,
-        }
+
+def stream_record(record: dict[str, Any], stream_arn: str, region: str) -> dict[str, Any]:
+    """A record read from a DynamoDB stream as a record of the Lambda event the event source mapping sends."""
+    change = dict(record["dynamodb"])
+    created = change.get("ApproximateCreationDateTime")
+    if created is not None and not isinstance(created, int | float):
+        change["ApproximateCreationDateTime"] = int(created.timestamp())
+    return {
+        **record,
+        "eventSource": "aws:dynamodb",
+        "eventSourceARN": stream_arn,
+        "awsRegion": region,
+        "dynamodb": change,
+    }
