@@ -26,8 +26,6 @@ from imagecore.platform import aws
 
 # SQS delays a message 15 minutes at most: a longer wait is that delay again, until its "not before".
 MAX_QUEUE_DELAY_SECONDS = 900
-# The Standard Webhooks specification's suggested schedule: the wait before each attempt.
-SPEC_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 ENDED = ("completed", "failed")
 
 
