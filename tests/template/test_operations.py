@@ -218,6 +218,9 @@ def code_metrics() -> Iterator[set[tuple[str, str, frozenset[tuple[str, str]]]]]
             with recording(record):
                 pass
             observability.metrics.flush_metrics()
+        for outcome in observability.WEBHOOK_METRICS:
+            observability.count_webhook_attempt(outcome)
+            observability.metrics.flush_metrics()
     yield emitted(emf_lines(out.getvalue()))
 
 
@@ -252,7 +255,13 @@ def test_the_code_emits_under_the_templates_namespace_and_service(sam: dict[str,
 
 @pytest.mark.parametrize(
     "alarm",
-    ["UpstreamFailureRateAlarm", "UpstreamLatencyAlarm", "TasksTimedOutAlarm", "BudgetRejectionsAlarm"],
+    [
+        "UpstreamFailureRateAlarm",
+        "UpstreamLatencyAlarm",
+        "TasksTimedOutAlarm",
+        "BudgetRejectionsAlarm",
+        "WebhooksFailedAlarm",
+    ],
 )
 def test_an_alarm_on_our_own_metrics_reads_what_the_code_emits(
     sam: dict[str, Any], code_metrics: Any, alarm: str
@@ -287,6 +296,8 @@ EXPECTED_ALARMS = {
     "WorkerErrorsAlarm": ("AWS/Lambda", "Errors"),
     "TasksTimedOutAlarm": ("ImageService", "TasksTimedOut"),
     "BudgetRejectionsAlarm": ("ImageService", "Errors"),
+    "WebhooksFailedAlarm": ("ImageService", "WebhooksFailed"),
+    "WebhooksDeadLetterAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
     "GenerationsConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
     "EditsConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
     "GenerationsStreamConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),

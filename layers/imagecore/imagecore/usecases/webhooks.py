@@ -24,15 +24,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-
 from imagecore.accounts.webhook_secrets import WebhookSecrets
 from imagecore.jobs.tasks import Task, full_result, task_view
 from imagecore.jobs.webhook_outbox import WebhookQueue, WebhookRecords, ended_task_id, parse_schedule
 from imagecore.jobs.webhook_sender import Answer, WebhookSender, signed_headers
 from imagecore.jobs.webhook_state import WebhookStatus
 from imagecore.jobs.webhook_urls import RefusedUrl, UrlPolicy
-from imagecore.platform.observability import logger, metrics
+from imagecore.platform.observability import count_webhook_attempt, logger
 from imagecore.platform.route_settings import WebhookSettings
 from imagecore.storage.store import ImageStore, make_s3_client
 
@@ -113,13 +111,10 @@ class WebhookDeliveries:
                 "event_type": EVENT_TYPES.get(task.status),
             },
         )
+        count_webhook_attempt(status)
         if status == "pending":
-            metrics.add_metric(name="WebhooksRetried", unit=MetricUnit.Count, value=1)
             wait = self.schedule[attempt]
             self.queue.send(task_id, attempt + 1, not_before=int(self.clock()) + wait, delay=wait)
-        else:
-            name = "WebhooksDelivered" if status == "delivered" else "WebhooksFailed"
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
 
     def _attempt(self, task: Task) -> Answer:
         try:
