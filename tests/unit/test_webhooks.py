@@ -130,6 +130,11 @@ def test_a_host_that_resolves_to_public_addresses_is_taken(address: str) -> None
     )
 
 
+def test_an_ipv4_address_is_called_when_the_host_has_both() -> None:
+    target = UrlPolicy(resolver=resolving("2606:4700:4700::1111", "1.1.1.1")).check("https://hooks.example.com/")
+    assert str(target.address) == "1.1.1.1"
+
+
 def test_one_private_address_among_public_ones_refuses_the_host() -> None:
     with pytest.raises(RefusedUrl):
         UrlPolicy(resolver=resolving("93.184.215.14", "10.0.0.7")).check("https://hooks.example.com/")

@@ -114,7 +114,9 @@ class UrlPolicy:
             for address in addresses:
                 if not is_public(address):
                     raise RefusedUrl(f"the host {host!r} resolves to {address}, which is not a public address.")
-        return WebhookTarget(scheme, host, port, path, addresses[0])
+        # IPv4 first: a function outside a VPC has no IPv6 route out.
+        chosen = min(addresses, key=lambda address: address.version)
+        return WebhookTarget(scheme, host, port, path, chosen)
 
     def _parts(self, url: object) -> tuple[str, str, int, str]:
         if not isinstance(url, str) or not url:
