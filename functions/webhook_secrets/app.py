@@ -18,6 +18,7 @@ from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.edge.task_answers import NO_STORE
 from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.route_settings import WebhookSecretSettings
+from imagecore.usecases.idempotency import idempotency_key
 
 app = create_resolver()
 
@@ -53,6 +54,8 @@ def get_secret() -> Response[str]:
 )
 def rotate_secret() -> Response[str]:
     owner = _server_owner()
+    # An Idempotency-Key is checked like on every POST, but never remembered: the answer is a credential.
+    idempotency_key(app.current_event.raw_event)
     secrets().rotate(owner)
     return _answer(secrets().signing_secrets(owner))
 
