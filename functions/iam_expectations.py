@@ -159,8 +159,7 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
         ("sqs:GetQueueAttributes", "WebhooksQueue"),
         ("sqs:SendMessage", "WebhooksDeadLetterQueue"),
     }
-    | WEBHOOK_SECRETS
-    - {("dynamodb:UpdateItem", "WebhookSecretsTable")},
+    | WEBHOOK_SECRETS - {("dynamodb:UpdateItem", "WebhookSecretsTable")},
     # GET /v1/webhooks/secret (made on first use) and POST /v1/webhooks/secret/rotate
     "WebhookSecretsFunction": RUNTIME | WEBHOOK_SECRETS,
 }
