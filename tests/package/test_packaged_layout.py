@@ -82,9 +82,9 @@ def probe(packaged: Path, function: str, event: Path | None) -> dict[str, Any]:
 def test_the_packaged_template_points_every_function_at_its_own_built_directory(packaged: Path) -> None:
     built = functions_of(packaged / "template.yaml")
     assert built == {name: name for name in functions_of(ROOT / "template.yaml")}
-    # nine functions (client tokens and usage among them), and the two streamed image functions, which share
-    # their buffered siblings' code
-    assert len(built) == 11
+    # eleven functions (client tokens, usage and the two of webhooks among them), and the two streamed image
+    # functions, which share their buffered siblings' code
+    assert len(built) == 13
     for name in built:
         assert (packaged / name / "app.py").is_file()
         if name.endswith("StreamFunction"):  # the adapter starts run.sh, which must stay executable
