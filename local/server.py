@@ -353,7 +353,7 @@ class LocalStack:
                 "IntegrationTimeoutMs": str(self.config.integration_timeout_ms),
                 "CorsAllowOrigins": self.config.cors_allow_origins,
                 "LogLevel": self.config.log_level,
-                # Receivers on the developer's own machine (http too), and a schedule of seconds to watch.
+                # http:// receivers on the developer's own machine, and a schedule of seconds to watch.
                 "WebhookAllowLoopback": "true",
                 "WebhookRetrySchedule": LOCAL_WEBHOOK_SCHEDULE,
             },

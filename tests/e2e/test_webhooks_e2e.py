@@ -188,6 +188,7 @@ def test_after_a_rotation_deliveries_carry_both_signatures(stack, receiver):
         "https://[::ffff:192.168.0.1]/hook",
         "http://93.184.215.14/hook",
         "ftp://127.0.0.1/hook",
+        "https://127.0.0.1/hook",  # locally only http:// may reach loopback
         "https://u:p@127.0.0.1/hook",
         "https://1.1.1.1/" + "a" * 2040,
     ],

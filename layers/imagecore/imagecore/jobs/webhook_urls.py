@@ -8,8 +8,8 @@ that resolves elsewhere a moment later (DNS rebinding) is never asked again betw
 Refused: loopback, private, link-local (the instance metadata address 169.254.169.254 among them), multicast,
 reserved, unspecified and other non-global addresses, IPv4 and IPv6 alike, and IPv6 addresses that carry an
 IPv4 one (mapped, 6to4, Teredo, NAT64) when the address they carry is refused. The local stack alone
-(``allow_loopback``) also lets a developer receive on their own machine: a host that resolves only to loopback,
-over ``http`` or ``https``; nothing else changes.
+(``allow_loopback``) also lets a developer receive on their own machine: ``http://`` to a host that resolves
+only to loopback; nothing else changes (``https`` still needs public addresses).
 """
 
 from __future__ import annotations
@@ -107,10 +107,10 @@ class UrlPolicy:
         if not found:
             raise RefusedUrl(f"the host {host!r} does not resolve.")
         addresses = [ipaddress.ip_address(value.split("%", 1)[0]) for value in found]
-        loopback = self.allow_loopback and all(address.is_loopback for address in addresses)
-        if not loopback:
-            if scheme != "https":
-                raise RefusedUrl("the URL must use https.")
+        if scheme == "http":  # the local allowance, and nothing else: http to a host that is only loopback
+            if not all(address.is_loopback for address in addresses):
+                raise RefusedUrl("the URL must use https (http only to a receiver on this machine's loopback).")
+        else:
             for address in addresses:
                 if not is_public(address):
                     raise RefusedUrl(f"the host {host!r} resolves to {address}, which is not a public address.")

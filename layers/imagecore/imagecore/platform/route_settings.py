@@ -119,5 +119,5 @@ class WebhookSettings(WebhookSecretSettings):
         ),
     ] = "0,5,300,1800,7200,18000,36000,36000"
     webhook_allow_loopback: Annotated[
-        bool, Field(description="Local stack only: receivers on loopback, over http too. Always off in AWS.")
+        bool, Field(description="Local stack only: http:// receivers on loopback. Always off in AWS.")
     ] = False

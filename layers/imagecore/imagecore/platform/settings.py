@@ -158,7 +158,7 @@ class GenerationSettings(EnvironmentSettings):
         Field(description="DynamoDB table counting the images of client tokens minted with max_images."),
     ] = None
     webhook_allow_loopback: Annotated[
-        bool, Field(description="Local stack only: webhook_url may name a receiver on loopback (http too).")
+        bool, Field(description="Local stack only: webhook_url may be http:// to a receiver on loopback.")
     ] = False
 
     @model_validator(mode="after")

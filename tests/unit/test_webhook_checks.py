@@ -173,10 +173,11 @@ def test_a_refusal_is_a_400_on_webhook_url() -> None:
     assert (error.status, error.param, error.code) == (400, "webhook_url", "invalid_webhook_url")
 
 
-def test_the_local_allowance_is_loopback_only_over_http_or_https() -> None:
+def test_the_local_allowance_is_http_to_loopback_and_nothing_else() -> None:
     local = UrlPolicy(allow_loopback=True, resolver=resolving("127.0.0.1"))
     assert str(local.check("http://localhost:8080/hook").address) == "127.0.0.1"
-    assert local.check("https://localhost/hook").scheme == "https"
+    with pytest.raises(RefusedUrl, match="not a public address"):
+        local.check("https://localhost/hook")  # https keeps its rule: public addresses only
     assert str(UrlPolicy(allow_loopback=True, resolver=resolving("::1")).check("http://[::1]:9/x").address) == "::1"
     # Nothing else changes: http to anything but loopback, private addresses, the metadata address.
     for address in ("93.184.215.14", "10.0.0.1", "169.254.169.254"):
