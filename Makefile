@@ -11,13 +11,14 @@ CHECKOV := $(TOOLS)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: openapi help install run test test-unit test-integration test-template test-e2e lint bench requirements build package clean
+.PHONY: openapi help install run smoke test test-unit test-integration test-template test-e2e lint bench requirements build package clean
 
 help:
 	@echo "make run     serve the API on http://127.0.0.1:$${PORT:-3000}/v1 (embedded S3 + upstream simulator)"
 	@echo "make test    lint + unit, integration, template and end-to-end tests"
 	@echo "make bench   the generations handler against a naive one: overhead, memory, cold start, layer size"
 	@echo "make package the deploy artifact (.aws-sam/build) for linux/arm64 python3.13, no Docker needed"
+	@echo "make smoke  BASE_URL=... API_KEY=...: a black-box check of a deployment (docs/first-deployment.md)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -81,3 +82,9 @@ clean:
 # The merged OpenAPI document the health function serves; a test fails when it is stale.
 openapi: install
 	$(VENV)/bin/python -m imagecore.edge.openapi
+
+# A black-box check of a deployment (scripts/smoke.py): make smoke BASE_URL=https://.../prod/v1 API_KEY=...
+# [LONG=1] [MAX_IMAGES=6] [ORIGIN=https://app.example.com]. The key goes through the environment, never echoed.
+smoke: install
+	@BASE_URL="$(BASE_URL)" API_KEY="$(API_KEY)" LONG="$(LONG)" MAX_IMAGES="$(MAX_IMAGES)" ORIGIN="$(ORIGIN)" \
+		$(VENV)/bin/python scripts/smoke.py

@@ -35,7 +35,8 @@ import boto3
 from botocore.exceptions import ClientError
 
 from imagecore.accounts.auth import hash_key, new_api_key, owner_for_hash
-from imagecore.accounts.budgets import MAX_USAGE_DAYS, Budget, UsageLedger
+from imagecore.accounts.budgets import MAX_USAGE_DAYS, Budget
+from imagecore.accounts.ledger import UsageLedger
 
 ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # The label the new version is written under until it is made current (so it is never current by accident).

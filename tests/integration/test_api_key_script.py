@@ -142,7 +142,8 @@ def test_an_unknown_plan_is_refused_and_nothing_is_written(aws, capsys, monkeypa
 def test_usage_prints_what_the_key_itself_reads(aws_resources, capsys, monkeypatch):
     import boto3
 
-    from imagecore.accounts.budgets import Cost, Spent, UsageLedger
+    from imagecore.accounts.budgets import Cost, Spent
+    from imagecore.accounts.ledger import UsageLedger
 
     monkeypatch.setattr(sys, "argv", sys.argv)
     secrets = boto3.client("secretsmanager", region_name="us-east-1")

@@ -10,7 +10,8 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response, content_types
 
-from imagecore.jobs.tasks import RETRY_AFTER_SECONDS, Task, task_view
+from imagecore.jobs.task_view import task_view
+from imagecore.jobs.tasks import RETRY_AFTER_SECONDS, Task
 
 NO_STORE = {"Cache-Control": "no-store"}
 

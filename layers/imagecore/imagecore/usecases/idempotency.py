@@ -19,8 +19,6 @@ caller gets what was made (or the error it met), the record is only a shortcut f
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -30,6 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from imagecore.domain.errors import ImageServiceError, InvalidRequest
+from imagecore.domain.fingerprint import digest
 from imagecore.platform import aws
 from imagecore.platform.observability import current_record, logger
 
@@ -145,12 +144,6 @@ def without_presentation(payload: Any) -> Any:
     if isinstance(trimmed.get("parameters"), dict):
         trimmed["parameters"] = without_presentation(trimmed["parameters"])
     return trimmed
-
-
-def digest(payload: Any) -> str:
-    """A stable fingerprint of a request: the same content gives the same digest (multipart boundaries and
-    JSON key order do not matter, because callers pass the parsed request)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 class Idempotency:

@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imagecore.accounts.webhook_secrets import WebhookSecrets
-from imagecore.jobs.tasks import Task, full_result, task_view
+from imagecore.jobs.task_view import full_result, task_view
+from imagecore.jobs.tasks import Task
 from imagecore.jobs.webhook_outbox import WebhookQueue, WebhookRecords, ended_task_id, parse_schedule
 from imagecore.jobs.webhook_sender import Answer, WebhookSender, signed_headers
 from imagecore.jobs.webhook_state import WebhookStatus
