@@ -215,7 +215,11 @@ class LocalStack:
         self.aws_url = aws.url
         self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
         upstream_key = self._start_upstream()
-        self._function_environment(template, upstream_key)
+        self._function_environment(template, upstream_key, overrides)
+        if gateway.api.authorizer is not None:
+            # Every authorized request calls it first: its first environment starts with the stack, and with it the
+            # server every environment is forked from (the functions' modules loaded), before the stack says ready.
+            gateway.environments.warm(*gateway.api.authorizer)
         api = _Serving(api_server)
         self._servers.append(api)
         self.api_url = api.url + "/v1"
@@ -265,7 +269,8 @@ class LocalStack:
             raise StackError(f"API_KEYS: {exc}") from None
 
     def _start_worker(self, template: dict[str, Any]) -> None:
-        from local.gateway import load_handler
+        from functools import partial
+
         from local.poller import JobPoller
 
         worker = template["Resources"]["WorkerFunction"]["Properties"]
@@ -274,7 +279,7 @@ class LocalStack:
             endpoint=self.aws_url,
             region=LOCAL_REGION,
             queue_url=self.resources.jobs_queue_url,
-            handler=load_handler(ROOT, worker["CodeUri"], worker["Handler"]),
+            handler=partial(self._gateway.environments.invoke, worker["CodeUri"], worker["Handler"]),
             function_timeout_s=float(worker["Timeout"]),
             batch_size=int(jobs.get("BatchSize", 1)),
         ).start()
@@ -337,10 +342,10 @@ class LocalStack:
         os.environ["AWS_DEFAULT_REGION"] = LOCAL_REGION
         os.environ["AWS_REGION"] = LOCAL_REGION
 
-    def _function_environment(self, template: dict[str, Any], upstream_key: str) -> None:
+    def _function_environment(self, template: dict[str, Any], upstream_key: str, overrides: dict[str, str]) -> None:
         """What the template's Globals and function Environment give the functions in AWS, pointed at the
-        local services (one process hosts every function, so it is all their variables at once). Settings are
-        read from here once, when a function first runs."""
+        local services (one process hosts every function, so it is all their variables at once), with the
+        parameters PARAMETER_OVERRIDES sets. Settings are read from here once, when a function first runs."""
         from local.environment import SECRET_STAND_INS, function_environment, resource_refs
 
         for secret_id in SECRET_STAND_INS:
@@ -348,6 +353,7 @@ class LocalStack:
         environment = function_environment(
             template,
             refs={
+                **overrides,
                 **resource_refs(self.resources),
                 "UpstreamBaseUrl": self.upstream_url,
                 # With the built-in simulator the stack is what UpstreamSimulator=true deploys: the functions'

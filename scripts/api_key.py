@@ -18,6 +18,10 @@ the script says so and exits with status 1 (run it again).
     python scripts/api_key.py revoke ios-app --stack image-service
     python scripts/api_key.py list --stack image-service
     python scripts/api_key.py revoke ios-app --secret-arn ARN --api-id ID --stage prod
+
+It needs a deployed stack (AWS credentials and a region, as for the AWS CLI). The local stack (make run) keeps
+no key store to change: it takes its keys, their plans and budgets from API_KEYS when it starts
+(``API_KEYS='my-key@trial:images_per_day=5' make run``). Without AWS, the script says so in one line (exit 2).
 """
 
 from __future__ import annotations
@@ -31,12 +35,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.exceptions import ClientError
+try:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from imagecore.accounts.auth import hash_key, new_api_key, owner_for_hash
-from imagecore.accounts.budgets import MAX_USAGE_DAYS, Budget
-from imagecore.accounts.ledger import UsageLedger
+    from imagecore.accounts.auth import hash_key, new_api_key, owner_for_hash
+    from imagecore.accounts.budgets import MAX_USAGE_DAYS, Budget
+    from imagecore.accounts.ledger import UsageLedger
+except ModuleNotFoundError as missing:
+    sys.exit(
+        f"scripts/api_key.py runs in the project's environment ({missing.name} is not installed here): "
+        "run make install, then .venv/bin/python scripts/api_key.py ..."
+    )
 
 ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # The label the new version is written under until it is made current (so it is never current by accident).
@@ -323,5 +333,43 @@ def main(argv: list[str] | None = None, client: ClientFactory = boto3.client) ->
     return 0
 
 
+LOCAL_KEYS_HINT = (
+    "the local stack (make run) takes its keys from API_KEYS instead, e.g. API_KEYS='my-key@trial:images_per_day=5'"
+)
+
+
+def needs_a_deployed_stack(reason: str) -> str:
+    """The one line said when no deployed stack can be reached: why, how to point at one, what to do locally."""
+    return (
+        f"api_key.py manages the keys of a deployed stack and cannot reach one ({reason}): give it AWS credentials "
+        f"and a region (AWS_PROFILE=... AWS_DEFAULT_REGION=...) and the stack's name (--stack NAME) or its keys secret "
+        f"(--secret-arn ARN); {LOCAL_KEYS_HINT} make run"
+    )
+
+
+def run(argv: list[str] | None = None, client: ClientFactory | None = None) -> int:
+    """``main``, with what AWS refuses said in one line (exit 2) instead of a traceback."""
+    try:
+        return main(argv, client or boto3.client)
+    except NoRegionError:
+        message = needs_a_deployed_stack("no AWS region is set")
+    except NoCredentialsError:
+        message = needs_a_deployed_stack("no AWS credentials are set")
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ValidationError" and "does not exist" in str(error.get("Message")):
+            message = needs_a_deployed_stack(f"there is no stack named {argv_stack(argv)} in this account and region")
+        else:
+            message = f"AWS refused {exc.operation_name}: {error.get('Code')} ({error.get('Message')})"
+    except BotoCoreError as exc:
+        message = needs_a_deployed_stack(str(exc).rstrip("."))
+    print(message, file=sys.stderr)
+    return 2
+
+
+def argv_stack(argv: list[str] | None) -> str:
+    return build_parser().parse_args(argv).stack
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

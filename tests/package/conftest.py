@@ -16,10 +16,10 @@ PACKAGE = ROOT / "scripts" / "package.py"
 
 @pytest.fixture(scope="session")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The artifact built with this machine's wheels (plus the pinned SDK standing in for the runtime's)."""
+    """The artifact built with this machine's wheels."""
     out = tmp_path_factory.mktemp("package") / "build"
     done = subprocess.run(  # noqa: S603
-        [sys.executable, str(PACKAGE), "--platform", "host", "--out", str(out), "--runtime-sdk"],
+        [sys.executable, str(PACKAGE), "--platform", "host", "--out", str(out)],
         capture_output=True,
         text=True,
         check=False,

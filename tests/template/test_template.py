@@ -84,7 +84,9 @@ WEBHOOK_ROTATE_ROUTE = ("POST", "/v1/webhooks/secret/rotate")
 HEALTH_ROUTE = ("GET", "/v1/health")
 ASSETS_ROUTE = ("GET", "/v1/assets/{name}")  # the pages' scripts and styles, not an API operation
 PAGES = (("GET", "/v1/openapi.json"), ("GET", "/v1/docs"), ("GET", "/v1/playground"))
-PUBLIC_ROUTES = (HEALTH_ROUTE, *PAGES, ASSETS_ROUTE)
+ROOT_ROUTE = ("GET", "/")  # the bare URL's index, /v1's twin (not an API operation)
+INDEX_ROUTES = (ROOT_ROUTE, ("GET", "/v1"))
+PUBLIC_ROUTES = (HEALTH_ROUTE, *PAGES, ASSETS_ROUTE, *INDEX_ROUTES)
 PATH_PARAMETER = re.compile(r"\{(\w+)\}")  # {task_id}
 # The routes behind the bearer-key authorizer, and the function each one reaches.
 AUTHORIZED_ROUTES = {
@@ -98,6 +100,9 @@ AUTHORIZED_ROUTES = {
     CLIENT_TOKENS_ROUTE: "ClientTokensFunction",
     WEBHOOK_SECRET_ROUTE: "WebhookSecretsFunction",
     WEBHOOK_ROTATE_ROUTE: "WebhookSecretsFunction",
+    # keyed as at OpenAI, where listing the models is how a client checks its key
+    ("GET", "/v1/models"): "HealthFunction",
+    ("GET", "/v1/models/{model}"): "HealthFunction",
 }
 # A browser's CORS preflight of each keyed route, without the key, answered by the health function.
 PREFLIGHT_ROUTES = {("OPTIONS", path): "HealthFunction" for _, path in AUTHORIZED_ROUTES}
@@ -744,7 +749,7 @@ def test_deployed_routes_are_the_routes_the_code_serves(api_body: dict[str, Any]
     documented = {
         (method.upper(), path) for path, operations in build_document()["paths"].items() for method in operations
     }
-    assert set(routes(api_body)) - set(PREFLIGHT_ROUTES) - {ASSETS_ROUTE} == documented
+    assert set(routes(api_body)) - set(PREFLIGHT_ROUTES) - {ASSETS_ROUTE, ROOT_ROUTE} == documented
 
 
 def test_api_is_regional_with_multipart_as_binary(cfn: dict[str, Any], api_body: dict[str, Any]) -> None:
@@ -911,7 +916,7 @@ def test_request_too_large_tells_how_to_upload_instead(api_body: dict[str, Any])
     # the JSON it shows is the body the edits function takes for uploaded inputs
     assert '{"images": [{"upload_id": ...}]' in message
     assert {"images", "prompt"} <= set(EditUploadRequest.model_fields)
-    assert set(UploadRef.model_fields) == {"upload_id"}
+    assert {"upload_id", "image_url"} == set(UploadRef.model_fields)  # an upload, or a small image inline
     # the limit it names is the one the edits function enforces
     assert f"about {MAX_INLINE_REQUEST_BYTES / 1e6:.1f} MB of multipart" in message
     assert EditSettings.model_fields["max_request_bytes"].default == MAX_INLINE_REQUEST_BYTES

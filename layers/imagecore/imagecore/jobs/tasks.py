@@ -1,5 +1,5 @@
-"""Asynchronous tasks, shaped exactly like sub2api's (``docs/ASYNC_IMAGE_TASKS.md``): the record in DynamoDB,
-the job on SQS, and the task object a client polls.
+"""Asynchronous tasks, shaped exactly like sub2api's (``docs/ASYNC_IMAGE_TASKS.md``): the record in DynamoDB
+(here), the job on SQS (``jobs.submitter``), and the task object a client polls (``jobs.task_view``).
 
 A task is ``processing`` until the worker completes or fails it. It expires 24 hours after its last update
 (DynamoDB TTL) and may run 30 minutes at most: past that it reads as failed even if a worker never wrote so.

@@ -1,4 +1,6 @@
-"""Reading an upstream answer: one pipeline for the three framings sub2api uses, with one set of limits.
+"""Reading an upstream answer: one pipeline for the three framings sub2api uses, with one set of limits. This
+module holds the JSON scanner and the limits; ``upstream.bodies`` reads the JSON and SSE framings with them,
+``upstream.fields`` normalises what is not an image.
 
 The framings are a buffered JSON body, the same JSON after whitespace keep-alives (sub2api writes ``" \\n"``
 while it waits, which commits the 200), and ``text/event-stream`` (``stream: true``). All three are read as

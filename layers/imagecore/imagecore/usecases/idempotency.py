@@ -7,9 +7,9 @@ again.
 
 A first run that dies (a timeout, a crash) leaves its record "in progress" until the time that invocation could
 have lived is over (Powertools' in-progress expiry, from the Lambda context): until then a retry is a 409, after
-it the retry runs. What it then runs is the caller's ``produce``; the synchronous image routes make that look in
-the key's own folder first, so the images the dead run paid for are answered rather than paid again
-(``usecases.deliveries``).
+it the retry runs. What it then runs is the use case given to ``Idempotency.once`` (the only function here that
+takes one as a callable); the synchronous image use cases look in the key's own folder first, so the images
+the dead run paid for are answered rather than paid again (``usecases.deliveries``).
 
 A record stays small whatever the request: it holds a digest of the request and a reference to the result (the
 S3 key of a ``result.json``, a task id), never the request, the prompt or the images, so no request is refused
