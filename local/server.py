@@ -286,12 +286,14 @@ class LocalStack:
 
     def _start_webhooks(self, template: dict[str, Any]) -> None:
         """The webhook function, fed as in AWS: the tasks table's stream and the webhooks queue."""
-        from local.gateway import load_handler
+        from functools import partial
+
         from local.poller import JobPoller
         from local.streams import StreamPoller
 
         function = template["Resources"]["WebhookFunction"]["Properties"]
-        handler = load_handler(ROOT, function["CodeUri"], function["Handler"])
+        # in execution environments of its own, as every function of the local stack
+        handler = partial(self._gateway.environments.invoke, function["CodeUri"], function["Handler"])
         timeout = float(function["Timeout"])
         self._webhook_pollers = [
             StreamPoller(
