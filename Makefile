@@ -11,7 +11,7 @@ CHECKOV := $(TOOLS)/checkov/bin/checkov
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: openapi help install run smoke test test-unit test-integration test-template test-e2e lint bench requirements build package clean
+.PHONY: openapi help install run loadtest smoke test test-unit test-integration test-template test-e2e lint bench requirements build package clean
 
 help:
 	@echo "make run     serve the API on http://127.0.0.1:$${PORT:-3000}/v1 (embedded S3 + upstream simulator)"
@@ -37,6 +37,10 @@ install: $(VENV)/.synced $(CHECKOV)
 
 run: install
 	$(VENV)/bin/python -m local
+
+# About a minute of bounded overload against a local stack it starts with tight limits (loopback only).
+loadtest: install
+	PYTHONPATH=. $(VENV)/bin/python scripts/loadtest.py
 
 test: install lint
 	$(VENV)/bin/python -m pytest

@@ -69,6 +69,7 @@ class TaskSubmitter:
         folder: str,
         inputs: list[dict[str, str]] | None = None,
         token_hold: TokenHold | None = None,
+        max_concurrent: int | None = None,
         webhook_url: str | None = None,
     ) -> Task:
         self.check_webhook_url(webhook_url)
@@ -83,6 +84,7 @@ class TaskSubmitter:
             created_at=now,
             updated_at=now,
             token_hold=token_hold,
+            max_concurrent=max_concurrent,
             webhook_url=webhook_url,
         )
         self.tasks.create(task)

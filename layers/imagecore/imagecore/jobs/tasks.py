@@ -111,6 +111,8 @@ class Task:
     partial_images: list[dict[str, Any]] = field(default_factory=list)
     # The images it counted against its client token when it was queued (a token with max_images).
     token_hold: TokenHold | None = None
+    # Its key's limit of image requests in flight: the task counts in it while the worker runs it.
+    max_concurrent: int | None = None
     # Where its end is announced (imagecore.jobs.webhook_outbox), and how that delivery stands.
     webhook_url: str | None = None
     webhook: dict[str, Any] | None = None
@@ -139,7 +141,7 @@ class Task:
             value = getattr(self, name)
             if value is not None:
                 item[name] = _json(value)
-        for name in ("http_status", "completed_at", "claimed_until"):
+        for name in ("http_status", "completed_at", "claimed_until", "max_concurrent"):
             value = getattr(self, name)
             if value is not None:
                 item[name] = value
@@ -175,6 +177,7 @@ class Task:
                 for p in item.get("partial_images") or []
             ],
             token_hold=_token_hold(item),
+            max_concurrent=number("max_concurrent"),
             webhook_url=item.get("webhook_url"),
             webhook=webhook_state(item.get("webhook")),
         )
