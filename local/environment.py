@@ -39,6 +39,10 @@ def resource_refs(resources: LocalResources) -> dict[str, str]:
         "JobsQueue": resources.jobs_queue_url,
         "JobsDeadLetterQueue": resources.dead_letter_queue_url,
         "ImageEventsBus": resources.event_bus_name,
+        "WebhookSecretsTable": resources.webhook_secrets_table,
+        "WebhookSecretsKey": resources.webhook_secrets_key_id,
+        "WebhooksQueue": resources.webhooks_queue_url,
+        "WebhooksDeadLetterQueue": resources.webhooks_dead_letter_queue_url,
     }
 
 

@@ -147,9 +147,10 @@ def test_every_operation_answers_as_documented(stack: RunningStack) -> None:
 # stream not offered yet, a prompt that is only whitespace, a printable Idempotency-Key, an integer written 2.0
 # (JSON Schema counts it as an integer; the service, strict like a typed client, does not); and what only the bytes
 # or the stores can tell: a file part or inline image that is not a whole image (or not a mask), an upload, task
-# or model id that is well formed but unknown, an Idempotency-Key reused for another request.
+# or model id that is well formed but unknown, an Idempotency-Key reused for another request; a webhook_url's
+# scheme, host and the addresses it resolves to.
 _TOOL_LIMIT = "Unsupported type: 'Binary'"
-_CROSS_FIELD = re.compile(r"(size|output_compression|partial_images|stream|prompt|Idempotency-Key)\Z")
+_CROSS_FIELD = re.compile(r"(size|output_compression|partial_images|stream|prompt|Idempotency-Key|webhook_url)\Z")
 _IMAGE_PART = re.compile(r"(image|image\[\d+\]|images\[\d+\]|mask)\Z")
 _IMAGE_CODES = {"invalid_image_format", "invalid_mask", "image_too_large"}
 _INTEGERS = {

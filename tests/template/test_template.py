@@ -38,6 +38,8 @@ from imagecore.platform.route_settings import (
     TaskReadSettings,
     UploadSettings,
     UsageSettings,
+    WebhookSecretSettings,
+    WebhookSettings,
 )
 from imagecore.platform.settings import (
     MAX_INLINE_REQUEST_BYTES,
@@ -84,6 +86,8 @@ UPLOADS_ROUTE = ("POST", "/v1/uploads")
 USAGE_ROUTE = ("GET", "/v1/usage")
 CLIENT_TOKENS_ROUTE = ("POST", "/v1/client_tokens")
 RESPONSES_ROUTE = ("POST", "/v1/responses")
+WEBHOOK_SECRET_ROUTE = ("GET", "/v1/webhooks/secret")
+WEBHOOK_ROTATE_ROUTE = ("POST", "/v1/webhooks/secret/rotate")
 HEALTH_ROUTE = ("GET", "/v1/health")
 ASSETS_ROUTE = ("GET", "/v1/assets/{name}")  # the pages' scripts and styles, not an API operation
 PAGES = (("GET", "/v1/openapi.json"), ("GET", "/v1/docs"), ("GET", "/v1/playground"))
@@ -102,6 +106,8 @@ AUTHORIZED_ROUTES = {
     USAGE_ROUTE: "UsageFunction",
     CLIENT_TOKENS_ROUTE: "ClientTokensFunction",
     RESPONSES_ROUTE: "ResponsesFunction",
+    WEBHOOK_SECRET_ROUTE: "WebhookSecretsFunction",
+    WEBHOOK_ROTATE_ROUTE: "WebhookSecretsFunction",
     # keyed as at OpenAI, where listing the models is how a client checks its key
     ("GET", "/v1/models"): "HealthFunction",
     ("GET", "/v1/models/{model}"): "HealthFunction",
@@ -145,6 +151,8 @@ SETTINGS_OF = {
     "UsageFunction": UsageSettings,
     "ClientTokensFunction": ClientTokenSettings,
     "HealthFunction": PublicPageSettings,
+    "WebhookFunction": WebhookSettings,
+    "WebhookSecretsFunction": WebhookSecretSettings,
 }
 
 # The S3 object keys each function's role may act on: (action, resource) pairs, nothing else.
@@ -246,6 +254,20 @@ DYNAMODB_GRANTS = {
     "UsageFunction": {("dynamodb:Query", "UsageTable"), ("dynamodb:GetItem", "UsageTable")},
     "ClientTokensFunction": set(),
     "HealthFunction": set(),
+    # a task's end from the tasks table's stream; each attempt claimed and recorded on the task; the owner's
+    # signing secrets (made on a first delivery)
+    "WebhookFunction": {
+        ("dynamodb:DescribeStream", "TasksTable/stream"),
+        ("dynamodb:GetRecords", "TasksTable/stream"),
+        ("dynamodb:GetShardIterator", "TasksTable/stream"),
+        ("dynamodb:ListStreams", "TasksTable/stream"),
+        ("dynamodb:UpdateItem", "TasksTable"),
+        ("dynamodb:GetItem", "WebhookSecretsTable"),
+        ("dynamodb:PutItem", "WebhookSecretsTable"),
+    },
+    "WebhookSecretsFunction": {
+        (f"dynamodb:{action}", "WebhookSecretsTable") for action in ("GetItem", "PutItem", "UpdateItem")
+    },
 }
 SQS_GRANTS = {
     "GenerationsFunction": {("sqs:SendMessage", "JobsQueue")},
@@ -267,6 +289,16 @@ SQS_GRANTS = {
     "UsageFunction": set(),
     "ClientTokensFunction": set(),
     "HealthFunction": set(),
+    # queues each next attempt, its event source mapping polls the queue; the stream's failed records go to the
+    # dead-letter queue (the mapping's on-failure destination, with this role)
+    "WebhookFunction": {
+        ("sqs:SendMessage", "WebhooksQueue"),
+        ("sqs:ReceiveMessage", "WebhooksQueue"),
+        ("sqs:DeleteMessage", "WebhooksQueue"),
+        ("sqs:GetQueueAttributes", "WebhooksQueue"),
+        ("sqs:SendMessage", "WebhooksDeadLetterQueue"),
+    },
+    "WebhookSecretsFunction": set(),
 }
 EVENTS_GRANTS = {
     "GenerationsFunction": set(),
@@ -281,6 +313,8 @@ EVENTS_GRANTS = {
     "UsageFunction": set(),
     "ClientTokensFunction": set(),
     "HealthFunction": set(),
+    "WebhookFunction": set(),
+    "WebhookSecretsFunction": set(),
 }
 ARN_GRANTS = {"dynamodb": DYNAMODB_GRANTS, "sqs": SQS_GRANTS, "events": EVENTS_GRANTS}
 # The variable that names each table, queue and bus to a function (a Ref: name or URL), by logical id.
@@ -293,6 +327,8 @@ RESOURCE_VARIABLES = {
     "EVENT_BUS_NAME": "ImageEventsBus",
     "USAGE_TABLE": "UsageTable",
     "CONVERSATIONS_TABLE": "ConversationsTable",
+    "WEBHOOK_QUEUE_URL": "WebhooksQueue",
+    "WEBHOOK_SECRETS_TABLE": "WebhookSecretsTable",
 }
 
 LAMBDA_MAX_TIMEOUT_SECONDS = 900
@@ -456,7 +492,9 @@ def arn_grants(cfn: dict[str, Any], function: str, service: str) -> set[tuple[st
         for resource in as_list(statement["Resource"]):
             assert isinstance(resource, dict) and set(resource) == {"Fn::GetAtt"}, resource
             name, attribute = resource["Fn::GetAtt"]
-            assert attribute == "Arn", resource
+            assert attribute in ("Arn", "StreamArn"), resource
+            if attribute == "StreamArn":  # a table's stream, which an event source mapping reads
+                name += "/stream"
             grants.update((action, name) for action in actions)
     return grants
 
@@ -1244,6 +1282,8 @@ def test_a_function_is_told_of_exactly_the_tables_queues_and_bus_it_may_use(cfn:
     allowed = {resource for service in ARN_GRANTS for _, resource in arn_grants(cfn, function, service)}
     if function == "WorkerFunction":  # its jobs queue reaches it through the event source mapping
         allowed.discard("JobsQueue")
+    if function == "WebhookFunction":  # the stream and the dead-letter queue are the event source mappings'
+        allowed -= {"TasksTable/stream", "WebhooksDeadLetterQueue"}
 
     for variable, resource in RESOURCE_VARIABLES.items():
         if variable in env:
@@ -1377,7 +1417,11 @@ def test_outputs(sam: dict[str, Any]) -> None:
 def test_worker_takes_one_job_at_a_time_from_the_jobs_queue_with_partial_failures(
     cfn: dict[str, Any], sam: dict[str, Any]
 ) -> None:
-    (mapping,) = resources_of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
+    (mapping,) = [
+        found
+        for found in resources_of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
+        if found["Properties"]["FunctionName"] == {"Ref": "WorkerFunction"}
+    ]
     props = mapping["Properties"]
     concurrency = parameter(sam, "WorkerMaximumConcurrency")
     handler = (ROOT / "functions" / "worker" / "app.py").read_text()

@@ -24,6 +24,8 @@ def test_document_shows_every_route_and_the_validation_rules():
         "/v1/images/tasks/{task_id}",
         "/v1/usage",
         "/v1/client_tokens",
+        "/v1/webhooks/secret",
+        "/v1/webhooks/secret/rotate",
         "/v1/health",
         "/v1/openapi.json",
         "/v1/docs",

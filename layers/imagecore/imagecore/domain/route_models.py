@@ -170,3 +170,21 @@ class ClientTokenResponse(BaseModel):
     scope: list[ClientTokenScope]
     max_images: int | None = None
     max_concurrent: int | None = None
+
+
+class WebhookSecretResponse(BaseModel):
+    """The caller's Standard Webhooks signing secret (``GET /v1/webhooks/secret`` and its rotation)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    object: Literal["webhook.secret"] = "webhook.secret"
+    secret: Annotated[str, Field(description="whsec_ + base64 of the key: give it to Webhook(secret) as it is.")]
+    previous_valid_until: Annotated[
+        int | None,
+        Field(
+            description=(
+                "After a rotation: until when (Unix seconds) deliveries also carry a signature under the previous "
+                "secret (24 hours)."
+            )
+        ),
+    ] = None

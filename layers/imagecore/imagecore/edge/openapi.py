@@ -26,6 +26,7 @@ FUNCTION_MODULES = (
     "functions.tasks.app",
     "functions.usage.app",
     "functions.client_tokens.app",
+    "functions.webhook_secrets.app",
     "functions.health.app",
 )
 TITLE = "image-service"
@@ -69,6 +70,7 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
     _document_task_id(document)
     _document_model_id(document)
     _document_client_tokens(document)
+    _document_secret_rotation(document)
     _document_examples(document)
     return document
 
@@ -150,6 +152,14 @@ def _document_client_tokens(document: dict[str, Any]) -> None:
     for parameter in (operation or {}).get("parameters", []):
         if parameter.get("name") == IDEMPOTENCY_KEY["name"]:
             parameter["description"] = "Checked, not remembered: a retry mints a new token (none is ever stored)."
+
+
+def _document_secret_rotation(document: dict[str, Any]) -> None:
+    """Rotating the webhook secret checks an Idempotency-Key but never remembers the answer (a secret)."""
+    operation = document.get("paths", {}).get("/v1/webhooks/secret/rotate", {}).get("post")
+    for parameter in (operation or {}).get("parameters", []):
+        if parameter.get("name") == IDEMPOTENCY_KEY["name"]:
+            parameter["description"] = "Checked, not remembered: a retry rotates again (a secret is never stored)."
 
 
 def _document_task_id(document: dict[str, Any]) -> None:

@@ -252,3 +252,11 @@ def _count_error(code: str) -> None:
         default_dimensions={"service": SERVICE},
     ) as errors:
         errors.add_dimension(name="code", value=code)
+
+
+# A webhook attempt's outcome (imagecore.usecases.webhooks): a retry to come, delivered, or given up.
+WEBHOOK_METRICS = {"pending": "WebhooksRetried", "delivered": "WebhooksDelivered", "failed": "WebhooksFailed"}
+
+
+def count_webhook_attempt(status: str) -> None:
+    metrics.add_metric(name=WEBHOOK_METRICS[status], unit=MetricUnit.Count, value=1)

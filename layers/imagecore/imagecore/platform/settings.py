@@ -157,6 +157,9 @@ class GenerationSettings(EnvironmentSettings):
         str | None,
         Field(description="DynamoDB table counting the images of client tokens minted with max_images."),
     ] = None
+    webhook_allow_loopback: Annotated[
+        bool, Field(description="Local stack only: webhook_url may be http:// to a receiver on loopback.")
+    ] = False
 
     @model_validator(mode="after")
     def _one_upstream_key_source(self) -> Self:

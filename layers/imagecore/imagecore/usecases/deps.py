@@ -13,6 +13,7 @@ from imagecore.domain.deadline import Deadline, request_deadline
 from imagecore.domain.errors import ServiceMisconfigured
 from imagecore.jobs.submitter import JobQueue, TaskSubmitter
 from imagecore.jobs.tasks import TaskStore
+from imagecore.jobs.webhook_urls import UrlPolicy
 from imagecore.platform.settings import GenerationSettings
 from imagecore.usecases.idempotency import Idempotency
 from imagecore.usecases.service import ImageService
@@ -31,7 +32,9 @@ class ImageDeps:
         submitter = None
         if settings.tasks_table and settings.jobs_queue_url:
             submitter = TaskSubmitter(
-                TaskStore(settings.tasks_table, region=region), JobQueue(settings.jobs_queue_url, region=region)
+                TaskStore(settings.tasks_table, region=region),
+                JobQueue(settings.jobs_queue_url, region=region),
+                UrlPolicy(allow_loopback=settings.webhook_allow_loopback),
             )
         admission = Admission.from_settings(settings)
         idempotency = Idempotency(settings.idempotency_table or None, region=region)
