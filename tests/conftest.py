@@ -25,13 +25,67 @@ from local.template import project_template
 from tests.faults import AwsFaults
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Slow checks that run in a process of their own start now, to overlap with the rest of the suite."""
-    if any(item.name == "test_sam_validate_lint_passes" for item in session.items):
+ROOT = Path(__file__).resolve().parent.parent
+E2E = "tests/e2e/"
+SAM_VALIDATE_TEST = "test_sam_validate_lint_passes"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist the controller collects nothing: it starts the slow checks before its workers exist, when
+    the paths it was given hold their tests, and the workers find them through the environment."""
+    if not getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
+        return
+    if _selects(config, ROOT / "tests" / "template"):
         from tests.template import sam_validate
 
         sam_validate.start()
-    if any(item.get_closest_marker("e2e") or "tests/e2e/" in item.nodeid for item in session.items):
+    if _selects(config, ROOT / E2E):
+        from tests.e2e import launcher
+
+        launcher.start()
+
+
+def _selects(config: pytest.Config, folder: Path) -> bool:
+    """Whether the paths pytest was given (or its testpaths) reach into ``folder``."""
+    paths = config.args or config.getini("testpaths")
+    for arg in paths:
+        path = (config.invocation_params.dir / str(arg).split("::")[0]).resolve()
+        if path == folder or folder in path.parents or path in folder.parents:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The end-to-end tests share one local stack, and the package tests one built artifact: under pytest-xdist's
+    ``--dist loadgroup`` each set runs on one worker. Those two long sets are handed out first, so that they do not
+    end the run alone on one worker while the other waits."""
+    first = []
+    for item in items:
+        group = _long_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+            first.append(item)
+    if getattr(config.option, "dist", "no") == "loadgroup":
+        rest = [item for item in items if _long_group(item) is None]
+        items[:] = first + rest
+
+
+def _long_group(item: pytest.Item) -> str | None:
+    if item.get_closest_marker("e2e") or E2E in item.nodeid:
+        return "e2e"
+    if "tests/package/" in item.nodeid:
+        return "package"
+    return None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Slow checks that run in a process of their own start now, to overlap with the rest of the suite (unless the
+    xdist controller started them already)."""
+    if any(item.name == SAM_VALIDATE_TEST for item in session.items):
+        from tests.template import sam_validate
+
+        sam_validate.start()
+    if any(_long_group(item) == "e2e" for item in session.items):
         from tests.e2e import launcher
 
         launcher.start()
@@ -49,7 +103,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 for _name, _value in globals_environment(project_template()).items():
     os.environ.setdefault(_name, _value)
 
-ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 
 

@@ -1,8 +1,13 @@
 """Starts ``python -m local`` (the local stack exactly as ``make run`` starts it) in a process of its own, on free
-ports, as soon as the session knows end-to-end tests will run; ``wait_until_ready`` blocks until it serves."""
+ports, as soon as the session knows end-to-end tests will run; ``wait_until_ready`` blocks until it serves.
+
+Under pytest-xdist the controller starts the one stack before its workers exist and hands them its ports and log
+file through the environment (``E2E_STACK``); the end-to-end tests run on one worker (their ``xdist_group``), so
+no two tests share the stack at once, as in a run without workers."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -16,13 +21,15 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 50  # within the per-test timeout of the first test that waits for it
+ENVIRONMENT = "E2E_STACK"  # the started stack's ports and log file, for the processes that did not start it
 
 _state: dict[str, Any] = {}
 
 
 def start() -> None:
-    """Launch the stack (once); its output goes to a log file the tests read."""
-    if "process" in _state:
+    """Launch the stack (once per run: not when a parent process already did); its output goes to a log file the
+    tests read."""
+    if "process" in _state or ENVIRONMENT in os.environ:
         return
     from tests.e2e.conftest import API_KEY, SIGNING_KEY, free_port
 
@@ -41,7 +48,9 @@ def start() -> None:
         env.pop(name, None)
     log: IO[str] = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    _state.update(process=process, log=log, log_path=log_path, port=port, aws_port=aws_port)
+    _state.update(process=process, log=log)
+    # The workers pytest-xdist starts after this inherit it.
+    os.environ[ENVIRONMENT] = json.dumps({"log_path": str(log_path), "port": port, "aws_port": aws_port})
 
 
 def wait_until_ready() -> Any:
@@ -51,19 +60,21 @@ def wait_until_ready() -> Any:
     start()
     if "running" in _state:
         return _state["running"]
-    process, log_path = _state["process"], _state["log_path"]
+    started = json.loads(os.environ[ENVIRONMENT])
+    log_path = Path(started["log_path"])
+    process = _state.get("process")
     banner = ""
     deadline = time.monotonic() + START_SECONDS
     while "upstream" not in banner or "API key" not in banner:
-        if process.poll() is not None or time.monotonic() > deadline:
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
             raise RuntimeError(f"the local stack did not start:\n{log_path.read_text()}")
         time.sleep(0.1)
         banner = log_path.read_text()
     simulator = re.search(r"simulator at (\S+)", banner)
     assert simulator, banner
     running = RunningStack(
-        api_url=f"http://127.0.0.1:{_state['port']}/v1",
-        aws_url=f"http://127.0.0.1:{_state['aws_port']}",
+        api_url=f"http://127.0.0.1:{started['port']}/v1",
+        aws_url=f"http://127.0.0.1:{started['aws_port']}",
         simulator_url=simulator.group(1),
         log_path=log_path,
     )
@@ -73,6 +84,7 @@ def wait_until_ready() -> Any:
 
 
 def stop() -> None:
+    """Stop the stack if this process started it (a worker leaves the controller's alone)."""
     process = _state.pop("process", None)
     if process is not None:
         process.terminate()
@@ -81,6 +93,7 @@ def stop() -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        os.environ.pop(ENVIRONMENT, None)
     log = _state.pop("log", None)
     if log is not None:
         log.close()
