@@ -18,7 +18,7 @@ CUSHIONS = (232, 520, 792, 640)  # the box the mask opens, on the sofa's seat
 
 
 def vertical_gradient(size: tuple[int, int], top: tuple[int, int, int], bottom: tuple[int, int, int]) -> Image.Image:
-    width, height = size
+    height = size[1]
     column = Image.new("RGB", (1, height))
     for y in range(height):
         t = y / (height - 1)

@@ -24,7 +24,6 @@ from local.environment import globals_environment
 from local.template import project_template
 from tests.faults import AwsFaults
 
-
 ROOT = Path(__file__).resolve().parent.parent
 E2E = "tests/e2e/"
 SAM_VALIDATE_TEST = "test_sam_validate_lint_passes"
