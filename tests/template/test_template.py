@@ -255,6 +255,9 @@ RESOURCE_VARIABLES = {
 }
 
 LAMBDA_MAX_TIMEOUT_SECONDS = 900
+LAMBDA_MAX_MEMORY_MB = 10240
+MIB = 1024 * 1024
+PROCESS_AT_REST_MIB = 128  # a function's Python process after its init, with room (measured: ~91 MiB RSS)
 
 # cfn-lint findings we accept, and why. Anything else (error, warning or informational) fails the test.
 ACCEPTED_LINT_RULES = {
@@ -927,7 +930,6 @@ def test_image_function_outlives_the_upstream_budget(cfn: dict[str, Any], sam: d
     assert model is not None
     margin = model.model_fields["storage_margin_seconds"].default
 
-    assert props["Timeout"] == 360
     # the full upstream budget, then storing and the last events, well within the stream's 15 minutes
     assert props["Timeout"] > UPSTREAM_BUDGET_SECONDS + margin + 30
     assert props["Timeout"] * 1000 < STREAMED_INTEGRATION_TIMEOUT_MS
@@ -935,9 +937,19 @@ def test_image_function_outlives_the_upstream_budget(cfn: dict[str, Any], sam: d
     assert int(function_env(cfn, function)["STREAM_IDLE_LIMIT_SECONDS"]) == 300
 
 
-def test_generations_function_memory(cfn: dict[str, Any]) -> None:
-    assert cfn["Resources"]["GenerationsFunction"]["Properties"]["MemorySize"] == 1024
-    assert cfn["Resources"]["GenerationsStreamFunction"]["Properties"]["MemorySize"] == 1024
+@pytest.mark.parametrize("function", ["GenerationsFunction", "GenerationsStreamFunction"])
+def test_generations_memory_holds_its_largest_answer(cfn: dict[str, Any], function: str) -> None:
+    props = cfn["Resources"][function]["Properties"]
+    env = function_env(cfn, function)
+    largest_answer = int(
+        env.get("MAX_INLINE_RESPONSE_BYTES", GenerationSettings.model_fields["max_inline_response_bytes"].default)
+    )
+
+    # The process at rest (the generations function after its init: ~91 MiB RSS measured with Python 3.11), then
+    # at the peak of a b64_json answer at its cap: its base64 text and the JSON built from it. Reading and storing
+    # hold about one image whatever n is (a 3840x2160 n=4 call peaks at ~22 MiB of Python memory, docs/benchmark.md).
+    assert props["MemorySize"] * MIB >= PROCESS_AT_REST_MIB * MIB + 2 * largest_answer
+    assert props["MemorySize"] <= LAMBDA_MAX_MEMORY_MB
 
 
 @pytest.mark.parametrize("function", ["EditsFunction", "EditsStreamFunction"])
@@ -946,7 +958,7 @@ def test_edits_function_has_room_for_sixteen_inputs(cfn: dict[str, Any], functio
     largest_input = EditSettings.model_fields["max_input_image_bytes"].default
 
     assert props["MemorySize"] >= 2048
-    assert props["MemorySize"] <= 10240  # Lambda's ceiling
+    assert props["MemorySize"] <= LAMBDA_MAX_MEMORY_MB
     # every input at its cap is held at once, plus the multipart body forwarded upstream that is built from them
     assert props["MemorySize"] * 1024 * 1024 >= 2 * MAX_IMAGES * largest_input
     assert bound(EditUploadRequest.model_fields["images"], "max_length") == MAX_IMAGES
@@ -970,7 +982,9 @@ def test_image_functions_share_the_optional_reserved_concurrency(sam: dict[str, 
 def test_authorizer_uploads_and_tasks_are_small_and_quick(cfn: dict[str, Any], function: str) -> None:
     props = cfn["Resources"][function]["Properties"]
 
-    assert (props["MemorySize"], props["Timeout"]) == (256, 10)
+    assert props["MemorySize"] <= 256
+    assert props["Timeout"] <= 10
+    assert props["Timeout"] * 1000 < API_GATEWAY_DEFAULT_TIMEOUT_MS
 
 
 def test_health_is_small_and_quick(cfn: dict[str, Any]) -> None:
@@ -985,7 +999,6 @@ def test_worker_outlives_the_upstream_budget_and_storing(cfn: dict[str, Any]) ->
     # the worker stops the upstream call this long before its own end, to store the images and the result
     widest_margin = bound(WorkerSettings.model_fields["storage_margin_seconds"], "le")
 
-    assert props["Timeout"] == 600
     assert props["Timeout"] >= UPSTREAM_BUDGET_SECONDS + widest_margin  # the full 300 s even at the widest margin
     assert props["Timeout"] <= LAMBDA_MAX_TIMEOUT_SECONDS
     assert WorkerSettings.model_fields["upstream_large_timeout_seconds"].default == UPSTREAM_BUDGET_SECONDS
@@ -1362,7 +1375,7 @@ def test_jobs_queue_outwaits_the_worker_and_dead_letters_after_five_receives(cfn
 
     # A running job must never become visible to a second worker; AWS advises 6x the function's timeout for
     # an event source mapping (its retries of throttled invocations happen within the visibility timeout).
-    assert props["VisibilityTimeout"] == 3600
+    assert props["VisibilityTimeout"] <= 12 * 3600  # SQS's longest
     assert props["VisibilityTimeout"] >= 5 * worker_timeout
     assert props["RedrivePolicy"] == {
         "deadLetterTargetArn": {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]},
