@@ -42,6 +42,3 @@ _.should_exit
 
 # botocore calls its file loader's _load_file (imagecore.platform.aws overrides it to parse into plain dicts)
 _._load_file
-
-# http.server calls its request handler's methods and reads its settings by name (local.extensions_api)
-_.do_POST, _.do_GET, _.log_message, _.protocol_version, _.daemon_threads

@@ -18,7 +18,7 @@ def main(which: str) -> None:
     elif which == "generations":
         from functions.generations import app
 
-        app.runtime()
+        app.deps()
     else:
         import uvicorn.main  # noqa: F401 - what ``python -m uvicorn`` imports
         from uvicorn.config import Config

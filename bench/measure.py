@@ -7,11 +7,7 @@ the call above its RSS before it: the peak is reset through ``/proc/self/clear_r
 separate traced calls the tracemalloc peak above the traced level before the call. The floor is decoding the
 base64 text of the same answer and PUTting the bytes, nothing else.
 
-The generations handler runs as in its Lambda execution environment: its after-response extension is registered
-with an emulated Extensions API (``local.extensions_api``) at init, each call is an invocation, and the usage
-settlement the handler defers runs after its answer, on the extension's thread. ``total`` ends with the answer,
-as the caller sees it; ``after`` is how long the environment stayed held after it (the deferred write), timed
-before the next call starts, so no call overlaps another's deferred work.
+The generations handler writes its usage before it answers, as it does in Lambda: ``total`` includes it.
 """
 
 from __future__ import annotations
@@ -95,55 +91,33 @@ class Bench:
     def __init__(self, job: dict[str, Any]) -> None:
         from bench import naive
         from functions.generations import app
-        from imagecore.platform import after_response
+        from imagecore.accounts.admission import Admission
         from local.context import LambdaContext
-        from local.extensions_api import LocalExtensionsApi
 
         self.case = Case(**job["case"])
         self.job = job
-        unmetered = dataclasses.replace(app.runtime(), ledger=None)
+        metered = app.deps()
+        unmetered = dataclasses.replace(metered, admission=Admission(None, metered.admission.token_images))
 
         def without_usage(event: dict[str, Any], context: Any) -> dict[str, Any]:
-            app.app.dependency_overrides[app.runtime] = lambda: unmetered
+            app.app.dependency_overrides[app.deps] = lambda: unmetered
             try:
                 response: dict[str, Any] = app.lambda_handler(event, context)
             finally:
-                app.app.dependency_overrides.pop(app.runtime, None)
+                app.app.dependency_overrides.pop(app.deps, None)
             return response
 
         self.handlers = {"naive": naive.lambda_handler, "generations": app.lambda_handler, "unmetered": without_usage}
         self._context = LambdaContext
         self._http, self._s3 = naive.http, naive.s3
-        # Init of the generations function's environment: what streamed_app() starts before it serves.
-        self.environment = LocalExtensionsApi(function_name="GenerationsStreamFunction")
-        os.environ["AWS_LAMBDA_RUNTIME_API"] = self.environment.address
-        extension = after_response.start_extension()
-        if extension is None:
-            raise BenchError("the after-response extension did not register")
-        self._extension, self._after_response = extension, after_response
-        self.environment.finish_init()
 
     def context(self, name: str) -> Any:
-        """A new invocation of the handler's function (for ours, its INVOKE event goes to the extension)."""
-        context = self._context(function_name=name, timeout_s=330.0)
-        if name != "naive":
-            context.aws_request_id = self.environment.invoke(context.aws_request_id)
-        return context
+        """A new invocation of the handler's function."""
+        return self._context(function_name=name, timeout_s=330.0)
 
     def call(self, name: str, context: Any = None) -> list[str]:
         response = self.handlers[name](api_event(self.case), context or self.context(name))
         return checked_urls(self.case, name, response, self.job["s3_url"], self.job["bucket"])
-
-    def held(self) -> float:
-        """Ms until the environment is let go after the last answer (its deferred work done)."""
-        started = time.perf_counter()
-        self.environment.wait_idle()
-        return (time.perf_counter() - started) * 1000
-
-    def close(self) -> None:
-        self.environment.close()
-        self._extension.join(5)
-        self._after_response.stop_extension()
 
     def fetch(self) -> bytes:
         """The upstream answer, read to its last byte by a bare client."""
@@ -168,15 +142,8 @@ def _warm_up(bench: Bench) -> None:
     for index in range(bench.job["warmup"]):
         for name in handlers_of(bench.case):
             urls = bench.call(name)
-            bench.held()
             if index == 0:
                 check_stored(bench.case, name, urls[0])
-
-
-def _whole_invocation(bench: Bench, name: str) -> None:
-    """A call and what it deferred (for the memory figure, which counts both)."""
-    bench.call(name)
-    bench.held()
 
 
 def _rounds(bench: Bench, samples: dict[str, Any]) -> None:
@@ -186,14 +153,13 @@ def _rounds(bench: Bench, samples: dict[str, Any]) -> None:
         order = handlers if round_ % 2 == 0 else handlers[::-1]
         for name in order:
             elapsed, rss = timed_with_rss(functools.partial(bench.call, name, bench.context(name)))
-            samples[name]["after"].append(bench.held())
             samples[name]["total"].append(elapsed)
             samples[name]["rss"].append(rss)
         samples["upstream"].append(timed_ms(bench.fetch))
         samples["floor"].append(timed_ms(lambda: bench.floor(texts)))
     for round_ in range(bench.job["memory_runs"]):
         for name in HANDLERS if round_ % 2 == 0 else HANDLERS[::-1]:  # the ratio lines' handlers only
-            samples[name]["peak"].append(traced_peak_mib(functools.partial(_whole_invocation, bench, name)))
+            samples[name]["peak"].append(traced_peak_mib(functools.partial(bench.call, name)))
 
 
 def run_case(job: dict[str, Any]) -> dict[str, Any]:
@@ -203,14 +169,11 @@ def run_case(job: dict[str, Any]) -> dict[str, Any]:
 
         bench = Bench(job)
         handlers = handlers_of(Case(**job["case"]))
-        samples: dict[str, Any] = {name: {"total": [], "after": [], "rss": [], "peak": []} for name in handlers}
+        samples: dict[str, Any] = {name: {"total": [], "rss": [], "peak": []} for name in handlers}
         samples.update(upstream=[], floor=[])
-        try:
-            with quiet(logger):
-                _warm_up(bench)
-                _rounds(bench, samples)
-        finally:
-            bench.close()
+        with quiet(logger):
+            _warm_up(bench)
+            _rounds(bench, samples)
         # each handler's calls, one bare transfer a round, and the one that fetched the floor's texts
         upstream_calls = (
             len(handlers) * (job["warmup"] + job["runs"]) + len(HANDLERS) * job["memory_runs"] + job["runs"] + 1

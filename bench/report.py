@@ -34,7 +34,6 @@ def summary(result: dict[str, Any]) -> dict[str, dict[str, float]]:
             "total_p95": p95(own["total"]),
             "overhead": statistics.median(overheads),
             "overhead_p95": p95(overheads),
-            "after": statistics.median(own["after"]) if own.get("after") else 0.0,
             "peak": statistics.median(own["peak"]) if own["peak"] else float("nan"),
             "rss": statistics.median(own["rss"]),
         }
@@ -45,9 +44,8 @@ def summary(result: dict[str, Any]) -> dict[str, dict[str, float]]:
 def print_cases(results: list[dict[str, Any]]) -> None:
     print("\nper case: ms wall clock (medians unless p95), MiB = 2^20 bytes; naive = the 30-line reference handler;")
     print("unmetered (smallest case only) = the generations handler without its usage write, for information;")
-    print("total = until the answer; after = the environment held after it (the usage write the handler defers)")
     header = (
-        f"{'case':<22}{'handler':<13}{'total':>9}{'p95':>9}{'overhead':>10}{'p95':>9}{'after':>8}"
+        f"{'case':<22}{'handler':<13}{'total':>9}{'p95':>9}{'overhead':>10}{'p95':>9}"
         f"{'tracemalloc peak':>18}{'RSS growth':>12}"
     )
     print(header + "\n" + "-" * len(header))
@@ -57,7 +55,7 @@ def print_cases(results: list[dict[str, Any]]) -> None:
             row = rows[name]
             print(
                 f"{result['name']:<22}{name:<13}{row['total']:>9.1f}{row['total_p95']:>9.1f}{row['overhead']:>10.1f}"
-                f"{row['overhead_p95']:>9.1f}{row['after']:>8.1f}{row['peak']:>18.1f}{row['rss']:>12.1f}"
+                f"{row['overhead_p95']:>9.1f}{row['peak']:>18.1f}{row['rss']:>12.1f}"
             )
         reference = rows["reference"]
         print(f"{'':<22}{'upstream':<13}{reference['upstream']:>9.1f}   (bare client reading the same answer)")

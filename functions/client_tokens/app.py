@@ -19,7 +19,7 @@ from imagecore.domain.route_models import ClientTokenRequest, ClientTokenRespons
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.platform.observability import current_record, logger, metrics, tracer
 from imagecore.platform.route_settings import ClientTokenSettings
-from imagecore.usecases.idempotency import answer_once
+from imagecore.usecases.idempotency import idempotency_key
 
 app = create_resolver()
 
@@ -51,31 +51,20 @@ def create_client_token(request: Annotated[ClientTokenRequest, Body()]) -> Clien
     caller = caller_of(event)
     caller.require_server_key()
 
-    def issue() -> ClientTokenResponse:
-        signed, token = mint(
-            caller.owner_id,
-            signing_key=signing_key()(),
-            now=int(time.time()),
-            lifetime_seconds=request.expires_in,
-            scope=request.scope or DEFAULT_SCOPE,
-            max_images=request.max_images,
-        )
-        current_record().client_token_id = token.id
-        return ClientTokenResponse(
-            token=signed, expires_at=token.expires_at, scope=list(token.scope), max_images=token.max_images
-        )
-
     # An Idempotency-Key is checked like on every POST, but never remembered: the answer is a credential, and
     # a retry that mints another short-lived token costs nothing.
-    return answer_once(
-        None,
-        event,
-        app.lambda_context,
-        scope="client_tokens",
-        payload=request.model_dump(),
-        produce=issue,
-        encode=lambda _answer: None,
-        decode=ClientTokenResponse.model_validate,
+    idempotency_key(event)
+    signed, token = mint(
+        caller.owner_id,
+        signing_key=signing_key()(),
+        now=int(time.time()),
+        lifetime_seconds=request.expires_in,
+        scope=request.scope or DEFAULT_SCOPE,
+        max_images=request.max_images,
+    )
+    current_record().client_token_id = token.id
+    return ClientTokenResponse(
+        token=signed, expires_at=token.expires_at, scope=list(token.scope), max_images=token.max_images
     )
 
 

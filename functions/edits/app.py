@@ -7,7 +7,6 @@ runs this same ``lambda_handler`` on each request); the async route is an ordina
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any
 
@@ -17,20 +16,22 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.budgets import estimated_cost
-from imagecore.accounts.caller import caller_of, spender_of
-from imagecore.accounts.token_usage import TokenHold
+from imagecore.accounts.caller import caller_of
 from imagecore.domain.errors import PayloadTooLarge
 from imagecore.domain.models import GenerationResponse, TaskObject
 from imagecore.edge.request_body import JSON, MULTIPART, body_bytes, content_type_of
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
-from imagecore.jobs.tasks import new_task_id, task_folder
-from imagecore.platform.observability import current_record, logger, metrics, tracer
-from imagecore.platform.settings import EditSettings
+from imagecore.platform.observability import logger, metrics, tracer
+from imagecore.platform.settings import EditSettings, GenerationSettings
 from imagecore.storage.store import UploadStore
-from imagecore.usecases.edits import EditInput, edit_fingerprint, edit_from_multipart, edit_from_uploads
-from imagecore.usecases.runtime import ImageRuntime
-from imagecore.usecases.service import Delivery, describe_request
+from imagecore.usecases.deliveries import answer_images
+from imagecore.usecases.deps import ImageDeps
+from imagecore.usecases.edit import Edit
+from imagecore.usecases.edit import edit_images as edit_use_case
+from imagecore.usecases.edits import EditInput, OwnUploads, edit_fingerprint, edit_from_multipart, edit_from_uploads
+from imagecore.usecases.idempotency import Once
+from imagecore.usecases.submit import TaskSubmission, submit_task
 
 app = create_resolver()
 
@@ -47,22 +48,23 @@ _EDIT_ERRORS: dict[int, OpenAPIResponse] = {
 
 
 @cache
-def runtime() -> ImageRuntime:
+def deps() -> ImageDeps:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return ImageRuntime.from_settings(EditSettings.from_environment())
+    return ImageDeps.from_settings(EditSettings.from_environment())
 
 
 @cache
 def upload_store() -> UploadStore:
-    service = runtime().service
+    service = deps().service
     return UploadStore(service.store.s3, service.settings.images_bucket)
 
 
-def read_edit(event: dict[str, Any], owner: str, settings: EditSettings, uploads: UploadStore) -> EditInput:
+def read_edit(event: dict[str, Any], owner: str, settings: GenerationSettings, uploads: UploadStore) -> EditInput:
+    assert isinstance(settings, EditSettings)
     if content_type_of(event).lower().startswith(JSON):
         return edit_from_uploads(
             event.get("body") or "",
-            lambda upload_id: uploads.read(owner, upload_id, max_bytes=settings.max_input_image_bytes),
+            OwnUploads(uploads, owner, settings.max_input_image_bytes),
             max_image_bytes=settings.max_input_image_bytes,
         )
     body = body_bytes(event)
@@ -95,48 +97,27 @@ def read_edit(event: dict[str, Any], owner: str, settings: EditSettings, uploads
     },
 )
 def edit_images(
-    runtime: Annotated[ImageRuntime, Depends(runtime)],
+    deps: Annotated[ImageDeps, Depends(deps)],
     uploads: Annotated[UploadStore, Depends(upload_store)],
 ) -> GenerationResponse:
     event, context = app.current_event.raw_event, app.lambda_context
-    service = runtime.service
     caller = caller_of(event)
-    edit = read_edit(event, caller.owner_id, service.settings, uploads)  # type: ignore[arg-type]
+    edit = read_edit(event, caller.owner_id, deps.settings, uploads)
     edit.parameters.check_synchronous()
-    deadline = runtime.deadline(event, context)
-    cost = estimated_cost(edit.parameters, reference_images=len(edit.images))
-
-    def charge(make: Callable[[], Delivery]) -> Delivery:
-        return runtime.charged(spender_of(event), caller.token, cost, edit.parameters.n, make)
-
+    command = Edit(
+        caller,
+        edit,
+        deps.deadline(event, context),
+        Once.of(event, context, scope="edits", payload=edit_fingerprint(edit)),
+    )
     if edit.parameters.stream:
         # Only a streamed answer needs the event stream (and asyncio): imported on the first one.
-        from imagecore.edge.stream_events import stream_answer
+        from imagecore.edge.stream_events import open_image_stream
 
-        return stream_answer(
-            "image_edit",
-            service,
-            edit.parameters,
-            lambda events: runtime.deliver(
-                event,
-                context,
-                scope="edits",
-                payload=edit_fingerprint(edit),
-                produce=lambda folder: charge(
-                    lambda: service.edit(
-                        edit, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
-                    )
-                ),
-            ),
-        )
-    return runtime.answer(
-        event,
-        context,
-        scope="edits",
-        payload=edit_fingerprint(edit),
-        produce=lambda folder: charge(lambda: service.edit(edit, deadline, current_record(), folder)),
-        response_format=edit.parameters.response_format,
-    )
+        stream = open_image_stream("image_edit", deps.service, edit.parameters)
+        return stream.completed(edit_use_case(command, deps, events=stream))
+    delivery = edit_use_case(command, deps)
+    return answer_images(delivery, command.once, edit.parameters.response_format, deps)
 
 
 @app.post(
@@ -153,44 +134,24 @@ def edit_images(
     },
 )
 def edit_images_async(
-    runtime: Annotated[ImageRuntime, Depends(runtime)],
+    deps: Annotated[ImageDeps, Depends(deps)],
     uploads: Annotated[UploadStore, Depends(upload_store)],
 ) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
     caller = caller_of(event)
-    owner = caller.owner_id
-    service = runtime.service
-    edit = read_edit(event, owner, service.settings, uploads)  # type: ignore[arg-type]
+    edit = read_edit(event, caller.owner_id, deps.settings, uploads)
     edit.parameters.check_task()
-    record = current_record()
-    record.operation = "edits.async"
-    describe_request(record, edit.parameters, include_prompt=service.settings.log_prompts)
-    record.images_in = len(edit.images)
-    task_id = new_task_id()
-
-    def make_task(submitter: Any) -> Any:
-        def submit(token_hold: TokenHold | None) -> Any:
-            inputs = uploads.keep_inputs(owner, task_id, edit.files())
-            return submitter.submit(
-                task_id=task_id,
-                owner=owner,
-                kind="edit",
-                request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask"}),
-                folder=task_folder(task_id),
-                inputs=inputs,
-                token_hold=token_hold,
-            )
-
-        return runtime.queue_within_budget(
-            spender_of(event),
-            estimated_cost(edit.parameters, reference_images=len(edit.images)),
-            task_id,
-            lambda: runtime.counted_task(caller.token, edit.parameters.n, submit),
-        )
-
-    task = runtime.submit(event, context, scope="edits/async", payload=edit_fingerprint(edit), make_task=make_task)
-    settings = runtime.service.settings
-    return task_accepted(event, task, runtime.now(), runtime.service.store.presign, scheme=settings.public_url_scheme)
+    submission = TaskSubmission(
+        caller,
+        kind="edit",
+        parameters=edit.parameters,
+        request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask"}),
+        cost=estimated_cost(edit.parameters, reference_images=len(edit.images)),
+        once=Once.of(event, context, scope="edits/async", payload=edit_fingerprint(edit)),
+        inputs=edit.files(),
+    )
+    task = submit_task(submission, deps, uploads)
+    return task_accepted(event, task, deps.now(), deps.service.store.presign, scheme=deps.settings.public_url_scheme)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
@@ -204,4 +165,4 @@ def streamed_app() -> Any:
     """The ASGI app ``run.sh`` serves behind the Lambda Web Adapter (uvicorn --factory)."""
     from imagecore.edge.streaming import function_edge
 
-    return function_edge(lambda_handler, runtime().service.settings.stream_idle_limit_seconds)
+    return function_edge(lambda_handler, deps().settings.stream_idle_limit_seconds)

@@ -7,7 +7,6 @@ runs this same ``lambda_handler`` on each request); the async route is an ordina
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import cache
 from typing import Annotated, Any
 
@@ -17,23 +16,25 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.budgets import estimated_cost
-from imagecore.accounts.caller import caller_of, spender_of
+from imagecore.accounts.caller import caller_of
 from imagecore.domain.models import GenerationRequest, GenerationResponse, TaskObject
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
-from imagecore.jobs.tasks import new_task_id, task_folder
-from imagecore.platform.observability import current_record, logger, metrics, tracer
+from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.settings import GenerationSettings
-from imagecore.usecases.runtime import ImageRuntime
-from imagecore.usecases.service import Delivery, describe_request
+from imagecore.usecases.deliveries import answer_images
+from imagecore.usecases.deps import ImageDeps
+from imagecore.usecases.generate import Generation, generate_images
+from imagecore.usecases.idempotency import Once
+from imagecore.usecases.submit import TaskSubmission, submit_task
 
 app = create_resolver()
 
 
 @cache
-def runtime() -> ImageRuntime:
+def deps() -> ImageDeps:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return ImageRuntime.from_settings(GenerationSettings.from_environment())
+    return ImageDeps.from_settings(GenerationSettings.from_environment())
 
 
 @app.post(
@@ -59,45 +60,25 @@ def runtime() -> ImageRuntime:
 )
 def create_images(
     request: Annotated[GenerationRequest, Body()],
-    runtime: Annotated[ImageRuntime, Depends(runtime)],
+    deps: Annotated[ImageDeps, Depends(deps)],
 ) -> GenerationResponse:
     event, context = app.current_event.raw_event, app.lambda_context
     caller = caller_of(event)
     request.check_synchronous()
-    service = runtime.service
-    deadline = runtime.deadline(event, context)
-
-    def charge(make: Callable[[], Delivery]) -> Delivery:
-        return runtime.charged(spender_of(event), caller.token, estimated_cost(request), request.n, make)
-
+    command = Generation(
+        caller,
+        request,
+        deps.deadline(event, context),
+        Once.of(event, context, scope="generations", payload=request.model_dump()),
+    )
     if request.stream:
         # Only a streamed answer needs the event stream (and asyncio): imported on the first one.
-        from imagecore.edge.stream_events import stream_answer
+        from imagecore.edge.stream_events import open_image_stream
 
-        return stream_answer(
-            "image_generation",
-            service,
-            request,
-            lambda events: runtime.deliver(
-                event,
-                context,
-                scope="generations",
-                payload=request.model_dump(),
-                produce=lambda folder: charge(
-                    lambda: service.generate(
-                        request, deadline, current_record(), folder, on_partial=events.partial, on_stored=events.stored
-                    )
-                ),
-            ),
-        )
-    return runtime.answer(
-        event,
-        context,
-        scope="generations",
-        payload=request.model_dump(),
-        produce=lambda folder: charge(lambda: service.generate(request, deadline, current_record(), folder)),
-        response_format=request.response_format,
-    )
+        stream = open_image_stream("image_generation", deps.service, request)
+        return stream.completed(generate_images(command, deps, events=stream))
+    delivery = generate_images(command, deps)
+    return answer_images(delivery, command.once, request.response_format, deps)
 
 
 @app.post(
@@ -115,40 +96,21 @@ def create_images(
 )
 def create_images_async(
     request: Annotated[GenerationRequest, Body()],
-    runtime: Annotated[ImageRuntime, Depends(runtime)],
+    deps: Annotated[ImageDeps, Depends(deps)],
 ) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
     caller = caller_of(event)
     request.check_task()
-    record = current_record()
-    record.operation = "generations.async"
-    describe_request(record, request, include_prompt=runtime.service.settings.log_prompts)
-    task_id = new_task_id()
-    task = runtime.submit(
-        event,
-        context,
-        scope="generations/async",
-        payload=request.model_dump(),
-        make_task=lambda submitter: runtime.queue_within_budget(
-            spender_of(event),
-            estimated_cost(request),
-            task_id,
-            lambda: runtime.counted_task(
-                caller.token,
-                request.n,
-                lambda token_hold: submitter.submit(
-                    task_id=task_id,
-                    owner=caller.owner_id,
-                    kind="generation",
-                    request=request.model_dump(exclude_none=True),
-                    folder=task_folder(task_id),
-                    token_hold=token_hold,
-                ),
-            ),
-        ),
+    submission = TaskSubmission(
+        caller,
+        kind="generation",
+        parameters=request,
+        request=request.model_dump(exclude_none=True),
+        cost=estimated_cost(request),
+        once=Once.of(event, context, scope="generations/async", payload=request.model_dump()),
     )
-    settings = runtime.service.settings
-    return task_accepted(event, task, runtime.now(), runtime.service.store.presign, scheme=settings.public_url_scheme)
+    task = submit_task(submission, deps)
+    return task_accepted(event, task, deps.now(), deps.service.store.presign, scheme=deps.settings.public_url_scheme)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
@@ -162,4 +124,4 @@ def streamed_app() -> Any:
     """The ASGI app ``run.sh`` serves behind the Lambda Web Adapter (uvicorn --factory)."""
     from imagecore.edge.streaming import function_edge
 
-    return function_edge(lambda_handler, runtime().service.settings.stream_idle_limit_seconds)
+    return function_edge(lambda_handler, deps().settings.stream_idle_limit_seconds)

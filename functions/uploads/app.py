@@ -16,7 +16,7 @@ from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.platform.observability import current_record, logger, metrics, tracer
 from imagecore.platform.route_settings import UploadSettings
 from imagecore.storage.store import UploadStore, make_s3_client
-from imagecore.usecases.idempotency import Idempotency, answer_once
+from imagecore.usecases.idempotency import Idempotency, ModelCodec, Once
 
 app = create_resolver()
 
@@ -27,9 +27,9 @@ def settings() -> UploadSettings:
 
 
 @cache
-def idempotency() -> Idempotency | None:
+def idempotency() -> Idempotency:
     config = settings()
-    return Idempotency(config.idempotency_table, region=config.aws_region) if config.idempotency_table else None
+    return Idempotency(config.idempotency_table or None, region=config.aws_region)
 
 
 @cache
@@ -76,16 +76,8 @@ def create_upload(
             content_type=request.content_type,
         )
 
-    return answer_once(
-        idempotency(),
-        event,
-        app.lambda_context,
-        scope="uploads",
-        payload=request.model_dump(),
-        produce=presign,
-        encode=lambda answer: answer.model_dump(),
-        decode=UploadResponse.model_validate,
-    )
+    once = Once.of(event, app.lambda_context, scope="uploads", payload=request.model_dump())
+    return idempotency().once(once, ModelCodec(UploadResponse), presign)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -125,11 +125,11 @@ def configure(monkeypatch: pytest.MonkeyPatch, simulator: Any, aws: Any):
 
     def apply(**overrides: str) -> Any:
         set_function_env(monkeypatch, simulator.url, function="GenerationsFunction", **overrides)
-        generations.runtime.cache_clear()
+        generations.deps.cache_clear()
         return generations
 
     yield apply
-    generations.runtime.cache_clear()
+    generations.deps.cache_clear()
 
 
 @pytest.fixture

@@ -88,8 +88,8 @@ class Stack:
 
     def clear(self) -> None:
         """Every function cold again: their cached dependencies read the environment anew."""
-        self.generations.runtime.cache_clear()
-        self.edits.runtime.cache_clear()
+        self.generations.deps.cache_clear()
+        self.edits.deps.cache_clear()
         self.edits.upload_store.cache_clear()
         self.tasks.stores.cache_clear()
         self.worker_app.worker.cache_clear()

@@ -17,7 +17,6 @@ from imagecore.accounts.budgets import (
     UsageLedger,
     estimated_cost,
     seconds_until_reset,
-    within_budget,
 )
 from imagecore.domain.models import GenerationRequest
 from imagecore.platform.observability import RequestRecord
@@ -99,20 +98,23 @@ def test_an_async_hold_is_settled_once(ledger: UsageLedger) -> None:
     assert report["days"][0]["requests"] == 0  # the request itself is counted when it is queued
 
 
-def test_within_budget_counts_failures_by_code_and_gives_everything_back(ledger: UsageLedger) -> None:
+def test_an_admission_hold_counts_failures_by_code_and_gives_everything_back(ledger: UsageLedger) -> None:
+    from imagecore.accounts.admission import Admission
+    from imagecore.accounts.caller import Caller
     from imagecore.domain.errors import UpstreamTimeout
 
     budget = Budget(images_per_day=3)
+    caller = Caller(key_id="a", owner_id="key_a", budget=budget)
+    admission = Admission(ledger)
     record = RequestRecord(operation="generations")
+    ran: list[str] = []
 
-    def times_out() -> None:
+    with pytest.raises(UpstreamTimeout), admission.hold(caller, Cost(images=3, tokens=0), images=3, record=record):
         record.upstream_latency_ms = 3000.0
         raise UpstreamTimeout("slow")
-
-    with pytest.raises(UpstreamTimeout):
-        within_budget(ledger, "key_a", budget, Cost(images=3, tokens=0), record, times_out)
-    with pytest.raises(BudgetExceeded):
-        within_budget(ledger, "key_a", budget, Cost(images=4, tokens=0), RequestRecord(operation="x"), lambda: None)
+    with pytest.raises(BudgetExceeded), admission.hold(caller, Cost(images=4, tokens=0), images=4):
+        ran.append("over the budget")
+    assert ran == []
 
     day = ledger.usage("key_a", budget, 1)["days"][0]
     assert day["failures"] == {"budget_exceeded": 1, "upstream_timeout": 1}

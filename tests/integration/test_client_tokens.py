@@ -435,8 +435,8 @@ def test_concurrent_requests_never_pass_max_images(service, capsys, simulator):
 
     key = service.key_script("create", "web-backend", capsys=capsys)
     token = service.mint(key, max_images=3)["token"]
-    runtime = service.stack.generations.runtime()
-    runtime.token_images = TokenImageCounter(
+    deps = service.stack.generations.deps()
+    deps.admission.token_images = TokenImageCounter(
         service.usage_table, region=REGION, client=AtomicUpdates(boto3.client("dynamodb", region_name=REGION))
     )
     statuses: list[int] = []

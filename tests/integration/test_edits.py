@@ -53,7 +53,7 @@ def configure_edits(monkeypatch: pytest.MonkeyPatch, simulator: Any, aws: Any) -
     from functions.uploads import app as uploads
 
     def clear() -> None:
-        edits.runtime.cache_clear()
+        edits.deps.cache_clear()
         edits.upload_store.cache_clear()
         uploads.settings.cache_clear()
         uploads.upload_store.cache_clear()

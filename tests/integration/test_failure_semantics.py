@@ -237,7 +237,7 @@ def task_claim_refused_every_delivery(stack: Stack, inject: Faults, pauses: list
 
 
 def idempotency_store_down_before(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
-    inject.refuse(stack.generations.runtime().idempotency.client, "PutItem", times=10**6, unreachable=True)
+    inject.refuse(stack.generations.deps().idempotency.client, "PutItem", times=10**6, unreachable=True)
     answer = stack.post(
         "/v1/images/generations", {"prompt": "p", "size": "1024x1024"}, headers={"Idempotency-Key": "k-2"}
     )
@@ -397,8 +397,8 @@ def forged_envelope(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[
 
 
 def queue_refused_at_submit(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
-    stack.generations.runtime()
-    inject.refuse(stack.generations.runtime().submitter.queue.client, "SendMessage")
+    stack.generations.deps()
+    inject.refuse(stack.generations.deps().submitter.queue.client, "SendMessage")
     answer = submit_generation(stack, {"prompt": "p", "size": "1024x1024"})
     (item,) = stack.task_items()
     seen = f"{answer.status} {answer.body['error']['code']}; {task_seen(stack, item['id'])}"
@@ -406,7 +406,7 @@ def queue_refused_at_submit(stack: Stack, inject: Faults, pauses: list[float]) -
 
 
 def idempotency_record_refused(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
-    inject.refuse(stack.generations.runtime().idempotency.client, "UpdateItem", times=1)
+    inject.refuse(stack.generations.deps().idempotency.client, "UpdateItem", times=1)
     answer = stack.post(
         "/v1/images/generations", {"prompt": "p", "size": "1024x1024"}, headers={"Idempotency-Key": "k-1"}
     )
@@ -568,7 +568,7 @@ def event_crash_before_the_result_manifest(stack: Stack, inject: Faults, pauses:
 
 def keyed_crash_before_the_answer(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
     body = {"prompt": "p", "size": "1024x1024", "n": 2}
-    inject.crash(stack.generations.runtime().service.store.s3, "PutObject", when=result_put)
+    inject.crash(stack.generations.deps().service.store.s3, "PutObject", when=result_put)
     with pytest.raises(Crash):
         stack.post("/v1/images/generations", body, headers={"Idempotency-Key": "crash-1"})
     inject.clear()
@@ -590,7 +590,7 @@ def keyed_crash_before_the_answer(stack: Stack, inject: Faults, pauses: list[flo
 
 def keyed_crash_after_image_one_of_two(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
     body = {"prompt": "p", "size": "1024x1024", "n": 2, "response_format": "b64_json"}
-    inject.crash(stack.generations.runtime().service.store.s3, "PutObject", when=second_image)
+    inject.crash(stack.generations.deps().service.store.s3, "PutObject", when=second_image)
     with pytest.raises(Crash):
         stack.post("/v1/images/generations", body, headers={"Idempotency-Key": "crash-2"})
     inject.clear()

@@ -1,5 +1,5 @@
-"""The service stores each image as soon as it is read, tells the caller (``on_stored``), and for a streamed
-answer stores and announces each partial image (``on_partial``): against the simulator and moto S3."""
+"""The service stores each image as soon as it is read, tells the caller (``events.stored``), and for a streamed
+answer stores and announces each partial image (``events.partial``): against the simulator and moto S3."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from imagecore.domain.models import GenerationRequest
 from imagecore.platform.observability import RequestRecord
 from imagecore.storage.manifest import read_stored
 from imagecore.storage.store import ImageToStore
-from imagecore.usecases.service import ImageEvent
+from imagecore.usecases.delivery import ImageEvent, NoEvents
 from tests.integration.conftest import BUCKET
 from tests.integration.stack import png
 
@@ -27,7 +27,7 @@ def opened(s3: Any, key: str) -> Image.Image:
 
 @pytest.fixture
 def service(generations: Any) -> Any:
-    return generations.runtime().service
+    return generations.deps().service
 
 
 def streamed(partials: int, **fields: Any) -> GenerationRequest:
@@ -36,15 +36,26 @@ def streamed(partials: int, **fields: Any) -> GenerationRequest:
     return request.model_copy(update={"stream": True, "partial_images": partials})
 
 
+class Heard(list[ImageEvent]):
+    """Every event a generation reports, in order."""
+
+    def partial(self, event: ImageEvent) -> None:
+        self.append(event)
+
+    def stored(self, event: ImageEvent) -> None:
+        self.append(event)
+
+
 def test_each_image_is_stored_before_the_next_one_is_read(service, simulator, aws) -> None:
     request = GenerationRequest.model_validate({"prompt": "tiles", "size": "1024x1024", "n": 3})
     seen: list[tuple[ImageEvent, list[str]]] = []
 
-    def on_stored(event: ImageEvent) -> None:
-        keys = [obj["Key"] for obj in aws.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
-        seen.append((event, keys))
+    class Listener(NoEvents):
+        def stored(self, event: ImageEvent) -> None:
+            keys = [obj["Key"] for obj in aws.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+            seen.append((event, keys))
 
-    delivery = service.generate(request, Deadline.after(60), RequestRecord("generations"), on_stored=on_stored)
+    delivery = service.generate(request, Deadline.after(60), RequestRecord("generations"), events=Listener())
 
     assert [event.index for event, _ in seen] == [0, 1, 2]
     for position, (event, keys_then) in enumerate(seen):
@@ -60,11 +71,9 @@ def test_each_image_is_stored_before_the_next_one_is_read(service, simulator, aw
 
 @pytest.mark.parametrize("partials", [0, 1, 3])
 def test_a_streamed_answer_stores_each_partial_as_a_preview(service, simulator, aws, partials: int) -> None:
-    events: list[ImageEvent] = []
+    events = Heard()
     record = RequestRecord("generations")
-    delivery = service.generate(
-        streamed(partials), Deadline.after(60), record, on_partial=events.append, on_stored=events.append
-    )
+    delivery = service.generate(streamed(partials), Deadline.after(60), record, events=events)
 
     assert [(event.kind, event.index) for event in events] == [("partial", i) for i in range(partials)] + [("image", 0)]
     assert delivery.stored is not None
@@ -86,10 +95,10 @@ def test_a_stream_failing_after_a_partial_keeps_the_preview_and_is_not_retried(s
     from imagecore.domain.errors import UpstreamFailed
 
     simulator.queue_faults({"mode": "sse_error", "after_partials": 1})
-    events: list[ImageEvent] = []
+    events = Heard()
     record = RequestRecord("generations")
     with pytest.raises(UpstreamFailed):
-        service.generate(streamed(2), Deadline.after(60), record, on_partial=events.append)
+        service.generate(streamed(2), Deadline.after(60), record, events=events)
     assert [event.kind for event in events] == ["partial"]
     assert opened(aws, events[0].key).size == (1024, 1024)
     assert (simulator.calls, record.attempts) == (1, 1)

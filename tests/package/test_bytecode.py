@@ -60,7 +60,7 @@ sys.addaudithook(count)
 canary = os.path.join(code_dir, "canary.py")  # proves the hook counts
 importlib.machinery.SourceFileLoader("canary", canary).source_to_code(b"canary = 1", canary)
 import app
-app.runtime()
+app.deps()
 import uvicorn.__main__
 from uvicorn.config import Config
 Config("app:streamed_app", factory=True, loop="asyncio", http="h11").load()

@@ -436,7 +436,7 @@ class FakeUploads:
         self.too_large = too_large or set()
         self.reads: list[str] = []
 
-    def __call__(self, upload_id: str) -> UploadedFile:
+    def read(self, upload_id: str) -> UploadedFile:
         self.reads.append(upload_id)
         if upload_id in self.too_large:
             raise UploadTooLarge(upload_id)

@@ -10,13 +10,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from imagecore.accounts.admission import Admission
+from imagecore.accounts.budgets import Cost, Spent
+from imagecore.accounts.caller import Caller
 from imagecore.accounts.token_usage import (
     KEEP_AFTER_EXPIRY_SECONDS,
     ClientTokenGrant,
     TokenHold,
     TokenImageCounter,
     TokenUsageUnavailable,
-    counted_images,
     images_to_give_back,
 )
 from imagecore.domain.errors import ServiceMisconfigured, StorageUnavailable, TokenBudgetExceeded, UpstreamFailed
@@ -83,50 +85,51 @@ def test_tokens_are_counted_apart(counter, dynamodb):
     assert (count(dynamodb, "ctk_1"), count(dynamodb, "ctk_2")) == (3, 3)
 
 
+def admitted(counter: TokenImageCounter | None, token: ClientTokenGrant | None, n: int):
+    """The client token's part of an admission hold for ``n`` images (no budgets)."""
+    return Admission(token_images=counter).hold(Caller("key", "owner", token=token), Cost(images=n, tokens=0), images=n)
+
+
 def test_a_success_gives_back_what_was_not_made(counter, dynamodb):
-    made = counted_images(counter, grant(), 3, lambda: ["image"], made=len)
-    assert made == ["image"]
+    with admitted(counter, grant(), 3) as hold:
+        hold.settle(Spent(images=1), images=1)
     assert count(dynamodb) == 1
 
 
 def test_a_failure_gives_everything_back(counter, dynamodb):
-    def fail() -> list[str]:
+    with pytest.raises(UpstreamFailed), admitted(counter, grant(), 2):
         raise UpstreamFailed("no")
-
-    with pytest.raises(UpstreamFailed):
-        counted_images(counter, grant(), 2, fail, made=len)
     assert count(dynamodb) == 0
 
 
 def test_images_made_but_not_stored_stay_counted(counter, dynamodb):
-    def unstored() -> list[str]:
+    with pytest.raises(StorageUnavailable), admitted(counter, grant(), 2):
         raise StorageUnavailable("S3 refused them")
-
-    with pytest.raises(StorageUnavailable):
-        counted_images(counter, grant(), 2, unstored, made=len)
     assert count(dynamodb) == 2  # the upstream made (and billed) them
 
 
 def test_without_a_limit_nothing_is_counted(dynamodb):
     calls: list[int] = []
     for token in (None, grant(max_images=None)):
-        counted_images(None, token, 5, lambda: calls.append(1), made=lambda _: 5)
+        with admitted(None, token, 5) as hold:
+            calls.append(1)
+            hold.settle(Spent(images=5), images=5)
     assert calls == [1, 1]
     assert dynamodb.scan(TableName=TABLE)["Items"] == []
 
 
 def test_a_limit_without_a_table_fails_closed():
     produced: list[int] = []
-    with pytest.raises(ServiceMisconfigured):
-        counted_images(None, grant(), 1, lambda: produced.append(1), made=lambda _: 1)
+    with pytest.raises(ServiceMisconfigured), admitted(None, grant(), 1):
+        produced.append(1)
     assert produced == []
 
 
 def test_an_unreachable_table_is_a_503_and_nothing_runs(dynamodb):
     counter = TokenImageCounter("no-such-table", region="us-east-1", client=dynamodb)
     produced: list[int] = []
-    with pytest.raises(TokenUsageUnavailable) as unavailable:
-        counted_images(counter, grant(), 1, lambda: produced.append(1), made=lambda _: 1)
+    with pytest.raises(TokenUsageUnavailable) as unavailable, admitted(counter, grant(), 1):
+        produced.append(1)
     assert (unavailable.value.status, unavailable.value.code) == (503, "token_usage_unavailable")
     assert produced == []
 

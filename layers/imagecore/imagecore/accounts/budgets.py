@@ -19,7 +19,6 @@ Per-key figures stay here, never in CloudWatch dimensions.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import time
@@ -32,7 +31,7 @@ from typing import Any, Literal, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagecore.domain.errors import ImageServiceError
-from imagecore.platform import after_response, aws
+from imagecore.platform import aws
 from imagecore.platform.observability import RequestRecord, logger
 
 T = TypeVar("T")
@@ -350,11 +349,6 @@ class UsageLedger:
         except _FAULTS as exc:
             logger.warning("usage not counted", extra={"error": type(exc).__name__, "code": _error_code(exc)})
 
-    def settle_after_answer(self, hold: Hold, spent: Spent) -> None:
-        """``settle`` once the request's answer has gone (``imagecore.platform.after_response``): the answer never waits
-        for the write. What the reservation holds stays counted until then, so no budget can be passed."""
-        after_response.defer(functools.partial(self.settle, hold, spent))
-
     def _settlement(self, hold: Hold, spent: Spent, requests: int) -> dict[str, Any]:
         day = _day_prefix(hold)
         adds = {
@@ -545,40 +539,3 @@ def _remaining(budget: Budget, spent: dict[str, dict[str, int]], now: float) -> 
             "resets_in_seconds": seconds_until_reset(period, now),  # type: ignore[arg-type]
         }
     return answer
-
-
-# --- one request within its budget -------------------------------------------------------------------------------
-def reserve_or_count_refusal(ledger: UsageLedger, account: str, budget: Budget, cost: Cost) -> Hold:
-    """``ledger.reserve``; a refusal is counted as a request that failed with ``budget_exceeded``."""
-    try:
-        return ledger.reserve(account, budget, cost)
-    except BudgetExceeded:
-        now = ledger.clock()
-        ledger.settle_after_answer(Hold(account, day_of(now), month_of(now)), Spent(failure=BudgetExceeded.code))
-        raise
-
-
-def within_budget(
-    ledger: UsageLedger | None,
-    account: str,
-    budget: Budget,
-    cost: Cost,
-    record: RequestRecord,
-    produce: Callable[[], T],
-) -> T:
-    """``produce()`` with ``cost`` reserved first (a 429 ``budget_exceeded`` before anything runs when it would go
-    over) and settled with what the request's record says was made, whether it succeeded or failed: after the
-    answer, when the function defers (``imagecore.platform.after_response``)."""
-    if ledger is None:
-        return produce()
-    hold = reserve_or_count_refusal(ledger, account, budget, cost)
-    try:
-        result = produce()
-    except ImageServiceError as error:
-        ledger.settle_after_answer(hold, Spent.from_record(record, failure=error.code))
-        raise
-    except BaseException:
-        ledger.settle_after_answer(hold, Spent.from_record(record, failure="internal_error"))
-        raise
-    ledger.settle_after_answer(hold, Spent.from_record(record))
-    return result

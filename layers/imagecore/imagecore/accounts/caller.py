@@ -9,10 +9,10 @@ plus the token's id, expiry and image limit.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from imagecore.accounts.budgets import Spender, budget_of
+from imagecore.accounts.budgets import Budget, Spender, budget_of
 from imagecore.accounts.token_usage import ClientTokenGrant
 from imagecore.domain.errors import Forbidden, Unauthorized
 
@@ -32,6 +32,8 @@ class Caller:
     key_id: str
     owner_id: str
     token: ClientTokenGrant | None = None
+    # The key's image and token budgets (a client token spends its parent key's).
+    budget: Budget = field(default_factory=Budget)
 
     def require_server_key(self) -> None:
         if self.token is not None:
@@ -44,8 +46,9 @@ def caller_of(event: dict[str, Any], *, now: float | None = None) -> Caller:
     if not key_id or not owner_id:
         # Only reachable if a route is deployed without the authorizer: fail closed.
         raise Unauthorized("The request was not authenticated.", code="unauthenticated")
+    budget = budget_of(authorizer)
     if authorizer.get(CREDENTIAL) != "client_token":
-        return Caller(key_id=str(key_id), owner_id=str(owner_id))
+        return Caller(key_id=str(key_id), owner_id=str(owner_id), budget=budget)
     try:
         max_images = authorizer.get(TOKEN_MAX_IMAGES)
         token = ClientTokenGrant(
@@ -58,7 +61,7 @@ def caller_of(event: dict[str, Any], *, now: float | None = None) -> Caller:
     # API Gateway may serve a cached authorization for a while after the token expired: refuse it here.
     if token.expires_at <= (time.time() if now is None else now):
         raise Unauthorized("The client token has expired; ask your backend for a new one.", code="token_expired")
-    return Caller(key_id=str(key_id), owner_id=str(owner_id), token=token)
+    return Caller(key_id=str(key_id), owner_id=str(owner_id), token=token, budget=budget)
 
 
 def spender_of(event: dict[str, Any]) -> Spender:

@@ -11,14 +11,13 @@ task out of ``processing`` gives back.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagecore.domain.errors import ImageServiceError, ServiceMisconfigured, StorageUnavailable, TokenBudgetExceeded
+from imagecore.domain.errors import ImageServiceError, TokenBudgetExceeded
 from imagecore.platform import aws
 from imagecore.platform.observability import logger
 
@@ -115,30 +114,6 @@ class TokenImageCounter:
             )
         except (BotoCoreError, ClientError) as exc:
             logger.warning("token images not given back", extra={"token_id": token_id, "error": type(exc).__name__})
-
-
-def counted_images(
-    counter: TokenImageCounter | None,
-    token: ClientTokenGrant | None,
-    n: int,
-    produce: Callable[[], T],
-    made: Callable[[T], int],
-) -> T:
-    """``produce()`` within the client token's image limit (no token, or no limit: just ``produce()``)."""
-    if token is None or token.max_images is None:
-        return produce()
-    if counter is None:
-        raise ServiceMisconfigured("Client-token image limits are not configured (TOKEN_USAGE_TABLE).")
-    counter.reserve(token.id, n, limit=token.max_images, expires_at=token.expires_at)
-    try:
-        result = produce()
-    except StorageUnavailable:
-        raise  # the upstream made (and billed) the images: they stay counted
-    except BaseException:
-        counter.release(token.id, n)
-        raise
-    counter.release(token.id, n - made(result))
-    return result
 
 
 def _exceeded(n: int, limit: int) -> TokenBudgetExceeded:

@@ -21,7 +21,6 @@ from imagecore.domain.validation import validation_error
 from imagecore.edge.cors import with_cors
 from imagecore.edge.http_errors import error_answer, internal_error, record_error
 from imagecore.edge.request_body import JSON, require_content_type
-from imagecore.platform import after_response
 from imagecore.platform.observability import current_record, logger, request_record
 
 # What every error answer looks like in the OpenAPI document (the OpenAI error shape).
@@ -82,10 +81,9 @@ def serve(
     operation: str,
     accepted_content_types: tuple[str, ...] = (JSON,),
 ) -> dict[str, Any]:
-    """Resolve one API Gateway event, writing exactly one request record; what the request defers runs after
-    (``imagecore.platform.after_response``)."""
+    """Resolve one API Gateway event, writing exactly one request record."""
     request_id = getattr(context, "aws_request_id", None)
-    with after_response.invocation(request_id), request_record(operation, event, request_id) as record:
+    with request_record(operation, event, request_id) as record:
         try:
             require_content_type(event, accepted_content_types)
         except ImageServiceError as exc:

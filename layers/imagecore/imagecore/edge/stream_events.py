@@ -10,7 +10,6 @@ becomes its ``event: error``. An idempotent replay streams the stored images aga
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +17,8 @@ from imagecore.domain.errors import InvalidRequest
 from imagecore.domain.models import GenerationResponse, ImageData, ImageRequest, Usage
 from imagecore.edge.streaming import EventChannel, current_events
 from imagecore.platform.observability import current_record
-from imagecore.usecases.service import Delivery, ImageEvent, ImageService
+from imagecore.usecases.delivery import Delivery, ImageEvent
+from imagecore.usecases.service import ImageService
 
 StreamKind = Literal["image_generation", "image_edit"]
 # The fields of OpenAI's image events besides the image itself.
@@ -45,8 +45,8 @@ class _Final:
 
 
 class ImageEventWriter:
-    """Turns what the service reports (``on_partial``, ``on_stored``) into OpenAI's stream events on one
-    channel: previews at once, the finished images with the usage once the upstream has said it."""
+    """Turns the events of a generation or edit (``ImageEvents``: ``partial``, ``stored``) into OpenAI's stream
+    events on one channel: previews at once, the finished images with the usage once the upstream has said it."""
 
     def __init__(self, channel: EventChannel, kind: StreamKind, service: ImageService, request: ImageRequest) -> None:
         self.channel = channel
@@ -120,14 +120,9 @@ class ImageEventWriter:
         return [_Final(ref.key, self.service.store.read(ref.key), ref.revised_prompt) for ref in stored.images]
 
 
-def stream_answer(
-    kind: StreamKind,
-    service: ImageService,
-    request: ImageRequest,
-    deliver: Callable[[ImageEventWriter], Delivery],
-) -> GenerationResponse:
-    """Run ``deliver`` (which hands ``writer.partial`` and ``writer.stored`` to the service) and stream it."""
+def open_image_stream(kind: StreamKind, service: ImageService, request: ImageRequest) -> ImageEventWriter:
+    """The events of one generation or edit, to hand to its use case (``events=``); ``writer.completed(delivery)``
+    then ends the stream. A ``stream: true`` request that reached a buffered integration is refused here."""
     channel = stream_channel()
     channel.expect_events()
-    writer = ImageEventWriter(channel, kind, service, request)
-    return writer.completed(deliver(writer))
+    return ImageEventWriter(channel, kind, service, request)

@@ -34,7 +34,6 @@ from typing import Any
 
 from imagecore.edge.cors import configured_policy, origin_of
 from imagecore.edge.http_errors import error_answer, internal_error
-from imagecore.platform import after_response
 from imagecore.platform.observability import RequestRecord, hold_records, logger, metrics, write_record
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -120,7 +119,6 @@ class AdapterLambdaContext:
     memory_limit_in_mb: int = 0
     log_group_name: str = ""
     log_stream_name: str = ""
-    forwarded: bool = False  # whether the adapter named the invocation (its request id is Lambda's own)
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, self.deadline_ms - int(time.time() * 1000))
@@ -145,7 +143,6 @@ class AdapterLambdaContext:
             memory_limit_in_mb=int(env.get("memory") or 0),
             log_group_name=str(env.get("log_group") or ""),
             log_stream_name=str(env.get("log_stream") or ""),
-            forwarded=bool(data.get("request_id")),
         )
 
 
@@ -219,9 +216,7 @@ class _Relay:
 
 
 def function_edge(handler: Handler, idle_limit_seconds: float) -> StreamedEdge:
-    """A streamed function's ASGI app (its ``streamed_app``), made during init, before the adapter's readiness
-    check passes: the after-response extension registers then, as Lambda requires."""
-    after_response.start_extension()
+    """A streamed function's ASGI app (its ``streamed_app``), made during init."""
     return StreamedEdge(handler, StreamLimits.for_idle_limit(idle_limit_seconds))
 
 
@@ -249,11 +244,7 @@ class StreamedEdge:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         context = AdapterLambdaContext.from_header(dict(headers_lower(headers)).get(LAMBDA_CONTEXT_HEADER))
-        # For Lambda the invocation is over when its answer is complete and its request line written; what it
-        # deferred (its usage settlement) runs after that, while the environment is still held, however the
-        # request ended.
-        with after_response.invocation(context.aws_request_id if context.forwarded else None):
-            await self._answer(scope, receive, send, headers, context)
+        await self._answer(scope, receive, send, headers, context)
 
     async def _answer(
         self, scope: Scope, receive: Receive, send: Send, headers: list[tuple[str, str]], context: AdapterLambdaContext

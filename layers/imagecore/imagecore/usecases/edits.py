@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
@@ -18,7 +18,7 @@ from imagecore.domain.images import ImageInfo, ImageTooLarge, NotAnImage, verify
 from imagecore.domain.jsonbody import parse_json_body
 from imagecore.domain.models import CONTENT_TYPES, EXTENSIONS, FILENAME_MAX_CHARS, EditParameters, EditUploadRequest
 from imagecore.domain.validation import validation_error
-from imagecore.storage.store import UploadedFile, UploadNotFound, UploadTooLarge
+from imagecore.storage.store import ImageStore, UploadedFile, UploadNotFound, UploadStore, UploadTooLarge
 
 if TYPE_CHECKING:  # werkzeug's multipart parser is imported by the edits function only, when it parses a body
     from werkzeug.datastructures import FileStorage, MultiDict
@@ -68,10 +68,10 @@ def edit_fingerprint(edit: EditInput) -> dict[str, Any]:
 
 
 def edit_from_kept(
-    parameters: dict[str, Any], inputs: list[dict[str, str]], read: Callable[[str], bytes], *, max_image_bytes: int
+    parameters: dict[str, Any], inputs: list[dict[str, str]], store: ImageStore, *, max_image_bytes: int
 ) -> EditInput:
     """An edit task's inputs, as its submission kept them in S3, checked again."""
-    raw = [RawFile(f"{entry['role']}", read(entry["key"]), entry.get("filename")) for entry in inputs]
+    raw = [RawFile(f"{entry['role']}", store.read(entry["key"]), entry.get("filename")) for entry in inputs]
     images = [item for item, entry in zip(raw, inputs, strict=True) if entry["role"] == "image"]
     masks = [item for item, entry in zip(raw, inputs, strict=True) if entry["role"] == "mask"]
     checked, mask = check_images(images, masks[0] if masks else None, max_image_bytes=max_image_bytes)
@@ -101,12 +101,24 @@ def edit_from_multipart(body: bytes, content_type: str, *, max_image_bytes: int)
     return EditInput(parameters, checked, checked_mask)
 
 
-def edit_from_uploads(
-    body: str | bytes,
-    read_upload: Callable[[str], UploadedFile],
-    *,
-    max_image_bytes: int,
-) -> EditInput:
+class UploadReader(Protocol):
+    def read(self, upload_id: str) -> UploadedFile:
+        """The caller's upload ``upload_id``; ``UploadNotFound`` or ``UploadTooLarge`` when it cannot be used."""
+
+
+@dataclass(frozen=True)
+class OwnUploads:
+    """The uploads of one caller, each read up to the size an input image may have."""
+
+    store: UploadStore
+    owner: str
+    max_bytes: int
+
+    def read(self, upload_id: str) -> UploadedFile:
+        return self.store.read(self.owner, upload_id, max_bytes=self.max_bytes)
+
+
+def edit_from_uploads(body: str | bytes, uploads: UploadReader, *, max_image_bytes: int) -> EditInput:
     try:
         request = EditUploadRequest.model_validate(parse_json_body(body))
     except ValidationError as exc:
@@ -118,7 +130,7 @@ def edit_from_uploads(
     def fetch(ref: tuple[str, str]) -> RawFile:
         param, upload_id = ref
         try:
-            upload = read_upload(upload_id)
+            upload = uploads.read(upload_id)
         except UploadNotFound:
             raise NotFound(
                 f"No upload '{upload_id}' for this API key (uploads expire after about a day).",

@@ -9,7 +9,7 @@ A first run that dies (a timeout, a crash) leaves its record "in progress" until
 have lived is over (Powertools' in-progress expiry, from the Lambda context): until then a retry is a 409, after
 it the retry runs. What it then runs is the caller's ``produce``; the synchronous image routes make that look in
 the key's own folder first, so the images the dead run paid for are answered rather than paid again
-(``runtime.ImageRuntime.deliver``).
+(``usecases.deliveries``).
 
 A record stays small whatever the request: it holds a digest of the request and a reference to the result (the
 S3 key of a ``result.json``, a task id), never the request, the prompt or the images, so no request is refused
@@ -22,10 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
 
 from imagecore.domain.errors import ImageServiceError, InvalidRequest
 from imagecore.platform import aws
@@ -40,6 +42,7 @@ EXPIRES_AFTER_SECONDS = 24 * 3600
 MAX_KEY_LENGTH = 255
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class IdempotencyConflict(ImageServiceError):
@@ -83,34 +86,65 @@ def idempotency_key(event: dict[str, Any]) -> str | None:
     return None
 
 
-def answer_once(
-    guard: Idempotency | None,
-    event: dict[str, Any],
-    context: LambdaContext,
-    *,
-    scope: str,
-    payload: Any,
-    produce: Callable[[], T],
-    encode: Callable[[T], dict[str, Any] | None],
-    decode: Callable[[dict[str, Any]], T],
-    key: str | None = None,
-) -> T:
-    """The one idempotent path of every POST: ``produce()`` once per (caller, route scope, Idempotency-Key).
-    The header is checked even where no idempotency table is configured, so a bad key is refused alike. ``key``
-    stands in for a request that sent none (a key the service made for it)."""
-    key = idempotency_key(event) or key
-    if guard is None:
-        return produce()
-    owner = current_record().owner_id or "anonymous"
-    return guard.once(
-        key=key,
-        scope=f"{owner}#{scope}",
-        payload=payload,
-        context=context,
-        produce=produce,
-        encode=encode,
-        decode=decode,
-    )
+@dataclass(frozen=True)
+class Once:
+    """One POST as idempotency sees it: whose (the caller's owner id), which route (``scope``), which key (the
+    request's ``Idempotency-Key``, or one the service made for it; None: no key) and which request (``payload``,
+    compared by digest)."""
+
+    owner: str
+    scope: str
+    key: str | None
+    payload: Any
+    context: LambdaContext
+
+    @classmethod
+    def of(cls, event: dict[str, Any], context: LambdaContext, *, scope: str, payload: Any) -> Once:
+        """The request's; its ``Idempotency-Key`` is checked here, whether or not a table is configured, so a bad
+        key is refused alike."""
+        owner = current_record().owner_id or "anonymous"
+        return cls(owner, scope, idempotency_key(event), payload, context)
+
+    def with_key(self, key: str) -> Once:
+        return replace(self, key=key)
+
+    def ignoring_presentation(self) -> Once:
+        """The same request as far as it decides which images are made: without ``response_format``, which
+        changes how the same images are answered, not which."""
+        return replace(self, payload=without_presentation(self.payload))
+
+
+class Codec(Protocol[T]):
+    """How a result is remembered (small: a reference, never the images) and recalled for a replay."""
+
+    def remember(self, value: T) -> dict[str, Any] | None:
+        """What the record keeps; None: the value reaches the caller but is not remembered."""
+
+    def recall(self, remembered: dict[str, Any]) -> T:
+        """The value a replay answers."""
+
+
+@dataclass(frozen=True)
+class ModelCodec(Generic[M]):
+    """An answer small enough to be remembered whole (a pydantic model)."""
+
+    model: type[M]
+
+    def remember(self, value: M) -> dict[str, Any] | None:
+        return value.model_dump()
+
+    def recall(self, remembered: dict[str, Any]) -> M:
+        return self.model.model_validate(remembered)
+
+
+def without_presentation(payload: Any) -> Any:
+    """The request without ``response_format`` (also in its ``parameters``)."""
+    if not isinstance(payload, dict):
+        return payload
+    trimmed = {name: value for name, value in payload.items() if name != "response_format"}
+    if isinstance(trimmed.get("parameters"), dict):
+        trimmed["parameters"] = without_presentation(trimmed["parameters"])
+    return trimmed
 
 
 def digest(payload: Any) -> str:
@@ -124,9 +158,14 @@ class Idempotency:
     client are loaded and made with the first request carrying an Idempotency-Key: a cold start answering a
     request without one does not pay for them."""
 
-    def __init__(self, table_name: str, *, region: str) -> None:
+    def __init__(self, table_name: str | None, *, region: str) -> None:
         self._table_name = table_name
         self._region = region
+
+    @property
+    def enabled(self) -> bool:
+        """Whether results are remembered (an idempotency table is configured)."""
+        return self._table_name is not None
 
     @cached_property
     def client(self) -> Any:
@@ -136,22 +175,14 @@ class Idempotency:
     def _store(self) -> DynamoDBPersistenceLayer:
         from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
+        assert self._table_name is not None
         return DynamoDBPersistenceLayer(table_name=self._table_name, boto3_client=self.client)
 
-    def once(
-        self,
-        *,
-        key: str | None,
-        scope: str,
-        payload: Any,
-        context: LambdaContext,
-        produce: Callable[[], T],
-        encode: Callable[[T], dict[str, Any] | None],
-        decode: Callable[[dict[str, Any]], T],
-    ) -> T:
-        """``produce()`` once per (scope, key); a replay returns ``decode(<the remembered encode(first)>)``.
-        When ``encode`` answers None the result goes to the caller but is not remembered."""
-        if key is None:
+    def once(self, call: Once, codec: Codec[T], produce: Callable[[], T]) -> T:
+        """The one idempotent path of every POST, and the only place a use case is passed as a callable:
+        ``produce()`` once per (caller, route, key); a replay answers ``codec.recall`` of what
+        ``codec.remember`` kept of the first. Without a key, or without a table, ``produce()``."""
+        if call.key is None or not self.enabled:
             return produce()
         from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
         from aws_lambda_powertools.utilities.idempotency.exceptions import (
@@ -176,7 +207,7 @@ class Idempotency:
             expires_after_seconds=EXPIRES_AFTER_SECONDS,
             response_hook=mark_replay,
         )
-        config.register_lambda_context(context)
+        config.register_lambda_context(call.context)
 
         @idempotent_function(data_keyword_argument="request", persistence_store=self._store, config=config)
         def run(request: dict[str, Any]) -> dict[str, Any]:
@@ -187,13 +218,14 @@ class Idempotency:
                 raised.append(exc)
                 raise
             fresh.append(value)
-            encoded = encode(value)
+            encoded = codec.remember(value)
             if encoded is None:
                 raise _NotRemembered(value)
             return encoded
 
         try:
-            remembered = run(request={"key": f"{scope}#{key}", "payload": digest(payload)})
+            request = {"key": f"{call.owner}#{call.scope}#{call.key}", "payload": digest(call.payload)}
+            remembered = run(request=request)
         except _NotRemembered as kept:
             unremembered: T = kept.value
             return unremembered
@@ -213,7 +245,7 @@ class Idempotency:
         current_record().idempotent_replay = bool(replayed)
         if fresh and not replayed:
             return fresh[0]
-        return decode(remembered)
+        return codec.recall(remembered)
 
 
 def _refusal(refused: Exception) -> ImageServiceError:

@@ -75,9 +75,10 @@ from imagecore.storage.manifest import (
     write_result,
 )
 from imagecore.storage.store import StorageError
+from imagecore.usecases.delivery import ImageEvent
 from imagecore.usecases.edits import edit_from_kept
 from imagecore.usecases.idempotency import digest
-from imagecore.usecases.service import ImageEvent, ImageService, describe_request
+from imagecore.usecases.service import ImageService, describe_request
 
 __all__ = ["COMPLETED", "FAILED", "MANIFEST", "REQUESTED", "Worker", "parse_job"]
 
@@ -185,7 +186,10 @@ class TaskPreviews:
     tasks: TaskStore
     task_id: str
 
-    def __call__(self, event: ImageEvent) -> None:
+    def stored(self, event: ImageEvent) -> None:
+        del event  # a task's images are listed when it completes
+
+    def partial(self, event: ImageEvent) -> None:
         if event.key is None:
             return
         created = event.fields.get("created_at")
@@ -494,13 +498,13 @@ class Worker:
         if task.kind == "generation":
             request = GenerationRequest.model_validate(task.request)
             return lambda deadline, record, folder: (
-                self.service.generate(request, deadline, record, folder=folder, on_partial=previews).stored
+                self.service.generate(request, deadline, record, folder=folder, events=previews).stored
             )
         edit = edit_from_kept(
-            task.request, task.inputs, self.service.store.read, max_image_bytes=self.settings.max_input_image_bytes
+            task.request, task.inputs, self.service.store, max_image_bytes=self.settings.max_input_image_bytes
         )
         return lambda deadline, record, folder: (
-            self.service.edit(edit, deadline, record, folder=folder, on_partial=previews).stored
+            self.service.edit(edit, deadline, record, folder=folder, events=previews).stored
         )
 
     # --- event-triggered generations ----------------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""Submit an async task (a generation or an edit): within the caller's admission, its record written and its job
+queued, once per Idempotency-Key (a replay is the task the first request made, as it stands now)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from imagecore.accounts.budgets import Cost, Spent
+from imagecore.accounts.caller import Caller
+from imagecore.domain.errors import NotFound, TasksUnavailable
+from imagecore.domain.models import ImageRequest
+from imagecore.jobs.tasks import Task, TaskKind, TaskStore, TaskStoreError, new_task_id, task_folder
+from imagecore.platform.observability import current_record
+from imagecore.storage.store import StorageError, UploadStore
+from imagecore.usecases.deps import ImageDeps
+from imagecore.usecases.edits import InputImage
+from imagecore.usecases.idempotency import Once
+from imagecore.usecases.service import describe_request
+
+
+@dataclass(frozen=True)
+class TaskSubmission:
+    caller: Caller
+    kind: TaskKind
+    parameters: ImageRequest
+    request: dict[str, Any]  # the parameters the task keeps
+    cost: Cost
+    once: Once  # the POST as idempotency sees it
+    inputs: list[tuple[str, InputImage]] = field(default_factory=list)  # an edit's images, kept for the worker
+    task_id: str = field(default_factory=new_task_id)
+
+
+@dataclass(frozen=True)
+class TaskCodec:
+    """A task is remembered by its id, so the record stays small whatever the request; a replay reads it."""
+
+    tasks: TaskStore
+
+    def remember(self, task: Task) -> dict[str, Any] | None:
+        return {"task_id": task.id}
+
+    def recall(self, remembered: dict[str, Any]) -> Task:
+        if set(remembered) != {"task_id"}:  # a record from before tasks were kept by reference
+            return Task.from_item(remembered)
+        try:
+            task = self.tasks.get(remembered["task_id"])
+        except TaskStoreError:
+            raise TasksUnavailable("The task of this Idempotency-Key cannot be read right now; try again.") from None
+        if task is None:
+            raise NotFound("The task of this Idempotency-Key is gone.", param="Idempotency-Key", code="task_not_found")
+        return task
+
+
+def submit_task(command: TaskSubmission, deps: ImageDeps, uploads: UploadStore | None = None) -> Task:
+    """The queued task. Its cost is reserved now and kept under its id for the worker to settle; its client
+    token's images are counted now and travel with it. ``uploads`` keeps an edit's inputs for the worker."""
+    record = current_record()
+    record.operation = command.once.scope.replace("/", ".")
+    describe_request(record, command.parameters, include_prompt=deps.settings.log_prompts)
+    if command.inputs:
+        record.images_in = sum(1 for role, _ in command.inputs if role == "image")
+    submitter = deps.tasks_submitter()
+    task = deps.idempotency.once(command.once, TaskCodec(submitter.tasks), lambda: _submit(command, deps, uploads))
+    record.task_id = task.id
+    return task
+
+
+def _submit(command: TaskSubmission, deps: ImageDeps, uploads: UploadStore | None) -> Task:
+    caller, task_id = command.caller, command.task_id
+    submitter = deps.tasks_submitter()
+    try:
+        with deps.admission.hold_task(caller, command.cost, images=command.parameters.n, task_id=task_id) as hold:
+            kept = uploads.keep_inputs(caller.owner_id, task_id, command.inputs) if uploads is not None else []
+            task = submitter.submit(
+                task_id=task_id,
+                owner=caller.owner_id,
+                kind=command.kind,
+                request=command.request,
+                folder=task_folder(task_id),
+                inputs=kept,
+                token_hold=hold.token_hold,
+            )
+            hold.settle(Spent(), images=command.parameters.n)
+    except (TaskStoreError, StorageError):
+        raise TasksUnavailable("The task could not be queued; nothing was run. Try again.") from None
+    return task
