@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if _selects(config, ROOT / E2E):
         from tests.e2e import launcher
 
-        launcher.start()
+        launcher.start(count=config.option.numprocesses)
 
 
 def _selects(config: pytest.Config, folder: Path) -> bool:
@@ -54,10 +54,12 @@ def _selects(config: pytest.Config, folder: Path) -> bool:
     return False
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The end-to-end tests share one local stack, and the package tests one built artifact: under pytest-xdist's
-    ``--dist loadgroup`` each set runs on one worker. Those two long sets are handed out first, so that they do not
-    end the run alone on one worker while the other waits."""
+    """Each end-to-end module keeps its state (the stack's, its module fixtures') to itself, and the package tests
+    share one built artifact: under pytest-xdist's ``--dist loadgroup`` each module, and the package tests, run on
+    one worker. These long groups are handed out first, so that none of them ends the run alone on one worker
+    while the other waits."""
     first = []
     for item in items:
         group = _long_group(item)
@@ -71,7 +73,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def _long_group(item: pytest.Item) -> str | None:
     if item.get_closest_marker("e2e") or E2E in item.nodeid:
-        return "e2e"
+        return f"e2e-{Path(str(item.fspath)).stem}"
     if "tests/package/" in item.nodeid:
         return "package"
     return None
@@ -84,7 +86,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from tests.template import sam_validate
 
         sam_validate.start()
-    if any(_long_group(item) == "e2e" for item in session.items):
+    if any(str(_long_group(item)).startswith("e2e") for item in session.items):
         from tests.e2e import launcher
 
         launcher.start()

@@ -1,9 +1,9 @@
 """Starts ``python -m local`` (the local stack exactly as ``make run`` starts it) in a process of its own, on free
 ports, as soon as the session knows end-to-end tests will run; ``wait_until_ready`` blocks until it serves.
 
-Under pytest-xdist the controller starts the one stack before its workers exist and hands them its ports and log
-file through the environment (``E2E_STACK``); the end-to-end tests run on one worker (their ``xdist_group``), so
-no two tests share the stack at once, as in a run without workers."""
+Under pytest-xdist the controller starts one stack per worker before the workers exist and hands them their ports
+and log files through the environment (``E2E_STACKS``): each worker runs its tests on a stack of its own, one
+after another, as a run without workers does (an end-to-end module stays on one worker: its ``xdist_group``)."""
 
 from __future__ import annotations
 
@@ -21,16 +21,22 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 50  # within the per-test timeout of the first test that waits for it
-ENVIRONMENT = "E2E_STACK"  # the started stack's ports and log file, for the processes that did not start it
+ENVIRONMENT = "E2E_STACKS"  # the started stacks' ports and log files, for the processes that did not start them
 
-_state: dict[str, Any] = {}
+_state: dict[str, Any] = {"processes": []}
 
 
-def start() -> None:
-    """Launch the stack (once per run: not when a parent process already did); its output goes to a log file the
-    tests read."""
-    if "process" in _state or ENVIRONMENT in os.environ:
+def start(count: int = 1) -> None:
+    """Launch ``count`` stacks (once per run: not when a parent process already did); their output goes to log
+    files the tests read."""
+    if _state["processes"] or ENVIRONMENT in os.environ:
         return
+    started = [_launch() for _ in range(count)]
+    # The workers pytest-xdist starts after this inherit it.
+    os.environ[ENVIRONMENT] = json.dumps(started)
+
+
+def _launch() -> dict[str, Any]:
     from tests.e2e.conftest import API_KEY, SIGNING_KEY, free_port
 
     log_path = Path(tempfile.mkdtemp(prefix="image-service-e2e-")) / "stack.log"
@@ -48,9 +54,15 @@ def start() -> None:
         env.pop(name, None)
     log: IO[str] = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    _state.update(process=process, log=log)
-    # The workers pytest-xdist starts after this inherit it.
-    os.environ[ENVIRONMENT] = json.dumps({"log_path": str(log_path), "port": port, "aws_port": aws_port})
+    _state["processes"].append((process, log))
+    return {"log_path": str(log_path), "port": port, "aws_port": aws_port}
+
+
+def _own_stack() -> dict[str, Any]:
+    """This process's stack: the one of its xdist worker's number (gw0, gw1, ...), or the only one."""
+    stacks = json.loads(os.environ[ENVIRONMENT])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return stacks[int(worker.removeprefix("gw")) % len(stacks)]
 
 
 def wait_until_ready() -> Any:
@@ -60,9 +72,9 @@ def wait_until_ready() -> Any:
     start()
     if "running" in _state:
         return _state["running"]
-    started = json.loads(os.environ[ENVIRONMENT])
+    started = _own_stack()
     log_path = Path(started["log_path"])
-    process = _state.get("process")
+    process = _state["processes"][0][0] if len(_state["processes"]) == 1 else None
     banner = ""
     deadline = time.monotonic() + START_SECONDS
     while "upstream" not in banner or "API key" not in banner:
@@ -84,17 +96,17 @@ def wait_until_ready() -> Any:
 
 
 def stop() -> None:
-    """Stop the stack if this process started it (a worker leaves the controller's alone)."""
-    process = _state.pop("process", None)
-    if process is not None:
+    """Stop the stacks this process started (a worker leaves the controller's alone)."""
+    for process, _ in _state["processes"]:
         process.terminate()
+    for process, log in _state["processes"]:
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        os.environ.pop(ENVIRONMENT, None)
-    log = _state.pop("log", None)
-    if log is not None:
         log.close()
+    if _state["processes"]:
+        os.environ.pop(ENVIRONMENT, None)
     _state.clear()
+    _state["processes"] = []
