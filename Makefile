@@ -22,7 +22,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 help:
 	@echo "make run     serve the API on http://127.0.0.1:$${PORT:-3000}/v1 (embedded S3 + upstream simulator)"
 	@echo "make test    the whole suite: lint + unit, template, integration, end-to-end and package tests"
-	@echo "make check   the inner loop: lint + unit, template and integration tests"
+	@echo "make check   the inner loop: lint + unit, template and integration tests but the slow ones"
 	@echo "make bench   the generations handler against a naive one: overhead, memory, cold start, layer size"
 	@echo "make package the deploy artifact (.aws-sam/build) for linux/arm64 python3.13, no Docker needed"
 
@@ -51,8 +51,10 @@ run: install
 test: install lint
 	$(PYTEST)
 
+# The inner loop: what make test runs but the end-to-end and package tests and those marked slow (checkov,
+# cfn-lint, sam validate, the traced interpreter, the local stack's start-up checks).
 check: install lint
-	$(PYTEST) tests/unit tests/template tests/integration
+	$(PYTEST) -m "not slow" tests/unit tests/template tests/integration
 
 test-unit: install
 	$(PYTEST) tests/unit

@@ -34,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     the paths it was given hold their tests, and the workers find them through the environment."""
     if not getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
         return
-    if _selects(config, ROOT / "tests" / "template"):
+    if _selects(config, ROOT / "tests" / "template") and "not slow" not in (config.option.markexpr or ""):
         from tests.template import sam_validate
 
         sam_validate.start()

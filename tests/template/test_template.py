@@ -526,6 +526,7 @@ def normalise(name: str) -> str:
 # --- 1. cfn-lint and sam validate -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cfn_lint_finds_nothing_in_any_region() -> None:
     from cfnlint.api import lint_all
 
@@ -534,6 +535,7 @@ def test_cfn_lint_finds_nothing_in_any_region() -> None:
     assert [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in findings] == []
 
 
+@pytest.mark.slow
 def test_sam_validate_lint_passes() -> None:
     assert sam_validate.sam_cli().exists(), f"aws-sam-cli is not installed next to {sys.executable}"
 
