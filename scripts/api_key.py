@@ -18,6 +18,9 @@ the script says so and exits with status 1 (run it again).
     python scripts/api_key.py revoke ios-app --stack image-service
     python scripts/api_key.py list --stack image-service
     python scripts/api_key.py revoke ios-app --secret-arn ARN --api-id ID --stage prod
+
+It works on a deployed stack only, with the AWS credentials and region of its account. The local stack (make run)
+takes its keys, plans and budgets from API_KEYS instead (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -31,11 +34,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.exceptions import ClientError
+NEEDS_A_DEPLOYED_STACK = (
+    "scripts/api_key.py manages the keys of a deployed stack and could not reach one ({reason}): run it with that "
+    "account's AWS credentials and its region (AWS_DEFAULT_REGION, or --region) and the stack's name (--stack, "
+    "image-service by default); the local stack (make run) takes its keys from API_KEYS instead"
+)
 
-from imagecore.accounts.auth import hash_key, new_api_key, owner_for_hash
-from imagecore.accounts.budgets import MAX_USAGE_DAYS, Budget, UsageLedger
+try:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+    from imagecore.accounts.auth import hash_key, new_api_key, owner_for_hash
+    from imagecore.accounts.budgets import MAX_USAGE_DAYS, Budget, UsageLedger
+except ModuleNotFoundError as missing:
+    sys.exit(
+        f"scripts/api_key.py needs the project's environment ({missing}): make install, then "
+        "run it as .venv/bin/python scripts/api_key.py"
+    )
 
 ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # The label the new version is written under until it is made current (so it is never current by accident).
@@ -286,7 +301,26 @@ def main(argv: list[str] | None = None, client: ClientFactory = boto3.client) ->
     args = parser.parse_args(argv)
     if not 1 <= args.days <= MAX_USAGE_DAYS:
         parser.error(f"--days: 1 to {MAX_USAGE_DAYS}")
+    try:
+        return run(args, parser, client)
+    except NoRegionError:
+        return refuse("no AWS region is set")
+    except NoCredentialsError:
+        return refuse("no AWS credentials were found")
+    except ClientError as exc:
+        if exc.operation_name != "DescribeStacks":
+            raise
+        return refuse(f"stack {args.stack!r}: {exc.response['Error'].get('Message', exc.response['Error']['Code'])}")
+    except BotoCoreError as exc:
+        return refuse(str(exc))
 
+
+def refuse(reason: str) -> int:
+    print(NEEDS_A_DEPLOYED_STACK.format(reason=reason), file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, client: ClientFactory) -> int:
     target = target_of(args, client)
     secrets = client("secretsmanager", region_name=args.region)
     document, read_version = read_keys(secrets, target.secret_arn)

@@ -284,3 +284,13 @@ def test_list_shows_names_and_owner_ids(aws, capsys):
     key = capsys.readouterr().out.strip()
     assert main(["list", "--secret-arn", arn]) == 0
     assert capsys.readouterr().out.strip() == f"ios-app\t{owner_for_hash(hash_key(key))}\tplan=-\tno budgets"
+
+
+def test_a_stack_that_does_not_exist_is_named(aws, capsys):
+    assert load_script()(["list", "--stack", "no-such-stack", "--region", "us-east-1"]) == 2
+    printed = capsys.readouterr().err
+
+    assert printed.startswith(
+        "scripts/api_key.py manages the keys of a deployed stack and could not reach one (stack 'no-such-stack': "
+    )
+    assert "Traceback" not in printed
