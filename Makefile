@@ -17,7 +17,7 @@ PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: openapi help install run test check test-unit test-integration test-template test-e2e lint bench requirements build package clean
+.PHONY: openapi help install run smoke test check test-unit test-integration test-template test-e2e lint bench requirements build package clean
 
 help:
 	@echo "make run     serve the API on http://127.0.0.1:$${PORT:-3000}/v1 (embedded S3 + upstream simulator)"
@@ -25,6 +25,7 @@ help:
 	@echo "make check   the inner loop: lint + unit, template and integration tests but the slow ones"
 	@echo "make bench   the generations handler against a naive one: overhead, memory, cold start, layer size"
 	@echo "make package the deploy artifact (.aws-sam/build) for linux/arm64 python3.13, no Docker needed"
+	@echo "make smoke  BASE_URL=... API_KEY=...: a black-box check of a deployment (docs/first-deployment.md)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -97,3 +98,9 @@ clean:
 # The merged OpenAPI document the health function serves; a test fails when it is stale.
 openapi: install
 	$(VENV)/bin/python -m imagecore.edge.openapi
+
+# A black-box check of a deployment (scripts/smoke.py): make smoke BASE_URL=https://.../prod/v1 API_KEY=...
+# [LONG=1] [MAX_IMAGES=6] [ORIGIN=https://app.example.com]. The key goes through the environment, never echoed.
+smoke: install
+	@BASE_URL="$(BASE_URL)" API_KEY="$(API_KEY)" LONG="$(LONG)" MAX_IMAGES="$(MAX_IMAGES)" ORIGIN="$(ORIGIN)" \
+		$(VENV)/bin/python scripts/smoke.py

@@ -65,8 +65,8 @@ def _start(upstream_key: str) -> tuple[Any, Any, Any, dict[str, Any]]:
     from moto.server import ThreadedMotoServer
     from werkzeug.serving import make_server
 
+    from functions.upstream_simulator.simulator import SimulatorOptions, UpstreamSimulator
     from local.resources import create_resources
-    from local.simulator import SimulatorOptions, UpstreamSimulator
     from local.template import project_template
 
     moto = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)

@@ -68,6 +68,8 @@ class Route:
     # ResponseTransferMode RESPONSE_STREAM: relayed by local.streaming (the function runs its run.sh app).
     streamed: bool = False
     memory_mb: int = 128
+    # The function's Lambda Web Adapter settings (AWS_LWA_*, PORT), as the template gives them.
+    adapter_variables: tuple[tuple[str, str], ...] = ()
 
     def match(self, method: str, path: str) -> dict[str, str] | None:
         if self.method not in (method, "ANY"):
@@ -195,6 +197,11 @@ def _routes(tpl: _Template, name: str, props: dict[str, Any]) -> list[Route]:
                 pattern=_path_pattern(spec["Path"]),
                 streamed=spec.get("ResponseTransferMode") == "RESPONSE_STREAM",
                 memory_mb=int(tpl.function_setting(props, "MemorySize", 128)),
+                adapter_variables=tuple(
+                    (variable, str(value))
+                    for variable, value in ((props.get("Environment") or {}).get("Variables") or {}).items()
+                    if variable.startswith("AWS_LWA_") or variable == "PORT"
+                ),
             )
         )
     return routes
@@ -478,20 +485,28 @@ class LocalApiGateway:
     def stream(self, route: Route, event: dict[str, Any], call: _Call) -> Response:
         """A streamed integration: the function's run.sh app behind the adapter, its answer relayed as written."""
         from local.streaming import StreamedFunction, asgi_target
+        from local.web_adapter import AdapterSettings, PreludeError
 
         target, factory = asgi_target(self.root / route.code_uri / route.handler)
-        function = StreamedFunction(route.function, route.code_uri, target, factory, route.timeout_s, route.memory_mb)
-        called = time.monotonic()
-        response = self.streams.invoke(
-            function,
-            event,
-            call.request.get_data(),
-            integration_timeout_s=route.integration_timeout_ms / 1000,
-            request_id=call.request_id,
-            on_timeout=lambda: self.gateway_response(
-                "INTEGRATION_TIMEOUT", call.request_id, 504, "Endpoint request timed out"
-            ),
+        adapter = AdapterSettings.from_environment(dict(route.adapter_variables))
+        function = StreamedFunction(
+            route.function, route.code_uri, target, factory, route.timeout_s, route.memory_mb, adapter
         )
+        called = time.monotonic()
+        try:
+            response = self.streams.invoke(
+                function,
+                event,
+                call.request.get_data(),
+                integration_timeout_s=route.integration_timeout_ms / 1000,
+                request_id=call.request_id,
+                on_timeout=lambda: self.gateway_response(
+                    "INTEGRATION_TIMEOUT", call.request_id, 504, "Endpoint request timed out"
+                ),
+            )
+        except PreludeError as exc:  # what API Gateway cannot read is its 502
+            logger.error("streamed answer without a readable prelude", extra={"reason": str(exc)})
+            raise GatewayError("DEFAULT_5XX", 502, "Internal server error") from exc
         call.integration_ms = round((time.monotonic() - called) * 1000)  # until the function's answer began
         return response
 

@@ -223,7 +223,7 @@ class LocalStack:
         if self.config.upstream_base_url and upstream_key:
             self.upstream_url = self.config.upstream_base_url
             return upstream_key
-        from local.simulator import SimulatorOptions, UpstreamSimulator
+        from functions.upstream_simulator.simulator import SimulatorOptions, UpstreamSimulator
 
         upstream_key = upstream_key or f"sim-{secrets.token_hex(8)}"
         self.simulator = UpstreamSimulator(
@@ -312,12 +312,17 @@ class LocalStack:
             refs={
                 **resource_refs(self.resources),
                 "UpstreamBaseUrl": self.upstream_url,
+                # With the built-in simulator the stack is what UpstreamSimulator=true deploys: the functions'
+                # upstream is the simulator's URL (its Function URL's stand-in) and health says so.
+                "UpstreamSimulator": "true" if self.simulator is not None else "false",
+                "UpstreamSimulatorFunctionUrl.FunctionUrl": self.upstream_url.removesuffix("v1"),
                 "IntegrationTimeoutMs": str(self.config.integration_timeout_ms),
                 "CorsAllowOrigins": self.config.cors_allow_origins,
                 "LogLevel": self.config.log_level,
             },
             secrets={
                 "UPSTREAM_API_KEY": upstream_key,
+                "SIMULATOR_API_KEY": upstream_key,
                 "API_KEYS": ",".join(self.keys),
                 "CLIENT_TOKEN_SIGNING_KEY": self.signing_key,
                 # made at each start: digests compare within one run, and nothing outside it can recompute them
@@ -325,13 +330,10 @@ class LocalStack:
             },
         )
         # The Lambda Web Adapter's own settings: here local.streaming plays the adapter.
-        for adapter_variable in (
-            "AWS_LAMBDA_EXEC_WRAPPER",
-            "AWS_LWA_INVOKE_MODE",
-            "AWS_LWA_READINESS_CHECK_PATH",
-            "PORT",
-        ):
-            environment.pop(adapter_variable, None)
+        for adapter_variable in [name for name in environment if name.startswith("AWS_LWA_")]:
+            environment.pop(adapter_variable)
+        environment.pop("AWS_LAMBDA_EXEC_WRAPPER", None)
+        environment.pop("PORT", None)
         if self.config.stream_idle_limit_s:
             # The streamed edge speaks before the idle limit: the same limit as the local gateway's.
             environment["STREAM_IDLE_LIMIT_SECONDS"] = str(self.config.stream_idle_limit_s)

@@ -1,11 +1,15 @@
 """Streamed integrations (``ResponseTransferMode: RESPONSE_STREAM`` in template.yaml) for the local gateway.
 
 In AWS such a route is invoked with InvokeWithResponseStream; the function runs AWS's Lambda Web Adapter, which
-starts ``run.sh`` (uvicorn serving the function's ASGI app) and relays each event to it as an HTTP request with
-the request context in ``x-amzn-request-context`` and the Lambda context in ``x-amzn-lambda-context``; API
-Gateway passes the bytes on as they come. Here the same happens in-process: each streamed function's app (the
-one its ``run.sh`` names) is served by uvicorn on a loopback port, and the gateway relays its answer chunk by
-chunk (chunked HTTP: ``curl -N`` shows each event as it is written) under API Gateway's streaming rules:
+starts ``run.sh`` (uvicorn serving the function's ASGI app), waits for its readiness path to answer a healthy
+status, and relays each event to it as an HTTP request with the request context in ``x-amzn-request-context``
+(re-serialized: only the fields the adapter models) and the Lambda context in ``x-amzn-lambda-context``; the
+answer goes back framed as a JSON prelude, 8 NUL bytes and the body, and API Gateway turns the prelude back into
+the status and headers and passes the body on as it comes. Here the same happens in-process (``local.web_adapter``
+plays the adapter's part, from the function's AWS_LWA_* settings): each streamed function's app (the one its
+``run.sh`` names) is served by uvicorn on a loopback port and checked for readiness before its first request,
+and the gateway relays its answer chunk by chunk (chunked HTTP: ``curl -N`` shows each event as it is written)
+under API Gateway's streaming rules:
 
 - no 29 s integration cut: the route's ``TimeoutInMillis`` (up to 15 minutes) and the function's ``Timeout``;
 - the idle limit: a stream that sends nothing for ``idle_limit`` seconds (5 minutes on a Regional endpoint,
@@ -21,7 +25,7 @@ import shlex
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +33,19 @@ import httpx
 from werkzeug.wrappers import Response
 
 from imagecore.platform.observability import logger
+from local.web_adapter import (
+    AdapterSettings,
+    PreludeError,
+    adapter_request_context,
+    read_prelude,
+    stream_prelude,
+    wait_until_ready,
+)
 
 # API Gateway's idle timeout of a streamed response, by endpoint type.
 IDLE_LIMIT_SECONDS = {"REGIONAL": 300.0, "PRIVATE": 300.0, "EDGE": 30.0}
 STREAM_MAX_SECONDS = 15 * 60
+INIT_LIMIT_SECONDS = 10.0  # Lambda's init phase
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length"}
 _NOT_RELAYED = _HOP_BY_HOP | {"date", "server"}  # API Gateway writes its own
 
@@ -45,6 +58,7 @@ class StreamedFunction:
     factory: bool
     timeout_s: float
     memory_mb: int
+    adapter: AdapterSettings = field(default_factory=AdapterSettings)
 
 
 def asgi_target(run_script: Path) -> tuple[str, bool]:
@@ -85,6 +99,11 @@ def _per_invocation(app: Any) -> Any:
         await app(scope, receive, send)
 
     return isolated
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
 
 
 class _AppServer:
@@ -130,7 +149,11 @@ class StreamedIntegrations:
                 package = ".".join(Path(function.code_uri.strip("/")).parts)
                 module = importlib.import_module(f"{package}.{module_name}")
                 app = getattr(module, attribute)
-                self._servers[function.name] = _AppServer(_per_invocation(app() if function.factory else app))
+                server = _AppServer(_per_invocation(app() if function.factory else app))
+                # The adapter takes no invocation before the app answers its readiness check (the init phase).
+                waited = wait_until_ready(f"http://127.0.0.1:{server.port}", function.adapter, INIT_LIMIT_SECONDS)
+                logger.debug("adapter: app ready", extra={"function": function.name, "ready_after_s": waited})
+                self._servers[function.name] = server
             return self._servers[function.name]
 
     def invoke(
@@ -165,7 +188,7 @@ class StreamedIntegrations:
             if name.lower() in _HOP_BY_HOP or name.lower() == "host":
                 continue
             headers.extend((name, value) for value in values)
-        headers.append(("x-amzn-request-context", json.dumps(event["requestContext"])))
+        headers.append(("x-amzn-request-context", json.dumps(adapter_request_context(event["requestContext"]))))
         headers.append(("x-amzn-lambda-context", json.dumps(lambda_context)))
         query = [(k, v) for k, vs in (event.get("multiValueQueryStringParameters") or {}).items() for v in vs]
         first_byte = min(integration_timeout_s, function.timeout_s, self.idle_limit)
@@ -183,13 +206,19 @@ class StreamedIntegrations:
             # Nothing came back before API Gateway gave up; the function goes on, as in AWS.
             return on_timeout()
         ends_at = started + min(STREAM_MAX_SECONDS, function.timeout_s)
-        response = Response(
+        if function.adapter.invoke_mode != "response_stream":
+            # A buffered adapter answers a whole proxy response, which a STREAM integration cannot read.
+            upstream.close()
+            raise PreludeError(f"{function.name}: AWS_LWA_INVOKE_MODE is not response_stream")
+        # The adapter frames the app's answer (prelude, delimiter, body); API Gateway reads it back.
+        framed = _chain(
+            stream_prelude(upstream.status_code, upstream.headers.multi_items()),
             self._relay(upstream, ends_at, request_id, function.name),
-            status=upstream.status_code,
-            direct_passthrough=True,
         )
+        answer = read_prelude(framed)
+        response = Response(answer.body, status=answer.status, direct_passthrough=True)
         response.headers.remove("Content-Type")
-        for name, value in upstream.headers.multi_items():
+        for name, value in answer.headers:
             if name.lower() not in _NOT_RELAYED:
                 response.headers.add(name, value)
         response.headers["x-amzn-RequestId"] = request_id

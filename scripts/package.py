@@ -313,6 +313,17 @@ def _module_name(source: Path) -> str:
     return ".".join(source.relative_to(ROOT).parts)
 
 
+def _entry_module(source: Path) -> str:
+    """The module a function starts from: its ``app``, or the package its ``run.sh`` runs with ``python -m``."""
+    if (source / "app.py").exists():
+        return f"{_module_name(source)}.app"
+    found = re.search(r"^exec python -m (\w+)\s*$", (source / "run.sh").read_text(), flags=re.M)
+    if found is None:
+        raise PackageError(f"{source.relative_to(ROOT)} has neither app.py nor a run.sh that runs a module")
+    main = source / found.group(1) / "__main__.py"
+    return f"{_module_name(source)}.{found.group(1)}" + (".__main__" if main.exists() else "")
+
+
 def _servers(functions: dict[str, Path]) -> list[dict[str, Any]]:
     """What each streamed function's ``run.sh`` has uvicorn load (its app factory, loop and HTTP protocol)."""
     servers = []
@@ -322,6 +333,8 @@ def _servers(functions: dict[str, Path]) -> list[dict[str, Any]]:
             continue
         text = script.read_text()
         command = re.search(r"-m uvicorn\s+(\S+):(\S+)", text)
+        if command is None and re.search(r"^exec python -m \w+\s*$", text, flags=re.M):
+            continue  # a plain Python server of its own (the upstream simulator): its code is compiled as it is
         if command is None:
             raise PackageError(f"{script.relative_to(ROOT)} starts no uvicorn app")
         loop, http = re.search(r"--loop\s+(\S+)", text), re.search(r"--http\s+(\S+)", text)
@@ -343,7 +356,7 @@ def discover(python: Path, functions: dict[str, Path]) -> list[Path]:
     request = {
         "root": str(ROOT),
         "sources_roots": [str(LAYER_SOURCE.parent)],
-        "apps": [f"{_module_name(source)}.app" for source in sources],
+        "apps": [_entry_module(source) for source in sources],
         "sources": [str(LAYER_SOURCE), *map(str, sources)],
         "servers": _servers(functions),
     }

@@ -210,7 +210,7 @@ def _simulator_server() -> Iterator[tuple[_Current, str]]:
 def simulator(_simulator_server: tuple[_Current, str]) -> Iterator[Any]:
     """A new upstream simulator (no faults, no calls, default options) on a real HTTP port; ``simulator.url`` is
     its /v1 base URL. The port stays the same for the whole session."""
-    from local.simulator import SimulatorOptions, UpstreamSimulator
+    from functions.upstream_simulator.simulator import SimulatorOptions, UpstreamSimulator
 
     current, url = _simulator_server
     sim = UpstreamSimulator(SimulatorOptions(api_key=UPSTREAM_KEY))

@@ -29,7 +29,9 @@ HTML_PAGE: dict[int, Any] = {
 
 @app.get("/v1/health", summary="Liveness")
 def health() -> HealthResponse:
-    return HealthResponse(version=imagecore.__version__)
+    return HealthResponse(
+        version=imagecore.__version__, upstream="simulator" if _settings().upstream_simulator else "sub2api"
+    )
 
 
 @app.get(
@@ -61,8 +63,12 @@ def asset(name: str):
 
 
 @cache
+def _settings() -> PublicPageSettings:
+    return PublicPageSettings.from_environment()
+
+
 def _s3_endpoint() -> str | None:
-    settings = PublicPageSettings.from_environment()
+    settings = _settings()
     return str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
 
 

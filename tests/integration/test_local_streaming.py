@@ -1,6 +1,7 @@
 """The local gateway's streamed integrations (``local.streaming``): the function's app served on a loopback
-port as the Lambda Web Adapter serves it, its answer relayed chunk by chunk, and API Gateway's streaming limits
-applied (the idle limit closes a silent stream; no payload limit)."""
+port as the Lambda Web Adapter serves it (readiness checked first, the request context as the adapter filters
+it, the answer framed as a prelude and read back as API Gateway reads it), relayed chunk by chunk, and API
+Gateway's streaming limits applied (the idle limit closes a silent stream; no payload limit)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from local.gateway import load_template, read_api
 from local.streaming import StreamedFunction, StreamedIntegrations, _AppServer, asgi_target, idle_limit_of
+from local.web_adapter import AdapterSettings, PreludeError, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def chunky_app(chunks: list[tuple[float, bytes]]):
+STREAMING = AdapterSettings(invoke_mode="response_stream")
+
+
+def chunky_app(
+    chunks: list[tuple[float, bytes]], status: int = 200, answer_headers: list[tuple[bytes, bytes]] | None = None
+):
     """An ASGI app that writes each chunk after its pause, and tells what it received."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -24,7 +33,8 @@ def chunky_app(chunks: list[tuple[float, bytes]]):
             return
         body = (await receive()).get("body", b"")
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        start_headers = [(b"content-type", b"text/plain")] if answer_headers is None else answer_headers
+        await send({"type": "http.response.start", "status": status, "headers": start_headers})
         seen = json.dumps({"body": body.decode(), "context": json.loads(headers["x-amzn-request-context"])})
         await send({"type": "http.response.body", "body": seen.encode() + b"\n", "more_body": True})
         for pause, chunk in chunks:
@@ -35,15 +45,22 @@ def chunky_app(chunks: list[tuple[float, bytes]]):
     return app
 
 
-def relay(chunks: list[tuple[float, bytes]], idle_limit: float) -> tuple[list[tuple[float, bytes]], Any]:
+def relay(
+    chunks: list[tuple[float, bytes]], idle_limit: float, app: Any = None, adapter: AdapterSettings = STREAMING
+) -> tuple[list[tuple[float, bytes]], Any]:
     integrations = StreamedIntegrations(ROOT, idle_limit)
-    function = StreamedFunction("TestFunction", "functions/test/", "app:app", False, 60, 128)
-    integrations._servers[function.name] = _AppServer(chunky_app(chunks))
+    function = StreamedFunction("TestFunction", "functions/test/", "app:app", False, 60, 128, adapter)
+    integrations._servers[function.name] = _AppServer(app or chunky_app(chunks))
     event = {
         "httpMethod": "POST",
         "path": "/v1/images/generations",
         "multiValueHeaders": {"Content-Type": ["application/json"]},
-        "requestContext": {"requestId": "r-1", "authorizer": {"keyId": "key_1"}},
+        "requestContext": {
+            "requestId": "r-1",
+            "extendedRequestId": "x-1",
+            "authorizer": {"keyId": "key_1"},
+            "identity": {"sourceIp": "203.0.113.9", "clientCert": {"clientCertPem": "..."}},
+        },
     }
     try:
         started = time.monotonic()
@@ -62,7 +79,11 @@ def test_chunks_are_relayed_as_they_are_written_with_the_request_context():
     assert response.status_code == 200
     text = b"".join(chunk for _, chunk in received)
     first = json.loads(text.split(b"\n", 1)[0])
-    assert first == {"body": '{"prompt": "p"}', "context": {"requestId": "r-1", "authorizer": {"keyId": "key_1"}}}
+    assert first["body"] == '{"prompt": "p"}'
+    context = first["context"]  # what the adapter's typed request context keeps, nulls included
+    assert (context["requestId"], context["authorizer"], context["httpMethod"]) == ("r-1", {"keyId": "key_1"}, None)
+    assert context["identity"]["sourceIp"] == "203.0.113.9" and context["identity"]["userAgent"] is None
+    assert "extendedRequestId" not in context and "clientCert" not in context["identity"]
     assert text.endswith(b"one\ntwo\n")
     times = {chunk: at for at, chunk in received}
     assert times[b"one\n"] < times[b"two\n"] - 0.2  # the first was not held back for the second
@@ -95,3 +116,63 @@ def test_the_template_streams_exactly_the_two_image_routes_with_their_apps():
         assert route.timeout_s == 360
         assert asgi_target(ROOT / route.code_uri / route.handler) == ("app:streamed_app", True)
     assert idle_limit_of(template) == 300  # a Regional endpoint
+
+
+def test_the_answer_goes_through_the_prelude_status_headers_and_cookies_included():
+    headers = [(b"x-part", b"one"), (b"x-part", b"two"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")]
+    received, response = relay([(0, b"rest")], idle_limit=5, app=chunky_app([(0, b"rest")], 201, headers))
+
+    assert response.status_code == 201
+    assert response.headers.getlist("x-part") == ["one", "two"]
+    assert response.headers.getlist("Set-Cookie") == ["a=1", "b=2"]
+    # lambda_http's default when the app names no content type
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    assert b"".join(chunk for _, chunk in received).endswith(b"rest")
+    assert b"\x00" * 8 not in b"".join(chunk for _, chunk in received)
+
+
+def test_a_buffered_adapter_on_a_streamed_route_is_refused():
+    with pytest.raises(PreludeError, match="AWS_LWA_INVOKE_MODE"):
+        relay([], idle_limit=5, adapter=AdapterSettings(invoke_mode="buffered"))
+
+
+def readiness_app(ready_after: int, path: str = "/_ready"):
+    """503 on the readiness path for the first ``ready_after`` checks, then 200; 404 elsewhere."""
+    seen: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        seen.append(scope["path"])
+        checks = seen.count(path)
+        status = 404 if scope["path"] != path else 503 if checks <= ready_after else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app, seen
+
+
+def test_readiness_is_polled_until_the_healthy_status():
+    app, seen = readiness_app(ready_after=5)
+    server = _AppServer(app)
+    try:
+        settings = AdapterSettings(readiness_path="/_ready", healthy_status=frozenset({200}))
+        waited = wait_until_ready(f"http://127.0.0.1:{server.port}", settings, timeout_s=5)
+    finally:
+        server.stop()
+
+    assert seen == ["/_ready"] * 6
+    assert 0.04 < waited < 2  # every 10 ms
+
+
+def test_an_unhealthy_readiness_status_never_lets_the_first_request_in():
+    app, seen = readiness_app(ready_after=10_000)
+    server = _AppServer(app)
+    try:
+        settings = AdapterSettings(readiness_path="/_ready", healthy_status=frozenset({200}))
+        with pytest.raises(TimeoutError, match="not ready"):
+            wait_until_ready(f"http://127.0.0.1:{server.port}", settings, timeout_s=0.3)
+    finally:
+        server.stop()
+
+    assert len(seen) > 5 and set(seen) == {"/_ready"}

@@ -18,6 +18,7 @@ from local.gateway import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "scripts" / "package.py"
+SIMULATOR = "UpstreamSimulatorFunction"
 
 # Runs in `python -I -S`: no site-packages, no PYTHONPATH, no current directory; only what Lambda would have.
 PROBE = """
@@ -82,10 +83,14 @@ def probe(packaged: Path, function: str, event: Path | None) -> dict[str, Any]:
 def test_the_packaged_template_points_every_function_at_its_own_built_directory(packaged: Path) -> None:
     built = functions_of(packaged / "template.yaml")
     assert built == {name: name for name in functions_of(ROOT / "template.yaml")}
-    # nine functions (client tokens and usage among them), and the two streamed image functions, which share
-    # their buffered siblings' code
-    assert len(built) == 11
+    # nine functions (client tokens and usage among them), the two streamed image functions, which share
+    # their buffered siblings' code, and a test deployment's upstream simulator
+    assert len(built) == 12
     for name in built:
+        if name == SIMULATOR:  # run.sh starts the simulator package behind the adapter
+            assert (packaged / name / "simulator" / "__main__.py").is_file()
+            assert os.access(packaged / name / "run.sh", os.X_OK)
+            continue
         assert (packaged / name / "app.py").is_file()
         if name.endswith("StreamFunction"):  # the adapter starts run.sh, which must stay executable
             assert os.access(packaged / name / "run.sh", os.X_OK)
@@ -106,16 +111,42 @@ def test_the_layer_holds_imagecore_and_its_requirements_but_not_the_runtime_sdk(
     assert all(path.name.endswith(".cpython-313.pyc") for path in layer.rglob("*.pyc"))
 
 
-@pytest.mark.parametrize("function", sorted(functions_of(ROOT / "template.yaml")))
+@pytest.mark.parametrize("function", sorted(set(functions_of(ROOT / "template.yaml")) - {SIMULATOR}))
 def test_every_handler_imports_from_the_packaged_layout_alone(packaged: Path, function: str) -> None:
     result = probe(packaged, function, None)
     assert result["outside"] == [], f"{function} loaded modules from outside the package: {result['outside']}"
 
 
+def test_the_packaged_simulator_draws_from_the_packaged_layout_alone(packaged: Path) -> None:
+    """What ``python -m simulator`` imports and serves, from its CodeUri copy and the layer only."""
+    script = """
+import base64, io, json, sys
+sys.path[:0] = sys.argv[1:4]
+import simulator.__main__
+from simulator import SimulatorOptions, UpstreamSimulator
+from werkzeug.test import Client
+client = Client(UpstreamSimulator(SimulatorOptions(api_key="k", control=False)))
+answer = client.post("/v1/images/generations", json={"model": "gpt-image-2", "prompt": "p", "size": "1024x1024"},
+                     headers={"Authorization": "Bearer k"})
+from PIL import Image
+image = Image.open(io.BytesIO(base64.b64decode(answer.get_json()["data"][0]["b64_json"])))
+outside = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)
+                  and "site-packages" in m.__file__})
+print(json.dumps({"status": answer.status_code, "size": image.size, "outside": outside}))
+"""
+    command = [sys.executable, "-I", "-S", "-c", script, str(packaged / SIMULATOR)]
+    command += [str(packaged / "CoreLayer" / "python"), str(packaged / "runtime")]
+    done = subprocess.run(command, env=ENVIRONMENT, capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"status": 200, "size": [1024, 1024], "outside": []}
+
+
 def test_the_packaged_health_function_answers(packaged: Path) -> None:
     answer = probe(packaged, "HealthFunction", ROOT / "events" / "health.json")["answer"]
     assert answer["statusCode"] == 200
-    assert json.loads(answer["body"]) == {"status": "ok", "version": json.loads(answer["body"])["version"]}
+    body = json.loads(answer["body"])
+    assert body == {"status": "ok", "version": body["version"], "upstream": "sub2api"}
     assert json.loads(answer["body"])["version"]
 
 

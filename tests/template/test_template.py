@@ -55,6 +55,8 @@ UPSTREAM_BASE_URL = "https://sub2api.example.com/v1"
 REF_VALUES = {
     "ImagesBucket": "image-service-imagesbucket-1a2b3c4d5e6f",
     "UpstreamApiKeySecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:UpstreamApiKeySecret-AbCdEf",
+    "UpstreamSimulatorKeySecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:UpstreamSimulatorKey-StUvWx",
+    "UpstreamSimulatorFunctionUrl.FunctionUrl": "https://abcdefghijklmnop.lambda-url.us-east-1.on.aws/",
     "ApiKeysSecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:ApiKeysSecret-GhIjKl",
     "PromptDigestKeySecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:PromptDigestKeySecret-MnOpQr",
     "TasksTable": "image-service-TasksTable-1A2B3C4D5E6F",
@@ -99,8 +101,14 @@ IMAGE_ROUTES = {GENERATIONS_ROUTE: "GenerationsStreamFunction", EDITS_ROUTE: "Ed
 STREAMED_INTEGRATION_TIMEOUT_MS = 900_000  # the most a streamed integration may last (15 minutes)
 ADAPTER_LAYER = "arn:aws:lambda:${AWS::Region}:753240598075:layer:LambdaAdapterLayer{arch}:${WebAdapterLayerVersion}"
 ADAPTER_ARCHITECTURES = {"arm64": "Arm64", "x86_64": "X86"}
-# What the adapter needs to stream: its wrapper, the invoke mode, the app's port and readiness path.
-ADAPTER_VARIABLES = {"AWS_LAMBDA_EXEC_WRAPPER", "AWS_LWA_INVOKE_MODE", "AWS_LWA_READINESS_CHECK_PATH", "PORT"}
+# What the adapter (1.x names) needs to stream: its wrapper, the invoke mode, the app's port and readiness check.
+ADAPTER_VARIABLES = {
+    "AWS_LAMBDA_EXEC_WRAPPER",
+    "AWS_LWA_INVOKE_MODE",
+    "AWS_LWA_PORT",
+    "AWS_LWA_READINESS_CHECK_PATH",
+    "AWS_LWA_READINESS_CHECK_HEALTHY_STATUS",
+}
 # The routes that answer at once (submit a task, read one, presign an upload): API Gateway's default timeout.
 QUICK_ROUTES = sorted(set(AUTHORIZED_ROUTES) - set(IMAGE_ROUTES))
 UPSTREAM_BUDGET_SECONDS = 300  # the longest upstream call (sizes over 2560x1440)
@@ -450,6 +458,13 @@ def resolve(value: Any, sam: dict[str, Any], overrides: dict[str, Any] | None = 
     """What CloudFormation would put in an environment variable: parameters from their defaults (or
     ``overrides``), resources from REF_VALUES."""
     overrides = {"UpstreamBaseUrl": UPSTREAM_BASE_URL, **(overrides or {})}
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:  # the only condition an environment names
+        condition, when_true, when_false = value["Fn::If"]
+        assert condition == "UsesUpstreamSimulator", condition
+        simulated = resolve({"Ref": "UpstreamSimulator"}, sam, overrides) == "true"
+        return resolve(when_true if simulated else when_false, sam, overrides)
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+        return re.sub(r"\$\{([\w.]+)\}", lambda m: REF_VALUES[m.group(1)], value["Fn::Sub"])
     if isinstance(value, dict) and set(value) == {"Ref"}:
         name = value["Ref"]
         if name in overrides:
@@ -908,7 +923,8 @@ def test_streamed_function_runs_the_web_adapter_of_its_architecture(cfn: dict[st
     assert env["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/bootstrap"
     assert env["AWS_LWA_INVOKE_MODE"] == "response_stream"
     assert env["AWS_LWA_READINESS_CHECK_PATH"] == "/_ready"
-    assert int(env["PORT"]) > 1024
+    assert env["AWS_LWA_READINESS_CHECK_HEALTHY_STATUS"] == "200"
+    assert int(env["AWS_LWA_PORT"]) > 1024
 
 
 @pytest.mark.parametrize("function", sorted(IMAGE_ROUTES.values()))
@@ -921,7 +937,7 @@ def test_run_script_serves_the_streamed_app_on_the_adapters_port(sam: dict[str, 
     assert run.stat().st_mode & 0o111, "run.sh must be executable"
     assert text.startswith("#!/bin/bash\n")
     assert asgi_target(run) == ("app:streamed_app", True)
-    assert '--port "${PORT' in text and "--host 127.0.0.1" in text
+    assert '--port "${AWS_LWA_PORT:-${PORT' in text and "--host 127.0.0.1" in text
     assert "/opt/python" in text  # the layer's packages
 
 
@@ -1324,6 +1340,8 @@ def test_outputs(sam: dict[str, Any]) -> None:
         "UsageTableName",
         "ApiId",
         "ApiStage",
+        "TestDeployment",
+        "UpstreamSimulatorUrl",
     }
     assert outputs["UsageTableName"]["Value"] == {"Ref": "UsageTable"}
     # scripts/api_key.py flushes this API stage's authorizer cache after a key change

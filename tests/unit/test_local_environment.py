@@ -65,10 +65,26 @@ def test_every_function_at_once_and_parameters_overridden():
 
 
 def test_a_reference_with_nothing_local_is_named():
-    without_upstream = {name: value for name, value in refs().items() if name != "UpstreamBaseUrl"}
+    without_bucket = {name: value for name, value in refs().items() if name != "ImagesBucket"}
 
-    with pytest.raises(KeyError, match="UPSTREAM_BASE_URL: nothing local for !Ref UpstreamBaseUrl"):
-        function_environment(project_template(), "GenerationsFunction", refs=without_upstream)
+    with pytest.raises(KeyError, match="IMAGES_BUCKET: nothing local for ImagesBucket"):
+        function_environment(project_template(), "GenerationsFunction", refs=without_bucket)
+
+
+def test_a_test_deployment_points_the_upstream_at_the_simulators_url():
+    simulated = {
+        **refs(),
+        "UpstreamSimulator": "true",
+        "UpstreamSimulatorFunctionUrl.FunctionUrl": "https://abc.lambda-url.us-east-1.on.aws/",
+    }
+
+    generations = function_environment(project_template(), "GenerationsStreamFunction", refs=simulated)
+    real = function_environment(project_template(), "GenerationsStreamFunction", refs=refs())
+    health = function_environment(project_template(), "HealthFunction", refs=simulated)
+
+    assert generations["UPSTREAM_BASE_URL"] == "https://abc.lambda-url.us-east-1.on.aws/v1"
+    assert real["UPSTREAM_BASE_URL"] == refs()["UpstreamBaseUrl"]
+    assert health["UPSTREAM_SIMULATOR"] == "true"
 
 
 def test_globals_alone():

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from functions.upstream_simulator.simulator import declared_size_png
 from imagecore.upstream.reader import (
     BodyIncomplete,
     BodyMalformed,
@@ -26,7 +27,6 @@ from imagecore.upstream.reader import (
     normalise_fields,
     normalise_usage,
 )
-from local.simulator import declared_size_png
 
 LIMITS = ReadLimits(max_body_bytes=1 << 20, max_image_bytes=256 << 10)
 

@@ -43,6 +43,10 @@ class HealthResponse(BaseModel):
 
     status: Literal["ok"] = "ok"
     version: str
+    upstream: Annotated[
+        Literal["sub2api", "simulator"],
+        Field(description="simulator: a test deployment, whose images come from the upstream simulator (free)."),
+    ] = "sub2api"
 
 
 class UsageDay(BaseModel):

@@ -1,8 +1,11 @@
 """The streamed HTTP edge of the image routes: an ASGI app behind AWS's Lambda Web Adapter.
 
-API Gateway streams these routes (``responseTransferMode: STREAM``): the adapter turns each event back into an
-HTTP request to this app (the request context in ``x-amzn-request-context``, the Lambda context in
-``x-amzn-lambda-context``) and relays what the app writes as it writes it. The app rebuilds the proxy event and
+API Gateway streams these routes (``responseTransferMode: STREAM``): the adapter (1.x, ``AWS_LWA_INVOKE_MODE:
+response_stream``) waits until ``GET /_ready`` (``AWS_LWA_READINESS_CHECK_PATH``) answers 200
+(``AWS_LWA_READINESS_CHECK_HEALTHY_STATUS``) on ``AWS_LWA_PORT``, then turns each event back into an HTTP request
+to this app (the request context, re-serialized to the fields the adapter models, in ``x-amzn-request-context``;
+the Lambda context in ``x-amzn-lambda-context``) and relays what the app writes as it writes it, after a JSON
+prelude of its status and headers. The app rebuilds the proxy event and
 runs the function's own Powertools handler on it in a worker thread, so validation, the error-to-HTTP map,
 idempotency, the request line and the service are the very ones of ``imagecore.api``; this module only decides
 *when* bytes go out:
@@ -44,7 +47,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 REQUEST_CONTEXT_HEADER = "x-amzn-request-context"
 LAMBDA_CONTEXT_HEADER = "x-amzn-lambda-context"
-READINESS_PATH = "/_ready"
+READINESS_PATH = "/_ready"  # the template's AWS_LWA_READINESS_CHECK_PATH (tests/template checks they agree)
 # JSON allows whitespace before a value: a client's JSON parser reads " \n \n{...}" as the object.
 JSON_KEEPALIVE = b" \n"
 SSE_KEEPALIVE = b": keep-alive\n\n"

@@ -67,6 +67,9 @@ class PublicPageSettings(EnvironmentSettings):
         HttpUrl | None,
         Field(description="Only for the local stack: where the pages may load the images from (else S3 itself)."),
     ] = None
+    upstream_simulator: Annotated[
+        bool, Field(description="The stack calls the upstream simulator (a test deployment): health says so.")
+    ] = False
 
 
 # A revoked key stops working once both caches have forgotten it: the authorizer's result cache

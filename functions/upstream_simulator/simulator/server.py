@@ -1,4 +1,5 @@
-"""A stand-in for sub2api serving gpt-image-2, for the local stack, the tests and the benchmark.
+"""A stand-in for sub2api serving gpt-image-2, for the local stack, the tests, the benchmark and a test deployment
+(``UpstreamSimulator=true``: this package runs as a function behind the Lambda Web Adapter, ``__main__``).
 
 It serves ``/v1/images/generations`` and ``/v1/images/edits`` (multipart, like sub2api: ``image``, ``image[]``
 or ``image[N]`` file parts and ``mask``). It renders real images of the requested size and format with
@@ -9,6 +10,10 @@ Retry-After, garbage.
 With ``stream: true`` it answers server-sent events like the upstream: ``partial_images`` partial images
 (``image_generation.partial_image`` / ``image_edit.partial_image``), then one ``*.completed`` event per image with
 ``usage``, the latency spread between them.
+
+A request asks for its own delay with ``[simulate delay=65s]`` in its prompt (it passes through the service to
+the upstream untouched) or an ``X-Simulator-Delay-Ms`` header: that call takes that long, so a deployment can
+prove that a minute-long generation still answers.
 
 Control endpoints (not part of the upstream API):
 - ``POST /_simulator/faults`` ``{"responses": [{"status": 503}, ...]}`` queues scripted answers, one per call.
@@ -28,34 +33,34 @@ Control endpoints (not part of the upstream API):
 - ``POST /_simulator/options`` ``{"latency_ms": 40000, "keepalive_ms": 0}`` changes the behaviour until the
   next reset (a test that needs a slow upstream asks for one);
 - ``POST /_simulator/reset`` clears all three.
+They are off (404) when ``SimulatorOptions.control`` is false, as in a deployment.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
-import math
+import re
 import secrets
-import struct
 import threading
 import time
-import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from typing import Any
 
-from PIL import Image, ImageDraw
 from werkzeug.wrappers import Request, Response
 
 from imagecore.domain.models import MODELS, parse_size
 
-# Output tokens per image at 1024x1024 for each quality (OpenAI's published table for GPT image models).
-_TOKENS_1M = {"low": 272, "medium": 1056, "high": 4160}
-_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+from .rendering import declared_size_png, estimate_usage, render_image, runaway_image
+
+# "[simulate delay=65s]" (or 1500ms) in a prompt: that call takes that long.
+DELAY_MARKER = re.compile(r"\[simulate delay=(\d+(?:\.\d+)?)(ms|s)\]")
+DELAY_HEADER = "X-Simulator-Delay-Ms"
+MAX_DELAY_MS = 14 * 60 * 1000  # under a function's 15 minutes
+READY_PATH = "/_ready"
 
 
 @dataclass
@@ -64,6 +69,7 @@ class SimulatorOptions:
     latency_ms: int = 0  # how long "generation" takes
     keepalive_ms: int = 0  # while generating, write " \n" this often (sub2api's keep-alive)
     account_id: str | None = "acct-local-simulator"
+    control: bool = True  # the /_simulator/* endpoints (faults, stats, options, reset)
 
 
 @dataclass
@@ -72,49 +78,6 @@ class _State:
     calls: int = 0
     last_request: dict[str, Any] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def estimate_usage(prompt: str, size: str, quality: str, n: int, image_tokens: int = 0) -> dict[str, Any]:
-    width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
-    per_image = _TOKENS_1M.get(quality, _TOKENS_1M["medium"]) * (width * height) / (1024 * 1024)
-    text_tokens = max(1, math.ceil(len(prompt) / 4))
-    output_tokens = round(per_image) * n
-    return {
-        "input_tokens": text_tokens + image_tokens,
-        "output_tokens": output_tokens,
-        "total_tokens": text_tokens + image_tokens + output_tokens,
-        "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_tokens},
-    }
-
-
-@lru_cache(maxsize=32)
-def render_image(width: int, height: int, output_format: str, compression: int | None, seed: str) -> bytes:
-    """A real picture: colour gradients, shapes and grain decided by ``seed`` (the prompt), so different prompts
-    give different images and the files compress like photographs rather than flat colour."""
-    digest = hashlib.sha256(seed.encode("utf-8")).digest()
-    gradient = Image.linear_gradient("L")
-    red = gradient.resize((width, height))
-    green = gradient.rotate(90).resize((width, height))
-    blue = Image.radial_gradient("L").resize((width, height))
-    image = Image.merge("RGB", (red, green, blue))
-    tint = Image.new("RGB", (width, height), (digest[0], digest[1], digest[2]))
-    image = Image.blend(image, tint, 0.35)
-    draw = ImageDraw.Draw(image)
-    for i in range(6):
-        x, y = digest[3 + i] / 255 * width, digest[9 + i] / 255 * height
-        r = (0.05 + digest[15 + i] / 255 * 0.2) * min(width, height)
-        colour = (digest[21 + i % 8], digest[(22 + i) % 32], digest[(23 + i) % 32])
-        draw.ellipse((x - r, y - r, x + r, y + r), fill=colour, outline=(255, 255, 255), width=max(2, width // 400))
-    grain = Image.effect_noise((width, height), 24).convert("RGB")
-    image = Image.blend(image, grain, 0.12)
-    out = io.BytesIO()
-    options: dict[str, Any] = {}
-    if output_format == "png":
-        options["compress_level"] = 1
-    else:
-        options["quality"] = 85 if compression is None else max(1, 100 - compression)
-    image.save(out, _PIL_FORMATS[output_format], **options)
-    return out.getvalue()
 
 
 class UpstreamSimulator:
@@ -158,8 +121,21 @@ class UpstreamSimulator:
         request = Request(environ)
         return self._dispatch(request)(environ, start_response)
 
+    # (method, path ending) -> the method that answers it: the upstream's routes, one line each.
+    ROUTES: dict[tuple[str, str], Callable[[UpstreamSimulator, Request], Response]] = {}
+
     def _dispatch(self, request: Request) -> Response:
         path = request.path.rstrip("/")
+        if path == READY_PATH and request.method == "GET":  # the Lambda Web Adapter's readiness check
+            return _json(200, {"ready": True})
+        if path.startswith("/_simulator/") and self.options.control:
+            return self._control(request, path)
+        for (method, ending), answer in self.ROUTES.items():
+            if request.method == method and path.endswith(ending):
+                return answer(self, request)
+        return _json(404, _error("Not found", "invalid_request_error", "not_found"))
+
+    def _control(self, request: Request, path: str) -> Response:
         if path == "/_simulator/faults" and request.method == "POST":
             self.queue_faults(*(request.get_json(force=True) or {}).get("responses", []))
             return _json(200, {"queued": len(self._state.faults)})
@@ -171,10 +147,6 @@ class UpstreamSimulator:
         if path == "/_simulator/reset" and request.method == "POST":
             self.reset()
             return _json(200, {"reset": True})
-        if path.endswith("/images/generations") and request.method == "POST":
-            return self._generations(request)
-        if path.endswith("/images/edits") and request.method == "POST":
-            return self._edits(request)
         return _json(404, _error("Not found", "invalid_request_error", "not_found"))
 
     def _generations(self, request: Request) -> Response:
@@ -185,7 +157,7 @@ class UpstreamSimulator:
         early, damage = self._receive(request, {"json": body})
         if early is not None:
             return early
-        return self._images(body, self._headers(), damage=damage)
+        return self._images(body, self._headers(), damage=damage, delay_ms=_header_delay(request))
 
     def _edits(self, request: Request) -> Response:
         """Multipart like sub2api's: image / image[] / image[N] file parts and an optional mask; 400 without a file."""
@@ -219,7 +191,14 @@ class UpstreamSimulator:
             body["stream"] = str(body["stream"]).lower() == "true"
         body.setdefault("model", "gpt-image-2")
         # Edit input tokens: the prompt plus each reference image (a flat 765 per image here).
-        return self._images(body, headers, extra_input_tokens=765 * len(images), damage=damage, kind="image_edit")
+        return self._images(
+            body,
+            headers,
+            extra_input_tokens=765 * len(images),
+            damage=damage,
+            kind="image_edit",
+            delay_ms=_header_delay(request),
+        )
 
     def _receive(self, request: Request, summary: dict[str, Any]) -> tuple[Response | None, dict[str, Any] | None]:
         """Count the call, remember what came, and answer early when a fault is queued or the key is wrong;
@@ -255,6 +234,7 @@ class UpstreamSimulator:
         extra_input_tokens: int = 0,
         damage: dict[str, Any] | None = None,
         kind: str = "image_generation",
+        delay_ms: int | None = None,
     ) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
             return _json(400, _error("prompt is required", "invalid_request_error", "missing_required_parameter"))
@@ -269,6 +249,7 @@ class UpstreamSimulator:
         quality = str(body.get("quality") or "auto")
         n = int(body.get("n") or 1)
         prompt = body["prompt"]
+        latency_ms = requested_delay_ms(prompt, delay_ms, self.options.latency_ms)
         images = [
             render_image(width, height, output_format, body.get("output_compression"), f"{prompt}#{i}")
             for i in range(n)
@@ -285,7 +266,7 @@ class UpstreamSimulator:
                 render_image(width, height, output_format, body.get("output_compression"), f"{prompt}#partial{k}")
                 for k in range(int(body.get("partial_images") or 0))
             ]
-            return self._events(kind, images, partials, fields, usage, headers, damage or {})
+            return self._events(kind, images, partials, fields, usage, headers, damage or {}, latency_ms)
         payload = {
             "created": int(time.time()),
             "data": [
@@ -297,10 +278,12 @@ class UpstreamSimulator:
             "usage": usage,
         }
         if damage is not None:
-            return self._damaged(payload, headers, damage)
-        return self._respond(200, payload, headers, self.options.latency_ms, self.options.keepalive_ms)
+            return self._damaged(payload, headers, damage, latency_ms)
+        return self._respond(200, payload, headers, latency_ms, self.options.keepalive_ms)
 
-    def _damaged(self, payload: dict[str, Any], headers: dict[str, str], damage: dict[str, Any]) -> Response:
+    def _damaged(
+        self, payload: dict[str, Any], headers: dict[str, str], damage: dict[str, Any], latency_ms: int
+    ) -> Response:
         """The real answer, broken the way a faulty upstream or network breaks it."""
         mode = damage["mode"]
         if mode == "odd_metadata":
@@ -320,12 +303,12 @@ class UpstreamSimulator:
             return _cut_off(prefix, headers, "application/json")
         elif mode == "oversized":
             return Response(
-                _runaway_image(int(damage.get("bytes", 64 << 20))),
+                runaway_image(int(damage.get("bytes", 64 << 20))),
                 status=200,
                 headers=headers,
                 content_type="application/json",
             )
-        return self._respond(200, payload, headers, self.options.latency_ms, self.options.keepalive_ms)
+        return self._respond(200, payload, headers, latency_ms, self.options.keepalive_ms)
 
     def _events(
         self,
@@ -336,10 +319,11 @@ class UpstreamSimulator:
         usage: dict[str, Any],
         headers: dict[str, str],
         damage: dict[str, Any],
+        latency_ms: int,
     ) -> Response:
         """The upstream's SSE answer: the partial images, then one completed event per image; the latency is
         spread over the events, so a client sees them arrive one by one."""
-        pause = self.options.latency_ms / 1000 / (len(partials) + 1)
+        pause = latency_ms / 1000 / (len(partials) + 1)
         mode = damage.get("mode")
         stop_after = int(damage.get("after_partials", 0)) if mode in ("sse_error", "sse_cut") else None
 
@@ -403,20 +387,28 @@ class UpstreamSimulator:
         return Response(stream(), status=status, headers=headers, content_type="application/json")
 
 
-def declared_size_png(width: int, height: int) -> bytes:
-    """A small, well-formed PNG whose header declares ``width`` x ``height``: a decompression bomb for anyone who
-    trusts the header (its one IDAT row is all there is)."""
+UpstreamSimulator.ROUTES.update(
+    {
+        ("POST", "/images/generations"): UpstreamSimulator._generations,
+        ("POST", "/images/edits"): UpstreamSimulator._edits,
+    }
+)
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
+def requested_delay_ms(prompt: str, header_ms: int | None, default_ms: int) -> int:
+    """How long this call takes: the prompt's ``[simulate delay=...]``, else the header's, else the default."""
+    found = DELAY_MARKER.search(prompt)
+    if found:
+        value, unit = float(found.group(1)), found.group(2)
+        return min(MAX_DELAY_MS, round(value * (1000 if unit == "s" else 1)))
+    if header_ms is not None:
+        return min(MAX_DELAY_MS, header_ms)
+    return default_ms
+
+
+def _header_delay(request: Request) -> int | None:
+    value = request.headers.get(DELAY_HEADER, "")
+    return int(value) if value.isdigit() else None
 
 
 def _b64(data: bytes) -> str:
@@ -435,15 +427,6 @@ def _cut_off(prefix: bytes, headers: dict[str, str], content_type: str) -> Respo
         raise ConnectionAbortedError("simulated cut after a committed 200")
 
     return Response(stream(), status=200, headers=headers, content_type=content_type)
-
-
-def _runaway_image(size: int) -> Iterator[bytes]:
-    """A JSON answer whose one image string is ``size`` bytes of valid base64 and never seems to end."""
-    yield b'{"created": 1, "data": [{"b64_json": "'
-    block = b"A" * 65536
-    for _ in range(size // len(block)):
-        yield block
-    yield b'"}]}'
 
 
 def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
