@@ -41,6 +41,13 @@ NOT_RUN = {
         "each of these commands against moto"
     ),
     "const answer = await fetch(": "JavaScript in a web page: run in Chromium by tests/e2e/test_browser.py",
+    "make package            # .aws-sam/build": (
+        "builds the deploy artifact: tests/package builds the same layout with scripts/package.py"
+    ),
+    "scripts/api_key.py create smoke --plan standard --stack $STACK": (
+        "needs a deployed stack; tests/e2e/test_smoke_e2e.py runs make smoke's checks against the local stack"
+    ),
+    "scripts/api_key.py revoke smoke --stack $STACK": "needs a deployed stack's keys secret and API Gateway",
 }
 # Languages whose blocks are not run: output, diagrams and answers (the error answer is checked below).
 SHOWN = {"", "json"}
