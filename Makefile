@@ -10,10 +10,10 @@ VENV := .venv
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 # The OpenAI JavaScript SDK the docs' Node examples use (tools/js/package-lock.json); only where npm exists.
 JS_SDK := tools/js/node_modules/openai/package.json
-# Both test targets run the tests in parallel (pytest-xdist); the end-to-end and package tests each stay on one
-# worker (see tests/conftest.py). TEST_WORKERS=0 runs them in this process, one after another.
+# Both test targets run the tests in parallel (pytest-xdist), a test file's tests on one worker (see
+# tests/conftest.py). TEST_WORKERS=0 runs them in this process, one after another.
 TEST_WORKERS ?= auto
-PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 

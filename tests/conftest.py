@@ -54,29 +54,16 @@ def _selects(config: pytest.Config, folder: Path) -> bool:
     return False
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each end-to-end module keeps its state (the stack's, its module fixtures') to itself, and the package tests
-    share one built artifact: under pytest-xdist's ``--dist loadgroup`` each module, and the package tests, run on
-    one worker. These long groups are handed out first, so that none of them ends the run alone on one worker
-    while the other waits."""
-    first = []
-    for item in items:
-        group = _long_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-            first.append(item)
-    if getattr(config.option, "dist", "no") == "loadgroup":
-        rest = [item for item in items if _long_group(item) is None]
-        items[:] = first + rest
+    """Under pytest-xdist (``--dist loadfile``: a file's tests run on one worker, so an end-to-end module keeps its
+    stack's state and module fixtures to itself) the long files, end-to-end and package, are handed out first, so
+    that none of them ends the run alone on one worker while the other waits."""
+    if hasattr(config, "workerinput"):
+        items[:] = [item for item in items if _long(item)] + [item for item in items if not _long(item)]
 
 
-def _long_group(item: pytest.Item) -> str | None:
-    if item.get_closest_marker("e2e") or E2E in item.nodeid:
-        return f"e2e-{Path(str(item.fspath)).stem}"
-    if "tests/package/" in item.nodeid:
-        return "package"
-    return None
+def _long(item: pytest.Item) -> bool:
+    return E2E in item.nodeid or "tests/package/" in item.nodeid
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -86,7 +73,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from tests.template import sam_validate
 
         sam_validate.start()
-    if any(str(_long_group(item)).startswith("e2e") for item in session.items):
+    if any(E2E in item.nodeid for item in session.items):
         from tests.e2e import launcher
 
         launcher.start()

@@ -3,7 +3,7 @@ ports, as soon as the session knows end-to-end tests will run; ``wait_until_read
 
 Under pytest-xdist the controller starts one stack per worker before the workers exist and hands them their ports
 and log files through the environment (``E2E_STACKS``): each worker runs its tests on a stack of its own, one
-after another, as a run without workers does (an end-to-end module stays on one worker: its ``xdist_group``)."""
+after another, as a run without workers does (``--dist loadfile``: an end-to-end module stays on one worker)."""
 
 from __future__ import annotations
 
