@@ -36,7 +36,7 @@ IDEMPOTENCY = {
     ("dynamodb:UpdateItem", "IdempotencyTable"),
     ("dynamodb:DeleteItem", "IdempotencyTable"),
 }
-# imagecore.jobs.tasks.TaskSubmitter: TaskStore.create (put_item), TaskStore.fail when the queue refuses
+# imagecore.jobs.submitter.TaskSubmitter: TaskStore.create (put_item), TaskStore.fail when the queue refuses
 # (update_item), JobQueue.send (send_message).
 SUBMIT_TASKS = {
     ("dynamodb:PutItem", "TasksTable"),
@@ -51,7 +51,7 @@ TOKEN_IMAGES = {("dynamodb:UpdateItem", "TokenUsageTable")}
 # imagecore.accounts.client_tokens.signing_key_reader (Powertools parameters.get_secret).
 SIGNING_KEY = {("secretsmanager:GetSecretValue", "ClientTokenSigningSecret")}
 
-# imagecore.accounts.budgets.UsageLedger: reserve (transact_write_items of conditional updates), the refusal's read-back
+# imagecore.accounts.ledger.UsageLedger: reserve (transact_write_items of conditional updates), the refusal's read-back
 # (get_item), settle (update_item), an async task's hold (put_item; delete_item when it could not be queued).
 KEY_BUDGETS = {
     ("dynamodb:GetItem", "UsageTable"),

@@ -210,7 +210,7 @@ class LocalStack:
         self.aws_url = aws.url
         self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
         upstream_key = self._start_upstream()
-        self._function_environment(template, upstream_key)
+        self._function_environment(template, upstream_key, overrides)
         api = _Serving(api_server)
         self._servers.append(api)
         self.api_url = api.url + "/v1"
@@ -299,10 +299,10 @@ class LocalStack:
         os.environ["AWS_DEFAULT_REGION"] = LOCAL_REGION
         os.environ["AWS_REGION"] = LOCAL_REGION
 
-    def _function_environment(self, template: dict[str, Any], upstream_key: str) -> None:
+    def _function_environment(self, template: dict[str, Any], upstream_key: str, overrides: dict[str, str]) -> None:
         """What the template's Globals and function Environment give the functions in AWS, pointed at the
-        local services (one process hosts every function, so it is all their variables at once). Settings are
-        read from here once, when a function first runs."""
+        local services (one process hosts every function, so it is all their variables at once), with the
+        parameters PARAMETER_OVERRIDES sets. Settings are read from here once, when a function first runs."""
         from local.environment import SECRET_STAND_INS, function_environment, resource_refs
 
         for secret_id in SECRET_STAND_INS:
@@ -310,6 +310,7 @@ class LocalStack:
         environment = function_environment(
             template,
             refs={
+                **overrides,
                 **resource_refs(self.resources),
                 "UpstreamBaseUrl": self.upstream_url,
                 # With the built-in simulator the stack is what UpstreamSimulator=true deploys: the functions'

@@ -19,8 +19,9 @@ the script says so and exits with status 1 (run it again).
     python scripts/api_key.py list --stack image-service
     python scripts/api_key.py revoke ios-app --secret-arn ARN --api-id ID --stage prod
 
-It works on a deployed stack only, with the AWS credentials and region of its account. The local stack (make run)
-takes its keys, plans and budgets from API_KEYS instead (docs/operations.md).
+It needs a deployed stack (AWS credentials and a region, as for the AWS CLI). The local stack (make run) keeps
+no key store to change: it takes its keys, their plans and budgets from API_KEYS when it starts
+(``API_KEYS='my-key@trial:images_per_day=5' make run``). Without AWS, the script says so in one line (exit 2).
 """
 
 from __future__ import annotations
@@ -34,22 +35,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-NEEDS_A_DEPLOYED_STACK = (
-    "scripts/api_key.py manages the keys of a deployed stack and could not reach one ({reason}): run it with that "
-    "account's AWS credentials and its region (AWS_DEFAULT_REGION, or --region) and the stack's name (--stack, "
-    "image-service by default); the local stack (make run) takes its keys from API_KEYS instead"
-)
-
 try:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
     from imagecore.accounts.auth import hash_key, new_api_key, owner_for_hash
-    from imagecore.accounts.budgets import MAX_USAGE_DAYS, Budget, UsageLedger
+    from imagecore.accounts.budgets import MAX_USAGE_DAYS, Budget
+    from imagecore.accounts.ledger import UsageLedger
 except ModuleNotFoundError as missing:
     sys.exit(
-        f"scripts/api_key.py needs the project's environment ({missing}): make install, then "
-        "run it as .venv/bin/python scripts/api_key.py"
+        f"scripts/api_key.py runs in the project's environment ({missing.name} is not installed here): "
+        "run make install, then .venv/bin/python scripts/api_key.py ..."
     )
 
 ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -301,26 +297,7 @@ def main(argv: list[str] | None = None, client: ClientFactory = boto3.client) ->
     args = parser.parse_args(argv)
     if not 1 <= args.days <= MAX_USAGE_DAYS:
         parser.error(f"--days: 1 to {MAX_USAGE_DAYS}")
-    try:
-        return run(args, parser, client)
-    except NoRegionError:
-        return refuse("no AWS region is set")
-    except NoCredentialsError:
-        return refuse("no AWS credentials were found")
-    except ClientError as exc:
-        if exc.operation_name != "DescribeStacks":
-            raise
-        return refuse(f"stack {args.stack!r}: {exc.response['Error'].get('Message', exc.response['Error']['Code'])}")
-    except BotoCoreError as exc:
-        return refuse(str(exc))
 
-
-def refuse(reason: str) -> int:
-    print(NEEDS_A_DEPLOYED_STACK.format(reason=reason), file=sys.stderr)
-    return 2
-
-
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser, client: ClientFactory) -> int:
     target = target_of(args, client)
     secrets = client("secretsmanager", region_name=args.region)
     document, read_version = read_keys(secrets, target.secret_arn)
@@ -356,5 +333,43 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, client: Clien
     return 0
 
 
+LOCAL_KEYS_HINT = (
+    "the local stack (make run) takes its keys from API_KEYS instead, e.g. API_KEYS='my-key@trial:images_per_day=5'"
+)
+
+
+def needs_a_deployed_stack(reason: str) -> str:
+    """The one line said when no deployed stack can be reached: why, how to point at one, what to do locally."""
+    return (
+        f"api_key.py manages the keys of a deployed stack and cannot reach one ({reason}): give it AWS credentials "
+        f"and a region (AWS_PROFILE=... AWS_DEFAULT_REGION=...) and the stack's name (--stack NAME) or its keys secret "
+        f"(--secret-arn ARN); {LOCAL_KEYS_HINT} make run"
+    )
+
+
+def run(argv: list[str] | None = None, client: ClientFactory | None = None) -> int:
+    """``main``, with what AWS refuses said in one line (exit 2) instead of a traceback."""
+    try:
+        return main(argv, client or boto3.client)
+    except NoRegionError:
+        message = needs_a_deployed_stack("no AWS region is set")
+    except NoCredentialsError:
+        message = needs_a_deployed_stack("no AWS credentials are set")
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ValidationError" and "does not exist" in str(error.get("Message")):
+            message = needs_a_deployed_stack(f"there is no stack named {argv_stack(argv)} in this account and region")
+        else:
+            message = f"AWS refused {exc.operation_name}: {error.get('Code')} ({error.get('Message')})"
+    except BotoCoreError as exc:
+        message = needs_a_deployed_stack(str(exc).rstrip("."))
+    print(message, file=sys.stderr)
+    return 2
+
+
+def argv_stack(argv: list[str] | None) -> str:
+    return build_parser().parse_args(argv).stack
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -16,7 +16,8 @@ from imagecore.domain.errors import NotFound, TasksUnavailable
 from imagecore.domain.models import TASK_ID, TaskObject, matches
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.edge.task_answers import NO_STORE, task_shown
-from imagecore.jobs.tasks import TaskStore, TaskStoreError, full_result, task_view
+from imagecore.jobs.task_view import full_result, task_view
+from imagecore.jobs.tasks import TaskStore, TaskStoreError
 from imagecore.platform.observability import current_record, logger, metrics, tracer
 from imagecore.platform.route_settings import TaskReadSettings
 from imagecore.storage.store import ImageStore, make_s3_client

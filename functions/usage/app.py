@@ -10,8 +10,9 @@ from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.accounts.budgets import MAX_USAGE_DAYS, UsageLedger
+from imagecore.accounts.budgets import MAX_USAGE_DAYS
 from imagecore.accounts.caller import spender_of
+from imagecore.accounts.ledger import UsageLedger
 from imagecore.domain.route_models import UsageResponse
 from imagecore.edge.request_body import refuse_unknown_query_parameters
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve

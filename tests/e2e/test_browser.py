@@ -120,6 +120,62 @@ def test_docs_try_it_out_calls_the_same_deployment(stack: RunningStack, driver: 
     assert console_errors(driver) == []
 
 
+def authorize_docs(driver: Any, key: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, ".btn.authorize").click()
+    field = wait_for(driver, "document.querySelector('.modal-ux input[type=text], .modal-ux input[type=password]')")
+    field.send_keys(key)
+    driver.find_element(By.CSS_SELECTOR, ".modal-ux .auth-btn-wrapper .authorize").click()
+    driver.find_element(By.CSS_SELECTOR, ".modal-ux .btn-done, .modal-ux .close-modal").click()
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/v1/images/generations", "200"),
+        ("/v1/images/generations/async", "202"),
+        ("/v1/images/edits", "200"),
+        ("/v1/client_tokens", "200"),
+    ],
+)
+def test_docs_try_it_out_succeeds_with_the_documented_body_unedited(
+    stack: RunningStack, driver: Any, tmp_path: Path, path: str, expected: str
+) -> None:
+    """Swagger UI's "Try it out" then "Execute", as a newcomer would, with nothing typed but the key."""
+    from selenium.webdriver.common.by import By
+
+    calls = stack.upstream_calls()
+    driver.get(stack.api_url + "/docs")
+    wait_for(driver, "document.querySelectorAll('.opblock').length > 5")
+    authorize_docs(driver, API_KEY)
+    block = wait_for(
+        driver,
+        f"""[...document.querySelectorAll('.opblock-post')].find(b =>
+              b.querySelector('.opblock-summary-path').textContent.replace(/\u200b/g, '') === '{path}')""",
+    )
+    block.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
+    wait_for(driver, "document.querySelector('.opblock.is-open .try-out__btn')").click()
+    body = wait_for(driver, "document.querySelector('.opblock.is-open textarea.body-param__text')?.value")
+    driver.find_element(By.CSS_SELECTOR, ".opblock.is-open .execute").click()
+    status = wait_for(
+        driver,
+        "document.querySelector('.opblock.is-open .live-responses-table tbody .response-col_status')?.textContent",
+    )
+    answer = driver.execute_script(
+        "return document.querySelector('.opblock.is-open .live-responses-table .microlight')?.textContent"
+    )
+    screenshot(driver, "docs-try-" + path.strip("/").replace("/", "-"), tmp_path)
+
+    assert "output_compression" not in body and "partial_images" not in body
+    assert status.strip().startswith(expected), answer
+    if path != "/v1/client_tokens":
+        assert '"1024x1024"' in body
+        # the synchronous one drew its image; the async one's worker may still be at it
+        assert stack.upstream_calls() >= calls + (1 if expected == "200" else 0)
+    assert console_errors(driver) == []
+
+
 def test_pages_send_a_strict_content_security_policy(stack: RunningStack) -> None:
     for page in ("docs", "playground"):
         response = httpx.get(f"{stack.api_url}/{page}")
@@ -416,3 +472,172 @@ def test_only_the_allowed_origins_may_call_a_restricted_deployment(
     assert refused == {"error": "TypeError: Failed to fetch"}
     assert image_from_other == "TypeError: Failed to fetch"
     assert allowed.get("error") is None and allowed["status"] == 200 and allowed["signature"] == "PNG", allowed
+
+
+# --- the playground: sizes, many inputs, progress, kept results, failures ----------------------------------
+def note(driver: Any, element_id: str) -> str:
+    return driver.execute_script(f"return document.getElementById('{element_id}').textContent")
+
+
+def test_playground_offers_every_contract_size_and_checks_a_custom_one(stack: RunningStack, driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(stack.api_url + "/playground")
+    for select_id in ("size", "edit-size"):
+        values = driver.execute_script(f"return [...document.getElementById('{select_id}').options].map(o => o.value)")
+        assert {"1024x1024", "1536x1024", "1024x1536", "2560x1440", "3840x2160", "2160x3840", "auto", "custom"} <= set(
+            values
+        ), values
+    fill_playground(driver, API_KEY)
+    driver.find_element(By.ID, "prompt").send_keys("a size the contract refuses")
+    select(driver, "size", "custom...")
+    assert driver.find_element(By.ID, "width").is_displayed()
+    for width, height, problem in [
+        ("1000", "1000", "multiple of 16"),
+        ("3856", "1024", "at most 3840"),
+        ("3840", "1024", "3 times"),
+        ("512", "512", "655,360"),
+    ]:
+        for element_id, value in (("width", width), ("height", height)):
+            field = driver.find_element(By.ID, element_id)
+            field.clear()
+            field.send_keys(value)
+        calls = stack.upstream_calls()
+        driver.find_element(By.ID, "generate").click()
+        shown = note(driver, "size-note")
+        assert shown.startswith("Not a valid size") and problem in shown, (width, height, shown)
+        assert driver.execute_script("return document.querySelectorAll('#images .result').length") == 0
+        assert stack.upstream_calls() == calls  # nothing was sent
+    assert console_errors(driver) == []
+
+
+def test_playground_draws_a_4k_image(stack: RunningStack, driver: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(stack.api_url + "/playground")
+    fill_playground(driver, API_KEY)
+    driver.find_element(By.ID, "prompt").send_keys("a city skyline in 4K")
+    select(driver, "size", "3840x2160 (4K)")
+    select(driver, "quality", "low")
+    assert "5 minutes" in note(driver, "size-note")  # a large size is said to be slow before it is asked
+    driver.find_element(By.ID, "generate").click()
+    wait_for(driver, "[...document.querySelectorAll('#images img')].filter(i => i.complete && i.naturalWidth).length")
+
+    assert [(i["width"], i["height"]) for i in decoded_images(driver)] == [(3840, 2160)]
+    details = driver.find_element(By.CSS_SELECTOR, "#images .result .details").text
+    assert "3840x2160" in details
+    assert console_errors(driver) == []
+
+
+def test_playground_edits_several_images_with_a_mask(stack: RunningStack, driver: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    images = [png_file(tmp_path / f"input-{i}.png", (1024, 1024), "RGB") for i in range(3)]
+    mask = png_file(tmp_path / "mask.png", (1024, 1024), "RGBA")
+    calls = stack.upstream_calls()
+    driver.get(stack.api_url + "/playground")
+    fill_playground(driver, API_KEY)
+    driver.find_element(By.ID, "edit-prompt").send_keys("blend these three")
+    driver.find_element(By.ID, "edit-image").send_keys("\n".join(str(path) for path in images))
+    driver.find_element(By.ID, "edit-mask").send_keys(str(mask))
+    assert "input-0.png" in note(driver, "edit-image-note") and "input-2.png" in note(driver, "edit-image-note")
+    select(driver, "edit-size", "1024x1024")
+    driver.find_element(By.ID, "edit").click()
+    wait_for(driver, "[...document.querySelectorAll('#images img')].filter(i => i.complete && i.naturalWidth).length")
+
+    assert stack.upstream_calls() == calls + 1
+    received = httpx.get(stack.simulator_url.removesuffix("/v1") + "/_simulator/stats").json()["last_request"]
+    parts = [(part["name"], part["filename"]) for part in received["files"]]
+    assert parts == [("image[]", "input-0.png"), ("image[]", "input-1.png"), ("image[]", "input-2.png"),
+                     ("mask", "mask.png")]  # fmt: skip
+    assert "3 images and a mask" in driver.find_element(By.CSS_SELECTOR, "#images .result .details").text
+    assert console_errors(driver) == []
+
+
+def test_playground_refuses_more_than_16_edit_images_before_sending(
+    stack: RunningStack, driver: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    one = png_file(tmp_path / "one.png", (1024, 1024), "RGB")
+    paths = []
+    for i in range(17):
+        path = tmp_path / f"many-{i}.png"
+        path.write_bytes(one.read_bytes())
+        paths.append(str(path))
+    calls = stack.upstream_calls()
+    driver.get(stack.api_url + "/playground")
+    fill_playground(driver, API_KEY)
+    driver.find_element(By.ID, "edit-prompt").send_keys("too many")
+    driver.find_element(By.ID, "edit-image").send_keys("\n".join(paths))
+    driver.find_element(By.ID, "edit").click()
+
+    assert "17 images chosen: an edit takes at most 16." in note(driver, "edit-image-note")
+    assert driver.execute_script("return document.querySelectorAll('#images .result').length") == 0
+    assert stack.upstream_calls() == calls
+
+
+def test_playground_shows_progress_and_elapsed_time_while_a_request_runs(
+    stack: RunningStack, driver: Any, tmp_path: Path
+) -> None:
+    """Without streaming nothing arrives until the image is done: the page still shows that it is working."""
+    from selenium.webdriver.common.by import By
+
+    stack.slow_simulator(3000)
+    driver.get(stack.api_url + "/playground")
+    fill_playground(driver, API_KEY)
+    driver.find_element(By.ID, "prompt").send_keys("a slow lighthouse")
+    select(driver, "size", "1024x1024")
+    driver.find_element(By.ID, "generate").click()
+    wait_for(driver, "parseFloat(document.getElementById('elapsed').textContent) >= 1.5")
+    running = driver.execute_script(
+        """return {state: document.getElementById('progress').dataset.state,
+                   status: document.getElementById('status').textContent,
+                   disabled: document.getElementById('generate').disabled,
+                   card: document.querySelector('#images .result').dataset.outcome}"""
+    )
+    screenshot(driver, "playground-running", tmp_path)
+    wait_for(driver, "document.getElementById('progress').dataset.state === 'done'")
+    elapsed = float(driver.find_element(By.ID, "elapsed").text.split()[0])
+
+    assert running["state"] == "waiting" and running["disabled"] and running["card"] == "running"
+    assert "nothing shows until it is done" in running["status"]
+    assert elapsed >= 3.0
+    assert "1 image in" in driver.find_element(By.ID, "status").text
+    assert not driver.find_element(By.ID, "generate").get_property("disabled")
+
+
+def test_playground_keeps_every_result_and_says_why_one_failed(
+    stack: RunningStack, driver: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(stack.api_url + "/playground")
+    fill_playground(driver, API_KEY)
+    driver.find_element(By.ID, "prompt").send_keys("the first, kept")
+    select(driver, "size", "1024x1024")
+    driver.find_element(By.ID, "generate").click()
+    wait_for(driver, "document.getElementById('progress').dataset.state === 'done'")
+    first_link = decoded_images(driver)[0]["link"]
+
+    stack.queue_faults(
+        {"status": 400, "error": {"message": "Your request was rejected by the safety system.", "type":
+         "invalid_request_error", "code": "moderation_blocked"}}
+    )  # fmt: skip
+    driver.find_element(By.ID, "generate").click()
+    wait_for(driver, "document.getElementById('progress').dataset.state === 'failed'")
+    cards = driver.execute_script(
+        """return [...document.querySelectorAll('#images .result')].map(card => ({
+             outcome: card.dataset.outcome, why: card.querySelector('.why')?.textContent || '',
+             links: [...card.querySelectorAll('figure a')].map(a => a.href), text: card.innerText}))"""
+    )
+    screenshot(driver, "playground-results", tmp_path)
+
+    assert [card["outcome"] for card in cards] == ["failed", "done"]  # newest first; the first is still there
+    assert cards[0]["why"].startswith("HTTP 400 moderation_blocked")
+    assert "rejected by the safety system" in cards[0]["why"]
+    assert "failed after" in driver.find_element(By.ID, "status").text
+    assert cards[1]["links"] == [first_link]
+    assert "link valid until" in cards[1]["text"] and "request id" in cards[1]["text"]
+    image = Image.open(io.BytesIO(httpx.get(first_link).content))
+    assert image.size == (1024, 1024)

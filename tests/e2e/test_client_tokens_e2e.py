@@ -119,6 +119,8 @@ def test_a_token_over_its_max_images_is_a_429_without_an_upstream_call(stack):
     over = httpx.post(stack.api_url + "/images/generations", json=GENERATION, headers=bearer(token), timeout=60)
     error = assert_openai_error(over, 429, "token_budget_exceeded")
     assert error["type"] == "insufficient_quota"
+    # when this token stops being worth retrying: its remaining life (at most its 15 minutes)
+    assert 0 < int(over.headers["Retry-After"]) <= 900
     assert stack.upstream_calls() == calls
     record = stack.request_record(over.headers["x-amzn-requestid"])
     assert (record["status"], record["error_code"]) == (429, "token_budget_exceeded")
@@ -130,6 +132,7 @@ def test_a_streamed_request_over_max_images_is_refused_before_the_upstream(stack
 
     over = httpx.post(stack.api_url + "/images/generations", json=streamed, headers=bearer(token), timeout=60)
     assert_openai_error(over, 429, "token_budget_exceeded")
+    assert int(over.headers["Retry-After"]) > 0
     assert stack.upstream_calls() == 0
 
     within = httpx.post(

@@ -34,6 +34,7 @@ def test_a_wrong_method_or_unknown_route_is_the_templates_404(stack, method, pat
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "unknown_route"
+    assert "/v1/docs" in response.json()["error"]["message"] and "/v1/playground" in response.json()["error"]["message"]
     assert response.headers["x-amzn-errortype"] == "MissingAuthenticationTokenException"
     assert stack.upstream_calls() == 0
 

@@ -144,8 +144,8 @@ def test_every_operation_answers_as_documented(stack: RunningStack) -> None:
 # aspect ratio, pixel range), output_compression only with a lossy format, partial_images only with stream,
 # stream not offered yet, a prompt that is only whitespace, a printable Idempotency-Key, an integer written 2.0
 # (JSON Schema counts it as an integer; the service, strict like a typed client, does not); and what only the bytes
-# or the stores can tell: a file part that is not a whole image (or not a mask), an upload or task id that is
-# well formed but unknown, an Idempotency-Key reused for another request.
+# or the stores can tell: a file part or inline image that is not a whole image (or not a mask), an upload, task
+# or model id that is well formed but unknown, an Idempotency-Key reused for another request.
 _TOOL_LIMIT = "Unsupported type: 'Binary'"
 _CROSS_FIELD = re.compile(r"(size|output_compression|partial_images|stream|prompt|Idempotency-Key)\Z")
 _IMAGE_PART = re.compile(r"(image|image\[\d+\]|images\[\d+\]|mask)\Z")
@@ -166,7 +166,7 @@ def _unexpressed_rule(response: Any) -> bool:
             or (param in _INTEGERS and code == "invalid_type")
         )
     if response.status_code == 404:
-        return code in ("upload_not_found", "task_not_found")
+        return code in ("upload_not_found", "task_not_found", "model_not_found")
     return response.status_code in (409, 422) and str(code).startswith("idempotency_")
 
 

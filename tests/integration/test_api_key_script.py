@@ -4,7 +4,9 @@ keyring accepts exactly the keys it issued."""
 from __future__ import annotations
 
 import json
+import os
 import runpy
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -142,7 +144,8 @@ def test_an_unknown_plan_is_refused_and_nothing_is_written(aws, capsys, monkeypa
 def test_usage_prints_what_the_key_itself_reads(aws_resources, capsys, monkeypatch):
     import boto3
 
-    from imagecore.accounts.budgets import Cost, Spent, UsageLedger
+    from imagecore.accounts.budgets import Cost, Spent
+    from imagecore.accounts.ledger import UsageLedger
 
     monkeypatch.setattr(sys, "argv", sys.argv)
     secrets = boto3.client("secretsmanager", region_name="us-east-1")
@@ -286,11 +289,51 @@ def test_list_shows_names_and_owner_ids(aws, capsys):
     assert capsys.readouterr().out.strip() == f"ios-app\t{owner_for_hash(hash_key(key))}\tplan=-\tno budgets"
 
 
-def test_a_stack_that_does_not_exist_is_named(aws, capsys):
-    assert load_script()(["list", "--stack", "no-such-stack", "--region", "us-east-1"]) == 2
-    printed = capsys.readouterr().err
-
-    assert printed.startswith(
-        "scripts/api_key.py manages the keys of a deployed stack and could not reach one (stack 'no-such-stack': "
+def _run_without_aws(*args: str, python_flags: tuple[str, ...] = (), **env: str) -> subprocess.CompletedProcess[str]:
+    """The script as a user runs it on a machine with no AWS configuration at all (no profile, no region)."""
+    clean = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": "/nonexistent",
+        "AWS_CONFIG_FILE": "/nonexistent/config",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **env,
+    }
+    return subprocess.run(  # noqa: S603 - the test's own interpreter and script
+        [sys.executable, *python_flags, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=60,
+        check=False,
     )
-    assert "Traceback" not in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "reason"),
+    [
+        (("list",), {}, "no AWS region is set"),
+        (("create", "my-app", "--plan", "trial"), {}, "no AWS region is set"),
+        (("usage", "my-app"), {"AWS_DEFAULT_REGION": "us-east-1"}, "no AWS credentials are set"),
+    ],
+)
+def test_without_a_deployed_stack_it_says_so_in_one_line(args, env, reason):
+    done = _run_without_aws(*args, **env)
+
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert reason in lines[0]
+    assert "deployed stack" in lines[0] and "--stack" in lines[0] and "API_KEYS" in lines[0]
+
+
+def test_outside_the_projects_environment_it_says_how_to_run_it():
+    done = _run_without_aws("list", python_flags=("-S",))  # no site-packages: neither boto3 nor imagecore
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "scripts/api_key.py runs in the project's environment (boto3 is not installed here): run make install, "
+        "then .venv/bin/python scripts/api_key.py ..."
+    ]

@@ -9,15 +9,8 @@ from typing import Any
 import boto3
 import pytest
 
-from imagecore.accounts.budgets import (
-    Budget,
-    BudgetExceeded,
-    Cost,
-    Spent,
-    UsageLedger,
-    estimated_cost,
-    seconds_until_reset,
-)
+from imagecore.accounts.budgets import Budget, BudgetExceeded, Cost, Spent, estimated_cost, seconds_until_reset
+from imagecore.accounts.ledger import UsageLedger
 from imagecore.domain.models import GenerationRequest
 from imagecore.platform.observability import RequestRecord
 

@@ -862,7 +862,7 @@ ROWS = [
 @pytest.mark.parametrize("row", ROWS, ids=[row.run.__name__ for row in ROWS])
 def test_failure_semantics(stack, simulator, faults, row):  # noqa: F811 (fixture)
     pauses: list[float] = []
-    stack.worker().sleep = pauses.append
+    stack.worker().steps.sleep = pauses.append
     stack.worker().service.sleep = pauses.append
 
     seen, stored = row.run(stack, faults, pauses)

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from imagecore.usecases.worker import COMPLETED, FAILED, MANIFEST
+from imagecore.jobs.messages import COMPLETED, FAILED
+from imagecore.storage.manifest import MANIFEST
 from tests.conftest import owner_of_key_id
 from tests.faults import Crash, faults  # noqa: F401 (fixture)
 from tests.helpers import key_of
@@ -458,7 +459,8 @@ def test_a_busy_job_on_its_last_delivery_is_left_to_the_delivery_that_holds_it(s
 
 
 def test_a_task_reserves_its_images_when_queued_and_the_worker_settles_them_once(stack, simulator):
-    from imagecore.accounts.budgets import Budget, UsageLedger
+    from imagecore.accounts.budgets import Budget
+    from imagecore.accounts.ledger import UsageLedger
 
     def submit(n: int) -> Any:
         event = stack.event(

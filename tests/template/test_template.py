@@ -28,6 +28,7 @@ from pydantic.fields import FieldInfo
 
 from imagecore.accounts.auth import Keyring
 from imagecore.domain.models import EditUploadRequest, UploadRef
+from imagecore.jobs.messages import REQUESTED, GenerationJob, parse_job
 from imagecore.jobs.tasks import TASK_TTL_SECONDS, Task, task_folder
 from imagecore.platform.route_settings import (
     REVOCATION_SECONDS,
@@ -42,7 +43,6 @@ from imagecore.platform.settings import MAX_INLINE_REQUEST_BYTES, EditSettings, 
 from imagecore.storage.store import ImageStore, ImageToStore, UploadStore, owner_prefix
 from imagecore.usecases.edits import MAX_IMAGES
 from imagecore.usecases.idempotency import Idempotency
-from imagecore.usecases.worker import REQUESTED, GenerationJob, parse_job
 from tests.template import sam_validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +80,9 @@ CLIENT_TOKENS_ROUTE = ("POST", "/v1/client_tokens")
 HEALTH_ROUTE = ("GET", "/v1/health")
 ASSETS_ROUTE = ("GET", "/v1/assets/{name}")  # the pages' scripts and styles, not an API operation
 PAGES = (("GET", "/v1/openapi.json"), ("GET", "/v1/docs"), ("GET", "/v1/playground"))
-PUBLIC_ROUTES = (HEALTH_ROUTE, *PAGES, ASSETS_ROUTE)
+ROOT_ROUTE = ("GET", "/")  # the bare URL's index, /v1's twin (not an API operation)
+INDEX_ROUTES = (ROOT_ROUTE, ("GET", "/v1"))
+PUBLIC_ROUTES = (HEALTH_ROUTE, *PAGES, ASSETS_ROUTE, *INDEX_ROUTES)
 PATH_PARAMETER = re.compile(r"\{(\w+)\}")  # {task_id}
 # The routes behind the bearer-key authorizer, and the function each one reaches.
 AUTHORIZED_ROUTES = {
@@ -92,6 +94,9 @@ AUTHORIZED_ROUTES = {
     UPLOADS_ROUTE: "UploadsFunction",
     USAGE_ROUTE: "UsageFunction",
     CLIENT_TOKENS_ROUTE: "ClientTokensFunction",
+    # keyed as at OpenAI, where listing the models is how a client checks its key
+    ("GET", "/v1/models"): "HealthFunction",
+    ("GET", "/v1/models/{model}"): "HealthFunction",
 }
 # A browser's CORS preflight of each keyed route, without the key, answered by the health function.
 PREFLIGHT_ROUTES = {("OPTIONS", path): "HealthFunction" for _, path in AUTHORIZED_ROUTES}
@@ -711,7 +716,7 @@ def test_deployed_routes_are_the_routes_the_code_serves(api_body: dict[str, Any]
     documented = {
         (method.upper(), path) for path, operations in build_document()["paths"].items() for method in operations
     }
-    assert set(routes(api_body)) - set(PREFLIGHT_ROUTES) - {ASSETS_ROUTE} == documented
+    assert set(routes(api_body)) - set(PREFLIGHT_ROUTES) - {ASSETS_ROUTE, ROOT_ROUTE} == documented
 
 
 def test_api_is_regional_with_multipart_as_binary(cfn: dict[str, Any], api_body: dict[str, Any]) -> None:
@@ -878,7 +883,7 @@ def test_request_too_large_tells_how_to_upload_instead(api_body: dict[str, Any])
     # the JSON it shows is the body the edits function takes for uploaded inputs
     assert '{"images": [{"upload_id": ...}]' in message
     assert {"images", "prompt"} <= set(EditUploadRequest.model_fields)
-    assert set(UploadRef.model_fields) == {"upload_id"}
+    assert {"upload_id", "image_url"} == set(UploadRef.model_fields)  # an upload, or a small image inline
     # the limit it names is the one the edits function enforces
     assert f"about {MAX_INLINE_REQUEST_BYTES / 1e6:.1f} MB of multipart" in message
     assert EditSettings.model_fields["max_request_bytes"].default == MAX_INLINE_REQUEST_BYTES

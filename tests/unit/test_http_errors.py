@@ -47,8 +47,10 @@ def test_each_error_maps_to_its_status_body_and_outcome(
 ) -> None:
     answer = error_answer(error)
 
+    # a 503 says when to come back (every 429 and 503 does: tests/unit/test_retry_after.py)
+    headers = {"Retry-After": "5"} if status == 503 else {}
     assert answer == ErrorAnswer(
-        status, {}, {"error": {"message": error.message, "type": type_, "param": error.param, "code": code}}
+        status, headers, {"error": {"message": error.message, "type": type_, "param": error.param, "code": code}}
     )
     assert outcome_of(error) == outcome
 

@@ -30,8 +30,8 @@ from imagecore.domain.models import (
 from imagecore.domain.route_models import UploadRequest
 from imagecore.edge.request_body import require_content_type
 from imagecore.edge.task_answers import poll_url
+from imagecore.jobs.messages import BadJob, parse_job
 from imagecore.usecases.edits import _INDEXED_IMAGE, RawFile, check_images
-from imagecore.usecases.worker import BadJob, parse_job
 
 # --- image bytes -------------------------------------------------------------------------------------------
 

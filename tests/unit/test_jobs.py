@@ -12,6 +12,8 @@ import pytest
 from moto import mock_aws
 
 from imagecore.domain.models import GenerationRequest, ImageData
+from imagecore.jobs.messages import REQUESTED, BadJob, GenerationJob, TaskJob, parse_job
+from imagecore.jobs.task_view import answer_body, task_view
 from imagecore.jobs.tasks import (
     RETRY_AFTER_SECONDS,
     TASK_LIMIT_SECONDS,
@@ -20,10 +22,7 @@ from imagecore.jobs.tasks import (
     Task,
     TaskBusy,
     TaskStore,
-    answer_body,
-    task_view,
 )
-from imagecore.usecases.worker import REQUESTED, BadJob, GenerationJob, TaskJob, parse_job
 from local.resources import create_resources
 from local.template import project_template
 

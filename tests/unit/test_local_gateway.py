@@ -126,7 +126,8 @@ def test_the_routes_and_their_timeouts_come_from_the_template():
         ("OPTIONS", "/v1/images/variations"),  # preflights exist only for the real routes
         ("GET", "/v1/images/variations"),
         ("POST", "/v2/images/generations"),
-        ("GET", "/"),
+        ("POST", "/"),  # the index answers GET only
+        ("GET", "/v2"),
     ],
 )
 def test_a_missing_route_or_method_is_the_templates_missing_authentication_token_answer(method, path):
@@ -137,6 +138,7 @@ def test_a_missing_route_or_method_is_the_templates_missing_authentication_token
 
     error = error_of(response, 404)
     assert (error["code"], error["type"]) == ("unknown_route", "invalid_request_error")
+    assert "/v1/docs" in error["message"] and "/v1/playground" in error["message"]  # where to look instead
     assert response.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
     assert functions.calls == []  # neither the authorizer nor a function ran
 

@@ -27,6 +27,9 @@ def test_document_shows_every_route_and_the_validation_rules():
         "/v1/openapi.json",
         "/v1/docs",
         "/v1/playground",
+        "/v1",
+        "/v1/models",
+        "/v1/models/{model}",
     }
     generation = document["paths"]["/v1/images/generations"]["post"]
     # Validation errors are OpenAI-style 400s, never Powertools' 422; a 422 is only a reused Idempotency-Key.
@@ -124,4 +127,37 @@ def test_every_request_field_has_an_upper_bound():
         for field, schema in schemas[name]["properties"].items():
             bounded(schema, f"{name}.{field}")
     assert schemas["GenerationRequest"]["properties"]["user"]["anyOf"][0]["maxLength"] == 256
-    assert schemas["UploadRef"]["properties"]["upload_id"]["pattern"] == "^(?:upl_[A-Za-z0-9]{20,64})$"
+    upload_ref = schemas["UploadRef"]["properties"]
+    assert upload_ref["upload_id"]["anyOf"][0]["pattern"] == "^(?:upl_[A-Za-z0-9]{20,64})$"
+    assert upload_ref["image_url"]["anyOf"][0]["pattern"].startswith("^(?:data:image/(?:png|jpeg|webp);base64,")
+    # exactly one of the two is given (a string), as the model checks
+    assert [branch["required"] for branch in schemas["UploadRef"]["oneOf"]] == [["upload_id"], ["image_url"]]
+
+
+def test_every_json_body_has_an_example_the_models_take():
+    """Swagger UI's "Try it out" sends the example as it is (tests/e2e sends each one through the local stack)."""
+    from imagecore.domain.models import EditUploadRequest, GenerationRequest
+    from imagecore.domain.route_models import ClientTokenRequest, UploadRequest
+
+    document = json.loads(packaged_document())
+    models = {
+        "GenerationRequest": GenerationRequest,
+        "EditUploadRequest": EditUploadRequest,
+        "UploadRequest": UploadRequest,
+        "ClientTokenRequest": ClientTokenRequest,
+    }
+    seen = set()
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is None:
+                continue
+            assert "example" in body, f"{method} {path}"
+            name = body["schema"]["$ref"].rsplit("/", 1)[-1]
+            models[name].model_validate(body["example"])
+            seen.add(name)
+            example = body["example"]
+            if "size" in example:
+                assert (example["size"], example["n"]) == ("1024x1024", 1)
+                assert "output_compression" not in example and "partial_images" not in example
+    assert seen == set(models)

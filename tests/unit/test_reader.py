@@ -14,18 +14,16 @@ import pytest
 from PIL import Image
 
 from functions.upstream_simulator.simulator import declared_size_png
+from imagecore.upstream.bodies import JsonBody, SseBody
+from imagecore.upstream.fields import normalise_fields, normalise_usage
 from imagecore.upstream.reader import (
     BodyIncomplete,
     BodyMalformed,
     BodyTooLarge,
     ImageUnusable,
-    JsonBody,
     ReadImage,
     ReadLimits,
-    SseBody,
     StreamFailed,
-    normalise_fields,
-    normalise_usage,
 )
 
 LIMITS = ReadLimits(max_body_bytes=1 << 20, max_image_bytes=256 << 10)

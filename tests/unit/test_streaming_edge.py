@@ -12,14 +12,8 @@ from typing import Any
 
 import pytest
 
-from imagecore.edge.streaming import (
-    READINESS_PATH,
-    AdapterLambdaContext,
-    StreamedEdge,
-    StreamLimits,
-    current_events,
-    proxy_event,
-)
+from imagecore.edge.adapter_event import AdapterLambdaContext, proxy_event
+from imagecore.edge.streaming import READINESS_PATH, StreamedEdge, StreamLimits, current_events
 from imagecore.platform.observability import current_record, request_record
 
 FAST = StreamLimits(idle_limit=0.4, margin=0.1, keepalive_interval=0.1)  # hold 0.3 s

@@ -187,6 +187,9 @@ class TestAuthorize:
             ("POST", "/v1/images/generations"),
             ("POST", "/v1/images/generations/async"),
             ("GET", "/v1/images/tasks/*"),
+            # the model list is open to every token
+            ("GET", "/v1/models"),
+            ("GET", "/v1/models/*"),
         ]
         assert authorizer_context(grant) == {
             "keyId": "web",

@@ -1,86 +1,175 @@
 "use strict";
-// The playground: plain fetch() calls to the API that served this page. The key or client token is read from
-// its field when a request is sent and kept nowhere else: no localStorage, no cookie, no URL.
+// The playground's core, shared by its panels (each panel is a <section> of the page with a script of its own,
+// e.g. playground-images.js): the credential, calls to the API that served this page, the progress of the
+// running request (state and elapsed time), server-sent events, and the results list that keeps every answer.
+// The key or client token is read from its field when a request is sent and kept nowhere else: no
+// localStorage, no cookie, no URL.
 (function () {
-  const api = (route) => new URL(route, location.href).toString(); // <base>/v1/playground -> <base>/v1/<route>
   const $ = (id) => document.getElementById(id);
+  const api = (route) => new URL(route, location.href).toString(); // <base>/v1/playground -> <base>/v1/<route>
 
   function credential() {
     return $("credential").value.trim();
   }
 
-  function setBusy(busy, text) {
-    $("generate").disabled = busy;
-    $("edit").disabled = busy;
-    $("status").textContent = text;
+  function element(tag, properties, ...children) {
+    const made = Object.assign(document.createElement(tag), properties || {});
+    made.append(...children.filter((child) => child !== null && child !== undefined));
+    return made;
   }
 
-  function showError(status, body) {
-    const error = (body && body.error) || {};
-    const lines = ["HTTP " + status + (error.code ? " " + error.code : "")];
-    if (error.message) lines.push(error.message);
-    if (!body || !body.error) lines.push(typeof body === "string" ? body : JSON.stringify(body));
-    $("error").textContent = lines.join("\n");
-    $("error").hidden = false;
-    $("error").dataset.status = String(status);
+  // --- progress: one request at a time; its state and its elapsed time stay on screen ---------------------
+  const progress = {
+    timer: null,
+    started: 0,
+    start(label, waiting) {
+      this.started = performance.now();
+      document.querySelectorAll("button[data-sends]").forEach((button) => (button.disabled = true));
+      $("progress").hidden = false;
+      $("progress-bar").removeAttribute("value"); // indeterminate until a stream says how far it is
+      this.state("waiting", label + ": sent; " + (waiting || "waiting for the answer..."));
+      this.tick();
+      this.timer = setInterval(() => this.tick(), 100);
+    },
+    state(state, text) {
+      $("progress").dataset.state = state;
+      $("status").textContent = text;
+    },
+    step(done, total) {
+      $("progress-bar").max = total;
+      $("progress-bar").value = done;
+    },
+    seconds() {
+      return (performance.now() - this.started) / 1000;
+    },
+    tick() {
+      $("elapsed").textContent = this.seconds().toFixed(1) + " s";
+    },
+    stop(state, text) {
+      clearInterval(this.timer);
+      this.tick();
+      this.state(state, text);
+      $("progress-bar").max = 1;
+      $("progress-bar").value = state === "done" ? 1 : 0;
+      document.querySelectorAll("button[data-sends]").forEach((button) => (button.disabled = false));
+    },
+  };
+
+  // --- results: every answer is kept, newest first, with its images, links and details ----------------------
+  let counter = 0;
+
+  function newResult(label, details) {
+    counter += 1;
+    const card = element("article", { className: "result running", id: "result-" + counter });
+    card.dataset.outcome = "running";
+    card.append(
+      element("h3", { textContent: "#" + counter + " " + label }),
+      element("dl", { className: "details" }),
+      element("div", { className: "figures" }),
+    );
+    $("images").prepend(card);
+    addDetails(card, details);
+    return card;
   }
 
-  function clearResult() {
-    $("error").hidden = true;
-    $("error").textContent = "";
-    delete $("error").dataset.status;
-    $("images").replaceChildren();
+  function addDetails(card, details) {
+    const list = card.querySelector(".details");
+    for (const [name, value] of Object.entries(details || {})) {
+      if (value === undefined || value === null || value === "") continue;
+      list.append(element("dt", { textContent: name }), element("dd", { textContent: String(value) }));
+    }
   }
 
-  function showImages(answer) {
-    const format = answer.output_format || "png";
-    (answer.data || []).forEach((item, index) => showImage(item, index, format));
+  // The presigned URL's own expiry (X-Amz-Date + X-Amz-Expires), so the page can say until when it works.
+  function linkExpiry(url) {
+    try {
+      const query = new URL(url).searchParams;
+      const date = query.get("X-Amz-Date");
+      const seconds = Number(query.get("X-Amz-Expires"));
+      if (!date || !seconds) return "";
+      const iso = date.replace(/^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/, "$1-$2-$3T$4:$5:$6Z");
+      return new Date(Date.parse(iso) + seconds * 1000).toLocaleTimeString();
+    } catch (_) {
+      return "";
+    }
   }
 
-  function showImage(item, index, format) {
+  function addImage(card, item, index, format) {
     const source = item.url || (item.b64_json ? "data:image/" + format + ";base64," + item.b64_json : "");
-    const figure = document.createElement("figure");
-    const image = document.createElement("img");
-    image.alt = "image " + (index + 1);
+    const image = element("img", { alt: "image " + (index + 1) });
     image.dataset.index = String(index);
-    const caption = document.createElement("figcaption");
-    const link = document.createElement("a");
-    link.href = source;
-    link.download = "image-" + (index + 1) + "." + format;
-    link.target = "_blank";
-    link.rel = "noopener noreferrer";
-    link.textContent = "Download";
-    const size = document.createElement("span");
+    const link = element("a", {
+      href: source,
+      download: "image-" + (index + 1) + "." + format,
+      target: "_blank",
+      rel: "noopener noreferrer",
+      textContent: "Download",
+    });
+    const size = element("span", { className: "size" });
+    const expiry = item.url ? linkExpiry(item.url) : "";
     image.addEventListener("load", () => {
       size.textContent = " " + image.naturalWidth + "x" + image.naturalHeight + " " + format;
     });
     image.src = source;
-    caption.append(link, size);
-    figure.append(image, caption);
-    $("images").append(figure);
+    const caption = element(
+      "figcaption",
+      null,
+      link,
+      size,
+      expiry ? element("span", { className: "expiry", textContent: " link valid until " + expiry }) : null,
+      item.revised_prompt ? element("p", { className: "revised", textContent: item.revised_prompt }) : null,
+    );
+    card.querySelector(".figures").append(element("figure", null, image, caption));
   }
 
   // A partial image replaces the preview shown so far; it goes when the finished images come.
-  function showPreview(event) {
+  function showPreview(card, event) {
     let figure = $("preview");
     if (!figure) {
-      figure = document.createElement("figure");
-      figure.id = "preview";
-      figure.className = "preview";
-      figure.append(document.createElement("img"), document.createElement("figcaption"));
-      $("images").append(figure);
+      figure = element("figure", { id: "preview", className: "preview" }, element("img"), element("figcaption"));
+      card.querySelector(".figures").append(figure);
     }
     figure.querySelector("img").src = "data:image/" + (event.output_format || "png") + ";base64," + event.b64_json;
     figure.querySelector("figcaption").textContent = "preview " + (event.partial_image_index + 1);
   }
 
+  function finish(card, outcome) {
+    card.classList.remove("running");
+    card.classList.add(outcome);
+    card.dataset.outcome = outcome;
+  }
+
+  // Why a request failed, in words: the status, the error's code and message, the field it names, and when
+  // to try again (Retry-After).
+  function explain(status, body, retryAfter) {
+    const error = (body && body.error) || {};
+    const lines = [status ? "HTTP " + status + (error.code ? " " + error.code : "") : error.code || "failed"];
+    if (error.message) lines.push(error.message);
+    if (error.param) lines.push("field: " + error.param);
+    if (retryAfter) lines.push("try again in " + retryAfter + " s");
+    if (!body || !body.error) lines.push(typeof body === "string" ? body : JSON.stringify(body));
+    return lines.join("\n");
+  }
+
+  function showError(card, status, body, retryAfter) {
+    const text = explain(status, body, retryAfter);
+    $("error").textContent = text;
+    $("error").hidden = false;
+    $("error").dataset.status = String(status);
+    if (card) card.append(element("pre", { className: "why", textContent: text }));
+  }
+
+  function clearError() {
+    $("error").hidden = true;
+    $("error").textContent = "";
+    delete $("error").dataset.status;
+  }
+
   // Server-sent events over fetch(): "event: <type>" and "data: <json>" lines, blocks split by a blank line.
-  async function readEvents(response) {
+  async function readEvents(response, onEvent) {
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let buffer = "";
-    let finished = 0;
-    let failure = null;
     for (;;) {
       const { value, done } = await reader.read();
       buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
@@ -93,30 +182,29 @@
         const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
         if (!data) continue; // a keep-alive comment
         const event = JSON.parse(data);
-        if (name === "error" || event.error) {
-          failure = event.error ? event : { error: event };
-        } else if (name.endsWith(".partial_image")) {
-          showPreview(event);
-        } else if (name.endsWith(".completed")) {
-          if ($("preview")) $("preview").remove();
-          showImage(event, finished, event.output_format || "png");
-          finished += 1;
-        }
+        if (onEvent(name || event.type || "", event) === false) return;
       }
-      if (done) break;
+      if (done) return;
     }
-    return { finished, failure };
   }
 
-  async function call(route, init, label) {
-    clearResult();
+  function plural(count, word) {
+    return count + " " + word + (count === 1 ? "" : "s");
+  }
+
+  // One request: progress while it runs, then a result card (its images, or why it failed). A panel gives
+  // the route, the fetch init, a label, the details to show, and for a stream what to do with each event
+  // (``onEvent(card, name, event)``, returning a failure body to stop).
+  async function send({ route, init, label, details, onEvent, waiting }) {
+    clearError();
     const key = credential();
     if (!key) {
-      showError(0, { error: { message: "Paste an API key or a client token first.", code: "missing_key" } });
-      return;
+      showError(null, 0, { error: { message: "Paste an API key or a client token first.", code: "missing_key" } });
+      $("status").textContent = "Nothing sent: no key.";
+      return null;
     }
-    setBusy(true, label + "...");
-    const started = performance.now();
+    const card = newResult(label, details);
+    progress.start(label, waiting);
     try {
       const response = await fetch(api(route), {
         ...init,
@@ -124,18 +212,32 @@
         credentials: "omit",
         cache: "no-store",
       });
+      const requestId = response.headers.get("x-amzn-RequestId");
       const type = response.headers.get("Content-Type") || "";
       if (response.ok && type.startsWith("text/event-stream")) {
-        const { finished, failure } = await readEvents(response);
-        const seconds = ((performance.now() - started) / 1000).toFixed(1);
+        progress.state("streaming", label + ": receiving the stream...");
+        let failure = null;
+        await readEvents(response, (name, event) => {
+          if (name === "error" || event.error) {
+            failure = event.error ? event : { error: event };
+            return false;
+          }
+          return onEvent ? onEvent(card, name, event, progress) : true;
+        });
+        const elapsed = progress.seconds().toFixed(1) + " s";
+        addDetails(card, { status: response.status, elapsed: elapsed, "request id": requestId });
         if (failure) {
-          showError(response.status, failure);
-          setBusy(false, label + " failed after " + seconds + " s.");
-          return;
+          finish(card, "failed");
+          showError(card, response.status, failure);
+          progress.stop("failed", label + " failed after " + elapsed + ".");
+          return null;
         }
-        setBusy(false, label + ": " + finished + " image" + (finished === 1 ? "" : "s") + " in " + seconds + " s.");
-        return;
+        const count = card.querySelectorAll(".figures figure:not(.preview)").length;
+        finish(card, "done");
+        progress.stop("done", label + ": " + plural(count, "image") + " in " + elapsed + ".");
+        return card;
       }
+      progress.state("receiving", label + ": answered, reading it...");
       const text = await response.text();
       let body = text;
       try {
@@ -143,50 +245,38 @@
       } catch (_) {
         // not JSON: shown as it is
       }
-      const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      const elapsed = progress.seconds().toFixed(1) + " s";
+      addDetails(card, { status: response.status, elapsed: elapsed, "request id": requestId });
       if (!response.ok) {
-        showError(response.status, body);
-        setBusy(false, label + " failed after " + seconds + " s.");
-        return;
+        finish(card, "failed");
+        showError(card, response.status, body, response.headers.get("Retry-After"));
+        progress.stop("failed", label + " failed after " + elapsed + ".");
+        return null;
       }
-      showImages(body);
+      const format = body.output_format || "png";
+      (body.data || []).forEach((item, index) => addImage(card, item, index, format));
+      const usage = body.usage || {};
+      addDetails(card, {
+        answered: [body.size, body.quality, body.output_format].filter(Boolean).join(" "),
+        tokens: usage.total_tokens,
+      });
       const count = (body.data || []).length;
-      setBusy(false, label + ": " + count + " image" + (count === 1 ? "" : "s") + " in " + seconds + " s.");
+      finish(card, "done");
+      progress.stop("done", label + ": " + plural(count, "image") + " in " + elapsed + ".");
+      return body;
     } catch (error) {
-      showError(0, { error: { message: "The request did not complete: " + error, code: "network_error" } });
-      setBusy(false, label + " failed.");
+      finish(card, "failed");
+      showError(card, 0, {
+        error: {
+          message: "The request did not complete: " + error + " (the API could not be reached, or the browser refused it).",
+          code: "network_error",
+        },
+      });
+      progress.stop("failed", label + " failed after " + progress.seconds().toFixed(1) + " s.");
+      return null;
     }
   }
 
-  $("generate-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const body = {
-      prompt: $("prompt").value,
-      size: $("size").value,
-      quality: $("quality").value,
-      output_format: $("output_format").value,
-      n: Number($("n").value),
-    };
-    if ($("stream").checked) {
-      body.stream = true;
-      body.partial_images = Number($("partial_images").value);
-    }
-    call("images/generations", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    }, "Generate");
-  });
-
-  $("edit-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    const form = new FormData();
-    form.append("prompt", $("edit-prompt").value);
-    form.append("image[]", $("edit-image").files[0]);
-    if ($("edit-mask").files.length) form.append("mask", $("edit-mask").files[0]);
-    form.append("size", $("edit-size").value);
-    form.append("output_format", $("edit-output_format").value);
-    form.append("n", $("edit-n").value);
-    call("images/edits", { method: "POST", body: form }, "Edit");
-  });
+  // What the panels use. A new panel is a <section> in playground.html and a script that calls these.
+  window.playground = { $, api, element, credential, send, addImage, showPreview, addDetails, plural };
 })();

@@ -26,8 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from imagecore.accounts.budgets import BudgetExceeded, Cost, Hold, Spent, UsageLedger, day_of, month_of
+from imagecore.accounts.budgets import BudgetExceeded, Cost, Hold, Spent, day_of, month_of
 from imagecore.accounts.caller import Caller
+from imagecore.accounts.ledger import UsageLedger
 from imagecore.accounts.token_usage import TokenHold, TokenImageCounter
 from imagecore.domain.errors import ImageServiceError, ServiceMisconfigured, StorageUnavailable, TasksUnavailable
 from imagecore.platform.observability import RequestRecord, current_record

@@ -31,6 +31,8 @@ SCOPE_ROUTES: dict[Scope, tuple[tuple[str, str], ...]] = {
     "uploads": (("POST", "/v1/uploads"),),
     "tasks": (("GET", "/v1/images/tasks/*"),),
 }
+# Open to every client token whatever its scope: what the service accepts is no secret, and SDKs list models first.
+EVERY_TOKEN_ROUTES: tuple[tuple[str, str], ...] = (("GET", "/v1/models"), ("GET", "/v1/models/*"))
 
 DEFAULT_LIFETIME_SECONDS = 15 * 60
 MIN_LIFETIME_SECONDS = 60
@@ -60,7 +62,7 @@ class ClientToken:
     max_images: int | None = None
 
     def routes(self) -> list[tuple[str, str]]:
-        return [route for name in self.scope for route in SCOPE_ROUTES[name]]
+        return [*(route for name in self.scope for route in SCOPE_ROUTES[name]), *EVERY_TOKEN_ROUTES]
 
     def claims(self) -> dict[str, Any]:
         claims: dict[str, Any] = {

@@ -11,6 +11,7 @@ task out of ``processing`` gives back.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -80,7 +81,7 @@ class TokenImageCounter:
     def reserve(self, token_id: str, n: int, *, limit: int, expires_at: int) -> None:
         """Count ``n`` more images against the token, or raise ``TokenBudgetExceeded`` (nothing counted)."""
         if n > limit:
-            raise _exceeded(n, limit)
+            raise _exceeded(n, limit, expires_at)
         try:
             self._dynamodb.update_item(
                 TableName=self._table,
@@ -95,7 +96,7 @@ class TokenImageCounter:
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise _exceeded(n, limit) from None
+                raise _exceeded(n, limit, expires_at) from None
             raise _unavailable() from exc
         except BotoCoreError as exc:
             raise _unavailable() from exc
@@ -116,11 +117,13 @@ class TokenImageCounter:
             logger.warning("token images not given back", extra={"token_id": token_id, "error": type(exc).__name__})
 
 
-def _exceeded(n: int, limit: int) -> TokenBudgetExceeded:
+def _exceeded(n: int, limit: int, expires_at: int) -> TokenBudgetExceeded:
+    left = max(1, expires_at - int(time.time()))
     return TokenBudgetExceeded(
         f"This client token may create {limit} image(s) in all; {n} more would go over. "
-        "Ask your backend for a new token.",
+        f"Ask your backend for a new token (this one expires in {left} s).",
         param="n",
+        headers={"Retry-After": str(left)},
     )
 
 

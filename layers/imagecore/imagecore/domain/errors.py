@@ -7,14 +7,20 @@ from __future__ import annotations
 
 from typing import Any
 
+# The statuses that tell a client to come back later: each answer with one says when (Retry-After, seconds).
+RETRY_LATER_STATUSES = frozenset({429, 503})
+DEFAULT_RETRY_AFTER_SECONDS = 5
+
 
 class ImageServiceError(Exception):
     """Base of every error a client may see. ``message`` is written for the client: never put
-    exception text from a library, a secret or user data in it."""
+    exception text from a library, a secret or user data in it. A 429 or 503 always carries ``Retry-After``:
+    the one given in ``headers``, else ``retry_after_seconds``."""
 
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    retry_after_seconds: int = DEFAULT_RETRY_AFTER_SECONDS
 
     def __init__(
         self,
@@ -35,7 +41,9 @@ class ImageServiceError(Exception):
             self.status = status
         if type is not None:
             self.type = type
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
+        if self.status in RETRY_LATER_STATUSES and not any(name.lower() == "retry-after" for name in self.headers):
+            self.headers["Retry-After"] = str(self.retry_after_seconds)
 
     def to_body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -78,7 +86,8 @@ class Forbidden(ImageServiceError):
 
 
 class TokenBudgetExceeded(ImageServiceError):
-    """A client token asked for more images than its ``max_images`` has left: refused before the upstream."""
+    """A client token asked for more images than its ``max_images`` has left: refused before the upstream. Its
+    ``Retry-After`` is the token's remaining life: this token will not make more images; a new one will."""
 
     status = 429
     type = "insufficient_quota"

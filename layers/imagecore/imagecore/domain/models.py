@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from imagecore.domain.errors import InvalidRequest
@@ -260,14 +260,53 @@ class EditParameters(ImageRequest):
     _not_forwarded: ClassVar[frozenset[str]] = frozenset({"input_fidelity"})
 
 
-class UploadRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
-
-    upload_id: Annotated[
-        str,
-        identifier_field(UPLOAD_ID, max_length=68, description="An id from POST /v1/uploads."),
-        anchored(UPLOAD_ID, "upload id"),
+def _one_of_two_sources(schema: dict[str, Any]) -> None:
+    """The schema says what the validator checks: exactly one of the two fields is a string."""
+    schema["oneOf"] = [
+        {"required": [name], "properties": {name: {"type": "string"}}} for name in ("upload_id", "image_url")
     ]
+
+
+IMAGE_DATA_URL = r"data:image/(?:png|jpeg|webp);base64,[A-Za-z0-9+/]+={0,2}"
+# An inline image travels in the JSON body, which API Gateway and Lambda cap at 6 MB: larger ones are uploaded.
+IMAGE_DATA_URL_MAX_CHARS = 4_500_000
+
+
+class UploadRef(BaseModel):
+    """One input image of a JSON edit: an upload's id, or (as OpenAI's ``image_url``) a small image itself as a
+    base64 ``data:`` URL."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, defer_build=True, json_schema_extra=_one_of_two_sources
+    )
+
+    upload_id: (
+        Annotated[
+            str,
+            identifier_field(UPLOAD_ID, max_length=68, description="An id from POST /v1/uploads."),
+            anchored(UPLOAD_ID, "upload id"),
+        ]
+        | None
+    ) = None
+    image_url: (
+        Annotated[
+            str,
+            identifier_field(
+                IMAGE_DATA_URL,
+                max_length=IMAGE_DATA_URL_MAX_CHARS,
+                description="Instead of upload_id: the image as data:image/<png|jpeg|webp>;base64,... (a small "
+                "image; larger ones go through POST /v1/uploads).",
+            ),
+            anchored(IMAGE_DATA_URL, "base64 data URL of a PNG, JPEG or WebP image"),
+        ]
+        | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "UploadRef":
+        if (self.upload_id is None) == (self.image_url is None):
+            raise PydanticCustomError("one_image_source", "give exactly one of upload_id and image_url")
+        return self
 
 
 class EditUploadRequest(EditParameters):

@@ -49,6 +49,21 @@ class HealthResponse(BaseModel):
     ] = "sub2api"
 
 
+class ServiceIndex(BaseModel):
+    """What ``GET /`` and ``GET /v1`` answer: where to read about the API and where to try it."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    object: Literal["service"] = "service"
+    name: Literal["image-service"] = "image-service"
+    version: str
+    message: str
+    base_url: Annotated[str, Field(description="The OpenAI base_url of this API.")]
+    docs: Annotated[str, Field(description="The API reference (Swagger UI, try any route).")]
+    playground: Annotated[str, Field(description="A page to generate and edit images from a browser.")]
+    openapi: Annotated[str, Field(description="The OpenAPI 3.1 document.")]
+
+
 class UsageDay(BaseModel):
     """One UTC day of a key's usage (its client tokens' included)."""
 

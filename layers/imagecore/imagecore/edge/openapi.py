@@ -32,7 +32,7 @@ DESCRIPTION = (
     "OpenAI-compatible image generation (gpt-image-2 through sub2api). Images are stored in S3 and returned as "
     "presigned URLs. Every error has the shape {error: {message, type, param, code}}."
 )
-PUBLIC_PATHS = ("/v1/health", "/v1/openapi.json", "/v1/docs", "/v1/playground")
+PUBLIC_PATHS = ("/v1", "/v1/health", "/v1/openapi.json", "/v1/docs", "/v1/playground")
 
 
 def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any]:
@@ -66,8 +66,75 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
             operation["security"] = []
     _document_shared_answers(document)
     _document_task_id(document)
+    _document_model_id(document)
     _document_client_tokens(document)
+    _document_examples(document)
     return document
+
+
+# One request body per JSON operation that the service takes as it is (small and cheap: one low-quality
+# 1024x1024 image), so Swagger UI's "Try it out" sends something that works instead of a body it made up from
+# the schema (which combined output_compression with png, and partial_images without stream). An edit's JSON
+# example carries its input inline (a 256x256 sky-blue PNG as a data URL); larger inputs are uploaded first.
+GENERATION_EXAMPLE: dict[str, Any] = {
+    "model": "gpt-image-2",
+    "prompt": "A lighthouse on a rocky coast at dawn, soft watercolor",
+    "size": "1024x1024",
+    "quality": "low",
+    "output_format": "png",
+    "n": 1,
+}
+EDIT_PROMPT = "Add a red kite flying in the sky"
+EXAMPLE_INPUT = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAQAAAAEACAIAAADTED8xAAAB/0lEQVR42u3TQREAMAjAsDHzuMIQJnijgURC7xpZ/eCq"
+    "LwEGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAw"
+    "ABgADAAGAAOAATAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAA"
+    "GAAMAAYAA4ABwABgADAAGAAMAAbAAGAAMAAYAAwABgADgAHAAGAAMAAYAAwABgADgAHAAGAAMAAYAAwABgADgAHAAGAAMAAYAAwABgADgAHAAGAAMAAY"
+    "AAwABgADgAHAAGAAMAAYAAwABgADgAHAAGAAMAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgA"
+    "DAAGAAOAAcAAYAAwABgADAAGAAOAAcAAYAAwABgADAAGAAOAAcAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAM"
+    "AAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAGAAMAAYAA4ABwABgADAAbAO8BgQwXqtQPQAAAABJRU5ErkJggg=="
+)
+JSON_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
+    ("/v1/images/generations", "post"): GENERATION_EXAMPLE,
+    ("/v1/images/generations/async", "post"): GENERATION_EXAMPLE,
+    ("/v1/images/edits", "post"): {
+        "images": [{"image_url": EXAMPLE_INPUT}],
+        "prompt": EDIT_PROMPT,
+        "size": "1024x1024",
+        "quality": "low",
+        "n": 1,
+    },
+    ("/v1/uploads", "post"): {
+        "content_type": "image/png",
+        "bytes": 1048576,
+        "filename": "input.png",
+        "purpose": "image",
+    },
+    ("/v1/client_tokens", "post"): {"expires_in": 900, "scope": ["generations", "tasks"], "max_images": 4},
+}
+JSON_EXAMPLES[("/v1/images/edits/async", "post")] = JSON_EXAMPLES[("/v1/images/edits", "post")]
+# The edit form's text fields, filled in: "Try it out" then needs only a file.
+FORM_EXAMPLES = {"prompt": EDIT_PROMPT, "size": "1024x1024", "quality": "low", "n": 1}
+
+
+def _document_examples(document: dict[str, Any]) -> None:
+    for (path, method), example in JSON_EXAMPLES.items():
+        operation = document.get("paths", {}).get(path, {}).get(method)
+        if operation is None:
+            continue
+        content = operation.get("requestBody", {}).get("content", {})
+        if "application/json" in content:
+            content["application/json"]["example"] = json.loads(json.dumps(example))
+        if "multipart/form-data" in content:
+            operation["requestBody"]["description"] = (
+                "multipart/form-data: the images themselves (choose the files; the other fields are filled in). "
+                "application/json: each image inline as a base64 data URL (image_url, small images), or uploaded "
+                "first with POST /v1/uploads and named by its upload_id."
+            )
+    form = document.get("components", {}).get("schemas", {}).get("EditForm")
+    if form is not None:
+        for name, value in FORM_EXAMPLES.items():
+            form["properties"][name]["example"] = value
 
 
 def _document_client_tokens(document: dict[str, Any]) -> None:
@@ -91,6 +158,22 @@ def _document_task_id(document: dict[str, Any]) -> None:
                         "maxLength": 37,
                         "description": "The task's id, as the submission answered it.",
                     }
+
+
+# What a model id looks like (the names the template's ResponsesAllowedModels accepts); any other is a 404.
+MODEL_ID = r"[A-Za-z0-9._:-]{1,128}"
+
+
+def _document_model_id(document: dict[str, Any]) -> None:
+    operation = document.get("paths", {}).get("/v1/models/{model}", {}).get("get")
+    for parameter in (operation or {}).get("parameters", []):
+        if parameter.get("in") == "path" and parameter.get("name") == "model":
+            parameter["schema"] = {
+                **parameter.get("schema", {}),
+                "pattern": f"^(?:{MODEL_ID})$",
+                "maxLength": 128,
+                "description": "A model id, as GET /v1/models lists them (any other: 404 model_not_found).",
+            }
 
 
 def _error(description: str, **headers: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ ASSETS = {
     "swagger-ui.css": ("swagger-ui/swagger-ui.css", "text/css; charset=utf-8"),
     "docs.js": ("docs.js", "text/javascript; charset=utf-8"),
     "playground.js": ("playground.js", "text/javascript; charset=utf-8"),
+    "playground-images.js": ("playground-images.js", "text/javascript; charset=utf-8"),
     "playground.css": ("playground.css", "text/css; charset=utf-8"),
 }
 PAGES = {"docs": "docs.html", "playground": "playground.html"}

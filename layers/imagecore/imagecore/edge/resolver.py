@@ -42,7 +42,13 @@ def create_resolver() -> APIGatewayRestResolver:
     @app.not_found
     def _not_found(_exc: NotFoundError) -> Response[str]:
         event = app.current_event
-        return error_response(NotFound(f"Unknown route: {event.http_method} {event.path}", code="unknown_route"))
+        return error_response(
+            NotFound(
+                f"Unknown route: {event.http_method} {event.path}. The routes are under /v1: read them at /v1/docs, "
+                "try them at /v1/playground.",
+                code="unknown_route",
+            )
+        )
 
     @app.exception_handler(ResponseValidationError)
     def _bad_response(exc: ResponseValidationError) -> Response[str]:

@@ -1,5 +1,5 @@
-"""Asynchronous tasks, shaped exactly like sub2api's (``docs/ASYNC_IMAGE_TASKS.md``): the record in DynamoDB,
-the job on SQS, and the task object a client polls.
+"""Asynchronous tasks, shaped exactly like sub2api's (``docs/ASYNC_IMAGE_TASKS.md``): the record in DynamoDB
+(here), the job on SQS (``jobs.submitter``), and the task object a client polls (``jobs.task_view``).
 
 A task is ``processing`` until the worker completes or fails it. It expires 24 hours after its last update
 (DynamoDB TTL) and may run 30 minutes at most: past that it reads as failed even if a worker never wrote so.
@@ -19,15 +19,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imagecore.accounts.token_usage import TokenHold
 from imagecore.platform import aws
-from imagecore.platform.observability import logger
-from imagecore.storage.store import StorageError, image_folder
+from imagecore.storage.store import image_folder
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from boto3.dynamodb.conditions import Attr
 
-    from imagecore.storage.store import ImageStore
 
 TASK_OBJECT = "image.generation.task"
 RETRY_AFTER_SECONDS = 3
@@ -378,29 +376,6 @@ class TaskStore:
             raise TaskStoreError(f"{method.__name__}: {type(exc).__name__}") from exc
 
 
-class JobQueue:
-    """The jobs queue (SQS): one message per task, ``{"task_id": ...}``."""
-
-    def __init__(self, queue_url: str, *, region: str) -> None:
-        self._region = region
-        self._url = queue_url
-
-    @cached_property
-    def _sqs(self) -> Any:
-        """Made on first use (the first task queued), not at a cold start that may never queue one."""
-        return aws.client("sqs", region_name=self._region)
-
-    @property
-    def client(self) -> Any:
-        return self._sqs
-
-    def send(self, body: dict[str, Any]) -> None:
-        try:
-            self._sqs.send_message(QueueUrl=self._url, MessageBody=json.dumps(body))
-        except (BotoCoreError, ClientError) as exc:
-            raise TaskStoreError(f"send_message: {type(exc).__name__}") from exc
-
-
 def task_timeout_error() -> dict[str, Any]:
     """The error of a task that ran past its limit, whether the worker found it so or a reader did."""
     return {
@@ -408,102 +383,3 @@ def task_timeout_error() -> dict[str, Any]:
         "code": "task_timeout",
         "message": f"The task did not finish within {TASK_LIMIT_SECONDS // 60} minutes.",
     }
-
-
-def task_view(task: Task, now: int, presign: Callable[[str], str], poll_url: str | None = None) -> dict[str, Any]:
-    """The task object as sub2api answers it."""
-    view: dict[str, Any] = {
-        "id": task.id,
-        "task_id": task.id,
-        "object": TASK_OBJECT,
-        "status": task.status,
-        "created_at": task.created_at,
-        "expires_at": task.expires_at,
-    }
-    if poll_url:
-        view["poll_url"] = poll_url
-    if task.overdue(now):
-        view.update(status="failed", http_status=504, error=task_timeout_error())
-    elif task.status == "processing" and task.partial_images:
-        # The picture forming: each preview stored so far, freshly presigned.
-        view["partial_images"] = [
-            {"index": p["index"], "url": presign(p["key"]), "created_at": p["created_at"]}
-            for p in sorted(task.partial_images, key=lambda p: p["index"])
-        ]
-    elif task.status == "completed" and task.result is not None:
-        result = answer_body(task.result, presign)
-        view.update(http_status=200, image_url=result["data"][0]["url"], result=result, completed_at=task.completed_at)
-    elif task.status == "failed":
-        view.update(http_status=task.http_status, error=task.error, completed_at=task.completed_at)
-    return view
-
-
-def full_result(images: ImageStore, compact: dict[str, Any]) -> dict[str, Any]:
-    """A result the task record keeps without its revised prompts, made whole again from its ``result.json``;
-    when S3 cannot read it the images are still answered (without revised prompts)."""
-    try:
-        document = images.read_json(compact["manifest"])
-    except StorageError:
-        logger.warning("task result manifest not read", extra={"key": compact["manifest"]})
-        return compact
-    return document or compact
-
-
-def answer_body(stored: dict[str, Any], presign: Callable[[str], str]) -> dict[str, Any]:
-    """The synchronous answer for a stored result, with fresh presigned URLs."""
-    return {
-        "created": stored["created"],
-        # The same item shape as the synchronous answer (ImageData): b64_json is there, null.
-        "data": [
-            {"url": presign(ref["key"]), "b64_json": None, "revised_prompt": ref.get("revised_prompt")}
-            for ref in stored["images"]
-        ],
-        "model": stored["model"],
-        "size": stored["size"],
-        "quality": stored["quality"],
-        "output_format": stored["output_format"],
-        "background": stored.get("background"),
-        "usage": stored.get("usage"),
-    }
-
-
-class TaskSubmitter:
-    """Makes the task record, then queues its job; a task whose job cannot be queued is failed at once, never
-    left ``processing``."""
-
-    def __init__(self, tasks: TaskStore, queue: JobQueue) -> None:
-        self.tasks = tasks
-        self.queue = queue
-
-    def submit(
-        self,
-        *,
-        task_id: str,
-        owner: str,
-        kind: TaskKind,
-        request: dict[str, Any],
-        folder: str,
-        inputs: list[dict[str, str]] | None = None,
-        token_hold: TokenHold | None = None,
-    ) -> Task:
-        now = self.tasks.now()
-        task = Task(
-            id=task_id,
-            owner=owner,
-            kind=kind,
-            request=request,
-            folder=folder,
-            inputs=inputs or [],
-            created_at=now,
-            updated_at=now,
-            token_hold=token_hold,
-        )
-        self.tasks.create(task)
-        try:
-            self.queue.send({"task_id": task.id})
-        except TaskStoreError:
-            self.tasks.fail(
-                task.id, 503, {"type": "server_error", "code": "queue_unavailable", "message": "not queued"}
-            )
-            raise
-        return task

@@ -1,7 +1,7 @@
 """Settings of the functions beside the image routes: tasks, usage, uploads, client tokens, the public pages and
 the authorizer (the image functions' are in ``imagecore.platform.settings``, with the rules they all share)."""
 
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, model_validator
 
@@ -61,12 +61,21 @@ class ClientTokenSettings(SigningKeySettings):
 
 
 class PublicPageSettings(EnvironmentSettings):
-    """Settings of the public routes: health, the OpenAPI document, the docs and playground pages."""
+    """Settings of the health function: health, the OpenAPI document, the docs and playground pages, the index
+    and the model list."""
 
     s3_endpoint_url: Annotated[
         HttpUrl | None,
         Field(description="Only for the local stack: where the pages may load the images from (else S3 itself)."),
     ] = None
+    responses_allowed_models: Annotated[
+        str,
+        Field(description="The text models POST /v1/responses takes, comma separated (empty: any, none listed)."),
+    ] = ""
+    public_url_scheme: Annotated[
+        Literal["https", "http"],
+        Field(description="Scheme of the URLs the API gives for itself: https; the local stack's http."),
+    ] = "https"
     upstream_simulator: Annotated[
         bool, Field(description="The stack calls the upstream simulator (a test deployment): health says so.")
     ] = False

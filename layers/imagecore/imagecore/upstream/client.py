@@ -20,9 +20,6 @@ The body is read by ``imagecore.upstream.reader`` as it arrives: each image is d
 
 from __future__ import annotations
 
-import email.utils
-import json
-import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -32,29 +29,20 @@ from typing import Any
 import httpx
 
 from imagecore.domain.deadline import Deadline
-from imagecore.domain.errors import ImageServiceError, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+from imagecore.domain.errors import ImageServiceError, UpstreamFailed, UpstreamTimeout
 from imagecore.domain.images import ImageInfo
+from imagecore.upstream.bodies import JsonBody, SseBody
+from imagecore.upstream.fields import normalise_fields
 from imagecore.upstream.reader import (
     BodyError,
-    BodyIncomplete,
-    BodyMalformed,
-    BodyTooLarge,
-    JsonBody,
     ReadImage,
     ReadLimits,
-    SseBody,
     StreamFailed,
-    normalise_fields,
 )
+from imagecore.upstream.refusals import Attempt, error_under_200, refusal, unusable
 
-# Error types under a 200 (or in a 4xx body) that mean the request itself was refused: never retried.
-CALLER_ERROR_TYPES = frozenset({"invalid_request_error", "image_generation_user_error"})
-# Upstream statuses relayed to the caller as they are; any other 4xx is the upstream misbehaving (502).
-RELAYED_STATUSES = frozenset({400, 409, 413, 415, 422})
 MIN_ATTEMPT_SECONDS = 1.0
 MAX_ERROR_BODY_BYTES = 64 * 1024
-# A Retry-After beyond this is clamped: no upstream limit lasts longer, and the caller is told no more.
-MAX_RETRY_AFTER_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -117,16 +105,6 @@ class UpstreamResult:
     def usage(self) -> dict[str, Any] | None:
         usage = self.body.get("usage")
         return usage if isinstance(usage, dict) else None
-
-
-@dataclass
-class _Attempt:
-    """How one attempt ended when it did not produce images."""
-
-    error: ImageServiceError
-    retryable: bool
-    label: str
-    retry_after: float | None = None
 
 
 @dataclass
@@ -247,7 +225,7 @@ class UpstreamClient:
         trace: CallTrace,
         reading: _Reading,
     ) -> UpstreamResult:
-        last: _Attempt | None = None
+        last: Attempt | None = None
         while trace.attempts < self._retry.max_attempts:
             attempt_deadline = deadline.earliest(timeout)
             if attempt_deadline.remaining() < MIN_ATTEMPT_SECONDS:
@@ -271,14 +249,14 @@ class UpstreamClient:
         raise last.error
 
     @staticmethod
-    def _out_of_time(last: _Attempt | None) -> ImageServiceError:
+    def _out_of_time(last: Attempt | None) -> ImageServiceError:
         if last is not None and last.retryable and last.error.status != 504:
             return last.error
         return UpstreamTimeout("The image service ran out of time waiting for the upstream image API.")
 
     def _attempt(
         self, path: str, content: dict[str, Any], attempt_deadline: Deadline, trace: CallTrace, reading: _Reading
-    ) -> UpstreamResult | _Attempt:
+    ) -> UpstreamResult | Attempt:
         budget = attempt_deadline.remaining()
         headers = {
             "Authorization": f"Bearer {self._api_key()}",
@@ -297,17 +275,17 @@ class UpstreamClient:
                 if response.status_code != 200:
                     raw = _error_body(response, attempt_deadline)
                     trace.last_byte_at = attempt_deadline.clock()
-                    return _refusal(response.status_code, response.headers, raw)
+                    return refusal(response.status_code, response.headers, raw)
                 return self._read_answer(response, attempt_deadline, trace, reading)
         except _BudgetSpent:
-            return _Attempt(self._timeout_error(), retryable=False, label="timeout")
+            return Attempt(self._timeout_error(), retryable=False, label="timeout")
         except httpx.TimeoutException as exc:
             # Nothing was sent before a connect/pool timeout, so another attempt is safe; a read or write
             # timeout means the upstream may still be working on (and billing) the image.
             retryable = isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-            return _Attempt(self._timeout_error(), retryable=retryable, label=type(exc).__name__)
+            return Attempt(self._timeout_error(), retryable=retryable, label=type(exc).__name__)
         except httpx.TransportError as exc:
-            return _Attempt(
+            return Attempt(
                 UpstreamFailed("The upstream image API could not be reached."),
                 retryable=True,
                 label=type(exc).__name__,
@@ -315,7 +293,7 @@ class UpstreamClient:
 
     def _read_answer(
         self, response: httpx.Response, deadline: Deadline, trace: CallTrace, reading: _Reading
-    ) -> UpstreamResult | _Attempt:
+    ) -> UpstreamResult | Attempt:
         """A 200 has been committed: whatever happens from here on, this attempt is the last one."""
         reading.kept.clear()
         reading.summaries.clear()
@@ -335,17 +313,17 @@ class UpstreamClient:
                 return _success(_stream_body(outcome.fields, outcome.images), reading)
             return _success(body.close(), reading)
         except httpx.TimeoutException as exc:
-            return _Attempt(self._timeout_error(), retryable=False, label=f"200:{type(exc).__name__}")
+            return Attempt(self._timeout_error(), retryable=False, label=f"200:{type(exc).__name__}")
         except httpx.TransportError as exc:
             failure = UpstreamFailed(
                 "The upstream image API's answer was cut short after it had started; it is not asked again.",
                 code="upstream_incomplete",
             )
-            return _Attempt(failure, retryable=False, label=f"200:{type(exc).__name__}")
+            return Attempt(failure, retryable=False, label=f"200:{type(exc).__name__}")
         except BodyError as exc:
-            return _unusable(exc)
+            return unusable(exc)
         except StreamFailed as exc:
-            attempt = _error_under_200(exc.error)
+            attempt = error_under_200(exc.error)
             attempt.retryable = attempt.retryable and not exc.after_events and not reading.summaries
             return attempt
 
@@ -380,78 +358,14 @@ def _error_body(response: httpx.Response, deadline: Deadline) -> bytes:
     return bytes(kept[:MAX_ERROR_BODY_BYTES])
 
 
-def _unusable(exc: BodyError) -> _Attempt:
-    if isinstance(exc, BodyMalformed):
-        message = "The upstream image API answered something that is not an image response."
-    elif isinstance(exc, BodyIncomplete):
-        message = "The upstream image API's answer was cut short after it had started; it is not asked again."
-    elif isinstance(exc, BodyTooLarge):
-        message = "The upstream image API's answer is larger than the request can produce."
-    else:
-        message = f"The upstream image API answered without a usable image ({exc})."
-    return _Attempt(UpstreamFailed(message, code=exc.code), retryable=False, label=f"200:{exc.code}")
-
-
-def _refusal(status: int, headers: httpx.Headers, raw: bytes) -> _Attempt:
-    """A status other than 200: retried when transient, relayed when it is the caller's, a 502 otherwise."""
-    body = _json_object(raw)
-    error = body.get("error") if body is not None else None
-    if status == 429:
-        return _rate_limited(headers, error)
-    if 500 <= status < 600:
-        return _Attempt(UpstreamFailed(f"The upstream image API failed (HTTP {status})."), True, str(status))
-    if status in (401, 403, 404):
-        # Our key or our base URL is wrong: the caller's request is fine, so this is not theirs to fix.
-        failure = UpstreamFailed(
-            "The image service is not configured correctly for its upstream image API.",
-            code="upstream_misconfigured",
-        )
-        return _Attempt(failure, False, str(status))
-    if status in RELAYED_STATUSES:
-        message, code, err_type, param = _error_fields(
-            error, f"The upstream image API refused the request (HTTP {status})."
-        )
-        rejected = UpstreamRejected(
-            message, status=status, type=err_type or "invalid_request_error", code=code, param=param
-        )
-        return _Attempt(rejected, False, str(status))
-    odd = UpstreamFailed(f"The upstream image API answered an unexpected HTTP status ({status}).")
-    return _Attempt(odd, False, f"{status}:unexpected")
-
-
-def _rate_limited(headers: httpx.Headers, error: Any) -> _Attempt:
-    retry_after = _retry_after(headers.get("retry-after"))
-    message, code, err_type, param = _error_fields(error, "The upstream image API is rate limited.")
-    failure = UpstreamRejected(
-        message,
-        status=429,
-        type=err_type or "rate_limit_error",
-        code=code or "rate_limit_exceeded",
-        param=param,
-        headers={"Retry-After": str(math.ceil(retry_after))} if retry_after is not None else None,
-    )
-    return _Attempt(failure, True, "429", retry_after)
-
-
-def _error_under_200(error: Any) -> _Attempt:
-    """An error object after sub2api's keep-alive committed the 200 (or an SSE ``error`` event)."""
-    message, code, err_type, param = _error_fields(error, "The upstream image API failed.")
-    if code == "moderation_blocked" or err_type in CALLER_ERROR_TYPES:
-        rejected = UpstreamRejected(
-            message, status=400, type=err_type or "invalid_request_error", code=code, param=param
-        )
-        return _Attempt(rejected, False, "200:error")
-    return _Attempt(UpstreamFailed(f"The upstream image API failed: {message}"), True, "200:error")
-
-
-def _success(body: dict[str, Any], reading: _Reading) -> UpstreamResult | _Attempt:
+def _success(body: dict[str, Any], reading: _Reading) -> UpstreamResult | Attempt:
     """The images were read (and handed on); the rest of the body decides whether the answer holds."""
     if body.get("error") is not None and not reading.summaries:
-        return _error_under_200(body["error"])
+        return error_under_200(body["error"])
     missing = _missing_image(body.get("data"))
     if missing is not None:
         failure = UpstreamFailed(f"The upstream image API answered without a usable image ({missing}).")
-        return _Attempt(failure, False, "200:no_image")
+        return Attempt(failure, False, "200:no_image")
     return UpstreamResult(body=normalise_fields(body), images=list(reading.kept), summaries=list(reading.summaries))
 
 
@@ -477,37 +391,3 @@ def _form_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _json_object(text: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _error_fields(error: Any, default: str) -> tuple[str, str | None, str | None, str | None]:
-    if not isinstance(error, dict):
-        return default, None, None, None
-
-    def text(key: str) -> str | None:
-        value = error.get(key)
-        return str(value)[:2000] if isinstance(value, str | int) and value != "" else None
-
-    return text("message") or default, text("code"), text("type"), text("param")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header, or None when it is not a valid one (``abc``, ``-5``);
-    a value past ``MAX_RETRY_AFTER_SECONDS`` is clamped to it."""
-    value = (value or "").strip()
-    if value.isdigit():
-        return float(min(int(value), MAX_RETRY_AFTER_SECONDS))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return min(max(0.0, when.timestamp() - time.time()), float(MAX_RETRY_AFTER_SECONDS))

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from imagecore.domain.errors import ImageServiceError, InvalidRequest, NotFound, StorageUnavailable
+from imagecore.domain.fingerprint import digest
 from imagecore.domain.models import GenerationResponse
 from imagecore.platform.observability import current_record, logger
 from imagecore.storage.manifest import StoredResult, folder_of, manifest_key, read_result, read_stored, write_result
 from imagecore.storage.store import ImageStore, StorageError
 from imagecore.usecases.delivery import Delivery
 from imagecore.usecases.deps import ImageDeps
-from imagecore.usecases.idempotency import Once, digest
+from imagecore.usecases.idempotency import Once
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.admission import Admission
-from imagecore.accounts.budgets import UsageLedger
+from imagecore.accounts.ledger import UsageLedger
 from imagecore.accounts.token_usage import TokenImageCounter
 from imagecore.domain.deadline import Deadline, request_deadline
 from imagecore.domain.errors import ServiceMisconfigured
-from imagecore.jobs.tasks import JobQueue, TaskStore, TaskSubmitter
+from imagecore.jobs.submitter import JobQueue, TaskSubmitter
+from imagecore.jobs.tasks import TaskStore
 from imagecore.platform.settings import GenerationSettings
 from imagecore.usecases.idempotency import Idempotency
 from imagecore.usecases.service import ImageService

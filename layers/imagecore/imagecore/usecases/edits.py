@@ -3,6 +3,8 @@ is sent upstream. Every failure is a 400 naming the field."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import re
@@ -16,7 +18,14 @@ from pydantic import ValidationError
 from imagecore.domain.errors import InvalidRequest, NotFound
 from imagecore.domain.images import ImageInfo, ImageTooLarge, NotAnImage, verify_image
 from imagecore.domain.jsonbody import parse_json_body
-from imagecore.domain.models import CONTENT_TYPES, EXTENSIONS, FILENAME_MAX_CHARS, EditParameters, EditUploadRequest
+from imagecore.domain.models import (
+    CONTENT_TYPES,
+    EXTENSIONS,
+    FILENAME_MAX_CHARS,
+    EditParameters,
+    EditUploadRequest,
+    UploadRef,
+)
 from imagecore.domain.validation import validation_error
 from imagecore.storage.store import ImageStore, UploadedFile, UploadNotFound, UploadStore, UploadTooLarge
 
@@ -123,12 +132,15 @@ def edit_from_uploads(body: str | bytes, uploads: UploadReader, *, max_image_byt
         request = EditUploadRequest.model_validate(parse_json_body(body))
     except ValidationError as exc:
         raise validation_error(exc.errors(include_url=False)) from None
-    refs = [(f"images[{i}]", ref.upload_id) for i, ref in enumerate(request.images)]
+    refs = [(f"images[{i}]", ref) for i, ref in enumerate(request.images)]
     if request.mask is not None:
-        refs.append(("mask", request.mask.upload_id))
+        refs.append(("mask", request.mask))
 
-    def fetch(ref: tuple[str, str]) -> RawFile:
-        param, upload_id = ref
+    def fetch(named: tuple[str, UploadRef]) -> RawFile:
+        param, ref = named
+        if ref.image_url is not None:
+            return RawFile(param, _data_url_bytes(param, ref.image_url), None)
+        upload_id = str(ref.upload_id)
         try:
             upload = uploads.read(upload_id)
         except UploadNotFound:
@@ -146,6 +158,16 @@ def edit_from_uploads(body: str | bytes, uploads: UploadReader, *, max_image_byt
     mask = raw.pop() if request.mask is not None else None
     checked, checked_mask = check_images(raw, mask, max_image_bytes=max_image_bytes)
     return EditInput(request, checked, checked_mask)
+
+
+def _data_url_bytes(param: str, url: str) -> bytes:
+    """The image in a ``data:image/...;base64,`` URL (its form was checked by the request model)."""
+    try:
+        return base64.b64decode(url.partition(",")[2], validate=True)
+    except binascii.Error:
+        raise InvalidRequest(
+            f"'{param}' is not valid base64 (data:image/png;base64,...).", param=param, code="invalid_image_format"
+        ) from None
 
 
 def check_images(

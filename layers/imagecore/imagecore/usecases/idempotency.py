@@ -7,9 +7,9 @@ again.
 
 A first run that dies (a timeout, a crash) leaves its record "in progress" until the time that invocation could
 have lived is over (Powertools' in-progress expiry, from the Lambda context): until then a retry is a 409, after
-it the retry runs. What it then runs is the caller's ``produce``; the synchronous image routes make that look in
-the key's own folder first, so the images the dead run paid for are answered rather than paid again
-(``usecases.deliveries``).
+it the retry runs. What it then runs is the use case given to ``Idempotency.once`` (the only function here that
+takes one as a callable); the synchronous image use cases look in the key's own folder first, so the images
+the dead run paid for are answered rather than paid again (``usecases.deliveries``).
 
 A record stays small whatever the request: it holds a digest of the request and a reference to the result (the
 S3 key of a ``result.json``, a task id), never the request, the prompt or the images, so no request is refused
@@ -19,8 +19,6 @@ caller gets what was made (or the error it met), the record is only a shortcut f
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -30,6 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
 from imagecore.domain.errors import ImageServiceError, InvalidRequest
+from imagecore.domain.fingerprint import digest
 from imagecore.platform import aws
 from imagecore.platform.observability import current_record, logger
 
@@ -145,12 +144,6 @@ def without_presentation(payload: Any) -> Any:
     if isinstance(trimmed.get("parameters"), dict):
         trimmed["parameters"] = without_presentation(trimmed["parameters"])
     return trimmed
-
-
-def digest(payload: Any) -> str:
-    """A stable fingerprint of a request: the same content gives the same digest (multipart boundaries and
-    JSON key order do not matter, because callers pass the parsed request)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 class Idempotency:
