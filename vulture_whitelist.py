@@ -40,8 +40,5 @@ _.events_relayed, _.keepalives_sent, _.client_disconnected, _.partial_images_sto
 streamed_app
 _.should_exit
 
-# botocore calls its file loader's _load_file (imagecore.platform.aws overrides it to parse into plain dicts)
-_._load_file
-
 # the index's links (GET / and /v1) reach the client through the model's dump
 _.docs, _.playground, _.openapi

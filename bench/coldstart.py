@@ -1,5 +1,7 @@
-"""Cold start of both handlers in fresh processes (import + build dependencies, tracing off), run in turn, in a
-venv holding only the layer's requirements (built once under the cache dir from the exported requirements)."""
+"""Cold start of both handlers in fresh processes (import + build dependencies), run in turn, in a venv holding
+only the layer's requirements (built once under the cache dir from the exported requirements), with tracing as the
+template deploys it: ``Tracing: Active`` in its Globals turns Powertools' Tracer on (the X-Ray SDK imported and the
+libraries it traces patched, as in Lambda), with no X-Ray daemon here to send to."""
 
 from __future__ import annotations
 
@@ -64,6 +66,23 @@ def compile_bytecode(python: Path) -> None:
         raise BenchError(f"compiling the project's bytecode failed: {(done.stdout + done.stderr).strip()[-800:]}")
 
 
+def deployed_tracing() -> dict[str, str]:
+    """What Lambda sets for the template's tracing: with ``Tracing: Active`` a task root (Powertools' Tracer is on
+    only in Lambda) and the Tracer's own switch on; no daemon listens locally, and a trace context missing (no
+    invocation yet) is logged by the X-Ray SDK rather than raised, as its ``AWS_XRAY_CONTEXT_MISSING`` lets it."""
+    from local.template import project_template
+
+    function_globals = (project_template().get("Globals") or {}).get("Function") or {}
+    if str(function_globals.get("Tracing", "PassThrough")) != "Active":
+        return {"POWERTOOLS_TRACE_DISABLED": "true"}
+    return {
+        "LAMBDA_TASK_ROOT": str(ROOT),
+        "POWERTOOLS_TRACE_DISABLED": "false",
+        "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR",
+        "AWS_XRAY_DAEMON_ADDRESS": "127.0.0.1:2000",
+    }
+
+
 def _probe(python: Path, which: str, environment: dict[str, str]) -> dict[str, float]:
     env = {**environment, "PATH": os.environ.get("PATH", ""), "PYTHONPATH": f"{ROOT}:{ROOT / 'layers' / 'imagecore'}"}
     command = [str(python), "-m", "bench.coldprobe", which]
@@ -79,6 +98,7 @@ def cold_starts(environment: dict[str, str], runs: int) -> dict[str, list[float]
     the handlers taking turns (forwards, then backwards) so that load from elsewhere on the machine hits all alike."""
     python = layer_venv() / "bin" / "python"
     compile_bytecode(python)
+    environment = {**environment, **deployed_tracing()}
     samples: dict[str, list[float]] = {key: [] for name in HANDLERS for key in (name, f"{name} cpu")}
     for run in range(runs + 1):  # the first pair only warms the OS file cache
         for name in HANDLERS if run % 2 == 0 else HANDLERS[::-1]:

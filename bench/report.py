@@ -63,7 +63,7 @@ def print_cases(results: list[dict[str, Any]]) -> None:
 
 
 def print_cold(cold: dict[str, list[float]]) -> None:
-    print("\ncold start (fresh process: import + build dependencies, tracing off, layer requirements only), ms")
+    print("\ncold start (fresh process: import + build dependencies, tracing as deployed, layer requirements only), ms")
     for name in COLD_HANDLERS:
         wall, cpu = cold[name], cold[f"{name} cpu"]
         print(

@@ -1,3 +1,4 @@
 from local.server import main
 
-main()
+if __name__ == "__main__":  # not when a function's execution environment is spawned from it
+    main()

@@ -37,7 +37,7 @@ from werkzeug.wrappers import Request, Response
 from imagecore.platform.observability import logger
 from local.access_log import AccessLog, access_log_format
 from local.context import ACCOUNT_ID, LambdaContext
-from local.lambda_runtime import Handler, invoke, load_handler, new_context
+from local.lambda_runtime import ExecutionEnvironments, Handler, invoke, load_handler, new_context
 from local.plans import UsagePlans
 from local.template import load_template
 
@@ -92,6 +92,10 @@ class ApiDefinition:
     binary_media_types: tuple[str, ...]
     gateway_responses: dict[str, GatewayResponse]
     throttle: tuple[float, int] | None = None  # the stage's (rate per second, burst), from MethodSettings
+
+
+def _nothing() -> None:
+    pass
 
 
 class _Template:
@@ -321,17 +325,27 @@ class LocalApiGateway:
         self.streams = StreamedIntegrations(root, stream_idle_limit_s or idle_limit_of(template))
         limits = self.api.throttle if throttling else None
         self._throttle = TokenBucket(*limits) if limits else None
-        self._load = load or (lambda code_uri, handler: load_handler(root, code_uri, handler))
+        self._load = load
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lambda")
+        # The functions' own processes, one invocation at a time each, as Lambda runs them (unless ``load``
+        # hands the handlers in as functions of this process).
+        self.environments = ExecutionEnvironments()
 
-    def handler(self, code_uri: str, handler: str) -> Handler:
+    def run(
+        self, code_uri: str, handler: str, event: Any, context: LambdaContext, on_start: Callable[[], None] = _nothing
+    ) -> Any:
+        """One invocation of the function (``code_uri``, ``handler``): in an execution environment of its own;
+        ``on_start`` is called when the function starts on it (after the environment's init, if it needed one)."""
+        if self._load is None:
+            return self.environments.invoke(code_uri, handler, event, context, on_start)
         key = f"{code_uri}:{handler}"
         with self._lock:
             if key not in self._handlers:
                 self._handlers[key] = self._load(code_uri, handler)
-            return self._handlers[key]
+        on_start()
+        return invoke(self._handlers[key], event, context)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         return self.respond(Request(environ))(environ, start_response)
@@ -437,7 +451,7 @@ class LocalApiGateway:
             "requestContext": event["requestContext"],
         }
         try:
-            result = invoke(self.handler(code_uri, handler), authorizer_event, new_context("AuthorizerFunction", 10))
+            result = self.run(code_uri, handler, authorizer_event, new_context("AuthorizerFunction", 10))
         except Exception as exc:
             if str(exc) == "Unauthorized":
                 raise GatewayError("UNAUTHORIZED", 401, "Unauthorized") from exc
@@ -465,11 +479,17 @@ class LocalApiGateway:
         counted from the request's arrival, or the function's own timeout if that is shorter)."""
         context = new_context(route.function, route.timeout_s)
         called = time.monotonic()
-        future = self._pool.submit(invoke, self.handler(route.code_uri, route.handler), event, context)
-        waited = time.time() - call.started_ms / 1000
-        limit = min(route.integration_timeout_ms / 1000, route.timeout_s)
+        started = threading.Event()
+        future = self._pool.submit(self.run, route.code_uri, route.handler, event, context, started.set)
+        integration_ends = call.started_ms / 1000 + route.integration_timeout_ms / 1000
         try:
-            result = future.result(timeout=max(0.0, limit - waited))
+            # The function's timeout counts once it runs (after its environment's init, as in Lambda); API
+            # Gateway's from the request's arrival.
+            while not started.wait(timeout=0.05) and not future.done():
+                if time.time() > integration_ends:
+                    raise FutureTimeout
+            limit = min(integration_ends, time.time() + route.timeout_s)
+            result = future.result(timeout=max(0.0, limit - time.time()))
             call.integration_ms = round((time.monotonic() - called) * 1000)
         except FutureTimeout as exc:
             # The function goes on (as in AWS); the caller gets API Gateway's timeout answer.
@@ -482,16 +502,21 @@ class LocalApiGateway:
             raise GatewayError("DEFAULT_5XX", 502, "Internal server error")
         return result
 
-    def stream(self, route: Route, event: dict[str, Any], call: _Call) -> Response:
-        """A streamed integration: the function's run.sh app behind the adapter, its answer relayed as written."""
+    def _streamed_function(self, route: Route) -> Any:
         from local.streaming import StreamedFunction, asgi_target
-        from local.web_adapter import AdapterSettings, PreludeError
+        from local.web_adapter import AdapterSettings
 
         target, factory = asgi_target(self.root / route.code_uri / route.handler)
         adapter = AdapterSettings.from_environment(dict(route.adapter_variables))
-        function = StreamedFunction(
+        return StreamedFunction(
             route.function, route.code_uri, target, factory, route.timeout_s, route.memory_mb, adapter
         )
+
+    def stream(self, route: Route, event: dict[str, Any], call: _Call) -> Response:
+        """A streamed integration: the function's run.sh app behind the adapter, its answer relayed as written."""
+        from local.web_adapter import PreludeError
+
+        function = self._streamed_function(route)
         called = time.monotonic()
         try:
             response = self.streams.invoke(
@@ -512,6 +537,7 @@ class LocalApiGateway:
 
     def close(self) -> None:
         self.streams.close()
+        self.environments.close()
 
     def proxy_response(self, result: dict[str, Any], call: _Call) -> Response:
         """A Lambda proxy result as the HTTP response API Gateway sends."""

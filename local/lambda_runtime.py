@@ -1,31 +1,88 @@
 """What the Lambda runtime gives a function, for the local stack: its handler imported from the code, a context
-object, an execution of its own for each invocation, and whole log lines.
+object, execution environments that each run one invocation at a time, and whole log lines.
 
-In AWS every execution environment runs one invocation at a time, so the state Powertools keeps on shared
-objects belongs to that one invocation: the keys ``inject_lambda_context`` appends to the Logger (function name,
-correlation id), the metrics and dimensions waiting for ``log_metrics``, the event handler's current event and
-matched route. The local stack runs every function in one process, many invocations at once on threads.
-``invoke`` runs each invocation in a fresh ``contextvars`` context, and ``isolate_powertools_state`` makes that
-state live in the context instead of on the shared objects, so each invocation logs, flushes and resolves only
-its own. ``LineAtomicWriter`` keeps concurrent invocations' lines whole on the one stdout. Nothing of this runs
-in AWS.
+In AWS every execution environment is a process of its own running one invocation at a time, so the state
+Powertools keeps on shared objects belongs to that one invocation: the keys ``inject_lambda_context`` appends to
+the Logger (function name, correlation id), the metrics and dimensions waiting for ``log_metrics``, the event
+handler's current event and matched route. ``ExecutionEnvironments`` does the same here: each function's
+invocations run in worker processes of that function (started when every one it has is busy, kept warm after;
+forked from a server process that has the common libraries loaded),
+each taking one invocation at a time, so concurrent requests to one function or to several never share that
+state. ``LineAtomicWriter`` keeps each process's lines whole on the one stdout they share.
 """
 
 from __future__ import annotations
 
-import contextvars
-import copy
 import importlib
+import json
+import multiprocessing
+import os
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 from local.context import LambdaContext
 
 Handler = Callable[[dict[str, Any], Any], Any]
+ROOT = Path(__file__).resolve().parent.parent
+# How long an environment may take to start (the interpreter, then the function's init); Lambda allows 10 s of
+# init, but a shared machine starting several at once is slower.
+INIT_TIMEOUT_S = 120.0
+# Environments per function at most (Lambda's concurrency, scaled to a laptop); further invocations wait.
+MAX_ENVIRONMENTS = 4
+# Imported once by the process environments are forked from (multiprocessing's fork server, itself a fresh
+# single-threaded process started with the stack's environment), so that a new environment starts in a fraction
+# of the time an interpreter takes to import them: the libraries every function imports, then the functions' own
+# modules (see ``process_context``). Each environment, a fork, has its own copy of what they made at import.
+PRELOADED = [
+    "boto3",
+    "botocore.client",
+    "httpx",
+    "pydantic",
+    "PIL.Image",
+    "aws_lambda_powertools.event_handler",
+    "aws_lambda_powertools.logging",
+    "aws_lambda_powertools.metrics",
+    "aws_lambda_powertools.utilities.idempotency",
+    "jwt",
+    "uvicorn",
+]
+
+
+def process_context() -> Any:
+    """Where execution environments come from: forks of a fresh server process with the common libraries and the
+    functions' modules loaded (never of the local stack's own process, which runs threads). Each is handed the
+    environment variables the stack has when it starts."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([*PRELOADED, *_function_modules()])
+    return context
+
+
+def _function_modules() -> list[str]:
+    """Every function's handler module of template.yaml (``functions.<name>.app``)."""
+    from local.template import project_template
+
+    modules = set()
+    for resource in project_template()["Resources"].values():
+        if resource.get("Type") == "AWS::Serverless::Function":
+            properties = resource["Properties"]
+            package = ".".join(Path(properties["CodeUri"].strip("/")).parts)
+            handler = str(properties.get("Handler", "app.lambda_handler"))
+            if not handler.endswith(".sh"):  # a streamed function's run.sh serves its app module's app
+                modules.add(f"{package}.{handler.rpartition('.')[0]}")
+    return sorted(modules)
+
+
+def take_environment(variables: dict[str, str]) -> None:
+    """In an execution environment: the environment variables the stack handed it, before the function's init."""
+    os.environ.clear()
+    os.environ.update(variables)
 
 
 def load_handler(root: Path, code_uri: str, handler: str) -> Handler:
@@ -42,121 +99,156 @@ def new_context(function_name: str, timeout_s: float, memory_mb: int = 1024) -> 
 
 
 def invoke(handler: Handler, event: Any, context: Any) -> Any:
-    """Run one invocation with state of its own (a fresh context), as a Lambda execution environment would."""
-    isolate_powertools_state()
-    return contextvars.Context().run(handler, event, context)
+    """Run one invocation in this process (a handler given as a function, as the gateway's tests hand it)."""
+    return handler(event, context)
 
 
-# --- per-invocation Powertools state --------------------------------------------------------------------------
-_STATE: contextvars.ContextVar[dict[tuple[int, str], Any]] = contextvars.ContextVar("local_invocation_state")
-_isolated: set[int] = set()
-_isolating = threading.Lock()
+def started_at(context: Any) -> None:
+    """The context's time left counts from now: in Lambda a function's timeout starts after its init."""
+    if isinstance(context, LambdaContext):
+        context.started = context.clock()
 
 
-def _context_state() -> dict[tuple[int, str], Any]:
+class FunctionError(Exception):
+    """The function raised (its message is the exception's, as Lambda reports it), or its environment died."""
+
+
+def _serve(conn: Connection, code_uri: str, handler_name: str, variables: dict[str, str]) -> None:
+    """An execution environment: import the handler (the function's init), then run invocations one by one."""
+    take_environment(variables)
+    sys.stdout = LineAtomicWriter(sys.stdout)  # before the function is imported: its logger keeps this stream
     try:
-        return _STATE.get()
-    except LookupError:
-        state: dict[tuple[int, str], Any] = {}
-        _STATE.set(state)
-        return state
-
-
-def _per_context(name: str, initial: Callable[[Any], Any] | None = None) -> property:
-    """An attribute whose value lives in the current context. A context that has not set it starts from a copy
-    of the object's own value (its configuration: service, level, default keys), or from ``initial(obj)``."""
-
-    def get(self: Any) -> Any:
-        state = _context_state()
-        key = (id(self), name)
-        if key not in state:
-            state[key] = initial(self) if initial is not None else copy.deepcopy(self.__dict__[name])
-        return state[key]
-
-    def set_(self: Any, value: Any) -> None:
-        _context_state()[(id(self), name)] = value
-
-    return property(get, set_)
-
-
-def _isolate(obj: Any, attributes: dict[str, Callable[[Any], Any] | None]) -> None:
-    """Give ``obj`` a subclass of its class whose ``attributes`` are per-context (each with the value a context
-    starts from: None for a copy of the object's own value, which stays the base)."""
-    if id(obj) in _isolated:
+        handler = load_handler(ROOT, code_uri, handler_name)
+    except Exception as exc:
+        _log_error(exc)
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
-    cls = type(obj)
-    properties = {name: _per_context(name, initial) for name, initial in attributes.items() if name in obj.__dict__}
-    obj.__class__ = type(f"PerInvocation{cls.__name__}", (cls,), properties)
-    _isolated.add(id(obj))
-
-
-# What an invocation starts with: no pending metrics, only the default dimensions (as after a flush).
-_METRICS_STATE: dict[str, Callable[[Any], Any] | None] = {
-    "metric_set": lambda _: {},
-    "metadata_set": lambda _: {},
-    "dimension_sets": lambda _: [],
-    "timestamp": lambda _: None,
-    "dimension_set": lambda provider: dict(provider.default_dimensions),
-}
-
-
-def _per_context_class_attribute(name: str) -> property:
-    """For a metaclass: ``Cls.name`` read and assigned per context (unset: AttributeError, as before)."""
-
-    def get(cls: Any) -> Any:
+    conn.send(("ready", None))
+    while True:
         try:
-            return _context_state()[(id(cls), name)]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def set_(cls: Any, value: Any) -> None:
-        _context_state()[(id(cls), name)] = value
-
-    return property(get, set_)
-
-
-def _class_attribute_of_instance(cls: type, name: str) -> property:
-    def get(self: Any) -> Any:
-        return getattr(cls, name)
-
-    return property(get)
+            event, context = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            answer = ("ok", handler(event, context))
+        except Exception as exc:
+            _log_error(exc)
+            answer = ("error", str(exc))
+        sys.stdout.flush()
+        conn.send(answer)
 
 
-def _isolate_resolvers() -> None:
-    """The event handler's routers keep the event being resolved on their base class (``BaseRouter.current_event``
-    and ``lambda_context``, shared by every function's resolver) and the matched route in each resolver's
-    ``context``: all three become per invocation."""
-    from aws_lambda_powertools.event_handler import api_gateway
-
-    router = api_gateway.BaseRouter
-    if id(router) in _isolated:
-        return
-    names = ("current_event", "lambda_context")
-    for name in names:
-        # Instances read the class attribute through a property reading the same per-context value.
-        setattr(router, name, _class_attribute_of_instance(router, name))
-    meta: type = type("PerInvocationRouterMeta", (type(router),), {n: _per_context_class_attribute(n) for n in names})
-    router.__class__ = meta  # type: ignore[method-assign]
-    setattr(api_gateway.ApiGatewayResolver, "context", _per_context("context", initial=lambda _: {}))  # noqa: B010
-    _isolated.add(id(router))
+def _log_error(exc: BaseException) -> None:
+    """An invocation's unhandled exception, logged as Lambda's runtime logs it."""
+    stack = traceback.format_exception(exc)
+    line = {"errorMessage": str(exc), "errorType": type(exc).__name__, "stackTrace": stack}
+    print(json.dumps(line), flush=True)
 
 
-def begin_invocation() -> None:
-    """Start an invocation in the current context with state of its own: for an app server (a streamed
-    function's ASGI app), whose requests each run in a context copied from the server's."""
-    isolate_powertools_state()
-    _STATE.set({})
+class _Environment:
+    """One worker process of a function, from the parent's side."""
+
+    def __init__(self, code_uri: str, handler: str) -> None:
+        context = process_context()
+        self.conn, child = context.Pipe()
+        arguments = (child, code_uri, handler, dict(os.environ))
+        self.process = context.Process(target=_serve, args=arguments, daemon=True)
+        self.process.start()
+        child.close()
+        if not self.conn.poll(INIT_TIMEOUT_S):
+            self.stop()
+            raise FunctionError(f"{code_uri} did not finish its init within {INIT_TIMEOUT_S:.0f} s")
+        status, detail = self.conn.recv()
+        if status != "ready":
+            self.stop()
+            raise FunctionError(f"{code_uri} failed its init: {detail}")
+
+    def invoke(self, event: Any, context: Any) -> Any:
+        try:
+            self.conn.send((event, context))
+            status, answer = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise FunctionError("Runtime exited without providing a reason") from exc
+        if status != "ok":
+            raise FunctionError(answer)
+        return answer
+
+    def stop(self) -> None:
+        self.conn.close()
+        self.process.terminate()
+        self.process.join(timeout=5)
 
 
-def isolate_powertools_state() -> None:
-    """Make the state Powertools keeps for the invocation being run (shared Logger keys, pending metrics, the
-    event handler's current event and route) per invocation."""
-    from imagecore.platform.observability import logger, metrics
+class ExecutionEnvironments:
+    """Every function's execution environments: ``invoke`` runs an invocation in an idle one of its function,
+    starting one when all are busy (up to ``limit``; past it, the invocation waits for one)."""
 
-    with _isolating:
-        _isolate(logger.registered_formatter, {"log_format": None})
-        _isolate(metrics.provider, _METRICS_STATE)
-        _isolate_resolvers()
+    def __init__(self, limit: int = MAX_ENVIRONMENTS) -> None:
+        self._limit = limit
+        self._idle: dict[str, list[_Environment]] = {}
+        self._count: dict[str, int] = {}
+        self._changed = threading.Condition()
+        self._closed = False
+
+    def invoke(
+        self, code_uri: str, handler: str, event: Any, context: Any, on_start: Callable[[], None] | None = None
+    ) -> Any:
+        """Run the invocation in an environment of the function; ``on_start`` is called when it starts there
+        (after the environment's init, if one had to start), when the function's own time starts to count."""
+        key = f"{code_uri}:{handler}"
+        environment = self._lease(key, code_uri, handler)
+        started_at(context)
+        if on_start is not None:
+            on_start()
+        healthy = False
+        try:
+            answer = environment.invoke(event, context)
+            healthy = True
+        except FunctionError:
+            healthy = environment.process.is_alive()
+            raise
+        finally:
+            self._release(key, environment, healthy=healthy)
+        return answer
+
+    def warm(self, code_uri: str, handler: str) -> None:
+        """Start one environment of the function now (its init done before the first request needs it)."""
+        key = f"{code_uri}:{handler}"
+        self._release(key, self._lease(key, code_uri, handler), healthy=True)
+
+    def _lease(self, key: str, code_uri: str, handler: str) -> _Environment:
+        with self._changed:
+            while not self._idle.get(key) and self._count.get(key, 0) >= self._limit:
+                self._changed.wait()
+            if self._idle.get(key):
+                return self._idle[key].pop()
+            self._count[key] = self._count.get(key, 0) + 1
+        try:
+            return _Environment(code_uri, handler)
+        except Exception:
+            with self._changed:
+                self._count[key] -= 1
+                self._changed.notify_all()
+            raise
+
+    def _release(self, key: str, environment: _Environment, *, healthy: bool) -> None:
+        with self._changed:
+            if healthy and not self._closed:
+                self._idle.setdefault(key, []).append(environment)
+            else:
+                self._count[key] -= 1
+            self._changed.notify_all()
+        if not healthy or self._closed:
+            environment.stop()
+
+    def close(self) -> None:
+        """Stop the idle environments (a busy one stops when its invocation ends)."""
+        with self._changed:
+            self._closed = True
+            idle = [environment for environments in self._idle.values() for environment in environments]
+            self._idle.clear()
+        for environment in idle:
+            environment.stop()
 
 
 class LineAtomicWriter:

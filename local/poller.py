@@ -16,7 +16,7 @@ import boto3
 
 from imagecore.platform.observability import logger
 from local.context import LambdaContext
-from local.lambda_runtime import Handler, invoke
+from local.lambda_runtime import Handler
 
 RETRY_PAUSE_SECONDS = 2
 
@@ -28,7 +28,7 @@ class JobPoller:
         endpoint: str,
         region: str,
         queue_url: str,
-        handler: Handler,
+        handler: Handler,  # the worker's invocation (in an execution environment of its own, locally)
         function_timeout_s: float,
         batch_size: int = 1,
         concurrency: int = 4,
@@ -83,7 +83,7 @@ class JobPoller:
             event = {"Records": [sqs_record(message, self._queue_arn, self._region) for message in messages]}
             context = LambdaContext("WorkerFunction", 3008, self._timeout, f"local-{time.time_ns()}", time.monotonic())
             try:
-                answer = invoke(self._handler, event, context) or {}
+                answer = self._handler(event, context) or {}
                 failed = {item["itemIdentifier"] for item in answer.get("batchItemFailures", [])}
             except Exception:
                 logger.exception("worker failed on the whole batch")

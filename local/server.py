@@ -211,6 +211,10 @@ class LocalStack:
         self.resources = create_resources(self.aws_url, LOCAL_REGION, template)
         upstream_key = self._start_upstream()
         self._function_environment(template, upstream_key, overrides)
+        if gateway.api.authorizer is not None:
+            # Every authorized request calls it first: its first environment starts with the stack, and with it the
+            # server every environment is forked from (the functions' modules loaded), before the stack says ready.
+            gateway.environments.warm(*gateway.api.authorizer)
         api = _Serving(api_server)
         self._servers.append(api)
         self.api_url = api.url + "/v1"
@@ -259,7 +263,8 @@ class LocalStack:
             raise StackError(f"API_KEYS: {exc}") from None
 
     def _start_worker(self, template: dict[str, Any]) -> None:
-        from local.gateway import load_handler
+        from functools import partial
+
         from local.poller import JobPoller
 
         worker = template["Resources"]["WorkerFunction"]["Properties"]
@@ -268,7 +273,7 @@ class LocalStack:
             endpoint=self.aws_url,
             region=LOCAL_REGION,
             queue_url=self.resources.jobs_queue_url,
-            handler=load_handler(ROOT, worker["CodeUri"], worker["Handler"]),
+            handler=partial(self._gateway.environments.invoke, worker["CodeUri"], worker["Handler"]),
             function_timeout_s=float(worker["Timeout"]),
             batch_size=int(jobs.get("BatchSize", 1)),
         ).start()

@@ -5,10 +5,11 @@ starts ``run.sh`` (uvicorn serving the function's ASGI app), waits for its readi
 status, and relays each event to it as an HTTP request with the request context in ``x-amzn-request-context``
 (re-serialized: only the fields the adapter models) and the Lambda context in ``x-amzn-lambda-context``; the
 answer goes back framed as a JSON prelude, 8 NUL bytes and the body, and API Gateway turns the prelude back into
-the status and headers and passes the body on as it comes. Here the same happens in-process (``local.web_adapter``
-plays the adapter's part, from the function's AWS_LWA_* settings): each streamed function's app (the one its
-``run.sh`` names) is served by uvicorn on a loopback port and checked for readiness before its first request,
-and the gateway relays its answer chunk by chunk (chunked HTTP: ``curl -N`` shows each event as it is written)
+the status and headers and passes the body on as it comes. Here the same happens on loopback (``local.web_adapter``
+plays the adapter's part, from the function's AWS_LWA_* settings): each execution environment of a streamed
+function is a process of its own serving the function's app (the one its ``run.sh`` names) with uvicorn, one
+request at a time as in Lambda, checked for readiness before its first request, and the gateway relays its
+answer chunk by chunk (chunked HTTP: ``curl -N`` shows each event as it is written)
 under API Gateway's streaming rules:
 
 - no 29 s integration cut: the route's ``TimeoutInMillis`` (up to 15 minutes) and the function's ``Timeout``;
@@ -19,13 +20,16 @@ under API Gateway's streaming rules:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shlex
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -88,19 +92,6 @@ def idle_limit_of(template: dict[str, Any]) -> float:
     return 30.0
 
 
-def _per_invocation(app: Any) -> Any:
-    """In AWS each execution environment serves one request at a time; here one app serves them all at once,
-    so each request starts with Powertools state of its own (``local.lambda_runtime``)."""
-    from local.lambda_runtime import begin_invocation
-
-    async def isolated(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            begin_invocation()
-        await app(scope, receive, send)
-
-    return isolated
-
-
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield first
     yield from rest
@@ -130,31 +121,96 @@ class _AppServer:
         self.thread.join(timeout=5)
 
 
+def _serve_app(conn: Connection, code_uri: str, app_target: str, factory: bool, variables: dict[str, str]) -> None:
+    """A streamed function's execution environment: its app (its init), served until the parent says stop."""
+    import importlib
+    import sys
+
+    from local.lambda_runtime import LineAtomicWriter, take_environment
+
+    take_environment(variables)
+    sys.stdout = LineAtomicWriter(sys.stdout)  # before the function is imported: its logger keeps this stream
+    module_name, _, attribute = app_target.partition(":")
+    package = ".".join(Path(code_uri.strip("/")).parts)
+    try:
+        app = getattr(importlib.import_module(f"{package}.{module_name}"), attribute)
+        server = _AppServer(app() if factory else app)
+    except Exception as exc:
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", server.port))
+    with contextlib.suppress(EOFError, OSError):
+        conn.recv()
+    server.stop()
+
+
+class _AppProcess:
+    """A streamed function's execution environment in a process of its own, from the parent's side: started,
+    then checked for readiness as the adapter checks it (the init phase)."""
+
+    def __init__(self, function: StreamedFunction) -> None:
+        from local.lambda_runtime import INIT_TIMEOUT_S, process_context
+
+        context = process_context()
+        self.conn, child = context.Pipe()
+        arguments = (child, function.code_uri, function.app_target, function.factory, dict(os.environ))
+        self.process = context.Process(target=_serve_app, args=arguments, daemon=True)
+        self.process.start()
+        child.close()
+        status, detail = self.conn.recv() if self.conn.poll(INIT_TIMEOUT_S) else ("failed", "no answer")
+        if status != "ready":
+            self.stop()
+            raise RuntimeError(f"the streamed function's app did not start: {detail}")
+        self.port = int(detail)
+        try:
+            waited = wait_until_ready(f"http://127.0.0.1:{self.port}", function.adapter, INIT_LIMIT_SECONDS)
+        except Exception:
+            self.stop()
+            raise
+        logger.debug("adapter: app ready", extra={"function": function.name, "ready_after_s": waited})
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send("stop")
+        self.conn.close()
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.terminate()
+
+
 class StreamedIntegrations:
     """The adapter and API Gateway's streaming relay for every streamed function of the template."""
 
     def __init__(self, root: Path, idle_limit: float) -> None:
         self.root = root
         self.idle_limit = idle_limit
-        self._servers: dict[str, _AppServer] = {}
+        # Each function's idle execution environments (anything with a ``port`` and ``stop()``); one serves one
+        # request at a time, and a new one starts when none is idle.
+        self.idle: dict[str, list[Any]] = {}
+        self._busy: set[Any] = set()
+        self._retired: list[Any] = []
         self._lock = threading.Lock()
+        self._closed = False
         self._http = httpx.Client(follow_redirects=False)
 
-    def _server(self, function: StreamedFunction) -> _AppServer:
+    def _lease(self, function: StreamedFunction) -> Any:
         with self._lock:
-            if function.name not in self._servers:
-                import importlib
+            idle = self.idle.get(function.name)
+            server = idle.pop() if idle else None
+        if server is None:
+            server = _AppProcess(function)
+        with self._lock:
+            self._busy.add(server)
+        return server
 
-                module_name, _, attribute = function.app_target.partition(":")
-                package = ".".join(Path(function.code_uri.strip("/")).parts)
-                module = importlib.import_module(f"{package}.{module_name}")
-                app = getattr(module, attribute)
-                server = _AppServer(_per_invocation(app() if function.factory else app))
-                # The adapter takes no invocation before the app answers its readiness check (the init phase).
-                waited = wait_until_ready(f"http://127.0.0.1:{server.port}", function.adapter, INIT_LIMIT_SECONDS)
-                logger.debug("adapter: app ready", extra={"function": function.name, "ready_after_s": waited})
-                self._servers[function.name] = server
-            return self._servers[function.name]
+    def _release(self, name: str, server: Any, *, reusable: bool = True) -> None:
+        with self._lock:
+            self._busy.discard(server)
+            keep = reusable and not self._closed
+            if keep:
+                self.idle.setdefault(name, []).append(server)
+        if not keep:
+            server.stop()
 
     def invoke(
         self,
@@ -166,8 +222,8 @@ class StreamedIntegrations:
         request_id: str,
         on_timeout: Any,
     ) -> Response:
-        """Relay one request to the function's app and its answer back as it comes."""
-        server = self._server(function)
+        """Relay one request to an execution environment of the function and its answer back as it comes."""
+        server = self._lease(function)
         started = time.monotonic()
         lambda_request_id = request_id.replace("-", "")[:8] + "-" + str(int(time.time() * 1000))
         lambda_context = {
@@ -203,17 +259,25 @@ class StreamedIntegrations:
         try:
             upstream = self._http.send(request, stream=True)
         except httpx.TimeoutException:
-            # Nothing came back before API Gateway gave up; the function goes on, as in AWS.
+            # Nothing came back before API Gateway gave up; the function goes on, as in AWS (its environment,
+            # still busy with it, is not handed another request: it stops when the stack does).
+            with self._lock:
+                self._busy.discard(server)
+                self._retired.append(server)
             return on_timeout()
+        except BaseException:
+            self._release(function.name, server, reusable=False)
+            raise
         ends_at = started + min(STREAM_MAX_SECONDS, function.timeout_s)
         if function.adapter.invoke_mode != "response_stream":
             # A buffered adapter answers a whole proxy response, which a STREAM integration cannot read.
             upstream.close()
+            self._release(function.name, server, reusable=False)
             raise PreludeError(f"{function.name}: AWS_LWA_INVOKE_MODE is not response_stream")
         # The adapter frames the app's answer (prelude, delimiter, body); API Gateway reads it back.
         framed = _chain(
             stream_prelude(upstream.status_code, upstream.headers.multi_items()),
-            self._relay(upstream, ends_at, request_id, function.name),
+            self._relay(upstream, ends_at, request_id, function.name, server),
         )
         answer = read_prelude(framed)
         response = Response(answer.body, status=answer.status, direct_passthrough=True)
@@ -224,8 +288,12 @@ class StreamedIntegrations:
         response.headers["x-amzn-RequestId"] = request_id
         return response
 
-    def _relay(self, upstream: httpx.Response, ends_at: float, request_id: str, function: str) -> Iterator[bytes]:
-        """The body as it comes, cut like API Gateway cuts a stream: idle too long, or past the time limits."""
+    def _relay(
+        self, upstream: httpx.Response, ends_at: float, request_id: str, function: str, server: Any
+    ) -> Iterator[bytes]:
+        """The body as it comes, cut like API Gateway cuts a stream: idle too long, or past the time limits. The
+        environment is free again once its answer has ended (a stream cut short: once it has seen that)."""
+        complete = False
         try:
             stream = upstream.iter_raw()
             while True:
@@ -233,6 +301,7 @@ class StreamedIntegrations:
                 try:
                     chunk = next(stream)
                 except StopIteration:
+                    complete = True
                     return
                 except httpx.ReadTimeout:
                     logger.warning(
@@ -247,9 +316,15 @@ class StreamedIntegrations:
                     return
         finally:
             upstream.close()
+            # A stream cut here may still be running in its environment: that one is not reused.
+            self._release(function, server, reusable=complete)
 
     def close(self) -> None:
-        for server in self._servers.values():
+        with self._lock:
+            self._closed = True
+            servers = [server for idle in self.idle.values() for server in idle] + self._retired
+            self.idle.clear()
+            self._retired.clear()
+        for server in servers:
             server.stop()
-        self._servers.clear()
         self._http.close()

@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python scripts/package.py                      # .aws-sam/build for linux/arm64 cp313 (make package)
-    .venv/bin/python scripts/package.py --platform host --out DIR --runtime-sdk
+    .venv/bin/python scripts/package.py --platform host --out DIR
                                                              # the same layout with this machine's own wheels
 
 The layout is ``sam build``'s: ``<out>/CoreLayer/python/`` (imagecore and its pinned requirements, wheels for the
@@ -11,10 +11,10 @@ target platform only), ``<out>/<FunctionId>/`` (a copy of each function's ``Code
 pointing at them, which ``sam deploy`` picks up as it is. Each directory is also zipped under ``<out>/zips/`` and
 checked against Lambda's limits: 250 MB unzipped for a function with its layers, 50 MB zipped for a direct upload.
 
-The layer leaves out the AWS SDK (boto3, botocore and their dependencies): the python3.13 runtime provides it,
-already compiled (``--bundle-sdk`` puts the pinned one in the layer instead). ``--runtime-sdk`` installs the
-pinned SDK into ``<out>/runtime/`` to stand in for the runtime's copy where the layout is imported outside
-Lambda (tests).
+The layer holds every distribution of ``layers/imagecore/requirements.txt`` (exported from ``uv.lock``), the AWS
+SDK (boto3, botocore and their dependencies) among them, exactly as ``sam build`` installs that file: the functions
+run on the SDK the tests ran, not on whichever one the runtime happens to carry (the layer's ``/opt/python`` comes
+before the runtime's own on ``sys.path``).
 
 Bytecode: Lambda's ``/opt`` and ``/var/task`` are read-only, so Python cannot cache what it compiles there and
 compiles every imported module at every cold start. The package therefore carries Python 3.13 bytecode
@@ -22,9 +22,11 @@ compiles every imported module at every cold start. The package therefore carrie
 ``/opt/python/...`` or ``/var/task/...`` path Lambda shows in tracebacks; the sources stay) for all of imagecore
 and of each function's code, and for each module of the layer the functions actually load: found by
 ``scripts/cold_imports.py`` importing them under 3.13 in a cached venv of this machine's wheels of the same pins
-(their .py files are the arm64 wheels' too). Not every module of every package: all of them would take the layer
-past 45 MB. Measured (x86, Python 3.13.0, generations' import and runtime, sources read-only, the SDK compiled,
-median of 5): 704 ms without bytecode, 312 ms with; the layer grows by 6.6 MB to 42.5 MB. The interpreter is
+(their .py files are the arm64 wheels' too), the SDK's among them. Not every module of every package: the
+layer ships them all as sources, and the rest would only add bytecode no function loads. Measured (x86, Python
+3.13.0, generations' import and runtime, sources read-only, the SDK compiled, median of 5): 704 ms without
+bytecode, 312 ms with. The layer with the SDK: 67.2 MB unzipped (31.2 MB zipped), 9.2 MB of it bytecode
+(750 modules; the SDK's 170 of them, 2.6 MB). The interpreter is
 ``--python313``, else ``PACKAGE_PYTHON313``, else ``python3.13`` on PATH, pyenv's newest 3.13 or ``uv python find
 3.13``; without one the package is built as before and says that no bytecode was written.
 """
@@ -49,10 +51,19 @@ sys.path.insert(0, str(ROOT))
 from local.gateway import load_template  # noqa: E402 - the repository root first
 
 REQUIREMENTS = ROOT / "layers" / "imagecore" / "requirements.txt"
+# Lambda's python3.13 on arm64, for the requirements' environment markers (pip's names for them).
+LAMBDA_MARKERS = {
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "aarch64",
+    "os_name": "posix",
+    "python_version": "3.13",
+    "python_full_version": "3.13.0",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
 LAYER_SOURCE = ROOT / "layers" / "imagecore" / "imagecore"
 LAYER_ID = "CoreLayer"
-# What Lambda's Python runtimes already hold (the AWS SDK for Python and its dependencies).
-RUNTIME_PROVIDED = frozenset({"boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3"})
 PLATFORMS = {
     # Lambda's python3.13 runs on Amazon Linux 2023 (glibc 2.34).
     "arm64": ["--python-platform", "aarch64-manylinux_2_34", "--python-version", "3.13"],
@@ -103,13 +114,19 @@ class PackageError(Exception):
     """The artifact cannot be built, or breaks one of Lambda's limits."""
 
 
-def pins(*, sdk: bool) -> list[str]:
-    """The layer's pinned requirements: only the AWS SDK's (``sdk``), or all but those."""
+def pins(requirements: Path = REQUIREMENTS) -> list[str]:
+    """The layer's pinned requirements (``name==version``) that apply on Lambda's python3.13: each line of the
+    exported file, less those whose environment marker rules Linux out (colorama's ``sys_platform == 'win32'``)."""
+    from packaging.markers import Marker
+
     found = []
-    for line in REQUIREMENTS.read_text().splitlines():
-        match = re.match(r"^([A-Za-z0-9_.-]+)==\S+$", line.strip())
-        if match and (match.group(1).lower() in RUNTIME_PROVIDED) == sdk:
-            found.append(line.strip())
+    for line in requirements.read_text().splitlines():
+        requirement, _, marker = line.partition(";")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+==\S+", requirement.strip()):
+            continue
+        if marker.strip() and not Marker(marker.strip()).evaluate(LAMBDA_MARKERS):
+            continue
+        found.append(requirement.strip())
     return found
 
 
@@ -407,7 +424,7 @@ def bytecode_sources(out: Path, functions: dict[str, Path], loaded: list[Path], 
         for site in site_packages:
             if path.suffix == ".py" and path.is_relative_to(site):
                 packaged = layer / path.relative_to(site)
-                if packaged.is_file():  # the runtime's SDK is not in the layer
+                if packaged.is_file():
                     chosen[packaged] = f"{LAMBDA_LAYER_PATH}/{path.relative_to(site).as_posix()}"
     return chosen
 
@@ -435,27 +452,18 @@ def write_bytecode(out: Path, functions: dict[str, Path], python: Interpreter | 
     )
 
 
-def build(
-    out: Path,
-    platform: str,
-    *,
-    runtime_sdk: bool,
-    bundle_sdk: bool = False,
-    python313: Interpreter | None = None,
-) -> tuple[dict[str, dict[str, int]], str]:
+def build(out: Path, platform: str, *, python313: Interpreter | None = None) -> tuple[dict[str, dict[str, int]], str]:
     """The whole artifact in ``out`` (replaced): its sizes and what was done about bytecode (written by
     ``python313``, none without it), or PackageError when a limit is broken."""
     template_path = ROOT / "template.yaml"
     functions = function_sources(load_template(template_path))
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    install(pins(sdk=False) + (pins(sdk=True) if bundle_sdk else []), out / LAYER_ID / "python", platform)
+    install(pins(), out / LAYER_ID / "python", platform)
     _copy(LAYER_SOURCE, out / LAYER_ID / "python" / "imagecore")
     for logical_id, source in functions.items():
         build_function(logical_id, source, out, platform)
     write_template(template_path.read_text(), functions, out)
-    if runtime_sdk:
-        install(pins(sdk=True), out / "runtime", platform)
     bytecode = write_bytecode(out, functions, python313)
     found = sizes(out, functions)
     (out / "sizes.json").write_text(json.dumps(found, indent=2) + "\n")
@@ -469,16 +477,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--platform", choices=sorted(PLATFORMS), default="arm64")
     parser.add_argument("--out", type=Path, default=ROOT / ".aws-sam" / "build")
-    parser.add_argument("--runtime-sdk", action="store_true", help="also install the SDK into <out>/runtime")
-    parser.add_argument("--bundle-sdk", action="store_true", help="put the pinned SDK in the layer (about +35 MB)")
     parser.add_argument("--python313", help="the Python 3.13 that writes the bytecode (else PACKAGE_PYTHON313, ...)")
     parser.add_argument("--no-bytecode", action="store_true", help="ship the sources only (Lambda compiles them)")
     args = parser.parse_args(argv)
     try:
         python313 = None if args.no_bytecode else find_python313(args.python313)
-        found, bytecode = build(
-            args.out, args.platform, runtime_sdk=args.runtime_sdk, bundle_sdk=args.bundle_sdk, python313=python313
-        )
+        found, bytecode = build(args.out, args.platform, python313=python313)
     except PackageError as exc:
         print(f"package failed: {exc}", file=sys.stderr)
         return 1

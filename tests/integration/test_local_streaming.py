@@ -50,7 +50,7 @@ def relay(
 ) -> tuple[list[tuple[float, bytes]], Any]:
     integrations = StreamedIntegrations(ROOT, idle_limit)
     function = StreamedFunction("TestFunction", "functions/test/", "app:app", False, 60, 128, adapter)
-    integrations._servers[function.name] = _AppServer(app or chunky_app(chunks))
+    integrations.idle[function.name] = [_AppServer(app or chunky_app(chunks))]
     event = {
         "httpMethod": "POST",
         "path": "/v1/images/generations",

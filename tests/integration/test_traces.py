@@ -1,11 +1,10 @@
 """Nothing secret reaches a trace, a log line or a metric: the handlers run with the real Tracer (the X-Ray SDK
-enabled and every supported library patched, as Powertools does at a cold start in Lambda) and every segment the
+enabled and the AWS SDK and httpx patched, as the Tracer does at a cold start in Lambda) and every segment the
 SDK would send to the daemon is captured by an emitter of ours, then searched, with every log and metrics line,
 for the bearer key, the upstream key, the prompt, its revised prompt and presigned signatures.
 
-Tracing is decided when ``imagecore.platform.observability`` is imported
-(off outside Lambda, so the other tests' process
-has no Tracer at all): the traced run happens in a fresh interpreter that looks like Lambda with active tracing.
+Powertools' Tracer decides when ``imagecore.platform.observability`` makes it (off outside Lambda, as in the other
+tests' process): the traced run happens in a fresh interpreter that looks like Lambda with active tracing.
 """
 
 from __future__ import annotations

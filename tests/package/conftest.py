@@ -19,9 +19,8 @@ PACKAGE = ROOT / "scripts" / "package.py"
 
 @pytest.fixture(scope="session")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The artifact built with this machine's wheels (plus the pinned SDK standing in for the runtime's), once a
-    run: pytest-xdist's workers share it through their common temporary folder, the first one to need it builds
-    it while the others wait on a lock."""
+    """The artifact built with this machine's wheels, once a run: pytest-xdist's workers share it through their
+    common temporary folder, the first one to need it builds it while the others wait on a lock."""
     shared = tmp_path_factory.getbasetemp()
     if "PYTEST_XDIST_WORKER" in os.environ:
         shared = shared.parent
@@ -31,7 +30,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if not (shared / "package" / "built").exists():
             shutil.rmtree(out, ignore_errors=True)
             done = subprocess.run(  # noqa: S603
-                [sys.executable, str(PACKAGE), "--platform", "host", "--out", str(out), "--runtime-sdk"],
+                [sys.executable, str(PACKAGE), "--platform", "host", "--out", str(out)],
                 capture_output=True,
                 text=True,
                 check=False,

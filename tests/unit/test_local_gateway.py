@@ -1,6 +1,7 @@
 """The local API Gateway emulation, driven directly as a WSGI app with the project's template.yaml: routes,
-limits, timeouts, binary media types, the template's gateway responses, the authorizer's context, and each
-invocation's own log fields under concurrency. The functions are small fakes, so each rule is seen alone."""
+limits, timeouts, binary media types, the template's gateway responses, the authorizer's context, and whole log
+lines under concurrency. The functions are small fakes, so each rule is seen alone (each invocation in a process of
+its own: tests/integration/test_local_environments.py)."""
 
 from __future__ import annotations
 
@@ -362,115 +363,7 @@ def test_path_and_query_parameters_reach_the_event():
     assert event["headers"]["X-Forwarded-Proto"] == "http"
 
 
-# --- each invocation's own log fields -----------------------------------------------------------------------
-def test_concurrent_invocations_keep_their_own_log_fields_and_metrics(log_tap, capsys):
-    """Powertools keeps the appended keys and pending metrics on objects every function shares; in the local
-    stack (one process, many threads) each invocation must still log and flush only its own."""
-    from aws_lambda_powertools.logging import correlation_paths
-
-    from imagecore.platform.observability import logger, metrics, request_record
-
-    per_route = 6
-    routes = [("POST", "/v1/images/generations/async"), ("GET", "/v1/health"), ("POST", "/v1/uploads")]
-    routes += [("GET", "/v1/images/tasks/task_{i}")]
-    inside = threading.Barrier(per_route * len(routes), timeout=10)
-
-    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
-    @metrics.log_metrics
-    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        logger.info("started")
-        inside.wait()  # every invocation is between its start and its end at once
-        with request_record(context.function_name, event, context.aws_request_id) as record:
-            record.status = 200
-        logger.info("finished")
-        return {"statusCode": 200, "body": context.function_name}
-
-    functions = Functions()
-    for code_uri in (GENERATIONS, HEALTH, UPLOADS, TASKS):
-        functions.handlers[code_uri] = handler
-    app, _ = gateway(functions)
-    answers: dict[str, str] = {}
-    # A metric left pending outside any invocation is no invocation's to flush.
-    metrics.add_metric(name="Requests", unit="Count", value=1)
-
-    def call(method: str, path: str, index: int) -> None:
-        response = Client(app).open(path.format(i=index), method=method, headers={"Authorization": KEY})
-        assert response.status_code == 200, response.get_data(as_text=True)
-        answers[response.headers["x-amzn-RequestId"]] = response.get_data(as_text=True)
-
-    threads = [
-        threading.Thread(target=call, args=(method, path, index))
-        for index in range(per_route)
-        for method, path in routes
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
-
-    assert len(answers) == per_route * len(routes)
-    lines = [line for line in log_tap.lines if line.get("message") in ("started", "finished", "image request")]
-    assert len(lines) == 3 * len(answers)
-    for line in lines:
-        request_id = line.get("correlation_id")
-        assert request_id in answers, line
-        assert line["function_name"] == answers[request_id], line
-        if line["message"] == "image request":
-            assert line["request"]["api_request_id"] == request_id
-            assert line["request"]["operation"] == answers[request_id]
-    # One metrics blob per invocation, each with its own operation and one request counted.
-    blobs = [json.loads(out) for out in capsys.readouterr().out.splitlines() if out.startswith('{"_aws"')]
-    assert len(blobs) == len(answers)
-    assert sorted(blob["operation"] for blob in blobs) == sorted(answers.values())
-    assert all(blob["Requests"] in (1, 1.0, [1.0]) for blob in blobs)
-    metrics.clear_metrics()
-
-
-def test_concurrent_invocations_each_resolve_their_own_event_and_route():
-    """The event handler keeps the event and the matched route on objects shared by every function; two
-    functions and two routes of one function running at once must each see their own."""
-    from aws_lambda_powertools.event_handler import APIGatewayRestResolver
-
-    tasks_app, health_app = APIGatewayRestResolver(), APIGatewayRestResolver()
-    inside = threading.Barrier(16, timeout=10)
-
-    @tasks_app.get("/v1/images/tasks/<task_id>")
-    def task(task_id: str) -> dict[str, Any]:
-        inside.wait()
-        event = tasks_app.current_event
-        return {"task_id": task_id, "path": event.path, "request_id": event.request_context.request_id}
-
-    @health_app.get("/v1/health")
-    def health() -> dict[str, Any]:
-        inside.wait()
-        event = health_app.current_event
-        return {"task_id": None, "path": event.path, "request_id": event.request_context.request_id}
-
-    functions = Functions()
-    functions.handlers[TASKS] = tasks_app.resolve
-    functions.handlers[HEALTH] = health_app.resolve
-    app, _ = gateway(functions)
-    seen: list[tuple[str, dict[str, Any]]] = []
-
-    def call(path: str) -> None:
-        response = Client(app).get(path, headers={"Authorization": KEY})
-        assert response.status_code == 200, response.get_data(as_text=True)
-        seen.append((path, {**response.get_json(), "answer_id": response.headers["x-amzn-RequestId"]}))
-
-    paths = [f"/v1/images/tasks/task_{i}" for i in range(8)] + ["/v1/health"] * 8
-    threads = [threading.Thread(target=call, args=(path,)) for path in paths]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(20)
-
-    assert len(seen) == len(paths)
-    for path, answer in seen:
-        assert answer["path"] == path
-        assert answer["request_id"] == answer["answer_id"]
-        assert answer["task_id"] == (path.rsplit("/", 1)[1] if "tasks" in path else None)
-
-
+# --- whole lines from every thread ----------------------------------------------------------------------------
 def test_threads_writing_lines_in_pieces_never_split_each_others_lines():
     import io
 

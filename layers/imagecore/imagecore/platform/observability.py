@@ -1,4 +1,4 @@
-"""Logger, Metrics and Tracer, configured from the environment (the template's ``Globals``), and the one
+"""Powertools' Logger, Metrics and Tracer, configured from the environment (the template's ``Globals``), and the one
 structured line each request writes.
 
 The line is built up while the request runs (``current_record()``) and written exactly once when it ends,
@@ -18,13 +18,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools import Tracer
 
 SERVICE = os.getenv("POWERTOOLS_SERVICE_NAME", "image-service")
 # Powertools reads these from the environment the template sets; the defaults keep a missing variable from
@@ -33,35 +30,11 @@ logger = Logger(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE", "ImageService"))
 
 
-class _NoTracer:
-    """Stands in for Powertools' Tracer when tracing is off: the same decorators, doing nothing. Powertools'
-    own Tracer imports the X-Ray SDK (and through it botocore's session machinery) even to switch itself
-    off, which would cost every cold start with tracing off a good tenth of a second for nothing."""
-
-    def capture_lambda_handler(self, lambda_handler: Any = None, **_options: Any) -> Any:
-        return lambda_handler if lambda_handler is not None else (lambda handler: handler)
-
-    def capture_method(self, method: Any = None, **_options: Any) -> Any:
-        return method if method is not None else (lambda function: function)
-
-
-def tracing_enabled() -> bool:
-    """Powertools' rule: on in Lambda unless POWERTOOLS_TRACE_DISABLED says otherwise; off outside Lambda
-    (no LAMBDA_TASK_ROOT) and under SAM local or Chalice local."""
-    disabled = os.getenv("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in {"1", "true", "yes", "on", "y", "t"}
-    local = bool(os.getenv("AWS_SAM_LOCAL") or os.getenv("AWS_CHALICE_CLI_MODE"))
-    return bool(os.getenv("LAMBDA_TASK_ROOT")) and not disabled and not local
-
-
-def _make_tracer() -> Tracer:
-    if not tracing_enabled():
-        return cast("Tracer", _NoTracer())  # the decorators this code uses, with the same signatures
-    from aws_lambda_powertools import Tracer
-
-    return Tracer(service=SERVICE)
-
-
-tracer = _make_tracer()
+# Powertools' own switch: on in Lambda (the template's ``Tracing: Active``) unless POWERTOOLS_TRACE_DISABLED says
+# otherwise; off outside Lambda and under SAM local. It patches the two libraries the core calls out with (the AWS
+# SDK and the upstream's HTTP client), not every library the X-Ray SDK knows, which each cold start would try.
+TRACED_LIBRARIES = ("botocore", "httpx")
+tracer = Tracer(service=SERVICE, patch_modules=TRACED_LIBRARIES)
 
 # The outcomes the alarms watch (see template.yaml): an upstream that failed us (not a refusal of the prompt,
 # which is the caller's), and a task that ran out of time.
