@@ -17,7 +17,7 @@ PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: openapi help install run smoke test check test-unit test-integration test-template test-e2e lint bench requirements build package clean
+.PHONY: openapi help install run loadtest smoke test check test-unit test-integration test-template test-e2e lint bench requirements build package clean
 
 help:
 	@echo "make run     serve the API on http://127.0.0.1:$${PORT:-3000}/v1 (embedded S3 + upstream simulator)"
@@ -48,6 +48,10 @@ install: $(VENV)/.synced $(CHECKOV) $(JS_SDK)
 
 run: install
 	$(VENV)/bin/python -m local
+
+# About a minute of bounded overload against a local stack it starts with tight limits (loopback only).
+loadtest: install
+	PYTHONPATH=. $(VENV)/bin/python scripts/loadtest.py
 
 test: install lint
 	$(PYTEST)

@@ -42,3 +42,6 @@ _.should_exit
 
 # the index's links (GET / and /v1) reach the client through the model's dump
 _.docs, _.playground, _.openapi
+
+# how many concurrency leases a subject holds now: read by the tests and by an operator's console session
+_.in_flight

@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import coldstart, report
+from bench import capacity, coldstart, report
 from bench.cases import CASES, ROOT, BenchError, quick
 from bench.measure import run_case
 from bench.servers import BUCKET, Servers, function_environment
@@ -83,9 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         results = {} if args.only else _run_cases(args, servers, upstream_key)
         print("  cold starts ...", flush=True)
         cold = coldstart.cold_starts(environment, args.cold_runs)
+        # Memory at the contract's worst cases and cost per 1,000 images (their upstream calls are not counted).
+        capacity_lines = [] if args.only else capacity.measure(servers, upstream_key)
     finally:
         calls = servers.stop()
-    expected = sum(result["upstream_calls"] for result in results.values())
+    expected = sum(result["upstream_calls"] for result in results.values()) + capacity.UPSTREAM_CALLS * (not args.only)
     if calls != expected:
         raise BenchError(f"the simulator saw {calls} upstream calls, expected exactly {expected}")
     if args.only:
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     report.print_cold(cold)
     print(f"\nbench finished in {time.perf_counter() - began:.0f} s; layer at {args.layer}")
     print("\n".join(report.ratio_lines(results, cold, report.unpacked_mb(args.layer))))
+    print("\n".join(capacity_lines))
     return 0
 
 

@@ -37,6 +37,8 @@ from werkzeug.wrappers import Request, Response
 from imagecore.platform.observability import logger
 from local.access_log import AccessLog, access_log_format
 from local.context import ACCOUNT_ID, LambdaContext
+from local.intrinsics import Intrinsics
+from local.lambda_concurrency import THROTTLED_INTEGRATION, THROTTLED_STATUS, ReservedConcurrency
 from local.lambda_runtime import ExecutionEnvironments, Handler, invoke, load_handler, new_context
 from local.plans import UsagePlans
 from local.template import load_template
@@ -68,6 +70,7 @@ class Route:
     # ResponseTransferMode RESPONSE_STREAM: relayed by local.streaming (the function runs its run.sh app).
     streamed: bool = False
     memory_mb: int = 128
+    reserved: int | None = None  # the function's ReservedConcurrentExecutions (None: unreserved)
     # The function's Lambda Web Adapter settings (AWS_LWA_*, PORT), as the template gives them.
     adapter_variables: tuple[tuple[str, str], ...] = ()
 
@@ -106,13 +109,16 @@ class _Template:
         parameters = template.get("Parameters", {}) or {}
         self.parameters = {name: spec.get("Default") for name, spec in parameters.items()}
         self.parameters.update(overrides or {})
+        pseudo = {"AWS::StackName": "local", "AWS::Region": "us-east-1", "AWS::AccountId": ACCOUNT_ID}
+        self.intrinsics = Intrinsics(template, {**pseudo, **self.parameters})
         self.function_globals: dict[str, Any] = (template.get("Globals", {}) or {}).get("Function", {}) or {}
 
     def value(self, value: Any) -> Any:
-        """Resolve a parameter reference to its value (enough for the settings the emulation reads)."""
+        """Resolve a parameter reference, condition or substitution to its value (enough for the settings the
+        emulation reads)."""
         if isinstance(value, dict) and "Ref" in value:
             return self.parameters.get(value["Ref"])
-        return value
+        return self.intrinsics.resolve(value)
 
     def of_type(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
         return [
@@ -201,6 +207,7 @@ def _routes(tpl: _Template, name: str, props: dict[str, Any]) -> list[Route]:
                 pattern=_path_pattern(spec["Path"]),
                 streamed=spec.get("ResponseTransferMode") == "RESPONSE_STREAM",
                 memory_mb=int(tpl.function_setting(props, "MemorySize", 128)),
+                reserved=_reserved(tpl.value(props.get("ReservedConcurrentExecutions"))),
                 adapter_variables=tuple(
                     (variable, str(value))
                     for variable, value in ((props.get("Environment") or {}).get("Variables") or {}).items()
@@ -209,6 +216,10 @@ def _routes(tpl: _Template, name: str, props: dict[str, Any]) -> list[Route]:
             )
         )
     return routes
+
+
+def _reserved(value: Any) -> int | None:
+    return int(value) if value not in (None, "") else None
 
 
 def _path_pattern(path: str) -> re.Pattern[str]:
@@ -329,6 +340,7 @@ class LocalApiGateway:
         self._handlers: dict[str, Handler] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="lambda")
+        self.concurrency = ReservedConcurrency()
         # The functions' own processes, one invocation at a time each, as Lambda runs them (unless ``load``
         # hands the handlers in as functions of this process).
         self.environments = ExecutionEnvironments()
@@ -397,8 +409,11 @@ class LocalApiGateway:
                 self._admit(event)
             if len(json.dumps(event)) > LAMBDA_PAYLOAD_LIMIT_BYTES:
                 raise GatewayError("REQUEST_TOO_LARGE", 413, "Request Too Long")
+            if not self.concurrency.enter(route.function, route.reserved):
+                # Lambda throttles the invocation: API Gateway answers its integration failure.
+                raise GatewayError(THROTTLED_INTEGRATION, THROTTLED_STATUS, "Internal server error")
             if route.streamed:
-                return self.stream(route, event, call)
+                return self._relayed(route, event, call)
             result = self.integrate(route, event, call)
             return self.proxy_response(result, call)
         except GatewayError as error:
@@ -480,7 +495,13 @@ class LocalApiGateway:
         context = new_context(route.function, route.timeout_s)
         called = time.monotonic()
         started = threading.Event()
-        future = self._pool.submit(self.run, route.code_uri, route.handler, event, context, started.set)
+        try:
+            future = self._pool.submit(self.run, route.code_uri, route.handler, event, context, started.set)
+        except BaseException:
+            self.concurrency.leave(route.function)
+            raise
+        # The invocation holds its slot until the function is done, even when API Gateway stops waiting.
+        future.add_done_callback(lambda _: self.concurrency.leave(route.function))
         integration_ends = call.started_ms / 1000 + route.integration_timeout_ms / 1000
         try:
             # The function's timeout counts once it runs (after its environment's init, as in Lambda); API
@@ -533,6 +554,19 @@ class LocalApiGateway:
             logger.error("streamed answer without a readable prelude", extra={"reason": str(exc)})
             raise GatewayError("DEFAULT_5XX", 502, "Internal server error") from exc
         call.integration_ms = round((time.monotonic() - called) * 1000)  # until the function's answer began
+        return response
+
+    def _relayed(self, route: Route, event: dict[str, Any], call: _Call) -> Response:
+        """A streamed invocation, holding its slot until its answer has been relayed."""
+        try:
+            response = self.stream(route, event, call)
+        except BaseException:
+            self.concurrency.leave(route.function)
+            raise
+        if response.is_streamed:
+            response.response = self.concurrency.until_relayed(route.function, response.response)
+        else:
+            self.concurrency.leave(route.function)
         return response
 
     def close(self) -> None:

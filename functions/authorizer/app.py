@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.data_classes.api_gateway_authorizer_event i
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.auth import KeyRecord, Keyring, bearer_token, keyring_loader
-from imagecore.accounts.authorizer import Grant, Refused, authorize, authorizer_context
+from imagecore.accounts.authorizer import Grant, KeyDefaults, Refused, authorize, authorizer_context
 from imagecore.accounts.client_tokens import signing_key_reader
 from imagecore.domain.errors import Unauthorized
 from imagecore.platform.observability import logger
@@ -39,6 +39,12 @@ def settings() -> AuthorizerSettings:
 @cache
 def keyring() -> Callable[[], Keyring]:
     return keyring_loader(settings())
+
+
+@cache
+def key_defaults() -> KeyDefaults:
+    current = settings()
+    return KeyDefaults.parse(current.plan_max_concurrent, current.default_images_per_day)
 
 
 @cache
@@ -58,7 +64,7 @@ def policy_for(grant: Grant, request: APIGatewayAuthorizerRequestEvent) -> dict[
         aws_account_id=arn.aws_account_id,
         api_id=arn.api_id,
         stage=arn.stage,
-        context=authorizer_context(grant),
+        context=authorizer_context(grant, key_defaults()),
     )
     routes = grant.routes()
     if routes is None:

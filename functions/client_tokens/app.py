@@ -37,8 +37,8 @@ def signing_key() -> Callable[[], str]:
     summary="Mint a short-lived client token for a browser or a phone",
     description=(
         "Server keys only. The token is valid for expires_in seconds (at most one hour), calls only the routes in "
-        "scope and, with max_images, creates at most that many images in all. What it creates belongs to the key "
-        "that minted it; revoking that key revokes its tokens."
+        "scope and creates at most max_images images in all (20 when not given, 1000 at most). What it creates "
+        "belongs to the key that minted it; revoking that key revokes its tokens."
     ),
     responses={
         200: {"description": "The client token", "content": {"application/json": {"model": ClientTokenResponse}}},
@@ -61,10 +61,15 @@ def create_client_token(request: Annotated[ClientTokenRequest, Body()]) -> Clien
         lifetime_seconds=request.expires_in,
         scope=request.scope or DEFAULT_SCOPE,
         max_images=request.max_images,
+        max_concurrent=request.max_concurrent,
     )
     current_record().client_token_id = token.id
     return ClientTokenResponse(
-        token=signed, expires_at=token.expires_at, scope=list(token.scope), max_images=token.max_images
+        token=signed,
+        expires_at=token.expires_at,
+        scope=list(token.scope),
+        max_images=token.max_images,
+        max_concurrent=token.max_concurrent,
     )
 
 

@@ -31,6 +31,7 @@ from imagecore.usecases.edit import Edit
 from imagecore.usecases.edit import edit_images as edit_use_case
 from imagecore.usecases.edits import EditInput, OwnUploads, edit_fingerprint, edit_from_multipart, edit_from_uploads
 from imagecore.usecases.idempotency import Once
+from imagecore.usecases.pending_edits import PendingEdit, pending_from_multipart, pending_from_uploads
 from imagecore.usecases.submit import TaskSubmission, submit_task
 
 app = create_resolver()
@@ -41,7 +42,10 @@ _EDIT_ERRORS: dict[int, OpenAPIResponse] = {
     413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": ERROR_CONTENT},
     415: {"description": "Neither multipart/form-data nor application/json", "content": ERROR_CONTENT},
     429: {
-        "description": "Over the key's image or token budget, or the client token's max_images (nothing generated)",
+        "description": (
+            "Over the key's (or client token's) image requests in flight (concurrency_exceeded, with "
+            "Retry-After), its image or token budget, or the client token's max_images (nothing generated)"
+        ),
         "content": ERROR_CONTENT,
     },
 }
@@ -68,13 +72,27 @@ def read_edit(event: dict[str, Any], owner: str, settings: GenerationSettings, u
             max_image_bytes=settings.max_input_image_bytes,
         )
     body = body_bytes(event)
+    _check_size(body, settings)
+    return edit_from_multipart(body, content_type_of(event), max_image_bytes=settings.max_input_image_bytes)
+
+
+def read_pending_edit(event: dict[str, Any], settings: GenerationSettings) -> PendingEdit:
+    """An async edit's request, its images left for the worker to read and check."""
+    assert isinstance(settings, EditSettings)
+    if content_type_of(event).lower().startswith(JSON):
+        return pending_from_uploads(event.get("body") or "")
+    body = body_bytes(event)
+    _check_size(body, settings)
+    return pending_from_multipart(body, content_type_of(event))
+
+
+def _check_size(body: bytes, settings: EditSettings) -> None:
     if len(body) > settings.max_request_bytes:
         raise PayloadTooLarge(
             f"The request body is {len(body) / 1_000_000:.1f} MB; API Gateway and Lambda take about "
             f"{settings.max_request_bytes / 1_000_000:.1f} MB of multipart. Upload each image with POST /v1/uploads "
             'and send {"images": [{"upload_id": ...}], "prompt": ...} as JSON to /v1/images/edits instead.',
         )
-    return edit_from_multipart(body, content_type_of(event), max_image_bytes=settings.max_input_image_bytes)
 
 
 @app.post(
@@ -123,7 +141,10 @@ def edit_images(
 @app.post(
     "/v1/images/edits/async",
     summary="Edit or combine images, as a task to poll",
-    description="The same bodies as /v1/images/edits; the inputs are checked now and kept for the task.",
+    description=(
+        "The same bodies as /v1/images/edits, answered at once: the parameters are checked now, the images when "
+        "the task runs (a bad image ends the task failed, with the error the synchronous route would give)."
+    ),
     responses={
         202: {
             "description": "The task; poll its Location",
@@ -139,16 +160,16 @@ def edit_images_async(
 ) -> Response[str]:  # status and headers of its own
     event, context = app.current_event.raw_event, app.lambda_context
     caller = caller_of(event)
-    edit = read_edit(event, caller.owner_id, deps.settings, uploads)
+    edit = read_pending_edit(event, deps.settings)
     edit.parameters.check_task()
     submission = TaskSubmission(
         caller,
         kind="edit",
         parameters=edit.parameters,
         request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask"}),
-        cost=estimated_cost(edit.parameters, reference_images=len(edit.images)),
-        once=Once.of(event, context, scope="edits/async", payload=edit_fingerprint(edit)),
-        inputs=edit.files(),
+        cost=estimated_cost(edit.parameters, reference_images=edit.images),
+        once=Once.of(event, context, scope="edits/async", payload=edit.fingerprint),
+        pending=edit,
     )
     task = submit_task(submission, deps, uploads)
     return task_accepted(event, task, deps.now(), deps.service.store.presign, scheme=deps.settings.public_url_scheme)

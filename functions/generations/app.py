@@ -50,7 +50,10 @@ def deps() -> ImageDeps:
         400: {"description": "Invalid request or refused by the upstream's policy", "content": ERROR_CONTENT},
         409: {"description": "The same Idempotency-Key is still running", "content": ERROR_CONTENT},
         429: {
-            "description": "Over the key's image or token budget, or the client token's max_images (nothing generated)",
+            "description": (
+                "Over the key's (or client token's) image requests in flight (concurrency_exceeded, with "
+                "Retry-After), its image or token budget, or the client token's max_images (nothing generated)"
+            ),
             "content": ERROR_CONTENT,
         },
         422: {"description": "The Idempotency-Key was used with another request", "content": ERROR_CONTENT},

@@ -229,17 +229,38 @@ def test_async_edit_with_two_images_and_a_mask(stack, simulator):
     )
 
 
-def test_a_bad_async_edit_is_a_400_and_makes_no_task(stack, simulator):
+def test_a_bad_async_edit_image_fails_its_task_with_the_synchronous_routes_400(stack, simulator):
+    """The async route answers at once without reading the images; the worker checks them as the synchronous
+    route does, and a bad one ends the task failed with the same error."""
+    started = time.monotonic()
     answer = stack.post_multipart(
         "/v1/images/edits/async",
         {"prompt": "p", "size": "1024x1024"},
         [("image[]", ("a.png", b"not an image at all", "image/png"))],
     )
+    assert answer.status == 202, answer.body
+    assert time.monotonic() - started < 2
+    sync = stack.post_multipart(
+        "/v1/images/edits",
+        {"prompt": "p", "size": "1024x1024"},
+        [("image[]", ("a.png", b"not an image at all", "image/png"))],
+    )
+    assert stack.run_worker() == []
+
+    view = stack.get_task(answer.body["id"]).body
+    assert (view["status"], view["http_status"]) == ("failed", 400), view
+    assert view["error"]["code"] == sync.body["error"]["code"] == "invalid_image_format"
+    assert view["error"]["message"] == sync.body["error"]["message"]
+    assert simulator.calls == 0
+
+
+def test_bad_async_edit_parameters_are_still_a_400_and_make_no_task(stack, simulator):
+    answer = stack.post_multipart(
+        "/v1/images/edits/async", {"prompt": "p", "n": "99"}, [("image[]", ("a.png", png((64, 64)), "image/png"))]
+    )
     assert answer.status == 400, answer.body
-    assert answer.body["error"]["code"] == "invalid_image_format"
     assert stack.task_items() == []
     assert stack.jobs() == []
-    assert simulator.calls == 0
 
 
 def test_a_task_past_its_time_limit_reads_failed_and_the_worker_fails_it_without_the_upstream(stack, simulator):
@@ -306,16 +327,18 @@ def test_async_edit_of_uploaded_images(stack, simulator):
         },
     )
     assert submitted.status == 202, submitted.body
-    # Another key cannot name these uploads: a 404, and no task.
+    # Another key cannot name these uploads: its task reads them under its own prefix and fails with a 404.
     other = stack.post(
         "/v1/images/edits/async",
         {"prompt": "make it night", "images": [{"upload_id": ids[0]}]},
         key_id=OTHER_KEY_ID,
     )
-    assert other.status == 404, other.body
-    assert len(stack.task_items()) == 1
+    assert other.status == 202, other.body
 
     assert stack.run_worker() == []
+
+    refused = stack.get_task(other.body["id"], key_id=OTHER_KEY_ID).body
+    assert (refused["status"], refused["http_status"], refused["error"]["code"]) == ("failed", 404, "upload_not_found")
 
     view = stack.get_task(submitted.body["id"]).body
     assert (view["status"], view["http_status"]) == ("completed", 200), view

@@ -228,3 +228,34 @@ def test_a_hold_whose_day_is_not_in_its_month_is_refused(ledger: UsageLedger) ->
 
     with pytest.raises(ValueError, match="not in month"):
         ledger.settle(Hold("key_a", "2026-11-30", "2026-12"), Spent(images=1))
+
+
+def test_a_billed_answer_that_was_cut_short_keeps_its_budget_spent(ledger: UsageLedger, aws_resources: Any) -> None:
+    """The upstream committed a 200 (and billed it) but the body was cut: nothing reached the caller, and the
+    budget and the client token's count are not given back; a failure before any 200 gives both back."""
+    from imagecore.accounts.admission import Admission
+    from imagecore.accounts.caller import Caller
+    from imagecore.accounts.token_usage import ClientTokenGrant, TokenBudgetExceeded, TokenImageCounter
+    from imagecore.domain.errors import UpstreamFailed
+
+    counter = TokenImageCounter(
+        aws_resources.token_usage_table, region="us-east-1", client=boto3.client("dynamodb", region_name="us-east-1")
+    )
+    token = ClientTokenGrant("ctk_cut", expires_at=int(NOON) + 600, max_images=4)
+    caller = Caller("key_a", "key_a", token=token, budget=Budget(images_per_day=5))
+    admission = Admission(ledger, counter)
+
+    for code in ("upstream_incomplete", "upstream_error"):
+        with (
+            pytest.raises(UpstreamFailed),
+            admission.hold(caller, Cost(images=2, tokens=100), images=2, record=RequestRecord(operation="generations")),
+        ):
+            raise UpstreamFailed("the upstream failed", code=code)
+
+    report = ledger.usage("key_a", caller.budget, 1)
+    assert report["budgets"]["images_per_day"]["remaining"] == 3  # the cut one's 2 stay spent, the other's came back
+    assert report["days"][0]["failures"] == {"upstream_incomplete": 1, "upstream_error": 1}
+    # the token: 2 of its 4 are used, so 2 more fit and a third does not
+    counter.reserve("ctk_cut", 2, limit=4, expires_at=token.expires_at)
+    with pytest.raises(TokenBudgetExceeded):
+        counter.reserve("ctk_cut", 1, limit=4, expires_at=token.expires_at)

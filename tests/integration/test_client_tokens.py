@@ -80,7 +80,8 @@ class Service:
 
     def clear(self) -> None:
         self.stack.clear()
-        for cached in (self.authorizer.settings, self.authorizer.keyring, self.authorizer.signing_key):
+        authorizer = self.authorizer
+        for cached in (authorizer.settings, authorizer.keyring, authorizer.signing_key, authorizer.key_defaults):
             cached.cache_clear()
         self.client_tokens.signing_key.cache_clear()
 
@@ -179,9 +180,10 @@ def test_a_server_key_mints_a_token_with_the_defaults(service, capsys, log_tap):
     minted = service.request(key, "POST", "/v1/client_tokens", {})
 
     assert minted.status == 200, minted.body
-    assert set(minted.body) == {"token", "expires_at", "scope", "max_images"}
+    assert set(minted.body) == {"token", "expires_at", "scope", "max_images", "max_concurrent"}
     assert minted.body["scope"] == ["generations", "edits", "uploads", "tasks"]
-    assert minted.body["max_images"] is None
+    assert minted.body["max_images"] == 20  # never without a limit
+    assert minted.body["max_concurrent"] is None  # its key's limit applies
     assert before + 900 <= minted.body["expires_at"] <= int(time.time()) + 900
     assert minted.headers["cache-control"] == "no-store"
     # the token is in the answer only: not in the log line of the request that made it

@@ -389,3 +389,28 @@ def test_a_retry_after_an_answer_cut_past_its_first_image_answers_that_image_wit
     # The same request without a key is a new request: it runs.
     plain = stack.post("/v1/images/generations", body)
     assert (plain.status, len(plain.body["data"]), simulator.calls) == (200, 2, 2)
+
+
+def test_a_client_tokens_idempotency_keys_are_its_own(stack, simulator):
+    """Two browser users of one app (two client tokens of one key) who both send ``order-42`` get their own
+    images; each one's retry gets its own first answer."""
+
+    def as_token(token_id: str) -> Reply:
+        event = stack.event("/v1/images/generations", body=GENERATION, headers={"Idempotency-Key": "order-42"})
+        event["requestContext"]["authorizer"].update(
+            credential="client_token", tokenId=token_id, tokenExpiresAt=str(int(time.time()) + 600)
+        )
+        return stack.call(stack.generations, event)
+
+    alice, bob = as_token("ctk_alice"), as_token("ctk_bob")
+    assert alice.status == bob.status == 200
+    assert simulator.calls == 2
+    assert paths(alice) != paths(bob)
+    assert paths(as_token("ctk_alice")) == paths(alice)
+    assert paths(as_token("ctk_bob")) == paths(bob)
+    assert simulator.calls == 2
+    # the key itself has its own space too
+    assert paths(stack.post("/v1/images/generations", GENERATION, **keyed("order-42"))) not in (
+        paths(alice),
+        paths(bob),
+    )

@@ -43,6 +43,24 @@ def assert_nothing_ran(stack: Stack) -> None:
     assert stack.jobs() == []
 
 
+def refusal(stack: Stack, path: str, reply: Any) -> tuple[int, dict[str, Any]]:
+    """The synchronous route's refusal, or the async route's: the task submitted at once, then failed by the
+    worker (which checks the images) with the same status and error."""
+    if not path.endswith("/async"):
+        return reply.status, reply.body["error"]
+    assert reply.status == 202, reply.body
+    assert stack.run_worker() == []
+    view = stack.get_task(reply.body["id"]).body
+    assert view["status"] == "failed", view
+    return view["http_status"], view["error"]
+
+
+def assert_no_upstream_call(stack: Stack) -> None:
+    """Nothing asked of the upstream (an async edit's task may exist: it failed on its images)."""
+    assert stack.simulator.calls == 0
+    assert all(item["status"] == "failed" for item in stack.task_items())
+
+
 @pytest.mark.parametrize("path", ALL_JSON_ROUTES)
 def test_odd_json_is_a_400_on_every_json_route(stack, path):
     for name, (raw, code, param) in ODD_BODIES.items():
@@ -136,9 +154,9 @@ def test_an_upload_filename_over_its_bound_is_a_400(stack):
 def test_a_multipart_filename_over_its_bound_is_a_400(stack):
     for path in ("/v1/images/edits", "/v1/images/edits/async"):
         reply = stack.post_multipart(path, {"prompt": "x"}, [("image", ("n" * 300 + ".png", png(), "image/png"))])
-        error = reply.body["error"]
-        assert (reply.status, error["code"], error["param"]) == (400, "invalid_filename", "image[0]")
-    assert_nothing_ran(stack)
+        status, error = refusal(stack, path, reply)
+        assert (status, error["code"], error["param"]) == (400, "invalid_filename", "image[0]")
+    assert_no_upstream_call(stack)
 
 
 # --- images ------------------------------------------------------------------------------------------------
@@ -160,21 +178,22 @@ MULTIPART_BOMBS = {
 @pytest.mark.parametrize("path", ["/v1/images/edits", "/v1/images/edits/async"])
 def test_a_decompression_bomb_in_multipart_is_image_too_large(stack, path):
     for name, (files, param) in MULTIPART_BOMBS.items():
-        reply = stack.post_multipart(path, {"prompt": "x"}, files)
-        assert reply.status == 400, (name, reply.body)
-        assert (reply.body["error"]["code"], reply.body["error"]["param"]) == ("image_too_large", param), name
-    assert_nothing_ran(stack)
+        status, error = refusal(stack, path, stack.post_multipart(path, {"prompt": "x"}, files))
+        assert status == 400, (name, error)
+        assert (error["code"], error["param"]) == ("image_too_large", param), name
+    assert_no_upstream_call(stack)
 
 
 def test_an_uploaded_decompression_bomb_is_image_too_large(stack):
     good, bomb = upload(stack, png()), upload(stack, BOMB)
     for path in ("/v1/images/edits", "/v1/images/edits/async"):
-        as_image = stack.post(path, {"prompt": "x", "images": [{"upload_id": bomb}]})
-        as_mask = stack.post(path, {"prompt": "x", "images": [{"upload_id": good}], "mask": {"upload_id": bomb}})
-        for reply, param in ((as_image, "images[0]"), (as_mask, "mask")):
-            assert reply.status == 400, reply.body
-            assert (reply.body["error"]["code"], reply.body["error"]["param"]) == ("image_too_large", param)
-    assert_nothing_ran(stack)
+        as_image = {"prompt": "x", "images": [{"upload_id": bomb}]}
+        as_mask = {"prompt": "x", "images": [{"upload_id": good}], "mask": {"upload_id": bomb}}
+        for body, param in ((as_image, "images[0]"), (as_mask, "mask")):
+            status, error = refusal(stack, path, stack.post(path, body))
+            assert status == 400, error
+            assert (error["code"], error["param"]) == ("image_too_large", param)
+    assert_no_upstream_call(stack)
 
 
 def test_a_png_cut_short_that_keeps_iend_is_refused_before_the_upstream(stack):
@@ -182,11 +201,12 @@ def test_a_png_cut_short_that_keeps_iend_is_refused_before_the_upstream(stack):
     upload_id = upload(stack, cut)
     for path in ("/v1/images/edits", "/v1/images/edits/async"):
         reply = stack.post_multipart(path, {"prompt": "x"}, [("image", ("cut.png", cut, "image/png"))])
-        error = reply.body["error"]
-        assert (reply.status, error["code"], error["param"]) == (400, "invalid_image_format", "image[0]")
+        status, error = refusal(stack, path, reply)
+        assert (status, error["code"], error["param"]) == (400, "invalid_image_format", "image[0]")
         uploaded = stack.post(path, {"prompt": "x", "images": [{"upload_id": upload_id}]})
-        assert (uploaded.status, uploaded.body["error"]["param"]) == (400, "images[0]")
-    assert_nothing_ran(stack)
+        status, error = refusal(stack, path, uploaded)
+        assert (status, error["param"]) == (400, "images[0]")
+    assert_no_upstream_call(stack)
 
 
 def test_a_whole_image_with_its_mask_still_passes(stack):

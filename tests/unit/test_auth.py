@@ -169,12 +169,15 @@ def authorizer(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("API_KEYS", f"{GOOD_KEY},{OTHER_KEY}")
     monkeypatch.delenv("CLIENT_TOKEN_SIGNING_SECRET_ID", raising=False)
     monkeypatch.setenv("CLIENT_TOKEN_SIGNING_KEY", SIGNING_KEY)
+    # the settings' own defaults for the per-plan concurrency, and no default daily budget
+    monkeypatch.setenv("PLAN_MAX_CONCURRENT", "free=1 trial=2 standard=4 none=2")
+    monkeypatch.delenv("DEFAULT_IMAGES_PER_DAY", raising=False)
     from functions.authorizer import app
 
-    for cached in (app.settings, app.keyring, app.signing_key):
+    for cached in (app.settings, app.keyring, app.signing_key, app.key_defaults):
         cached.cache_clear()
     yield app
-    for cached in (app.settings, app.keyring, app.signing_key):
+    for cached in (app.settings, app.keyring, app.signing_key, app.key_defaults):
         cached.cache_clear()
 
 
@@ -183,7 +186,12 @@ class TestAuthorizer:
         policy = authorizer.lambda_handler(authorizer_event(f"Bearer {GOOD_KEY}"), lambda_context)
         key_id = f"key_{sha256(GOOD_KEY)[:12]}"
         assert policy["principalId"] == key_id
-        assert policy["context"] == {"keyId": key_id, "ownerId": owner_for_hash(sha256(GOOD_KEY)), "credential": "key"}
+        assert policy["context"] == {
+            "keyId": key_id,
+            "ownerId": owner_for_hash(sha256(GOOD_KEY)),
+            "credential": "key",
+            "maxConcurrent": 2,  # PLAN_MAX_CONCURRENT's default for a key on no plan
+        }
         statements = policy["policyDocument"]["Statement"]
         assert len(statements) == 1
         statement = statements[0]
@@ -251,6 +259,7 @@ class TestPlansAndBudgets:
             "credential": "key",
             "budget_images_per_day": 5,
             "budget_tokens_per_month": 90000,
+            "maxConcurrent": 2,  # the trial plan's
         }
         # a key on no plan gets no usage key (API Gateway then refuses it where an API key is required)
         assert "usageIdentifierKey" not in no_plan
@@ -258,7 +267,33 @@ class TestPlansAndBudgets:
             "keyId": f"key_{sha256(OTHER_KEY)[:12]}",
             "ownerId": owner_for_hash(sha256(OTHER_KEY)),
             "credential": "key",
+            "maxConcurrent": 2,  # none=2: a key on no plan
         }
+
+    def test_concurrency_limits_come_from_the_plan_the_key_or_a_lower_client_token(self) -> None:
+        from imagecore.accounts.authorizer import Grant, KeyDefaults, authorizer_context
+        from imagecore.accounts.client_tokens import ClientToken
+
+        defaults = KeyDefaults.parse("free=1 trial=3 standard=0 none=2", images_per_day=50)
+        ring = Keyring.from_plain_keys([f"{GOOD_KEY}@trial", f"{OTHER_KEY}@standard:concurrent=7:images_per_day=9"])
+        trial, own = ring.records
+        assert authorizer_context(Grant(trial), defaults)["maxConcurrent"] == 3
+        assert authorizer_context(Grant(trial), defaults)["budget_images_per_day"] == 50  # the default budget
+        assert authorizer_context(Grant(own), defaults)["maxConcurrent"] == 7  # its own setting wins
+        assert authorizer_context(Grant(own), defaults)["budget_images_per_day"] == 9
+        unlimited = Keyring.from_plain_keys([f"{GOOD_KEY}@standard"]).records[0]
+        assert "maxConcurrent" not in authorizer_context(Grant(unlimited), defaults)  # 0: no limit
+        assert "budget_images_per_day" not in authorizer_context(Grant(trial), KeyDefaults.parse("trial=3"))
+
+        token = ClientToken("ctk_1", trial.owner, ("generations",), 0, 900, max_images=5, max_concurrent=10)
+        assert authorizer_context(Grant(trial, token), defaults)["tokenMaxConcurrent"] == 3  # never above its key
+        lower = ClientToken("ctk_2", trial.owner, ("generations",), 0, 900, max_concurrent=1)
+        assert authorizer_context(Grant(trial, lower), defaults)["tokenMaxConcurrent"] == 1
+
+        document = Keyring.from_document(
+            {"keys": [{"id": "ios", "sha256": sha256(GOOD_KEY), "budgets": {"max_concurrent": 4, "images_per_day": 3}}]}
+        )
+        assert document.records[0].max_concurrent == 4 and document.records[0].budget.images_per_day == 3
 
     def test_the_secret_document_carries_plan_usage_key_and_budgets(self) -> None:
         digest = sha256(GOOD_KEY)
@@ -296,7 +331,7 @@ class TestPlansAndBudgets:
     def test_local_key_syntax(self, spec: str, key: str, plan: str | None, budgets: dict[str, int]) -> None:
         from imagecore.accounts.auth import parse_local_key
 
-        parsed_key, parsed_plan, budget = parse_local_key(spec)
+        parsed_key, parsed_plan, budget, _concurrent = parse_local_key(spec)
         assert (parsed_key, parsed_plan, budget.as_dict()) == (key, plan, budgets)
 
     @pytest.mark.parametrize(

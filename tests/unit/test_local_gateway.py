@@ -103,8 +103,8 @@ def test_the_routes_and_their_timeouts_come_from_the_template():
     assert api.throttle == (10.0, 20)
     assert api.gateway_responses["UNAUTHORIZED"].headers == {
         "WWW-Authenticate": "Bearer",
-        # the caller's Origin, per request (see test_gateway_responses_echo_the_callers_origin)
-        "Access-Control-Allow-Origin": "method.request.header.Origin",
+        # the allowed origins (CorsAllowOrigins, * by default), never the caller's Origin echoed back
+        "Access-Control-Allow-Origin": "*",
         "Access-Control-Expose-Headers": "Location,Retry-After,x-amzn-RequestId",
         "Vary": "Origin",
     }
@@ -397,19 +397,24 @@ def test_threads_writing_lines_in_pieces_never_split_each_others_lines():
 
 
 # --- CORS on API Gateway's own answers ----------------------------------------------------------------------
-def test_gateway_responses_echo_the_callers_origin():
-    """A page must see API Gateway's 401 (or 429, 413...), not an opaque CORS failure."""
+def test_gateway_responses_allow_only_the_allowed_origins():
+    """A page must see API Gateway's 401 (or 429, 413...), not an opaque CORS failure; but an origin that may not
+    call the API is never named back to it."""
     functions = Functions()
     _, client = gateway(functions)
 
     seen = client.post("/v1/images/generations", json={"prompt": "x"}, headers={"Origin": "https://app.example"})
-    plain = client.post("/v1/images/generations", json={"prompt": "x"})
-
     assert error_of(seen, 401)["code"] == "invalid_api_key"
-    assert seen.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert seen.headers["Access-Control-Allow-Origin"] == "*"  # CorsAllowOrigins' default: any origin
     assert "Retry-After" in seen.headers["Access-Control-Expose-Headers"]
-    assert "Access-Control-Allow-Origin" not in plain.headers  # no Origin, nothing to echo
-    assert functions.calls == [AUTHORIZER, AUTHORIZER]
+
+    restricted = LocalApiGateway(
+        ROOT, ROOT / "template.yaml", parameters={"CorsAllowOrigins": "https://app.example,https://admin.example"}
+    )
+    for kind in ("UNAUTHORIZED", "THROTTLED", "INTEGRATION_FAILURE", "DEFAULT_4XX", "DEFAULT_5XX"):
+        headers = restricted.api.gateway_responses[kind].headers
+        assert headers["Access-Control-Allow-Origin"] == "https://app.example", kind
+    assert functions.calls == [AUTHORIZER]
 
 
 def test_a_preflight_reaches_the_health_function_without_the_authorizer():

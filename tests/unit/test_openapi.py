@@ -62,7 +62,16 @@ def test_client_tokens_are_documented_with_their_bounds():
         3600,
     )
     assert request["properties"]["expires_in"]["default"] == 900
-    assert set(schemas["ClientTokenResponse"]["properties"]) == {"token", "expires_at", "scope", "max_images"}
+    assert set(schemas["ClientTokenResponse"]["properties"]) == {
+        "token",
+        "expires_at",
+        "scope",
+        "max_images",
+        "max_concurrent",
+    }
+    # a token always has an image limit: 20 when not asked, 1000 at most
+    assert request["properties"]["max_images"]["anyOf"][0]["maximum"] == 1000
+    assert "20 when not given" in request["properties"]["max_images"]["description"]
     assert "429" in document["paths"]["/v1/images/generations"]["post"]["responses"]
 
 

@@ -197,6 +197,7 @@ class TestAuthorize:
             "credential": "client_token",
             "tokenId": token.id,
             "tokenExpiresAt": NOW + 900,
+            "tokenMaxImages": 20,  # a token minted without max_images gets the default
         }
 
     def test_max_images_travels_in_the_context(self) -> None:

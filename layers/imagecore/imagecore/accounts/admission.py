@@ -16,11 +16,14 @@ An async task holds the same way while it is queued (``hold_task``): the request
 and tokens stay reserved under the task's id for the worker to settle (``UsageLedger.settle_task``, the token's
 ``TokenHold`` on the task); if it is not queued, everything is given back.
 
-Another admission check (a per-key concurrency lease, say) is one more ``Reservation`` in ``_reservations``.
+The per-key concurrency leases come first (``LeaseReservation``, one per slot of the caller: its key's, and its
+client token's own when lower): a request over its key's limit is refused at once, before any budget is touched.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,9 +31,17 @@ from typing import Protocol
 
 from imagecore.accounts.budgets import BudgetExceeded, Cost, Hold, Spent, day_of, month_of
 from imagecore.accounts.caller import Caller
+from imagecore.accounts.concurrency import ConcurrencyLeases, Slot
 from imagecore.accounts.ledger import UsageLedger
 from imagecore.accounts.token_usage import TokenHold, TokenImageCounter
-from imagecore.domain.errors import ImageServiceError, ServiceMisconfigured, StorageUnavailable, TasksUnavailable
+from imagecore.domain.deadline import Deadline
+from imagecore.domain.errors import (
+    BILLED_FAILURE_CODES,
+    ImageServiceError,
+    ServiceMisconfigured,
+    StorageUnavailable,
+    TasksUnavailable,
+)
 from imagecore.platform.observability import RequestRecord, current_record
 
 # What a failure that is not one of the service's own errors is counted as.
@@ -56,6 +67,34 @@ def failure_code(error: BaseException, fallback: str = INTERNAL_ERROR) -> str | 
 
 # --- the reservations ---------------------------------------------------------------------------------------
 @dataclass
+class LeaseReservation:
+    """One concurrency lease (``imagecore.accounts.concurrency``): taken before anything else (429
+    ``concurrency_exceeded`` at once when the slot is full), given back however the work ends, and expiring by
+    itself at ``expires_at`` should the invocation die holding it."""
+
+    leases: ConcurrencyLeases
+    slot: Slot
+    expires_at: float
+    lease_id: str | None = None
+
+    def reserve(self) -> None:
+        self.lease_id = self.leases.acquire(self.slot, self.expires_at)
+
+    def settle(self, spent: Spent, images: int) -> None:
+        del spent, images
+        self._give_back()
+
+    def release(self, error: BaseException) -> None:
+        del error
+        self._give_back()
+
+    def _give_back(self) -> None:
+        if self.lease_id is not None:
+            self.leases.release(self.slot.subject, self.lease_id)
+            self.lease_id = None
+
+
+@dataclass
 class BudgetReservation:
     """The key's image and token budgets, reserved with one conditional write; settled with the request's real
     usage (a failure with its code and what its record says it used). A refusal is itself counted."""
@@ -75,7 +114,15 @@ class BudgetReservation:
 
     def release(self, error: BaseException) -> None:
         assert self.hold is not None
-        self.ledger.settle(self.hold, Spent.from_record(self.record, failure=failure_code(error)))
+        spent = Spent.from_record(self.record, failure=failure_code(error))
+        if spent.failure in BILLED_FAILURE_CODES:
+            # The upstream billed an answer the caller never got (a 200 cut short): what was reserved stays spent.
+            spent = dataclasses.replace(
+                spent,
+                images=max(spent.images, self.cost.images),
+                output_tokens=max(spent.output_tokens, self.cost.tokens - spent.input_tokens),
+            )
+        self.ledger.settle(self.hold, spent)
 
 
 @dataclass
@@ -129,7 +176,9 @@ class TokenImagesReservation:
 
     def release(self, error: BaseException) -> None:
         assert self.counter is not None
-        if not isinstance(error, StorageUnavailable):  # made (and billed) images stay counted
+        # made (and billed) images stay counted: lost before storing, or a billed answer cut short
+        billed = isinstance(error, StorageUnavailable) or failure_code(error) in BILLED_FAILURE_CODES
+        if not billed:
             self.counter.release(self.token_id, self.n)
 
 
@@ -166,20 +215,31 @@ class AdmissionHold:
 
 @dataclass
 class Admission:
-    """The usage ledger (budgets) and the client tokens' image counts; either may be unconfigured."""
+    """The concurrency leases, the usage ledger (budgets) and the client tokens' image counts; any may be
+    unconfigured. A lease lasts until the request's deadline plus ``lease_margin_seconds`` (storing and
+    answering after the upstream)."""
 
     ledger: UsageLedger | None = None
     token_images: TokenImageCounter | None = None
+    leases: ConcurrencyLeases | None = None
+    lease_margin_seconds: float = 30.0
 
     @contextmanager
     def hold(
-        self, caller: Caller, cost: Cost, *, images: int, record: RequestRecord | None = None
+        self,
+        caller: Caller,
+        cost: Cost,
+        *,
+        images: int,
+        record: RequestRecord | None = None,
+        deadline: Deadline | None = None,
     ) -> Iterator[AdmissionHold]:
         """A generation or edit of ``images`` images that may cost ``cost``: reserved on entry (429 before
-        anything runs when a budget or the token's limit would be passed), settled or released on exit. A
-        failure is counted with what the request's ``record`` (the current one by default) says it used."""
+        anything runs when the caller's concurrency, a budget or the token's limit would be passed), settled or
+        released on exit. A failure is counted with what the request's ``record`` (the current one by default)
+        says it used. ``deadline``: when the work must be over (the leases expire a margin after it)."""
         record = record or current_record()
-        reservations: list[Reservation] = []
+        reservations: list[Reservation] = list(self.leases_for(caller, deadline))
         if self.ledger is not None:
             reservations.append(BudgetReservation(self.ledger, caller, cost, record))
         reservations.extend(self._token_images(caller, images))
@@ -211,6 +271,14 @@ class Admission:
             raise
         if not hold.settled:  # left without a word: nothing was made
             hold.settle(Spent(), images=0)
+
+    def leases_for(self, caller: Caller, deadline: Deadline | None) -> list[LeaseReservation]:
+        """A lease in each of the caller's concurrency slots (none without a table or a limit)."""
+        if self.leases is None:
+            return []
+        remaining = deadline.remaining() if deadline is not None else 300.0
+        expires_at = time.time() + max(0.0, remaining) + self.lease_margin_seconds
+        return [LeaseReservation(self.leases, slot, expires_at) for slot in caller.slots()]
 
     def _token_images(self, caller: Caller, images: int) -> list[TokenImagesReservation]:
         token = caller.token

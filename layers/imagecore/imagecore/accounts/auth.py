@@ -35,6 +35,8 @@ class KeyRecord:
     plan: str | None = None
     usage_key: str | None = None
     budget: Budget = field(default_factory=Budget)
+    # Image requests in flight at once (None: the default of its plan; 0: no limit).
+    max_concurrent: int | None = None
 
     @property
     def owner(self) -> str:
@@ -42,18 +44,32 @@ class KeyRecord:
         return owner_for_hash(self.sha256)
 
 
-def parse_local_key(spec: str) -> tuple[str, str | None, Budget]:
-    """One key of the local stack's ``API_KEYS``: ``KEY[@PLAN][:BUDGET=N]...``, e.g.
-    ``trial-key@trial:images_per_day=5`` (the key, the usage plan it is on, its budgets)."""
+def parse_local_key(spec: str) -> tuple[str, str | None, Budget, int | None]:
+    """One key of the local stack's ``API_KEYS``: ``KEY[@PLAN][:BUDGET=N]...[:concurrent=N]``, e.g.
+    ``trial-key@trial:images_per_day=5:concurrent=2`` (the key, the usage plan it is on, its budgets, its own
+    limit of image requests in flight)."""
     key, *limits = spec.strip().split(":")
     key, _, plan = key.partition("@")
     budgets: dict[str, str] = {}
+    concurrent = None
     for limit in limits:
         name, equals, value = limit.partition("=")
         if not equals or not value.strip().isdigit():
             raise ValueError(f"API_KEYS: '{limit}' is not BUDGET=N (e.g. images_per_day=5)")
+        if name.strip() in ("concurrent", "max_concurrent"):
+            concurrent = int(value)
+            continue
         budgets[name.strip()] = value.strip()
-    return key.strip(), plan.strip() or None, Budget.from_mapping(budgets)
+    return key.strip(), plan.strip() or None, Budget.from_mapping(budgets), concurrent
+
+
+def _limit(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    number = int(value)
+    if number < 0:
+        raise ValueError("max_concurrent must be >= 0")
+    return number
 
 
 def local_usage_key(digest: str) -> str:
@@ -102,27 +118,30 @@ class Keyring:
         for spec in keys:
             if not spec.strip():
                 continue
-            key, plan, budget = parse_local_key(spec)
+            key, plan, budget, concurrent = parse_local_key(spec)
             digest = hash_key(key)
             usage_key = local_usage_key(digest) if plan else None
-            records.append(KeyRecord(key_id_for_hash(digest), digest, plan, usage_key, budget))
+            records.append(KeyRecord(key_id_for_hash(digest), digest, plan, usage_key, budget, concurrent))
         return cls(records)
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> Keyring:
         """``{"keys": [{"id": "ios-app", "sha256": "<hex>", "plan": "standard", "usage_key": "<API Gateway API key
-        value>", "budgets": {"images_per_day": 100}}]}``, the secret's format (plan, usage_key and budgets
-        optional)."""
+        value>", "budgets": {"images_per_day": 100, "max_concurrent": 4}}]}``, the secret's format (plan,
+        usage_key and budgets optional; ``max_concurrent`` is the key's own limit of image requests in flight)."""
         records = []
         for entry in document.get("keys", []):
             digest = str(entry["sha256"]).lower()
+            budgets = dict(entry.get("budgets") or {})
+            concurrent = budgets.pop("max_concurrent", None)
             records.append(
                 KeyRecord(
                     str(entry.get("id") or key_id_for_hash(digest)),
                     digest,
                     plan=entry.get("plan") or None,
                     usage_key=entry.get("usage_key") or None,
-                    budget=Budget.from_mapping(entry.get("budgets")),
+                    budget=Budget.from_mapping(budgets),
+                    max_concurrent=_limit(concurrent),
                 )
             )
         return cls(records)

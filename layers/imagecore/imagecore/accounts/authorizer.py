@@ -8,13 +8,22 @@ it is refused once the parent is no longer in the keyring.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from imagecore.accounts.auth import KeyRecord, Keyring
-from imagecore.accounts.budgets import budget_context
-from imagecore.accounts.caller import CREDENTIAL, KEY_ID, OWNER_ID, TOKEN_EXPIRES_AT, TOKEN_ID, TOKEN_MAX_IMAGES
+from imagecore.accounts.budgets import Budget, budget_context
+from imagecore.accounts.caller import (
+    CREDENTIAL,
+    KEY_ID,
+    MAX_CONCURRENT,
+    OWNER_ID,
+    TOKEN_EXPIRES_AT,
+    TOKEN_ID,
+    TOKEN_MAX_CONCURRENT,
+    TOKEN_MAX_IMAGES,
+)
 from imagecore.accounts.client_tokens import ClientToken, TokenRejected, looks_like_client_token, read
 
 Reason = Literal["missing", "unknown", "token_invalid", "token_expired", "parent_revoked", "tokens_disabled"]
@@ -62,18 +71,57 @@ def authorize(credential: str | None, keyring: Keyring, signing_key: Callable[[]
     return Grant(parent, token)
 
 
-def authorizer_context(grant: Grant) -> dict[str, ContextValue]:
-    """What API Gateway hands the functions in ``requestContext.authorizer`` (strings, numbers, booleans only)."""
+@dataclass(frozen=True)
+class KeyDefaults:
+    """What a key gets when its own settings say nothing: image requests in flight by usage plan (``""``: a key
+    on no plan; 0 or absent: no limit), and a daily image budget (0: none)."""
+
+    max_concurrent: Mapping[str, int] = field(default_factory=dict)
+    images_per_day: int = 0
+
+    @classmethod
+    def parse(cls, plan_limits: str, images_per_day: int = 0) -> KeyDefaults:
+        """``"free=1 trial=2 standard=4 none=2"`` (``none``: keys on no plan)."""
+        limits = {}
+        for pair in plan_limits.replace(",", " ").split():
+            name, equals, value = pair.partition("=")
+            if not equals or not value.isdigit():
+                raise ValueError(f"'{pair}' is not PLAN=N")
+            limits["" if name == "none" else name] = int(value)
+        return cls(limits, images_per_day)
+
+    def key_limit(self, key: KeyRecord) -> int:
+        if key.max_concurrent is not None:
+            return key.max_concurrent
+        return self.max_concurrent.get(key.plan or "", 0)
+
+    def budget(self, key: KeyRecord) -> Budget:
+        if self.images_per_day and key.budget.images_per_day is None:
+            return replace(key.budget, images_per_day=self.images_per_day)
+        return key.budget
+
+
+def authorizer_context(grant: Grant, defaults: KeyDefaults | None = None) -> dict[str, ContextValue]:
+    """What API Gateway hands the functions in ``requestContext.authorizer`` (strings, numbers, booleans only).
+    ``defaults`` fill in what the key's settings leave out (its concurrency limit, a daily image budget)."""
+    defaults = defaults or KeyDefaults()
     context: dict[str, ContextValue] = {
         KEY_ID: grant.key.id,
         OWNER_ID: grant.key.owner,
         CREDENTIAL: "key" if grant.token is None else "client_token",
         # A client token spends within its parent key's plan and budgets.
-        **budget_context(grant.key.budget),
+        **budget_context(defaults.budget(grant.key)),
     }
+    key_limit = defaults.key_limit(grant.key)
+    if key_limit:
+        context[MAX_CONCURRENT] = key_limit
     if grant.token is not None:
         context[TOKEN_ID] = grant.token.id
         context[TOKEN_EXPIRES_AT] = grant.token.expires_at
         if grant.token.max_images is not None:
             context[TOKEN_MAX_IMAGES] = grant.token.max_images
+        if grant.token.max_concurrent is not None:
+            # Never more than its key's own limit (which applies to it too).
+            limit = grant.token.max_concurrent
+            context[TOKEN_MAX_CONCURRENT] = min(limit, key_limit) if key_limit else limit
     return context

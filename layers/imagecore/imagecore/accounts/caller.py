@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagecore.accounts.budgets import Budget, Spender, budget_of
+from imagecore.accounts.concurrency import Slot, slots_for
 from imagecore.accounts.token_usage import ClientTokenGrant
 from imagecore.domain.errors import Forbidden, Unauthorized
 
@@ -23,6 +24,8 @@ CREDENTIAL = "credential"  # "key" or "client_token"
 TOKEN_ID = "tokenId"  # noqa: S105 - a field name, not a secret
 TOKEN_EXPIRES_AT = "tokenExpiresAt"  # noqa: S105 - a field name
 TOKEN_MAX_IMAGES = "tokenMaxImages"  # noqa: S105 - a field name
+MAX_CONCURRENT = "maxConcurrent"  # the key's image requests in flight at most (absent: no limit)
+TOKEN_MAX_CONCURRENT = "tokenMaxConcurrent"  # noqa: S105 - a field name
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,14 @@ class Caller:
     token: ClientTokenGrant | None = None
     # The key's image and token budgets (a client token spends its parent key's).
     budget: Budget = field(default_factory=Budget)
+    max_concurrent: int | None = None  # the key's image requests in flight at most (None: no limit)
+    token_max_concurrent: int | None = None  # the client token's own, lower limit
+
+    def slots(self) -> list[Slot]:
+        """The concurrency leases an image request of this caller takes."""
+        return slots_for(
+            self.owner_id, self.max_concurrent, self.token.id if self.token else None, self.token_max_concurrent
+        )
 
     def require_server_key(self) -> None:
         if self.token is not None:
@@ -47,8 +58,9 @@ def caller_of(event: dict[str, Any], *, now: float | None = None) -> Caller:
         # Only reachable if a route is deployed without the authorizer: fail closed.
         raise Unauthorized("The request was not authenticated.", code="unauthenticated")
     budget = budget_of(authorizer)
+    max_concurrent = _count(authorizer.get(MAX_CONCURRENT))
     if authorizer.get(CREDENTIAL) != "client_token":
-        return Caller(key_id=str(key_id), owner_id=str(owner_id), budget=budget)
+        return Caller(key_id=str(key_id), owner_id=str(owner_id), budget=budget, max_concurrent=max_concurrent)
     try:
         max_images = authorizer.get(TOKEN_MAX_IMAGES)
         token = ClientTokenGrant(
@@ -61,7 +73,23 @@ def caller_of(event: dict[str, Any], *, now: float | None = None) -> Caller:
     # API Gateway may serve a cached authorization for a while after the token expired: refuse it here.
     if token.expires_at <= (time.time() if now is None else now):
         raise Unauthorized("The client token has expired; ask your backend for a new one.", code="token_expired")
-    return Caller(key_id=str(key_id), owner_id=str(owner_id), token=token, budget=budget)
+    return Caller(
+        key_id=str(key_id),
+        owner_id=str(owner_id),
+        token=token,
+        budget=budget,
+        max_concurrent=max_concurrent,
+        token_max_concurrent=_count(authorizer.get(TOKEN_MAX_CONCURRENT)),
+    )
+
+
+def _count(value: Any) -> int | None:
+    """A limit from the authorizer context (strings there), None when absent or not a positive number."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
 
 
 def spender_of(event: dict[str, Any]) -> Spender:

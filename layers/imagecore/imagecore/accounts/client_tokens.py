@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import jwt
 
+from imagecore.domain.route_models import TOKEN_DEFAULT_MAX_IMAGES, TOKEN_MAX_CONCURRENT, TOKEN_MAX_IMAGES
 from imagecore.domain.route_models import ClientTokenScope as Scope
 from imagecore.platform.route_settings import SigningKeySettings
 
@@ -37,7 +38,6 @@ EVERY_TOKEN_ROUTES: tuple[tuple[str, str], ...] = (("GET", "/v1/models"), ("GET"
 DEFAULT_LIFETIME_SECONDS = 15 * 60
 MIN_LIFETIME_SECONDS = 60
 MAX_LIFETIME_SECONDS = 3600
-MAX_IMAGES_LIMIT = 10_000
 ALGORITHM = "HS256"
 ISSUER = "image-service"
 AUDIENCE = "image-service/client"
@@ -60,6 +60,7 @@ class ClientToken:
     issued_at: int
     expires_at: int
     max_images: int | None = None
+    max_concurrent: int | None = None
 
     def routes(self) -> list[tuple[str, str]]:
         return [*(route for name in self.scope for route in SCOPE_ROUTES[name]), *EVERY_TOKEN_ROUTES]
@@ -76,6 +77,8 @@ class ClientToken:
         }
         if self.max_images is not None:
             claims["max_images"] = self.max_images
+        if self.max_concurrent is not None:
+            claims["max_concurrent"] = self.max_concurrent
         return claims
 
 
@@ -96,8 +99,9 @@ def mint(
     lifetime_seconds: int = DEFAULT_LIFETIME_SECONDS,
     scope: Iterable[Scope] = DEFAULT_SCOPE,
     max_images: int | None = None,
+    max_concurrent: int | None = None,
 ) -> tuple[str, ClientToken]:
-    """A signed token for ``owner``'s key, and what it says."""
+    """A signed token for ``owner``'s key, and what it says: without ``max_images``, the default limit."""
     if not MIN_LIFETIME_SECONDS <= lifetime_seconds <= MAX_LIFETIME_SECONDS:
         raise ValueError("lifetime out of bounds")
     names = tuple(dict.fromkeys(scope))  # in order, once each
@@ -109,7 +113,8 @@ def mint(
         scope=names,
         issued_at=now,
         expires_at=now + lifetime_seconds,
-        max_images=max_images,
+        max_images=TOKEN_DEFAULT_MAX_IMAGES if max_images is None else max_images,
+        max_concurrent=max_concurrent,
     )
     return jwt.encode(token.claims(), signing_key, algorithm=ALGORITHM), token
 
@@ -136,6 +141,7 @@ def read(credential: str, *, signing_key: str, now: int) -> ClientToken:
 
 def _token_of(claims: dict[str, Any]) -> ClientToken:
     scope, max_images = claims.get("scope"), claims.get("max_images")
+    max_concurrent = claims.get("max_concurrent")
     valid = (
         isinstance(scope, list)
         and bool(scope)
@@ -144,7 +150,8 @@ def _token_of(claims: dict[str, Any]) -> ClientToken:
         and isinstance(claims["iat"], int)
         and claims["exp"] - claims["iat"] <= MAX_LIFETIME_SECONDS
         and str(claims["jti"]).startswith(TOKEN_ID_PREFIX)
-        and (max_images is None or (type(max_images) is int and 0 < max_images <= MAX_IMAGES_LIMIT))
+        and (max_images is None or (type(max_images) is int and 0 < max_images <= TOKEN_MAX_IMAGES))
+        and (max_concurrent is None or (type(max_concurrent) is int and 0 < max_concurrent <= TOKEN_MAX_CONCURRENT))
     )
     if not valid:
         raise TokenRejected("invalid")
@@ -155,6 +162,7 @@ def _token_of(claims: dict[str, Any]) -> ClientToken:
         issued_at=claims["iat"],
         expires_at=claims["exp"],
         max_images=max_images,
+        max_concurrent=max_concurrent,
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagecore.domain.errors import ImageServiceError, TokenBudgetExceeded
+from imagecore.domain.errors import BILLED_FAILURE_CODES, ImageServiceError, TokenBudgetExceeded
 from imagecore.platform import aws
 from imagecore.platform.observability import logger
 
@@ -45,7 +45,7 @@ class TokenHold:
 
 
 # The failures after which the upstream may have made (and billed) the images: they stay counted.
-_BILLED_FAILURES = frozenset({"storage_unavailable", "job_interrupted"})
+_BILLED_FAILURES = frozenset({"storage_unavailable", "job_interrupted", *BILLED_FAILURE_CODES})
 # The failures that say nothing of the upstream: billed only if a delivery got as far as asking it.
 _UNKNOWN_FAILURES = frozenset({"job_abandoned", "task_timeout"})
 

@@ -49,6 +49,11 @@ class ImageServiceError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+# Failures after the upstream had committed a 200 (and billed the images) that never reached the caller: a body
+# cut short, or one larger than the request can produce. What was reserved for them stays spent.
+BILLED_FAILURE_CODES = frozenset({"upstream_incomplete", "upstream_too_large"})
+
+
 class InvalidRequest(ImageServiceError):
     status = 400
     type = "invalid_request_error"

@@ -116,6 +116,12 @@ class UsageResponse(BaseModel):
 
 ClientTokenScope = Literal["generations", "edits", "uploads", "tasks"]
 
+# A client token is a credential in a browser or a phone: it never spends without a limit. One minted without
+# max_images may create this many images; none may ask for more than the maximum.
+TOKEN_DEFAULT_MAX_IMAGES = 20
+TOKEN_MAX_IMAGES = 1000
+TOKEN_MAX_CONCURRENT = 100
+
 
 class ClientTokenRequest(BaseModel):
     """Body of ``POST /v1/client_tokens`` (every field optional: ``{}`` asks for the defaults)."""
@@ -135,7 +141,22 @@ class ClientTokenRequest(BaseModel):
         ),
     ] = None
     max_images: Annotated[
-        int | None, Field(ge=1, le=10_000, description="At most this many images in all over the token's life.")
+        int | None,
+        Field(
+            ge=1,
+            le=TOKEN_MAX_IMAGES,
+            description=f"At most this many images in all over the token's life: {TOKEN_DEFAULT_MAX_IMAGES} when "
+            f"not given, {TOKEN_MAX_IMAGES} at most.",
+        ),
+    ] = None
+    max_concurrent: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=TOKEN_MAX_CONCURRENT,
+            description="At most this many image requests of the token in flight at once (never more than its "
+            "key's own limit, which applies when not given).",
+        ),
     ] = None
 
 
@@ -148,3 +169,4 @@ class ClientTokenResponse(BaseModel):
     expires_at: Annotated[int, Field(description="Unix time after which the token is refused.")]
     scope: list[ClientTokenScope]
     max_images: int | None = None
+    max_concurrent: int | None = None

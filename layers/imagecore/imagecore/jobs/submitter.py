@@ -58,6 +58,7 @@ class TaskSubmitter:
         folder: str,
         inputs: list[dict[str, str]] | None = None,
         token_hold: TokenHold | None = None,
+        max_concurrent: int | None = None,
     ) -> Task:
         now = self.tasks.now()
         task = Task(
@@ -70,6 +71,7 @@ class TaskSubmitter:
             created_at=now,
             updated_at=now,
             token_hold=token_hold,
+            max_concurrent=max_concurrent,
         )
         self.tasks.create(task)
         try:

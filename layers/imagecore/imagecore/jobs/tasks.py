@@ -110,6 +110,8 @@ class Task:
     partial_images: list[dict[str, Any]] = field(default_factory=list)
     # The images it counted against its client token when it was queued (a token with max_images).
     token_hold: TokenHold | None = None
+    # Its key's limit of image requests in flight: the task counts in it while the worker runs it.
+    max_concurrent: int | None = None
 
     @property
     def expires_at(self) -> int:
@@ -135,7 +137,7 @@ class Task:
             value = getattr(self, name)
             if value is not None:
                 item[name] = _json(value)
-        for name in ("http_status", "completed_at", "claimed_until"):
+        for name in ("http_status", "completed_at", "claimed_until", "max_concurrent"):
             value = getattr(self, name)
             if value is not None:
                 item[name] = value
@@ -169,6 +171,7 @@ class Task:
                 for p in item.get("partial_images") or []
             ],
             token_hold=_token_hold(item),
+            max_concurrent=number("max_concurrent"),
         )
 
 

@@ -100,6 +100,16 @@ class AuthorizerSettings(SigningKeySettings):
     keys_cache_seconds: Annotated[
         int, Field(ge=0, le=REVOCATION_SECONDS, description="How long the key list is cached (revocation delay).")
     ] = 30
+    plan_max_concurrent: Annotated[
+        str,
+        Field(
+            description="Image requests in flight at once per key, by usage plan: 'free=1 trial=2 standard=4 "
+            "none=2' (none: keys on no plan; 0: no limit). A key's own max_concurrent setting wins."
+        ),
+    ] = "free=1 trial=2 standard=4 none=2"
+    default_images_per_day: Annotated[
+        int, Field(ge=0, description="Daily image budget of a key whose settings name none (0: no default).")
+    ] = 0
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:

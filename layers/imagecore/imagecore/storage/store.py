@@ -143,6 +143,13 @@ class ImageStore:
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"put {key} failed: {type(exc).__name__}") from exc
 
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """An object as it is (an async edit's request body, kept for the worker)."""
+        try:
+            self._s3.put_object(Bucket=self._bucket, Key=key, Body=data, ContentType=content_type)
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"put {key} failed: {type(exc).__name__}") from exc
+
     def read(self, key: str) -> bytes:
         try:
             return self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()

@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.admission import Admission
+from imagecore.accounts.concurrency import ConcurrencyLeases
 from imagecore.accounts.ledger import UsageLedger
 from imagecore.accounts.token_usage import TokenImageCounter
 from imagecore.domain.deadline import Deadline, request_deadline
@@ -38,6 +39,8 @@ class ImageDeps:
         admission = Admission(
             UsageLedger(settings.usage_table, region=region) if settings.usage_table else None,
             TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None,
+            ConcurrencyLeases(settings.usage_table, region=region) if settings.usage_table else None,
+            lease_margin_seconds=settings.storage_margin_seconds,
         )
         idempotency = Idempotency(settings.idempotency_table or None, region=region)
         return cls(ImageService.from_settings(settings), idempotency, admission, submitter)

@@ -39,7 +39,7 @@ def _edit(command: Edit, once: Once, deps: ImageDeps, events: ImageEvents | None
     record = current_record()
     edit = command.edit
     cost = estimated_cost(edit.parameters, reference_images=len(edit.images))
-    with deps.admission.hold(command.caller, cost, images=edit.parameters.n) as hold:
+    with deps.admission.hold(command.caller, cost, images=edit.parameters.n, deadline=command.deadline) as hold:
         delivery = deps.service.edit(edit, command.deadline, record, folder, events=events)
         hold.settle(Spent.from_record(record), images=images_made(delivery))
     return delivery

@@ -95,16 +95,7 @@ class RawFile:
 
 
 def edit_from_multipart(body: bytes, content_type: str, *, max_image_bytes: int) -> EditInput:
-    form, files = _parse_multipart(body, content_type)
-    fields: dict[str, str] = {}
-    for name in form:
-        values = form.getlist(name)
-        if name in ("image", "image[]", "mask") or _INDEXED_IMAGE.match(name):
-            raise InvalidRequest(f"'{name}' must be a file upload, not a text field.", param=name, code="invalid_type")
-        if len(values) > 1:
-            raise InvalidRequest(f"'{name}' was sent {len(values)} times; send it once.", param=name)
-        fields[name] = values[0]
-    images, mask = _files_of(files)
+    fields, images, mask = _form_of(body, content_type)
     parameters = _parameters(fields)
     checked, checked_mask = check_images(images, mask, max_image_bytes=max_image_bytes)
     return EditInput(parameters, checked, checked_mask)
@@ -125,6 +116,26 @@ class OwnUploads:
 
     def read(self, upload_id: str) -> UploadedFile:
         return self.store.read(self.owner, upload_id, max_bytes=self.max_bytes)
+
+
+def multipart_form(body: bytes, content_type: str) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+    """A multipart edit's text fields and its files as (role, bytes), read but not checked."""
+    fields, images, mask = _form_of(body, content_type)
+    return fields, [("image", raw.data) for raw in images] + ([("mask", mask.data)] if mask else [])
+
+
+def _form_of(body: bytes, content_type: str) -> tuple[dict[str, str], list[RawFile], RawFile | None]:
+    form, files = _parse_multipart(body, content_type)
+    fields: dict[str, str] = {}
+    for name in form:
+        values = form.getlist(name)
+        if name in ("image", "image[]", "mask") or _INDEXED_IMAGE.match(name):
+            raise InvalidRequest(f"'{name}' must be a file upload, not a text field.", param=name, code="invalid_type")
+        if len(values) > 1:
+            raise InvalidRequest(f"'{name}' was sent {len(values)} times; send it once.", param=name)
+        fields[name] = values[0]
+    images, mask = _files_of(files)
+    return fields, images, mask
 
 
 def edit_from_uploads(body: str | bytes, uploads: UploadReader, *, max_image_bytes: int) -> EditInput:

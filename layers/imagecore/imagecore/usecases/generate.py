@@ -39,7 +39,9 @@ def _generate(command: Generation, once: Once, deps: ImageDeps, events: ImageEve
         return earlier
     record = current_record()
     request = command.request
-    with deps.admission.hold(command.caller, estimated_cost(request), images=request.n) as hold:
+    with deps.admission.hold(
+        command.caller, estimated_cost(request), images=request.n, deadline=command.deadline
+    ) as hold:
         delivery = deps.service.generate(request, command.deadline, record, folder, events=events)
         hold.settle(Spent.from_record(record), images=images_made(delivery))
     return delivery

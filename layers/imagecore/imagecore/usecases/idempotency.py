@@ -101,8 +101,7 @@ class Once:
     def of(cls, event: dict[str, Any], context: LambdaContext, *, scope: str, payload: Any) -> Once:
         """The request's; its ``Idempotency-Key`` is checked here, whether or not a table is configured, so a bad
         key is refused alike."""
-        owner = current_record().owner_id or "anonymous"
-        return cls(owner, scope, idempotency_key(event), payload, context)
+        return cls(idempotency_subject(), scope, idempotency_key(event), payload, context)
 
     def with_key(self, key: str) -> Once:
         return replace(self, key=key)
@@ -144,6 +143,14 @@ def without_presentation(payload: Any) -> Any:
     if isinstance(trimmed.get("parameters"), dict):
         trimmed["parameters"] = without_presentation(trimmed["parameters"])
     return trimmed
+
+
+def idempotency_subject() -> str:
+    """Whose Idempotency-Keys a request's is among: its key's owner, or, sent with a client token, that token's
+    (two browser users of one app who both pick ``order-42`` never get each other's images)."""
+    record = current_record()
+    owner = record.owner_id or "anonymous"
+    return f"{owner}/{record.client_token_id}" if record.client_token_id else owner
 
 
 class Idempotency:

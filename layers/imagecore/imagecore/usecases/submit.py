@@ -16,6 +16,7 @@ from imagecore.storage.store import StorageError, UploadStore
 from imagecore.usecases.deps import ImageDeps
 from imagecore.usecases.edits import InputImage
 from imagecore.usecases.idempotency import Once
+from imagecore.usecases.pending_edits import PendingEdit
 from imagecore.usecases.service import describe_request
 
 
@@ -28,6 +29,7 @@ class TaskSubmission:
     cost: Cost
     once: Once  # the POST as idempotency sees it
     inputs: list[tuple[str, InputImage]] = field(default_factory=list)  # an edit's images, kept for the worker
+    pending: PendingEdit | None = None  # an edit whose images the worker reads and checks
     task_id: str = field(default_factory=new_task_id)
 
 
@@ -71,7 +73,10 @@ def _submit(command: TaskSubmission, deps: ImageDeps, uploads: UploadStore | Non
     submitter = deps.tasks_submitter()
     try:
         with deps.admission.hold_task(caller, command.cost, images=command.parameters.n, task_id=task_id) as hold:
-            kept = uploads.keep_inputs(caller.owner_id, task_id, command.inputs) if uploads is not None else []
+            if command.pending is not None:
+                kept = command.pending.keep(deps.service.store, caller.owner_id, task_id)
+            else:
+                kept = uploads.keep_inputs(caller.owner_id, task_id, command.inputs) if uploads is not None else []
             task = submitter.submit(
                 task_id=task_id,
                 owner=caller.owner_id,
@@ -80,6 +85,7 @@ def _submit(command: TaskSubmission, deps: ImageDeps, uploads: UploadStore | Non
                 folder=task_folder(task_id),
                 inputs=kept,
                 token_hold=hold.token_hold,
+                max_concurrent=caller.max_concurrent,
             )
             hold.settle(Spent(), images=command.parameters.n)
     except (TaskStoreError, StorageError):

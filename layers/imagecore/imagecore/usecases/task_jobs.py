@@ -5,11 +5,13 @@ back the client token's images it did not make."""
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from imagecore.accounts.concurrency import ConcurrencyLeases, Slot
 from imagecore.accounts.ledger import UsageLedger
 from imagecore.accounts.token_usage import TokenImageCounter, images_to_give_back
 from imagecore.domain.deadline import Deadline
@@ -25,12 +27,15 @@ from imagecore.jobs.outcomes import (
 from imagecore.jobs.tasks import Ended, Task, TaskStore, TaskStoreError, task_timeout_error
 from imagecore.platform.observability import RequestRecord, logger
 from imagecore.storage.manifest import Finished, StoredResult, read_finished
-from imagecore.storage.store import StorageError
+from imagecore.storage.store import StorageError, UploadStore
 from imagecore.usecases.delivery import ImageEvent
-from imagecore.usecases.edits import EditInput, edit_from_kept
+from imagecore.usecases.edits import EditInput
 from imagecore.usecases.job_steps import JobSteps
+from imagecore.usecases.pending_edits import kept_edit
 
 T = TypeVar("T")
+# How long a task waits for a free slot in its key's concurrency before it runs anyway.
+LEASE_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class TaskJobs:
     steps: JobSteps
     ledger: UsageLedger | None = None
     token_images: TokenImageCounter | None = None
+    leases: ConcurrencyLeases | None = None
 
     def run(self, task_id: str, context: LambdaContext, record: RequestRecord) -> None:
         record.operation, record.task_id = "worker.task", task_id
@@ -94,8 +100,10 @@ class TaskJobs:
             finished = Finished(result=recovered) if recovered else Finished(http_status=500, error=interrupted_error())
             self.finish(task_id, finished, context, record)
             return
+        deadline = self.steps.deadline(context)
         try:
-            stored = self._run(task, asked, self.steps.deadline(context), record)
+            with self._counted_in_concurrency(task, deadline):
+                stored = self._run(task, asked, deadline, record)
         except ImageServiceError as error:
             finished = Finished(http_status=error.status, error=error.to_body()["error"])
         else:
@@ -158,7 +166,19 @@ class TaskJobs:
         if task.kind == "generation":
             return GenerationRequest.model_validate(task.request)
         max_bytes = self.steps.settings.max_input_image_bytes
-        return edit_from_kept(task.request, task.inputs, self.steps.service.store, max_image_bytes=max_bytes)
+        store = self.steps.service.store
+        uploads = UploadStore(store.s3, store.bucket)
+        return kept_edit(task.request, task.inputs, store, uploads, task.owner, max_image_bytes=max_bytes)
+
+    def _counted_in_concurrency(self, task: Task, deadline: Deadline) -> AbstractContextManager[None]:
+        """A running task holds a lease in its key's concurrency (waiting a little for a free slot, never
+        dropped for want of one)."""
+        if self.leases is None or not task.max_concurrent:
+            return nullcontext()
+        expires_at = time.time() + max(0.0, deadline.remaining()) + self.steps.settings.storage_margin_seconds
+        return self.leases.hold_waiting(
+            Slot(task.owner, task.max_concurrent), expires_at, wait_seconds=LEASE_WAIT_SECONDS, sleep=self.steps.sleep
+        )
 
     def _run(
         self, task: Task, asked: GenerationRequest | EditInput, deadline: Deadline, record: RequestRecord

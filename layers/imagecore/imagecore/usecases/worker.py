@@ -39,6 +39,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagecore.accounts.concurrency import ConcurrencyLeases
 from imagecore.accounts.ledger import UsageLedger
 from imagecore.accounts.token_usage import TokenImageCounter
 from imagecore.jobs.messages import BadJob, GenerationJob, TaskJob, parse_job
@@ -82,6 +83,7 @@ class Worker:
         sleep: Callable[[float], None] = time.sleep,
         ledger: UsageLedger | None = None,
         token_images: TokenImageCounter | None = None,
+        leases: ConcurrencyLeases | None = None,
     ) -> None:
         self.service = service
         self.tasks = tasks
@@ -89,7 +91,7 @@ class Worker:
         self.settings = settings
         self.dead_letters = dead_letters
         self.steps = steps = JobSteps(service, tasks, settings, sleep)
-        self.task_jobs = TaskJobs(steps, ledger, token_images)
+        self.task_jobs = TaskJobs(steps, ledger, token_images, leases)
         self.event_jobs = EventJobs(steps, events)
 
     @classmethod
@@ -109,6 +111,7 @@ class Worker:
             token_images=(
                 TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None
             ),
+            leases=ConcurrencyLeases(settings.usage_table, region=region) if settings.usage_table else None,
         )
 
     def handle(self, record: SQSRecord, context: LambdaContext) -> None:
