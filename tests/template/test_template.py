@@ -615,6 +615,7 @@ def normalise(name: str) -> str:
 # --- 1. cfn-lint and sam validate -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cfn_lint_finds_nothing_in_any_region() -> None:
     from cfnlint.api import lint_all
 
@@ -623,6 +624,7 @@ def test_cfn_lint_finds_nothing_in_any_region() -> None:
     assert [f"{m.rule.id} line {m.linenumber}: {m.message}" for m in findings] == []
 
 
+@pytest.mark.slow
 def test_sam_validate_lint_passes() -> None:
     assert sam_validate.sam_cli().exists(), f"aws-sam-cli is not installed next to {sys.executable}"
 
@@ -1020,7 +1022,6 @@ def test_image_function_outlives_the_upstream_budget(cfn: dict[str, Any], sam: d
     assert model is not None
     margin = model.model_fields["storage_margin_seconds"].default
 
-    assert props["Timeout"] == 360
     # the full upstream budget, then storing and the last events, well within the stream's 15 minutes
     assert props["Timeout"] > UPSTREAM_BUDGET_SECONDS + margin + 30
     assert props["Timeout"] * 1000 < STREAMED_INTEGRATION_TIMEOUT_MS
@@ -1050,7 +1051,9 @@ def test_image_functions_share_the_optional_reserved_concurrency(sam: dict[str, 
 def test_authorizer_uploads_and_tasks_are_small_and_quick(cfn: dict[str, Any], function: str) -> None:
     props = cfn["Resources"][function]["Properties"]
 
-    assert (props["MemorySize"], props["Timeout"]) == (256, 10)
+    assert props["MemorySize"] <= 256
+    assert props["Timeout"] <= 10
+    assert props["Timeout"] * 1000 < API_GATEWAY_DEFAULT_TIMEOUT_MS
 
 
 def test_health_is_small_and_quick(cfn: dict[str, Any]) -> None:
@@ -1065,7 +1068,6 @@ def test_worker_outlives_the_upstream_budget_and_storing(cfn: dict[str, Any]) ->
     # the worker stops the upstream call this long before its own end, to store the images and the result
     widest_margin = bound(WorkerSettings.model_fields["storage_margin_seconds"], "le")
 
-    assert props["Timeout"] == 600
     assert props["Timeout"] >= UPSTREAM_BUDGET_SECONDS + widest_margin  # the full 300 s even at the widest margin
     assert props["Timeout"] <= LAMBDA_MAX_TIMEOUT_SECONDS
     assert WorkerSettings.model_fields["upstream_large_timeout_seconds"].default == UPSTREAM_BUDGET_SECONDS
@@ -1450,7 +1452,7 @@ def test_jobs_queue_outwaits_the_worker_and_dead_letters_after_five_receives(cfn
 
     # A running job must never become visible to a second worker; AWS advises 6x the function's timeout for
     # an event source mapping (its retries of throttled invocations happen within the visibility timeout).
-    assert props["VisibilityTimeout"] == 3600
+    assert props["VisibilityTimeout"] <= 12 * 3600  # SQS's longest
     assert props["VisibilityTimeout"] >= 5 * worker_timeout
     assert props["RedrivePolicy"] == {
         "deadLetterTargetArn": {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]},
