@@ -62,9 +62,7 @@ def test_a_directory_left_by_an_earlier_invocation_is_swept_once_stale(tmp_path:
         assert recent.exists()  # another request's, still running
 
 
-@pytest.mark.parametrize(
-    ("fmt", "mode"), [("PNG", "RGB"), ("PNG", "RGBA"), ("JPEG", "RGB"), ("WEBP", "RGB")], ids=str
-)
+@pytest.mark.parametrize(("fmt", "mode"), [("PNG", "RGB"), ("PNG", "RGBA"), ("JPEG", "RGB"), ("WEBP", "RGB")], ids=str)
 def test_an_image_on_disk_is_checked_as_in_memory(tmp_path: Path, fmt: str, mode: str) -> None:
     data = encoded(fmt, mode)
     with InputFiles(tmp_path) as files:
