@@ -83,3 +83,19 @@ def test_a_cut_image_on_disk_is_refused_as_in_memory(tmp_path: Path, fmt: str) -
 def test_an_empty_file_is_not_an_image(tmp_path: Path) -> None:
     with InputFiles(tmp_path) as files, pytest.raises(NotAnImage, match="empty"):
         verify_image(files.write([]))
+
+
+def test_a_directory_of_a_process_gone_or_restarted_is_swept_at_once(tmp_path: Path) -> None:
+    gone_pid = 2**22 + 12345  # above Linux's pid_max: no such process
+    restarted = tmp_path / f"edit-inputs-{os.getpid()}-left"  # this pid, but none of this process's requests
+    gone = tmp_path / f"edit-inputs-{gone_pid}-left"
+    other = tmp_path / f"edit-inputs-{os.getppid()}-running"  # a process still running
+    for directory in (restarted, gone, other):
+        directory.mkdir()
+
+    with InputFiles(tmp_path) as running, InputFiles(tmp_path) as files:
+        running.write([b"mine"])
+        files.write([b"new"])  # sweeps when its directory is made
+        assert not restarted.exists() and not gone.exists()
+        assert other.exists()
+        assert running.directory is not None and running.directory.exists()  # another request of this process

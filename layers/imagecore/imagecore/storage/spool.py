@@ -3,13 +3,15 @@ a mask go from S3 to the upstream a block at a time instead of being held in mem
 
 ``InputFiles`` is one request's directory, made when the first file is written and removed with everything in
 it when the request ends, on every exit path (it is a context manager). A directory an earlier invocation could
-not remove (an execution environment reused after a timeout) is swept once it is older than any invocation can
-last, so the ephemeral storage never fills up with them.
+not remove (Lambda restarts the runtime after a timeout, and /tmp may outlive it) is swept when the next one is
+made: one named after a process that no longer runs, or after this process but none of its requests, or older
+than any invocation can last. So /tmp never holds more than the running requests' inputs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import tempfile
 import threading
@@ -23,6 +25,9 @@ from imagecore.domain.images import ImageOnDisk
 # Lambda's longest invocation is 15 minutes: a directory older than that belongs to no running request.
 _STALE_SECONDS = 15 * 60
 _PREFIX = "edit-inputs-"
+# The directories of this process's running requests.
+_LIVE: set[Path] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 class SpoolTooLarge(Exception):
@@ -67,13 +72,17 @@ class InputFiles:
         with self._lock:
             if self._directory is not None:
                 shutil.rmtree(self._directory, ignore_errors=True)
+                with _LIVE_LOCK:
+                    _LIVE.discard(self._directory)
                 self._directory = None
 
     def _new_path(self) -> Path:
         with self._lock:
             if self._directory is None:
-                _sweep_stale(self._root)
-                self._directory = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=self._root))
+                with _LIVE_LOCK:
+                    _sweep_stale(self._root)
+                    self._directory = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-", dir=self._root))
+                    _LIVE.add(self._directory)
             self._count += 1
             return self._directory / f"{self._count}.bin"
 
@@ -82,7 +91,28 @@ def _sweep_stale(root: Path) -> None:
     cutoff = time.time() - _STALE_SECONDS
     for leftover in root.glob(_PREFIX + "*"):
         try:
-            if leftover.is_dir() and leftover.stat().st_mtime < cutoff:
+            if (
+                leftover.is_dir()
+                and leftover not in _LIVE
+                and (_orphaned(leftover) or leftover.stat().st_mtime < cutoff)
+            ):
                 shutil.rmtree(leftover, ignore_errors=True)
         except OSError:
             continue
+
+
+def _orphaned(directory: Path) -> bool:
+    """Whether the process named in the directory's name is this one (and the directory none of its running
+    requests') or no longer runs."""
+    pid = directory.name.removeprefix(_PREFIX).partition("-")[0]
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, under another user
+        return False
+    return False
