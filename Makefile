@@ -8,14 +8,21 @@ VENV := .venv
 # checkov pins its own boto3, so it lives in an environment of its own, from tools/checkov.txt (uv pip compile of
 # tools/checkov.in).
 CHECKOV := $(TOOLS)/checkov/bin/checkov
+# The OpenAI JavaScript SDK the docs' Node examples use (tools/js/package-lock.json); only where npm exists.
+JS_SDK := tools/js/node_modules/openai/package.json
+# Both test targets run the tests in parallel (pytest-xdist), a test file's tests on one worker (see
+# tests/conftest.py). TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= auto
+PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: openapi help install run loadtest smoke test test-unit test-integration test-template test-e2e lint bench requirements build package clean
+.PHONY: openapi help install run loadtest smoke test check test-unit test-integration test-template test-e2e lint bench requirements build package clean
 
 help:
 	@echo "make run     serve the API on http://127.0.0.1:$${PORT:-3000}/v1 (embedded S3 + upstream simulator)"
-	@echo "make test    lint + unit, integration, template and end-to-end tests"
+	@echo "make test    the whole suite: lint + unit, template, integration, end-to-end and package tests"
+	@echo "make check   the inner loop: lint + unit, template and integration tests but the slow ones"
 	@echo "make bench   the generations handler against a naive one: overhead, memory, cold start, layer size"
 	@echo "make package the deploy artifact (.aws-sam/build) for linux/arm64 python3.13, no Docker needed"
 	@echo "make smoke  BASE_URL=... API_KEY=...: a black-box check of a deployment (docs/first-deployment.md)"
@@ -33,7 +40,11 @@ $(CHECKOV): $(UV) tools/checkov.txt
 	VIRTUAL_ENV=$(TOOLS)/checkov $(UV) pip sync -q tools/checkov.txt
 	@touch $@
 
-install: $(VENV)/.synced $(CHECKOV)
+$(JS_SDK): tools/js/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix tools/js --no-audit --no-fund --silent && touch $@; \
+	else echo "no npm: the docs' Node examples will be skipped by the tests" >&2; fi
+
+install: $(VENV)/.synced $(CHECKOV) $(JS_SDK)
 
 run: install
 	$(VENV)/bin/python -m local
@@ -43,19 +54,24 @@ loadtest: install
 	PYTHONPATH=. $(VENV)/bin/python scripts/loadtest.py
 
 test: install lint
-	$(VENV)/bin/python -m pytest
+	$(PYTEST)
+
+# The inner loop: what make test runs but the end-to-end and package tests and those marked slow (checkov,
+# cfn-lint, sam validate, the traced interpreter, the local stack's start-up checks).
+check: install lint
+	$(PYTEST) -m "not slow" tests/unit tests/template tests/integration
 
 test-unit: install
-	$(VENV)/bin/python -m pytest tests/unit
+	$(PYTEST) tests/unit
 
 test-integration: install
-	$(VENV)/bin/python -m pytest tests/integration
+	$(PYTEST) tests/integration
 
 test-template: install
-	$(VENV)/bin/python -m pytest tests/template
+	$(PYTEST) tests/template
 
 test-e2e: install
-	$(VENV)/bin/python -m pytest tests/e2e
+	$(PYTEST) tests/e2e
 
 # ruff (style, security, complexity), vulture (dead code, see vulture_whitelist.py), mypy (types).
 lint: install

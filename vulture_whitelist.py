@@ -40,6 +40,11 @@ _.events_relayed, _.keepalives_sent, _.client_disconnected, _.partial_images_sto
 streamed_app
 _.should_exit
 
+# POST /v1/responses: the text model's options reach the upstream through model_dump(include=PASSED_THROUGH)
+_.tool_choice, _.instructions, _.temperature, _.top_p, _.max_output_tokens, _.max_tool_calls
+_.parallel_tool_calls, _.reasoning, _.truncation, _.include, _.safety_identifier, _.prompt_cache_key
+_.service_tier, _.stream_options
+
 # the index's links (GET / and /v1) reach the client through the model's dump
 _.docs, _.playground, _.openapi
 

@@ -60,6 +60,16 @@ KEY_BUDGETS = {
     ("dynamodb:DeleteItem", "UsageTable"),
 }
 
+# imagecore.accounts.webhook_secrets.WebhookSecrets: the owner's item (get_item, put_item when made, update_item
+# when rotated), its secrets KMS-encrypted and decrypted.
+WEBHOOK_SECRETS = {
+    ("dynamodb:GetItem", "WebhookSecretsTable"),
+    ("dynamodb:PutItem", "WebhookSecretsTable"),
+    ("dynamodb:UpdateItem", "WebhookSecretsTable"),
+    ("kms:Encrypt", "WebhookSecretsKey"),
+    ("kms:Decrypt", "WebhookSecretsKey"),
+}
+
 PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     "GenerationsFunction": RUNTIME
     | STORE_IMAGES
@@ -123,6 +133,20 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     | PROMPT_DIGEST_KEY
     | TOKEN_IMAGES
     | {("s3:GetObject", UPLOADS)},  # UploadStore.read of the caller's uploaded inputs
+    # POST /v1/responses (streamed like the image routes): store and presign its images, read the caller's uploads
+    # (UploadStore.read), keep and read conversations (imagecore.storage.conversations: get_item, put_item)
+    "ResponsesFunction": RUNTIME
+    | STORE_IMAGES
+    | IDEMPOTENCY
+    | KEY_BUDGETS
+    | UPSTREAM_KEY
+    | PROMPT_DIGEST_KEY
+    | TOKEN_IMAGES
+    | {
+        ("s3:GetObject", UPLOADS),
+        ("dynamodb:GetItem", "ConversationsTable"),
+        ("dynamodb:PutItem", "ConversationsTable"),
+    },
     # imagecore.accounts.auth.keyring_loader: the hashed keys
     # and the client-token signing key (imagecore.accounts.client_tokens.signing_key_reader)
     "AuthorizerFunction": RUNTIME | {("secretsmanager:GetSecretValue", "ApiKeysSecret")} | SIGNING_KEY,
@@ -131,4 +155,25 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     # UsageLedger.usage: the caller's days (query on its partition) and month (get_item)
     "UsageFunction": RUNTIME | {("dynamodb:Query", "UsageTable"), ("dynamodb:GetItem", "UsageTable")},
     "HealthFunction": RUNTIME,
+    # imagecore.usecases.webhooks: a task's end from the tasks table's stream (the event source mapping's reads),
+    # each attempt claimed and recorded on the task (WebhookRecords: update_item), its images presigned (and a
+    # large result's result.json read), the next attempt queued (WebhookQueue.send) and the queue polled, the
+    # stream's failed records dead-lettered, the owner's secrets read (made on a first delivery) and decrypted
+    "WebhookFunction": RUNTIME
+    | {
+        ("dynamodb:DescribeStream", "TasksTable/stream"),
+        ("dynamodb:GetRecords", "TasksTable/stream"),
+        ("dynamodb:GetShardIterator", "TasksTable/stream"),
+        ("dynamodb:ListStreams", "TasksTable/stream"),
+        ("dynamodb:UpdateItem", "TasksTable"),
+        ("s3:GetObject", IMAGES),
+        ("sqs:SendMessage", "WebhooksQueue"),
+        ("sqs:ReceiveMessage", "WebhooksQueue"),
+        ("sqs:DeleteMessage", "WebhooksQueue"),
+        ("sqs:GetQueueAttributes", "WebhooksQueue"),
+        ("sqs:SendMessage", "WebhooksDeadLetterQueue"),
+    }
+    | WEBHOOK_SECRETS - {("dynamodb:UpdateItem", "WebhookSecretsTable")},
+    # GET /v1/webhooks/secret (made on first use) and POST /v1/webhooks/secret/rotate
+    "WebhookSecretsFunction": RUNTIME | WEBHOOK_SECRETS,
 }

@@ -35,9 +35,14 @@ def resource_refs(resources: LocalResources) -> dict[str, str]:
         "IdempotencyTable": resources.idempotency_table,
         "UsageTable": resources.usage_table,
         "TokenUsageTable": resources.token_usage_table,
+        "ConversationsTable": resources.conversations_table,
         "JobsQueue": resources.jobs_queue_url,
         "JobsDeadLetterQueue": resources.dead_letter_queue_url,
         "ImageEventsBus": resources.event_bus_name,
+        "WebhookSecretsTable": resources.webhook_secrets_table,
+        "WebhookSecretsKey": resources.webhook_secrets_key_id,
+        "WebhooksQueue": resources.webhooks_queue_url,
+        "WebhooksDeadLetterQueue": resources.webhooks_dead_letter_queue_url,
     }
 
 

@@ -32,7 +32,9 @@ class JobPoller:
         function_timeout_s: float,
         batch_size: int = 1,
         concurrency: int = 4,
+        function_name: str = "WorkerFunction",
     ) -> None:
+        self._function_name = function_name
         self._sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=region)
         self._queue_url = queue_url
         self._queue_arn = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -45,7 +47,7 @@ class JobPoller:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="worker")
         self._slots = threading.Semaphore(concurrency)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="job-poller", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{function_name}-poller", daemon=True)
 
     def start(self) -> JobPoller:
         self._thread.start()
@@ -81,7 +83,9 @@ class JobPoller:
     def _invoke(self, messages: Sequence[Mapping[str, Any]]) -> None:
         try:
             event = {"Records": [sqs_record(message, self._queue_arn, self._region) for message in messages]}
-            context = LambdaContext("WorkerFunction", 3008, self._timeout, f"local-{time.time_ns()}", time.monotonic())
+            context = LambdaContext(
+                self._function_name, 3008, self._timeout, f"local-{time.time_ns()}", time.monotonic()
+            )
             try:
                 answer = self._handler(event, context) or {}
                 failed = {item["itemIdentifier"] for item in answer.get("batchItemFailures", [])}

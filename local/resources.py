@@ -1,6 +1,8 @@
-"""The AWS resources of template.yaml, made on the embedded moto server: the bucket, the tasks, idempotency, usage
-and client-token usage tables (with their TTL attributes), the jobs queue with its dead-letter queue, the event bus
-and the ImageGenerationRequested rule (its pattern read from the template) targeting the jobs queue.
+"""The AWS resources of template.yaml, made on the embedded moto server: the bucket, the tasks, idempotency, usage,
+client-token usage and conversations tables (with their TTL attributes), the jobs queue with its dead-letter
+queue, the event bus and the ImageGenerationRequested rule (its pattern read from the template) targeting the
+jobs queue; for webhooks, the tasks table's stream, the webhook secrets table and its KMS key, the webhooks
+queue with its dead-letter queue.
 
 One addition for local work: a rule that copies every event the service publishes (source image-service) to a
 ``completions`` queue, so a developer can read ImageGenerationCompleted/Failed with boto3 or the AWS CLI.
@@ -31,6 +33,11 @@ class LocalResources:
     dead_letter_queue_url: str
     completions_queue_url: str
     event_bus_name: str
+    conversations_table: str = ""
+    webhook_secrets_table: str = ""
+    webhook_secrets_key_id: str = ""
+    webhooks_queue_url: str = ""
+    webhooks_dead_letter_queue_url: str = ""
 
 
 def _resource(template: dict[str, Any], name: str) -> dict[str, Any]:
@@ -50,23 +57,36 @@ def create_resources(
 
     dynamodb = client("dynamodb")
     tables = {}
-    for logical in ("TasksTable", "IdempotencyTable", "UsageTable", "TokenUsageTable"):
+    for logical in (
+        "TasksTable",
+        "IdempotencyTable",
+        "UsageTable",
+        "TokenUsageTable",
+        "ConversationsTable",
+        "WebhookSecretsTable",
+    ):
         props = _resource(template, logical)
         name = f"{prefix}-{logical.removesuffix('Table').lower()}"
+        stream = props.get("StreamSpecification")
         dynamodb.create_table(
             TableName=name,
             BillingMode=props["BillingMode"],
             AttributeDefinitions=props["AttributeDefinitions"],
             KeySchema=props["KeySchema"],
+            **({"StreamSpecification": {"StreamEnabled": True, **stream}} if stream else {}),
         )
-        dynamodb.update_time_to_live(
-            TableName=name,
-            TimeToLiveSpecification={
-                "AttributeName": props["TimeToLiveSpecification"]["AttributeName"],
-                "Enabled": True,
-            },
-        )
+        if "TimeToLiveSpecification" in props:
+            dynamodb.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={
+                    "AttributeName": props["TimeToLiveSpecification"]["AttributeName"],
+                    "Enabled": True,
+                },
+            )
         tables[logical] = name
+    key_id = client("kms").create_key(Description=_resource(template, "WebhookSecretsKey")["Description"])[
+        "KeyMetadata"
+    ]["KeyId"]
 
     sqs = client("sqs")
     dlq_url = sqs.create_queue(QueueName=f"{prefix}-jobs-dlq")["QueueUrl"]
@@ -82,6 +102,23 @@ def create_resources(
         },
     )["QueueUrl"]
     jobs_arn = sqs.get_queue_attributes(QueueUrl=jobs_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    webhooks_dlq_url = sqs.create_queue(QueueName=f"{prefix}-webhooks-dlq")["QueueUrl"]
+    webhooks_dlq_arn = sqs.get_queue_attributes(QueueUrl=webhooks_dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    webhooks = _resource(template, "WebhooksQueue")
+    webhooks_url = sqs.create_queue(
+        QueueName=f"{prefix}-webhooks",
+        Attributes={
+            "VisibilityTimeout": str(webhooks["VisibilityTimeout"]),
+            "RedrivePolicy": json.dumps(
+                {
+                    "deadLetterTargetArn": webhooks_dlq_arn,
+                    "maxReceiveCount": str(webhooks["RedrivePolicy"]["maxReceiveCount"]),
+                }
+            ),
+        },
+    )["QueueUrl"]
     completions_url = sqs.create_queue(QueueName=f"{prefix}-completions")["QueueUrl"]
     completions_arn = sqs.get_queue_attributes(QueueUrl=completions_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
@@ -106,4 +143,9 @@ def create_resources(
         dead_letter_queue_url=dlq_url,
         completions_queue_url=completions_url,
         event_bus_name=bus,
+        conversations_table=tables["ConversationsTable"],
+        webhook_secrets_table=tables["WebhookSecretsTable"],
+        webhook_secrets_key_id=key_id,
+        webhooks_queue_url=webhooks_url,
+        webhooks_dead_letter_queue_url=webhooks_dlq_url,
     )

@@ -2,7 +2,8 @@
 
 - an embedded moto server on ``127.0.0.1:${AWS_PORT:-4566}``, one endpoint for every AWS service the functions
   use (S3, so presigned URLs download with any HTTP client; DynamoDB; SQS; EventBridge), with the template's
-  resources made on it, and a poller that feeds the worker from the jobs queue like Lambda's event source;
+  resources made on it, a poller that feeds the worker from the jobs queue like Lambda's event source, and the
+  webhook function fed from the tasks table's stream and the webhooks queue;
 - the upstream simulator on a free port, unless ``UPSTREAM_BASE_URL`` (+ ``UPSTREAM_API_KEY``) names a real one;
 - the API on ``http://127.0.0.1:${PORT:-3000}/v1``: API Gateway emulation in front of the real handlers,
   authorizer included, with the routes and limits of template.yaml.
@@ -27,6 +28,9 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_REGION = "us-east-1"
+# Webhook attempts locally: the same eight as the Standard Webhooks schedule, seconds apart instead of hours, so a
+# developer can watch the retries of a failing receiver (and its last one, given up, about 16 s after the first).
+LOCAL_WEBHOOK_SCHEDULE = "0,1,1,2,2,3,3,4"
 # The functions sign with these; the embedded S3 checks presigned POSTs against them.
 LOCAL_CREDENTIALS = ("local", "local")
 
@@ -163,6 +167,7 @@ class LocalStack:
         self.simulator: Any = None
         self.resources: Any = None
         self._poller: Any = None
+        self._webhook_pollers: list[Any] = []
         self._servers: list[_Serving] = []
         self._gateway: Any = None
         self.api_url = ""
@@ -219,6 +224,7 @@ class LocalStack:
         self._servers.append(api)
         self.api_url = api.url + "/v1"
         self._start_worker(template)
+        self._start_webhooks(template)
         return self
 
     def _start_upstream(self) -> str:
@@ -278,10 +284,44 @@ class LocalStack:
             batch_size=int(jobs.get("BatchSize", 1)),
         ).start()
 
+    def _start_webhooks(self, template: dict[str, Any]) -> None:
+        """The webhook function, fed as in AWS: the tasks table's stream and the webhooks queue."""
+        from functools import partial
+
+        from local.poller import JobPoller
+        from local.streams import StreamPoller
+
+        function = template["Resources"]["WebhookFunction"]["Properties"]
+        # in execution environments of its own, as every function of the local stack
+        handler = partial(self._gateway.environments.invoke, function["CodeUri"], function["Handler"])
+        timeout = float(function["Timeout"])
+        self._webhook_pollers = [
+            StreamPoller(
+                endpoint=self.aws_url,
+                region=LOCAL_REGION,
+                table_name=self.resources.tasks_table,
+                handler=handler,
+                function_name="WebhookFunction",
+                function_timeout_s=timeout,
+                batch_size=int(function["Events"]["TaskEnds"]["Properties"]["BatchSize"]),
+            ).start(),
+            JobPoller(
+                endpoint=self.aws_url,
+                region=LOCAL_REGION,
+                queue_url=self.resources.webhooks_queue_url,
+                handler=handler,
+                function_timeout_s=timeout,
+                function_name="WebhookFunction",
+            ).start(),
+        ]
+
     def stop(self) -> None:
         if self._poller is not None:
             self._poller.stop()
             self._poller = None
+        for poller in self._webhook_pollers:
+            poller.stop()
+        self._webhook_pollers = []
         for serving in reversed(self._servers):
             serving.stop()
         self._servers.clear()
@@ -325,6 +365,9 @@ class LocalStack:
                 "IntegrationTimeoutMs": str(self.config.integration_timeout_ms),
                 "CorsAllowOrigins": self.config.cors_allow_origins,
                 "LogLevel": self.config.log_level,
+                # http:// receivers on the developer's own machine, and a schedule of seconds to watch.
+                "WebhookAllowLoopback": "true",
+                "WebhookRetrySchedule": LOCAL_WEBHOOK_SCHEDULE,
             },
             secrets={
                 "UPSTREAM_API_KEY": upstream_key,
@@ -384,6 +427,8 @@ def main() -> None:
         f"  jobs queue   {stack.resources.jobs_queue_url}",
         f"  completions  {stack.resources.completions_queue_url}   (ImageGeneration* events, copied)",
         f"  dead letters {stack.resources.dead_letter_queue_url}",
+        f"  webhooks     retries after {LOCAL_WEBHOOK_SCHEDULE} s (local schedule of seconds; AWS: the Standard "
+        "Webhooks one, 0 s to 10 h); http:// receivers on loopback allowed",
         f"  upstream     {upstream}",
         f"  API key      {shown}",
         f"  pages        {stack.api_url}/docs   {stack.api_url}/playground",

@@ -24,14 +24,56 @@ from local.environment import globals_environment
 from local.template import project_template
 from tests.faults import AwsFaults
 
+ROOT = Path(__file__).resolve().parent.parent
+E2E = "tests/e2e/"
+SAM_VALIDATE_TEST = "test_sam_validate_lint_passes"
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Slow checks that run in a process of their own start now, to overlap with the rest of the suite."""
-    if any(item.name == "test_sam_validate_lint_passes" for item in session.items):
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist the controller collects nothing: it starts the slow checks before its workers exist, when
+    the paths it was given hold their tests, and the workers find them through the environment."""
+    if not getattr(config.option, "numprocesses", None) or hasattr(config, "workerinput"):
+        return
+    if _selects(config, ROOT / "tests" / "template") and "not slow" not in (config.option.markexpr or ""):
         from tests.template import sam_validate
 
         sam_validate.start()
-    if any(item.get_closest_marker("e2e") or "tests/e2e/" in item.nodeid for item in session.items):
+    if _selects(config, ROOT / E2E):
+        from tests.e2e import launcher
+
+        launcher.start(count=config.option.numprocesses)
+
+
+def _selects(config: pytest.Config, folder: Path) -> bool:
+    """Whether the paths pytest was given (or its testpaths) reach into ``folder``."""
+    paths = config.args or config.getini("testpaths")
+    for arg in paths:
+        path = (config.invocation_params.dir / str(arg).split("::")[0]).resolve()
+        if path == folder or folder in path.parents or path in folder.parents:
+            return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadfile``: a file's tests run on one worker, so an end-to-end module keeps its
+    stack's state and module fixtures to itself) the long files, end-to-end and package, are handed out first, so
+    that none of them ends the run alone on one worker while the other waits."""
+    if hasattr(config, "workerinput"):
+        items[:] = [item for item in items if _long(item)] + [item for item in items if not _long(item)]
+
+
+def _long(item: pytest.Item) -> bool:
+    return E2E in item.nodeid or "tests/package/" in item.nodeid
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Slow checks that run in a process of their own start now, to overlap with the rest of the suite (unless the
+    xdist controller started them already)."""
+    if any(item.name == SAM_VALIDATE_TEST for item in session.items):
+        from tests.template import sam_validate
+
+        sam_validate.start()
+    if any(E2E in item.nodeid for item in session.items):
         from tests.e2e import launcher
 
         launcher.start()
@@ -49,7 +91,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 for _name, _value in globals_environment(project_template()).items():
     os.environ.setdefault(_name, _value)
 
-ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 
 

@@ -1,8 +1,13 @@
 """Starts ``python -m local`` (the local stack exactly as ``make run`` starts it) in a process of its own, on free
-ports, as soon as the session knows end-to-end tests will run; ``wait_until_ready`` blocks until it serves."""
+ports, as soon as the session knows end-to-end tests will run; ``wait_until_ready`` blocks until it serves.
+
+Under pytest-xdist the controller starts one stack per worker before the workers exist and hands them their ports
+and log files through the environment (``E2E_STACKS``): each worker runs its tests on a stack of its own, one
+after another, as a run without workers does (``--dist loadfile``: an end-to-end module stays on one worker)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -16,14 +21,22 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 50  # within the per-test timeout of the first test that waits for it
+ENVIRONMENT = "E2E_STACKS"  # the started stacks' ports and log files, for the processes that did not start them
 
-_state: dict[str, Any] = {}
+_state: dict[str, Any] = {"processes": []}
 
 
-def start() -> None:
-    """Launch the stack (once); its output goes to a log file the tests read."""
-    if "process" in _state:
+def start(count: int = 1) -> None:
+    """Launch ``count`` stacks (once per run: not when a parent process already did); their output goes to log
+    files the tests read."""
+    if _state["processes"] or ENVIRONMENT in os.environ:
         return
+    started = [_launch() for _ in range(count)]
+    # The workers pytest-xdist starts after this inherit it.
+    os.environ[ENVIRONMENT] = json.dumps(started)
+
+
+def _launch() -> dict[str, Any]:
     from tests.e2e.conftest import API_KEY, SIGNING_KEY, free_port
 
     log_path = Path(tempfile.mkdtemp(prefix="image-service-e2e-")) / "stack.log"
@@ -41,7 +54,15 @@ def start() -> None:
         env.pop(name, None)
     log: IO[str] = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    _state.update(process=process, log=log, log_path=log_path, port=port, aws_port=aws_port)
+    _state["processes"].append((process, log))
+    return {"log_path": str(log_path), "port": port, "aws_port": aws_port}
+
+
+def _own_stack() -> dict[str, Any]:
+    """This process's stack: the one of its xdist worker's number (gw0, gw1, ...), or the only one."""
+    stacks = json.loads(os.environ[ENVIRONMENT])
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return stacks[int(worker.removeprefix("gw")) % len(stacks)]
 
 
 def wait_until_ready() -> Any:
@@ -51,19 +72,21 @@ def wait_until_ready() -> Any:
     start()
     if "running" in _state:
         return _state["running"]
-    process, log_path = _state["process"], _state["log_path"]
+    started = _own_stack()
+    log_path = Path(started["log_path"])
+    process = _state["processes"][0][0] if len(_state["processes"]) == 1 else None
     banner = ""
     deadline = time.monotonic() + START_SECONDS
     while "upstream" not in banner or "API key" not in banner:
-        if process.poll() is not None or time.monotonic() > deadline:
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
             raise RuntimeError(f"the local stack did not start:\n{log_path.read_text()}")
         time.sleep(0.1)
         banner = log_path.read_text()
     simulator = re.search(r"simulator at (\S+)", banner)
     assert simulator, banner
     running = RunningStack(
-        api_url=f"http://127.0.0.1:{_state['port']}/v1",
-        aws_url=f"http://127.0.0.1:{_state['aws_port']}",
+        api_url=f"http://127.0.0.1:{started['port']}/v1",
+        aws_url=f"http://127.0.0.1:{started['aws_port']}",
         simulator_url=simulator.group(1),
         log_path=log_path,
     )
@@ -73,15 +96,17 @@ def wait_until_ready() -> Any:
 
 
 def stop() -> None:
-    process = _state.pop("process", None)
-    if process is not None:
+    """Stop the stacks this process started (a worker leaves the controller's alone)."""
+    for process, _ in _state["processes"]:
         process.terminate()
+    for process, log in _state["processes"]:
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    log = _state.pop("log", None)
-    if log is not None:
         log.close()
+    if _state["processes"]:
+        os.environ.pop(ENVIRONMENT, None)
     _state.clear()
+    _state["processes"] = []

@@ -42,7 +42,7 @@ def assert_openai_error(response: httpx.Response, status: int, code: str) -> dic
 
 def test_a_token_generates_and_its_backend_polls_the_task(stack):
     minted = mint_token(stack, max_images=4)
-    assert minted["scope"] == ["generations", "edits", "uploads", "tasks"]
+    assert minted["scope"] == ["generations", "edits", "uploads", "tasks", "responses"]
     assert minted["max_images"] == 4
     assert time.time() + 800 < minted["expires_at"] <= time.time() + 900
     token = minted["token"]

@@ -60,7 +60,8 @@ def _empty(moto: _Moto) -> None:
             s3.delete_objects(Bucket=resources.bucket, Delete={"Objects": [{"Key": o["Key"]} for o in listed]})
     except s3.exceptions.NoSuchBucket:
         s3.create_bucket(Bucket=resources.bucket)
-    for table in (resources.tasks_table, resources.idempotency_table, resources.token_usage_table):
+    tables = (resources.tasks_table, resources.idempotency_table, resources.token_usage_table)
+    for table in (*tables, resources.conversations_table):
         for item in dynamodb.scan(TableName=table, ProjectionExpression="id", ConsistentRead=True)["Items"]:
             dynamodb.delete_item(TableName=table, Key={"id": item["id"]})
     usage_key = "account, period"  # the usage table's key (imagecore.accounts.budgets)

@@ -181,7 +181,7 @@ def test_a_server_key_mints_a_token_with_the_defaults(service, capsys, log_tap):
 
     assert minted.status == 200, minted.body
     assert set(minted.body) == {"token", "expires_at", "scope", "max_images", "max_concurrent"}
-    assert minted.body["scope"] == ["generations", "edits", "uploads", "tasks"]
+    assert minted.body["scope"] == ["generations", "edits", "uploads", "tasks", "responses"]
     assert minted.body["max_images"] == 20  # never without a limit
     assert minted.body["max_concurrent"] is None  # its key's limit applies
     assert before + 900 <= minted.body["expires_at"] <= int(time.time()) + 900

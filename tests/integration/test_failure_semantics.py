@@ -1,8 +1,8 @@
-"""The README's "Failure semantics" table, row by row: each fault is injected at a chosen AWS call through botocore's
-event hooks on the function's real clients (``tests/faults.py``), or the process is crashed there, and the row
-says what the caller then sees, what is stored, and how many times the upstream was asked (the simulator counts).
+"""The "Failure semantics" table of docs/api.md, row by row: each fault is injected at a chosen AWS call through
+botocore's event hooks on the function's real clients (``tests/faults.py``), or the process is crashed there, and the
+row says what the caller then sees, what is stored, and how many times the upstream was asked (the simulator counts).
 
-The README shows the same rows; ``test_the_readme_shows_this_table`` keeps the two the same.
+docs/api.md shows the same rows; ``test_the_api_docs_show_this_table`` keeps the two the same.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.faults import Call, Crash, Faults, dynamodb_status, faults  # noqa: F
 from tests.helpers import key_of
 from tests.integration.stack import Stack, submit_generation
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 @dataclass(frozen=True)
@@ -871,13 +871,13 @@ def test_failure_semantics(stack, simulator, faults, row):  # noqa: F811 (fixtur
 
 
 def readme_rows() -> list[list[str]]:
-    text = README.read_text()
+    text = API_DOC.read_text()
     section = text[text.index("**Failure semantics") :]
     lines = [line for line in section.splitlines() if line.startswith("|")]
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
 
 
-def test_the_readme_shows_this_table():
+def test_the_api_docs_show_this_table():
     shown = readme_rows()
     expected = [[row.fault, row.where, row.caller_sees, row.stored, str(row.upstream_calls)] for row in ROWS]
     for row in expected:

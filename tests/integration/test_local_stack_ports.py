@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each test starts python -m local
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

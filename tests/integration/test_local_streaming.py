@@ -105,12 +105,16 @@ def test_a_large_answer_is_not_cut_at_lambdas_6_mb():
     assert sum(len(chunk) for _, chunk in received) > len(big)
 
 
-def test_the_template_streams_exactly_the_two_image_routes_with_their_apps():
+def test_the_template_streams_exactly_the_image_routes_with_their_apps():
     template = load_template(ROOT / "template.yaml")
     api = read_api(template)
 
     streamed = {(route.method, route.path): route for route in api.routes if route.streamed}
-    assert set(streamed) == {("POST", "/v1/images/generations"), ("POST", "/v1/images/edits")}
+    assert set(streamed) == {
+        ("POST", "/v1/images/generations"),
+        ("POST", "/v1/images/edits"),
+        ("POST", "/v1/responses"),
+    }
     for route in streamed.values():
         assert route.integration_timeout_ms == 900_000
         assert route.timeout_s == 360

@@ -39,6 +39,7 @@ PROMPT = "a violet heron on a frozen canal at dawn, secret-prompt-7f3a"
 SIGNATURE = re.compile(r"x-amz-signature|x-amz-credential|\"policy\"", re.IGNORECASE)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # a fresh interpreter imports and runs seven invocations
 def test_no_trace_log_or_metric_holds_a_key_the_prompt_or_a_signature() -> None:
     """Runs ``test_traced_invocations`` below in a fresh interpreter that looks like Lambda with active tracing."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +19,25 @@ PACKAGE = ROOT / "scripts" / "package.py"
 
 @pytest.fixture(scope="session")
 def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The artifact built with this machine's wheels."""
-    out = tmp_path_factory.mktemp("package") / "build"
-    done = subprocess.run(  # noqa: S603
-        [sys.executable, str(PACKAGE), "--platform", "host", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
+    """The artifact built with this machine's wheels, once a run: pytest-xdist's workers share it through their
+    common temporary folder, the first one to need it builds it while the others wait on a lock."""
+    shared = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent
+    out = shared / "package" / "build"
+    with (shared / "package.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "package" / "built").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            done = subprocess.run(  # noqa: S603
+                [sys.executable, str(PACKAGE), "--platform", "host", "--out", str(out)],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=300,
+            )
+            assert done.returncode == 0, done.stderr
+            (shared / "package" / "built").touch()
     return out
 
 

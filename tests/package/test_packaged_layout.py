@@ -83,9 +83,10 @@ def probe(packaged: Path, function: str, event: Path | None) -> dict[str, Any]:
 def test_the_packaged_template_points_every_function_at_its_own_built_directory(packaged: Path) -> None:
     built = functions_of(packaged / "template.yaml")
     assert built == {name: name for name in functions_of(ROOT / "template.yaml")}
-    # nine functions (client tokens and usage among them), the two streamed image functions, which share
-    # their buffered siblings' code, and a test deployment's upstream simulator
-    assert len(built) == 12
+    # eleven functions (client tokens, usage and the two of webhooks among them), the two streamed image
+    # functions, which share their buffered siblings' code, the streamed responses function and a test
+    # deployment's upstream simulator
+    assert len(built) == 15
     for name in built:
         if name == SIMULATOR:  # run.sh starts the simulator package behind the adapter
             assert (packaged / name / "simulator" / "__main__.py").is_file()

@@ -32,6 +32,7 @@ def skips() -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # checkov loads some 1,000 checks: tens of seconds on a busy machine
 def test_checkov_finds_nothing_but_the_reasoned_skips(cfn: dict[str, Any], tmp_path: Path) -> None:
     assert CHECKOV.exists(), "checkov is not installed: make install"

@@ -44,6 +44,7 @@ UPSTREAM_CALLERS = {
     "GenerationsStreamFunction",
     "EditsStreamFunction",
     "WorkerFunction",
+    "ResponsesFunction",
 }
 SIMULATOR_RESOURCES = {
     "UpstreamSimulatorFunction",

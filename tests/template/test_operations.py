@@ -60,6 +60,8 @@ def resource_name(resource: Any, own_log_group: str) -> str:
         return LOG_GROUP if name == own_log_group else name
     if isinstance(resource, dict) and set(resource) == {"Ref"}:
         return resource["Ref"]
+    if isinstance(resource, dict) and set(resource) == {"Fn::GetAtt"} and resource["Fn::GetAtt"][1] == "StreamArn":
+        return resource["Fn::GetAtt"][0] + "/stream"
     match = re.fullmatch(r"\$\{(\w+)\.Arn\}(/.+)", sub_string(resource))
     assert match, f"a resource iam_expectations cannot name: {resource}"
     return match.group(1) + match.group(2)
@@ -132,7 +134,7 @@ def aws_calls_in_core() -> dict[str, set[str]]:
         xform_name(name)
         for service in ("s3", "dynamodb", "sqs", "events", "secretsmanager")
         for name in session.get_service_model(service).operation_names
-    } | {"generate_presigned_url", "generate_presigned_post", "get_secret"}
+    } | {"generate_presigned_url", "generate_presigned_post", "get_secret", "encrypt", "decrypt"}
     operations.discard("get_secret_value")  # pydantic's SecretStr; the AWS reads go through get_secret
     found: dict[str, set[str]] = {}
     for path in CORE.rglob("*.py"):
@@ -160,6 +162,8 @@ CALL_ACTIONS = {
     "send_message": "sqs:SendMessage",
     "put_events": "events:PutEvents",
     "get_secret": "secretsmanager:GetSecretValue",
+    "encrypt": "kms:Encrypt",
+    "decrypt": "kms:Decrypt",
 }
 
 
@@ -171,7 +175,9 @@ def test_every_aws_call_in_the_core_is_a_known_grant() -> None:
     assert {CALL_ACTIONS[call] for call in calls} <= granted_actions
     # and the other way: every data-plane action granted is one the code calls (or the runtime needs)
     runtime = {"logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-    poller = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}  # the event source mapping
+    # the event source mappings (SQS, and the tasks table's stream)
+    poller = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+    poller |= {"dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"}
     idempotency_layer = {"dynamodb:DeleteItem"}  # Powertools' persistence layer deletes a failed record
     assert granted_actions - runtime - poller - idempotency_layer <= {CALL_ACTIONS[call] for call in calls}
 
@@ -218,6 +224,9 @@ def code_metrics() -> Iterator[set[tuple[str, str, frozenset[tuple[str, str]]]]]
             with recording(record):
                 pass
             observability.metrics.flush_metrics()
+        for outcome in observability.WEBHOOK_METRICS:
+            observability.count_webhook_attempt(outcome)
+            observability.metrics.flush_metrics()
     yield emitted(emf_lines(out.getvalue()))
 
 
@@ -252,7 +261,13 @@ def test_the_code_emits_under_the_templates_namespace_and_service(sam: dict[str,
 
 @pytest.mark.parametrize(
     "alarm",
-    ["UpstreamFailureRateAlarm", "UpstreamLatencyAlarm", "TasksTimedOutAlarm", "BudgetRejectionsAlarm"],
+    [
+        "UpstreamFailureRateAlarm",
+        "UpstreamLatencyAlarm",
+        "TasksTimedOutAlarm",
+        "BudgetRejectionsAlarm",
+        "WebhooksFailedAlarm",
+    ],
 )
 def test_an_alarm_on_our_own_metrics_reads_what_the_code_emits(
     sam: dict[str, Any], code_metrics: Any, alarm: str
@@ -287,10 +302,13 @@ EXPECTED_ALARMS = {
     "WorkerErrorsAlarm": ("AWS/Lambda", "Errors"),
     "TasksTimedOutAlarm": ("ImageService", "TasksTimedOut"),
     "BudgetRejectionsAlarm": ("ImageService", "Errors"),
+    "WebhooksFailedAlarm": ("ImageService", "WebhooksFailed"),
+    "WebhooksDeadLetterAlarm": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
     "GenerationsConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
     "EditsConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
     "GenerationsStreamConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
     "EditsStreamConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
+    "ResponsesConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
     "WorkerConcurrencyAlarm": ("AWS/Lambda", "ConcurrentExecutions"),
 }
 
@@ -528,5 +546,6 @@ def test_the_prompt_digest_key_is_a_generated_secret_read_by_the_prompt_loggers(
         "EditsFunction",
         "GenerationsStreamFunction",
         "EditsStreamFunction",
+        "ResponsesFunction",
         "WorkerFunction",
     }

@@ -375,7 +375,7 @@ class TestAuthorizerWithClientTokens:
     def test_a_default_token_never_reaches_client_tokens(self, authorizer, lambda_context) -> None:
         policy = authorizer.lambda_handler(authorizer_event(f"Bearer {self.mint(GOOD_KEY)}"), lambda_context)
         resources = policy["policyDocument"]["Statement"][0]["Resource"]
-        assert len(resources) == 8  # its scope's 6 routes and the 2 model routes
+        assert len(resources) == 9  # its scope's 7 routes and the 2 model routes
         assert not any("client_tokens" in resource or resource.endswith("*/*") for resource in resources)
 
     def test_a_token_of_a_key_no_longer_in_the_keyring_is_unauthorized(

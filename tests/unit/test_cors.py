@@ -47,7 +47,7 @@ def test_a_preflight_names_the_headers_and_methods_a_page_may_use():
 
     assert allowed["Access-Control-Allow-Origin"] == APP
     assert allowed["Access-Control-Allow-Headers"] == ", ".join(ALLOW_HEADERS)
-    assert {"Authorization", "Content-Type", "Idempotency-Key"} == set(ALLOW_HEADERS)
+    assert {"Authorization", "Content-Type", "Idempotency-Key", "X-Image-Result"} == set(ALLOW_HEADERS)
     assert allowed["Access-Control-Allow-Methods"] == "GET, POST, OPTIONS"
     assert int(allowed["Access-Control-Max-Age"]) > 0
     assert "Access-Control-Allow-Methods" not in policy.preflight(OTHER, "POST")

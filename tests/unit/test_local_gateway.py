@@ -115,6 +115,7 @@ def test_the_routes_and_their_timeouts_come_from_the_template():
     assert {(r.method, r.path) for r in raised.routes if r.streamed} == {
         ("POST", "/v1/images/generations"),
         ("POST", "/v1/images/edits"),
+        ("POST", "/v1/responses"),
     }
 
 

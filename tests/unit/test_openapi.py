@@ -17,12 +17,15 @@ def test_document_shows_every_route_and_the_validation_rules():
     assert set(document["paths"]) == {
         "/v1/images/generations",
         "/v1/images/edits",
+        "/v1/responses",
         "/v1/uploads",
         "/v1/images/generations/async",
         "/v1/images/edits/async",
         "/v1/images/tasks/{task_id}",
         "/v1/usage",
         "/v1/client_tokens",
+        "/v1/webhooks/secret",
+        "/v1/webhooks/secret/rotate",
         "/v1/health",
         "/v1/openapi.json",
         "/v1/docs",
@@ -146,6 +149,7 @@ def test_every_request_field_has_an_upper_bound():
 def test_every_json_body_has_an_example_the_models_take():
     """Swagger UI's "Try it out" sends the example as it is (tests/e2e sends each one through the local stack)."""
     from imagecore.domain.models import EditUploadRequest, GenerationRequest
+    from imagecore.domain.responses import ResponsesRequest
     from imagecore.domain.route_models import ClientTokenRequest, UploadRequest
 
     document = json.loads(packaged_document())
@@ -154,6 +158,7 @@ def test_every_json_body_has_an_example_the_models_take():
         "EditUploadRequest": EditUploadRequest,
         "UploadRequest": UploadRequest,
         "ClientTokenRequest": ClientTokenRequest,
+        "ResponsesRequest": ResponsesRequest,
     }
     seen = set()
     for path, operations in document["paths"].items():
@@ -170,3 +175,14 @@ def test_every_json_body_has_an_example_the_models_take():
                 assert (example["size"], example["n"]) == ("1024x1024", 1)
                 assert "output_compression" not in example and "partial_images" not in example
     assert seen == set(models)
+
+
+def test_the_responses_example_body_is_a_valid_request() -> None:
+    from imagecore.domain.responses import ResponsesRequest
+    from imagecore.edge.openapi import build_document
+
+    document = build_document()
+    schema = document["components"]["schemas"]["ResponsesRequest"]
+    (example,) = schema["examples"]
+    request = ResponsesRequest.model_validate(example)
+    assert request.checked_tool().type == "image_generation"

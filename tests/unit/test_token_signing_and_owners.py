@@ -75,7 +75,7 @@ class TestMintAndRead:
         signed, token = mint(owner_of(KEY), signing_key=SIGNING_KEY, now=NOW, max_images=3)
         assert looks_like_client_token(signed) and not looks_like_client_token(KEY)
         assert token.expires_at == NOW + DEFAULT_LIFETIME_SECONDS == NOW + 900
-        assert token.scope == DEFAULT_SCOPE == ("generations", "edits", "uploads", "tasks")
+        assert token.scope == DEFAULT_SCOPE == ("generations", "edits", "uploads", "tasks", "responses")
         assert token.id.startswith("ctk_") and len(token.id) == 36
         assert read(signed, signing_key=SIGNING_KEY, now=NOW + 1) == token
         claims = jwt.decode(

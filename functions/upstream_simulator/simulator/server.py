@@ -1,11 +1,11 @@
 """A stand-in for sub2api serving gpt-image-2, for the local stack, the tests, the benchmark and a test deployment
 (``UpstreamSimulator=true``: this package runs as a function behind the Lambda Web Adapter, ``__main__``).
 
-It serves ``/v1/images/generations`` and ``/v1/images/edits`` (multipart, like sub2api: ``image``, ``image[]``
-or ``image[N]`` file parts and ``mask``). It renders real images of the requested size and format with
-Pillow, answers in the upstream's shape with realistic usage figures, and can be told to misbehave the way the
-real one does: latency, sub2api's whitespace keep-alive before the JSON, errors under a 200, 5xx, 429 with
-Retry-After, garbage.
+It serves ``/v1/images/generations``, ``/v1/images/edits`` (multipart, like sub2api: ``image``, ``image[]``
+or ``image[N]`` file parts and ``mask``) and ``/v1/responses`` (``simulator.responses``). It renders
+real images of the requested size and format with Pillow, answers in the upstream's shape with realistic usage
+figures, and can be told to misbehave the way the real one does: latency, sub2api's whitespace keep-alive
+before the JSON, errors under a 200, 5xx, 429 with Retry-After, garbage.
 
 With ``stream: true`` it answers server-sent events like the upstream: ``partial_images`` partial images
 (``image_generation.partial_image`` / ``image_edit.partial_image``), then one ``*.completed`` event per image with

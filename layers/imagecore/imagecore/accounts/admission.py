@@ -43,6 +43,7 @@ from imagecore.domain.errors import (
     TasksUnavailable,
 )
 from imagecore.platform.observability import RequestRecord, current_record
+from imagecore.platform.settings import GenerationSettings
 
 # What a failure that is not one of the service's own errors is counted as.
 INTERNAL_ERROR = "internal_error"
@@ -223,6 +224,17 @@ class Admission:
     token_images: TokenImageCounter | None = None
     leases: ConcurrencyLeases | None = None
     lease_margin_seconds: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: GenerationSettings) -> Admission:
+        """What an image function's settings configure (the leases live in the usage table)."""
+        region = settings.aws_region
+        return cls(
+            UsageLedger(settings.usage_table, region=region) if settings.usage_table else None,
+            TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None,
+            ConcurrencyLeases(settings.usage_table, region=region) if settings.usage_table else None,
+            lease_margin_seconds=settings.storage_margin_seconds,
+        )
 
     @contextmanager
     def hold(

@@ -22,7 +22,7 @@ from imagecore.domain.route_models import TOKEN_DEFAULT_MAX_IMAGES, TOKEN_MAX_CO
 from imagecore.domain.route_models import ClientTokenScope as Scope
 from imagecore.platform.route_settings import SigningKeySettings
 
-DEFAULT_SCOPE: tuple[Scope, ...] = ("generations", "edits", "uploads", "tasks")
+DEFAULT_SCOPE: tuple[Scope, ...] = ("generations", "edits", "uploads", "tasks", "responses")
 
 # The API routes (method, resource path as API Gateway policies name it) each scope opens. Routes not listed
 # here, POST /v1/client_tokens first of all, are never open to a client token.
@@ -31,6 +31,7 @@ SCOPE_ROUTES: dict[Scope, tuple[tuple[str, str], ...]] = {
     "edits": (("POST", "/v1/images/edits"), ("POST", "/v1/images/edits/async")),
     "uploads": (("POST", "/v1/uploads"),),
     "tasks": (("GET", "/v1/images/tasks/*"),),
+    "responses": (("POST", "/v1/responses"),),
 }
 # Open to every client token whatever its scope: what the service accepts is no secret, and SDKs list models first.
 EVERY_TOKEN_ROUTES: tuple[tuple[str, str], ...] = (("GET", "/v1/models"), ("GET", "/v1/models/*"))

@@ -37,6 +37,7 @@ EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 USER_MAX_CHARS = 256
 FILENAME_MAX_CHARS = 255
 SIZE_MAX_CHARS = 16
+WEBHOOK_URL_MAX_CHARS = 2048
 
 _SIZE_RE = re.compile(r"([1-9][0-9]{0,5})x([1-9][0-9]{0,5})\Z")
 
@@ -161,6 +162,16 @@ class ImageRequest(BaseModel):
         ResponseFormat,
         Field(description="'url' (default): presigned download links. 'b64_json': the images inline (base64)."),
     ] = "url"
+    webhook_url: Annotated[
+        str | None,
+        Field(
+            max_length=WEBHOOK_URL_MAX_CHARS,
+            description=(
+                "Async routes only: an https URL (at most 2,048 characters, public addresses only) that is POSTed "
+                "the task when it ends, signed per the Standard Webhooks specification (see GET /v1/webhooks/secret)."
+            ),
+        ),
+    ] = None
 
     @field_validator("prompt")
     @classmethod
@@ -199,7 +210,14 @@ class ImageRequest(BaseModel):
         return value
 
     def check_synchronous(self) -> None:
-        """A synchronous answer shows previews only as stream events: partial_images needs stream."""
+        """A synchronous answer shows previews only as stream events: partial_images needs stream. A webhook
+        announces the end of a task: only the async routes make one."""
+        if self.webhook_url is not None:
+            raise InvalidRequest(
+                "Invalid value for 'webhook_url': webhooks announce async tasks; send it to the /async route.",
+                param="webhook_url",
+                code="webhook_needs_task",
+            )
         if self.partial_images is not None and not self.stream:
             raise InvalidRequest(
                 "Invalid value for 'partial_images': partial_images applies only with stream: true (or on the "
@@ -231,7 +249,9 @@ class ImageRequest(BaseModel):
         """What goes to the upstream: the same fields, without ours (response_format: we always take b64).
         Previews only come as server-sent events, so asking for ``partial_images`` (a stream, or a task that
         shows its progress) asks the upstream to stream; otherwise it answers plain JSON."""
-        body = self.model_dump(exclude_none=True, exclude={"response_format", "stream", *self._not_forwarded})
+        body = self.model_dump(
+            exclude_none=True, exclude={"response_format", "stream", "webhook_url", *self._not_forwarded}
+        )
         if self.stream or self.partial_images is not None:
             body["stream"] = True
         return body
@@ -382,4 +402,13 @@ class TaskObject(BaseModel):
     partial_images: Annotated[
         list[dict[str, Any]] | None,
         Field(description="While processing, when asked: the previews stored so far ({index, url, created_at})."),
+    ] = None
+    webhook: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description=(
+                "A task made with webhook_url: its delivery, {status: pending | delivered | failed, attempts, "
+                "last_status: the receiver's HTTP status or the error}."
+            )
+        ),
     ] = None

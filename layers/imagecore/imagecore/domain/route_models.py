@@ -114,7 +114,7 @@ class UsageResponse(BaseModel):
     ]
 
 
-ClientTokenScope = Literal["generations", "edits", "uploads", "tasks"]
+ClientTokenScope = Literal["generations", "edits", "uploads", "tasks", "responses"]
 
 # A client token is a credential in a browser or a phone: it never spends without a limit. One minted without
 # max_images may create this many images; none may ask for more than the maximum.
@@ -135,8 +135,8 @@ class ClientTokenRequest(BaseModel):
         list[ClientTokenScope] | None,
         Field(
             min_length=1,
-            max_length=4,
-            description="The routes the token may call; by default generations, edits, uploads and tasks. "
+            max_length=5,
+            description="The routes the token may call; by default generations, edits, uploads, tasks and responses. "
             "A client token can never mint client tokens.",
         ),
     ] = None
@@ -170,3 +170,21 @@ class ClientTokenResponse(BaseModel):
     scope: list[ClientTokenScope]
     max_images: int | None = None
     max_concurrent: int | None = None
+
+
+class WebhookSecretResponse(BaseModel):
+    """The caller's Standard Webhooks signing secret (``GET /v1/webhooks/secret`` and its rotation)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+    object: Literal["webhook.secret"] = "webhook.secret"
+    secret: Annotated[str, Field(description="whsec_ + base64 of the key: give it to Webhook(secret) as it is.")]
+    previous_valid_until: Annotated[
+        int | None,
+        Field(
+            description=(
+                "After a rotation: until when (Unix seconds) deliveries also carry a signature under the previous "
+                "secret (24 hours)."
+            )
+        ),
+    ] = None

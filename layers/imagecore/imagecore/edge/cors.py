@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-ALLOW_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key")
+# X-Image-Result: url asks POST /v1/responses for links only (result: null).
+ALLOW_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Image-Result")
 EXPOSE_HEADERS = ("Location", "Retry-After", "x-amzn-RequestId")
 ALLOW_METHODS = ("GET", "POST", "OPTIONS")
 # How long a browser may keep a preflight's answer (Chromium caps it at two hours).

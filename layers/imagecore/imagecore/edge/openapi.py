@@ -21,10 +21,12 @@ from imagecore.domain.models import TASK_ID, EditParameters, EditUploadRequest, 
 FUNCTION_MODULES = (
     "functions.generations.app",
     "functions.edits.app",
+    "functions.responses.app",
     "functions.uploads.app",
     "functions.tasks.app",
     "functions.usage.app",
     "functions.client_tokens.app",
+    "functions.webhook_secrets.app",
     "functions.health.app",
 )
 TITLE = "image-service"
@@ -68,6 +70,7 @@ def build_document(modules: tuple[str, ...] = FUNCTION_MODULES) -> dict[str, Any
     _document_task_id(document)
     _document_model_id(document)
     _document_client_tokens(document)
+    _document_secret_rotation(document)
     _document_examples(document)
     return document
 
@@ -111,6 +114,11 @@ JSON_EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
         "purpose": "image",
     },
     ("/v1/client_tokens", "post"): {"expires_in": 900, "scope": ["generations", "tasks"], "max_images": 4},
+    ("/v1/responses", "post"): {
+        "model": "gpt-5",
+        "input": "Draw a red fox sitting in fresh snow, watercolour.",
+        "tools": [{"type": "image_generation", "size": "1024x1024", "quality": "low"}],
+    },
 }
 JSON_EXAMPLES[("/v1/images/edits/async", "post")] = JSON_EXAMPLES[("/v1/images/edits", "post")]
 # The edit form's text fields, filled in: "Try it out" then needs only a file.
@@ -144,6 +152,14 @@ def _document_client_tokens(document: dict[str, Any]) -> None:
     for parameter in (operation or {}).get("parameters", []):
         if parameter.get("name") == IDEMPOTENCY_KEY["name"]:
             parameter["description"] = "Checked, not remembered: a retry mints a new token (none is ever stored)."
+
+
+def _document_secret_rotation(document: dict[str, Any]) -> None:
+    """Rotating the webhook secret checks an Idempotency-Key but never remembers the answer (a secret)."""
+    operation = document.get("paths", {}).get("/v1/webhooks/secret/rotate", {}).get("post")
+    for parameter in (operation or {}).get("parameters", []):
+        if parameter.get("name") == IDEMPOTENCY_KEY["name"]:
+            parameter["description"] = "Checked, not remembered: a retry rotates again (a secret is never stored)."
 
 
 def _document_task_id(document: dict[str, Any]) -> None:

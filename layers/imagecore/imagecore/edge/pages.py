@@ -24,6 +24,7 @@ ASSETS = {
     "playground.js": ("playground.js", "text/javascript; charset=utf-8"),
     "playground-images.js": ("playground-images.js", "text/javascript; charset=utf-8"),
     "playground.css": ("playground.css", "text/css; charset=utf-8"),
+    "conversation.js": ("conversation.js", "text/javascript; charset=utf-8"),
 }
 PAGES = {"docs": "docs.html", "playground": "playground.html"}
 HTML = "text/html; charset=utf-8"

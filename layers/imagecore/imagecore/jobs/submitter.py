@@ -11,6 +11,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imagecore.accounts.token_usage import TokenHold
 from imagecore.jobs.tasks import Task, TaskKind, TaskStore, TaskStoreError
+from imagecore.jobs.webhook_urls import RefusedUrl, UrlPolicy
 from imagecore.platform import aws
 
 if TYPE_CHECKING:
@@ -44,9 +45,19 @@ class TaskSubmitter:
     """Makes the task record, then queues its job; a task whose job cannot be queued is failed at once, never
     left ``processing``."""
 
-    def __init__(self, tasks: TaskStore, queue: JobQueue) -> None:
+    def __init__(self, tasks: TaskStore, queue: JobQueue, webhook_urls: UrlPolicy | None = None) -> None:
         self.tasks = tasks
         self.queue = queue
+        self.webhook_urls = webhook_urls or UrlPolicy()
+
+    def check_webhook_url(self, url: str | None) -> None:
+        """A 400 on ``webhook_url`` unless the URL may be called (``imagecore.jobs.webhook_urls``)."""
+        if url is None:
+            return
+        try:
+            self.webhook_urls.check(url)
+        except RefusedUrl as refused:
+            raise refused.as_invalid_request() from None
 
     def submit(
         self,
@@ -59,7 +70,9 @@ class TaskSubmitter:
         inputs: list[dict[str, str]] | None = None,
         token_hold: TokenHold | None = None,
         max_concurrent: int | None = None,
+        webhook_url: str | None = None,
     ) -> Task:
+        self.check_webhook_url(webhook_url)
         now = self.tasks.now()
         task = Task(
             id=task_id,
@@ -72,6 +85,7 @@ class TaskSubmitter:
             updated_at=now,
             token_hold=token_hold,
             max_concurrent=max_concurrent,
+            webhook_url=webhook_url,
         )
         self.tasks.create(task)
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from imagecore.jobs.tasks import TASK_OBJECT, Task, task_timeout_error
+from imagecore.jobs.webhook_state import webhook_view
 from imagecore.platform.observability import logger
 from imagecore.storage.store import StorageError
 
@@ -27,6 +28,8 @@ def task_view(task: Task, now: int, presign: Callable[[str], str], poll_url: str
     }
     if poll_url:
         view["poll_url"] = poll_url
+    if task.webhook_url is not None:
+        view["webhook"] = webhook_view(task.webhook)
     if task.overdue(now):
         view.update(status="failed", http_status=504, error=task_timeout_error())
     elif task.status == "processing" and task.partial_images:

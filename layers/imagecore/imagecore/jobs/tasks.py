@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagecore.accounts.token_usage import TokenHold
+from imagecore.jobs.webhook_state import new_webhook_state, webhook_state
 from imagecore.platform import aws
 from imagecore.storage.store import image_folder
 
@@ -112,6 +113,9 @@ class Task:
     token_hold: TokenHold | None = None
     # Its key's limit of image requests in flight: the task counts in it while the worker runs it.
     max_concurrent: int | None = None
+    # Where its end is announced (imagecore.jobs.webhook_outbox), and how that delivery stands.
+    webhook_url: str | None = None
+    webhook: dict[str, Any] | None = None
 
     @property
     def expires_at(self) -> int:
@@ -143,6 +147,8 @@ class Task:
                 item[name] = value
         if self.token_hold is not None:
             item["token_id"], item["token_images"] = self.token_hold.token_id, self.token_hold.images
+        if self.webhook_url is not None:
+            item["webhook_url"], item["webhook"] = self.webhook_url, self.webhook or new_webhook_state()
         return item
 
     @classmethod
@@ -172,6 +178,8 @@ class Task:
             ],
             token_hold=_token_hold(item),
             max_concurrent=number("max_concurrent"),
+            webhook_url=item.get("webhook_url"),
+            webhook=webhook_state(item.get("webhook")),
         )
 
 

@@ -95,6 +95,8 @@ class RequestRecord:
     keepalives_sent: int | None = None
     client_disconnected: bool | None = None
     partial_images_stored: int | None = None
+    # POST /v1/responses: the text model, the tool's options, the conversation (never the input text).
+    responses: dict[str, Any] | None = None
 
     def describe_prompt(self, prompt: str, *, include_text: bool) -> None:
         self.prompt_chars = len(prompt)
@@ -250,3 +252,11 @@ def _count_error(code: str) -> None:
         default_dimensions={"service": SERVICE},
     ) as errors:
         errors.add_dimension(name="code", value=code)
+
+
+# A webhook attempt's outcome (imagecore.usecases.webhooks): a retry to come, delivered, or given up.
+WEBHOOK_METRICS = {"pending": "WebhooksRetried", "delivered": "WebhooksDelivered", "failed": "WebhooksFailed"}
+
+
+def count_webhook_attempt(status: str) -> None:
+    metrics.add_metric(name=WEBHOOK_METRICS[status], unit=MetricUnit.Count, value=1)

@@ -116,3 +116,30 @@ class AuthorizerSettings(SigningKeySettings):
         if self.api_keys is None and not self.api_keys_secret_id:
             raise ValueError("set API_KEYS_SECRET_ID (AWS) or API_KEYS (local)")
         return self
+
+
+class WebhookSecretSettings(EnvironmentSettings):
+    """Settings of the webhook secret routes (GET /v1/webhooks/secret, POST /v1/webhooks/secret/rotate)."""
+
+    webhook_secrets_table: Annotated[str, Field(min_length=3, description="DynamoDB table of the secrets.")]
+    webhook_secrets_key_id: Annotated[str, Field(min_length=1, description="KMS key that encrypts them.")]
+
+
+class WebhookSettings(WebhookSecretSettings):
+    """Settings of the webhook function: announces ended tasks to their webhook_url."""
+
+    images_bucket: Annotated[str, Field(min_length=3)]
+    s3_endpoint_url: HttpUrl | None = None
+    presign_expiry_seconds: Annotated[int, Field(ge=60, le=MAX_PRESIGN_EXPIRY_SECONDS)] = 3600
+    tasks_table: Annotated[str, Field(min_length=3)]
+    webhook_queue_url: Annotated[str, Field(min_length=1, description="SQS queue of delivery attempts.")]
+    webhook_retry_schedule: Annotated[
+        str,
+        Field(
+            pattern=r"^[0-9]{1,6}(,[0-9]{1,6}){0,19}$",
+            description="Seconds to wait before each attempt, the first included (the specification's by default).",
+        ),
+    ] = "0,5,300,1800,7200,18000,36000,36000"
+    webhook_allow_loopback: Annotated[
+        bool, Field(description="Local stack only: http:// receivers on loopback. Always off in AWS.")
+    ] = False

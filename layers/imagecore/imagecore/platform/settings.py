@@ -157,6 +157,9 @@ class GenerationSettings(EnvironmentSettings):
         str | None,
         Field(description="DynamoDB table counting the images of client tokens minted with max_images."),
     ] = None
+    webhook_allow_loopback: Annotated[
+        bool, Field(description="Local stack only: webhook_url may be http:// to a receiver on loopback.")
+    ] = False
 
     @model_validator(mode="after")
     def _one_upstream_key_source(self) -> Self:
@@ -209,3 +212,22 @@ class WorkerSettings(EditSettings):
             description="The jobs queue's maxReceiveCount: on that delivery a job that still fails ends as failed.",
         ),
     ] = 5
+
+
+class ResponsesSettings(EditSettings):
+    """Settings of the responses function: the edit settings (its input images follow the edit limits) plus the
+    conversations it keeps and the text models it allows."""
+
+    conversations_table: Annotated[
+        str | None, Field(description="DynamoDB table of conversations (unset: previous_response_id is refused).")
+    ] = None
+    conversation_ttl_days: Annotated[
+        int, Field(ge=1, le=3650, description="How long a conversation can be continued (DynamoDB TTL).")
+    ] = 30
+    responses_allowed_models: Annotated[
+        str, Field(description="Text models allowed on POST /v1/responses: a comma list; empty: any.")
+    ] = ""
+
+    @property
+    def allowed_models(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.responses_allowed_models.split(",") if name.strip())

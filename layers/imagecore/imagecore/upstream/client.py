@@ -40,6 +40,7 @@ from imagecore.upstream.reader import (
     StreamFailed,
 )
 from imagecore.upstream.refusals import Attempt, error_under_200, refusal, unusable
+from imagecore.upstream.responses_body import EventSink, ResponsesBody
 
 MIN_ATTEMPT_SECONDS = 1.0
 MAX_ERROR_BODY_BYTES = 64 * 1024
@@ -116,6 +117,9 @@ class _Reading:
     on_image: ImageSink | None
     on_partial: PartialSink | None
     before_image: Barrier | None = None
+    # POST /responses: its events go to ``on_event`` as they come; the answer is the final response object.
+    on_event: EventSink | None = None
+    responses: bool = False
     kept: list[GeneratedImage] = field(default_factory=list)
     summaries: list[ImageSummary] = field(default_factory=list)
 
@@ -192,6 +196,23 @@ class UpstreamClient:
         reading = self._reading(fields, on_image, on_partial, before_image)
         content = {"data": data, "files": files}
         return self._call("/images/edits", content, timeout, deadline, trace or CallTrace(), reading)
+
+    def respond(
+        self,
+        body: dict[str, Any],
+        *,
+        timeout: float,
+        deadline: Deadline,
+        trace: CallTrace | None = None,
+        on_event: EventSink | None = None,
+    ) -> UpstreamResult:
+        """POST /responses (the Responses API); ``result.body`` is the final ``response`` object. With
+        ``body["stream"]`` each event is given to ``on_event(event)`` as soon as it has come, in order. Same retry
+        and deadline policy as the image calls, except that nothing is retried once a 200 has come (an error
+        after it, even before any event, is final: the text model may already have been billed)."""
+        reading = _Reading(bool(body.get("stream")), ReadLimits.for_request({}), None, None, on_event=on_event)
+        reading.responses = True
+        return self._call("/responses", {"json": body}, timeout, deadline, trace or CallTrace(), reading)
 
     @staticmethod
     def _reading(
@@ -299,15 +320,19 @@ class UpstreamClient:
         reading.kept.clear()
         reading.summaries.clear()
         sse = response.headers.get("content-type", "").startswith("text/event-stream")
-        body = (
-            SseBody(reading.limits, reading.image, reading.on_partial, reading.before_image)
-            if sse
-            else JsonBody(reading.limits, reading.image, reading.before_image)
-        )
+        body: SseBody | JsonBody | ResponsesBody
+        if reading.responses:
+            body = ResponsesBody(sse=sse, on_event=reading.on_event)
+        elif sse:
+            body = SseBody(reading.limits, reading.image, reading.on_partial, reading.before_image)
+        else:
+            body = JsonBody(reading.limits, reading.image, reading.before_image)
         try:
             for chunk in _within(response, deadline):
                 body.feed(chunk)
             trace.last_byte_at = deadline.clock()
+            if isinstance(body, ResponsesBody):
+                return UpstreamResult(body=body.close(), images=[])
             if isinstance(body, SseBody):
                 outcome = body.close()
                 trace.partials = outcome.partials
@@ -326,6 +351,7 @@ class UpstreamClient:
         except StreamFailed as exc:
             attempt = error_under_200(exc.error)
             attempt.retryable = attempt.retryable and not exc.after_events and not reading.summaries
+            attempt.retryable = attempt.retryable and not reading.responses
             return attempt
 
     @staticmethod

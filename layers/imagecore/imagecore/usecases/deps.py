@@ -9,13 +9,11 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.admission import Admission
-from imagecore.accounts.concurrency import ConcurrencyLeases
-from imagecore.accounts.ledger import UsageLedger
-from imagecore.accounts.token_usage import TokenImageCounter
 from imagecore.domain.deadline import Deadline, request_deadline
 from imagecore.domain.errors import ServiceMisconfigured
 from imagecore.jobs.submitter import JobQueue, TaskSubmitter
 from imagecore.jobs.tasks import TaskStore
+from imagecore.jobs.webhook_urls import UrlPolicy
 from imagecore.platform.settings import GenerationSettings
 from imagecore.usecases.idempotency import Idempotency
 from imagecore.usecases.service import ImageService
@@ -34,14 +32,11 @@ class ImageDeps:
         submitter = None
         if settings.tasks_table and settings.jobs_queue_url:
             submitter = TaskSubmitter(
-                TaskStore(settings.tasks_table, region=region), JobQueue(settings.jobs_queue_url, region=region)
+                TaskStore(settings.tasks_table, region=region),
+                JobQueue(settings.jobs_queue_url, region=region),
+                UrlPolicy(allow_loopback=settings.webhook_allow_loopback),
             )
-        admission = Admission(
-            UsageLedger(settings.usage_table, region=region) if settings.usage_table else None,
-            TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None,
-            ConcurrencyLeases(settings.usage_table, region=region) if settings.usage_table else None,
-            lease_margin_seconds=settings.storage_margin_seconds,
-        )
+        admission = Admission.from_settings(settings)
         idempotency = Idempotency(settings.idempotency_table or None, region=region)
         return cls(ImageService.from_settings(settings), idempotency, admission, submitter)
 

@@ -56,7 +56,9 @@ class TaskCodec:
 
 def submit_task(command: TaskSubmission, deps: ImageDeps, uploads: UploadStore | None = None) -> Task:
     """The queued task. Its cost is reserved now and kept under its id for the worker to settle; its client
-    token's images are counted now and travel with it. ``uploads`` keeps an edit's inputs for the worker."""
+    token's images are counted now and travel with it. ``uploads`` keeps an edit's inputs for the worker. A
+    ``webhook_url`` that may not be called is a 400 before any of it."""
+    deps.tasks_submitter().check_webhook_url(command.parameters.webhook_url)
     record = current_record()
     record.operation = command.once.scope.replace("/", ".")
     describe_request(record, command.parameters, include_prompt=deps.settings.log_prompts)
@@ -81,11 +83,12 @@ def _submit(command: TaskSubmission, deps: ImageDeps, uploads: UploadStore | Non
                 task_id=task_id,
                 owner=caller.owner_id,
                 kind=command.kind,
-                request=command.request,
+                request={name: value for name, value in command.request.items() if name != "webhook_url"},
                 folder=task_folder(task_id),
                 inputs=kept,
                 token_hold=hold.token_hold,
                 max_concurrent=caller.max_concurrent,
+                webhook_url=command.parameters.webhook_url,
             )
             hold.settle(Spent(), images=command.parameters.n)
     except (TaskStoreError, StorageError):
