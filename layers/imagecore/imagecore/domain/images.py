@@ -78,6 +78,11 @@ def source_sha256(source: ImageSource) -> str:
     return source.sha256 if isinstance(source, ImageOnDisk) else hashlib.sha256(source).hexdigest()
 
 
+def source_bytes(source: ImageSource) -> bytes:
+    """The bytes themselves: a file is read whole (for inputs that are inlined, and small)."""
+    return source.path.read_bytes() if isinstance(source, ImageOnDisk) else source
+
+
 def open_source(source: ImageSource) -> BinaryIO:
     """The image as a readable file object (the caller closes it): the file itself, or the bytes."""
     if isinstance(source, ImageOnDisk):

@@ -26,6 +26,7 @@ from imagecore.domain.images import (
     ImageTooLarge,
     NotAnImage,
     open_source,
+    source_bytes,
     source_sha256,
     source_size,
     verify_image,
@@ -65,6 +66,10 @@ class InputImage:
     @property
     def content_type(self) -> str:
         return CONTENT_TYPES[self.info.format]
+
+    def content(self) -> bytes:
+        """The bytes themselves, for a route that inlines its inputs (read whole from a file on disk)."""
+        return source_bytes(self.data)
 
     def open(self) -> BinaryIO:
         """The bytes to send, as a file object read a block at a time (the caller closes it)."""
