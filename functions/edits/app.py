@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.budgets import estimated_cost
 from imagecore.accounts.caller import caller_of
-from imagecore.domain.errors import PayloadTooLarge
+from imagecore.domain.errors import PayloadTooLarge, StorageUnavailable
 from imagecore.domain.models import GenerationResponse, TaskObject
 from imagecore.edge.request_body import JSON, MULTIPART, body_bytes, content_type_of
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
@@ -25,7 +25,7 @@ from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.settings import EditSettings, GenerationSettings
 from imagecore.storage.spool import InputFiles
-from imagecore.storage.store import UploadStore
+from imagecore.storage.store import StorageError, UploadStore
 from imagecore.usecases.deliveries import answer_images
 from imagecore.usecases.deps import ImageDeps
 from imagecore.usecases.edit import Edit
@@ -71,11 +71,16 @@ def read_edit(
     a few MB at most, stay in memory)."""
     assert isinstance(settings, EditSettings)
     if content_type_of(event).lower().startswith(JSON):
-        return edit_from_uploads(
-            event.get("body") or "",
-            OwnUploads(uploads, owner, settings.max_input_image_bytes, files),
-            max_image_bytes=settings.max_input_image_bytes,
-        )
+        try:
+            return edit_from_uploads(
+                event.get("body") or "",
+                OwnUploads(uploads, owner, settings.max_input_image_bytes, files),
+                max_image_bytes=settings.max_input_image_bytes,
+            )
+        except StorageError:
+            raise StorageUnavailable(
+                "The uploaded images cannot be read right now; nothing was run. Try again."
+            ) from None
     body = body_bytes(event)
     _check_size(body, settings)
     return edit_from_multipart(body, content_type_of(event), max_image_bytes=settings.max_input_image_bytes)

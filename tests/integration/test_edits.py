@@ -608,6 +608,21 @@ def test_local_disk_is_emptied_when_an_upload_is_refused(request_upload, send_js
     assert list(spool_seen["root"].iterdir()) == []
 
 
+def test_an_upload_s3_cannot_give_is_a_503_and_local_disk_is_emptied(
+    request_upload, send_json, aws, simulator, spool_seen, aws_faults
+):
+    good = picture()
+    _, ticket = request_upload({"content_type": "image/png", "bytes": len(good), "filename": "a.png"})
+    put_upload(aws, ticket, good, "a.png")
+    aws_faults.fail("s3", "GetObject", times=20)
+
+    status, body = send_json({"images": [{"upload_id": ticket["id"]}, {"upload_id": ticket["id"]}], "prompt": "p"})
+
+    assert (status, body["error"]["code"], body["error"]["type"]) == (503, "storage_unavailable", "server_error")
+    assert simulator.calls == 0
+    assert list(spool_seen["root"].iterdir()) == []
+
+
 def test_another_callers_upload_is_a_404(request_upload, send_json, aws, simulator):
     status, ticket = request_upload({"content_type": "image/png", "bytes": 1000, "filename": "mine.png"})
     assert status == 200

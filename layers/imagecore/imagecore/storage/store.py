@@ -166,7 +166,7 @@ class ImageStore:
         try:
             body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"]
             return into.write(body.iter_chunks(_CHUNK_BYTES))
-        except (BotoCoreError, ClientError) as exc:
+        except (BotoCoreError, ClientError, OSError) as exc:  # OSError: the local disk refused the copy
             raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
 
     def write_json(self, key: str, document: dict[str, Any]) -> None:
@@ -316,7 +316,7 @@ class UploadStore:
             if code in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied"):
                 raise UploadNotFound(upload_id) from None
             raise StorageError(f"get {key} failed: {code}") from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, OSError) as exc:  # OSError: the local disk refused the copy
             raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
         metadata = obj.get("Metadata") or {}
         return UploadedFile(
