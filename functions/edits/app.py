@@ -17,14 +17,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.budgets import estimated_cost
 from imagecore.accounts.caller import caller_of
-from imagecore.domain.errors import PayloadTooLarge
+from imagecore.domain.errors import PayloadTooLarge, StorageUnavailable
 from imagecore.domain.models import GenerationResponse, TaskObject
 from imagecore.edge.request_body import JSON, MULTIPART, body_bytes, content_type_of
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.settings import EditSettings, GenerationSettings
-from imagecore.storage.store import UploadStore
+from imagecore.storage.spool import InputFiles
+from imagecore.storage.store import StorageError, UploadStore
 from imagecore.usecases.deliveries import answer_images
 from imagecore.usecases.deps import ImageDeps
 from imagecore.usecases.edit import Edit
@@ -63,14 +64,23 @@ def upload_store() -> UploadStore:
     return UploadStore(service.store.s3, service.settings.images_bucket)
 
 
-def read_edit(event: dict[str, Any], owner: str, settings: GenerationSettings, uploads: UploadStore) -> EditInput:
+def read_edit(
+    event: dict[str, Any], owner: str, settings: GenerationSettings, uploads: UploadStore, files: InputFiles
+) -> EditInput:
+    """The edit asked; the uploads it names are copied to ``files`` on local disk (a multipart body's images,
+    a few MB at most, stay in memory)."""
     assert isinstance(settings, EditSettings)
     if content_type_of(event).lower().startswith(JSON):
-        return edit_from_uploads(
-            event.get("body") or "",
-            OwnUploads(uploads, owner, settings.max_input_image_bytes),
-            max_image_bytes=settings.max_input_image_bytes,
-        )
+        try:
+            return edit_from_uploads(
+                event.get("body") or "",
+                OwnUploads(uploads, owner, settings.max_input_image_bytes, files),
+                max_image_bytes=settings.max_input_image_bytes,
+            )
+        except StorageError:
+            raise StorageUnavailable(
+                "The uploaded images cannot be read right now; nothing was run. Try again."
+            ) from None
     body = body_bytes(event)
     _check_size(body, settings)
     return edit_from_multipart(body, content_type_of(event), max_image_bytes=settings.max_input_image_bytes)
@@ -118,9 +128,14 @@ def edit_images(
     deps: Annotated[ImageDeps, Depends(deps)],
     uploads: Annotated[UploadStore, Depends(upload_store)],
 ) -> GenerationResponse:
+    with InputFiles() as files:  # the inputs on local disk are removed however the request ends
+        return _edit_images(deps, uploads, files)
+
+
+def _edit_images(deps: ImageDeps, uploads: UploadStore, files: InputFiles) -> GenerationResponse:
     event, context = app.current_event.raw_event, app.lambda_context
     caller = caller_of(event)
-    edit = read_edit(event, caller.owner_id, deps.settings, uploads)
+    edit = read_edit(event, caller.owner_id, deps.settings, uploads, files)
     edit.parameters.check_synchronous()
     command = Edit(
         caller,

@@ -551,6 +551,78 @@ def test_an_uploaded_object_is_checked_like_a_multipart_one(request_upload, send
     assert simulator.calls == 0
 
 
+@pytest.fixture
+def spool_seen(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> dict[str, Any]:
+    """Lambda's /tmp for the request (``tempfile.tempdir``), and what each request's ``InputFiles`` held just
+    before it was removed."""
+    import tempfile
+
+    from imagecore.storage.spool import InputFiles
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    seen: dict[str, Any] = {"root": tmp_path, "files": []}
+    close = InputFiles.close
+
+    def looked_at_then_closed(self: InputFiles) -> None:
+        if self.directory is not None:
+            seen["files"].append(sorted((f.name, f.stat().st_size) for f in self.directory.iterdir()))
+        close(self)
+
+    monkeypatch.setattr(InputFiles, "close", looked_at_then_closed)
+    return seen
+
+
+def test_uploads_go_to_the_upstream_from_local_disk_which_is_emptied_after(
+    request_upload, send_json, aws, simulator, spool_seen
+):
+    image, mask = noisy_png((400, 300)), rgba_mask((400, 300))
+    ids = []
+    for data, name in ((image, "photo.png"), (mask, "mask.png")):
+        _, ticket = request_upload({"content_type": "image/png", "bytes": len(data), "filename": name})
+        put_upload(aws, ticket, data, name)
+        ids.append(ticket["id"])
+    simulator.queue_faults({"status": 503})  # the retry sends every file again, from its start
+
+    status, body = send_json({"images": [{"upload_id": ids[0]}], "mask": {"upload_id": ids[1]}, "prompt": "p"})
+
+    assert status == 200, body
+    assert simulator.calls == 2
+    parts = [(p["name"], p["bytes"], p["sha256"]) for p in simulator.last_request["files"]]
+    assert parts == [("image[]", len(image), sha256(image)), ("mask", len(mask), sha256(mask))]
+    assert sorted(size for _, size in spool_seen["files"][-1]) == sorted([len(image), len(mask)])
+    assert list(spool_seen["root"].iterdir()) == []  # removed once the answer was made
+
+
+def test_local_disk_is_emptied_when_an_upload_is_refused(request_upload, send_json, aws, simulator, spool_seen):
+    good = picture()
+    _, first = request_upload({"content_type": "image/png", "bytes": len(good), "filename": "a.png"})
+    put_upload(aws, first, good, "a.png")
+    _, second = request_upload({"content_type": "image/png", "bytes": 100, "filename": "fake.png"})
+    put_upload(aws, second, b"this is not a png at all", "fake.png")
+
+    status, body = send_json({"images": [{"upload_id": first["id"]}, {"upload_id": second["id"]}], "prompt": "p"})
+
+    assert (status, body["error"]["param"], body["error"]["code"]) == (400, "images[1]", "invalid_image_format")
+    assert simulator.calls == 0
+    assert len(spool_seen["files"][-1]) == 2  # both were on disk when the second was refused
+    assert list(spool_seen["root"].iterdir()) == []
+
+
+def test_an_upload_s3_cannot_give_is_a_503_and_local_disk_is_emptied(
+    request_upload, send_json, aws, simulator, spool_seen, aws_faults
+):
+    good = picture()
+    _, ticket = request_upload({"content_type": "image/png", "bytes": len(good), "filename": "a.png"})
+    put_upload(aws, ticket, good, "a.png")
+    aws_faults.fail("s3", "GetObject", times=20)
+
+    status, body = send_json({"images": [{"upload_id": ticket["id"]}, {"upload_id": ticket["id"]}], "prompt": "p"})
+
+    assert (status, body["error"]["code"], body["error"]["type"]) == (503, "storage_unavailable", "server_error")
+    assert simulator.calls == 0
+    assert list(spool_seen["root"].iterdir()) == []
+
+
 def test_another_callers_upload_is_a_404(request_upload, send_json, aws, simulator):
     status, ticket = request_upload({"content_type": "image/png", "bytes": 1000, "filename": "mine.png"})
     assert status == 200

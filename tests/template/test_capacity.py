@@ -13,11 +13,14 @@ import pytest
 
 from bench.capacity import COST_CASES, PRICES, cost_per_1k, memory_sizes
 from imagecore.domain.route_models import TOKEN_DEFAULT_MAX_IMAGES, TOKEN_MAX_IMAGES, ClientTokenRequest
+from imagecore.platform.settings import MAX_INPUT_IMAGE_BYTES
+from imagecore.usecases.edits import MAX_IMAGES
 from local.template import project_template
 
 ROOT = Path(__file__).resolve().parents[2]
 PEAKS = json.loads((ROOT / "bench" / "peaks.json").read_text())
 HEADROOM = 1.4
+MIB = 1024 * 1024
 # The ceilings the design asks for: the functions that only wait for the upstream and store its answer stay
 # small; the edit paths carry up to 16 inputs.
 CEILINGS_MB = {"GenerationsFunction": 512, "GenerationsStreamFunction": 512}
@@ -45,14 +48,19 @@ def test_memory_is_at_least_1_4_times_the_measured_peak(template: dict[str, Any]
     assert memory <= CEILINGS_MB.get(function, 10240)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edit inputs from uploads are still held in memory at once (16 x ~50 MB); streaming them through "
-    "/tmp to the upstream is what brings the edit paths to 1,024 MB",
-)
 @pytest.mark.parametrize("function", ["EditsStreamFunction", "WorkerFunction"])
 def test_edit_paths_fit_1024_mb(template: dict[str, Any], function: str) -> None:
+    """The inputs from uploads go from S3 to the upstream through /tmp, never all in memory at once."""
     assert template["Resources"][function]["Properties"]["MemorySize"] <= 1024
+
+
+@pytest.mark.parametrize("function", ["EditsStreamFunction", "WorkerFunction"])
+def test_the_edit_paths_tmp_holds_the_largest_edit_twice(template: dict[str, Any], function: str) -> None:
+    """16 inputs and a mask at the largest size taken, with as much again as margin."""
+    largest_edit_mib = (MAX_IMAGES + 1) * MAX_INPUT_IMAGE_BYTES / MIB
+    size = template["Resources"][function]["Properties"]["EphemeralStorage"]["Size"]
+
+    assert 2 * largest_edit_mib <= size <= 10240
 
 
 def test_the_peaks_cover_the_contracts_worst_cases() -> None:

@@ -8,15 +8,23 @@ Two depths of looking:
   block of its bitstream) to prove the file is whole, and dropped at once. For images the caller sends: a
   truncated or forged file is refused here instead of being forwarded to the upstream and billed there.
 
+An image is looked at where it is: bytes in memory (an answer, a multipart part), or an ``ImageOnDisk`` on local
+disk (an upload streamed from S3 to Lambda's ephemeral storage), which Pillow reads from its path a block at a
+time, so a 50 MB input is never held whole.
+
 Pillow's own guard (``Image.MAX_IMAGE_PIXELS``, a ``DecompressionBombError`` past twice it) is set from the
 same limit explicitly, so it is never the library default that decides, and its error is never what escapes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, TypeAlias
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -45,6 +53,43 @@ class ImageTooLarge(NotAnImage):
         self.limit = limit
 
 
+# How much of a file's end is read to tell whether it is whole (a JPEG may end in a little zero padding).
+_TRAILER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ImageOnDisk:
+    """An image on local disk, with its size and SHA-256 taken while it was written."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+# An image as bytes in memory, or as a file on local disk.
+ImageSource: TypeAlias = bytes | ImageOnDisk
+
+
+def source_size(source: ImageSource) -> int:
+    return source.size if isinstance(source, ImageOnDisk) else len(source)
+
+
+def source_sha256(source: ImageSource) -> str:
+    return source.sha256 if isinstance(source, ImageOnDisk) else hashlib.sha256(source).hexdigest()
+
+
+def source_bytes(source: ImageSource) -> bytes:
+    """The bytes themselves: a file is read whole (for inputs that are inlined, and small)."""
+    return source.path.read_bytes() if isinstance(source, ImageOnDisk) else source
+
+
+def open_source(source: ImageSource) -> BinaryIO:
+    """The image as a readable file object (the caller closes it): the file itself, or the bytes."""
+    if isinstance(source, ImageOnDisk):
+        return source.path.open("rb")
+    return io.BytesIO(source)
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     format: str  # png | jpeg | webp
@@ -61,25 +106,25 @@ class ImageInfo:
         return self.width * self.height
 
 
-def inspect_image(data: bytes, *, max_pixels: int = MAX_INPUT_PIXELS) -> ImageInfo:
+def inspect_image(data: ImageSource, *, max_pixels: int = MAX_INPUT_PIXELS) -> ImageInfo:
     """Format, size and alpha from the header; the trailer checked. Nothing is decoded."""
     return _look(data, max_pixels=max_pixels, decode=False)
 
 
-def verify_image(data: bytes, *, max_pixels: int = MAX_INPUT_PIXELS) -> ImageInfo:
+def verify_image(data: ImageSource, *, max_pixels: int = MAX_INPUT_PIXELS) -> ImageInfo:
     """``inspect_image``, then a full decode proving the image is whole; the pixels are not kept."""
     return _look(data, max_pixels=max_pixels, decode=True)
 
 
-def _look(data: bytes, *, max_pixels: int, decode: bool) -> ImageInfo:
-    if not data:
+def _look(data: ImageSource, *, max_pixels: int, decode: bool) -> ImageInfo:
+    if not source_size(data):
         raise NotAnImage("empty image")
     try:
         with warnings.catch_warnings():
             # Past MAX_IMAGE_PIXELS Pillow warns (and past twice it raises); the limit is applied below instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                info = _header(image, data, max_pixels)
+            with Image.open(data.path if isinstance(data, ImageOnDisk) else io.BytesIO(data)) as image:
+                info = _header(image, _ends(data), max_pixels)
                 if decode:
                     _decode(image, info)
                 return info
@@ -91,7 +136,25 @@ def _look(data: bytes, *, max_pixels: int, decode: bool) -> ImageInfo:
         raise NotAnImage("not a readable image") from exc
 
 
-def _header(image: Image.Image, data: bytes, max_pixels: int) -> ImageInfo:
+@dataclass(frozen=True)
+class _Ends:
+    """What the completeness check reads of a file: its first 8 bytes, its trailer and its length."""
+
+    head: bytes
+    tail: bytes
+    length: int
+
+
+def _ends(source: ImageSource) -> _Ends:
+    if not isinstance(source, ImageOnDisk):
+        return _Ends(source[:8], source, len(source))
+    with source.path.open("rb") as file:
+        head = file.read(8)
+        file.seek(max(0, source.size - _TRAILER_BYTES), os.SEEK_SET)
+        return _Ends(head, file.read(), source.size)
+
+
+def _header(image: Image.Image, data: _Ends, max_pixels: int) -> ImageInfo:
     fmt = FORMATS.get(image.format or "")
     if fmt is None:
         raise NotAnImage(f"unsupported image format {image.format}")
@@ -119,10 +182,10 @@ def _decode(image: Image.Image, info: ImageInfo) -> None:
     image.load()
 
 
-def _complete(fmt: str, data: bytes) -> bool:
+def _complete(fmt: str, data: _Ends) -> bool:
     """Whether the file ends where its format says it ends: catches a cut-off image without decoding it."""
     if fmt == "png":
-        return data.endswith(b"IEND\xaeB`\x82")
+        return data.tail.endswith(b"IEND\xaeB`\x82")
     if fmt == "jpeg":
-        return data.rstrip(b"\x00").endswith(b"\xff\xd9")
-    return len(data) >= 8 and int.from_bytes(data[4:8], "little") + 8 <= len(data)  # webp: RIFF size
+        return data.tail.rstrip(b"\x00").endswith(b"\xff\xd9")
+    return data.length >= 8 and int.from_bytes(data.head[4:8], "little") + 8 <= data.length  # webp: RIFF size

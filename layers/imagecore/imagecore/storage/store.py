@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagecore.domain.images import ImageOnDisk, ImageSource
 from imagecore.domain.models import CONTENT_TYPES, EXTENSIONS
 from imagecore.platform import aws
+from imagecore.storage.spool import InputFiles, SpoolTooLarge
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -25,6 +27,8 @@ else:
 
 # S3 user metadata travels as x-amz-meta-* headers: keep it short and ASCII.
 _MAX_METADATA_VALUE = 256
+# An object copied to local disk is read from S3 this much at a time.
+_CHUNK_BYTES = 1024 * 1024
 
 
 class StorageError(Exception):
@@ -156,6 +160,15 @@ class ImageStore:
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
 
+    def read_to(self, key: str, into: InputFiles) -> ImageOnDisk:
+        """The object copied to a file of ``into`` a block at a time (never whole in memory); ``StorageError``
+        when S3 cannot give it."""
+        try:
+            body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"]
+            return into.write(body.iter_chunks(_CHUNK_BYTES))
+        except (BotoCoreError, ClientError, OSError) as exc:  # OSError: the local disk refused the copy
+            raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
+
     def write_json(self, key: str, document: dict[str, Any]) -> None:
         self._put(key, json.dumps(document).encode("utf-8"), "application/json", {})
 
@@ -221,7 +234,7 @@ class UploadTicket:
 @dataclass(frozen=True)
 class UploadedFile:
     upload_id: str
-    data: bytes
+    data: ImageSource  # a file on local disk when read ``into`` a request's ``InputFiles``
     content_type: str
     filename: str
 
@@ -283,20 +296,27 @@ class UploadStore:
             kept.append({"key": key, "filename": image.filename, "role": role})
         return kept
 
-    def read(self, owner: str, upload_id: str, *, max_bytes: int) -> UploadedFile:
+    def read(self, owner: str, upload_id: str, *, max_bytes: int, into: InputFiles | None = None) -> UploadedFile:
+        """The caller's upload: in memory, or, with ``into``, copied to a file of it a block at a time."""
         key = owner_prefix(owner) + upload_id
+        data: ImageSource
         try:
             head = self._s3.head_object(Bucket=self._bucket, Key=key)
             if head["ContentLength"] > max_bytes:
                 raise UploadTooLarge(upload_id)
             obj = self._s3.get_object(Bucket=self._bucket, Key=key)
-            data = obj["Body"].read()
+            if into is None:
+                data = obj["Body"].read()
+            else:
+                data = into.write(obj["Body"].iter_chunks(_CHUNK_BYTES), max_bytes=max_bytes)
+        except SpoolTooLarge:  # the object was replaced by a larger one since its head was read
+            raise UploadTooLarge(upload_id) from None
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied"):
                 raise UploadNotFound(upload_id) from None
             raise StorageError(f"get {key} failed: {code}") from exc
-        except BotoCoreError as exc:
+        except (BotoCoreError, OSError) as exc:  # OSError: the local disk refused the copy
             raise StorageError(f"get {key} failed: {type(exc).__name__}") from exc
         metadata = obj.get("Metadata") or {}
         return UploadedFile(

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -180,7 +180,7 @@ class UpstreamClient:
     def edit(
         self,
         fields: dict[str, Any],
-        files: list[tuple[str, tuple[str, bytes, str]]],
+        files: Sequence[tuple[str, tuple[str, bytes | BinaryIO, str]]],
         *,
         timeout: float,
         deadline: Deadline,
@@ -189,8 +189,9 @@ class UpstreamClient:
         on_partial: PartialSink | None = None,
         before_image: Barrier | None = None,
     ) -> UpstreamResult:
-        """POST /images/edits as multipart: ``files`` are ``(part name, (filename, bytes, content type))``.
-        Every attempt sends the whole body again. Callbacks as for ``generate``."""
+        """POST /images/edits as multipart: ``files`` are ``(part name, (filename, content, content type))``,
+        the content bytes or an open file, which httpx sends a block at a time (never read whole) and reads
+        again from its start on each attempt. Callbacks as for ``generate``."""
         data = {name: _form_value(value) for name, value in fields.items()}
         reading = self._reading(fields, on_image, on_partial, before_image)
         content = {"data": data, "files": files}

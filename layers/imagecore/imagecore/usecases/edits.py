@@ -1,22 +1,36 @@
 """Reading an edit request, multipart or JSON-with-uploads, and checking its images for real before anything
-is sent upstream. Every failure is a 400 naming the field."""
+is sent upstream. Every failure is a 400 naming the field.
+
+Images that arrive in the request (a multipart body or data URLs, a few MB at most) stay in memory; uploads and
+an edit task's kept inputs (up to 16 of up to 50 MB and a mask) are copied from S3 to the request's
+``InputFiles`` on local disk a block at a time, checked from there and sent to the upstream from there, so no
+more than one input's decoded pixels (while it is checked) is ever in memory."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from pydantic import ValidationError
 
 from imagecore.domain.errors import InvalidRequest, NotFound
-from imagecore.domain.images import ImageInfo, ImageTooLarge, NotAnImage, verify_image
+from imagecore.domain.images import (
+    ImageInfo,
+    ImageSource,
+    ImageTooLarge,
+    NotAnImage,
+    open_source,
+    source_bytes,
+    source_sha256,
+    source_size,
+    verify_image,
+)
 from imagecore.domain.jsonbody import parse_json_body
 from imagecore.domain.models import (
     CONTENT_TYPES,
@@ -27,6 +41,7 @@ from imagecore.domain.models import (
     UploadRef,
 )
 from imagecore.domain.validation import validation_error
+from imagecore.storage.spool import InputFiles
 from imagecore.storage.store import ImageStore, UploadedFile, UploadNotFound, UploadStore, UploadTooLarge
 
 if TYPE_CHECKING:  # werkzeug's multipart parser is imported by the edits function only, when it parses a body
@@ -41,15 +56,24 @@ _MAX_TEXT_FIELD_BYTES = 256 * 1024  # the prompt is at most 32,000 characters
 
 @dataclass(frozen=True)
 class InputImage:
-    """An image the caller sent, as it will be forwarded: original bytes, its name, and its real type."""
+    """An image the caller sent, as it will be forwarded: original bytes (in memory or on local disk), its name,
+    and its real type."""
 
-    data: bytes
+    data: ImageSource
     filename: str
     info: ImageInfo
 
     @property
     def content_type(self) -> str:
         return CONTENT_TYPES[self.info.format]
+
+    def content(self) -> bytes:
+        """The bytes themselves, for a route that inlines its inputs (read whole from a file on disk)."""
+        return source_bytes(self.data)
+
+    def open(self) -> BinaryIO:
+        """The bytes to send, as a file object read a block at a time (the caller closes it)."""
+        return open_source(self.data)
 
 
 @dataclass(frozen=True)
@@ -60,7 +84,7 @@ class EditInput:
 
     @property
     def input_bytes(self) -> int:
-        return sum(len(i.data) for i in self.images) + (len(self.mask.data) if self.mask else 0)
+        return sum(source_size(image.data) for _, image in self.files())
 
     def files(self) -> list[tuple[str, InputImage]]:
         """(role, image) for every input: the references in order, then the mask."""
@@ -72,15 +96,20 @@ def edit_fingerprint(edit: EditInput) -> dict[str, Any]:
     boundary, which a client draws anew on each retry, nor whether inputs came inline or as uploads)."""
     return {
         "parameters": edit.parameters.model_dump(exclude={"images", "mask"}),
-        "inputs": [(role, hashlib.sha256(image.data).hexdigest()) for role, image in edit.files()],
+        "inputs": [(role, source_sha256(image.data)) for role, image in edit.files()],
     }
 
 
 def edit_from_kept(
-    parameters: dict[str, Any], inputs: list[dict[str, str]], store: ImageStore, *, max_image_bytes: int
+    parameters: dict[str, Any],
+    inputs: list[dict[str, str]],
+    store: ImageStore,
+    files: InputFiles,
+    *,
+    max_image_bytes: int,
 ) -> EditInput:
-    """An edit task's inputs, as its submission kept them in S3, checked again."""
-    raw = [RawFile(f"{entry['role']}", store.read(entry["key"]), entry.get("filename")) for entry in inputs]
+    """An edit task's inputs, as its submission kept them in S3, copied to ``files`` and checked again."""
+    raw = [RawFile(f"{entry['role']}", store.read_to(entry["key"], files), entry.get("filename")) for entry in inputs]
     images = [item for item, entry in zip(raw, inputs, strict=True) if entry["role"] == "image"]
     masks = [item for item, entry in zip(raw, inputs, strict=True) if entry["role"] == "mask"]
     checked, mask = check_images(images, masks[0] if masks else None, max_image_bytes=max_image_bytes)
@@ -90,7 +119,7 @@ def edit_from_kept(
 @dataclass(frozen=True)
 class RawFile:
     param: str
-    data: bytes
+    data: ImageSource
     filename: str | None
 
 
@@ -108,17 +137,19 @@ class UploadReader(Protocol):
 
 @dataclass(frozen=True)
 class OwnUploads:
-    """The uploads of one caller, each read up to the size an input image may have."""
+    """The uploads of one caller, each read up to the size an input image may have, into ``files`` on local
+    disk (in memory without it)."""
 
     store: UploadStore
     owner: str
     max_bytes: int
+    files: InputFiles | None = None
 
     def read(self, upload_id: str) -> UploadedFile:
-        return self.store.read(self.owner, upload_id, max_bytes=self.max_bytes)
+        return self.store.read(self.owner, upload_id, max_bytes=self.max_bytes, into=self.files)
 
 
-def multipart_form(body: bytes, content_type: str) -> tuple[dict[str, str], list[tuple[str, bytes]]]:
+def multipart_form(body: bytes, content_type: str) -> tuple[dict[str, str], list[tuple[str, ImageSource]]]:
     """A multipart edit's text fields and its files as (role, bytes), read but not checked."""
     fields, images, mask = _form_of(body, content_type)
     return fields, [("image", raw.data) for raw in images] + ([("mask", mask.data)] if mask else [])
@@ -224,7 +255,7 @@ def check_images(
 
 
 def _checked(raw: RawFile, max_image_bytes: int) -> InputImage:
-    if len(raw.data) > max_image_bytes:
+    if source_size(raw.data) > max_image_bytes:
         raise _too_large(raw.param, max_image_bytes)
     if raw.filename is not None and len(raw.filename) > FILENAME_MAX_CHARS:
         raise InvalidRequest(

@@ -14,9 +14,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from imagecore.domain.errors import InvalidRequest
+from imagecore.domain.images import source_sha256
 from imagecore.domain.jsonbody import parse_json_body
 from imagecore.domain.models import EditParameters, EditUploadRequest
 from imagecore.domain.validation import validation_error
+from imagecore.storage.spool import InputFiles
 from imagecore.storage.store import ImageStore, UploadStore, owner_prefix
 from imagecore.usecases.edits import (
     MAX_IMAGES,
@@ -61,7 +63,7 @@ def pending_from_multipart(body: bytes, content_type: str) -> PendingEdit:
     _check_count(images)
     fingerprint = {
         "parameters": parameters.model_dump(exclude={"images", "mask"}),
-        "inputs": [(role, hashlib.sha256(data).hexdigest()) for role, data in files],
+        "inputs": [(role, source_sha256(data)) for role, data in files],
     }
     return PendingEdit(parameters, images, fingerprint, body, content_type)
 
@@ -89,17 +91,19 @@ def kept_edit(
     store: ImageStore,
     uploads: UploadStore,
     owner: str,
+    files: InputFiles,
     *,
     max_image_bytes: int,
 ) -> EditInput:
-    """An edit task's inputs read and checked as the synchronous route checks them (the same errors)."""
+    """An edit task's inputs read and checked as the synchronous route checks them (the same errors); uploads
+    and kept inputs are copied to ``files`` on local disk, which the caller removes when the task ends."""
     if inputs and inputs[0]["role"] == MULTIPART_ROLE:
         body = store.read(inputs[0]["key"])
         return edit_from_multipart(body, inputs[0].get("content_type") or "", max_image_bytes=max_image_bytes)
     if inputs and inputs[0]["role"] == JSON_ROLE:
-        own = OwnUploads(uploads, owner, max_image_bytes)
+        own = OwnUploads(uploads, owner, max_image_bytes, files)
         return edit_from_uploads(store.read(inputs[0]["key"]), own, max_image_bytes=max_image_bytes)
-    return edit_from_kept(parameters, inputs, store, max_image_bytes=max_image_bytes)
+    return edit_from_kept(parameters, inputs, store, files, max_image_bytes=max_image_bytes)
 
 
 def _parameters(fields: dict[str, str]) -> EditParameters:

@@ -335,7 +335,7 @@ def _keep(
 
 
 def _input_key(deps: Responder, turn: _Turn, index: int, new: NewImage) -> str:
-    key = _put(deps, turn, f"input-{index}", new.image.data, new.image.info.format)
+    key = _put(deps, turn, f"input-{index}", new.image.content(), new.image.info.format)
     if key is None:
         raise StorageError("input image not stored")
     return key

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagecore.domain.errors import InvalidRequest
+from imagecore.domain.images import source_size
 from imagecore.domain.models import CONTENT_TYPES, UPLOAD_ID, matches
 from imagecore.domain.responses import ImageGenerationTool, ResponsesRequest
 from imagecore.storage.conversations import Turn
@@ -125,7 +126,7 @@ class _Builder:
         if self.first is None:
             self.first = raw
         self.prepared.images_in += 1
-        self.prepared.input_bytes += len(raw.data)
+        self.prepared.input_bytes += source_size(raw.data)
         if self.prepared.images_in > MAX_INPUT_IMAGES or self.prepared.input_bytes > MAX_INPUT_TOTAL_BYTES:
             raise InvalidRequest(
                 f"Too many input images: one request (its conversation included) takes at most {MAX_INPUT_IMAGES} "
@@ -170,7 +171,7 @@ class _Builder:
             )
         if keep:
             self.prepared.user_images.append(NewImage(image))
-        return _image_part(data_url(image.data, image.content_type))
+        return _image_part(data_url(image.content(), image.content_type))
 
     def referenced(self, param: str, call_id: Any, result: Any = None) -> dict[str, Any]:
         """The image an earlier call of this caller made; an output item sent back whole (``result`` included)
@@ -179,7 +180,7 @@ class _Builder:
         if key is None and isinstance(result, str) and result:
             carried = self.checked(self.decoded(f"{param[: -len('.id')]}.result", "data:image/png;base64," + result))
             self.prepared.user_images.append(NewImage(carried))
-            return _image_part(data_url(carried.data, carried.content_type))
+            return _image_part(data_url(carried.content(), carried.content_type))
         if key is None:
             raise InvalidRequest(
                 f"Invalid value for '{param}': no image_generation_call '{str(call_id)[:128]}' of yours "
@@ -189,7 +190,7 @@ class _Builder:
             )
         image = self.checked(RawFile(param, self.sources.read_image(key), None))
         self.prepared.user_images.append(key)
-        return _image_part(data_url(image.data, image.content_type))
+        return _image_part(data_url(image.content(), image.content_type))
 
     def item(self, index: int, item: Any) -> dict[str, Any]:
         param = f"input[{index}]"
@@ -286,7 +287,7 @@ def prepare_input(
                     code="invalid_mask",
                 )
         assert checked_mask is not None
-        prepared.tool["input_image_mask"] = {"image_url": data_url(checked_mask.data, checked_mask.content_type)}
+        prepared.tool["input_image_mask"] = {"image_url": data_url(checked_mask.content(), checked_mask.content_type)}
         prepared.mask = True
     earlier, carried = history_items(history, sources.read_image)
     if carried and current[0]["role"] == "user":

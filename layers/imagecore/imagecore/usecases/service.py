@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,8 @@ from imagecore.usecases.storing import StoreAsRead, asked_of, metadata_of
 if TYPE_CHECKING:  # the generations function never reads an edit: it does not import that module
     from imagecore.usecases.edits import EditInput
 
+# The upstream's multipart part of each input role.
+_PARTS = {"image": "image[]", "mask": "mask"}
 # JSON around the base64 images in an inline answer (keys, usage, API Gateway's envelope).
 _INLINE_OVERHEAD_BYTES = 2048
 
@@ -118,25 +121,29 @@ class ImageService:
         record.mask = edit.mask is not None
         if request.input_fidelity is not None:
             record.dropped_params = ["input_fidelity"]
-        files = [("image[]", (image.filename, image.data, image.content_type)) for image in edit.images]
-        if edit.mask is not None:
-            files.append(("mask", (edit.mask.filename, edit.mask.data, edit.mask.content_type)))
         storing = self._storing(request, record, folder, NoEvents() if events is None else events)
         trace = CallTrace()
-        try:
-            result = self.upstream.edit(
-                _upstream_body(request),
-                files,
-                timeout=self.timeout_for(request),
-                deadline=deadline,
-                trace=trace,
-                on_image=storing.image,
-                on_partial=storing.partial,
-                before_image=storing.settle,
-            )
-        finally:
-            storing.close()
-            _describe_call(record, trace)
+        # Each input is sent from its file a block at a time (httpx reads an open file in 64 KiB chunks and seeks
+        # back to its start on a retry); every file is closed when the call ends.
+        with ExitStack() as opened:
+            files = [
+                (_PARTS[role], (image.filename, opened.enter_context(image.open()), image.content_type))
+                for role, image in edit.files()
+            ]
+            try:
+                result = self.upstream.edit(
+                    _upstream_body(request),
+                    files,
+                    timeout=self.timeout_for(request),
+                    deadline=deadline,
+                    trace=trace,
+                    on_image=storing.image,
+                    on_partial=storing.partial,
+                    before_image=storing.settle,
+                )
+            finally:
+                storing.close()
+                _describe_call(record, trace)
         _describe_result(record, result)
         return storing.delivery(request, result)
 

@@ -27,6 +27,7 @@ from imagecore.jobs.outcomes import (
 from imagecore.jobs.tasks import Ended, Task, TaskStore, TaskStoreError, task_timeout_error
 from imagecore.platform.observability import RequestRecord, logger
 from imagecore.storage.manifest import Finished, StoredResult, read_finished
+from imagecore.storage.spool import InputFiles
 from imagecore.storage.store import StorageError, UploadStore
 from imagecore.usecases.delivery import ImageEvent
 from imagecore.usecases.edits import EditInput
@@ -69,6 +70,11 @@ class TaskJobs:
     leases: ConcurrencyLeases | None = None
 
     def run(self, task_id: str, context: LambdaContext, record: RequestRecord) -> None:
+        """Run the task; an edit's inputs on local disk are removed when it ends, however it ends."""
+        with InputFiles() as files:
+            self._run_task(task_id, context, record, files)
+
+    def _run_task(self, task_id: str, context: LambdaContext, record: RequestRecord, files: InputFiles) -> None:
         record.operation, record.task_id = "worker.task", task_id
         task = self.steps.tasks.get(task_id)
         if task is None or task.status != "processing":
@@ -86,7 +92,7 @@ class TaskJobs:
             self._end_overdue(task, now, context, record)
             return
         try:
-            asked = self._prepare(task)
+            asked = self._prepare(task, files)
         except ImageServiceError as error:  # kept inputs that no longer pass their checks
             self.finish(task_id, Finished(http_status=error.status, error=error.to_body()["error"]), context, record)
             return
@@ -161,14 +167,14 @@ class TaskJobs:
             return
         self.token_images.release(hold.token_id, back)
 
-    def _prepare(self, task: Task) -> GenerationRequest | EditInput:
+    def _prepare(self, task: Task, files: InputFiles) -> GenerationRequest | EditInput:
         """What the task asks, read beforehand (so a passing S3 fault here leaves no claim)."""
         if task.kind == "generation":
             return GenerationRequest.model_validate(task.request)
         max_bytes = self.steps.settings.max_input_image_bytes
         store = self.steps.service.store
         uploads = UploadStore(store.s3, store.bucket)
-        return kept_edit(task.request, task.inputs, store, uploads, task.owner, max_image_bytes=max_bytes)
+        return kept_edit(task.request, task.inputs, store, uploads, task.owner, files, max_image_bytes=max_bytes)
 
     def _counted_in_concurrency(self, task: Task, deadline: Deadline) -> AbstractContextManager[None]:
         """A running task holds a lease in its key's concurrency (waiting a little for a free slot, never
