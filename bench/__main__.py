@@ -84,10 +84,12 @@ def main(argv: list[str] | None = None) -> int:
         print("  cold starts ...", flush=True)
         cold = coldstart.cold_starts(environment, args.cold_runs)
         # Memory at the contract's worst cases and cost per 1,000 images (their upstream calls are not counted).
-        capacity_lines = [] if args.only else capacity.measure(servers, upstream_key)
+        # (not in a quick run: the worst cases are as large as in a full one)
+        measure_capacity = not (args.only or args.quick)
+        capacity_lines = capacity.measure(servers, upstream_key) if measure_capacity else []
     finally:
         calls = servers.stop()
-    expected = sum(result["upstream_calls"] for result in results.values()) + capacity.UPSTREAM_CALLS * (not args.only)
+    expected = sum(result["upstream_calls"] for result in results.values()) + capacity.UPSTREAM_CALLS * measure_capacity
     if calls != expected:
         raise BenchError(f"the simulator saw {calls} upstream calls, expected exactly {expected}")
     if args.only:
@@ -97,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     report.print_cases(list(results.values()))
     report.print_cold(cold)
     print(f"\nbench finished in {time.perf_counter() - began:.0f} s; layer at {args.layer}")
+    for line in capacity_lines:
+        print(line)
     print("\n".join(report.ratio_lines(results, cold, report.unpacked_mb(args.layer))))
-    print("\n".join(capacity_lines))
     return 0
 
 

@@ -20,7 +20,7 @@ from imagecore.accounts.caller import caller_of
 from imagecore.domain.errors import PayloadTooLarge, StorageUnavailable
 from imagecore.domain.models import GenerationResponse, TaskObject
 from imagecore.edge.request_body import JSON, MULTIPART, body_bytes, content_type_of
-from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
+from imagecore.edge.resolver import ERROR_CONTENT, answer_content, create_resolver, serve
 from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.settings import EditSettings, GenerationSettings
@@ -117,7 +117,8 @@ def _check_size(body: bytes, settings: EditSettings) -> None:
             "description": (
                 "The edited images, as presigned S3 URLs (or inline base64 when asked). With stream: true, "
                 "text/event-stream: image_edit.partial_image and image_edit.completed events."
-            )
+            ),
+            "content": answer_content(GenerationResponse),
         },
         **_EDIT_ERRORS,
         502: {"description": "The upstream failed", "content": ERROR_CONTENT},

@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagecore.accounts.budgets import estimated_cost
 from imagecore.accounts.caller import caller_of
 from imagecore.domain.models import GenerationRequest, GenerationResponse, TaskObject
-from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
+from imagecore.edge.resolver import ERROR_CONTENT, answer_content, create_resolver, serve
 from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.settings import GenerationSettings
@@ -45,7 +45,8 @@ def deps() -> ImageDeps:
             "description": (
                 "The images, as presigned S3 URLs (or inline base64 when asked). With stream: true, "
                 "text/event-stream: image_generation.partial_image and image_generation.completed events."
-            )
+            ),
+            "content": answer_content(GenerationResponse),
         },
         400: {"description": "Invalid request or refused by the upstream's policy", "content": ERROR_CONTENT},
         409: {"description": "The same Idempotency-Key is still running", "content": ERROR_CONTENT},

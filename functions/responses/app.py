@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from imagecore.accounts.caller import caller_of
 from imagecore.domain.responses import ResponsesRequest
 from imagecore.domain.responses_schema import ResponseObject
-from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
+from imagecore.edge.resolver import ERROR_CONTENT, answer_content, create_resolver, serve
 from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.settings import ResponsesSettings
 from imagecore.usecases.idempotency import Once
@@ -45,16 +45,7 @@ def runtime() -> ResponsesRuntime:
                 "(result is null with X-Image-Result: url). With stream: true, text/event-stream of the Responses "
                 "events (response.created ... response.completed)."
             ),
-            "content": {
-                "application/json": {"model": ResponseObject},
-                # each event: its name (the event's type) and its JSON data
-                "text/event-stream": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
-                    }
-                },
-            },
+            "content": answer_content(ResponseObject),
         },
         400: {"description": "Invalid request, or refused by the upstream's policy", "content": ERROR_CONTENT},
         404: {

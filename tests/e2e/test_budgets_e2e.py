@@ -138,7 +138,11 @@ def test_usage_counts_exactly_what_was_generated(plans_stack: RunningStack) -> N
     assert after["upstream_seconds"] > before["upstream_seconds"]
     assert len(report["days"]) == 7
     assert report["days"][0]["date"] == time.strftime("%Y-%m-%d", time.gmtime())
-    assert report["budgets"] == {}
+    # a key without a budget of its own has the deployment's default daily image budget (KeyDailyImageBudget)
+    assert set(report["budgets"]) == {"images_per_day"}
+    daily = report["budgets"]["images_per_day"]
+    assert daily["limit"] == 500 and daily["used"] == report["days"][0]["images"]
+    assert daily["remaining"] == daily["limit"] - daily["used"]
 
 
 def test_concurrent_requests_at_the_budget_edge_do_not_overshoot(plans_stack: RunningStack) -> None:

@@ -160,6 +160,7 @@ _INTEGERS = {
     "bytes",
     "expires_in",
     "max_images",
+    "max_concurrent",
     "max_output_tokens",
     "max_tool_calls",
 }

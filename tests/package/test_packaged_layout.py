@@ -175,7 +175,12 @@ def test_a_packaged_client_token_passes_the_packaged_authorizer(packaged: Path, 
     policy = probe(packaged, "AuthorizerFunction", tmp_path / "authorize.json")["answer"]
     assert policy["context"]["credential"] == "client_token"
     (statement,) = policy["policyDocument"]["Statement"]
-    assert [resource.rsplit("/prod/", 1)[1] for resource in statement["Resource"]] == ["GET/v1/images/tasks/*"]
+    # the tasks scope it asked for, and the model routes every token may call (SDKs list the models first)
+    assert [resource.rsplit("/prod/", 1)[1] for resource in statement["Resource"]] == [
+        "GET/v1/images/tasks/*",
+        "GET/v1/models",
+        "GET/v1/models/*",
+    ]
 
 
 def test_the_zips_hold_what_the_directories_hold(packaged: Path) -> None:

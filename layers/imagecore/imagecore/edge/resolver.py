@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ResponseValidationError
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseContentModel, OpenAPIResponseContentSchema
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel
 
 from imagecore.domain.errors import ImageServiceError, NotFound
 from imagecore.domain.jsonbody import parse_json_body
@@ -25,6 +26,15 @@ from imagecore.platform.observability import current_record, logger, request_rec
 
 # What every error answer looks like in the OpenAPI document (the OpenAI error shape).
 ERROR_CONTENT: dict[str, OpenAPIResponseContentSchema | OpenAPIResponseContentModel] = {JSON: {"model": ErrorResponse}}
+
+
+def answer_content(model: type[BaseModel]) -> dict[str, OpenAPIResponseContentSchema | OpenAPIResponseContentModel]:
+    """A 200 that is ``model`` as JSON, or with ``stream: true`` server-sent events (each an event name and the
+    JSON of its data)."""
+    events: OpenAPIResponseContentSchema = {
+        "schema": {"type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"}}}
+    }
+    return {JSON: {"model": model}, "text/event-stream": events}
 
 
 def create_resolver() -> APIGatewayRestResolver:
