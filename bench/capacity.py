@@ -34,8 +34,8 @@ from bench.cases import ROOT, BenchError
 PEAKS_PATH = Path(__file__).resolve().parent / "peaks.json"
 EDIT_INPUTS = 16
 # What measure() asks the upstream: the n=10 generation, one per cost case and a bare one to time it, an edit
-# and the same edit as a task.
-UPSTREAM_CALLS = 1 + 2 * 2 + 2
+# and the same edit as a task, and the largest Responses request.
+UPSTREAM_CALLS = 1 + 2 * 2 + 2 + 1
 INPUT_SIDE = 4096  # 16.7 MP, the most pixels an input may have
 MIB = 1024 * 1024
 
@@ -176,8 +176,8 @@ def _input_png(alpha: bool) -> bytes:
     return out.getvalue()
 
 
-def _put_uploads(environment: dict[str, str], owner: str) -> dict[str, Any]:
-    """The inputs as the uploads route would have them (under the owner's prefix); the edit request naming them."""
+def _put(environment: dict[str, str], owner: str, images: list[bytes]) -> list[str]:
+    """``images`` as the uploads route would keep them (under the owner's prefix): their upload ids."""
     import boto3
 
     from imagecore.storage.store import new_upload_id, owner_prefix
@@ -189,20 +189,26 @@ def _put_uploads(environment: dict[str, str], owner: str) -> dict[str, Any]:
         aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
     )
-    image, mask = _input_png(alpha=False), _input_png(alpha=True)
-    if len(image) > 50 * MIB:
-        raise BenchError(f"the input is {len(image)} bytes, over the 50 MB cap")
     ids = []
-    for index in range(EDIT_INPUTS + 1):
+    for index, body in enumerate(images):
         upload_id = new_upload_id()
         s3.put_object(
             Bucket=environment["IMAGES_BUCKET"],
             Key=owner_prefix(owner) + upload_id,
-            Body=mask if index == EDIT_INPUTS else image,
+            Body=body,
             ContentType="image/png",
             Metadata={"filename": f"input-{index}.png", "purpose": "edit"},
         )
         ids.append(upload_id)
+    return ids
+
+
+def _put_uploads(environment: dict[str, str], owner: str) -> dict[str, Any]:
+    """The edit's inputs and mask as uploads; the edit request naming them."""
+    image, mask = _input_png(alpha=False), _input_png(alpha=True)
+    if len(image) > 50 * MIB:
+        raise BenchError(f"the input is {len(image)} bytes, over the 50 MB cap")
+    ids = _put(environment, owner, [image] * EDIT_INPUTS + [mask])
     return {
         "prompt": "capacity bench: the same scene at dusk",
         "images": [{"upload_id": upload_id} for upload_id in ids[:EDIT_INPUTS]],
@@ -210,6 +216,37 @@ def _put_uploads(environment: dict[str, str], owner: str) -> dict[str, Any]:
         "size": "1024x1024",
         "quality": "low",
     }
+
+
+def _responses_body(environment: dict[str, str], owner: str) -> dict[str, Any]:
+    """The most a Responses request may send: 16 uploaded inputs filling its 32 MB of input images (noise, so
+    incompressible), inlined as base64 into one upstream body, and a 4K image drawn."""
+    from PIL import Image
+
+    from imagecore.usecases.respond_inputs import MAX_INPUT_IMAGES, MAX_INPUT_TOTAL_BYTES
+
+    side = 816  # 16 noise PNGs of 816x816 are just under the 32 MB
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(out, format="PNG", compress_level=1)
+    if MAX_INPUT_IMAGES * len(out.getvalue()) > MAX_INPUT_TOTAL_BYTES:
+        raise BenchError("the Responses inputs are over the request's limit")
+    ids = _put(environment, owner, [out.getvalue()] * MAX_INPUT_IMAGES)
+    content = [{"type": "input_image", "file_id": upload_id} for upload_id in ids]
+    return {
+        "model": "gpt-5",
+        "input": [{"role": "user", "content": [*content, {"type": "input_text", "text": "capacity bench: a collage"}]}],
+        "tools": [{"type": "image_generation", "size": "3840x2160", "quality": "high"}],
+    }
+
+
+def _responses_case(environment: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
+    _quiet(environment)
+    from functions.responses import app
+
+    answer = _answered(app.lambda_handler(_event("/v1/responses", body), _context("r")), 200, "responses")
+    if not any(item.get("type") == "image_generation_call" for item in answer.get("output", [])):
+        raise BenchError("responses: no image")
+    return {"peak": _peak_mib()}
 
 
 def _owner() -> str:
@@ -334,7 +371,7 @@ def cost_per_1k(case: CostCase, handler_seconds: float, image_bytes: int, memory
 
 
 def measure(servers: Any, upstream_key: str) -> list[str]:
-    """Run the three cases, write peaks.json, and return the ``peak-rss-mb`` and ``aws-cost-per-1k-images``
+    """Run the four cases, write peaks.json, and return the ``peak-rss-mb`` and ``aws-cost-per-1k-images``
     lines."""
     generations_env = environment_of("GenerationsStreamFunction", servers, upstream_key)
     edits_env = environment_of("EditsStreamFunction", servers, upstream_key)
@@ -349,17 +386,22 @@ def measure(servers: Any, upstream_key: str) -> list[str]:
     print("  capacity: worker, the same edit as a task ...", flush=True)
     task = _in_fresh_process(_submit_case, submit_env, body)
     worker = _in_fresh_process(_worker_case, worker_env, task["task"])
+    print("  capacity: responses, 16 inputs (32 MB) and a 4K image ...", flush=True)
+    responses_env = environment_of("ResponsesFunction", servers, upstream_key)
+    responses = _in_fresh_process(_responses_case, responses_env, _responses_body(responses_env, _owner()))
 
     peaks = {
         "GenerationsStreamFunction": {"case": "n10-3840x2160", "peak_mib": round(generations["peak"], 1)},
         "EditsStreamFunction": {"case": "16x4096x4096-mask", "peak_mib": round(edits["peak"], 1)},
         "WorkerFunction": {"case": "edit-16x4096x4096-mask", "peak_mib": round(worker["peak"], 1)},
+        "ResponsesFunction": {"case": "16-inputs-32mb-3840x2160", "peak_mib": round(responses["peak"], 1)},
     }
     PEAKS_PATH.write_text(json.dumps(peaks, indent=2) + "\n")
     lines = [
         f"peak-rss-mb generations n10-3840x2160 {generations['peak']:.1f}",
         f"peak-rss-mb edits 16x4096x4096-mask {edits['peak']:.1f}",
         f"peak-rss-mb worker edit-16x4096x4096-mask {worker['peak']:.1f}",
+        f"peak-rss-mb responses 16-inputs-32mb-3840x2160 {responses['peak']:.1f}",
     ]
     memory = memory_sizes()
     for case in COST_CASES:

@@ -23,7 +23,7 @@ HEADROOM = 1.4
 MIB = 1024 * 1024
 # The ceilings the design asks for: the functions that only wait for the upstream and store its answer stay
 # small; the edit paths carry up to 16 inputs.
-CEILINGS_MB = {"GenerationsFunction": 512, "GenerationsStreamFunction": 512}
+CEILINGS_MB = {"GenerationsFunction": 512, "GenerationsStreamFunction": 512, "ResponsesFunction": 512}
 # Which measured peak sizes which function (the async submit shares the sync route's code and worst case).
 MEASURED_BY = {
     "GenerationsFunction": "GenerationsStreamFunction",
@@ -31,6 +31,7 @@ MEASURED_BY = {
     "EditsFunction": "EditsStreamFunction",
     "EditsStreamFunction": "EditsStreamFunction",
     "WorkerFunction": "WorkerFunction",
+    "ResponsesFunction": "ResponsesFunction",
 }
 
 

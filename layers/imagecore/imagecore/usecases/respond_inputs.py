@@ -54,7 +54,7 @@ class PreparedInput:
 # What one request may send upstream in images, all told (its own and its conversation's): they travel inline as
 # base64 in one JSON body, held in memory while it is sent, and the function runs in 512 MB.
 MAX_INPUT_IMAGES = 16
-MAX_INPUT_TOTAL_BYTES = 48 * 1024 * 1024
+MAX_INPUT_TOTAL_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)
