@@ -188,8 +188,13 @@ def test_a_failure_after_an_event_is_an_error_event_then_the_end(log_tap):
     body = body_of(sent).decode()
     frames = [frame for frame in body.split("\n\n") if frame]
     assert frames[-1].startswith("event: error\ndata: ")
+    # the Images stream's error object, and the Responses API's flat error event fields beside it
     assert json.loads(frames[-1].split("data: ", 1)[1]) == {
-        "error": {"message": "cut", "type": "upstream_error", "param": None, "code": "x"}
+        "type": "error",
+        "code": "x",
+        "message": "cut",
+        "param": None,
+        "error": {"message": "cut", "type": "upstream_error", "param": None, "code": "x"},
     }
     assert sent[-1][1]["more_body"] is False
 

@@ -328,13 +328,23 @@ def _body_of(result: dict[str, Any]) -> bytes:
 
 
 def _error_object(body: bytes) -> dict[str, Any]:
+    """The data of the ``event: error`` that ends a stream whose 200 is committed: the error object as the Images
+    stream has it (``{"error": {...}}``, which the OpenAI SDKs raise as ``APIError``) and, beside it, the flat
+    fields of the Responses API's ``error`` event (``type``, ``code``, ``message``, ``param``)."""
     try:
         parsed = json.loads(body)
     except ValueError:
         parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-        return parsed
-    return error_answer(internal_error()).body
+    if not (isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)):
+        parsed = error_answer(internal_error()).body
+    error = parsed["error"]
+    return {
+        "type": "error",
+        "code": error.get("code"),
+        "message": error.get("message"),
+        "param": error.get("param"),
+        "error": error,
+    }
 
 
 def _result_of(work: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
