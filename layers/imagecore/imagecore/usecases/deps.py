@@ -45,13 +45,8 @@ class ImageDeps:
         return self.service.settings
 
     def deadline(self, event: dict[str, Any], context: LambdaContext) -> Deadline:
-        """When the upstream call of this API request must be over (see ``request_deadline``)."""
-        return request_deadline(
-            event,
-            context,
-            integration_timeout_ms=self.settings.integration_timeout_ms,
-            margin_seconds=self.settings.storage_margin_seconds,
-        )
+        """When the upstream call of this API request must be over."""
+        return api_deadline(self.settings, event, context)
 
     def tasks_submitter(self) -> TaskSubmitter:
         if self.submitter is None:
@@ -61,3 +56,13 @@ class ImageDeps:
     def now(self) -> int:
         """The tasks' clock (seconds since the epoch)."""
         return self.tasks_submitter().tasks.now()
+
+
+def api_deadline(settings: GenerationSettings, event: dict[str, Any], context: LambdaContext) -> Deadline:
+    """When the upstream call of an API request to an image function must be over (see ``request_deadline``)."""
+    return request_deadline(
+        event,
+        context,
+        integration_timeout_ms=settings.integration_timeout_ms,
+        margin_seconds=settings.storage_margin_seconds,
+    )

@@ -9,10 +9,11 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.admission import Admission
-from imagecore.domain.deadline import Deadline, request_deadline
+from imagecore.domain.deadline import Deadline
 from imagecore.platform.settings import ResponsesSettings
 from imagecore.storage.conversations import ConversationStore
 from imagecore.storage.store import UploadStore
+from imagecore.usecases.deps import api_deadline
 from imagecore.usecases.idempotency import Idempotency
 from imagecore.usecases.respond import Responder
 from imagecore.usecases.service import ImageService
@@ -50,10 +51,5 @@ class ResponsesRuntime:
         return cls(settings, responder)
 
     def deadline(self, event: dict[str, Any], context: LambdaContext) -> Deadline:
-        """When the upstream call must be over (see ``request_deadline``)."""
-        return request_deadline(
-            event,
-            context,
-            integration_timeout_ms=self.settings.integration_timeout_ms,
-            margin_seconds=self.settings.storage_margin_seconds,
-        )
+        """When the upstream call must be over."""
+        return api_deadline(self.settings, event, context)
