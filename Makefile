@@ -17,7 +17,7 @@ PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: openapi help install run loadtest smoke test check test-unit test-integration test-template test-e2e lint bench requirements build package clean
+.PHONY: bytecode openapi help install run loadtest smoke test check test-unit test-integration test-template test-e2e lint bench requirements build package clean
 
 help:
 	@echo "make run     serve the API on http://127.0.0.1:$${PORT:-3000}/v1 (embedded S3 + upstream simulator)"
@@ -31,13 +31,15 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
+# Installed packages come with their bytecode (--compile-bytecode): every process the tests start imports them
+# from it, even where PYTHONDONTWRITEBYTECODE keeps Python from writing any.
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock layers/imagecore/pyproject.toml
-	$(UV) sync --frozen --all-groups
+	$(UV) sync --frozen --all-groups --compile-bytecode
 	@touch $@
 
 $(CHECKOV): $(UV) tools/checkov.txt
 	$(UV) venv -q --allow-existing --python $(PYTHON) $(TOOLS)/checkov
-	VIRTUAL_ENV=$(TOOLS)/checkov $(UV) pip sync -q tools/checkov.txt
+	VIRTUAL_ENV=$(TOOLS)/checkov $(UV) pip sync -q --compile-bytecode tools/checkov.txt
 	@touch $@
 
 $(JS_SDK): tools/js/package-lock.json
@@ -46,19 +48,24 @@ $(JS_SDK): tools/js/package-lock.json
 
 install: $(VENV)/.synced $(CHECKOV) $(JS_SDK)
 
-run: install
+run: install bytecode
 	$(VENV)/bin/python -m local
 
 # About a minute of bounded overload against a local stack it starts with tight limits (loopback only).
 loadtest: install
 	PYTHONPATH=. $(VENV)/bin/python scripts/loadtest.py
 
-test: install lint
+# The project's own sources are compiled too before a run (only what changed since the last one is compiled).
+SOURCES := layers functions local tests bench scripts
+bytecode: install
+	@$(VENV)/bin/python -m compileall -q -j 0 $(SOURCES) >/dev/null
+
+test: install lint bytecode
 	$(PYTEST)
 
 # The inner loop: what make test runs but the end-to-end and package tests and those marked slow (checkov,
 # cfn-lint, sam validate, the traced interpreter, the local stack's start-up checks).
-check: install lint
+check: install lint bytecode
 	$(PYTEST) -m "not slow" tests/unit tests/template tests/integration
 
 test-unit: install

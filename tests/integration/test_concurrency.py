@@ -74,6 +74,29 @@ def test_expired_leases_do_not_count_and_are_pruned(
     assert int(item["expires_at"]["N"]) > NOW + 90  # the item goes by TTL after its last lease
 
 
+def test_a_lease_under_the_limit_is_one_write_and_a_full_item_is_read_first(leases: ConcurrencyLeases) -> None:
+    calls: list[str] = []
+    leases.dynamodb.meta.events.register("before-call.dynamodb", lambda model, **_: calls.append(model.name))
+    slot = Slot("own_a", 2)
+    first = leases.acquire(slot, NOW + 60)  # no item yet: read, then created
+    assert calls == ["UpdateItem", "GetItem", "PutItem"]
+
+    calls.clear()
+    leases.acquire(slot, NOW + 60)
+    assert calls == ["UpdateItem"]
+
+    calls.clear()
+    with pytest.raises(ConcurrencyExceeded):
+        leases.acquire(slot, NOW + 60)
+    assert calls == ["UpdateItem", "GetItem"]
+
+    calls.clear()
+    leases.release("own_a", first)
+    leases.acquire(slot, NOW + 60)
+    assert calls == ["UpdateItem", "UpdateItem"]
+    assert leases.in_flight("own_a") == 2
+
+
 def test_hold_gives_back_on_every_exit_and_takes_nothing_when_a_slot_is_full(leases: ConcurrencyLeases) -> None:
     slots = slots_for("own_a", 3, "ctk_1", 1)
     assert [slot.subject for slot in slots] == ["token#ctk_1", "own_a"]

@@ -5,11 +5,14 @@ execution an image function has. Each in-flight request (sync, streamed, Respons
 the worker runs it) holds a *lease*: an id with an expiry, kept in one item per subject (a key's owner id, or
 a client token's id) in the usage table (``account = "lease#<subject>"``, ``period = "leases"``).
 
-Taking a lease reads the item, drops the leases that have expired, and writes the live ones plus the new one
-back with one conditional write on the item's ``version`` (created only if absent): the write succeeds only if
-nobody changed the item since it was read, so two concurrent requests cannot both take the last slot; the
-loser reads again. Giving a lease back removes its id and bumps the version in one update. A lease expires
-with the request's deadline, so an invocation that crashed (or a Lambda that timed out) holds no slot past it.
+Taking a lease is one conditional ``UpdateItem`` when the item holds fewer leases than the limit, expired ones
+included (the usual case: a request gives its lease back when it ends). Otherwise (no item yet, or the limit
+reached on paper) it reads the item, drops the leases that have expired, and writes the live ones plus the new
+one back with one conditional write on the item's ``version`` (created only if absent): the write succeeds only
+if nobody changed the item since it was read, so two concurrent requests cannot both take the last slot; the
+loser reads again. Every write bumps the version. Giving a lease back removes its id in one update. A lease
+expires with the request's deadline, so an invocation that crashed (or a Lambda that timed out) holds no slot
+past it.
 """
 
 from __future__ import annotations
@@ -124,6 +127,11 @@ class ConcurrencyLeases:
         """A new lease id under ``slot``, valid until ``expires_at`` (epoch seconds); ``ConcurrencyExceeded``
         when ``slot.limit`` live leases are already out."""
         lease_id = secrets.token_hex(8)
+        try:
+            if self._add(slot, lease_id, self._expiry(expires_at)):
+                return lease_id
+        except _FAULTS as exc:
+            return self._unavailable(exc, lease_id)
         for _attempt in range(MAX_ATTEMPTS):
             now = self.clock()
             try:
@@ -139,7 +147,7 @@ class ConcurrencyLeases:
             }
             if len(live) >= slot.limit:
                 raise self._refusal(slot, live.values(), now)
-            live[lease_id] = int(max(expires_at, now + MIN_LEASE_SECONDS)) + 1
+            live[lease_id] = self._expiry(expires_at)
             try:
                 if self._write(slot.subject, live, item):
                     return lease_id
@@ -168,6 +176,33 @@ class ConcurrencyLeases:
         item = self.dynamodb.get_item(TableName=self.table, Key=self._key(subject), ConsistentRead=True).get("Item")
         now = self.clock()
         return sum(1 for value in (item or {}).get("leases", {}).get("M", {}).values() if int(value["N"]) > now)
+
+    def _expiry(self, expires_at: float) -> int:
+        return int(max(expires_at, self.clock() + MIN_LEASE_SECONDS)) + 1
+
+    def _add(self, slot: Slot, lease_id: str, expiry: int) -> bool:
+        """Add a lease with one write if the item holds fewer than ``slot.limit`` leases, live or not; False (and
+        nothing written) otherwise, or when there is no item yet. The item's TTL moves to this lease's expiry plus
+        ``KEEP_SECONDS``: every lease ends within a request's deadline, far less than that."""
+        try:
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key=self._key(slot.subject),
+                UpdateExpression="SET leases.#lease = :expiry, expires_at = :keep ADD version :one",
+                ConditionExpression="attribute_exists(leases) AND size(leases) < :limit",
+                ExpressionAttributeNames={"#lease": lease_id},
+                ExpressionAttributeValues={
+                    ":expiry": {"N": str(expiry)},
+                    ":keep": {"N": str(expiry + KEEP_SECONDS)},
+                    ":one": {"N": "1"},
+                    ":limit": {"N": str(slot.limit)},
+                },
+            )
+        except _FAULTS as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def _write(self, subject: str, live: dict[str, int], item: dict[str, Any] | None) -> bool:
         """Write ``live`` as the subject's leases if the item is still as read; False if it changed."""
