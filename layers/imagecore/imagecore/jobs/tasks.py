@@ -280,9 +280,9 @@ class TaskStore:
                 ExpressionAttributeValues={":none": [], ":one": [entry]},
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if _code(exc) == "ConditionalCheckFailedException":
                 return  # already finished: the preview no longer matters
-            raise TaskStoreError(f"partial {task_id}: {exc.response.get('Error', {}).get('Code')}") from exc
+            raise TaskStoreError(f"partial {task_id}: {_code(exc)}") from exc
         except BotoCoreError as exc:
             raise TaskStoreError(f"partial {task_id}: {type(exc).__name__}") from exc
 

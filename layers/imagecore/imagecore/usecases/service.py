@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -84,10 +84,7 @@ class ImageService:
         memory for an inline answer instead). With ``stream`` in the upstream body, each partial image is stored
         as ``<folder>/partial-<index>.<ext>`` and given to ``events.partial(event)``. The returned ``Delivery``
         is the whole outcome, whoever listened."""
-        describe_request(record, request, include_prompt=self.settings.log_prompts)
-        storing = self._storing(request, record, folder, NoEvents() if events is None else events)
-        trace = CallTrace()
-        try:
+        with self._upstream_call(request, record, folder, events) as (storing, trace):
             result = self.upstream.generate(
                 _upstream_body(request),
                 timeout=self.timeout_for(request),
@@ -97,9 +94,6 @@ class ImageService:
                 on_partial=storing.partial,
                 before_image=storing.settle,
             )
-        finally:
-            storing.close()
-            _describe_call(record, trace)
         _describe_result(record, result)
         return storing.delivery(request, result)
 
@@ -115,37 +109,46 @@ class ImageService:
     ) -> Delivery:
         """Edit and store, as ``generate`` does (same events)."""
         request = edit.parameters
-        describe_request(record, request, include_prompt=self.settings.log_prompts)
         record.images_in = len(edit.images)
         record.input_bytes = edit.input_bytes
         record.mask = edit.mask is not None
         if request.input_fidelity is not None:
             record.dropped_params = ["input_fidelity"]
-        storing = self._storing(request, record, folder, NoEvents() if events is None else events)
-        trace = CallTrace()
         # Each input is sent from its file a block at a time (httpx reads an open file in 64 KiB chunks and seeks
         # back to its start on a retry); every file is closed when the call ends.
-        with ExitStack() as opened:
+        with ExitStack() as opened, self._upstream_call(request, record, folder, events) as (storing, trace):
             files = [
                 (_PARTS[role], (image.filename, opened.enter_context(image.open()), image.content_type))
                 for role, image in edit.files()
             ]
-            try:
-                result = self.upstream.edit(
-                    _upstream_body(request),
-                    files,
-                    timeout=self.timeout_for(request),
-                    deadline=deadline,
-                    trace=trace,
-                    on_image=storing.image,
-                    on_partial=storing.partial,
-                    before_image=storing.settle,
-                )
-            finally:
-                storing.close()
-                _describe_call(record, trace)
+            result = self.upstream.edit(
+                _upstream_body(request),
+                files,
+                timeout=self.timeout_for(request),
+                deadline=deadline,
+                trace=trace,
+                on_image=storing.image,
+                on_partial=storing.partial,
+                before_image=storing.settle,
+            )
         _describe_result(record, result)
         return storing.delivery(request, result)
+
+    @contextmanager
+    def _upstream_call(
+        self, request: ImageRequest, record: RequestRecord, folder: str | None, events: ImageEvents | None
+    ) -> Iterator[tuple[StoreAsRead, CallTrace]]:
+        """Around one upstream image call: the request described on its record, a sink storing each image as it
+        is read, and the call's trace; however the call ends, the sink is closed (a background store finished)
+        and the attempts are written on the record."""
+        describe_request(record, request, include_prompt=self.settings.log_prompts)
+        storing = self._storing(request, record, folder, NoEvents() if events is None else events)
+        trace = CallTrace()
+        try:
+            yield storing, trace
+        finally:
+            storing.close()
+            _describe_call(record, trace)
 
     def _storing(
         self,
