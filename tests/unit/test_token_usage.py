@@ -96,6 +96,17 @@ def test_a_success_gives_back_what_was_not_made(counter, dynamodb):
     assert count(dynamodb) == 1
 
 
+def test_images_made_beyond_the_reservation_count_and_close_the_token(counter, dynamodb):
+    """A Responses request reserves one image; its text model drew three: all three count, over the limit."""
+    with admitted(counter, grant(max_images=2), 1) as hold:
+        assert count(dynamodb) == 1
+        hold.settle(Spent(images=3), images=3)
+    assert count(dynamodb) == 3
+    with pytest.raises(TokenBudgetExceeded), admitted(counter, grant(max_images=2), 1):
+        pass
+    assert count(dynamodb) == 3
+
+
 def test_a_failure_gives_everything_back(counter, dynamodb):
     with pytest.raises(UpstreamFailed), admitted(counter, grant(), 2):
         raise UpstreamFailed("no")

@@ -173,7 +173,10 @@ class TokenImagesReservation:
 
     def settle(self, spent: Spent, images: int) -> None:
         assert self.counter is not None
-        self.counter.release(self.token_id, self.n - images)
+        if images > self.n:  # a Responses request reserves one image; its text model may draw more
+            self.counter.count_more(self.token_id, images - self.n)
+        else:
+            self.counter.release(self.token_id, self.n - images)
 
     def release(self, error: BaseException) -> None:
         assert self.counter is not None

@@ -101,6 +101,23 @@ class TokenImageCounter:
         except BotoCoreError as exc:
             raise _unavailable() from exc
 
+    def count_more(self, token_id: str, n: int) -> None:
+        """Count ``n`` images made beyond what was reserved (a response whose text model drew more than one):
+        they were made and billed, so they count whatever the limit; the token's next request is refused if it
+        is now over. A failure here only leaves the count low."""
+        if n <= 0:
+            return
+        try:
+            self._dynamodb.update_item(
+                TableName=self._table,
+                Key={"id": {"S": token_id}},
+                UpdateExpression="ADD images :n",
+                ConditionExpression="attribute_exists(images)",
+                ExpressionAttributeValues={":n": {"N": str(n)}},
+            )
+        except (BotoCoreError, ClientError) as exc:
+            logger.warning("token images not counted", extra={"token_id": token_id, "error": type(exc).__name__})
+
     def release(self, token_id: str, n: int) -> None:
         """Give back ``n`` reserved images that were not made. A failure here only leaves the count high."""
         if n <= 0:
