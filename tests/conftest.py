@@ -27,9 +27,6 @@ from tests.faults import AwsFaults
 ROOT = Path(__file__).resolve().parent.parent
 E2E = "tests/e2e/"
 SAM_VALIDATE_TEST = "test_sam_validate_lint_passes"
-# make smoke's run with its minute-long check, started with the session (tests/e2e/smoke_run.py)
-SMOKE_TESTS = "tests/e2e/test_smoke_e2e.py"
-SMOKE_TEST = "test_make_smoke_passes_every_check_against_the_local_stack"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -45,10 +42,6 @@ def pytest_configure(config: pytest.Config) -> None:
         from tests.e2e import launcher
 
         launcher.start(count=config.option.numprocesses)
-    if _selects(config, ROOT / SMOKE_TESTS):
-        from tests.e2e import smoke_run
-
-        smoke_run.start()
 
 
 def _selects(config: pytest.Config, folder: Path) -> bool:
@@ -75,7 +68,7 @@ def _long(item: pytest.Item) -> bool:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Slow checks that run in a process of their own start now, to overlap with the rest of the suite (unless the
-    xdist controller started them already): sam validate, the end-to-end stack, make smoke's run."""
+    xdist controller started them already)."""
     if any(item.name == SAM_VALIDATE_TEST for item in session.items):
         from tests.template import sam_validate
 
@@ -84,20 +77,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from tests.e2e import launcher
 
         launcher.start()
-    # (an xdist worker leaves it to the controller, or to the test itself)
-    if not hasattr(session.config, "workerinput") and any(item.name == SMOKE_TEST for item in session.items):
-        from tests.e2e import smoke_run
-
-        smoke_run.start()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    from tests.e2e import launcher, smoke_run
+    from tests.e2e import launcher
     from tests.template import sam_validate
 
     sam_validate.stop()
     launcher.stop()
-    smoke_run.stop()
 
 
 # What the template's Globals give every function, set before any function module is imported.

@@ -31,13 +31,12 @@ def start(count: int = 1) -> None:
     files the tests read."""
     if _state["processes"] or ENVIRONMENT in os.environ:
         return
-    started = [launch() for _ in range(count)]
+    started = [_launch() for _ in range(count)]
     # The workers pytest-xdist starts after this inherit it.
     os.environ[ENVIRONMENT] = json.dumps(started)
 
 
-def launch(processes: list[tuple[Any, IO[str]]] | None = None) -> dict[str, Any]:
-    """Start one stack on free ports (kept in ``processes``, by default this module's, to be stopped)."""
+def _launch() -> dict[str, Any]:
     from tests.e2e.conftest import API_KEY, SIGNING_KEY, free_port
 
     log_path = Path(tempfile.mkdtemp(prefix="image-service-e2e-")) / "stack.log"
@@ -55,7 +54,7 @@ def launch(processes: list[tuple[Any, IO[str]]] | None = None) -> dict[str, Any]
         env.pop(name, None)
     log: IO[str] = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    (_state["processes"] if processes is None else processes).append((process, log))
+    _state["processes"].append((process, log))
     return {"log_path": str(log_path), "port": port, "aws_port": aws_port}
 
 
@@ -68,20 +67,14 @@ def _own_stack() -> dict[str, Any]:
 
 def wait_until_ready() -> Any:
     """The running stack (a ``RunningStack``), once its banner is out and its API answers."""
+    from tests.e2e.conftest import RunningStack
+
     start()
     if "running" in _state:
         return _state["running"]
-    process = _state["processes"][0][0] if len(_state["processes"]) == 1 else None
-    _state["running"] = ready(_own_stack(), process)
-    return _state["running"]
-
-
-def ready(started: dict[str, Any], process: subprocess.Popen[bytes] | None = None) -> Any:
-    """The stack ``launch`` started (``RunningStack``), once its banner is out and its API answers; a
-    RuntimeError with its log if ``process`` ends first or it takes longer than START_SECONDS."""
-    from tests.e2e.conftest import RunningStack
-
+    started = _own_stack()
     log_path = Path(started["log_path"])
+    process = _state["processes"][0][0] if len(_state["processes"]) == 1 else None
     banner = ""
     deadline = time.monotonic() + START_SECONDS
     while "upstream" not in banner or "API key" not in banner:
@@ -98,6 +91,7 @@ def ready(started: dict[str, Any], process: subprocess.Popen[bytes] | None = Non
         log_path=log_path,
     )
     httpx.get(running.api_url + "/health", timeout=10).raise_for_status()
+    _state["running"] = running
     return running
 
 
