@@ -33,8 +33,10 @@ class JobPoller:
         batch_size: int = 1,
         concurrency: int = 4,
         function_name: str = "WorkerFunction",
+        memory_mb: int = 128,
     ) -> None:
         self._function_name = function_name
+        self._memory_mb = memory_mb  # the context's memory_limit_in_mb (the template's MemorySize)
         self._sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=region)
         self._queue_url = queue_url
         self._queue_arn = self._sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
@@ -84,7 +86,7 @@ class JobPoller:
         try:
             event = {"Records": [sqs_record(message, self._queue_arn, self._region) for message in messages]}
             context = LambdaContext(
-                self._function_name, 3008, self._timeout, f"local-{time.time_ns()}", time.monotonic()
+                self._function_name, self._memory_mb, self._timeout, f"local-{time.time_ns()}", time.monotonic()
             )
             try:
                 answer = self._handler(event, context) or {}

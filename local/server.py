@@ -282,6 +282,7 @@ class LocalStack:
             handler=partial(self._gateway.environments.invoke, worker["CodeUri"], worker["Handler"]),
             function_timeout_s=float(worker["Timeout"]),
             batch_size=int(jobs.get("BatchSize", 1)),
+            memory_mb=int(worker.get("MemorySize", 128)),
         ).start()
 
     def _start_webhooks(self, template: dict[str, Any]) -> None:
@@ -295,6 +296,7 @@ class LocalStack:
         # in execution environments of its own, as every function of the local stack
         handler = partial(self._gateway.environments.invoke, function["CodeUri"], function["Handler"])
         timeout = float(function["Timeout"])
+        memory_mb = int(function.get("MemorySize", 128))
         self._webhook_pollers = [
             StreamPoller(
                 endpoint=self.aws_url,
@@ -304,6 +306,7 @@ class LocalStack:
                 function_name="WebhookFunction",
                 function_timeout_s=timeout,
                 batch_size=int(function["Events"]["TaskEnds"]["Properties"]["BatchSize"]),
+                memory_mb=memory_mb,
             ).start(),
             JobPoller(
                 endpoint=self.aws_url,
@@ -312,6 +315,7 @@ class LocalStack:
                 handler=handler,
                 function_timeout_s=timeout,
                 function_name="WebhookFunction",
+                memory_mb=memory_mb,
             ).start(),
         ]
 

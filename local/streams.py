@@ -30,7 +30,9 @@ class StreamPoller:
         function_name: str,
         function_timeout_s: float,
         batch_size: int = 25,
+        memory_mb: int = 128,
     ) -> None:
+        self._memory_mb = memory_mb  # the context's memory_limit_in_mb (the template's MemorySize)
         self._streams = boto3.client("dynamodbstreams", endpoint_url=endpoint, region_name=region)
         table = boto3.client("dynamodb", endpoint_url=endpoint, region_name=region).describe_table(TableName=table_name)
         self._arn = table["Table"]["LatestStreamArn"]
@@ -84,7 +86,8 @@ class StreamPoller:
     def _invoke(self, records: list[dict[str, Any]]) -> str | None:
         """None when the batch passed, else the sequence number to read it again from."""
         event = {"Records": [stream_record(record, self._arn, self._region) for record in records]}
-        context = LambdaContext(self._function_name, 256, self._timeout, f"local-{time.time_ns()}", time.monotonic())
+        request_id = f"local-{time.time_ns()}"
+        context = LambdaContext(self._function_name, self._memory_mb, self._timeout, request_id, time.monotonic())
         try:
             answer = invoke(self._handler, event, context) or {}
         except Exception:
