@@ -105,33 +105,26 @@ class TokenImageCounter:
         """Count ``n`` images made beyond what was reserved (a response whose text model drew more than one):
         they were made and billed, so they count whatever the limit; the token's next request is refused if it
         is now over. A failure here only leaves the count low."""
-        if n <= 0:
-            return
-        try:
-            self._dynamodb.update_item(
-                TableName=self._table,
-                Key={"id": {"S": token_id}},
-                UpdateExpression="ADD images :n",
-                ConditionExpression="attribute_exists(images)",
-                ExpressionAttributeValues={":n": {"N": str(n)}},
-            )
-        except (BotoCoreError, ClientError) as exc:
-            logger.warning("token images not counted", extra={"token_id": token_id, "error": type(exc).__name__})
+        if n > 0:
+            self._adjust(token_id, n, "token images not counted")
 
     def release(self, token_id: str, n: int) -> None:
         """Give back ``n`` reserved images that were not made. A failure here only leaves the count high."""
-        if n <= 0:
-            return
+        if n > 0:
+            self._adjust(token_id, -n, "token images not given back")
+
+    def _adjust(self, token_id: str, delta: int, failure: str) -> None:
+        """Add ``delta`` to a counted token's images, unconditionally; a failure is logged as ``failure``."""
         try:
             self._dynamodb.update_item(
                 TableName=self._table,
                 Key={"id": {"S": token_id}},
-                UpdateExpression="ADD images :back",
+                UpdateExpression="ADD images :delta",
                 ConditionExpression="attribute_exists(images)",
-                ExpressionAttributeValues={":back": {"N": str(-n)}},
+                ExpressionAttributeValues={":delta": {"N": str(delta)}},
             )
         except (BotoCoreError, ClientError) as exc:
-            logger.warning("token images not given back", extra={"token_id": token_id, "error": type(exc).__name__})
+            logger.warning(failure, extra={"token_id": token_id, "error": type(exc).__name__})
 
 
 def _exceeded(n: int, limit: int, expires_at: int) -> TokenBudgetExceeded:
