@@ -23,16 +23,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
+from imagecore.accounts.usage_table import FAULTS, UsageTable, error_code
 from imagecore.domain.errors import ImageServiceError
-from imagecore.platform import aws
 from imagecore.platform.observability import logger
 
-_FAULTS = (BotoCoreError, ClientError)
 LEASE_PREFIX = "lease#"
 LEASE_PERIOD = "leases"
 # How many times a contended write is read again and retried before the request is refused as busy.
@@ -75,17 +71,8 @@ def slots_for(owner: str, key_limit: int | None, token_id: str | None, token_lim
 
 
 @dataclass
-class ConcurrencyLeases:
+class ConcurrencyLeases(UsageTable):
     """The leases, in the usage table."""
-
-    table: str
-    region: str = "us-east-1"
-    client: Any = None
-    clock: Callable[[], float] = time.time
-
-    @cached_property
-    def dynamodb(self) -> Any:
-        return self.client or aws.client("dynamodb", region_name=self.region)
 
     @contextmanager
     def hold(self, slots: Sequence[Slot], expires_at: float) -> Iterator[None]:
@@ -130,7 +117,7 @@ class ConcurrencyLeases:
         try:
             if self._add(slot, lease_id, self._expiry(expires_at)):
                 return lease_id
-        except _FAULTS as exc:
+        except FAULTS as exc:
             return self._unavailable(exc, lease_id)
         for _attempt in range(MAX_ATTEMPTS):
             now = self.clock()
@@ -138,7 +125,7 @@ class ConcurrencyLeases:
                 item = self.dynamodb.get_item(
                     TableName=self.table, Key=self._key(slot.subject), ConsistentRead=True
                 ).get("Item")
-            except _FAULTS as exc:
+            except FAULTS as exc:
                 return self._unavailable(exc, lease_id)
             live = {
                 lease: int(value["N"])
@@ -151,7 +138,7 @@ class ConcurrencyLeases:
             try:
                 if self._write(slot.subject, live, item):
                     return lease_id
-            except _FAULTS as exc:
+            except FAULTS as exc:
                 return self._unavailable(exc, lease_id)
             time.sleep(random.uniform(0.002, 0.02))  # noqa: S311 - jitter, not a secret
         logger.warning("concurrency lease contended", extra={"attempts": MAX_ATTEMPTS})
@@ -168,7 +155,7 @@ class ConcurrencyLeases:
                 ExpressionAttributeNames={"#lease": lease_id},
                 ExpressionAttributeValues={":one": {"N": "1"}},
             )
-        except _FAULTS as exc:
+        except FAULTS as exc:
             logger.warning("concurrency lease not given back", extra={"error": type(exc).__name__})
 
     def in_flight(self, subject: str) -> int:
@@ -198,8 +185,8 @@ class ConcurrencyLeases:
                     ":limit": {"N": str(slot.limit)},
                 },
             )
-        except _FAULTS as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+        except FAULTS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
@@ -223,8 +210,8 @@ class ConcurrencyLeases:
             put["ExpressionAttributeValues"] = {":version": {"N": str(version)}}
         try:
             self.dynamodb.put_item(**put)
-        except _FAULTS as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+        except FAULTS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
         return True
@@ -248,7 +235,3 @@ class ConcurrencyLeases:
     @staticmethod
     def _key(subject: str) -> dict[str, Any]:
         return {"account": {"S": LEASE_PREFIX + subject}, "period": {"S": LEASE_PERIOD}}
-
-
-def _error_code(exc: BaseException) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""

@@ -4,13 +4,8 @@ and the reading of an account's usage (see ``budgets`` for the layout)."""
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
-
-from botocore.exceptions import BotoCoreError, ClientError
 
 from imagecore.accounts.budgets import (
     Budget,
@@ -26,11 +21,8 @@ from imagecore.accounts.budgets import (
     seconds_until_reset,
 )
 from imagecore.accounts.usage_report import FAILURE_PREFIX, budget_counters, day_report, day_view, remaining, totals
-from imagecore.platform import aws
+from imagecore.accounts.usage_table import FAULTS, UsageTable, error_code
 from imagecore.platform.observability import logger
-
-_FAULTS = (BotoCoreError, ClientError)
-
 
 # How long a month's counters are kept: its days' usage for the longest report (90 days), and a year in all.
 MONTH_ITEM_DAYS = 400
@@ -47,18 +39,8 @@ _CODE_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 
 # --- the ledger ---------------------------------------------------------------------------------------------
 @dataclass
-class UsageLedger:
+class UsageLedger(UsageTable):
     """The usage table: budget reservations, settlements and the per-day usage of each account."""
-
-    table: str
-    region: str = "us-east-1"
-    client: Any = None
-    clock: Callable[[], float] = time.time
-
-    @cached_property
-    def dynamodb(self) -> Any:
-        """The given client, or one made on first use."""
-        return self.client or aws.client("dynamodb", region_name=self.region)
 
     # reserving -----------------------------------------------------------------------------------------------
     def reserve(self, account: str, budget: Budget, cost: Cost) -> Hold:
@@ -76,8 +58,8 @@ class UsageLedger:
                     raise self._exceeded(hold, budget, unit, period, now)  # type: ignore[arg-type]
         try:
             self.dynamodb.update_item(**self._reservation(hold, budget))
-        except _FAULTS as exc:
-            if _error_code(exc) == "ConditionalCheckFailedException":
+        except FAULTS as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
                 raise self._over_which(hold, budget, cost, now) from None
             raise _unavailable(exc) from exc
         return hold
@@ -109,7 +91,7 @@ class UsageLedger:
         """Which budget the refused reservation would have passed (read back, for the message)."""
         try:
             spent = self._spent(hold)
-        except _FAULTS:  # the refusal stands; only its message is less precise
+        except FAULTS:  # the refusal stands; only its message is less precise
             spent = {}
         for period in ("day", "month"):
             for unit, amount in (("images", cost.images), ("tokens", cost.tokens)):
@@ -145,7 +127,7 @@ class UsageLedger:
                     "expires_at": {"N": str(int(self.clock()) + HOLD_ITEM_DAYS * 86400)},
                 },
             )
-        except _FAULTS as exc:
+        except FAULTS as exc:
             raise _unavailable(exc) from exc
 
     # settling ------------------------------------------------------------------------------------------------
@@ -154,8 +136,8 @@ class UsageLedger:
         failure here only leaves the counters off: the request's answer does not depend on it."""
         try:
             self.dynamodb.update_item(**self._settlement(hold, spent, requests))
-        except _FAULTS as exc:
-            logger.warning("usage not counted", extra={"error": type(exc).__name__, "code": _error_code(exc)})
+        except FAULTS as exc:
+            logger.warning("usage not counted", extra={"error": type(exc).__name__, "code": error_code(exc)})
 
     def _settlement(self, hold: Hold, spent: Spent, requests: int) -> dict[str, Any]:
         day = _day_prefix(hold)
@@ -193,7 +175,7 @@ class UsageLedger:
             old = self.dynamodb.delete_item(TableName=self.table, Key=_hold_key(task_id), ReturnValues="ALL_OLD").get(
                 "Attributes"
             )
-        except _FAULTS as exc:  # the counters stay as reserved
+        except FAULTS as exc:  # the counters stay as reserved
             logger.warning("task usage not settled", extra={"error": type(exc).__name__})
             return False
         if not old:
@@ -210,7 +192,7 @@ class UsageLedger:
         first = day_of(now - (days - 1) * 86400)
         try:
             items = self._query(account, f"month#{first[:7]}", f"month#{month_of(now)}")
-        except _FAULTS as exc:
+        except FAULTS as exc:
             raise _unavailable(exc) from exc
         by_month = {item["period"]["S"].removeprefix("month#"): item for item in items}
         report = []
@@ -268,14 +250,6 @@ def _day_prefix(hold: Hold) -> str:
     if not hold.day.startswith(hold.month):
         raise ValueError(f"day {hold.day} is not in month {hold.month}")
     return f"d{hold.day[8:10]}_"
-
-
-def _error_code(exc: Exception) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        return str(code) if code else None
-    return None
 
 
 def _unavailable(exc: Exception) -> UsageUnavailable:
