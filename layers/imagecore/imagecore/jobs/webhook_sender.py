@@ -23,6 +23,7 @@ import httpx
 
 from imagecore.accounts.webhook_secrets import SECRET_PREFIX
 from imagecore.jobs.webhook_urls import WebhookTarget
+from imagecore.platform.tls import tls_context
 
 TIMEOUT_SECONDS = 10.0
 USER_AGENT = "image-service-webhooks/1"
@@ -69,7 +70,11 @@ class WebhookSender:
     def post(self, target: WebhookTarget, body: str, headers: dict[str, str]) -> Answer:
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         with httpx.Client(
-            timeout=self._timeout, follow_redirects=False, trust_env=False, transport=self._transport
+            timeout=self._timeout,
+            verify=tls_context(),
+            follow_redirects=False,
+            trust_env=False,
+            transport=self._transport,
         ) as client:
             request = client.build_request(
                 "POST",

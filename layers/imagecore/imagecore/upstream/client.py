@@ -31,6 +31,7 @@ import httpx
 from imagecore.domain.deadline import Deadline
 from imagecore.domain.errors import ImageServiceError, UpstreamFailed, UpstreamTimeout
 from imagecore.domain.images import ImageInfo
+from imagecore.platform.tls import tls_context
 from imagecore.upstream.bodies import JsonBody, SseBody
 from imagecore.upstream.fields import normalise_fields
 from imagecore.upstream.reader import (
@@ -147,7 +148,7 @@ class UpstreamClient:
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
-        self._http = http or httpx.Client(http2=False, follow_redirects=False)
+        self._http = http or httpx.Client(verify=tls_context(), follow_redirects=False)
         self._retry = retry or RetryPolicy()
         self._account_id_header = account_id_header
         self._sleep = sleep

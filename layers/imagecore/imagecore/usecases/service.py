@@ -18,6 +18,7 @@ from imagecore.domain.errors import InvalidRequest, StorageUnavailable
 from imagecore.domain.models import GenerationRequest, GenerationResponse, ImageData, ImageRequest, Usage
 from imagecore.platform.observability import RequestRecord, configure_prompt_digest, logger, tracer
 from imagecore.platform.settings import GenerationSettings
+from imagecore.platform.tls import tls_context
 from imagecore.storage.store import ImageStore, ImageToStore, StorageError, image_folder, make_s3_client, new_image_id
 from imagecore.upstream.client import CallTrace, RetryPolicy, UpstreamClient, UpstreamResult
 from imagecore.usecases.delivery import Delivery, ImageEvents, NoEvents
@@ -47,7 +48,7 @@ class ImageService:
         upstream = UpstreamClient(
             settings.upstream_url,
             upstream_key_reader(settings),
-            http=httpx.Client(limits=httpx.Limits(max_connections=20, keepalive_expiry=60)),
+            http=httpx.Client(verify=tls_context(), limits=httpx.Limits(max_connections=20, keepalive_expiry=60)),
             retry=RetryPolicy(max_attempts=settings.upstream_max_attempts),
             account_id_header=settings.upstream_account_id_header,
         )
