@@ -97,9 +97,6 @@ class Service:
 
     # --- API Gateway: authorize, check the policy, invoke ------------------------------------------------------
     def authorize(self, credential: str, method: str, path: str, resource: str) -> dict[str, Any]:
-        from aws_lambda_powertools.utilities.parameters.base import clear_caches
-
-        clear_caches()  # Powertools' own secret cache: KEYS_CACHE_SECONDS=0 means "read it every time"
         method_arn = f"arn:aws:execute-api:{REGION}:123456789012:abcdef1234/prod/{method}{path}"
         event = {
             "type": "REQUEST",
