@@ -1,6 +1,10 @@
 """``make smoke`` against the local stack (the test session's ``make run``), the long check included: the stack
 runs the simulator, so health says so, every image is free, and the over-60-s generation asks the simulator for
-a 61 s delay through its prompt. It keeps the smoke test from rotting between deployments."""
+a 61 s delay through its prompt. It keeps the smoke test from rotting between deployments.
+
+That generation is also this suite's proof that the streamed image route has no 29 s cut (API Gateway's limit
+for a buffered integration): its request record says the answer was the ordinary JSON, the status held until
+the images were stored, without a keep-alive."""
 
 from __future__ import annotations
 
@@ -57,6 +61,16 @@ def test_make_smoke_passes_every_check_against_the_local_stack(stack) -> None:
     long_line = next(line for line in lines if line.startswith("PASS  over 60 s"))
     assert int(re.search(r"200 after (\d+) s", long_line).group(1)) >= 61
     assert took > 61
+    # no 29 s cut: the minute-long upstream call was answered as JSON through the held status
+    long_records = [
+        line["request"]
+        for line in stack.log_lines()
+        if line.get("message") == "image request" and (line["request"].get("upstream_latency_ms") or 0) > 60_000
+    ]
+    assert len(long_records) == 1, long_records
+    record = long_records[0]
+    assert (record["delivery"], record["keepalives_sent"], record["streamed"]) == ("buffered", 0, False)
+    assert (record["status"], record["outcome"]) == (200, "success")
 
 
 def test_smoke_fails_a_long_check_that_proves_nothing_and_says_so(stack) -> None:
