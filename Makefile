@@ -10,12 +10,12 @@ VENV := .venv
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 # The OpenAI JavaScript SDK the docs' Node examples use (tools/js/package-lock.json); only where npm exists.
 JS_SDK := tools/js/node_modules/openai/package.json
-# Both test targets run the tests in parallel (pytest-xdist), a test file's tests on one worker (see
-# tests/conftest.py). TEST_WORKERS=0 runs them in this process, one after another.
+# Both test targets run the tests in parallel (pytest-xdist), a test file's tests on one worker, the slowest files
+# first (see tests/conftest.py). TEST_WORKERS=0 runs them in this process, one after another.
 TEST_WORKERS ?= auto
 # pytest keeps the test modules it rewrites (its assertion messages) as bytecode, unless PYTHONDONTWRITEBYTECODE is
 # set, as it is on some machines: then every worker rewrites all of them again on every run (~5 s of CPU each).
-PYTEST := PYTHONDONTWRITEBYTECODE= $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := PYTHONDONTWRITEBYTECODE= $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 

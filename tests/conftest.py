@@ -54,16 +54,39 @@ def _selects(config: pytest.Config, folder: Path) -> bool:
     return False
 
 
+# The slowest files, slowest first (seconds each on a 2-worker run, measured): pytest-xdist hands them out before
+# all others (longest processing time first), so that the run ends with short files on both workers.
+SLOWEST = (
+    "tests/e2e/test_smoke_e2e.py",  # 66, most of it the 61 s generation
+    "tests/package/test_packaged_layout.py",  # 34, building the package
+    "tests/e2e/test_schemathesis.py",  # 53-60
+    "tests/e2e/test_streaming_e2e.py",  # 53
+    "tests/e2e/test_browser.py",  # 44
+    "tests/e2e/test_webhooks_e2e.py",  # 40, the local retry schedule
+    "tests/package/test_bench_quick.py",  # 20
+    "tests/e2e/test_capacity_e2e.py",  # 17
+    "tests/e2e/test_async_e2e.py",  # 15
+    "tests/e2e/test_readme.py",  # 15
+    "tests/integration/test_webhook_deliveries.py",  # 14
+    "tests/e2e/test_budgets_e2e.py",  # 14
+    "tests/e2e/test_responses_e2e.py",  # 13
+    "tests/template/test_checkov.py",  # 10
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadfile``: a file's tests run on one worker, so an end-to-end module keeps its
-    stack's state and module fixtures to itself) the long files, end-to-end and package, are handed out first, so
-    that none of them ends the run alone on one worker while the other waits."""
+    """Under pytest-xdist (``--dist loadfile --no-loadscope-reorder``: a file's tests run on one worker, so an
+    end-to-end module keeps its stack's state and module fixtures to itself, and files are handed out in this
+    order) the slowest files go first, then the other end-to-end and package files, then the rest."""
     if hasattr(config, "workerinput"):
-        items[:] = [item for item in items if _long(item)] + [item for item in items if not _long(item)]
+        items.sort(key=_rank)  # stable: a file's tests keep their order
 
 
-def _long(item: pytest.Item) -> bool:
-    return E2E in item.nodeid or "tests/package/" in item.nodeid
+def _rank(item: pytest.Item) -> int:
+    path = item.nodeid.split("::")[0]
+    if path in SLOWEST:
+        return SLOWEST.index(path)
+    return len(SLOWEST) + (0 if E2E in path or path.startswith("tests/package/") else 1)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -1,0 +1,25 @@
+"""The order pytest-xdist hands the test files out in (tests/conftest.py): the slowest files it names exist, and
+they come first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from tests.conftest import SLOWEST, _rank
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_file_named_slowest_exists() -> None:
+    missing = [path for path in SLOWEST if not (ROOT / path).is_file()]
+    assert not missing
+
+
+def test_the_slowest_come_first_then_end_to_end_and_package_then_the_rest() -> None:
+    def item(path: str) -> SimpleNamespace:
+        return SimpleNamespace(nodeid=f"{path}::test_x")
+
+    names = ["tests/unit/test_models.py", "tests/e2e/test_edits_e2e.py", SLOWEST[1], "tests/package/x.py", SLOWEST[0]]
+    ordered = sorted(names, key=lambda path: _rank(item(path)))  # type: ignore[arg-type]
+    assert ordered == [SLOWEST[0], SLOWEST[1], "tests/e2e/test_edits_e2e.py", "tests/package/x.py", names[0]]
