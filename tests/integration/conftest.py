@@ -33,6 +33,8 @@ class _Moto:
     s3: Any
     dynamodb: Any
     sqs: Any
+    events: Any
+    tables: Any  # boto3's DynamoDB resource
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,8 @@ def _moto() -> Iterator[_Moto]:
                 boto3.client("s3", region_name=REGION),
                 boto3.client("dynamodb", region_name=REGION),
                 boto3.client("sqs", region_name=REGION),
+                boto3.client("events", region_name=REGION),
+                boto3.resource("dynamodb", region_name=REGION),
             )
 
 
@@ -152,10 +156,11 @@ def invoke(generations: Any, api_event: Any, lambda_context: Any):
 
 
 @pytest.fixture
-def stack(aws: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> Iterator[Any]:
-    """Every function in-process on the template's resources (``tests/integration/stack.py``), started cold."""
+def stack(aws: Any, _moto: _Moto, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> Iterator[Any]:
+    """Every function in-process on the template's resources (``tests/integration/stack.py``), started cold; the
+    test's own clients are the module's (the functions make theirs anew)."""
     from tests.integration.stack import Stack
 
-    made = Stack(aws, simulator, monkeypatch, api_event)
+    made = Stack(aws, simulator, monkeypatch, api_event, clients=_moto)
     yield made
     made.clear()

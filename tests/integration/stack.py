@@ -53,7 +53,9 @@ def png(size: tuple[int, int] = (256, 256), color: tuple[int, ...] = (200, 80, 4
 class Stack:
     """The template's async resources on moto, the functions' environment, and ways to call every function."""
 
-    def __init__(self, s3: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any) -> None:
+    def __init__(
+        self, s3: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any, clients: Any = None
+    ) -> None:
         from functions.edits import app as edits
         from functions.generations import app as generations
         from functions.tasks import app as tasks
@@ -72,9 +74,10 @@ class Stack:
         )
         resources: LocalResources = current_resources()
         self.resources = resources
-        self.sqs = boto3.client("sqs", region_name=REGION)
-        self.events_client = boto3.client("events", region_name=REGION)
-        self.dynamodb = boto3.resource("dynamodb", region_name=REGION)
+        # the test's own clients: given (the module's), or made here
+        self.sqs = clients.sqs if clients else boto3.client("sqs", region_name=REGION)
+        self.events_client = clients.events if clients else boto3.client("events", region_name=REGION)
+        self.dynamodb = clients.tables if clients else boto3.resource("dynamodb", region_name=REGION)
         self.task_table = self.dynamodb.Table(resources.tasks_table)
         self.idempotency_table = self.dynamodb.Table(resources.idempotency_table)
         self.jobs_url = resources.jobs_queue_url
