@@ -197,3 +197,14 @@ def test_a_running_task_waits_for_a_slot_then_runs_anyway_and_counts_meanwhile(l
     with leases.hold_waiting(slot, NOW + 60, wait_seconds=3, sleep=waits.append), pytest.raises(ConcurrencyExceeded):
         leases.acquire(slot, NOW + 60)
     assert leases.in_flight("own_a") == 0
+
+
+def test_the_leases_beside_the_ledger_work_through_its_one_client(aws_resources: Any, clock: Clock) -> None:
+    from imagecore.accounts.ledger import UsageLedger
+
+    ledger = UsageLedger(aws_resources.usage_table, region="us-east-1", clock=clock)
+    leases = ConcurrencyLeases.beside(ledger)
+
+    assert leases.dynamodb is ledger.dynamodb  # one client made for the table, not one per user
+    assert (leases.table, leases.region, leases.clock) == (ledger.table, ledger.region, ledger.clock)
+    leases.release("own_b", leases.acquire(Slot("own_b", 1), NOW + 60))

@@ -232,10 +232,11 @@ class Admission:
     def from_settings(cls, settings: GenerationSettings) -> Admission:
         """What an image function's settings configure (the leases live in the usage table)."""
         region = settings.aws_region
+        ledger = UsageLedger(settings.usage_table, region=region) if settings.usage_table else None
         return cls(
-            UsageLedger(settings.usage_table, region=region) if settings.usage_table else None,
+            ledger,
             TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None,
-            ConcurrencyLeases(settings.usage_table, region=region) if settings.usage_table else None,
+            ConcurrencyLeases.beside(ledger) if ledger else None,
             lease_margin_seconds=settings.storage_margin_seconds,
         )
 

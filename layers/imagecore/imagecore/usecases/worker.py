@@ -101,17 +101,18 @@ class Worker:
         region = settings.aws_region
         if not settings.tasks_table:
             raise ValueError("the worker needs TASKS_TABLE")
+        ledger = UsageLedger(settings.usage_table, region=region) if settings.usage_table else None
         return cls(
             service,
             TaskStore(settings.tasks_table, region=region),
             EventPublisher(settings.event_bus_name, region=region),
             DeadLetters(settings.dead_letter_queue_url, region=region),
             settings,
-            ledger=UsageLedger(settings.usage_table, region=region) if settings.usage_table else None,
+            ledger=ledger,
             token_images=(
                 TokenImageCounter(settings.token_usage_table, region=region) if settings.token_usage_table else None
             ),
-            leases=ConcurrencyLeases(settings.usage_table, region=region) if settings.usage_table else None,
+            leases=ConcurrencyLeases.beside(ledger) if ledger else None,
         )
 
     def handle(self, record: SQSRecord, context: LambdaContext) -> None:
