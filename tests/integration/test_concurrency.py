@@ -13,6 +13,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from imagecore.accounts.concurrency import ConcurrencyExceeded, ConcurrencyLeases, Slot, slots_for
+from imagecore.accounts.ledger import UsageLedger
 
 NOW = 1_800_000_000.0
 
@@ -200,8 +201,6 @@ def test_a_running_task_waits_for_a_slot_then_runs_anyway_and_counts_meanwhile(l
 
 
 def test_the_leases_beside_the_ledger_work_through_its_one_client(aws_resources: Any, clock: Clock) -> None:
-    from imagecore.accounts.ledger import UsageLedger
-
     ledger = UsageLedger(aws_resources.usage_table, region="us-east-1", clock=clock)
     leases = ConcurrencyLeases.beside(ledger)
 
