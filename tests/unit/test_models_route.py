@@ -83,3 +83,21 @@ def test_model_names_are_read_once_each_in_order():
         "gpt-image-2-2026-04-21",
         "gpt-5.4",
     ]
+
+
+@pytest.mark.parametrize(
+    ("path", "resource", "params"),
+    [
+        ("/v1/models/\n", "/v1/models/{model}", {"model": "\n"}),
+        ("/v1/models/gpt-image-2\n", "/v1/models/{model}", {"model": "gpt-image-2\n"}),
+        ("/v1/models\n", "/v1/models", None),
+        ("/v1/models/gpt-\x00image-2", "/v1/models/{model}", {"model": "gpt-\x00image-2"}),
+    ],
+)
+def test_a_path_with_a_control_character_names_no_route(health, path, resource, params):
+    # Found by schemathesis: a route's pattern ends in $, which also matches before a final newline, so
+    # GET /v1/models/%0A answered with the model list and /v1/models/gpt-image-2%0A with the model.
+    status, body = health(path, resource=resource, params=params)
+    assert status == 404
+    assert body["error"]["code"] == "unknown_route"
+    assert "\n" not in body["error"]["message"] and "\x00" not in body["error"]["message"]

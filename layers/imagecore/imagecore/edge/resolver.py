@@ -5,11 +5,13 @@ its request record."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ResponseValidationError
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseContentModel, OpenAPIResponseContentSchema
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -26,6 +28,11 @@ from imagecore.platform.observability import current_record, logger, request_rec
 
 # What every error answer looks like in the OpenAPI document (the OpenAI error shape).
 ERROR_CONTENT: dict[str, OpenAPIResponseContentSchema | OpenAPIResponseContentModel] = {JSON: {"model": ErrorResponse}}
+
+# A path with a control character (a decoded %0A, %00, ...) names no route. Checked before any route runs: the
+# resolver's patterns end in ``$``, which also matches before a final newline, so GET /v1/models/%0A would
+# otherwise answer as GET /v1/models.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def answer_content(model: type[BaseModel]) -> dict[str, OpenAPIResponseContentSchema | OpenAPIResponseContentModel]:
@@ -51,14 +58,14 @@ def create_resolver() -> APIGatewayRestResolver:
 
     @app.not_found
     def _not_found(_exc: NotFoundError) -> Response[str]:
-        event = app.current_event
-        return error_response(
-            NotFound(
-                f"Unknown route: {event.http_method} {event.path}. The routes are under /v1: read them at /v1/docs, "
-                "try them at /v1/playground.",
-                code="unknown_route",
-            )
-        )
+        return error_response(_unknown_route(app))
+
+    def _printable_path(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+        if _CONTROL_CHARACTER.search(app.current_event.path):
+            return error_response(_unknown_route(app))
+        return next_middleware(app)
+
+    app.use([_printable_path])
 
     @app.exception_handler(ResponseValidationError)
     def _bad_response(exc: ResponseValidationError) -> Response[str]:
@@ -71,6 +78,16 @@ def create_resolver() -> APIGatewayRestResolver:
         return error_response(internal_error())
 
     return app
+
+
+def _unknown_route(app: APIGatewayRestResolver) -> NotFound:
+    event = app.current_event
+    path = json.dumps(event.path, ensure_ascii=False)[1:-1]  # a control character shown escaped
+    return NotFound(
+        f"Unknown route: {event.http_method} {path}. The routes are under /v1: read them at /v1/docs, try them at "
+        "/v1/playground.",
+        code="unknown_route",
+    )
 
 
 def error_response(error: ImageServiceError) -> Response[str]:
