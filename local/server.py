@@ -102,7 +102,7 @@ def _bind(variable: str, host: str, port: int, app: Any, handler: Any = None) ->
         sock.close()  # the server holds its own duplicate of the listening socket
 
 
-def _moto_app(cors_rules: Any = ()) -> Any:
+def _moto_app(cors_rules: Any = ()) -> AtomicDynamoDB:
     """moto's server app (every AWS service on one endpoint) behind S3's checks of presigned URLs and POST
     policies, and the bucket's CORS rules."""
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -118,17 +118,27 @@ def _moto_app(cors_rules: Any = ()) -> Any:
 class AtomicDynamoDB:
     """One DynamoDB call at a time: moto checks a conditional write (or a transaction's conditions) and applies
     it in separate steps, so two concurrent requests could both pass a condition that DynamoDB lets only one
-    pass (the budgets' reservations rely on it). The other services go through as they come."""
+    pass (the budgets' reservations rely on it). The other services go through as they come.
+
+    ``written`` is set after every DynamoDB write: the stream poller waits on it instead of reading the (empty)
+    stream several times a second."""
+
+    WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self._lock = threading.Lock()
+        self.written = threading.Event()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+        target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
+        if not target.startswith("DynamoDB_"):
             return self.app(environ, start_response)
         with self._lock:
-            return list(self.app(environ, start_response))
+            answer = list(self.app(environ, start_response))
+        if target.partition(".")[2] in self.WRITES:
+            self.written.set()
+        return answer
 
 
 def _moto_handler() -> Any:
@@ -140,8 +150,9 @@ def _moto_handler() -> Any:
 class _Serving:
     def __init__(self, server: BaseWSGIServer) -> None:
         self.server = server
-        # serve_forever polls for shutdown; its default half second would be paid at every stop().
-        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        # serve_forever polls for shutdown: its default half second would be paid at every stop(), and a shorter
+        # poll costs CPU while the stack idles (0.02 s: ~0.7% of a core for the stack's three servers).
+        self.thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self.thread.start()
 
     @property
@@ -224,7 +235,7 @@ class LocalStack:
         self._servers.append(api)
         self.api_url = api.url + "/v1"
         self._start_worker(template)
-        self._start_webhooks(template)
+        self._start_webhooks(template, moto.written)
         return self
 
     def _start_upstream(self) -> str:
@@ -285,7 +296,7 @@ class LocalStack:
             memory_mb=int(worker.get("MemorySize", 128)),
         ).start()
 
-    def _start_webhooks(self, template: dict[str, Any]) -> None:
+    def _start_webhooks(self, template: dict[str, Any], tasks_written: threading.Event) -> None:
         """The webhook function, fed as in AWS: the tasks table's stream and the webhooks queue."""
         from functools import partial
 
@@ -302,6 +313,7 @@ class LocalStack:
                 endpoint=self.aws_url,
                 region=LOCAL_REGION,
                 table_name=self.resources.tasks_table,
+                written=tasks_written,
                 handler=handler,
                 function_name="WebhookFunction",
                 function_timeout_s=timeout,

@@ -16,7 +16,8 @@ from local.context import LambdaContext
 from local.lambda_runtime import Handler, invoke
 
 RETRY_PAUSE_SECONDS = 1.0
-IDLE_PAUSE_SECONDS = 0.2
+# With nothing new, the poller waits for the next DynamoDB write (``written``), or this long at most.
+IDLE_PAUSE_SECONDS = 5.0
 
 
 class StreamPoller:
@@ -26,6 +27,7 @@ class StreamPoller:
         endpoint: str,
         region: str,
         table_name: str,
+        written: threading.Event,
         handler: Handler,
         function_name: str,
         function_timeout_s: float,
@@ -42,6 +44,7 @@ class StreamPoller:
         self._timeout = function_timeout_s
         self._batch_size = batch_size
         self._stop = threading.Event()
+        self._written = written  # set by every DynamoDB write of the local stack
         self._thread = threading.Thread(target=self._run, name=f"{function_name}-stream", daemon=True)
 
     def start(self) -> StreamPoller:
@@ -50,12 +53,14 @@ class StreamPoller:
 
     def stop(self) -> None:
         self._stop.set()
+        self._written.set()  # ends an idle wait
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
         shard = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]["Shards"][0]["ShardId"]
         iterator = self._iterator(shard, "TRIM_HORIZON")
         while not self._stop.is_set():
+            self._written.clear()  # a write from here on is read by the next call, or ends the wait below
             try:
                 answer = self._streams.get_records(ShardIterator=iterator, Limit=self._batch_size)
             except Exception:
@@ -65,7 +70,7 @@ class StreamPoller:
             records = answer.get("Records", [])
             if not records:
                 iterator = answer.get("NextShardIterator") or iterator
-                self._stop.wait(IDLE_PAUSE_SECONDS)
+                self._written.wait(IDLE_PAUSE_SECONDS)
                 continue
             failed_at = self._invoke(records)
             if failed_at is None:
