@@ -31,7 +31,8 @@ def served_tasks(aws_resources: Any) -> Iterator[tuple[Any, str, threading.Event
     thread.start()
     endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        resources = create_resources(endpoint, "us-east-1", project_template(), prefix=f"streams-{uuid.uuid4().hex[:8]}")
+        prefix = f"streams-{uuid.uuid4().hex[:8]}"  # moto's backend is the process's: a name per test
+        resources = create_resources(endpoint, "us-east-1", project_template(), prefix=prefix)
         client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
         yield client, resources.tasks_table, app.written
     finally:
