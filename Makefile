@@ -11,16 +11,14 @@ CHECKOV := $(TOOLS)/checkov/bin/checkov
 # The OpenAI JavaScript SDK the docs' Node examples use (tools/js/package-lock.json); only where npm exists.
 JS_SDK := tools/js/node_modules/openai/package.json
 # The test targets run the tests in parallel (pytest-xdist), a test file's tests on one worker, the slowest files
-# first (see tests/conftest.py). make test runs a worker more than the machine has cores: its end-to-end files spend
-# much of their time waiting (a 61 s generation, webhook retries, held statuses) while the others compute (on 2
-# cores: 267 s with 3 workers, 297 s with 2). SUITE_WORKERS sets make test's count, TEST_WORKERS the other targets'
-# (0: in this process, one test after another).
-TEST_WORKERS ?= auto
-SUITE_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+# first (see tests/conftest.py), on one worker more than the machine has cores: many tests spend part of their time
+# waiting (a 61 s generation, webhook retries, held streams, local stacks answering) while the others compute. On 2
+# cores make check takes 52-54 s with 3 workers against 59 s with 2; make test 230-243 s with 3, 233 s with 4.
+# TEST_WORKERS sets the count (0: in this process, one test after another).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 # pytest keeps the test modules it rewrites (its assertion messages) as bytecode, unless PYTHONDONTWRITEBYTECODE is
 # set, as it is on some machines: then every worker rewrites all of them again on every run (~5 s of CPU each).
-PYTEST_IN := PYTHONDONTWRITEBYTECODE= $(VENV)/bin/python -m pytest --dist loadfile --no-loadscope-reorder
-PYTEST := $(PYTEST_IN) -n $(TEST_WORKERS)
+PYTEST := PYTHONDONTWRITEBYTECODE= $(VENV)/bin/python -m pytest --dist loadfile --no-loadscope-reorder -n $(TEST_WORKERS)
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
@@ -68,7 +66,7 @@ bytecode: install
 	@$(VENV)/bin/python -m compileall -q -j 0 $(SOURCES) >/dev/null
 
 test: install lint bytecode
-	$(PYTEST_IN) -n $(SUITE_WORKERS)
+	$(PYTEST)
 
 # The inner loop: what make test runs but the end-to-end and package tests and those marked slow (checkov,
 # cfn-lint, sam validate, the traced interpreter, the local stack's start-up checks).
