@@ -296,7 +296,7 @@ class LocalStack:
             memory_mb=int(worker.get("MemorySize", 128)),
         ).start()
 
-    def _start_webhooks(self, template: dict[str, Any], tasks_written: threading.Event) -> None:
+    def _start_webhooks(self, template: dict[str, Any], dynamodb_written: threading.Event) -> None:
         """The webhook function, fed as in AWS: the tasks table's stream and the webhooks queue."""
         from functools import partial
 
@@ -313,7 +313,7 @@ class LocalStack:
                 endpoint=self.aws_url,
                 region=LOCAL_REGION,
                 table_name=self.resources.tasks_table,
-                written=tasks_written,
+                written=dynamodb_written,
                 handler=handler,
                 function_name="WebhookFunction",
                 function_timeout_s=timeout,

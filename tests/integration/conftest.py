@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from werkzeug.serving import make_server
 
 from local.resources import LocalResources, create_resources
 from local.template import project_template
@@ -97,6 +100,36 @@ def aws_resources(monkeypatch: pytest.MonkeyPatch, _moto: _Moto) -> Iterator[Loc
         yield _moto.resources
     finally:
         _made.pop("resources", None)
+
+
+@dataclass(frozen=True)
+class ServedAws:
+    """The local stack's moto app (``local.server._moto_app``) over HTTP, the template's resources made there."""
+
+    endpoint: str
+    app: Any  # local.server.AtomicDynamoDB: ``written`` is set by every DynamoDB write
+    resources: LocalResources
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION)  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def served_aws(aws_resources: LocalResources) -> Iterator[ServedAws]:
+    from local.server import _moto_app
+
+    app = _moto_app()
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        # moto's backends are the process's (the in-process mock's too): names of this test's own
+        prefix = f"served-{uuid.uuid4().hex[:8]}"
+        yield ServedAws(endpoint, app, create_resources(endpoint, REGION, project_template(), prefix=prefix))
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(autouse=True)

@@ -5,12 +5,10 @@ slots than there are."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from werkzeug.serving import make_server
 
 from imagecore.accounts.concurrency import ConcurrencyExceeded, ConcurrencyLeases, Slot, slots_for
 from imagecore.accounts.ledger import UsageLedger
@@ -125,23 +123,10 @@ def test_no_limit_takes_no_lease() -> None:
 
 
 @pytest.fixture
-def served_dynamodb(aws_resources: Any) -> Iterator[Any]:
+def served_dynamodb(served_aws: Any) -> tuple[Any, str]:
     """DynamoDB over HTTP with the local stack's moto app (one DynamoDB call at a time, as DynamoDB applies a
     conditional write atomically), the usage table made there."""
-    from local.resources import create_resources
-    from local.server import _moto_app
-    from local.template import project_template
-
-    server = make_server("127.0.0.1", 0, _moto_app(), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        resources = create_resources(endpoint, "us-east-1", project_template(), prefix="leases")
-        yield boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1"), resources.usage_table
-    finally:
-        server.shutdown()
-        server.server_close()
+    return served_aws.client("dynamodb"), served_aws.resources.usage_table
 
 
 def test_concurrent_requests_from_threads_never_hold_more_than_the_limit(served_dynamodb: Any) -> None:

@@ -6,38 +6,19 @@ from __future__ import annotations
 
 import queue
 import threading
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from werkzeug.serving import make_server
 
 from local import streams
-from local.resources import create_resources
-from local.server import _moto_app
 from local.streams import StreamPoller
-from local.template import project_template
 
 
 @pytest.fixture
-def served_tasks(aws_resources: Any) -> Iterator[tuple[Any, str, threading.Event]]:
-    """The local stack's moto app over HTTP with its tables made; the tasks table's name and the app's
-    ``written`` event."""
-    app = _moto_app()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        prefix = f"streams-{uuid.uuid4().hex[:8]}"  # moto's backend is the process's: a name per test
-        resources = create_resources(endpoint, "us-east-1", project_template(), prefix=prefix)
-        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-        yield client, resources.tasks_table, app.written
-    finally:
-        server.shutdown()
-        server.server_close()
+def served_tasks(served_aws: Any) -> tuple[Any, str, threading.Event]:
+    """A DynamoDB client of the local stack's moto app over HTTP, the tasks table's name and the app's ``written``
+    event."""
+    return served_aws.client("dynamodb"), served_aws.resources.tasks_table, served_aws.app.written
 
 
 def test_the_written_event_is_set_by_writes_and_not_by_reads(served_tasks):

@@ -60,11 +60,6 @@ def create_resolver() -> APIGatewayRestResolver:
     def _not_found(_exc: NotFoundError) -> Response[str]:
         return error_response(_unknown_route(app))
 
-    def _printable_path(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
-        if _CONTROL_CHARACTER.search(app.current_event.path):
-            return error_response(_unknown_route(app))
-        return next_middleware(app)
-
     app.use([_printable_path])
 
     @app.exception_handler(ResponseValidationError)
@@ -78,6 +73,12 @@ def create_resolver() -> APIGatewayRestResolver:
         return error_response(internal_error())
 
     return app
+
+
+def _printable_path(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    if _CONTROL_CHARACTER.search(app.current_event.path):
+        return error_response(_unknown_route(app))
+    return next_middleware(app)
 
 
 def _unknown_route(app: APIGatewayRestResolver) -> NotFound:
