@@ -12,9 +12,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from PIL import Image
 
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import UPSTREAM_KEY, owner_of_key_id
 from tests.integration.conftest import BUCKET
 
 KEY_RE = re.compile(r"^images/\d{4}/\d{2}/\d{2}/[0-9a-f]{32}/(\d+)\.(png|jpg|webp)$")
@@ -363,6 +364,37 @@ def test_storage_failure_after_the_upstream_answered_hands_the_image_back_inline
     image = Image.open(io.BytesIO(base64.b64decode(body["data"][0]["b64_json"])))
     assert image.size == (1024, 1024)
     assert log_tap.records()[0]["request"]["storage"] == "failed"
+
+
+def _usage_today(generations: Any) -> dict[str, Any]:
+    from imagecore.accounts.budgets import Budget
+
+    return generations.deps().admission.ledger.usage(owner_of_key_id("key_test0000001"), Budget(), 1)["days"][0]
+
+
+def test_a_put_refused_after_another_was_stored_still_answers_every_image_and_counts_them(
+    generations, api_event, lambda_context, aws, simulator, log_tap
+):
+    deps = generations.deps()
+    puts: list[str] = []
+
+    def refuse_the_second(params: dict[str, Any], **_: Any) -> None:
+        puts.append(params["Key"])
+        if len(puts) > 1:
+            raise EndpointConnectionError(endpoint_url="http://s3.test")
+
+    deps.service.store.s3.meta.events.register("before-parameter-build.s3.PutObject", refuse_the_second)
+    event = api_event("generations", body={"prompt": "p", "size": "1024x1024", "n": 2})
+    response = generations.lambda_handler(event, lambda_context)
+
+    assert response["statusCode"] == 200, response["body"]
+    data = json.loads(response["body"])["data"]
+    sizes = [Image.open(io.BytesIO(base64.b64decode(item["b64_json"]))).size for item in data]
+    assert sizes == [(1024, 1024), (1024, 1024)]  # the stored one read back, the refused one from memory
+    assert log_tap.records()[0]["request"]["storage"] == "failed"
+    assert simulator.calls == 1
+    day = _usage_today(generations)
+    assert (day["requests"], day["images"], day["failures"]) == (1, 2, {})
 
 
 def test_a_request_without_the_authorizer_context_is_refused(invoke, simulator):
