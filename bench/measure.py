@@ -24,9 +24,12 @@ import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.cases import MIB, BenchError, Case, api_event, check_stored, checked_urls
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 HANDLERS = ("naive", "generations")
 # The generations handler with its usage table left out (no per-request usage write), in the smallest case only
@@ -129,9 +132,9 @@ class Bench:
         """Delete what the round stored (untimed), so the S3 server's memory holds one round at most."""
         pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.job["bucket"])
         for page in pages:
-            keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-            if keys:
-                self._s3.delete_objects(Bucket=self.job["bucket"], Delete={"Objects": keys, "Quiet": True})
+            if page.get("Contents"):
+                objects: list[ObjectIdentifierTypeDef] = [{"Key": item["Key"]} for item in page["Contents"]]
+                self._s3.delete_objects(Bucket=self.job["bucket"], Delete={"Objects": objects, "Quiet": True})
 
     def floor(self, texts: list[str]) -> None:
         for index, text in enumerate(texts):
