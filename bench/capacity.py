@@ -333,7 +333,7 @@ def environment_of(function: str, servers: Any, upstream_key: str) -> dict[str, 
         **aws_environment(),
         **environment,
         "S3_ENDPOINT_URL": servers.s3_url,
-        "AWS_ENDPOINT_URL": servers.s3_url,
+        "AWS_ENDPOINT_URL": servers.aws_url,
         "JOBS_QUEUE_URL": resources.jobs_queue_url,
         "TASKS_TABLE": resources.tasks_table,
     }

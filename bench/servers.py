@@ -54,12 +54,13 @@ def function_environment(servers: Servers, upstream_key: str) -> dict[str, str]:
         **aws_environment(),
         **environment,
         "S3_ENDPOINT_URL": servers.s3_url,
-        # DynamoDB and SQS (the tasks and idempotency clients) talk to the embedded moto server too.
-        "AWS_ENDPOINT_URL": servers.s3_url,
+        # DynamoDB and SQS (the usage, tasks and idempotency clients) talk to the other moto server.
+        "AWS_ENDPOINT_URL": servers.aws_url,
     }
 
 
-def _start(upstream_key: str) -> tuple[Any, Any, Any, dict[str, Any]]:
+def _start(role: str, upstream_key: str) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """A moto server holding the template's resources and, for the ``s3`` role, the upstream simulator beside it."""
     import threading
     from dataclasses import asdict
 
@@ -73,23 +74,24 @@ def _start(upstream_key: str) -> tuple[Any, Any, Any, dict[str, Any]]:
     moto = ThreadedMotoServer(ip_address=HOST, port=0, verbose=False)
     moto.start()
     host, port = moto.get_host_and_port()
-    s3_url = f"http://{host}:{port}"
-    resources = create_resources(s3_url, REGION, project_template(), prefix=PREFIX)
+    url = f"http://{host}:{port}"
+    urls: dict[str, Any] = {
+        "url": url,
+        "resources": asdict(create_resources(url, REGION, project_template(), prefix=PREFIX)),
+    }
+    if role != "s3":
+        return moto, None, None, urls
     simulator = UpstreamSimulator(SimulatorOptions(api_key=upstream_key, latency_ms=0, keepalive_ms=0))
     upstream = make_server(HOST, 0, simulator, threaded=True)
     serve = threading.Thread(target=upstream.serve_forever, kwargs={"poll_interval": 0.02}, name="simulator")
     serve.daemon = True
     serve.start()
-    urls = {
-        "s3_url": s3_url,
-        "upstream_url": f"http://{HOST}:{upstream.server_address[1]}/v1",
-        "resources": asdict(resources),
-    }
+    urls["upstream_url"] = f"http://{HOST}:{upstream.server_address[1]}/v1"
     return moto, simulator, upstream, urls
 
 
-def _serve(conn: Any, upstream_key: str) -> None:
-    """Servers process: report the URLs, serve until told to stop (or the parent goes), report the call count."""
+def _serve(conn: Any, role: str, upstream_key: str) -> None:
+    """A servers process: report the URLs, serve until told to stop (or the parent goes), report the call count."""
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -99,40 +101,36 @@ def _serve(conn: Any, upstream_key: str) -> None:
     # and moto's own handling cost. The cases empty the bucket after each round, so memory stays bounded.
     os.environ["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = str(IN_MEMORY_OBJECT_BYTES)
     try:
-        moto, simulator, upstream, urls = _start(upstream_key)
+        moto, simulator, upstream, urls = _start(role, upstream_key)
     except Exception as exc:
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
         return
     conn.send(urls)
     with contextlib.suppress(EOFError, OSError):
         conn.recv()
-    calls = simulator.calls
-    upstream.shutdown()
-    upstream.server_close()
+    calls = simulator.calls if simulator is not None else None
+    if upstream is not None:
+        upstream.shutdown()
+        upstream.server_close()
     moto.stop()
     with contextlib.suppress(OSError):
         conn.send({"calls": calls})
 
 
-class Servers:
-    """The servers process, seen from the parent."""
+class _Process:
+    """One servers process, seen from the parent."""
 
-    def __init__(self, upstream_key: str) -> None:
+    def __init__(self, role: str, upstream_key: str) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, upstream_key), name="bench-servers", daemon=True)
+        self._process = context.Process(
+            target=_serve, args=(child, role, upstream_key), name=f"bench-{role}", daemon=True
+        )
         self._process.start()
         child.close()
-        info: dict[str, Any] = self._conn.recv() if self._conn.poll(120) else {"error": "no answer within 120 s"}
-        if "error" in info:
-            self.stop()
-            raise BenchError(f"the AWS server or the upstream simulator failed to start: {info['error']}")
-        self.s3_url: str = info["s3_url"]
-        self.upstream_url: str = info["upstream_url"]
-        self.resources: dict[str, str] = info["resources"]
+        self.info: dict[str, Any] = self._conn.recv() if self._conn.poll(120) else {"error": "no answer within 120 s"}
 
     def stop(self) -> int | None:
-        """Stop both servers; the number of upstream calls the simulator received (None if unknown)."""
         calls = None
         with contextlib.suppress(OSError, EOFError):
             self._conn.send("stop")
@@ -144,3 +142,26 @@ class Servers:
             self._process.join(timeout=5)
         self._conn.close()
         return calls
+
+
+class Servers:
+    """The servers, seen from the parent: S3 (with the upstream simulator beside it) in one process, the rest of
+    the embedded AWS (DynamoDB, SQS) in another. In AWS they are separate services: in one moto process a usage
+    write and an image PUT would wait for each other on one interpreter lock."""
+
+    def __init__(self, upstream_key: str) -> None:
+        self._processes = [_Process("s3", upstream_key), _Process("aws", upstream_key)]
+        s3, aws = (process.info for process in self._processes)
+        failed = s3.get("error") or aws.get("error")
+        if failed:
+            self.stop()
+            raise BenchError(f"the AWS servers or the upstream simulator failed to start: {failed}")
+        self.s3_url: str = s3["url"]
+        self.aws_url: str = aws["url"]
+        self.upstream_url: str = s3["upstream_url"]
+        self.resources: dict[str, str] = aws["resources"]  # its queues' URLs point at the AWS server
+
+    def stop(self) -> int | None:
+        """Stop both; the number of upstream calls the simulator received (None if unknown)."""
+        calls = [process.stop() for process in self._processes]
+        return calls[0]

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import re
+import threading
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -370,6 +371,32 @@ def _usage_today(generations: Any) -> dict[str, Any]:
     from imagecore.accounts.budgets import Budget
 
     return generations.deps().admission.ledger.usage(owner_of_key_id("key_test0000001"), Budget(), 1)["days"][0]
+
+
+def test_the_usage_is_written_while_the_last_image_is_being_stored(generations, api_event, lambda_context, aws):
+    """Once the upstream has answered, its usage write and its last image's PUT run together: the PUT below waits
+    for the write to start (with the write after the PUT it would wait out its 10 s and see none)."""
+    deps = generations.deps()
+    settling = threading.Event()
+    seen_by_put: list[bool] = []
+
+    def usage_write(params: dict[str, Any], **_: Any) -> None:
+        if any(name.endswith("requests") for name in params.get("ExpressionAttributeNames", {}).values()):
+            settling.set()
+
+    def image_put(params: dict[str, Any], **_: Any) -> None:
+        seen_by_put.append(settling.wait(10))
+
+    deps.admission.ledger.dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", usage_write)
+    deps.service.store.s3.meta.events.register("before-parameter-build.s3.PutObject", image_put)
+    event = api_event("generations", body={"prompt": "p", "size": "1024x1024", "n": 2})
+    response = generations.lambda_handler(event, lambda_context)
+
+    assert response["statusCode"] == 200, response["body"]
+    assert seen_by_put == [False, True]  # the first image is stored while the second is read
+    assert len(stored_objects(aws)) == 2
+    day = _usage_today(generations)
+    assert (day["requests"], day["images"]) == (1, 2)
 
 
 def test_a_put_refused_after_another_was_stored_still_answers_every_image_and_counts_them(

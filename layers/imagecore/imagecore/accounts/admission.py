@@ -2,8 +2,10 @@
 
 ```python
 with admission.hold(caller, cost, images=n) as hold:
-    delivery = service.generate(...)
-    hold.settle(Spent.from_record(record), images=len(delivery.images))
+    with service.generation(...) as answer:  # the upstream has answered; its last image is being stored
+        spent = Spent.from_record(record)
+        hold.settle(spent, images=spent.images)
+delivery = answer.delivery
 ```
 
 A hold is a list of reservations entered in order (the key's image and token budget in the usage ledger, then

@@ -65,11 +65,6 @@ class NoEvents:
         del event
 
 
-def images_made(delivery: Delivery) -> int:
-    """How many images a fresh delivery holds: the stored ones, or (S3 refused them) the ones in hand."""
-    return len(delivery.stored.images) if delivery.stored is not None else len(delivery.images)
-
-
 def summarise(request: ImageRequest, result: UpstreamResult, first: ImageInfo | None) -> dict[str, Any]:
     """The answer's fields from what the upstream said (already normalised: each is usable or absent), or
     from the request and the image bytes where it said nothing usable."""

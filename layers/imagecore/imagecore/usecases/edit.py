@@ -10,7 +10,7 @@ from imagecore.accounts.caller import Caller
 from imagecore.domain.deadline import Deadline
 from imagecore.platform.observability import current_record
 from imagecore.usecases.deliveries import DeliveryCodec, keyed_folder, left_in
-from imagecore.usecases.delivery import Delivery, ImageEvents, images_made
+from imagecore.usecases.delivery import Delivery, ImageEvents
 from imagecore.usecases.deps import ImageDeps
 from imagecore.usecases.edits import EditInput
 from imagecore.usecases.idempotency import Once
@@ -39,7 +39,11 @@ def _edit(command: Edit, once: Once, deps: ImageDeps, events: ImageEvents | None
     record = current_record()
     edit = command.edit
     cost = estimated_cost(edit.parameters, reference_images=len(edit.images))
-    with deps.admission.hold(command.caller, cost, images=edit.parameters.n, deadline=command.deadline) as hold:
-        delivery = deps.service.edit(edit, command.deadline, record, folder, events=events)
-        hold.settle(Spent.from_record(record), images=images_made(delivery))
-    return delivery
+    with (
+        deps.admission.hold(command.caller, cost, images=edit.parameters.n, deadline=command.deadline) as hold,
+        deps.service.editing(edit, command.deadline, record, folder, events=events) as answer,
+    ):
+        # The upstream has answered: its usage is written while its last image is still being stored.
+        spent = Spent.from_record(record)
+        hold.settle(spent, images=spent.images)
+    return answer.delivery

@@ -10,7 +10,7 @@ from imagecore.domain.deadline import Deadline
 from imagecore.domain.models import GenerationRequest
 from imagecore.platform.observability import current_record
 from imagecore.usecases.deliveries import DeliveryCodec, keyed_folder, left_in
-from imagecore.usecases.delivery import Delivery, ImageEvents, images_made
+from imagecore.usecases.delivery import Delivery, ImageEvents
 from imagecore.usecases.deps import ImageDeps
 from imagecore.usecases.idempotency import Once
 
@@ -39,9 +39,12 @@ def _generate(command: Generation, once: Once, deps: ImageDeps, events: ImageEve
         return earlier
     record = current_record()
     request = command.request
-    with deps.admission.hold(
-        command.caller, estimated_cost(request), images=request.n, deadline=command.deadline
-    ) as hold:
-        delivery = deps.service.generate(request, command.deadline, record, folder, events=events)
-        hold.settle(Spent.from_record(record), images=images_made(delivery))
-    return delivery
+    cost = estimated_cost(request)
+    with (
+        deps.admission.hold(command.caller, cost, images=request.n, deadline=command.deadline) as hold,
+        deps.service.generation(request, command.deadline, record, folder, events=events) as answer,
+    ):
+        # The upstream has answered: its usage is written while its last image is still being stored.
+        spent = Spent.from_record(record)
+        hold.settle(spent, images=spent.images)
+    return answer.delivery

@@ -7,7 +7,7 @@ import base64
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +67,6 @@ class ImageService:
             return self.settings.upstream_large_timeout_seconds
         return self.settings.upstream_timeout_seconds
 
-    @tracer.capture_method(capture_response=False, capture_error=False)
     def generate(
         self,
         request: GenerationRequest,
@@ -77,28 +76,11 @@ class ImageService:
         *,
         events: ImageEvents | None = None,
     ) -> Delivery:
-        """Generate and store. ``folder``: where the images go (a task's, an event's or an Idempotency-Key's own,
-        so a second run finds them, each image with its record beside it); a new random one by default.
+        """Generate and store (``generation``, with nothing to do while the last image is stored)."""
+        with self.generation(request, deadline, record, folder, events=events) as answer:
+            pass
+        return answer.delivery
 
-        Each image is stored as soon as it has been read from the upstream, before the next one is read, and
-        ``events.stored(event)`` is then told of it (``event.key`` is None when S3 refused it: it is kept in
-        memory for an inline answer instead). With ``stream`` in the upstream body, each partial image is stored
-        as ``<folder>/partial-<index>.<ext>`` and given to ``events.partial(event)``. The returned ``Delivery``
-        is the whole outcome, whoever listened."""
-        with self._upstream_call(request, record, folder, events) as (storing, trace):
-            result = self.upstream.generate(
-                _upstream_body(request),
-                timeout=self.timeout_for(request),
-                deadline=deadline,
-                trace=trace,
-                on_image=storing.image,
-                on_partial=storing.partial,
-                before_image=storing.settle,
-            )
-        _describe_result(record, result)
-        return storing.delivery(request, result)
-
-    @tracer.capture_method(capture_response=False, capture_error=False)
     def edit(
         self,
         edit: EditInput,
@@ -108,48 +90,98 @@ class ImageService:
         *,
         events: ImageEvents | None = None,
     ) -> Delivery:
-        """Edit and store, as ``generate`` does (same events)."""
+        """Edit and store (``editing``, with nothing to do while the last image is stored)."""
+        with self.editing(edit, deadline, record, folder, events=events) as answer:
+            pass
+        return answer.delivery
+
+    @contextmanager
+    @tracer.capture_method(capture_response=False, capture_error=False)
+    def generation(
+        self,
+        request: GenerationRequest,
+        deadline: Deadline,
+        record: RequestRecord,
+        folder: str | None = None,
+        *,
+        events: ImageEvents | None = None,
+    ) -> Iterator[Answer]:
+        """Generate and store. ``folder``: where the images go (a task's, an event's or an Idempotency-Key's own,
+        so a second run finds them, each image with its record beside it); a new random one by default.
+
+        The block runs once the upstream has answered in full (what it made and used is on ``record``), while
+        its last image may still be on its way to S3: what the caller does there (the usage write) overlaps that
+        PUT. ``answer.delivery``, the whole outcome whoever listened, is there once the block is left: every
+        image is stored first, so one that was paid for is never lost.
+
+        Each image is stored as soon as it has been read from the upstream, before the next one is read, and
+        ``events.stored(event)`` is then told of it (``event.key`` is None when S3 refused it: it is kept in
+        memory for an inline answer instead). With ``stream`` in the upstream body, each partial image is stored
+        as ``<folder>/partial-<index>.<ext>`` and given to ``events.partial(event)``."""
+        with self._upstream_call(request, record, folder, events) as call:
+            result = self.upstream.generate(
+                _upstream_body(request),
+                timeout=self.timeout_for(request),
+                deadline=deadline,
+                trace=call.trace,
+                on_image=call.storing.image,
+                on_partial=call.storing.partial,
+                before_image=call.storing.settle,
+            )
+            yield call.answered(request, result)
+
+    @contextmanager
+    @tracer.capture_method(capture_response=False, capture_error=False)
+    def editing(
+        self,
+        edit: EditInput,
+        deadline: Deadline,
+        record: RequestRecord,
+        folder: str | None = None,
+        *,
+        events: ImageEvents | None = None,
+    ) -> Iterator[Answer]:
+        """Edit and store, as ``generation`` does (the same block, the same events)."""
         request = edit.parameters
         record.images_in = len(edit.images)
         record.input_bytes = edit.input_bytes
         record.mask = edit.mask is not None
         if request.input_fidelity is not None:
             record.dropped_params = ["input_fidelity"]
-        # Each input is sent from its file a block at a time (httpx reads an open file in 64 KiB chunks and seeks
-        # back to its start on a retry); every file is closed when the call ends.
-        with ExitStack() as opened, self._upstream_call(request, record, folder, events) as (storing, trace):
-            files = [
-                (_PARTS[role], (image.filename, opened.enter_context(image.open()), image.content_type))
-                for role, image in edit.files()
-            ]
-            result = self.upstream.edit(
-                _upstream_body(request),
-                files,
-                timeout=self.timeout_for(request),
-                deadline=deadline,
-                trace=trace,
-                on_image=storing.image,
-                on_partial=storing.partial,
-                before_image=storing.settle,
-            )
-        _describe_result(record, result)
-        return storing.delivery(request, result)
+        with self._upstream_call(request, record, folder, events) as call:
+            # Each input is sent from its file a block at a time (httpx reads an open file in 64 KiB chunks and
+            # seeks back to its start on a retry); every file is closed when the upstream has answered.
+            with ExitStack() as opened:
+                files = [
+                    (_PARTS[role], (image.filename, opened.enter_context(image.open()), image.content_type))
+                    for role, image in edit.files()
+                ]
+                result = self.upstream.edit(
+                    _upstream_body(request),
+                    files,
+                    timeout=self.timeout_for(request),
+                    deadline=deadline,
+                    trace=call.trace,
+                    on_image=call.storing.image,
+                    on_partial=call.storing.partial,
+                    before_image=call.storing.settle,
+                )
+            yield call.answered(request, result)
 
     @contextmanager
     def _upstream_call(
         self, request: ImageRequest, record: RequestRecord, folder: str | None, events: ImageEvents | None
-    ) -> Iterator[tuple[StoreAsRead, CallTrace]]:
+    ) -> Iterator[Answer]:
         """Around one upstream image call: the request described on its record, a sink storing each image as it
-        is read, and the call's trace; however the call ends, the sink is closed (a background store finished)
-        and the attempts are written on the record."""
+        is read, and the call's trace; however the call ends, its attempts are written on the record and the
+        sink is closed (the last image's PUT finished); when the upstream answered, its delivery is made."""
         describe_request(record, request, include_prompt=self.settings.log_prompts)
-        storing = self._storing(request, record, folder, NoEvents() if events is None else events)
-        trace = CallTrace()
+        call = Answer(self._storing(request, record, folder, NoEvents() if events is None else events), record)
         try:
-            yield storing, trace
+            yield call
         finally:
-            storing.close()
-            _describe_call(record, trace)
+            call.close()
+        call.deliver()
 
     def _storing(
         self,
@@ -227,6 +259,43 @@ class ImageService:
             ImageData(b64_json=base64.b64encode(data).decode("ascii"), revised_prompt=revised)
             for data, revised in blobs
         ]
+
+
+@dataclass
+class Answer:
+    """One upstream image call: its sink (storing each image as it is read) and its trace; once the upstream has
+    answered in full, what it made and used is on the record, and ``delivery`` is there once every image is
+    stored."""
+
+    storing: StoreAsRead
+    record: RequestRecord
+    trace: CallTrace = field(default_factory=CallTrace)
+    read: tuple[ImageRequest, UpstreamResult] | None = None
+    stored: Delivery | None = None
+
+    def answered(self, request: ImageRequest, result: UpstreamResult) -> Answer:
+        """The upstream has answered in full: its attempts and its answer go on the record."""
+        _describe_call(self.record, self.trace)
+        _describe_result(self.record, result)
+        self.read = (request, result)
+        return self
+
+    def close(self) -> None:
+        """However the call ended: its attempts on the record (if no answer put them there) and the sink closed."""
+        if self.read is None:
+            _describe_call(self.record, self.trace)
+        self.storing.close()
+
+    def deliver(self) -> None:
+        """Every image stored: the delivery of what the upstream answered."""
+        if self.read is not None:
+            self.stored = self.storing.delivery(*self.read)
+
+    @property
+    def delivery(self) -> Delivery:
+        if self.stored is None:
+            raise RuntimeError("the images are still being stored: read the delivery once the block is left")
+        return self.stored
 
 
 def upstream_key_reader(settings: GenerationSettings) -> Callable[[], str]:
