@@ -15,6 +15,7 @@ from imagecore.platform.observability import RequestRecord
 from imagecore.storage.manifest import read_stored
 from imagecore.storage.store import ImageToStore
 from imagecore.usecases.delivery import ImageEvent, NoEvents
+from imagecore.usecases.service import delivered
 from tests.integration.conftest import BUCKET
 from tests.integration.stack import png
 
@@ -55,7 +56,9 @@ def test_each_image_is_stored_before_the_next_one_is_read(service, simulator, aw
             keys = [obj["Key"] for obj in aws.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
             seen.append((event, keys))
 
-    delivery = service.generate(request, Deadline.after(60), RequestRecord("generations"), events=Listener())
+    delivery = delivered(
+        service.generation(request, Deadline.after(60), RequestRecord("generations"), events=Listener())
+    )
 
     assert [event.index for event, _ in seen] == [0, 1, 2]
     for position, (event, keys_then) in enumerate(seen):
@@ -73,7 +76,7 @@ def test_each_image_is_stored_before_the_next_one_is_read(service, simulator, aw
 def test_a_streamed_answer_stores_each_partial_as_a_preview(service, simulator, aws, partials: int) -> None:
     events = Heard()
     record = RequestRecord("generations")
-    delivery = service.generate(streamed(partials), Deadline.after(60), record, events=events)
+    delivery = delivered(service.generation(streamed(partials), Deadline.after(60), record, events=events))
 
     assert [(event.kind, event.index) for event in events] == [("partial", i) for i in range(partials)] + [("image", 0)]
     assert delivery.stored is not None
@@ -98,7 +101,7 @@ def test_a_stream_failing_after_a_partial_keeps_the_preview_and_is_not_retried(s
     events = Heard()
     record = RequestRecord("generations")
     with pytest.raises(UpstreamFailed):
-        service.generate(streamed(2), Deadline.after(60), record, events=events)
+        delivered(service.generation(streamed(2), Deadline.after(60), record, events=events))
     assert [event.kind for event in events] == ["partial"]
     assert opened(aws, events[0].key).size == (1024, 1024)
     assert (simulator.calls, record.attempts) == (1, 1)
@@ -110,7 +113,7 @@ def test_a_stream_cut_after_a_partial_is_incomplete_after_one_call(service, simu
     simulator.queue_faults({"mode": "sse_cut", "after_partials": 2})
     record = RequestRecord("generations")
     with pytest.raises(UpstreamFailed) as raised:
-        service.generate(streamed(3), Deadline.after(60), record)
+        delivered(service.generation(streamed(3), Deadline.after(60), record))
     assert raised.value.code == "upstream_incomplete"
     assert (simulator.calls, record.attempts) == (1, 1)
 

@@ -23,7 +23,7 @@ from imagecore.platform.observability import RequestRecord, logger
 from imagecore.storage.manifest import Finished, StoredResult, read_finished
 from imagecore.storage.store import StorageError
 from imagecore.usecases.job_steps import JobSteps
-from imagecore.usecases.service import describe_request
+from imagecore.usecases.service import delivered, describe_request
 
 T = TypeVar("T")
 
@@ -59,9 +59,10 @@ class EventJobs:
             record.fail("failed", "job_interrupted")
             return
         try:
-            stored = self.steps.service.generate(
+            generation = self.steps.service.generation(
                 job.request, self.steps.deadline(context), record, folder=job.folder
-            ).stored
+            )
+            stored = delivered(generation).stored
         except ImageServiceError as error:
             self.end(job, error.status, error.to_body()["error"], context)
             record.status = error.status

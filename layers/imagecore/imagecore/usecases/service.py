@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -67,34 +67,6 @@ class ImageService:
             return self.settings.upstream_large_timeout_seconds
         return self.settings.upstream_timeout_seconds
 
-    def generate(
-        self,
-        request: GenerationRequest,
-        deadline: Deadline,
-        record: RequestRecord,
-        folder: str | None = None,
-        *,
-        events: ImageEvents | None = None,
-    ) -> Delivery:
-        """Generate and store (``generation``, with nothing to do while the last image is stored)."""
-        with self.generation(request, deadline, record, folder, events=events) as answer:
-            pass
-        return answer.delivery
-
-    def edit(
-        self,
-        edit: EditInput,
-        deadline: Deadline,
-        record: RequestRecord,
-        folder: str | None = None,
-        *,
-        events: ImageEvents | None = None,
-    ) -> Delivery:
-        """Edit and store (``editing``, with nothing to do while the last image is stored)."""
-        with self.editing(edit, deadline, record, folder, events=events) as answer:
-            pass
-        return answer.delivery
-
     @contextmanager
     @tracer.capture_method(capture_response=False, capture_error=False)
     def generation(
@@ -123,10 +95,7 @@ class ImageService:
                 _upstream_body(request),
                 timeout=self.timeout_for(request),
                 deadline=deadline,
-                trace=call.trace,
-                on_image=call.storing.image,
-                on_partial=call.storing.partial,
-                before_image=call.storing.settle,
+                **call.listeners(),
             )
             yield call.answered(request, result)
 
@@ -161,10 +130,7 @@ class ImageService:
                     files,
                     timeout=self.timeout_for(request),
                     deadline=deadline,
-                    trace=call.trace,
-                    on_image=call.storing.image,
-                    on_partial=call.storing.partial,
-                    before_image=call.storing.settle,
+                    **call.listeners(),
                 )
             yield call.answered(request, result)
 
@@ -273,6 +239,15 @@ class Answer:
     read: tuple[ImageRequest, UpstreamResult] | None = None
     stored: Delivery | None = None
 
+    def listeners(self) -> dict[str, Any]:
+        """What the upstream client tells as it reads: its attempts, and each image and preview to the sink."""
+        return {
+            "trace": self.trace,
+            "on_image": self.storing.image,
+            "on_partial": self.storing.partial,
+            "before_image": self.storing.settle,
+        }
+
     def answered(self, request: ImageRequest, result: UpstreamResult) -> Answer:
         """The upstream has answered in full: its attempts and its answer go on the record."""
         _describe_call(self.record, self.trace)
@@ -296,6 +271,14 @@ class Answer:
         if self.stored is None:
             raise RuntimeError("the images are still being stored: read the delivery once the block is left")
         return self.stored
+
+
+def delivered(call: AbstractContextManager[Answer]) -> Delivery:
+    """What a ``generation`` or ``editing`` delivers, with nothing done while its last image is stored (a task's
+    or an event's run, which settles nothing there)."""
+    with call as answer:
+        pass
+    return answer.delivery
 
 
 def upstream_key_reader(settings: GenerationSettings) -> Callable[[], str]:

@@ -33,6 +33,7 @@ from imagecore.usecases.delivery import ImageEvent
 from imagecore.usecases.edits import EditInput
 from imagecore.usecases.job_steps import JobSteps
 from imagecore.usecases.pending_edits import kept_edit
+from imagecore.usecases.service import delivered
 
 T = TypeVar("T")
 # How long a task waits for a free slot in its key's concurrency before it runs anyway.
@@ -194,8 +195,8 @@ class TaskJobs:
         previews = TaskPreviews(self.steps.tasks, task.id)
         service = self.steps.service
         if isinstance(asked, GenerationRequest):
-            return service.generate(asked, deadline, record, folder=task.folder, events=previews).stored
-        return service.edit(asked, deadline, record, folder=task.folder, events=previews).stored
+            return delivered(service.generation(asked, deadline, record, folder=task.folder, events=previews)).stored
+        return delivered(service.editing(asked, deadline, record, folder=task.folder, events=previews)).stored
 
     def salvage(self, task_id: str, context: LambdaContext, record: RequestRecord) -> Finished | None:
         """What the task's folder holds, read once more on its last delivery: the outcome an earlier delivery
