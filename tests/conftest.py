@@ -71,13 +71,22 @@ SLOWEST = (
     "tests/e2e/test_budgets_e2e.py",  # 14
     "tests/e2e/test_responses_e2e.py",  # 13
     "tests/template/test_checkov.py",  # 10
+    # the longest of make check's files (3 workers, measured): they go first there too
+    "tests/template/test_template.py",  # 14
+    "tests/integration/test_failure_semantics.py",  # 14
+    "tests/integration/test_idempotency.py",  # 10
+    "tests/integration/test_local_s3.py",  # 9
+    "tests/integration/test_generations.py",  # 9
+    "tests/integration/test_worker.py",  # 8-9
 )
+# Then the other files by directory, the longer kinds first, so that a run ends on short unit tests.
+KINDS = ("tests/e2e/", "tests/package/", "tests/integration/", "tests/template/", "tests/unit/")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``--dist loadfile --no-loadscope-reorder``: a file's tests run on one worker, so an
     end-to-end module keeps its stack's state and module fixtures to itself, and files are handed out in this
-    order) the slowest files go first, then the other end-to-end and package files, then the rest."""
+    order) the slowest files go first, then the others by kind: end-to-end, package, integration, template, unit."""
     if hasattr(config, "workerinput"):
         items.sort(key=_rank)  # stable: a file's tests keep their order
 
@@ -86,7 +95,8 @@ def _rank(item: pytest.Item) -> int:
     path = item.nodeid.split("::")[0]
     if path in SLOWEST:
         return SLOWEST.index(path)
-    return len(SLOWEST) + (0 if E2E in path or path.startswith("tests/package/") else 1)
+    kind = next((index for index, prefix in enumerate(KINDS) if path.startswith(prefix)), len(KINDS))
+    return len(SLOWEST) + kind
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -293,6 +293,7 @@ def test_a_test_deployment_says_so_in_its_outputs_and_its_health(sam: dict[str, 
     assert health["UPSTREAM_SIMULATOR"] == {"Ref": "UpstreamSimulator"}
 
 
+@pytest.mark.slow  # cfn-lint, as the default template's own run (make test runs it, make check does not)
 @pytest.mark.timeout(180)  # cfn-lint takes its time on a busy machine
 def test_a_test_deployment_passes_cfn_lint() -> None:
     """cfn-lint with the simulator on (the default run checks the template with it off)."""

@@ -1,5 +1,5 @@
 """The order pytest-xdist hands the test files out in (tests/conftest.py): the slowest files it names exist, and
-they come first."""
+they come first, then the other files by kind, unit tests last."""
 
 from __future__ import annotations
 
@@ -16,10 +16,26 @@ def test_every_file_named_slowest_exists() -> None:
     assert not missing
 
 
-def test_the_slowest_come_first_then_end_to_end_and_package_then_the_rest() -> None:
+def test_the_slowest_come_first_then_the_others_by_kind_unit_tests_last() -> None:
     def item(path: str) -> SimpleNamespace:
         return SimpleNamespace(nodeid=f"{path}::test_x")
 
-    names = ["tests/unit/test_models.py", "tests/e2e/test_edits_e2e.py", SLOWEST[1], "tests/package/x.py", SLOWEST[0]]
+    names = [
+        "tests/unit/test_models.py",
+        "tests/template/test_operations.py",
+        "tests/integration/test_budgets.py",
+        "tests/e2e/test_edits_e2e.py",
+        SLOWEST[1],
+        "tests/package/x.py",
+        SLOWEST[0],
+    ]
     ordered = sorted(names, key=lambda path: _rank(item(path)))  # type: ignore[arg-type]
-    assert ordered == [SLOWEST[0], SLOWEST[1], "tests/e2e/test_edits_e2e.py", "tests/package/x.py", names[0]]
+    assert ordered == [
+        SLOWEST[0],
+        SLOWEST[1],
+        "tests/e2e/test_edits_e2e.py",
+        "tests/package/x.py",
+        "tests/integration/test_budgets.py",
+        "tests/template/test_operations.py",
+        "tests/unit/test_models.py",
+    ]
