@@ -13,7 +13,8 @@ JS_SDK := tools/js/node_modules/openai/package.json
 # The test targets run the tests in parallel (pytest-xdist), a test file's tests on one worker, the slowest files
 # first (see tests/conftest.py), on one worker more than the machine has cores: many tests spend part of their time
 # waiting (a 61 s generation, webhook retries, held streams, local stacks answering) while the others compute. On 2
-# cores make check takes 52-54 s with 3 workers against 59 s with 2; make test 230-243 s with 3, 233 s with 4.
+# cores 3 workers beat 2 (make check 52-54 s against 59 s, measured back to back) and 4 (make test 253 s against
+# 269 s, back to back); from hour to hour make check takes 54-66 s and make test 238-263 s.
 # TEST_WORKERS sets the count (0: in this process, one test after another).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 # pytest keeps the test modules it rewrites (its assertion messages) as bytecode, unless PYTHONDONTWRITEBYTECODE is
