@@ -1,6 +1,6 @@
-"""The embedded AWS (moto server, holding the template's resources) and the upstream simulator (latency 0) in a
-process of their own, so that neither their CPU time nor their memory counts as a handler's; their wall time
-does, where a handler waits."""
+"""The embedded AWS (moto servers holding the template's resources: S3 in one process, beside the upstream
+simulator at latency 0; DynamoDB and SQS in another) in processes of their own, so that neither their CPU time nor
+their memory counts as a handler's; their wall time does, where a handler waits."""
 
 from __future__ import annotations
 

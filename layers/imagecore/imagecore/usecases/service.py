@@ -237,7 +237,7 @@ class Answer:
     record: RequestRecord
     trace: CallTrace = field(default_factory=CallTrace)
     read: tuple[ImageRequest, UpstreamResult] | None = None
-    stored: Delivery | None = None
+    outcome: Delivery | None = None  # the delivery, once every image is stored
 
     def listeners(self) -> dict[str, Any]:
         """What the upstream client tells as it reads: its attempts, and each image and preview to the sink."""
@@ -264,13 +264,13 @@ class Answer:
     def deliver(self) -> None:
         """Every image stored: the delivery of what the upstream answered."""
         if self.read is not None:
-            self.stored = self.storing.delivery(*self.read)
+            self.outcome = self.storing.delivery(*self.read)
 
     @property
     def delivery(self) -> Delivery:
-        if self.stored is None:
+        if self.outcome is None:
             raise RuntimeError("the images are still being stored: read the delivery once the block is left")
-        return self.stored
+        return self.outcome
 
 
 def delivered(call: AbstractContextManager[Answer]) -> Delivery:
