@@ -1,9 +1,9 @@
 """API Gateway (REST, Lambda proxy) emulation for the local stack.
 
 Routes, authorizers, binary media types, integration and function timeouts and gateway responses are read from
-``template.yaml`` (parameters at their defaults unless overridden, as ``sam deploy --parameter-overrides``
-would), so the local stack serves what would be deployed. Each HTTP request becomes the proxy event API
-Gateway would send (binary media types base64-encoded), goes through the REQUEST authorizer, then to the
+``template.yaml`` (``local.api_definition``), so the local stack serves what would be deployed. Each HTTP
+request becomes the proxy event API Gateway would send (``local.proxy_event``), goes through the REQUEST
+authorizer, then to the
 function's real ``lambda_handler``. API Gateway's own answers are the template's gateway responses, and the
 limits that matter are enforced the same way: the 10 MB request cap, Lambda's 6 MB payloads, the integration
 timeout, and a route that does not exist for the method (403 MISSING_AUTHENTICATION_TOKEN). Each request can
@@ -17,18 +17,12 @@ another integration (a streamed one) gets its own branch in ``respond`` next to 
 from __future__ import annotations
 
 import base64
-import fnmatch
 import json
-import re
-import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,212 +30,24 @@ from werkzeug.wrappers import Request, Response
 
 from imagecore.platform.observability import logger
 from local.access_log import AccessLog, access_log_format
+from local.api_definition import REQUEST_HEADER, ApiDefinition, Route, policy_allows, read_api
 from local.context import ACCOUNT_ID, LambdaContext
-from local.intrinsics import Intrinsics
 from local.lambda_concurrency import THROTTLED_INTEGRATION, THROTTLED_STATUS, ReservedConcurrency
 from local.lambda_runtime import ExecutionEnvironments, Handler, invoke, load_handler, new_context
 from local.plans import UsagePlans
+from local.proxy_event import API_ID, STAGE, Call, proxy_event
 from local.template import load_template
 
 __all__ = ["ApiDefinition", "Handler", "LambdaContext", "LocalApiGateway", "load_handler", "load_template"]
 
 API_REQUEST_LIMIT_BYTES = 10 * 1024 * 1024
 LAMBDA_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
-# What API Gateway waits for an integration when the route sets no TimeoutInMillis.
-DEFAULT_INTEGRATION_TIMEOUT_MS = 29_000
-DEFAULT_FUNCTION_TIMEOUT_S = 3.0
-API_ID = "local"
-STAGE = "local"
 
 HandlerLoader = Callable[[str, str], Handler]
 
 
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    function: str
-    code_uri: str
-    handler: str
-    timeout_s: float  # the function's own timeout
-    integration_timeout_ms: int  # how long API Gateway waits for it
-    authorized: bool
-    pattern: re.Pattern[str]
-    # ResponseTransferMode RESPONSE_STREAM: relayed by local.streaming (the function runs its run.sh app).
-    streamed: bool = False
-    memory_mb: int = 128
-    reserved: int | None = None  # the function's ReservedConcurrentExecutions (None: unreserved)
-    # The function's Lambda Web Adapter settings (AWS_LWA_*, PORT), as the template gives them.
-    adapter_variables: tuple[tuple[str, str], ...] = ()
-
-    def match(self, method: str, path: str) -> dict[str, str] | None:
-        if self.method not in (method, "ANY"):
-            return None
-        found = self.pattern.fullmatch(path)
-        return found.groupdict() if found else None
-
-
-@dataclass(frozen=True)
-class GatewayResponse:
-    status: int | None  # None: the status of the error itself (DEFAULT_4XX/5XX usually set none)
-    body: str
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ApiDefinition:
-    routes: list[Route]
-    authorizer: tuple[str, str] | None  # (code_uri, handler) of the default REQUEST authorizer
-    binary_media_types: tuple[str, ...]
-    gateway_responses: dict[str, GatewayResponse]
-    throttle: tuple[float, int] | None = None  # the stage's (rate per second, burst), from MethodSettings
-
-
 def _nothing() -> None:
     pass
-
-
-class _Template:
-    """The parts of a template the emulation resolves: resources, parameter values, function globals."""
-
-    def __init__(self, template: dict[str, Any], overrides: dict[str, Any] | None) -> None:
-        self.resources: dict[str, Any] = template.get("Resources", {})
-        parameters = template.get("Parameters", {}) or {}
-        self.parameters = {name: spec.get("Default") for name, spec in parameters.items()}
-        self.parameters.update(overrides or {})
-        pseudo = {"AWS::StackName": "local", "AWS::Region": "us-east-1", "AWS::AccountId": ACCOUNT_ID}
-        self.intrinsics = Intrinsics(template, {**pseudo, **self.parameters})
-        self.function_globals: dict[str, Any] = (template.get("Globals", {}) or {}).get("Function", {}) or {}
-
-    def value(self, value: Any) -> Any:
-        """Resolve a parameter reference, condition or substitution to its value (enough for the settings the
-        emulation reads)."""
-        if isinstance(value, dict) and "Ref" in value:
-            return self.parameters.get(value["Ref"])
-        return self.intrinsics.resolve(value)
-
-    def of_type(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
-        return [
-            (name, resource.get("Properties", {}) or {})
-            for name, resource in self.resources.items()
-            if resource.get("Type") == kind
-        ]
-
-    def function_setting(self, props: dict[str, Any], name: str, default: Any = None) -> Any:
-        return self.value(props.get(name, self.function_globals.get(name, default)))
-
-
-def read_api(template: dict[str, Any], overrides: dict[str, Any] | None = None) -> ApiDefinition:
-    """The API a template deploys, with ``overrides`` replacing parameter defaults."""
-    tpl = _Template(template, overrides)
-    apis = tpl.of_type("AWS::Serverless::Api")
-    api_props = apis[0][1] if apis else {}
-    responses = _gateway_responses(tpl, api_props)
-    routes = [route for name, props in tpl.of_type("AWS::Serverless::Function") for route in _routes(tpl, name, props)]
-    return ApiDefinition(
-        routes=routes,
-        authorizer=_default_authorizer(tpl, api_props),
-        binary_media_types=tuple(t.replace("~1", "/") for t in api_props.get("BinaryMediaTypes", [])),
-        gateway_responses=responses,
-        throttle=_throttle(tpl, api_props),
-    )
-
-
-def _throttle(tpl: _Template, api_props: dict[str, Any]) -> tuple[float, int] | None:
-    for setting in api_props.get("MethodSettings") or []:
-        if setting.get("ResourcePath") == "/*" and setting.get("HttpMethod") == "*":
-            rate, burst = tpl.value(setting.get("ThrottlingRateLimit")), tpl.value(setting.get("ThrottlingBurstLimit"))
-            if rate is not None and burst is not None:
-                return float(rate), int(burst)
-    return None
-
-
-def _default_authorizer(tpl: _Template, api_props: dict[str, Any]) -> tuple[str, str] | None:
-    auth = api_props.get("Auth", {}) or {}
-    default = auth.get("DefaultAuthorizer")
-    if not default:
-        return None
-    arn = auth["Authorizers"][default]["FunctionArn"]
-    props = tpl.resources[arn["Fn::GetAtt"][0]]["Properties"]
-    return props["CodeUri"], tpl.function_setting(props, "Handler")
-
-
-def _gateway_responses(tpl: _Template, api_props: dict[str, Any]) -> dict[str, GatewayResponse]:
-    responses = {kind: _gateway_response(tpl, spec) for kind, spec in (api_props.get("GatewayResponses") or {}).items()}
-    for _, props in tpl.of_type("AWS::ApiGateway::GatewayResponse"):
-        responses[props["ResponseType"]] = _gateway_response(tpl, props)
-    return responses
-
-
-def _gateway_response(tpl: _Template, spec: dict[str, Any]) -> GatewayResponse:
-    templates = spec.get("ResponseTemplates") or {}
-    body = templates.get("application/json") or next(iter(templates.values()), "")
-    status = tpl.value(spec.get("StatusCode"))
-    # SAM writes static header values as quoted literals ("'Bearer'"); an unquoted one names where the value
-    # comes from (method.request.header.Origin), resolved per request.
-    headers = {
-        name: _static(str(tpl.value(value)))
-        for name, value in ((spec.get("ResponseParameters") or {}).get("Headers") or {}).items()
-    }
-    return GatewayResponse(int(status) if status is not None else None, body, headers)
-
-
-def _routes(tpl: _Template, name: str, props: dict[str, Any]) -> list[Route]:
-    timeout_s = float(tpl.function_setting(props, "Timeout", DEFAULT_FUNCTION_TIMEOUT_S))
-    routes = []
-    for event in (props.get("Events") or {}).values():
-        if event.get("Type") != "Api":
-            continue
-        spec = event["Properties"]
-        integration_ms = tpl.value(spec.get("TimeoutInMillis", DEFAULT_INTEGRATION_TIMEOUT_MS))
-        routes.append(
-            Route(
-                method=spec["Method"].upper(),
-                path=spec["Path"],
-                function=name,
-                code_uri=props["CodeUri"],
-                handler=tpl.function_setting(props, "Handler"),
-                timeout_s=timeout_s,
-                integration_timeout_ms=int(integration_ms),
-                authorized=(spec.get("Auth") or {}).get("Authorizer") != "NONE",
-                pattern=_path_pattern(spec["Path"]),
-                streamed=spec.get("ResponseTransferMode") == "RESPONSE_STREAM",
-                memory_mb=int(tpl.function_setting(props, "MemorySize", 128)),
-                reserved=_reserved(tpl.value(props.get("ReservedConcurrentExecutions"))),
-                adapter_variables=tuple(
-                    (variable, str(value))
-                    for variable, value in ((props.get("Environment") or {}).get("Variables") or {}).items()
-                    if variable.startswith("AWS_LWA_") or variable == "PORT"
-                ),
-            )
-        )
-    return routes
-
-
-def _reserved(value: Any) -> int | None:
-    return int(value) if value not in (None, "") else None
-
-
-def _path_pattern(path: str) -> re.Pattern[str]:
-    """``/v1/images/tasks/{task_id}`` -> a regex with a named group per path parameter."""
-    parts = re.split(r"\{(\w+)\+?\}", path)
-    regex = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts))
-    return re.compile(regex)
-
-
-# --- authorizer policies -----------------------------------------------------------------------------------
-def policy_allows(statements: list[dict[str, Any]], method_arn: str) -> bool:
-    """IAM's rule for an authorizer's policy: some Allow statement names the method ARN (``*`` and ``?`` are
-    wildcards) and no Deny statement does. A client token's policy names only the routes of its scope."""
-
-    def names(statement: dict[str, Any]) -> bool:
-        resources = statement.get("Resource", [])
-        resources = [resources] if isinstance(resources, str) else resources
-        return any(fnmatch.fnmatchcase(method_arn, str(resource)) for resource in resources)
-
-    if any(s.get("Effect") == "Deny" and names(s) for s in statements):
-        return False
-    return any(s.get("Effect") == "Allow" and names(s) for s in statements)
 
 
 # --- the gateway --------------------------------------------------------------------------------------------
@@ -270,38 +76,6 @@ class GatewayError(Exception):
     def __init__(self, kind: str, status: int, message: str) -> None:
         super().__init__(message)
         self.kind, self.status, self.message = kind, status, message
-
-
-@dataclass
-class _Call:
-    """One request on its way through the gateway, and what its access log line says of it."""
-
-    request: Request
-    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-    started: float = field(default_factory=time.monotonic)
-    route: Route | None = None
-    key_id: str | None = None
-    error_kind: str | None = None
-    integration_ms: int | None = None
-
-    def access_values(self, status: int, length: int) -> dict[str, Any]:
-        """The ``$context`` variables of the template's access log format."""
-        request = self.request
-        return {
-            "requestId": self.request_id,
-            "authorizer.keyId": self.key_id,
-            "identity.sourceIp": request.remote_addr,
-            "identity.userAgent": request.user_agent.string,
-            "requestTime": _request_time(self.started_ms),
-            "httpMethod": request.method,
-            "resourcePath": self.route.path if self.route else None,
-            "status": status,
-            "responseLatency": round((time.monotonic() - self.started) * 1000),
-            "integrationLatency": self.integration_ms,
-            "responseLength": length,
-            "error.responseType": self.error_kind,
-        }
 
 
 class LocalApiGateway:
@@ -363,14 +137,14 @@ class LocalApiGateway:
         return self.respond(Request(environ))(environ, start_response)
 
     def respond(self, request: Request) -> Response:
-        call = _Call(request)
+        call = Call(request)
         response = self._respond(call)
         if self.access_log is not None:
             self._log_access(call, response, self.access_log)
         return response
 
     @staticmethod
-    def _log_access(call: _Call, response: Response, log: AccessLog) -> None:
+    def _log_access(call: Call, response: Response, log: AccessLog) -> None:
         """The request's access log line: when its answer is known, or for a streamed one when it has ended."""
         if not response.is_streamed:
             log.record(call.access_values(response.status_code, len(response.get_data())))
@@ -393,7 +167,7 @@ class LocalApiGateway:
 
         response.response = counted(response.response)
 
-    def _respond(self, call: _Call) -> Response:
+    def _respond(self, call: Call) -> Response:
         request = call.request
         try:
             if (request.content_length or 0) > API_REQUEST_LIMIT_BYTES:
@@ -402,7 +176,7 @@ class LocalApiGateway:
             call.route = route
             if self._throttle is not None and not self._throttle.take():
                 raise GatewayError("THROTTLED", 429, "Too Many Requests")
-            event = self._event(call, route, params)
+            event = proxy_event(call, route, params, self.api.binary_media_types)
             if route.authorized and self.api.authorizer:
                 self._authorize(event, route)
                 call.key_id = event["requestContext"]["authorizer"].get("keyId")
@@ -427,31 +201,6 @@ class LocalApiGateway:
                 return route, params
         # API Gateway answers the same for an unknown path and for a method the path does not have.
         raise GatewayError("MISSING_AUTHENTICATION_TOKEN", 403, "Missing Authentication Token")
-
-    def _event(self, call: _Call, route: Route, params: dict[str, str]) -> dict[str, Any]:
-        request = call.request
-        body = request.get_data()
-        headers, multi_headers = _headers(request)
-        content_type = (request.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-        binary = content_type in self.api.binary_media_types
-        query = dict(request.args.items())
-        multi_query = {k: request.args.getlist(k) for k in request.args}
-        return {
-            "resource": route.path,
-            "path": request.path,
-            "httpMethod": request.method,
-            "headers": headers or None,
-            "multiValueHeaders": multi_headers or None,
-            "queryStringParameters": query or None,
-            "multiValueQueryStringParameters": multi_query or None,
-            "pathParameters": params or None,
-            "stageVariables": None,
-            "requestContext": _request_context(call, route),
-            "body": (base64.b64encode(body).decode("ascii") if binary else body.decode("utf-8", "replace"))
-            if body
-            else None,
-            "isBase64Encoded": bool(body) and binary,
-        }
 
     def _authorize(self, event: dict[str, Any], route: Route) -> None:
         """Run the REQUEST authorizer; on Allow its context goes into the event, else a gateway response."""
@@ -489,7 +238,7 @@ class LocalApiGateway:
         if refused is not None:
             raise GatewayError(refused, 429, "Too Many Requests" if refused == "THROTTLED" else "Limit Exceeded")
 
-    def integrate(self, route: Route, event: dict[str, Any], call: _Call) -> dict[str, Any]:
+    def integrate(self, route: Route, event: dict[str, Any], call: Call) -> dict[str, Any]:
         """Invoke the route's function and wait for it as long as API Gateway would (its integration timeout,
         counted from the request's arrival, or the function's own timeout if that is shorter)."""
         context = new_context(route.function, route.timeout_s)
@@ -533,7 +282,7 @@ class LocalApiGateway:
             route.function, route.code_uri, target, factory, route.timeout_s, route.memory_mb, adapter
         )
 
-    def stream(self, route: Route, event: dict[str, Any], call: _Call) -> Response:
+    def stream(self, route: Route, event: dict[str, Any], call: Call) -> Response:
         """A streamed integration: the function's run.sh app behind the adapter, its answer relayed as written."""
         from local.web_adapter import PreludeError
 
@@ -556,7 +305,7 @@ class LocalApiGateway:
         call.integration_ms = round((time.monotonic() - called) * 1000)  # until the function's answer began
         return response
 
-    def _relayed(self, route: Route, event: dict[str, Any], call: _Call) -> Response:
+    def _relayed(self, route: Route, event: dict[str, Any], call: Call) -> Response:
         """A streamed invocation, holding its slot until its answer has been relayed."""
         try:
             response = self.stream(route, event, call)
@@ -573,7 +322,7 @@ class LocalApiGateway:
         self.streams.close()
         self.environments.close()
 
-    def proxy_response(self, result: dict[str, Any], call: _Call) -> Response:
+    def proxy_response(self, result: dict[str, Any], call: Call) -> Response:
         """A Lambda proxy result as the HTTP response API Gateway sends."""
         body = result.get("body") or ""
         data = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode("utf-8")
@@ -625,65 +374,12 @@ _ERROR_TYPES = {
 }
 
 
-_REQUEST_HEADER = "method.request.header."
-
-
-def _static(source: str) -> str:
-    """A quoted literal loses its quotes; a request header source stays as it is, for ``_header_value``."""
-    if source.startswith(_REQUEST_HEADER):
-        return source
-    if len(source) >= 2 and source[0] == source[-1] == "'":
-        return source[1:-1]
-    raise ValueError(f"gateway response header source not emulated: {source}")
-
-
 def _header_value(source: str, request: Request | None) -> str | None:
     """A gateway response header's value: the literal, or the named request header (absent: no header)."""
-    if source.startswith(_REQUEST_HEADER):
-        return request.headers.get(source[len(_REQUEST_HEADER) :]) if request is not None else None
+    if source.startswith(REQUEST_HEADER):
+        return request.headers.get(source[len(REQUEST_HEADER) :]) if request is not None else None
     return source
 
 
 def _error_type(kind: str) -> str:
     return _ERROR_TYPES.get(kind, "InternalServerErrorException")
-
-
-def _headers(request: Request) -> tuple[dict[str, str], dict[str, list[str]]]:
-    headers: dict[str, str] = {}
-    multi_headers: dict[str, list[str]] = {}
-    for name, value in request.headers.items():
-        headers[name] = value
-        multi_headers.setdefault(name, []).append(value)
-    # API Gateway adds these; the functions build absolute URLs (a task's poll_url) from them.
-    for name, value in (("X-Forwarded-Proto", request.scheme), ("X-Forwarded-For", request.remote_addr or "")):
-        if name not in headers:
-            headers[name] = value
-            multi_headers[name] = [value]
-    return headers, multi_headers
-
-
-def _request_context(call: _Call, route: Route) -> dict[str, Any]:
-    request = call.request
-    return {
-        "resourceId": secrets.token_hex(3),
-        "resourcePath": route.path,
-        "httpMethod": request.method,
-        "extendedRequestId": secrets.token_urlsafe(12),
-        "requestTime": _request_time(call.started_ms),
-        # Locally the stage is not part of the URL, so the full path is the request's own.
-        "path": request.path,
-        "accountId": ACCOUNT_ID,
-        "protocol": request.environ.get("SERVER_PROTOCOL", "HTTP/1.1"),
-        "stage": STAGE,
-        "domainPrefix": "localhost",
-        "requestTimeEpoch": call.started_ms,
-        "requestId": call.request_id,
-        "identity": {"sourceIp": request.remote_addr, "userAgent": request.user_agent.string},
-        "domainName": request.host,
-        "apiId": API_ID,
-    }
-
-
-def _request_time(epoch_ms: int) -> str:
-    """API Gateway's ``requestTime``: CLF, UTC."""
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")

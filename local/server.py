@@ -26,13 +26,13 @@ from typing import Any
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from local.aws_endpoint import LOCAL_CREDENTIALS, aws_app, aws_request_handler
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_REGION = "us-east-1"
 # Webhook attempts locally: the same eight as the Standard Webhooks schedule, seconds apart instead of hours, so a
 # developer can watch the retries of a failing receiver (and its last one, given up, about 16 s after the first).
 LOCAL_WEBHOOK_SCHEDULE = "0,1,1,2,2,3,3,4"
-# The functions sign with these; the embedded S3 checks presigned POSTs against them.
-LOCAL_CREDENTIALS = ("local", "local")
 
 
 @dataclass
@@ -102,51 +102,6 @@ def _bind(variable: str, host: str, port: int, app: Any, handler: Any = None) ->
         sock.close()  # the server holds its own duplicate of the listening socket
 
 
-def _moto_app(cors_rules: Any = ()) -> AtomicDynamoDB:
-    """moto's server app (every AWS service on one endpoint) behind S3's checks of presigned URLs and POST
-    policies, and the bucket's CORS rules."""
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-
-    from local.s3 import BucketCors, PresignedPostPolicy, PresignedUrlCheck
-
-    moto = DomainDispatcherApplication(create_backend_app)
-    credentials = dict([LOCAL_CREDENTIALS])
-    checked = PresignedUrlCheck(PresignedPostPolicy(moto, credentials=credentials), credentials=credentials)
-    return AtomicDynamoDB(BucketCors(checked, list(cors_rules)))
-
-
-class AtomicDynamoDB:
-    """One DynamoDB call at a time: moto checks a conditional write (or a transaction's conditions) and applies
-    it in separate steps, so two concurrent requests could both pass a condition that DynamoDB lets only one
-    pass (the budgets' reservations rely on it). The other services go through as they come.
-
-    ``written`` is set after every DynamoDB write: the stream poller waits on it instead of reading the (empty)
-    stream several times a second."""
-
-    WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self._lock = threading.Lock()
-        self.written = threading.Event()
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
-        if not target.startswith("DynamoDB_"):
-            return self.app(environ, start_response)
-        with self._lock:
-            answer = list(self.app(environ, start_response))
-        if target.partition(".")[2] in self.WRITES:
-            self.written.set()
-        return answer
-
-
-def _moto_handler() -> Any:
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
-
-    return MotoRequestHandler
-
-
 class _Serving:
     def __init__(self, server: BaseWSGIServer) -> None:
         self.server = server
@@ -194,7 +149,7 @@ class LocalStack:
         if self.config.upstream_base_url and not self.config.upstream_api_key:
             raise StackError("UPSTREAM_BASE_URL is set: set UPSTREAM_API_KEY too")
         self._fake_aws_credentials()
-        from local.s3 import bucket_cors_rules
+        from local.s3_cors import bucket_cors_rules
 
         template = project_template()
         overrides = self._parameter_overrides()
@@ -214,8 +169,8 @@ class LocalStack:
             access_log=lambda line: print(line, flush=True),
         )
         self._gateway = gateway
-        moto = _moto_app(bucket_cors_rules(template, parameters))
-        aws_server = _bind("AWS_PORT", self.config.host, self.config.aws_port, moto, _moto_handler())
+        moto = aws_app(bucket_cors_rules(template, parameters))
+        aws_server = _bind("AWS_PORT", self.config.host, self.config.aws_port, moto, aws_request_handler())
         try:
             api_server = _bind("PORT", self.config.host, self.config.port, gateway)
         except PortTaken:

@@ -34,7 +34,6 @@ bytecode, 312 ms with. The layer with the SDK: 67.2 MB unzipped (31.2 MB zipped)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -43,14 +42,21 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from local.gateway import load_template  # noqa: E402 - the repository root first
+from local.template import load_template  # noqa: E402 - the repository root first
+from scripts.package_tools import (  # noqa: E402
+    REQUIREMENTS,
+    Interpreter,
+    PackageError,
+    discovery_venv,
+    find_python313,
+    uv,
+)
 
-REQUIREMENTS = ROOT / "layers" / "imagecore" / "requirements.txt"
 # Lambda's python3.13 on arm64, for the requirements' environment markers (pip's names for them).
 LAMBDA_MARKERS = {
     "sys_platform": "linux",
@@ -110,10 +116,6 @@ UNZIPPED_LIMIT = 250 * MB  # function code and all its layers, unzipped
 ZIPPED_LIMIT = 50 * MB  # a zip uploaded directly to Lambda
 
 
-class PackageError(Exception):
-    """The artifact cannot be built, or breaks one of Lambda's limits."""
-
-
 def pins(requirements: Path = REQUIREMENTS) -> list[str]:
     """The layer's pinned requirements (``name==version``) that apply on Lambda's python3.13: each line of the
     exported file, less those whose environment marker rules Linux out (colorama's ``sys_platform == 'win32'``)."""
@@ -130,17 +132,9 @@ def pins(requirements: Path = REQUIREMENTS) -> list[str]:
     return found
 
 
-def _uv() -> str:
-    local = ROOT / ".tools" / "bin" / "uv"
-    found = str(local) if local.exists() else shutil.which("uv")
-    if not found:
-        raise PackageError("uv is needed (make install puts it in .tools/bin)")
-    return found
-
-
 def install(requirements: list[str], target: Path, platform: str) -> None:
     """Wheels only, no dependency resolution (the requirements are uv.lock's closure), no bytecode."""
-    command = [_uv(), "pip", "install", "--quiet", "--target", str(target), "--python", sys.executable]
+    command = [uv(), "pip", "install", "--quiet", "--target", str(target), "--python", sys.executable]
     command += ["--only-binary", ":all:", "--no-deps", "--no-compile", *PLATFORMS[platform], *requirements]
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
     env.pop("VIRTUAL_ENV", None)
@@ -234,96 +228,6 @@ def check_limits(found: dict[str, dict[str, int]]) -> list[str]:
         if figures.get("with_layers", 0) > UNZIPPED_LIMIT:
             problems.append(f"{name}: {figures['with_layers'] / MB:.1f} MB unzipped with its layer, over 250 MB")
     return problems
-
-
-class Interpreter(NamedTuple):
-    path: str
-    version: str  # sys.version: the discovery venv is built for this one
-
-
-_VERSION_PROBE = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.version)"
-
-
-def _python_version(path: str) -> Interpreter | None:
-    """``path`` if it runs and is a CPython 3.13 (3.13's bytecode is the same for every 3.13.x)."""
-    try:
-        done = subprocess.run(  # noqa: S603
-            [path, "-I", "-c", _VERSION_PROBE], capture_output=True, text=True, check=False, timeout=60
-        )
-    except OSError:
-        return None
-    lines = done.stdout.splitlines()
-    if done.returncode != 0 or len(lines) < 2 or lines[0] != "3.13":
-        return None
-    return Interpreter(path, lines[1])
-
-
-def _pyenv_pythons() -> list[str]:
-    """``~/.pyenv/versions/3.13*/bin/python3.13``, the newest first."""
-    found = (Path.home() / ".pyenv" / "versions").glob("3.13*/bin/python3.13")
-    newest_first = sorted(found, key=lambda path: [int(n) for n in re.findall(r"\d+", path.parts[-3])], reverse=True)
-    return [str(path) for path in newest_first]
-
-
-def _uv_python() -> list[str]:
-    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-    try:
-        done = subprocess.run(  # noqa: S603
-            [_uv(), "python", "find", "3.13"], env=env, capture_output=True, text=True, check=False, timeout=60
-        )
-    except (OSError, PackageError):
-        return []
-    return [done.stdout.strip()] if done.returncode == 0 and done.stdout.strip() else []
-
-
-def find_python313(explicit: str | None = None) -> Interpreter | None:
-    """The interpreter that writes the bytecode: ``explicit`` (``--python313``) or ``PACKAGE_PYTHON313`` (a
-    PackageError when it is no Python 3.13), else the first that runs of ``python3.13`` on PATH, pyenv's newest
-    3.13, ``uv python find 3.13``; None when there is none."""
-    chosen = explicit or os.environ.get("PACKAGE_PYTHON313")
-    if chosen:
-        found = _python_version(chosen)
-        if found is None:
-            raise PackageError(f"{chosen} is not a Python 3.13 that runs")
-        return found
-    on_path = shutil.which("python3.13")
-    for candidate in [*([on_path] if on_path else []), *_pyenv_pythons(), *_uv_python()]:
-        found = _python_version(candidate)
-        if found is not None:
-            return found
-    return None
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "image-service-package"
-
-
-def discovery_venv(python: Interpreter) -> Path:
-    """A venv of ``python`` with this machine's wheels of the layer's pins, kept under the cache directory and
-    keyed by the requirements' text and the interpreter's version."""
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + python.version.encode()).hexdigest()[:12]
-    venv = _cache_dir() / f"discovery-venv-{digest}"
-    if (venv / "bin" / "python").exists():
-        return venv
-    building = venv.with_name(f"{venv.name}.{os.getpid()}")
-    shutil.rmtree(building, ignore_errors=True)
-    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
-    env.pop("VIRTUAL_ENV", None)
-    commands = (
-        [_uv(), "venv", "--quiet", "--python", python.path, str(building)],
-        [_uv(), "pip", "install", "--quiet", "--python", str(building / "bin" / "python"), "-r", str(REQUIREMENTS)],
-    )
-    for command in commands:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # noqa: S603
-        if done.returncode != 0:
-            shutil.rmtree(building, ignore_errors=True)
-            raise PackageError(f"building the discovery venv failed: {done.stderr.strip()[-800:]}")
-    try:
-        building.rename(venv)
-    except OSError:  # built meanwhile by another run
-        shutil.rmtree(building, ignore_errors=True)
-    return venv
 
 
 def _module_name(source: Path) -> str:

@@ -104,10 +104,10 @@ def aws_resources(monkeypatch: pytest.MonkeyPatch, _moto: _Moto) -> Iterator[Loc
 
 @dataclass(frozen=True)
 class ServedAws:
-    """The local stack's moto app (``local.server._moto_app``) over HTTP, the template's resources made there."""
+    """The local stack's moto app (``local.aws_endpoint.aws_app``) over HTTP, the template's resources made there."""
 
     endpoint: str
-    app: Any  # local.server.AtomicDynamoDB: ``written`` is set by every DynamoDB write
+    app: Any  # local.aws_endpoint.AtomicDynamoDB: ``written`` is set by every DynamoDB write
     resources: LocalResources
 
     def client(self, service: str) -> Any:
@@ -116,9 +116,9 @@ class ServedAws:
 
 @pytest.fixture
 def served_aws(aws_resources: LocalResources) -> Iterator[ServedAws]:
-    from local.server import _moto_app
+    from local.aws_endpoint import aws_app
 
-    app = _moto_app()
+    app = aws_app()
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()

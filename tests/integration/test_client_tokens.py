@@ -26,7 +26,7 @@ import boto3
 import pytest
 from PIL import Image
 
-from local.gateway import policy_allows
+from local.api_definition import policy_allows
 from tests.conftest import FakeLambdaContext
 from tests.faults import Crash, faults  # noqa: F401 (fixture)
 from tests.helpers import key_of

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from local.gateway import load_template, read_api
+from local.api_definition import read_api
+from local.gateway import load_template
 from local.streaming import StreamedFunction, StreamedIntegrations, _AppServer, asgi_target, idle_limit_of
 from local.web_adapter import AdapterSettings, PreludeError, wait_until_ready
 

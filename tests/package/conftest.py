@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.package import Interpreter, discovery_venv, find_python313
+from scripts.package_tools import Interpreter, discovery_venv, find_python313
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "scripts" / "package.py"

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from scripts.package import DISCOVERY_ENVIRONMENT, Interpreter, PackageError, find_python313, write_bytecode
+from scripts.package import DISCOVERY_ENVIRONMENT, write_bytecode
+from scripts.package_tools import Interpreter, PackageError, find_python313
 from tests.package.test_packaged_layout import functions_of
 
 ROOT = Path(__file__).resolve().parents[2]

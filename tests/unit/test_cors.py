@@ -10,7 +10,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
 from imagecore.edge.cors import ALLOW_HEADERS, CorsPolicy, configured_policy, with_cors
-from local.s3 import BucketCors, bucket_cors_rules
+from local.s3_cors import BucketCors, bucket_cors_rules
 from local.template import project_template
 
 APP = "https://app.example.com"

@@ -17,14 +17,8 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from local.gateway import (
-    API_REQUEST_LIMIT_BYTES,
-    DEFAULT_INTEGRATION_TIMEOUT_MS,
-    LocalApiGateway,
-    TokenBucket,
-    load_template,
-    read_api,
-)
+from local.api_definition import DEFAULT_INTEGRATION_TIMEOUT_MS, read_api
+from local.gateway import API_REQUEST_LIMIT_BYTES, LocalApiGateway, TokenBucket, load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"

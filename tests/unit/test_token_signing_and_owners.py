@@ -300,7 +300,7 @@ class TestLocalGatewayPolicies:
     ARN = "arn:aws:execute-api:us-east-1:123456789012:local/local/"
 
     def test_only_the_named_routes_are_allowed(self) -> None:
-        from local.gateway import policy_allows
+        from local.api_definition import policy_allows
 
         allow = [{"Effect": "Allow", "Resource": [self.ARN + "POST/v1/uploads", self.ARN + "GET/v1/images/tasks/*"]}]
         assert policy_allows(allow, self.ARN + "POST/v1/uploads")
@@ -310,7 +310,7 @@ class TestLocalGatewayPolicies:
         assert not policy_allows(allow, self.ARN + "GET/v1/uploads")
 
     def test_every_route_for_a_key_and_deny_wins(self) -> None:
-        from local.gateway import policy_allows
+        from local.api_definition import policy_allows
 
         everything = {"Effect": "Allow", "Resource": self.ARN + "*/*"}
         assert policy_allows([everything], self.ARN + "POST/v1/client_tokens")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from local.gateway import read_api
+from local.api_definition import read_api
 from local.template import project_template
 from local.web_adapter import (
     DELIMITER,
