@@ -266,7 +266,7 @@ def _edits_case(environment: dict[str, str], body: dict[str, Any]) -> dict[str, 
 
 def _submit_case(environment: dict[str, str], body: dict[str, Any]) -> dict[str, Any]:
     _quiet(environment)
-    from functions.edits import app
+    from functions.edits_async import app
 
     task = _answered(app.lambda_handler(_event("/v1/images/edits/async", body), _context("s")), 202, "edits/async")
     return {"task": task["id"]}

@@ -43,7 +43,8 @@ SUBMIT_TASKS = {
     ("dynamodb:UpdateItem", "TasksTable"),
     ("sqs:SendMessage", "JobsQueue"),
 }
-# imagecore.usecases.service.upstream_key_reader and prompt_digest_key_reader (Powertools parameters.get_secret).
+# imagecore.usecases.service.upstream_key_reader and imagecore.platform.settings.prompt_digest_key_reader
+# (Powertools parameters.get_secret).
 UPSTREAM_KEY = {("secretsmanager:GetSecretValue", "UpstreamApiKeySecret")}
 PROMPT_DIGEST_KEY = {("secretsmanager:GetSecretValue", "PromptDigestKeySecret")}
 # imagecore.accounts.token_usage.TokenImageCounter: reserve and give back a client token's images (update_item).

@@ -1,27 +1,26 @@
-"""POST /v1/images/edits (answered when the images are ready) and POST /v1/images/edits/async (a task to
-poll): reference images (multipart, or uploads named in JSON) checked for real, forwarded intact to the
-upstream's edits, results stored in S3 and answered as presigned URLs (or as server-sent events with stream: true).
+"""POST /v1/images/edits (answered when the images are ready): reference images (multipart, or uploads named in
+JSON) checked for real, forwarded intact to the upstream's edits, results stored in S3 and answered as presigned
+URLs (or as server-sent events with stream: true).
 
-The synchronous route is deployed behind the Lambda Web Adapter (``run.sh`` serves ``streamed_app()``, which
-runs this same ``lambda_handler`` on each request); the async route is an ordinary Lambda proxy integration."""
+Deployed behind the Lambda Web Adapter (``run.sh`` serves ``streamed_app()``, which runs this same
+``lambda_handler`` on each request). POST /v1/images/edits/async is a function of its own (``functions/edits_async``),
+which loads none of the upstream's code."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Depends, Response
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.accounts.budgets import estimated_cost
 from imagecore.accounts.caller import caller_of
-from imagecore.domain.errors import PayloadTooLarge, StorageUnavailable
-from imagecore.domain.models import GenerationResponse, TaskObject
-from imagecore.edge.request_body import JSON, MULTIPART, body_bytes, content_type_of
+from imagecore.domain.errors import StorageUnavailable
+from imagecore.domain.models import GenerationResponse
+from imagecore.edge.edit_requests import EDIT_ERRORS, multipart_body
+from imagecore.edge.request_body import JSON, MULTIPART, content_type_of
 from imagecore.edge.resolver import ERROR_CONTENT, answer_content, create_resolver, serve
-from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.settings import EditSettings, GenerationSettings
 from imagecore.storage.spool import InputFiles
@@ -32,24 +31,8 @@ from imagecore.usecases.edit import Edit
 from imagecore.usecases.edit import edit_images as edit_use_case
 from imagecore.usecases.edits import EditInput, OwnUploads, edit_fingerprint, edit_from_multipart, edit_from_uploads
 from imagecore.usecases.idempotency import Once
-from imagecore.usecases.pending_edits import PendingEdit, pending_from_multipart, pending_from_uploads
-from imagecore.usecases.submit import TaskSubmission, submit_task
 
 app = create_resolver()
-
-_EDIT_ERRORS: dict[int, OpenAPIResponse] = {
-    400: {"description": "Invalid request or images, or refused by the upstream's policy", "content": ERROR_CONTENT},
-    404: {"description": "An upload id this key does not own", "content": ERROR_CONTENT},
-    413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": ERROR_CONTENT},
-    415: {"description": "Neither multipart/form-data nor application/json", "content": ERROR_CONTENT},
-    429: {
-        "description": (
-            "Over the key's (or client token's) image requests in flight (concurrency_exceeded, with "
-            "Retry-After), its image or token budget, or the client token's max_images (nothing generated)"
-        ),
-        "content": ERROR_CONTENT,
-    },
-}
 
 
 @cache
@@ -81,28 +64,8 @@ def read_edit(
             raise StorageUnavailable(
                 "The uploaded images cannot be read right now; nothing was run. Try again."
             ) from None
-    body = body_bytes(event)
-    _check_size(body, settings)
+    body = multipart_body(event, settings)
     return edit_from_multipart(body, content_type_of(event), max_image_bytes=settings.max_input_image_bytes)
-
-
-def read_pending_edit(event: dict[str, Any], settings: GenerationSettings) -> PendingEdit:
-    """An async edit's request, its images left for the worker to read and check."""
-    assert isinstance(settings, EditSettings)
-    if content_type_of(event).lower().startswith(JSON):
-        return pending_from_uploads(event.get("body") or "")
-    body = body_bytes(event)
-    _check_size(body, settings)
-    return pending_from_multipart(body, content_type_of(event))
-
-
-def _check_size(body: bytes, settings: EditSettings) -> None:
-    if len(body) > settings.max_request_bytes:
-        raise PayloadTooLarge(
-            f"The request body is {len(body) / 1_000_000:.1f} MB; API Gateway and Lambda take about "
-            f"{settings.max_request_bytes / 1_000_000:.1f} MB of multipart. Upload each image with POST /v1/uploads "
-            'and send {"images": [{"upload_id": ...}], "prompt": ...} as JSON to /v1/images/edits instead.',
-        )
 
 
 @app.post(
@@ -120,7 +83,7 @@ def _check_size(body: bytes, settings: EditSettings) -> None:
             ),
             "content": answer_content(GenerationResponse),
         },
-        **_EDIT_ERRORS,
+        **EDIT_ERRORS,
         502: {"description": "The upstream failed", "content": ERROR_CONTENT},
         504: {"description": "The upstream did not answer in time", "content": ERROR_CONTENT},
     },
@@ -152,43 +115,6 @@ def _edit_images(deps: ImageDeps, uploads: UploadStore, files: InputFiles) -> Ge
         return stream.completed(edit_use_case(command, deps, events=stream))
     delivery = edit_use_case(command, deps)
     return answer_images(delivery, command.once, edit.parameters.response_format, deps)
-
-
-@app.post(
-    "/v1/images/edits/async",
-    summary="Edit or combine images, as a task to poll",
-    description=(
-        "The same bodies as /v1/images/edits, answered at once: the parameters are checked now, the images when "
-        "the task runs (a bad image ends the task failed, with the error the synchronous route would give)."
-    ),
-    responses={
-        202: {
-            "description": "The task; poll its Location",
-            "content": {"application/json": {"model": TaskObject}},
-            "headers": ACCEPTED_HEADERS,
-        },
-        **_EDIT_ERRORS,
-    },
-)
-def edit_images_async(
-    deps: Annotated[ImageDeps, Depends(deps)],
-    uploads: Annotated[UploadStore, Depends(upload_store)],
-) -> Response[str]:  # status and headers of its own
-    event, context = app.current_event.raw_event, app.lambda_context
-    caller = caller_of(event)
-    edit = read_pending_edit(event, deps.settings)
-    edit.parameters.check_task()
-    submission = TaskSubmission(
-        caller,
-        kind="edit",
-        parameters=edit.parameters,
-        request=edit.parameters.model_dump(exclude_none=True, exclude={"images", "mask"}),
-        cost=estimated_cost(edit.parameters, reference_images=edit.images),
-        once=Once.of(event, context, scope="edits/async", payload=edit.fingerprint),
-        pending=edit,
-    )
-    task = submit_task(submission, deps, uploads)
-    return task_accepted(event, task, deps.now(), deps.service.store.presign, scheme=deps.settings.public_url_scheme)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

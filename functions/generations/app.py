@@ -1,32 +1,29 @@
-"""POST /v1/images/generations (answered when the images are ready, or as server-sent events with stream: true)
-and POST /v1/images/generations/async (a task to poll): validate, generate upstream, store in S3, answer
-presigned URLs.
+"""POST /v1/images/generations (answered when the images are ready, or as server-sent events with stream: true):
+validate, generate upstream, store in S3, answer presigned URLs.
 
-The synchronous route is deployed behind the Lambda Web Adapter (``run.sh`` serves ``streamed_app()``, which
-runs this same ``lambda_handler`` on each request); the async route is an ordinary Lambda proxy integration."""
+Deployed behind the Lambda Web Adapter (``run.sh`` serves ``streamed_app()``, which runs this same
+``lambda_handler`` on each request). POST /v1/images/generations/async is a function of its own
+(``functions/generations_async``), which loads none of the upstream's code."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Depends, Response
+from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from imagecore.accounts.budgets import estimated_cost
 from imagecore.accounts.caller import caller_of
-from imagecore.domain.models import GenerationRequest, GenerationResponse, TaskObject
+from imagecore.domain.models import GenerationRequest, GenerationResponse
 from imagecore.edge.resolver import ERROR_CONTENT, answer_content, create_resolver, serve
-from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.settings import GenerationSettings
 from imagecore.usecases.deliveries import answer_images
 from imagecore.usecases.deps import ImageDeps
 from imagecore.usecases.generate import Generation, generate_images
 from imagecore.usecases.idempotency import Once
-from imagecore.usecases.submit import TaskSubmission, submit_task
 
 app = create_resolver()
 
@@ -83,38 +80,6 @@ def create_images(
         return stream.completed(generate_images(command, deps, events=stream))
     delivery = generate_images(command, deps)
     return answer_images(delivery, command.once, request.response_format, deps)
-
-
-@app.post(
-    "/v1/images/generations/async",
-    summary="Create images from a prompt, as a task to poll",
-    responses={
-        202: {
-            "description": "The task; poll its Location",
-            "content": {"application/json": {"model": TaskObject}},
-            "headers": ACCEPTED_HEADERS,
-        },
-        400: {"description": "Invalid request (no task is made)", "content": ERROR_CONTENT},
-        429: {"description": "Over the key's image or token budget (no task is made)", "content": ERROR_CONTENT},
-    },
-)
-def create_images_async(
-    request: Annotated[GenerationRequest, Body()],
-    deps: Annotated[ImageDeps, Depends(deps)],
-) -> Response[str]:  # status and headers of its own
-    event, context = app.current_event.raw_event, app.lambda_context
-    caller = caller_of(event)
-    request.check_task()
-    submission = TaskSubmission(
-        caller,
-        kind="generation",
-        parameters=request,
-        request=request.model_dump(exclude_none=True),
-        cost=estimated_cost(request),
-        once=Once.of(event, context, scope="generations/async", payload=request.model_dump()),
-    )
-    task = submit_task(submission, deps)
-    return task_accepted(event, task, deps.now(), deps.service.store.presign, scheme=deps.settings.public_url_scheme)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -57,7 +57,9 @@ class Stack:
         self, s3: Any, simulator: Any, monkeypatch: pytest.MonkeyPatch, api_event: Any, clients: Any = None
     ) -> None:
         from functions.edits import app as edits
+        from functions.edits_async import app as edits_async
         from functions.generations import app as generations
+        from functions.generations_async import app as generations_async
         from functions.tasks import app as tasks
         from functions.uploads import app as uploads
         from functions.worker import app as worker
@@ -65,13 +67,13 @@ class Stack:
         self.s3 = s3
         self.simulator = simulator
         self._api_event = api_event
-        self.generations, self.edits, self.tasks, self.uploads, self.worker_app = (
+        self.generations, self.generations_async, self.edits, self.edits_async = (
             generations,
+            generations_async,
             edits,
-            tasks,
-            uploads,
-            worker,
+            edits_async,
         )
+        self.tasks, self.uploads, self.worker_app = tasks, uploads, worker
         resources: LocalResources = current_resources()
         self.resources = resources
         # the test's own clients: given (the module's), or made here
@@ -92,8 +94,11 @@ class Stack:
     def clear(self) -> None:
         """Every function cold again: their cached dependencies read the environment anew."""
         self.generations.deps.cache_clear()
+        self.generations_async.deps.cache_clear()
         self.edits.deps.cache_clear()
         self.edits.upload_store.cache_clear()
+        self.edits_async.deps.cache_clear()
+        self.edits_async.upload_store.cache_clear()
         self.tasks.stores.cache_clear()
         self.worker_app.worker.cache_clear()
         self.uploads.settings.cache_clear()
@@ -144,15 +149,18 @@ class Stack:
     def call(self, module: Any, event: dict[str, Any]) -> Reply:
         return reply_of(module.lambda_handler(event, LambdaContext(remaining_ms=330_000)))
 
-    def post(self, path: str, body: Any, **options: Any) -> Reply:
-        module = {
+    def function_of(self, path: str) -> Any:
+        """The function module a POST to ``path`` reaches, as the template routes it."""
+        return {
             "/v1/images/generations": self.generations,
-            "/v1/images/generations/async": self.generations,
+            "/v1/images/generations/async": self.generations_async,
             "/v1/images/edits": self.edits,
-            "/v1/images/edits/async": self.edits,
+            "/v1/images/edits/async": self.edits_async,
             "/v1/uploads": self.uploads,
         }[path]
-        return self.call(module, self.event(path, body=body, **options))
+
+    def post(self, path: str, body: Any, **options: Any) -> Reply:
+        return self.call(self.function_of(path), self.event(path, body=body, **options))
 
     def post_multipart(
         self, path: str, fields: dict[str, Any], files: list[tuple[str, tuple[str, bytes, str]]], **options: Any
@@ -165,7 +173,7 @@ class Stack:
             base64_encoded=True,
             **options,
         )
-        return self.call(self.edits, event)
+        return self.call(self.function_of(path), event)
 
     def get_task(self, task_id: str, *, key_id: str = KEY_ID) -> Reply:
         event = self.event(

@@ -136,13 +136,7 @@ class Service:
         return reply_of(module.lambda_handler(event, FakeLambdaContext()))
 
     def _post(self, path: str, event: dict[str, Any]) -> Reply:
-        module = {
-            "/v1/images/generations": self.stack.generations,
-            "/v1/images/generations/async": self.stack.generations,
-            "/v1/images/edits": self.stack.edits,
-            "/v1/uploads": self.stack.uploads,
-        }[path]
-        return reply_of(module.lambda_handler(event, FakeLambdaContext()))
+        return reply_of(self.stack.function_of(path).lambda_handler(event, FakeLambdaContext()))
 
     def mint(self, key: str, **request: Any) -> dict[str, Any]:
         minted = self.request(key, "POST", "/v1/client_tokens", request)

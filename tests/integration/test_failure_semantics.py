@@ -397,8 +397,7 @@ def forged_envelope(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[
 
 
 def queue_refused_at_submit(stack: Stack, inject: Faults, pauses: list[float]) -> tuple[str, str]:
-    stack.generations.deps()
-    inject.refuse(stack.generations.deps().submitter.queue.client, "SendMessage")
+    inject.refuse(stack.generations_async.deps().submitter.queue.client, "SendMessage")
     answer = submit_generation(stack, {"prompt": "p", "size": "1024x1024"})
     (item,) = stack.task_items()
     seen = f"{answer.status} {answer.body['error']['code']}; {task_seen(stack, item['id'])}"

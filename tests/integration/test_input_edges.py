@@ -33,8 +33,7 @@ ODD_BODIES = {
 
 
 def send_raw(stack: Stack, path: str, raw: str, **options: Any) -> Any:
-    module = stack.edits if "/edits" in path else stack.uploads if path == "/v1/uploads" else stack.generations
-    return stack.call(module, stack.event(path, raw_body=raw, **options))
+    return stack.call(stack.function_of(path), stack.event(path, raw_body=raw, **options))
 
 
 def assert_nothing_ran(stack: Stack) -> None:

@@ -396,7 +396,7 @@ def test_a_client_token_may_not_read_or_rotate_and_its_tasks_are_signed_with_its
 
     event = stack.event("/v1/images/generations/async", body={"prompt": "a lighthouse", "webhook_url": receiver.url})
     event["requestContext"]["authorizer"].update({**token, "credential": "client_token"})
-    submitted = stack.call(stack.generations, event)
+    submitted = stack.call(stack.generations_async, event)
     assert submitted.status == 202, submitted.body
     assert stack.run_worker() == []
     hooks.relay(hooks.changes())

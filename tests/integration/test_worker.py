@@ -467,7 +467,7 @@ def test_a_task_reserves_its_images_when_queued_and_the_worker_settles_them_once
             "/v1/images/generations/async", body={"prompt": "a lighthouse", "size": "1024x1024", "n": n}
         )
         event["requestContext"]["authorizer"]["budget_images_per_day"] = "3"  # as the authorizer passes it
-        return stack.call(stack.generations, event)
+        return stack.call(stack.generations_async, event)
 
     assert submit(2).status == 202
     over = submit(2)  # 2 reserved + 2 > 3, before any upstream call

@@ -149,7 +149,11 @@ def test_the_packaged_health_function_answers(packaged: Path) -> None:
 
 
 def test_the_packaged_generations_function_validates_a_request(packaged: Path, tmp_path: Path) -> None:
+    """GenerationsFunction serves POST /v1/images/generations/async (the synchronous route is streamed)."""
     event = json.loads((ROOT / "events" / "generations.json").read_text())
+    route = "/v1/images/generations/async"
+    event.update(path=route, resource=route)
+    event["requestContext"].update(path=f"/prod{route}", resourcePath=route)
     event["body"] = json.dumps({"model": "gpt-image-2", "prompt": "a lighthouse", "size": "100x100"})
     path = tmp_path / "event.json"
     path.write_text(json.dumps(event))

@@ -22,12 +22,13 @@ from local.gateway import API_REQUEST_LIMIT_BYTES, LocalApiGateway, TokenBucket,
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
+# The functions of the routes these tests call (the async ones: ordinary proxy integrations, not streamed).
 GENERATIONS, HEALTH, TASKS, UPLOADS, EDITS = (
-    "functions/generations/",
+    "functions/generations_async/",
     "functions/health/",
     "functions/tasks/",
     "functions/uploads/",
-    "functions/edits/",
+    "functions/edits_async/",
 )
 AUTHORIZER = "functions/authorizer/"
 KEY = "Bearer isk-gateway-test"

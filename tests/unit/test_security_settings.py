@@ -13,8 +13,7 @@ from pydantic import ValidationError
 from imagecore.platform import observability
 from imagecore.platform.observability import RequestRecord, configure_prompt_digest, prompt_digest
 from imagecore.platform.route_settings import TaskReadSettings
-from imagecore.platform.settings import MAX_PRESIGN_EXPIRY_SECONDS, GenerationSettings
-from imagecore.usecases.service import prompt_digest_key_reader
+from imagecore.platform.settings import MAX_PRESIGN_EXPIRY_SECONDS, GenerationSettings, prompt_digest_key_reader
 
 PROMPT = "a lighthouse in a storm"
 

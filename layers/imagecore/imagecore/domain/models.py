@@ -3,12 +3,15 @@ exactly what the code enforces."""
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from imagecore.domain.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from imagecore.platform.observability import RequestRecord
 
 MODELS = ("gpt-image-2", "gpt-image-2-2026-04-21")
 PROMPT_MAX_CHARS = 32_000
@@ -255,6 +258,17 @@ class ImageRequest(BaseModel):
         if self.stream or self.partial_images is not None:
             body["stream"] = True
         return body
+
+    def describe(self, record: "RequestRecord", *, include_prompt: bool) -> None:
+        """What the request's log line says of it: the parameters, and the prompt's length and keyed digest (its
+        text only when ``include_prompt``)."""
+        record.model = self.model
+        record.size = self.size
+        record.quality = self.quality
+        record.output_format = self.output_format
+        record.n = self.n
+        record.response_format = self.response_format
+        record.describe_prompt(self.prompt, include_text=include_prompt)
 
     _not_forwarded: ClassVar[frozenset[str]] = frozenset()
 

@@ -20,7 +20,9 @@ from imagecore.domain.models import TASK_ID, EditParameters, EditUploadRequest, 
 
 FUNCTION_MODULES = (
     "functions.generations.app",
+    "functions.generations_async.app",
     "functions.edits.app",
+    "functions.edits_async.app",
     "functions.responses.app",
     "functions.uploads.app",
     "functions.tasks.app",

@@ -10,10 +10,13 @@ alone cost every cold start some 40 ms.
 """
 
 import os
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, SecretStr, model_validator
 from pydantic.fields import FieldInfo
+
+from imagecore.platform.observability import configure_prompt_digest
 
 # Lambda's synchronous response limit is 6 MB (6,291,456 bytes) for the whole JSON document.
 LAMBDA_RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024
@@ -231,3 +234,28 @@ class ResponsesSettings(EditSettings):
     @property
     def allowed_models(self) -> tuple[str, ...]:
         return tuple(name.strip() for name in self.responses_allowed_models.split(",") if name.strip())
+
+
+def prompt_digest_key_reader(settings: GenerationSettings) -> Callable[[], bytes] | None:
+    """The key of the logged prompt digest: from Secrets Manager in AWS (cached for an hour), from the
+    environment locally; None leaves the process's own key (see ``observability``)."""
+    if settings.prompt_digest_key is not None:
+        key = settings.prompt_digest_key.get_secret_value().encode("utf-8")
+        return lambda: key
+    secret_id = settings.prompt_digest_key_secret_id
+    if not secret_id:
+        return None
+
+    def read() -> bytes:
+        from aws_lambda_powertools.utilities import parameters
+
+        return str(parameters.get_secret(secret_id, max_age=3600)).strip().encode("utf-8")
+
+    return read
+
+
+def use_prompt_digest_key(settings: GenerationSettings) -> None:
+    """Logged prompt digests are keyed with the deployment's key from now on, when it has one."""
+    reader = prompt_digest_key_reader(settings)
+    if reader is not None:
+        configure_prompt_digest(reader)

@@ -22,6 +22,8 @@ from imagecore.storage.spool import InputFiles, SpoolTooLarge
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from imagecore.platform.settings import GenerationSettings
 else:
     S3Client = Any
 
@@ -94,6 +96,12 @@ class ImageStore:
         self._s3 = s3
         self._bucket = bucket
         self._expiry = presign_expiry_seconds
+
+    @classmethod
+    def from_settings(cls, settings: GenerationSettings) -> ImageStore:
+        """The function's images bucket, its links presigned for the configured time."""
+        s3 = make_s3_client(settings.aws_region, settings.s3_endpoint_url)
+        return cls(s3, settings.images_bucket, settings.presign_expiry_seconds)
 
     @property
     def bucket(self) -> str:

@@ -23,7 +23,7 @@ from imagecore.platform.observability import RequestRecord, logger
 from imagecore.storage.manifest import Finished, StoredResult, read_finished
 from imagecore.storage.store import StorageError
 from imagecore.usecases.job_steps import JobSteps
-from imagecore.usecases.service import delivered, describe_request
+from imagecore.usecases.service import delivered
 
 T = TypeVar("T")
 
@@ -35,7 +35,7 @@ class EventJobs:
 
     def run(self, job: GenerationJob, context: LambdaContext, record: RequestRecord) -> None:
         record.operation, record.job_id, record.correlation_id = f"worker.{job.source}", job.job_id, job.correlation_id
-        describe_request(record, job.request, include_prompt=self.steps.settings.log_prompts)
+        job.request.describe(record, include_prompt=self.steps.settings.log_prompts)
         finished = self.steps.finished(job.folder, context)
         if finished is not None:
             if finished.digest != job.digest:

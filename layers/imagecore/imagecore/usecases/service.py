@@ -16,10 +16,10 @@ import httpx
 from imagecore.domain.deadline import Deadline
 from imagecore.domain.errors import InvalidRequest, StorageUnavailable
 from imagecore.domain.models import GenerationRequest, GenerationResponse, ImageData, ImageRequest, Usage
-from imagecore.platform.observability import RequestRecord, configure_prompt_digest, logger, tracer
-from imagecore.platform.settings import GenerationSettings
+from imagecore.platform.observability import RequestRecord, logger, tracer
+from imagecore.platform.settings import GenerationSettings, use_prompt_digest_key
 from imagecore.platform.tls import tls_context
-from imagecore.storage.store import ImageStore, ImageToStore, StorageError, image_folder, make_s3_client, new_image_id
+from imagecore.storage.store import ImageStore, ImageToStore, StorageError, image_folder, new_image_id
 from imagecore.upstream.client import CallTrace, RetryPolicy, UpstreamClient, UpstreamResult
 from imagecore.usecases.delivery import Delivery, ImageEvents, NoEvents
 from imagecore.usecases.storing import StoreAsRead, asked_of, metadata_of
@@ -52,14 +52,8 @@ class ImageService:
             retry=RetryPolicy(max_attempts=settings.upstream_max_attempts),
             account_id_header=settings.upstream_account_id_header,
         )
-        store = ImageStore(
-            make_s3_client(settings.aws_region, settings.s3_endpoint_url),
-            settings.images_bucket,
-            settings.presign_expiry_seconds,
-        )
-        digest_key = prompt_digest_key_reader(settings)
-        if digest_key is not None:
-            configure_prompt_digest(digest_key)
+        store = ImageStore.from_settings(settings)
+        use_prompt_digest_key(settings)
         return cls(upstream=upstream, store=store, settings=settings)
 
     def timeout_for(self, request: ImageRequest) -> float:
@@ -141,7 +135,7 @@ class ImageService:
         """Around one upstream image call: the request described on its record, a sink storing each image as it
         is read, and the call's trace; however the call ends, its attempts are written on the record and the
         sink is closed (the last image's PUT finished); when the upstream answered, its delivery is made."""
-        describe_request(record, request, include_prompt=self.settings.log_prompts)
+        request.describe(record, include_prompt=self.settings.log_prompts)
         call = Answer(self._storing(request, record, folder, NoEvents() if events is None else events), record)
         try:
             yield call
@@ -298,24 +292,6 @@ def upstream_key_reader(settings: GenerationSettings) -> Callable[[], str]:
     return read
 
 
-def prompt_digest_key_reader(settings: GenerationSettings) -> Callable[[], bytes] | None:
-    """The key of the logged prompt digest: from Secrets Manager in AWS (cached for an hour), from the
-    environment locally; None leaves the process's own key (see ``observability``)."""
-    if settings.prompt_digest_key is not None:
-        key = settings.prompt_digest_key.get_secret_value().encode("utf-8")
-        return lambda: key
-    secret_id = settings.prompt_digest_key_secret_id
-    if not secret_id:
-        return None
-
-    def read() -> bytes:
-        from aws_lambda_powertools.utilities import parameters
-
-        return str(parameters.get_secret(secret_id, max_age=3600)).strip().encode("utf-8")
-
-    return read
-
-
 def _upstream_body(request: ImageRequest) -> dict[str, Any]:
     """The upstream body; a streamed request asks the upstream for its events (and so for partial images)."""
     body = request.upstream_body()
@@ -330,16 +306,6 @@ def _describe_call(record: RequestRecord, trace: CallTrace) -> None:
     record.upstream_request_id = trace.request_id
     record.account_id = trace.account_id
     record.upstream_latency_ms = trace.latency_ms
-
-
-def describe_request(record: RequestRecord, request: ImageRequest, *, include_prompt: bool) -> None:
-    record.model = request.model
-    record.size = request.size
-    record.quality = request.quality
-    record.output_format = request.output_format
-    record.n = request.n
-    record.response_format = request.response_format
-    record.describe_prompt(request.prompt, include_text=include_prompt)
 
 
 def _describe_result(record: RequestRecord, result: UpstreamResult) -> None:
