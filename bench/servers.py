@@ -35,8 +35,8 @@ def aws_environment() -> dict[str, str]:
 
 
 def function_environment(servers: Servers, upstream_key: str) -> dict[str, str]:
-    """What the template gives the generations function (``local.environment``, the one source the local stack and
-    the tests use too), pointed at the local servers and the resources made on them; tracing off."""
+    """What the template gives the synchronous generations function (``local.environment``, the one source the local
+    stack and the tests use too), pointed at the local servers and the resources made on them; tracing off."""
     from local.environment import SECRET_STAND_INS, function_environment, resource_refs
     from local.resources import LocalResources
     from local.template import project_template
@@ -44,7 +44,7 @@ def function_environment(servers: Servers, upstream_key: str) -> dict[str, str]:
     resources = LocalResources(**servers.resources)
     environment = function_environment(
         project_template(),
-        "GenerationsFunction",
+        "GenerationsStreamFunction",
         refs={**resource_refs(resources), "UpstreamBaseUrl": servers.upstream_url},
         secrets={"UPSTREAM_API_KEY": upstream_key},
     )

@@ -72,11 +72,11 @@ WEBHOOK_SECRETS = {
 }
 
 PERMISSIONS: dict[str, set[tuple[str, str]]] = {
+    # The async routes never call the upstream: no upstream key.
     "GenerationsFunction": RUNTIME
     | STORE_IMAGES
     | IDEMPOTENCY
     | SUBMIT_TASKS
-    | UPSTREAM_KEY
     | PROMPT_DIGEST_KEY
     | KEY_BUDGETS
     | TOKEN_IMAGES,
@@ -85,7 +85,6 @@ PERMISSIONS: dict[str, set[tuple[str, str]]] = {
     | IDEMPOTENCY
     | KEY_BUDGETS
     | SUBMIT_TASKS
-    | UPSTREAM_KEY
     | PROMPT_DIGEST_KEY
     | TOKEN_IMAGES
     # imagecore.storage.store.UploadStore: read (head_object, get_object) and keep_inputs (put_object)

@@ -19,7 +19,7 @@ from imagecore.edge.request_body import JSON, MULTIPART, content_type_of
 from imagecore.edge.resolver import create_resolver, serve
 from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.platform.observability import logger, metrics, tracer
-from imagecore.platform.settings import EditSettings, GenerationSettings
+from imagecore.platform.settings import EditTaskSettings, ImageSettings
 from imagecore.storage.store import UploadStore
 from imagecore.usecases.idempotency import Once
 from imagecore.usecases.pending_edits import PendingEdit, pending_from_multipart, pending_from_uploads
@@ -31,7 +31,7 @@ app = create_resolver()
 @cache
 def deps() -> TaskDeps:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return TaskDeps.from_settings(EditSettings.from_environment())
+    return TaskDeps.from_settings(EditTaskSettings.from_environment())
 
 
 @cache
@@ -39,9 +39,9 @@ def upload_store() -> UploadStore:
     return UploadStore(deps().store.s3, deps().settings.images_bucket)
 
 
-def read_pending_edit(event: dict[str, Any], settings: GenerationSettings) -> PendingEdit:
+def read_pending_edit(event: dict[str, Any], settings: ImageSettings) -> PendingEdit:
     """An async edit's request, its images left for the worker to read and check."""
-    assert isinstance(settings, EditSettings)
+    assert isinstance(settings, EditTaskSettings)
     if content_type_of(event).lower().startswith(JSON):
         return pending_from_uploads(event.get("body") or "")
     return pending_from_multipart(multipart_body(event, settings), content_type_of(event))

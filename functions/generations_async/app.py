@@ -17,7 +17,7 @@ from imagecore.domain.models import GenerationRequest, TaskObject
 from imagecore.edge.resolver import ERROR_CONTENT, create_resolver, serve
 from imagecore.edge.task_answers import ACCEPTED_HEADERS, task_accepted
 from imagecore.platform.observability import logger, metrics, tracer
-from imagecore.platform.settings import GenerationSettings
+from imagecore.platform.settings import ImageSettings
 from imagecore.usecases.idempotency import Once
 from imagecore.usecases.submit import TaskDeps, TaskSubmission, submit_task
 
@@ -27,7 +27,7 @@ app = create_resolver()
 @cache
 def deps() -> TaskDeps:
     """Built once per execution environment (cold start); tests replace it via ``app.dependency_overrides``."""
-    return TaskDeps.from_settings(GenerationSettings.from_environment())
+    return TaskDeps.from_settings(ImageSettings.from_environment())
 
 
 @app.post(

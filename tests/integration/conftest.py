@@ -162,7 +162,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, simulator: Any, aws: Any):
     from functions.generations import app as generations
 
     def apply(**overrides: str) -> Any:
-        set_function_env(monkeypatch, simulator.url, function="GenerationsFunction", **overrides)
+        set_function_env(monkeypatch, simulator.url, function="GenerationsStreamFunction", **overrides)
         generations.deps.cache_clear()
         return generations
 

@@ -38,9 +38,8 @@ DEPRECATED_ADAPTER_NAMES = {
     "AWS_LWA_READINESS_CHECK_MIN_UNHEALTHY_STATUS",
 }
 # The functions that call the upstream (they read its URL and key).
+# The functions that call the upstream (the async routes' do not: the worker runs their tasks).
 UPSTREAM_CALLERS = {
-    "GenerationsFunction",
-    "EditsFunction",
     "GenerationsStreamFunction",
     "EditsStreamFunction",
     "WorkerFunction",

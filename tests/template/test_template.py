@@ -44,7 +44,9 @@ from imagecore.platform.route_settings import (
 from imagecore.platform.settings import (
     MAX_INLINE_REQUEST_BYTES,
     EditSettings,
+    EditTaskSettings,
     GenerationSettings,
+    ImageSettings,
     ResponsesSettings,
     WorkerSettings,
 )
@@ -139,8 +141,8 @@ API_GATEWAY_DEFAULT_TIMEOUT_MS = 29000  # a route without TimeoutInMillis
 
 # Which settings model each function reads; None: the function reads no settings of its own.
 SETTINGS_OF = {
-    "GenerationsFunction": GenerationSettings,
-    "EditsFunction": EditSettings,
+    "GenerationsFunction": ImageSettings,
+    "EditsFunction": EditTaskSettings,
     "GenerationsStreamFunction": GenerationSettings,
     "EditsStreamFunction": EditSettings,
     "ResponsesFunction": ResponsesSettings,
@@ -1213,8 +1215,8 @@ def test_the_code_writes_under_the_granted_prefixes() -> None:
 @pytest.mark.parametrize(
     ("function", "secret"),
     [
-        ("GenerationsFunction", "UpstreamApiKeySecret"),
-        ("EditsFunction", "UpstreamApiKeySecret"),
+        ("GenerationsFunction", "PromptDigestKeySecret"),  # the async routes never call the upstream
+        ("EditsFunction", "PromptDigestKeySecret"),
         ("UploadsFunction", None),
         ("TasksFunction", None),
         ("WorkerFunction", "UpstreamApiKeySecret"),
@@ -1641,17 +1643,22 @@ def test_async_submission_settings_load_from_the_template_env(
     assert settings.tasks_table == REF_VALUES["TasksTable"]
     assert settings.jobs_queue_url == REF_VALUES["JobsQueue"]
     assert settings.idempotency_table == REF_VALUES["IdempotencyTable"]
-    assert settings.max_inline_response_bytes < 6 * 1024 * 1024  # buffered
+    # the worker runs the task: neither the upstream's URL nor its key reaches this function
+    assert not any(name.startswith("UPSTREAM_") for name in env)
+    assert not any(name.startswith("upstream_") for name in model.model_fields)
 
 
+@pytest.mark.parametrize(
+    ("function", "model"), [("EditsStreamFunction", EditSettings), ("EditsFunction", EditTaskSettings)]
+)
 def test_edit_settings_load_their_input_limits_from_the_template_env(
-    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    cfn: dict[str, Any], sam: dict[str, Any], monkeypatch: pytest.MonkeyPatch, function: str, model: type[BaseModel]
 ) -> None:
-    env = {k: resolve(v, sam) for k, v in function_env(cfn, "EditsFunction").items()}
+    env = {k: resolve(v, sam) for k, v in function_env(cfn, function).items()}
 
-    settings = settings_from_env(monkeypatch, EditSettings, env)
+    settings = settings_from_env(monkeypatch, model, env)
 
-    assert isinstance(settings, EditSettings)
+    assert isinstance(settings, EditSettings | EditTaskSettings)
     assert settings.max_input_image_bytes == 50 * 1024 * 1024
     assert settings.max_request_bytes == MAX_INLINE_REQUEST_BYTES
 

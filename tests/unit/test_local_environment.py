@@ -31,16 +31,12 @@ def refs(**extra: str) -> dict[str, str]:
 
 def test_a_function_gets_the_globals_and_its_own_variables_resolved():
     env = function_environment(
-        project_template(), "GenerationsFunction", refs=refs(), secrets={"UPSTREAM_API_KEY": "k"}
+        project_template(), "GenerationsStreamFunction", refs=refs(), secrets={"UPSTREAM_API_KEY": "k"}
     )
 
     assert env["POWERTOOLS_SERVICE_NAME"] == "image-service"  # Globals
     assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"  # a parameter at its default
-    assert (env["IMAGES_BUCKET"], env["TASKS_TABLE"], env["JOBS_QUEUE_URL"]) == (
-        "bucket-x",
-        "tasks-x",
-        "http://sqs/jobs-x",
-    )
+    assert (env["IMAGES_BUCKET"], env["IDEMPOTENCY_TABLE"]) == ("bucket-x", "idempotency-x")
     assert env["UPSTREAM_BASE_URL"] == "http://upstream/v1"
     # The secret's id becomes its local stand-in, holding the value itself.
     assert "UPSTREAM_API_KEY_SECRET_ID" not in env

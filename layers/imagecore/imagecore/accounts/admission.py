@@ -45,7 +45,7 @@ from imagecore.domain.errors import (
     TasksUnavailable,
 )
 from imagecore.platform.observability import RequestRecord, current_record
-from imagecore.platform.settings import GenerationSettings
+from imagecore.platform.settings import ImageSettings
 
 # What a failure that is not one of the service's own errors is counted as.
 INTERNAL_ERROR = "internal_error"
@@ -231,7 +231,7 @@ class Admission:
     lease_margin_seconds: float = 30.0
 
     @classmethod
-    def from_settings(cls, settings: GenerationSettings) -> Admission:
+    def from_settings(cls, settings: ImageSettings) -> Admission:
         """What an image function's settings configure (the leases live in the usage table)."""
         region = settings.aws_region
         ledger = UsageLedger(settings.usage_table, region=region) if settings.usage_table else None

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from imagecore.domain.errors import PayloadTooLarge
 from imagecore.edge.request_body import body_bytes
 from imagecore.edge.resolver import ERROR_CONTENT
-from imagecore.platform.settings import EditSettings
+from imagecore.platform.settings import EditLimits
 
 EDIT_ERRORS: dict[int, OpenAPIResponse] = {
     400: {"description": "Invalid request or images, or refused by the upstream's policy", "content": ERROR_CONTENT},
@@ -27,7 +27,7 @@ EDIT_ERRORS: dict[int, OpenAPIResponse] = {
 }
 
 
-def multipart_body(event: dict[str, Any], settings: EditSettings) -> bytes:
+def multipart_body(event: dict[str, Any], settings: EditLimits) -> bytes:
     """The request's multipart body (413 past what API Gateway and Lambda take: the uploads route is the way)."""
     body = body_bytes(event)
     if len(body) > settings.max_request_bytes:

@@ -74,8 +74,10 @@ class EnvironmentSettings(BaseModel):
     ] = ""
 
 
-class GenerationSettings(EnvironmentSettings):
-    """Settings of the image functions (generations, and later edits)."""
+class ImageSettings(EnvironmentSettings):
+    """What every image function reads: the images bucket, the tables of tasks, idempotency and usage, how
+    prompts are logged, and the scheme of the URLs it gives for itself. The async routes' functions read only
+    these: they never call the upstream, so neither its URL nor its key reaches them."""
 
     images_bucket: Annotated[str, Field(min_length=3, description="Bucket the images are written to.")]
     s3_endpoint_url: Annotated[
@@ -83,6 +85,45 @@ class GenerationSettings(EnvironmentSettings):
         Field(description="Only for the local stack: the embedded S3. Unset in AWS (regional endpoint)."),
     ] = None
     presign_expiry_seconds: Annotated[int, Field(ge=60, le=MAX_PRESIGN_EXPIRY_SECONDS)] = 3600
+
+    log_prompts: Annotated[bool, Field(description="Log prompt text (off: only its length and keyed hash).")] = False
+    prompt_digest_key: Annotated[
+        SecretStr | None, Field(description="Local only: the HMAC key of the logged prompt digest.")
+    ] = None
+    prompt_digest_key_secret_id: Annotated[
+        str | None,
+        Field(description="In AWS: Secrets Manager secret holding the HMAC key of the logged prompt digest."),
+    ] = None
+    public_url_scheme: Annotated[
+        Literal["https", "http"],
+        Field(description="Scheme of the URLs the API gives for itself (poll_url): https; the local stack's http."),
+    ] = "https"
+    tasks_table: Annotated[str | None, Field(description="DynamoDB table of async tasks.")] = None
+    jobs_queue_url: Annotated[str | None, Field(description="SQS queue the async tasks are sent to.")] = None
+    idempotency_table: Annotated[
+        str | None, Field(description="DynamoDB table of Idempotency-Key records (unset: keys are ignored).")
+    ] = None
+    usage_table: Annotated[
+        str | None,
+        Field(description="DynamoDB table of per-key usage and budget counters (unset: nothing is counted)."),
+    ] = None
+    token_usage_table: Annotated[
+        str | None,
+        Field(description="DynamoDB table counting the images of client tokens minted with max_images."),
+    ] = None
+    webhook_allow_loopback: Annotated[
+        bool, Field(description="Local stack only: webhook_url may be http:// to a receiver on loopback.")
+    ] = False
+    storage_margin_seconds: Annotated[
+        float,
+        Field(
+            ge=0, le=60, description="Time kept back from the upstream call to store and answer (and a lease's margin)."
+        ),
+    ] = 4.0
+
+
+class GenerationSettings(ImageSettings):
+    """Settings of the image functions that call the upstream (generations, edits, responses, the worker)."""
 
     upstream_base_url: Annotated[
         HttpUrl, Field(description="sub2api base URL, ending in /v1: https (the upstream key travels with it).")
@@ -112,17 +153,6 @@ class GenerationSettings(EnvironmentSettings):
             description="API Gateway integration timeout: we never work past it (streamed routes: 15 minutes).",
         ),
     ] = 29_000
-    storage_margin_seconds: Annotated[
-        float, Field(ge=0, le=60, description="Time kept back from the upstream call to store and answer.")
-    ] = 4.0
-    log_prompts: Annotated[bool, Field(description="Log prompt text (off: only its length and keyed hash).")] = False
-    prompt_digest_key: Annotated[
-        SecretStr | None, Field(description="Local only: the HMAC key of the logged prompt digest.")
-    ] = None
-    prompt_digest_key_secret_id: Annotated[
-        str | None,
-        Field(description="In AWS: Secrets Manager secret holding the HMAC key of the logged prompt digest."),
-    ] = None
     stream_idle_limit_seconds: Annotated[
         float,
         Field(
@@ -134,10 +164,6 @@ class GenerationSettings(EnvironmentSettings):
             ),
         ),
     ] = 300.0
-    public_url_scheme: Annotated[
-        Literal["https", "http"],
-        Field(description="Scheme of the URLs the API gives for itself (poll_url): https; the local stack's http."),
-    ] = "https"
     max_inline_response_bytes: Annotated[
         int,
         Field(
@@ -146,23 +172,6 @@ class GenerationSettings(EnvironmentSettings):
             description="Largest b64_json answer: 6 MB buffered, up to 200 MB on the streamed routes.",
         ),
     ] = LAMBDA_RESPONSE_LIMIT_BYTES - 64 * 1024
-
-    tasks_table: Annotated[str | None, Field(description="DynamoDB table of async tasks.")] = None
-    jobs_queue_url: Annotated[str | None, Field(description="SQS queue the async tasks are sent to.")] = None
-    idempotency_table: Annotated[
-        str | None, Field(description="DynamoDB table of Idempotency-Key records (unset: keys are ignored).")
-    ] = None
-    usage_table: Annotated[
-        str | None,
-        Field(description="DynamoDB table of per-key usage and budget counters (unset: nothing is counted)."),
-    ] = None
-    token_usage_table: Annotated[
-        str | None,
-        Field(description="DynamoDB table counting the images of client tokens minted with max_images."),
-    ] = None
-    webhook_allow_loopback: Annotated[
-        bool, Field(description="Local stack only: webhook_url may be http:// to a receiver on loopback.")
-    ] = False
 
     @model_validator(mode="after")
     def _one_upstream_key_source(self) -> Self:
@@ -191,13 +200,21 @@ MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_INLINE_REQUEST_BYTES = 4_400_000
 
 
-class EditSettings(GenerationSettings):
-    """Settings of the edits function: the generation settings plus its input limits."""
+class EditLimits(BaseModel):
+    """How large an edit's inputs may be, inline and in all."""
 
     max_input_image_bytes: Annotated[int, Field(gt=0, le=MAX_INPUT_IMAGE_BYTES)] = MAX_INPUT_IMAGE_BYTES
     max_request_bytes: Annotated[
         int, Field(gt=0, le=6 * 1024 * 1024, description="Largest multipart body taken inline.")
     ] = MAX_INLINE_REQUEST_BYTES
+
+
+class EditSettings(GenerationSettings, EditLimits):
+    """Settings of the edits function: the generation settings plus its input limits."""
+
+
+class EditTaskSettings(ImageSettings, EditLimits):
+    """Settings of the async edits function: what every image function reads, plus the edit input limits."""
 
 
 class WorkerSettings(EditSettings):
@@ -236,7 +253,7 @@ class ResponsesSettings(EditSettings):
         return tuple(name.strip() for name in self.responses_allowed_models.split(",") if name.strip())
 
 
-def prompt_digest_key_reader(settings: GenerationSettings) -> Callable[[], bytes] | None:
+def prompt_digest_key_reader(settings: ImageSettings) -> Callable[[], bytes] | None:
     """The key of the logged prompt digest: from Secrets Manager in AWS (cached for an hour), from the
     environment locally; None leaves the process's own key (see ``observability``)."""
     if settings.prompt_digest_key is not None:
@@ -254,7 +271,7 @@ def prompt_digest_key_reader(settings: GenerationSettings) -> Callable[[], bytes
     return read
 
 
-def use_prompt_digest_key(settings: GenerationSettings) -> None:
+def use_prompt_digest_key(settings: ImageSettings) -> None:
     """Logged prompt digests are keyed with the deployment's key from now on, when it has one."""
     reader = prompt_digest_key_reader(settings)
     if reader is not None:

@@ -23,7 +23,7 @@ from imagecore.storage.spool import InputFiles, SpoolTooLarge
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from imagecore.platform.settings import GenerationSettings
+    from imagecore.platform.settings import ImageSettings
 else:
     S3Client = Any
 
@@ -98,7 +98,7 @@ class ImageStore:
         self._expiry = presign_expiry_seconds
 
     @classmethod
-    def from_settings(cls, settings: GenerationSettings) -> ImageStore:
+    def from_settings(cls, settings: ImageSettings) -> ImageStore:
         """The function's images bucket, its links presigned for the configured time."""
         s3 = make_s3_client(settings.aws_region, settings.s3_endpoint_url)
         return cls(s3, settings.images_bucket, settings.presign_expiry_seconds)

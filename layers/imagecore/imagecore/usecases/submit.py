@@ -18,7 +18,7 @@ from imagecore.jobs.submitter import JobQueue, TaskSubmitter
 from imagecore.jobs.tasks import Task, TaskKind, TaskStore, TaskStoreError, new_task_id, task_folder
 from imagecore.jobs.webhook_urls import UrlPolicy
 from imagecore.platform.observability import current_record
-from imagecore.platform.settings import GenerationSettings, use_prompt_digest_key
+from imagecore.platform.settings import ImageSettings, use_prompt_digest_key
 from imagecore.storage.store import ImageStore, StorageError, UploadStore
 from imagecore.usecases.edits import InputImage
 from imagecore.usecases.idempotency import Idempotency, Once
@@ -31,14 +31,14 @@ class TaskDeps:
     task queue, the images bucket (an edit's inputs are kept there for the worker, a task's links presigned from
     it), idempotency and admission."""
 
-    settings: GenerationSettings
+    settings: ImageSettings
     store: ImageStore
     submitter: TaskSubmitter
     idempotency: Idempotency
     admission: Admission
 
     @classmethod
-    def from_settings(cls, settings: GenerationSettings) -> TaskDeps:
+    def from_settings(cls, settings: ImageSettings) -> TaskDeps:
         if not (settings.tasks_table and settings.jobs_queue_url):
             raise ServiceMisconfigured("Async tasks are not configured (TASKS_TABLE, JOBS_QUEUE_URL).")
         region = settings.aws_region
