@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.cases import ROOT, BenchError
+from scripts.package_tools import PackageError, uv
 
 REQUIREMENTS = ROOT / "layers" / "imagecore" / "requirements.txt"
 HANDLERS = ("naive", "generations", "streamed")
@@ -25,11 +26,10 @@ def _cache_dir() -> Path:
 
 
 def _uv() -> str:
-    local = ROOT / ".tools" / "bin" / "uv"
-    found = str(local) if local.exists() else shutil.which("uv")
-    if not found:
-        raise BenchError("uv is needed to build the layer's venv (make install puts it in .tools/bin)")
-    return found
+    try:
+        return uv()
+    except PackageError as exc:
+        raise BenchError(f"{exc}: the layer's venv is built with it") from None
 
 
 def layer_venv() -> Path:

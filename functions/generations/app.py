@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from imagecore.accounts.caller import caller_of
 from imagecore.domain.models import GenerationRequest, GenerationResponse
-from imagecore.edge.resolver import ERROR_CONTENT, answer_content, create_resolver, serve
+from imagecore.edge.resolver import ERROR_CONTENT, OVER_LIMITS, answer_content, create_resolver, serve
 from imagecore.platform.observability import logger, metrics, tracer
 from imagecore.platform.settings import GenerationSettings
 from imagecore.usecases.deliveries import answer_images
@@ -47,13 +47,7 @@ def deps() -> ImageDeps:
         },
         400: {"description": "Invalid request or refused by the upstream's policy", "content": ERROR_CONTENT},
         409: {"description": "The same Idempotency-Key is still running", "content": ERROR_CONTENT},
-        429: {
-            "description": (
-                "Over the key's (or client token's) image requests in flight (concurrency_exceeded, with "
-                "Retry-After), its image or token budget, or the client token's max_images (nothing generated)"
-            ),
-            "content": ERROR_CONTENT,
-        },
+        429: OVER_LIMITS,
         422: {"description": "The Idempotency-Key was used with another request", "content": ERROR_CONTENT},
         502: {"description": "The upstream failed", "content": ERROR_CONTENT},
         504: {"description": "The upstream did not answer in time", "content": ERROR_CONTENT},

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 from imagecore.domain.errors import PayloadTooLarge
 from imagecore.edge.request_body import body_bytes
-from imagecore.edge.resolver import ERROR_CONTENT
+from imagecore.edge.resolver import ERROR_CONTENT, OVER_LIMITS
 from imagecore.platform.settings import EditLimits
 
 EDIT_ERRORS: dict[int, OpenAPIResponse] = {
@@ -17,13 +17,7 @@ EDIT_ERRORS: dict[int, OpenAPIResponse] = {
     404: {"description": "An upload id this key does not own", "content": ERROR_CONTENT},
     413: {"description": "Body too large for API Gateway + Lambda: use /v1/uploads", "content": ERROR_CONTENT},
     415: {"description": "Neither multipart/form-data nor application/json", "content": ERROR_CONTENT},
-    429: {
-        "description": (
-            "Over the key's (or client token's) image requests in flight (concurrency_exceeded, with "
-            "Retry-After), its image or token budget, or the client token's max_images (nothing generated)"
-        ),
-        "content": ERROR_CONTENT,
-    },
+    429: OVER_LIMITS,
 }
 
 

@@ -13,7 +13,11 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError, ResponseValidationError
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponseContentModel, OpenAPIResponseContentSchema
+from aws_lambda_powertools.event_handler.openapi.types import (
+    OpenAPIResponse,
+    OpenAPIResponseContentModel,
+    OpenAPIResponseContentSchema,
+)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel
 
@@ -28,6 +32,14 @@ from imagecore.platform.observability import current_record, logger, request_rec
 
 # What every error answer looks like in the OpenAPI document (the OpenAI error shape).
 ERROR_CONTENT: dict[str, OpenAPIResponseContentSchema | OpenAPIResponseContentModel] = {JSON: {"model": ErrorResponse}}
+# The 429 of an image route: a limit of the caller's, checked before anything is generated.
+OVER_LIMITS: OpenAPIResponse = {
+    "description": (
+        "Over the key's (or client token's) image requests in flight (concurrency_exceeded, with "
+        "Retry-After), its image or token budget, or the client token's max_images (nothing generated)"
+    ),
+    "content": ERROR_CONTENT,
+}
 
 # A path with a control character (a decoded %0A, %00, ...) names no route. Checked before any route runs: the
 # resolver's patterns end in ``$``, which also matches before a final newline, so GET /v1/models/%0A would
