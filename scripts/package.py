@@ -111,6 +111,9 @@ DISCOVERY_ENVIRONMENT = {
     "JOBS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/image-service-jobs",
     "DEAD_LETTER_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/image-service-dlq",
     "EVENT_BUS_NAME": "image-service-events",
+    "WEBHOOK_SECRETS_TABLE": "image-service-webhook-secrets",
+    "WEBHOOK_SECRETS_KEY_ID": "alias/image-service-webhook-secrets",
+    "WEBHOOK_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/image-service-webhooks",
 }
 UNZIPPED_LIMIT = 250 * MB  # function code and all its layers, unzipped
 ZIPPED_LIMIT = 50 * MB  # a zip uploaded directly to Lambda

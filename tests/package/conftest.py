@@ -37,6 +37,8 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 timeout=300,
             )
             assert done.returncode == 0, done.stderr
+            # every function's builders ran in the discovery environment, so what they import has its bytecode
+            assert "refused to run" not in done.stderr, done.stderr
             (shared / "package" / "built").touch()
     return out
 
