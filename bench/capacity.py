@@ -314,26 +314,14 @@ def _in_fresh_process(function: Any, *args: Any) -> dict[str, Any]:
 
 # --- environments, costs, lines -----------------------------------------------------------------------------------
 def environment_of(function: str, servers: Any, upstream_key: str) -> dict[str, str]:
-    from bench.servers import aws_environment
-    from local.environment import function_environment, resource_refs
+    """``function``'s environment (``bench.servers.function_environment``), with the tasks table and jobs queue
+    every case's task may need."""
+    from bench.servers import function_environment
     from local.resources import LocalResources
-    from local.template import project_template
 
     resources = LocalResources(**servers.resources)
-    environment = function_environment(
-        project_template(),
-        function,
-        refs={**resource_refs(resources), "UpstreamBaseUrl": servers.upstream_url},
-        secrets={"UPSTREAM_API_KEY": upstream_key},
-    )
-    # Keys only the ASGI edge behind the Lambda Web Adapter reads: the handler is called directly here.
-    for adapter in ("AWS_LAMBDA_EXEC_WRAPPER", "AWS_LWA_INVOKE_MODE", "AWS_LWA_READINESS_CHECK_PATH", "PORT"):
-        environment.pop(adapter, None)
     return {
-        **aws_environment(),
-        **environment,
-        "S3_ENDPOINT_URL": servers.s3_url,
-        "AWS_ENDPOINT_URL": servers.aws_url,
+        **function_environment(servers, upstream_key, function),
         "JOBS_QUEUE_URL": resources.jobs_queue_url,
         "TASKS_TABLE": resources.tasks_table,
     }

@@ -34,9 +34,12 @@ def aws_environment() -> dict[str, str]:
     }
 
 
-def function_environment(servers: Servers, upstream_key: str) -> dict[str, str]:
-    """What the template gives the synchronous generations function (``local.environment``, the one source the local
-    stack and the tests use too), pointed at the local servers and the resources made on them; tracing off."""
+def function_environment(
+    servers: Servers, upstream_key: str, function: str = "GenerationsStreamFunction"
+) -> dict[str, str]:
+    """What the template gives ``function`` (by default the synchronous generations function; ``local.environment``,
+    the one source the local stack and the tests use too), pointed at the local servers and the resources made on
+    them; tracing off. The bench calls the handler directly, so the Lambda Web Adapter's own variables are left out."""
     from local.environment import SECRET_STAND_INS, function_environment, resource_refs
     from local.resources import LocalResources
     from local.template import project_template
@@ -44,12 +47,14 @@ def function_environment(servers: Servers, upstream_key: str) -> dict[str, str]:
     resources = LocalResources(**servers.resources)
     environment = function_environment(
         project_template(),
-        "GenerationsStreamFunction",
+        function,
         refs={**resource_refs(resources), "UpstreamBaseUrl": servers.upstream_url},
         secrets={"UPSTREAM_API_KEY": upstream_key},
     )
     if set(SECRET_STAND_INS) & set(environment):
         raise BenchError("a secret's id reached the local environment")
+    for adapter in ("AWS_LAMBDA_EXEC_WRAPPER", "AWS_LWA_INVOKE_MODE", "AWS_LWA_READINESS_CHECK_PATH", "PORT"):
+        environment.pop(adapter, None)
     return {
         **aws_environment(),
         **environment,
