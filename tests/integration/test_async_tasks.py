@@ -349,3 +349,19 @@ def test_async_edit_of_uploaded_images(stack, simulator):
         ("mask", "mask.png", sha256(mask)),
     ]
     assert simulator.calls == 1
+
+
+@pytest.mark.parametrize("missing", ["TASKS_TABLE", "JOBS_QUEUE_URL"])
+def test_an_async_function_without_its_queue_answers_service_misconfigured_and_runs_nothing(
+    stack, simulator, monkeypatch, missing
+):
+    monkeypatch.delenv(missing)
+    stack.clear()  # a cold start without the variable
+
+    answer = submit_generation(stack)
+
+    assert answer.status == 500
+    assert (answer.body["error"]["type"], answer.body["error"]["code"]) == ("server_error", "service_misconfigured")
+    assert missing in answer.body["error"]["message"]
+    assert stack.task_items() == [] and stack.jobs() == []
+    assert simulator.calls == 0
