@@ -73,7 +73,8 @@ def functions_of(template_path: Path) -> dict[str, str]:
 
 
 def probe(packaged: Path, function: str, event: Path | None) -> dict[str, Any]:
-    command = [sys.executable, "-I", "-S", "-c", PROBE, str(packaged / function)]
+    # -B: the package is read-only in Lambda, and another test checks it holds only Python 3.13 bytecode
+    command = [sys.executable, "-I", "-S", "-B", "-c", PROBE, str(packaged / function)]
     command += [str(packaged / "CoreLayer" / "python"), str(event or "")]
     done = subprocess.run(command, env=ENVIRONMENT, capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
     assert done.returncode == 0, f"{function}: {done.stderr[-3000:]}"
@@ -132,7 +133,7 @@ outside = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "
                   and "site-packages" in m.__file__})
 print(json.dumps({"status": answer.status_code, "size": image.size, "outside": outside}))
 """
-    command = [sys.executable, "-I", "-S", "-c", script, str(packaged / SIMULATOR)]
+    command = [sys.executable, "-I", "-S", "-B", "-c", script, str(packaged / SIMULATOR)]
     command += [str(packaged / "CoreLayer" / "python"), str(packaged / "runtime")]
     done = subprocess.run(command, env=ENVIRONMENT, capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
 
