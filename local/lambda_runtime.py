@@ -174,9 +174,13 @@ class _Environment:
         return answer
 
     def stop(self) -> None:
+        self.end()
+        self.process.join(timeout=5)
+
+    def end(self) -> None:
+        """Tell the process to end, without waiting for it."""
         self.conn.close()
         self.process.terminate()
-        self.process.join(timeout=5)
 
 
 class ExecutionEnvironments:
@@ -247,6 +251,9 @@ class ExecutionEnvironments:
             self._closed = True
             idle = [environment for environments in self._idle.values() for environment in environments]
             self._idle.clear()
+        # All are told to end before any is waited for: they end side by side.
+        for environment in idle:
+            environment.end()
         for environment in idle:
             environment.stop()
 

@@ -54,30 +54,47 @@ def _selects(config: pytest.Config, folder: Path) -> bool:
     return False
 
 
-# The slowest files, slowest first (seconds each on a 2-worker run, measured): pytest-xdist hands them out before
-# all others (longest processing time first), so that the run ends with short files on both workers.
-SLOWEST = (
-    "tests/e2e/test_smoke_e2e.py",  # 66, most of it the 61 s generation
-    "tests/package/test_packaged_layout.py",  # 34, building the package
-    "tests/e2e/test_schemathesis.py",  # 53-60
-    "tests/e2e/test_streaming_e2e.py",  # 53
-    "tests/e2e/test_browser.py",  # 44
-    "tests/e2e/test_webhooks_e2e.py",  # 40, the local retry schedule
-    "tests/package/test_bench_quick.py",  # 20
-    "tests/e2e/test_capacity_e2e.py",  # 17
-    "tests/e2e/test_async_e2e.py",  # 15
-    "tests/e2e/test_readme.py",  # 15
-    "tests/integration/test_webhook_deliveries.py",  # 14
-    "tests/e2e/test_budgets_e2e.py",  # 14
-    "tests/e2e/test_responses_e2e.py",  # 13
-    "tests/template/test_checkov.py",  # 10
-    # the longest of make check's files (3 workers, measured): they go first there too
-    "tests/template/test_template.py",  # 14
+# The files handed out first, in this order (seconds each on a 3-worker run of make test, measured; "waits": most
+# of that time the file waits, on a timer, a held stream or a stack answering, rather than computing). pytest-xdist
+# gives each worker two files to begin with, then the next one to whichever worker runs out first. The two longest
+# waits go to the first worker together; the other two workers compute meanwhile, and after that each file that
+# waits comes between files that compute, so that about one worker waits while two keep the two cores busy.
+FIRST = (
+    "tests/e2e/test_smoke_e2e.py",  # 70, waits (a 61 s generation)
+    "tests/package/test_packaged_layout.py",  # 25, building the package
+    "tests/e2e/test_schemathesis.py",  # 55-62
+    "tests/e2e/test_streaming_e2e.py",  # 57, waits (held streams, idle limits)
+    "tests/package/test_bench_quick.py",  # 27
+    "tests/e2e/test_browser.py",  # 43
+    "tests/template/test_checkov.py",  # 17
     "tests/integration/test_failure_semantics.py",  # 14
+    "tests/template/test_template.py",  # 13
     "tests/integration/test_idempotency.py",  # 10
-    "tests/integration/test_local_s3.py",  # 9
+    "tests/integration/test_webhook_deliveries.py",  # 12
+    "tests/integration/test_local_s3.py",  # 10
+    "tests/integration/test_worker.py",  # 10-14
     "tests/integration/test_generations.py",  # 9
-    "tests/integration/test_worker.py",  # 8-9
+    "tests/e2e/test_webhooks_e2e.py",  # 41, waits (the local retry schedule)
+    "tests/integration/test_client_tokens.py",  # 9
+    "tests/integration/test_traces.py",  # 9
+    "tests/e2e/test_capacity_e2e.py",  # 18, waits (held invocations)
+    "tests/integration/test_api_key_script.py",  # 8
+    "tests/template/test_deployment.py",  # 7
+    "tests/e2e/test_edits_e2e.py",  # 18
+    "tests/integration/test_async_tasks.py",  # 6
+    "tests/integration/test_edits.py",  # 4-8
+    "tests/e2e/test_budgets_e2e.py",  # 17
+    "tests/integration/test_responses.py",  # 4
+    "tests/integration/test_input_edges.py",  # 4-8
+    "tests/e2e/test_async_e2e.py",  # 12, waits
+    "tests/unit/test_local_gateway.py",  # 5
+    "tests/integration/test_upstream_faults.py",  # 4
+    "tests/e2e/test_readme.py",  # 13
+    "tests/package/test_bytecode.py",  # 4-8
+    "tests/e2e/test_responses_e2e.py",  # 13, waits
+    "tests/integration/test_local_stack_ports.py",  # 3
+    "tests/e2e/test_local_stack.py",  # 9-14, waits
+    "tests/e2e/test_local_gateway_e2e.py",  # 11, waits
 )
 # Then the other files by directory, the longer kinds first, so that a run ends on short unit tests.
 KINDS = ("tests/e2e/", "tests/package/", "tests/integration/", "tests/template/", "tests/unit/")
@@ -86,17 +103,18 @@ KINDS = ("tests/e2e/", "tests/package/", "tests/integration/", "tests/template/"
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``--dist loadfile --no-loadscope-reorder``: a file's tests run on one worker, so an
     end-to-end module keeps its stack's state and module fixtures to itself, and files are handed out in this
-    order) the slowest files go first, then the others by kind: end-to-end, package, integration, template, unit."""
+    order) the files named in FIRST go first, in that order, then the others by kind: end-to-end, package,
+    integration, template, unit."""
     if hasattr(config, "workerinput"):
         items.sort(key=_rank)  # stable: a file's tests keep their order
 
 
 def _rank(item: pytest.Item) -> int:
     path = item.nodeid.split("::")[0]
-    if path in SLOWEST:
-        return SLOWEST.index(path)
+    if path in FIRST:
+        return FIRST.index(path)
     kind = next((index for index, prefix in enumerate(KINDS) if path.startswith(prefix)), len(KINDS))
-    return len(SLOWEST) + kind
+    return len(FIRST) + kind
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -7,9 +7,11 @@ after another, as a run without workers does (``--dist loadfile``: an end-to-end
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -55,7 +57,7 @@ def _launch() -> dict[str, Any]:
     log: IO[str] = log_path.open("w")
     process = subprocess.Popen([sys.executable, "-m", "local"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     _state["processes"].append((process, log))
-    return {"log_path": str(log_path), "port": port, "aws_port": aws_port}
+    return {"log_path": str(log_path), "port": port, "aws_port": aws_port, "pid": process.pid}
 
 
 def _own_stack() -> dict[str, Any]:
@@ -96,7 +98,11 @@ def wait_until_ready() -> Any:
 
 
 def stop() -> None:
-    """Stop the stacks this process started (a worker leaves the controller's alone)."""
+    """Stop the stacks this process started. A worker whose stack the controller started asks it to stop, without
+    waiting: the stack stops while the worker exits, and the controller waits for it."""
+    if not _state["processes"] and "running" in _state:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(_own_stack()["pid"], signal.SIGTERM)
     for process, _ in _state["processes"]:
         process.terminate()
     for process, log in _state["processes"]:

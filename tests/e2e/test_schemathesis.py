@@ -33,12 +33,13 @@ from tests.e2e.conftest import API_KEY, RunningStack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.contract]
 
-# Cases per operation and generation mode. A valid generation stores up to 10 images, so it gets fewer cases
-# than the cheap operations; the whole is at least MIN_CASES.
+# Cases per operation and generation mode. A valid generation or edit, at once or as a task, stores up to 10
+# images, so it gets fewer cases than the cheap operations; the whole is at least MIN_CASES.
 CASES = {
     "POST /v1/images/generations": {GenerationMode.POSITIVE: 40, GenerationMode.NEGATIVE: 100},
     "POST /v1/images/generations/async": {GenerationMode.POSITIVE: 50, GenerationMode.NEGATIVE: 100},
     "POST /v1/images/edits": {GenerationMode.POSITIVE: 60, GenerationMode.NEGATIVE: 100},
+    "POST /v1/images/edits/async": {GenerationMode.POSITIVE: 60, GenerationMode.NEGATIVE: 100},
     "POST /v1/uploads": {GenerationMode.POSITIVE: 80, GenerationMode.NEGATIVE: 80},
     # one query parameter: a few cases find its bounds
     "GET /v1/usage": {GenerationMode.POSITIVE: 30, GenerationMode.NEGATIVE: 60},

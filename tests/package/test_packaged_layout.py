@@ -72,9 +72,17 @@ def functions_of(template_path: Path) -> dict[str, str]:
     }
 
 
-def probe(packaged: Path, function: str, event: Path | None) -> dict[str, Any]:
-    # -B: the package is read-only in Lambda, and another test checks it holds only Python 3.13 bytecode
-    command = [sys.executable, "-I", "-S", "-B", "-c", PROBE, str(packaged / function)]
+@pytest.fixture(scope="module")
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """This machine's Python with nothing but what a probe puts on ``sys.path``. The package is read-only in Lambda
+    and another test checks it holds only Python 3.13's bytecode: the probes keep their own bytecode in a folder
+    of this run (the first probe compiles what it imports, the others read it)."""
+    bytecode = tmp_path_factory.mktemp("probe-bytecode")
+    return [sys.executable, "-I", "-S", "-X", f"pycache_prefix={bytecode}"]
+
+
+def probe(isolated: list[str], packaged: Path, function: str, event: Path | None) -> dict[str, Any]:
+    command = [*isolated, "-c", PROBE, str(packaged / function)]
     command += [str(packaged / "CoreLayer" / "python"), str(event or "")]
     done = subprocess.run(command, env=ENVIRONMENT, capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
     assert done.returncode == 0, f"{function}: {done.stderr[-3000:]}"
@@ -111,12 +119,14 @@ def test_the_layer_holds_imagecore_and_its_requirements_with_the_pinned_sdk(pack
 
 
 @pytest.mark.parametrize("function", sorted(set(functions_of(ROOT / "template.yaml")) - {SIMULATOR}))
-def test_every_handler_imports_from_the_packaged_layout_alone(packaged: Path, function: str) -> None:
-    result = probe(packaged, function, None)
+def test_every_handler_imports_from_the_packaged_layout_alone(
+    isolated: list[str], packaged: Path, function: str
+) -> None:
+    result = probe(isolated, packaged, function, None)
     assert result["outside"] == [], f"{function} loaded modules from outside the package: {result['outside']}"
 
 
-def test_the_packaged_simulator_draws_from_the_packaged_layout_alone(packaged: Path) -> None:
+def test_the_packaged_simulator_draws_from_the_packaged_layout_alone(isolated: list[str], packaged: Path) -> None:
     """What ``python -m simulator`` imports and serves, from its CodeUri copy and the layer only."""
     script = """
 import base64, io, json, sys
@@ -133,7 +143,7 @@ outside = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "
                   and "site-packages" in m.__file__})
 print(json.dumps({"status": answer.status_code, "size": image.size, "outside": outside}))
 """
-    command = [sys.executable, "-I", "-S", "-B", "-c", script, str(packaged / SIMULATOR)]
+    command = [*isolated, "-c", script, str(packaged / SIMULATOR)]
     command += [str(packaged / "CoreLayer" / "python"), str(packaged / "runtime")]
     done = subprocess.run(command, env=ENVIRONMENT, capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
 
@@ -141,15 +151,17 @@ print(json.dumps({"status": answer.status_code, "size": image.size, "outside": o
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"status": 200, "size": [1024, 1024], "outside": []}
 
 
-def test_the_packaged_health_function_answers(packaged: Path) -> None:
-    answer = probe(packaged, "HealthFunction", ROOT / "events" / "health.json")["answer"]
+def test_the_packaged_health_function_answers(isolated: list[str], packaged: Path) -> None:
+    answer = probe(isolated, packaged, "HealthFunction", ROOT / "events" / "health.json")["answer"]
     assert answer["statusCode"] == 200
     body = json.loads(answer["body"])
     assert body == {"status": "ok", "version": body["version"], "upstream": "sub2api"}
     assert json.loads(answer["body"])["version"]
 
 
-def test_the_packaged_generations_function_validates_a_request(packaged: Path, tmp_path: Path) -> None:
+def test_the_packaged_generations_function_validates_a_request(
+    isolated: list[str], packaged: Path, tmp_path: Path
+) -> None:
     """GenerationsFunction serves POST /v1/images/generations/async (the synchronous route is streamed)."""
     event = json.loads((ROOT / "events" / "generations.json").read_text())
     route = "/v1/images/generations/async"
@@ -158,18 +170,20 @@ def test_the_packaged_generations_function_validates_a_request(packaged: Path, t
     event["body"] = json.dumps({"model": "gpt-image-2", "prompt": "a lighthouse", "size": "100x100"})
     path = tmp_path / "event.json"
     path.write_text(json.dumps(event))
-    answer = probe(packaged, "GenerationsFunction", path)["answer"]
+    answer = probe(isolated, packaged, "GenerationsFunction", path)["answer"]
     assert answer["statusCode"] == 400
     error = json.loads(answer["body"])["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == "size"
 
 
-def test_a_packaged_client_token_passes_the_packaged_authorizer(packaged: Path, tmp_path: Path) -> None:
+def test_a_packaged_client_token_passes_the_packaged_authorizer(
+    isolated: list[str], packaged: Path, tmp_path: Path
+) -> None:
     event = json.loads((ROOT / "events" / "generations.json").read_text())
     event.update(path="/v1/client_tokens", resource="/v1/client_tokens", body=json.dumps({"scope": ["tasks"]}))
     event["requestContext"].update(path="/prod/v1/client_tokens", resourcePath="/v1/client_tokens")
     (tmp_path / "mint.json").write_text(json.dumps(event))
-    minted = probe(packaged, "ClientTokensFunction", tmp_path / "mint.json")["answer"]
+    minted = probe(isolated, packaged, "ClientTokensFunction", tmp_path / "mint.json")["answer"]
     assert minted["statusCode"] == 200, minted["body"]
     token = json.loads(minted["body"])["token"]
 
@@ -177,7 +191,7 @@ def test_a_packaged_client_token_passes_the_packaged_authorizer(packaged: Path, 
     authorizer_event["headers"]["Authorization"] = f"Bearer {token}"
     authorizer_event["multiValueHeaders"]["Authorization"] = [f"Bearer {token}"]
     (tmp_path / "authorize.json").write_text(json.dumps(authorizer_event))
-    policy = probe(packaged, "AuthorizerFunction", tmp_path / "authorize.json")["answer"]
+    policy = probe(isolated, packaged, "AuthorizerFunction", tmp_path / "authorize.json")["answer"]
     assert policy["context"]["credential"] == "client_token"
     (statement,) = policy["policyDocument"]["Statement"]
     # the tasks scope it asked for, and the model routes every token may call (SDKs list the models first)
