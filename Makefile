@@ -10,11 +10,11 @@ VENV := .venv
 CHECKOV := $(TOOLS)/checkov/bin/checkov
 # The OpenAI JavaScript SDK the docs' Node examples use (tools/js/package-lock.json); only where npm exists.
 JS_SDK := tools/js/node_modules/openai/package.json
-# The test targets run the tests in parallel (pytest-xdist), a test file's tests on one worker, the slowest files
-# first (see tests/conftest.py), on one worker more than the machine has cores: many tests spend part of their time
-# waiting (a 61 s generation, webhook retries, held streams, local stacks answering) while the others compute. On 2
-# cores 3 workers beat 2 (make check 52-54 s against 59 s, measured back to back) and 4 (make test 253 s against
-# 269 s, back to back); from hour to hour make check takes 54-66 s and make test 238-263 s.
+# The test targets run the tests in parallel (pytest-xdist), a test file's tests on one worker, on one worker more
+# than the machine has cores: many files spend most of their time waiting (a 61 s generation, webhook retries, held
+# streams, local stacks answering) while the others compute. tests/conftest.py hands the files out so that about one
+# worker waits while two compute (make test 222-233 s, was 242-253 s with the slowest files first). On 2 cores 3
+# workers beat 2 (make check 52-54 s against 59 s, measured back to back); 4 did no better than 3 (247.6 s, in the old order).
 # TEST_WORKERS sets the count (0: in this process, one test after another).
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 # pytest keeps the test modules it rewrites (its assertion messages) as bytecode, unless PYTHONDONTWRITEBYTECODE is
