@@ -116,9 +116,13 @@ class _AppServer:
             time.sleep(0.01)
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
 
-    def stop(self) -> None:
+    def finish(self) -> None:
+        """Stop taking requests and end once those in flight have (uvicorn's graceful shutdown), without waiting."""
         self.server.should_exit = True
-        self.thread.join(timeout=5)
+
+    def stop(self, timeout: float | None = 5) -> None:
+        self.finish()
+        self.thread.join(timeout=timeout)
 
 
 def _serve_app(conn: Connection, code_uri: str, app_target: str, factory: bool, variables: dict[str, str]) -> None:
@@ -141,7 +145,7 @@ def _serve_app(conn: Connection, code_uri: str, app_target: str, factory: bool, 
     conn.send(("ready", server.port))
     with contextlib.suppress(EOFError, OSError):
         conn.recv()
-    server.stop()
+    server.stop(timeout=None)  # an invocation in flight ends first (the parent terminates one that never does)
 
 
 class _AppProcess:
@@ -169,9 +173,13 @@ class _AppProcess:
             raise
         logger.debug("adapter: app ready", extra={"function": function.name, "ready_after_s": waited})
 
-    def stop(self) -> None:
+    def finish(self) -> None:
+        """Tell the environment to take no more requests and to end once its invocation in flight has."""
         with contextlib.suppress(OSError):
             self.conn.send("stop")
+
+    def stop(self) -> None:
+        self.finish()
         self.conn.close()
         self.process.join(timeout=5)
         if self.process.is_alive():
@@ -211,6 +219,15 @@ class StreamedIntegrations:
                 self.idle.setdefault(name, []).append(server)
         if not keep:
             server.stop()
+
+    def _retire(self, server: Any) -> None:
+        """An environment whose answer was cut (its client left, or API Gateway stopped waiting) goes on with its
+        invocation, as a Lambda function does: it takes no other request, ends once that invocation has, and is
+        stopped with the stack if it has not."""
+        with self._lock:
+            self._busy.discard(server)
+            self._retired.append(server)
+        server.finish()
 
     def invoke(
         self,
@@ -259,11 +276,8 @@ class StreamedIntegrations:
         try:
             upstream = self._http.send(request, stream=True)
         except httpx.TimeoutException:
-            # Nothing came back before API Gateway gave up; the function goes on, as in AWS (its environment,
-            # still busy with it, is not handed another request: it stops when the stack does).
-            with self._lock:
-                self._busy.discard(server)
-                self._retired.append(server)
+            # Nothing came back before API Gateway gave up; the function goes on, as in AWS.
+            self._retire(server)
             return on_timeout()
         except BaseException:
             self._release(function.name, server, reusable=False)
@@ -316,8 +330,10 @@ class StreamedIntegrations:
                     return
         finally:
             upstream.close()
-            # A stream cut here may still be running in its environment: that one is not reused.
-            self._release(function, server, reusable=complete)
+            if complete:
+                self._release(function, server)
+            else:  # a stream cut here may still be running in its environment
+                self._retire(server)
 
     def close(self) -> None:
         with self._lock:

@@ -158,7 +158,9 @@ def test_a_client_leaving_mid_stream_still_gets_its_images_stored(stack):
         listed = s3.list_objects_v2(Bucket=bucket, Prefix="images/responses/").get("Contents", [])
         return {item["Key"] for item in listed}
 
-    stack.slow_simulator(3000)
+    # The client leaves at the first events and the function goes on for seconds, as a Lambda function does after
+    # its client has gone (the local stack once stopped the environment 5 s after the client left).
+    stack.slow_simulator(6500)
     before = stored()
     url = urlparse(stack.api_url)
     body = json.dumps(
