@@ -11,13 +11,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.cases import ROOT, BenchError
 from scripts.package_tools import PackageError, uv
 
 REQUIREMENTS = ROOT / "layers" / "imagecore" / "requirements.txt"
-HANDLERS = ("naive", "generations", "streamed")
+HANDLERS = ("naive", "generations", "streamed", "libraries")
 
 
 def _cache_dir() -> Path:
@@ -83,27 +85,35 @@ def deployed_tracing() -> dict[str, str]:
     }
 
 
-def _probe(python: Path, which: str, environment: dict[str, str]) -> dict[str, float]:
+def _probe(python: Path, which: str, environment: dict[str, str], modules: Path) -> dict[str, Any]:
+    """One fresh process; ``generations`` writes the library modules it loaded to ``modules``, which
+    ``libraries`` then imports."""
     env = {**environment, "PATH": os.environ.get("PATH", ""), "PYTHONPATH": f"{ROOT}:{ROOT / 'layers' / 'imagecore'}"}
-    command = [str(python), "-m", "bench.coldprobe", which]
+    command = [str(python), "-m", "bench.coldprobe", which, str(modules)]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
     if done.returncode != 0:
         raise BenchError(f"cold start of {which} failed: {done.stderr.strip()[-800:]}")
     answer = json.loads(done.stdout.strip().splitlines()[-1])
+    if which == "generations":
+        modules.write_text(json.dumps(answer["library_modules"]))
     return {"ms": float(answer["ms"]), "cpu_ms": float(answer["cpu_ms"])}
 
 
 def cold_starts(environment: dict[str, str], runs: int) -> dict[str, list[float]]:
-    """Wall-clock ms (``naive``, ``generations``, ``streamed``) and CPU ms (``naive cpu``, ...) per fresh process,
-    the handlers taking turns (forwards, then backwards) so that load from elsewhere on the machine hits all alike."""
+    """Wall-clock ms (``naive``, ``generations``, ``streamed``, ``libraries``) and CPU ms (``naive cpu``, ...) per
+    fresh process, the handlers taking turns (forwards, then backwards) so that load from elsewhere on the machine
+    hits all alike."""
     python = layer_venv() / "bin" / "python"
     compile_bytecode(python)
     environment = {**environment, **deployed_tracing()}
     samples: dict[str, list[float]] = {key: [] for name in HANDLERS for key in (name, f"{name} cpu")}
-    for run in range(runs + 1):  # the first pair only warms the OS file cache
-        for name in HANDLERS if run % 2 == 0 else HANDLERS[::-1]:
-            figures = _probe(python, name, environment)
-            if run:
-                samples[name].append(figures["ms"])
-                samples[f"{name} cpu"].append(figures["cpu_ms"])
+    with tempfile.TemporaryDirectory(prefix="bench-cold-") as folder:
+        modules = Path(folder) / "library-modules.json"
+        _probe(python, "generations", environment, modules)  # warms the OS file cache and lists the libraries
+        for run in range(runs + 1):  # the first round only warms the OS file cache
+            for name in HANDLERS if run % 2 == 0 else HANDLERS[::-1]:
+                figures = _probe(python, name, environment, modules)
+                if run:
+                    samples[name].append(figures["ms"])
+                    samples[f"{name} cpu"].append(figures["cpu_ms"])
     return samples

@@ -77,6 +77,11 @@ def print_cold(cold: dict[str, list[float]]) -> None:
         f"  streamed: the synchronous route's function as the Web Adapter starts it (uvicorn, then the same import\n"
         f"  and build, then the ASGI edge): {streamed:.2f}x the naive handler, for information (no target)"
     )
+    libraries = statistics.median(cold["libraries"]) / statistics.median(cold["naive"])
+    print(
+        f"  libraries: the naive handler, then every library module the generations function loads, none of its\n"
+        f"  own code: {libraries:.2f}x the naive handler, for information (the floor under the ratio line)"
+    )
 
 
 def ratio_lines(results: dict[str, dict[str, Any]], cold: dict[str, list[float]], layer_mb: float) -> list[str]:

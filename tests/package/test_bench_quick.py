@@ -42,3 +42,7 @@ def test_a_quick_bench_run_ends_with_the_ratio_lines(packaged: Path) -> None:
         # out just below zero; every other figure is a positive size or ratio.
         assert math.isfinite(value) and (value > 0 or label.startswith("ratio overhead")), line
     assert "naive" in done.stdout and "generations" in done.stdout and "floor" in done.stdout
+    # the cold start of the generations function's libraries alone (the naive handler, then every library module
+    # the function loads, imported by name): it must run, which it would not if a listed module failed to import
+    libraries = re.search(r"none of its\s+own code: (\d+\.\d+)x the naive handler", done.stdout)
+    assert libraries and float(libraries.group(1)) > 1, done.stdout[-2000:]
