@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import boto3
@@ -39,3 +41,12 @@ def test_clients_and_resources_share_the_one_session_of_the_environment() -> Non
     assert aws.session() is aws.session()
     # The session's credentials are both clients': what each would sign with.
     assert aws.session().get_credentials().access_key == "testing"
+
+
+def test_a_session_made_anew_replaces_the_old_one_which_is_freed_with_its_models() -> None:
+    aws.client("s3", region_name="us-east-1")
+    old = weakref.ref(aws.session())
+    aws.session.cache_clear()  # as a test does to sign with other credentials
+    aws.client("s3", region_name="us-east-1")
+    gc.collect()  # a botocore session holds cycles (its event hooks): only the collector frees it
+    assert old() is None

@@ -7,7 +7,7 @@ the layer ships the boto3/botocore that ``uv.lock`` pins, so what runs in Lambda
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import boto3
@@ -20,9 +20,11 @@ def session() -> botocore.session.Session:
     return botocore.session.get_session()
 
 
-@cache
+@lru_cache(maxsize=1)
 def _boto3_session(core: botocore.session.Session) -> boto3.Session:
-    # One boto3 session per botocore session: each registers boto3's handlers on it, which must happen once.
+    # One boto3 session per botocore session: each registers boto3's handlers on it, which must happen once. Only
+    # the latest is kept: a botocore session made anew (as tests do, to read other credentials) replaces the old
+    # one, which is then freed with every service model it loaded (each a few MB of parsed JSON).
     return boto3.Session(botocore_session=core)
 
 
