@@ -29,7 +29,8 @@ Control endpoints (not part of the upstream API):
   - ``sse_error``: (with ``stream``) an ``error`` event after ``after_partials`` partial images;
   - ``sse_cut``: (with ``stream``) the connection closes after ``after_partials`` partial images;
 - ``GET /_simulator/stats`` counts calls and shows the last request received (headers, and the JSON body or the
-  form fields and file parts with their names, sizes and SHA-256);
+  form fields and file parts with their names, sizes and SHA-256), and the last ``RECENT_REQUESTS`` of them, oldest
+  first (a test on a shared stack finds its own there, whatever async work ran meanwhile);
 - ``POST /_simulator/options`` ``{"latency_ms": 40000, "keepalive_ms": 0}`` changes the behaviour until the
   next reset (a test that needs a slow upstream asks for one);
 - ``POST /_simulator/reset`` clears all three.
@@ -72,11 +73,15 @@ class SimulatorOptions:
     control: bool = True  # the /_simulator/* endpoints (faults, stats, options, reset)
 
 
+RECENT_REQUESTS = 20
+
+
 @dataclass
 class _State:
     faults: deque[dict[str, Any]] = field(default_factory=deque)
     calls: int = 0
     last_request: dict[str, Any] | None = None
+    recent_requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -98,6 +103,7 @@ class UpstreamSimulator:
             self._state.faults.clear()
             self._state.calls = 0
             self._state.last_request = None
+            self._state.recent_requests.clear()
             self.options = self._initial_options
 
     def set_options(self, **changes: Any) -> None:
@@ -140,7 +146,9 @@ class UpstreamSimulator:
             self.queue_faults(*(request.get_json(force=True) or {}).get("responses", []))
             return _json(200, {"queued": len(self._state.faults)})
         if path == "/_simulator/stats":
-            return _json(200, {"calls": self.calls, "last_request": self.last_request})
+            with self._state.lock:
+                recent = list(self._state.recent_requests)
+            return _json(200, {"calls": self.calls, "last_request": self.last_request, "recent_requests": recent})
         if path == "/_simulator/options" and request.method == "POST":
             self.set_options(**(request.get_json(force=True) or {}))
             return _json(200, {"latency_ms": self.options.latency_ms, "keepalive_ms": self.options.keepalive_ms})
@@ -211,6 +219,7 @@ class UpstreamSimulator:
                 "authorization_ok": self._authorized(request),
                 **summary,
             }
+            self._state.recent_requests.append(self._state.last_request)
             fault = self._state.faults.popleft() if self._state.faults else None
         headers = self._headers()
         if not self._authorized(request):
