@@ -86,17 +86,15 @@ def deployed_tracing() -> dict[str, str]:
 
 
 def _probe(python: Path, which: str, environment: dict[str, str], modules: Path) -> dict[str, Any]:
-    """One fresh process; ``generations`` writes the library modules it loaded to ``modules``, which
-    ``libraries`` then imports."""
+    """One fresh process's answer (``ms``, ``cpu_ms``; ``generations`` adds ``library_modules``); ``libraries``
+    imports the modules listed in the file ``modules``."""
     env = {**environment, "PATH": os.environ.get("PATH", ""), "PYTHONPATH": f"{ROOT}:{ROOT / 'layers' / 'imagecore'}"}
     command = [str(python), "-m", "bench.coldprobe", which, str(modules)]
     done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=False, timeout=120)  # noqa: S603
     if done.returncode != 0:
         raise BenchError(f"cold start of {which} failed: {done.stderr.strip()[-800:]}")
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
-    if which == "generations":
-        modules.write_text(json.dumps(answer["library_modules"]))
-    return {"ms": float(answer["ms"]), "cpu_ms": float(answer["cpu_ms"])}
+    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
 
 
 def cold_starts(environment: dict[str, str], runs: int) -> dict[str, list[float]]:
@@ -109,11 +107,12 @@ def cold_starts(environment: dict[str, str], runs: int) -> dict[str, list[float]
     samples: dict[str, list[float]] = {key: [] for name in HANDLERS for key in (name, f"{name} cpu")}
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as folder:
         modules = Path(folder) / "library-modules.json"
-        _probe(python, "generations", environment, modules)  # warms the OS file cache and lists the libraries
+        # the libraries the generations function loads, listed once for the ``libraries`` probe
+        modules.write_text(json.dumps(_probe(python, "generations", environment, modules)["library_modules"]))
         for run in range(runs + 1):  # the first round only warms the OS file cache
             for name in HANDLERS if run % 2 == 0 else HANDLERS[::-1]:
                 figures = _probe(python, name, environment, modules)
                 if run:
-                    samples[name].append(figures["ms"])
-                    samples[f"{name} cpu"].append(figures["cpu_ms"])
+                    samples[name].append(float(figures["ms"]))
+                    samples[f"{name} cpu"].append(float(figures["cpu_ms"]))
     return samples

@@ -80,7 +80,6 @@ RECENT_REQUESTS = 20
 class _State:
     faults: deque[dict[str, Any]] = field(default_factory=deque)
     calls: int = 0
-    last_request: dict[str, Any] | None = None
     recent_requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_REQUESTS))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -102,7 +101,6 @@ class UpstreamSimulator:
         with self._state.lock:
             self._state.faults.clear()
             self._state.calls = 0
-            self._state.last_request = None
             self._state.recent_requests.clear()
             self.options = self._initial_options
 
@@ -119,8 +117,14 @@ class UpstreamSimulator:
         return self._state.calls
 
     @property
+    def recent_requests(self) -> list[dict[str, Any]]:
+        with self._state.lock:
+            return list(self._state.recent_requests)
+
+    @property
     def last_request(self) -> dict[str, Any] | None:
-        return self._state.last_request
+        recent = self.recent_requests
+        return recent[-1] if recent else None
 
     # --- WSGI ----------------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -146,9 +150,8 @@ class UpstreamSimulator:
             self.queue_faults(*(request.get_json(force=True) or {}).get("responses", []))
             return _json(200, {"queued": len(self._state.faults)})
         if path == "/_simulator/stats":
-            with self._state.lock:
-                recent = list(self._state.recent_requests)
-            return _json(200, {"calls": self.calls, "last_request": self.last_request, "recent_requests": recent})
+            stats = {"calls": self.calls, "last_request": self.last_request, "recent_requests": self.recent_requests}
+            return _json(200, stats)
         if path == "/_simulator/options" and request.method == "POST":
             self.set_options(**(request.get_json(force=True) or {}))
             return _json(200, {"latency_ms": self.options.latency_ms, "keepalive_ms": self.options.keepalive_ms})
@@ -213,13 +216,14 @@ class UpstreamSimulator:
         a fault with a ``mode`` is handed back, to damage the real answer."""
         with self._state.lock:
             self._state.calls += 1
-            self._state.last_request = {
-                "path": request.path,
-                "headers": {k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"},
-                "authorization_ok": self._authorized(request),
-                **summary,
-            }
-            self._state.recent_requests.append(self._state.last_request)
+            self._state.recent_requests.append(
+                {
+                    "path": request.path,
+                    "headers": {k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"},
+                    "authorization_ok": self._authorized(request),
+                    **summary,
+                }
+            )
             fault = self._state.faults.popleft() if self._state.faults else None
         headers = self._headers()
         if not self._authorized(request):
